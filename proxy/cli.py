@@ -1,0 +1,167 @@
+"""``boltstream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from bolt.versions import SUPPORTED_VERSIONS
+from proxy import __version__
+from proxy.backends.base import QueryBackend
+from proxy.config import Config, ConfigError, load_config
+from proxy.relay import BackendUnreachable, open_backend
+from proxy.server import BoltServer
+
+log = logging.getLogger("boltstream")
+
+SERVE_HELP = """\
+Serve Bolt on --listen and forward every query the proxy does not answer itself to the
+backend. Every option can also be set in a TOML config file (--config, keys as below with
+dashes or underscores, optionally under a [boltstream] table) or in the environment as
+BOLTSTREAM_<OPTION> (for example BOLTSTREAM_BACKEND, BOLTSTREAM_DATA_DIR). Precedence:
+command line > environment > config file > defaults.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boltstream", description=(
+        "A Bolt proxy that adds Kafka stream clauses to Cypher, in front of Neo4j, Memgraph "
+        "or FalkorDB."))
+    parser.add_argument("--version", action="version", version=f"boltstream {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the proxy", description=SERVE_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="address to serve Bolt on (default 127.0.0.1:7687; port 0 picks a "
+                       "free port, printed in the ready line)")
+    serve.add_argument("--backend", metavar="URI",
+                       help="the graph: bolt://host:port, bolt+s://, neo4j:// (Neo4j, "
+                       "Memgraph, FalkorDB's Bolt port), falkordb://host:port[/graph] (an "
+                       "existing FalkorDB over its own protocol), or leave out to run an "
+                       "embedded FalkorDB (default)")
+    serve.add_argument("--data-dir", metavar="DIR",
+                       help="where the embedded FalkorDB keeps its data (default "
+                       "./boltstream-data; append-only file on, fsync per write)")
+    serve.add_argument("--advertised-address", metavar="HOST:PORT",
+                       help="the address routing tables give to neo4j:// clients (default: the "
+                       "listen address, with 0.0.0.0 shown as localhost)")
+    serve.add_argument("--config", metavar="FILE", type=Path, help="TOML file with settings")
+    serve.add_argument("--auth", metavar="USER:PASSWORD",
+                       help="for FalkorDB backends, which have no users: accept only this user "
+                       "(default: accept any credentials). Bolt backends check credentials "
+                       "themselves")
+    serve.add_argument("--users-file", metavar="FILE",
+                       help="like --auth, one USER:PASSWORD per line")
+    serve.add_argument("--fsync", choices=("always", "everysec", "no"),
+                       help="embedded FalkorDB appendfsync policy (default always)")
+    serve.add_argument("--max-message-size", metavar="BYTES", type=int,
+                       help="largest Bolt request accepted (default 16 MiB)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="default info")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, overrides={
+            "listen": args.listen, "backend": args.backend, "data_dir": args.data_dir,
+            "advertised_address": args.advertised_address, "auth": args.auth,
+            "users_file": args.users_file, "fsync": args.fsync,
+            "max_message_size": args.max_message_size, "log_level": args.log_level,
+        })
+    except ConfigError as exc:
+        print(f"boltstream: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+class StartupError(Exception):
+    pass
+
+
+async def serve(config: Config) -> int:
+    uri = config.backend_uri
+    query_backend: QueryBackend | None = None
+    embedded = None
+    description = ""
+    try:
+        if uri.kind == "embedded":
+            from proxy.backends.embedded import EmbeddedError, EmbeddedFalkorDB
+
+            embedded = EmbeddedFalkorDB(config.data_dir, fsync=config.fsync)
+            try:
+                await embedded.start()
+            except EmbeddedError as exc:
+                raise StartupError(str(exc)) from exc
+            query_backend = embedded.make_backend()
+            description = f"embedded FalkorDB (data in {config.data_dir.resolve()})"
+        elif uri.kind == "falkordb":
+            from proxy.backends.falkordb import FalkorDBBackend
+
+            query_backend = FalkorDBBackend(uri.host, uri.port, default_graph=uri.graph)
+            description = f"FalkorDB at {uri.host}:{uri.port}, graph {uri.graph}"
+        else:
+            await _check_bolt_backend(config)
+            description = f"Bolt server at {uri.raw}"
+        if query_backend is not None:
+            try:
+                await query_backend.start()
+            except Exception as exc:  # any failure to reach it is fatal at startup
+                raise StartupError(f"cannot reach the backend: {exc}") from exc
+        server = BoltServer(config, query_backend=query_backend)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        host, port = server.address
+        auth = ("auth: passed through to the backend" if query_backend is None
+                else server.local_env.authenticator.description if server.local_env else "")
+        log.info("boltstream %s ready on bolt://%s:%d, backend: %s, %s", __version__, host, port,
+                 description, auth)
+        await _wait_for_signal()
+        log.info("shutting down")
+        await server.close()
+        return 0
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if query_backend is not None:
+            with contextlib.suppress(Exception):
+                await query_backend.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _check_bolt_backend(config: Config) -> None:
+    try:
+        _reader, writer, version = await open_backend(config.backend_uri, list(SUPPORTED_VERSIONS))
+    except BackendUnreachable as exc:
+        raise StartupError(str(exc)) from exc
+    writer.close()
+    if version is None:
+        raise StartupError(f"{config.backend_uri.raw} speaks none of the Bolt versions "
+                           f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

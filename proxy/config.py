@@ -1,0 +1,196 @@
+"""The proxy's settings: one typed object, filled from defaults, a TOML file, the environment
+(``BOLTSTREAM_*``) and the command line, in increasing order of precedence.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message says which and why."""
+
+
+def parse_address(text: str, *, default_port: int = 7687) -> tuple[str, int]:
+    """``host:port``, ``:port``, ``host`` or ``[v6]:port`` -> (host, port)."""
+    text = text.strip()
+    if not text:
+        raise ConfigError("empty address")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    host = host or "127.0.0.1"
+    if not port_text:
+        return host, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"bad port in address {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port out of range in address {text!r}")
+    return host, port
+
+
+@dataclass(frozen=True)
+class BackendURI:
+    """Where the graph lives. ``kind`` is ``embedded``, ``falkordb`` or ``bolt``."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    graph: str = "neo4j"
+    tls: bool = False
+    raw: str = ""
+
+    @classmethod
+    def parse(cls, uri: str | None) -> BackendURI:
+        if not uri or uri == "embedded":
+            return cls(kind="embedded", raw="embedded")
+        parts = urlsplit(uri)
+        scheme = parts.scheme.lower()
+        if not parts.hostname:
+            raise ConfigError(f"backend URI {uri!r} has no host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"backend URI {uri!r} has a bad port") from None
+        if scheme in ("bolt", "neo4j", "bolt+s", "neo4j+s", "bolt+ssc", "neo4j+ssc"):
+            return cls(
+                kind="bolt",
+                host=parts.hostname,
+                port=port or 7687,
+                tls=scheme.endswith(("+s", "+ssc")),
+                raw=uri,
+            )
+        if scheme in ("falkordb", "redis"):
+            graph = parts.path.strip("/") or "neo4j"
+            return cls(kind="falkordb", host=parts.hostname, port=port or 6379, graph=graph,
+                       raw=uri)
+        raise ConfigError(
+            f"unknown backend scheme {scheme!r} in {uri!r}: use bolt://, bolt+s://, neo4j://, "
+            "falkordb://host:port[/graph], or leave --backend out for the embedded FalkorDB"
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:7687"
+    backend: str = "embedded"
+    data_dir: Path = Path("./boltstream-data")
+    advertised_address: str = ""
+    auth: str = ""  # USER:PASSWORD for backends without users of their own
+    users_file: Path | None = None
+    max_message_size: int = 16 * 1024 * 1024
+    log_level: str = "info"
+    fsync: str = "always"  # embedded FalkorDB appendfsync policy
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_address(self.listen)
+
+    @property
+    def backend_uri(self) -> BackendURI:
+        return BackendURI.parse(self.backend)
+
+    @property
+    def advertised(self) -> str:
+        """The ``host:port`` routing tables name: what clients should dial to reach us."""
+        if self.advertised_address:
+            host, port = parse_address(self.advertised_address)
+        else:
+            host, port = self.listen_address
+            if host in ("0.0.0.0", "::", ""):
+                host = "localhost"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def users(self) -> dict[str, str]:
+        """Configured users (name -> password). Empty means: accept any credentials."""
+        found: dict[str, str] = {}
+        if self.auth:
+            user, sep, password = self.auth.partition(":")
+            if not sep or not user:
+                raise ConfigError("--auth must be USER:PASSWORD")
+            found[user] = password
+        if self.users_file:
+            try:
+                lines = self.users_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"cannot read users file {self.users_file}: {exc}") from None
+            for number, line in enumerate(lines, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                user, sep, password = line.partition(":")
+                if not sep or not user:
+                    raise ConfigError(f"{self.users_file}:{number}: expected USER:PASSWORD")
+                found[user] = password
+        return found
+
+    def validate(self) -> Config:
+        self.listen_address  # noqa: B018 - raises ConfigError when malformed
+        self.backend_uri  # noqa: B018
+        self.users()
+        if self.advertised_address:
+            parse_address(self.advertised_address)
+        if self.fsync not in ("always", "everysec", "no"):
+            raise ConfigError("fsync must be always, everysec or no")
+        if self.max_message_size < 1024:
+            raise ConfigError("max_message_size must be at least 1024 bytes")
+        return self
+
+
+_FIELD_NAMES = {f.name for f in fields(Config)} - {"extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("data_dir", "users_file"):
+        return Path(str(value)) if value not in (None, "") else None
+    if name == "max_message_size":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, not {value!r}") from None
+    return str(value)
+
+
+def load_config(
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < TOML file < ``BOLTSTREAM_*`` environment < explicit overrides (CLI flags)."""
+    values: dict[str, Any] = {}
+    env = os.environ if env is None else env
+    file = file or (Path(env["BOLTSTREAM_CONFIG"]) if env.get("BOLTSTREAM_CONFIG") else None)
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        section = data.get("boltstream", data)
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name not in _FIELD_NAMES:
+                raise ConfigError(f"config file {file}: unknown setting {key!r}")
+            values[name] = _coerce(name, value)
+    for name in _FIELD_NAMES:
+        env_value = env.get("BOLTSTREAM_" + name.upper())
+        if env_value:
+            values[name] = _coerce(name, env_value)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    return replace(Config(), **values).validate()

@@ -1,0 +1,41 @@
+"""Paging a whole result out to a client with PULL ``n`` / DISCARD ``n``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bolt.messages import encode_record, encode_success
+from bolt.packstream import Packer
+from proxy.wire import BoltWire
+
+
+@dataclass
+class ResultStream:
+    fields: list[str]
+    rows: list[list[Any]]
+    summary: dict[str, Any]  # the final SUCCESS metadata, less t_last
+    position: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.rows) - self.position
+
+    def page(self, n: int, *, send_records: bool, wire: BoltWire, packer: Packer) -> bool:
+        """Send up to ``n`` records (all if n < 0) and the SUCCESS that follows them.
+
+        Returns True when rows remain (the SUCCESS said ``has_more``); otherwise the final
+        summary was sent and the stream is finished.
+        """
+        count = self.remaining if n < 0 else min(n, self.remaining)
+        if send_records:
+            send, rows = wire.send, self.rows
+            for index in range(self.position, self.position + count):
+                send(encode_record(rows[index], packer))
+        self.position += count
+        if self.remaining > 0:
+            wire.send(encode_success({"has_more": True}, packer))
+            return True
+        self.rows = []
+        wire.send(encode_success({**self.summary, "t_last": 0}, packer))
+        return False

@@ -1,0 +1,192 @@
+"""Byte-exact relay checks against a scripted Bolt server (the real-database versions of these
+behaviours run in test_driver.py against FalkorDB's own Bolt port)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bolt.chunking import chunk
+from bolt.messages import (
+    Begin,
+    Commit,
+    Failure,
+    Goodbye,
+    Hello,
+    Ignored,
+    Logon,
+    Pull,
+    Reset,
+    Route,
+    Run,
+    Success,
+    Tag,
+)
+from bolt.packstream import Packer, Structure
+from bolt.versions import Version
+from tests.boltclient import RawBolt, offer_bytes
+from tests.stubserver import StubBoltServer, StubConnection
+from tests.support import ProxyProcess
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def response(tag: int, *fields: object) -> bytes:
+    return chunk(Packer(Version(5, 4)).pack(Structure(tag, tuple(fields))))
+
+
+SUCCESS_EMPTY = response(Tag.SUCCESS, {})
+# A RECORD whose integer uses the 8-byte form: decoding and re-encoding would shrink it to 01,
+# so getting these exact bytes back proves the record was relayed untouched. Split over two
+# chunks for the same reason.
+ODD_RECORD = bytes.fromhex("0004 B17191CB 0008 0000000000000001 0000")
+
+
+@pytest.fixture(scope="module", params=[(5, 4), (5, 7)], ids=["bolt5.4", "bolt5.7"])
+def stub(request: pytest.FixtureRequest) -> Iterator[tuple[StubBoltServer, ProxyProcess]]:
+    server = StubBoltServer(request.param)
+    proxy = ProxyProcess("--backend", f"bolt://127.0.0.1:{server.port}").start()
+    yield server, proxy
+    proxy.stop()
+    server.close()
+
+
+def connect(proxy: ProxyProcess) -> RawBolt:
+    client = RawBolt(proxy.address)
+    client.handshake(offer_bytes((5, 8, 8), (4, 4, 2)))
+    return client
+
+
+def login(client: RawBolt) -> None:
+    client.send(Hello({"user_agent": "test/1", "bolt_agent": {"product": "test/1"}}),
+                Logon({"scheme": "basic", "principal": "u", "credentials": "p"}))
+    assert isinstance(client.recv(), Success)
+    assert isinstance(client.recv(), Success)
+
+
+def serve_login(conn: StubConnection) -> None:
+    conn.expect(Tag.HELLO)
+    conn.send(response(Tag.SUCCESS, {"server": "Neo4j/5.99.0", "connection_id": "stub-1"}))
+    conn.expect(Tag.LOGON)
+    conn.send(SUCCESS_EMPTY)
+
+
+def test_records_and_summaries_pass_through_byte_exact(stub) -> None:
+    server, proxy = stub
+    summary = response(Tag.SUCCESS, {"type": "r", "t_last": 1, "db": "neo4j", "bookmark": "b"})
+
+    def script(conn: StubConnection) -> None:
+        serve_login(conn)
+        conn.expect(Tag.RUN)
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.SUCCESS, {"fields": ["x"], "t_first": 0}) + ODD_RECORD + summary)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        assert client.version == Version(*server.version)
+        login(client)
+        client.send(Run("RETURN 1 AS x", {}, {}), Pull(1000, -1))
+        assert isinstance(client.recv(), Success)
+        _payload, wire = client.recv_framed()
+        assert wire == ODD_RECORD
+        _payload, wire = client.recv_framed()
+        assert wire == summary
+    assert not server.errors
+
+
+def test_pipelined_transaction_in_one_write(stub) -> None:
+    server, proxy = stub
+
+    def script(conn: StubConnection) -> None:
+        serve_login(conn)
+        for tag in (Tag.BEGIN, Tag.RUN, Tag.PULL, Tag.COMMIT):
+            conn.expect(tag)
+        conn.send(SUCCESS_EMPTY + response(Tag.SUCCESS, {"fields": [], "qid": 0})
+                  + response(Tag.SUCCESS, {"type": "w"})
+                  + response(Tag.SUCCESS, {"bookmark": "bm-1"}))
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(Begin({}), Run("CREATE ()", {}, {}), Pull(-1, -1), Commit())
+        replies = [client.recv() for _ in range(4)]
+    assert [type(r) for r in replies] == [Success] * 4
+    assert replies[3].metadata == {"bookmark": "bm-1"}
+    assert not server.errors
+
+
+def test_failure_is_translated_for_the_client_version(stub) -> None:
+    server, proxy = stub
+    # The backend uses the format of the *other* generation on purpose: 5.4 clients must see
+    # `code`, 5.7 clients `neo4j_code` with a GQL status.
+    legacy = server.version < (5, 7)
+    sent = ({"neo4j_code": "Neo.ClientError.Statement.SyntaxError", "message": "bad",
+             "gql_status": "42001", "description": "error: syntax error"} if legacy
+            else {"code": "Neo.ClientError.Statement.SyntaxError", "message": "bad"})
+
+    def script(conn: StubConnection) -> None:
+        serve_login(conn)
+        conn.expect(Tag.RUN)
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.FAILURE, sent) + response(Tag.IGNORED))
+        conn.expect(Tag.RESET)
+        conn.send(SUCCESS_EMPTY)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(Run("RETURN RETURN", {}, {}), Pull(-1, -1))
+        failure = client.recv()
+        assert isinstance(failure, Failure)
+        assert isinstance(client.recv(), Ignored)
+        client.send(Reset())
+        assert isinstance(client.recv(), Success)
+    if legacy:
+        assert failure.metadata["code"] == "Neo.ClientError.Statement.SyntaxError"
+    else:
+        assert failure.metadata["neo4j_code"] == "Neo.ClientError.Statement.SyntaxError"
+        assert failure.metadata["gql_status"]
+        assert failure.metadata["description"]
+    assert failure.metadata["message"] == "bad"
+    assert not server.errors
+
+
+def test_route_is_answered_by_the_proxy_and_goodbye_not_forwarded(stub) -> None:
+    server, proxy = stub
+    seen: list[StubConnection] = []
+
+    def script(conn: StubConnection) -> None:
+        seen.append(conn)
+        serve_login(conn)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(Route({"address": "example:7687"}, [], None, None))
+        routed = client.recv()
+        client.send(Goodbye())
+        assert client.is_closed()
+    assert isinstance(routed, Success)
+    table = routed.metadata["rt"]
+    assert table["db"] == "neo4j"
+    assert {s["role"] for s in table["servers"]} == {"READ", "WRITE", "ROUTE"}
+    assert all(s["addresses"] == [f"127.0.0.1:{proxy.port}"] for s in table["servers"])
+    assert seen and seen[0].finished.wait(5)
+    conn = seen[0]
+    # Nothing after LOGON reached the backend: no ROUTE, no GOODBYE.
+    assert [payload[1] for payload in conn.received] == [Tag.HELLO, Tag.LOGON]
+
+
+def test_backend_offer_is_what_client_and_proxy_share(stub) -> None:
+    server, proxy = stub
+    server.scripts.put(serve_login)
+    before = len(server.offers)
+    with connect(proxy) as client:
+        login(client)
+    offer = server.offers[before]
+    # Client offered 5.8..5.0 and 4.4..4.2; the proxy never offers 5.5 and puts the highest
+    # range first.
+    assert offer[4:8] == bytes([0, 2, 8, 5])  # 5.8..5.6
+    assert offer[8:12] == bytes([0, 4, 4, 5])  # 5.4..5.0
+    assert offer[12:16] == bytes([0, 2, 4, 4])  # 4.4..4.2

@@ -1,0 +1,71 @@
+"""Settings: defaults < TOML file < BOLTSTREAM_* environment < command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import BackendURI, ConfigError, load_config, parse_address
+
+
+def test_defaults() -> None:
+    config = load_config(env={})
+    assert config.listen_address == ("127.0.0.1", 7687)
+    assert config.backend_uri.kind == "embedded"
+    assert config.data_dir == Path("./boltstream-data")
+    assert config.advertised == "127.0.0.1:7687"
+    assert config.users() == {}
+
+
+def test_precedence(tmp_path: Path) -> None:
+    file = tmp_path / "b.toml"
+    file.write_text('listen = "127.0.0.1:1000"\ndata-dir = "/from/file"\n'
+                    'backend = "falkordb://db:6380/g"\n')
+    env = {"BOLTSTREAM_LISTEN": "127.0.0.1:2000", "BOLTSTREAM_DATA_DIR": "/from/env"}
+    config = load_config(file, env=env, overrides={"listen": "127.0.0.1:3000", "auth": None})
+    assert config.listen == "127.0.0.1:3000"  # command line wins
+    assert config.data_dir == Path("/from/env")  # environment beats the file
+    assert config.backend_uri == BackendURI("falkordb", "db", 6380, "g", raw="falkordb://db:6380/g")
+
+
+def test_config_file_from_environment_and_table(tmp_path: Path) -> None:
+    file = tmp_path / "b.toml"
+    file.write_text('[boltstream]\nadvertised_address = "proxy.example:7000"\n')
+    config = load_config(env={"BOLTSTREAM_CONFIG": str(file)})
+    assert config.advertised == "proxy.example:7000"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('nope = 1\n', "unknown setting"),
+    ('listen = "host:port"\n', "bad port"),
+    ('backend = "http://x"\n', "unknown backend scheme"),
+    ('auth = "nocolon"\n', "USER:PASSWORD"),
+    ('listen = [\n', "not valid TOML"),
+])
+def test_bad_settings_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "b.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(file, env={})
+
+
+def test_backend_uris() -> None:
+    assert BackendURI.parse("bolt://h").port == 7687
+    assert BackendURI.parse("bolt+s://h:1").tls
+    assert BackendURI.parse("neo4j://h:2").kind == "bolt"
+    assert BackendURI.parse("falkordb://h").graph == "neo4j"
+    assert BackendURI.parse(None).kind == "embedded"
+
+
+def test_addresses_and_advertised() -> None:
+    assert parse_address(":9") == ("127.0.0.1", 9)
+    assert parse_address("[::1]:9") == ("::1", 9)
+    assert load_config(env={}, overrides={"listen": "0.0.0.0:7687"}).advertised == "localhost:7687"
+
+
+def test_users_file(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("# comment\nalice:s3cret:with:colons\nbob:pw\n")
+    config = load_config(env={}, overrides={"users_file": str(users), "auth": "carol:x"})
+    assert config.users() == {"alice": "s3cret:with:colons", "bob": "pw", "carol": "x"}
