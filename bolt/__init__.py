@@ -54,13 +54,24 @@ from bolt.messages import (
     decode_request,
     decode_response,
     encode_failure,
+    encode_failure_metadata,
     encode_record,
     encode_request,
+    encode_response,
     encode_success,
     peek_tag,
+    request_defined,
 )
-from bolt.packstream import Packer, Structure, Unpacker, hydrate, unpack, unpack_all
-from bolt.state import Action, Outcome, ServerStateMachine, State
+from bolt.packstream import (
+    Packer,
+    StructTag,
+    Structure,
+    Unpacker,
+    hydrate,
+    unpack,
+    unpack_all,
+)
+from bolt.state import Action, Outcome, ServerStateMachine, State, outcome_of
 from bolt.versions import SUPPORTED_VERSIONS, Version
 
 __all__ = [
@@ -102,6 +113,7 @@ __all__ = [
     "ServerHandshake",
     "ServerStateMachine",
     "State",
+    "StructTag",
     "Structure",
     "Success",
     "Tag",
@@ -116,14 +128,18 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode_failure",
+    "encode_failure_metadata",
     "encode_record",
     "encode_request",
+    "encode_response",
     "encode_success",
     "failure_metadata",
     "hydrate",
     "normalize_failure",
+    "outcome_of",
     "parse_server_choice",
     "peek_tag",
+    "request_defined",
     "unpack",
     "unpack_all",
 ]

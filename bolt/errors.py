@@ -86,9 +86,7 @@ class AuthenticationError(ClientError):
 
     close_connection = True
 
-    def __init__(
-        self, message: str, code: str = "Neo.ClientError.Security.Unauthorized"
-    ) -> None:
+    def __init__(self, message: str, code: str = "Neo.ClientError.Security.Unauthorized") -> None:
         super().__init__(code, message)
 
 

@@ -239,9 +239,7 @@ class ServerHandshake:
             self.manifest_used = True
             self._manifest_versions = frozenset(v for v in versions if v not in NEVER_NEGOTIATE)
             self._phase = _Phase.CHOICE
-            reply = b"".join(
-                [MANIFEST_V1, encode_varint(len(runs)), *(_slot(*r) for r in runs)]
-            )
+            reply = b"".join([MANIFEST_V1, encode_varint(len(runs)), *(_slot(*r) for r in runs)])
             # Capabilities: none defined for us yet, and the client may only pick a subset.
             reply += encode_varint(0)
             self._parse_choice()
@@ -299,9 +297,7 @@ def client_proposal(versions: Sequence[Version]) -> bytes:
     return MAGIC + slots + NO_VERSION * (4 - len(runs))
 
 
-def parse_server_choice(
-    data: bytes, proposed: Sequence[Version] | None = None
-) -> Version | None:
+def parse_server_choice(data: bytes, proposed: Sequence[Version] | None = None) -> Version | None:
     """The version in a server's 4-byte legacy reply; None if it refused (``00 00 00 00``).
 
     With ``proposed``, a version we did not offer is a ``HandshakeError`` too.

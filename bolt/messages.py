@@ -246,6 +246,33 @@ def peek_tag(payload: bytes | bytearray | memoryview) -> int:
     return payload[1]
 
 
+def peek_run_query(payload: bytes) -> tuple[str, int]:
+    """The query text of a RUN payload and the offset where its parameters start, without
+    decoding the parameters (for classifying; the caller forwards the original bytes).
+
+    Raises ``ProtocolError`` if the payload is not a RUN whose first field is a string.
+    """
+    if len(payload) < 3 or payload[0] != 0xB3 or payload[1] != Tag.RUN:
+        raise ProtocolError("not a three-field RUN message")
+    marker = payload[2]
+    if 0x80 <= marker <= 0x8F:
+        start, size = 3, marker & 0x0F
+    elif marker == 0xD0 and len(payload) >= 4:
+        start, size = 4, payload[3]
+    elif marker == 0xD1 and len(payload) >= 5:
+        start, size = 5, int.from_bytes(payload[3:5], "big")
+    elif marker == 0xD2 and len(payload) >= 7:
+        start, size = 7, int.from_bytes(payload[3:7], "big")
+    else:
+        raise ProtocolError("RUN query must be a string")
+    if start + size > len(payload):
+        raise ProtocolError("RUN query string is truncated")
+    try:
+        return payload[start : start + size].decode("utf-8"), start + size
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"RUN query is not valid UTF-8: {exc}") from None
+
+
 def _tag_name(tag: int) -> str:
     return _TAG_NAMES.get(tag, f"0x{tag:02X}")
 
@@ -256,8 +283,7 @@ def _read_fields(payload: bytes, expected: tuple[int, ...]) -> tuple[int, list[A
     count, tag = reader.structure_header()
     if count not in expected:
         raise ProtocolError(
-            f"{_tag_name(tag)} message needs {' or '.join(map(str, expected))} fields, "
-            f"got {count}"
+            f"{_tag_name(tag)} message needs {' or '.join(map(str, expected))} fields, got {count}"
         )
     fields = [reader.unpack() for _ in range(count)]
     if reader.remaining:

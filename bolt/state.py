@@ -36,9 +36,9 @@ Rules that are not obvious from the spec tables, and why:
   spec tables list them only in TX_READY, but Neo4j 4.0+ runs both transaction states as one
   and closes open results on commit/rollback, ArcadeDB does the same, and drivers rely on it
   when a transaction is closed without consuming every result.
-* TELEMETRY (5.4+) is listed only for READY; drivers send it just before BEGIN or RUN, and the
-  spec's own state notes allow it while streaming, so it is accepted in every post-auth state
-  and changes nothing. Before authentication it is a violation.
+* TELEMETRY (5.4+) is listed only for READY, but it is a fire-and-forget hint that drivers
+  pipeline in front of BEGIN/RUN, so it is accepted in every post-auth state and changes
+  nothing (ArcadeDB does the same, bolt.md §6). Before authentication it is a violation.
 * GOODBYE has no response: ``on_request`` applies it at once.
 * Messages the negotiated version does not define (LOGON/LOGOFF < 5.1, TELEMETRY < 5.4, ROUTE <
   4.3) have no transitions at all in that version's table; before 5.1 HELLO leads to READY and

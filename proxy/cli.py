@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from bolt.versions import SUPPORTED_VERSIONS
 from proxy import __version__
@@ -18,6 +19,9 @@ from proxy.relay import BackendUnreachable, open_backend
 from proxy.server import BoltServer
 
 log = logging.getLogger("boltstream")
+# The ready line is printed whatever --log-level says: scripts and users wait for it.
+ready_log = logging.getLogger("boltstream.ready")
+ready_log.setLevel(logging.INFO)
 
 SERVE_HELP = """\
 Serve Bolt on --listen and forward every query the proxy does not answer itself to the
@@ -81,9 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(serve(config))
+        return _run(serve(config))
     except KeyboardInterrupt:
         return 0
+
+
+def _run(main: Any) -> int:
+    """Run on uvloop when it is installed (about twice the relay throughput), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 class StartupError(Exception):
@@ -127,8 +140,8 @@ async def serve(config: Config) -> int:
         host, port = server.address
         auth = ("auth: passed through to the backend" if query_backend is None
                 else server.local_env.authenticator.description if server.local_env else "")
-        log.info("boltstream %s ready on bolt://%s:%d, backend: %s, %s", __version__, host, port,
-                 description, auth)
+        ready_log.info("boltstream %s ready on bolt://%s:%d, backend: %s, %s", __version__,
+                       host, port, description, auth)
         await _wait_for_signal()
         log.info("shutting down")
         await server.close()
@@ -146,11 +159,11 @@ async def serve(config: Config) -> int:
 
 async def _check_bolt_backend(config: Config) -> None:
     try:
-        _reader, writer, version = await open_backend(config.backend_uri, list(SUPPORTED_VERSIONS))
+        link = await open_backend(config.backend_uri, list(SUPPORTED_VERSIONS))
     except BackendUnreachable as exc:
         raise StartupError(str(exc)) from exc
-    writer.close()
-    if version is None:
+    link.transport.close()
+    if link.version is None:
         raise StartupError(f"{config.backend_uri.raw} speaks none of the Bolt versions "
                            f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
 

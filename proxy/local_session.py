@@ -277,7 +277,7 @@ class LocalSession:
             tx, self.tx = self.tx, None
             if word == "ROLLBACK":
                 self._check_rollback(tx)
-        return QueryResult([], [], type="s" if word == "BEGIN" else "r")
+        return QueryResult([], [], type="r")
 
     async def _execute(self, query: str, parameters: dict[str, Any], db: str) -> QueryResult:
         classified = self.env.router.classify(query)

@@ -1,7 +1,12 @@
-"""The asyncio server: accepts connections, does the Bolt handshake, runs one session each.
+"""The asyncio server: accepts connections, does the Bolt handshake, starts one session each.
 
-A connection's problems stay with that connection: a bad handshake, a protocol violation or
-an unexpected exception in its session closes it, logs one line with its connection id, and
+Each accepted socket starts with ``_Handshaker``, a protocol that feeds the sans-IO
+``ServerHandshake``. Once the versions are settled the socket is handed over: to a
+``RelaySession`` (protocol callbacks, the fast path) in front of a Bolt backend, or to a
+``LocalSession`` (a task reading through an asyncio stream) in front of FalkorDB.
+
+A connection's problems stay with that connection: a bad handshake, a protocol violation or an
+unexpected exception in its session closes it, logs one line with its connection id, and
 leaves every other session alone.
 """
 
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -20,18 +26,106 @@ from proxy.auth import Authenticator
 from proxy.backends.base import QueryBackend
 from proxy.config import Config
 from proxy.local_session import LocalSession, SessionEnv
-from proxy.relay import BackendUnreachable, RelayEnv, RelaySession, open_backend
+from proxy.relay import (
+    BackendLink,
+    BackendUnreachable,
+    RelayEnv,
+    RelaySession,
+    attach_client,
+    open_backend,
+)
 from proxy.router import LocalHandler, Router
 from proxy.system import query_backend_handlers, relay_handlers
-from proxy.wire import BoltWire, tune_socket
+from proxy.wire import BoltWire
 
 log = logging.getLogger("boltstream")
 HANDSHAKE_TIMEOUT = 30.0
+NO_VERSION = b"\x00\x00\x00\x00"
 
 
 class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self.extra['cid']}] {msg}" if self.extra else msg, kwargs
+
+
+class _Handshaker(asyncio.Protocol):
+    """A new connection until its Bolt version is agreed."""
+
+    def __init__(self, server: BoltServer) -> None:
+        self.server = server
+        self.handshake = ServerHandshake()
+        self.transport: asyncio.Transport | None = None
+        self.cid = server.next_id()
+        self.log = ConnectionLog(log, {"cid": self.cid})
+        self.started = False  # the offer is complete and the session is being set up
+        self.agreed: asyncio.Future[Version | None] | None = None
+        self.timeout: asyncio.TimerHandle | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._expired)
+
+    def _expired(self) -> None:
+        self.log.info("no Bolt handshake within %.0f s; closing", HANDSHAKE_TIMEOUT)
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.timeout is not None:
+            self.timeout.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        if self.agreed is not None and not self.agreed.done():
+            self.agreed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.handshake.receive_data(data)
+            if not self.started:
+                offer = self.handshake.offer()
+                if offer is not None:
+                    self.started = True
+                    task = asyncio.get_running_loop().create_task(self.server.start_session(self))
+                    self.server.track(task)
+            elif self.agreed is not None and self.handshake.done and not self.agreed.done():
+                self.agreed.set_result(self.handshake.version)
+        except HandshakeError as exc:
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self.log.warning("bad handshake from %s: %s", peer, exc)
+            self._abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.timeout is not None:
+            self.timeout.cancel()
+        if self.agreed is not None and not self.agreed.done():
+            self.agreed.set_result(None)
+
+    async def respond(self, versions: list[Version], *, use_manifest: bool) -> Version | None:
+        """Send the reply; wait for the client's pick if the manifest was used."""
+        assert self.transport is not None
+        if self.lost:
+            return None
+        reply = self.handshake.respond(versions, use_manifest=use_manifest)
+        self.transport.write(reply)
+        if not self.handshake.done:
+            self.agreed = asyncio.get_running_loop().create_future()
+            try:
+                self.handshake.receive_data(b"")
+            except HandshakeError as exc:
+                self.log.warning("handshake failed: %s", exc)
+                return None
+            if self.handshake.done:
+                self.agreed.set_result(self.handshake.version)
+            version = await self.agreed
+        else:
+            version = self.handshake.version
+        if self.timeout is not None:
+            self.timeout.cancel()
+        return version
 
 
 class BoltServer:
@@ -59,7 +153,14 @@ class BoltServer:
                                         default_db=graph)
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def next_id(self) -> str:
+        return f"bolt-{next(self._ids)}"
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -69,8 +170,9 @@ class BoltServer:
 
     async def start(self) -> None:
         host, port = self.config.listen_address
-        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True,
-                                                  limit=1024 * 1024)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Handshaker(self), host, port,
+                                                reuse_address=True)
         if port == 0 and not self.config.advertised_address:
             # A picked port: routing tables must name the port we actually got.
             advertised = replace(self.config, listen=f"{host}:{self.address[1]}").advertised
@@ -81,102 +183,84 @@ class BoltServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._sessions):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._sessions, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        cid = f"bolt-{next(self._ids)}"
-        clog = ConnectionLog(log, {"cid": cid})
-        peer = writer.get_extra_info("peername")
-        clog.debug("connection from %s", peer)
-        tune_socket(writer)
+    async def start_session(self, conn: _Handshaker) -> None:
         try:
-            await self._converse(reader, writer, cid, clog)
+            await self._session(conn)
         except asyncio.CancelledError:
             pass
         except Exception:
-            clog.exception("session failed; closing this connection only")
+            conn.log.exception("session failed; closing this connection only")
         finally:
-            self._sessions.discard(task)
-            writer.close()
+            if conn.transport is not None:
+                conn.transport.close()
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        cid: str, clog: ConnectionLog) -> None:
-        handshake = ServerHandshake()
-        try:
-            offer = None
-            while offer is None:
-                data = await asyncio.wait_for(reader.read(64), HANDSHAKE_TIMEOUT)
-                if not data:
-                    return
-                handshake.receive_data(data)
-                offer = handshake.offer()
-        except HandshakeError as exc:
-            clog.warning("bad handshake from %s: %s", writer.get_extra_info("peername"), exc)
-            return
-        except TimeoutError:
-            clog.info("no Bolt handshake within %.0f s; closing", HANDSHAKE_TIMEOUT)
-            return
-
+    async def _session(self, conn: _Handshaker) -> None:
+        assert conn.transport is not None
+        offer = conn.handshake.offer()
+        assert offer is not None
+        clog = conn.log
         relay = self.relay_env
-        backend_io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        link: BackendLink | None = None
         if relay is None:
-            versions = list(SUPPORTED_VERSIONS)
-            reply = handshake.respond(versions)
+            version = await conn.respond(list(SUPPORTED_VERSIONS), use_manifest=True)
         else:
-            wanted = [v for v in SUPPORTED_VERSIONS if v in set(offer.versions())]
+            offered = set(offer.versions())
+            wanted = [v for v in SUPPORTED_VERSIONS if v in offered]
             if not wanted:
-                clog.info("client offers no version we speak: %s", offer.versions())
-                writer.write(handshake.respond([]))
+                clog.info("client offers no version we speak: %s",
+                          [str(v) for v in offer.versions()])
+                conn.transport.write(NO_VERSION)
                 return
             try:
-                b_reader, b_writer, agreed = await open_backend(relay.backend, wanted)
+                link = await open_backend(relay.backend, wanted)
             except BackendUnreachable as exc:
                 clog.error("%s", exc)
-                writer.write(b"\x00\x00\x00\x00")
+                conn.transport.write(NO_VERSION)
                 return
-            if agreed is None:
+            if link.version is None:
                 clog.warning("backend %s accepts none of %s", relay.backend.raw,
                              [str(v) for v in wanted])
-                writer.write(handshake.respond([]))
+                conn.transport.write(NO_VERSION)
                 return
-            backend_io = (b_reader, b_writer)
             # A legacy reply: the backend was not offered the manifest, so a manifest-style
             # HELLO SUCCESS (protocol_version) cannot come from it.
-            reply = handshake.respond([agreed], use_manifest=False)
-        writer.write(reply)
-        try:
-            while not handshake.done:
-                data = await asyncio.wait_for(reader.read(64), HANDSHAKE_TIMEOUT)
-                if not data:
-                    return
-                handshake.receive_data(data)
-        except (HandshakeError, TimeoutError) as exc:
-            clog.warning("handshake failed: %s", exc)
-            return
-        version: Version | None = handshake.version
+            version = await conn.respond([link.version], use_manifest=False)
         if version is None:
-            clog.info("no common Bolt version with the client (offered %s)",
-                      [str(v) for v in offer.versions()])
+            if link is not None:
+                link.transport.close()
+            if not conn.lost:
+                clog.info("no common Bolt version with the client (offered %s)",
+                          [str(v) for v in offer.versions()])
             return
         clog.debug("Bolt %s agreed", version)
-        wire = BoltWire(reader, writer, max_message_size=self.config.max_message_size, log=clog)
-        wire.feed(handshake.leftover())
-        if backend_io is None:
-            assert self.local_env is not None
-            session = LocalSession(wire, version, self.local_env, connection_id=cid,
-                                   manifest_used=handshake.manifest_used, log=clog)
-            await session.serve()
-        else:
+        leftover = conn.handshake.leftover()
+        if link is not None:
             assert relay is not None
-            b_reader, b_writer = backend_io
-            backend_wire = BoltWire(b_reader, b_writer,
-                                    max_message_size=max(relay.max_message_size, 64 << 20),
-                                    log=clog)
-            await RelaySession(wire, backend_wire, version, relay, log=clog).serve()
+            session = RelaySession(conn.transport, link, version, relay, log=clog)
+            attach_client(conn.transport, session)
+            if leftover:
+                session.on_client_data(leftover)
+            await session.wait_closed()
+            return
+        assert self.local_env is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        conn.transport.set_protocol(protocol)
+        protocol.connection_made(conn.transport)
+        if conn.lost:
+            reader.feed_eof()
+        if leftover:
+            reader.feed_data(leftover)
+        writer = asyncio.StreamWriter(conn.transport, protocol, reader, loop)
+        wire = BoltWire(reader, writer, max_message_size=self.config.max_message_size, log=clog)
+        session = LocalSession(wire, version, self.local_env, connection_id=conn.cid,
+                               manifest_used=conn.handshake.manifest_used, log=clog)
+        await session.serve()
         await wire.close()

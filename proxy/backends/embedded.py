@@ -205,7 +205,12 @@ class EmbeddedFalkorDB:
             # A free port can be taken by someone else before the server binds it: retry.
             attempts = 3 if self._tcp_port == 0 else 1
             for attempt in range(attempts):
-                self._port = _free_tcp_port() if self._tcp_port == 0 else self._tcp_port
+                if self._tcp_port != 0:
+                    self._port = self._tcp_port
+                elif attempt > 0 or self._port is None:
+                    # A restart keeps the previous port while it is free, so that TCP
+                    # clients (and backends made before the restart) still find it.
+                    self._port = _free_tcp_port()
                 self._spawn(server, module)
                 try:
                     await self._wait_ready()

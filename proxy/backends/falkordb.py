@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import logging
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bolt.values import (
     Date,
@@ -56,6 +57,9 @@ from bolt.values import (
     UnboundRelationship,
 )
 from proxy.backends.base import BackendError, BackendUnavailable, QueryResult, QueryType
+
+if TYPE_CHECKING:
+    from proxy.backends.base import QueryBackend
 from proxy.backends.resp import (
     RespConnectionError,
     RespError,
@@ -163,87 +167,90 @@ def _localtime_expr(nanoseconds: int) -> str:
     return f"localtime({{hour:{h},minute:{mi},second:{s}}})"
 
 
-def _float_literal(value: float) -> tuple[str, bool]:
-    if math.isfinite(value):
-        return repr(value), False  # repr round-trips, and FalkorDB parses it exactly
-    if math.isnan(value):
-        return "(0.0/0.0)", True
-    return ("(1.0/0.0)" if value > 0 else "(-1.0/0.0)"), True
+class _NotLiteral(Exception):
+    """The value needs an expression (temporal, point, NaN/infinity): inline the parameter."""
 
 
-def _write(value: Any, out: list[str]) -> bool:
-    """Append ``value`` as Cypher text to ``out``; True when the text is an expression that
-    the ``CYPHER`` prefix cannot hold (so the parameter must be inlined)."""
+@functools.lru_cache(maxsize=4096)
+def _key(key: Any) -> str:
+    # Map keys repeat across the rows of a batch: quote each distinct one once.
+    return _name(key, "map keys")
+
+
+def _literal(value: Any) -> str:
+    """``value`` as a Cypher literal for the ``CYPHER`` prefix. Raises ``_NotLiteral`` when
+    only an expression can express it, ``_Unsupported`` when FalkorDB cannot hold it.
+
+    This is the hot path for large parameter batches (``UNWIND $rows``): exact-type checks
+    first, ``join`` over ``map`` for containers.
+    """
     kind = type(value)
     if kind is str:
-        out.append(_quote(value))
-        return False
+        return _quote(value)
     if kind is int:
         if not _INT64_MIN <= value <= _INT64_MAX:
             # FalkorDB would silently clamp it to the int64 range (measured).
             raise _Unsupported(f"integer {value} does not fit in 64 bits")
-        out.append(str(value))
-        return False
-    if value is None:
-        out.append("null")
-        return False
-    if kind is bool:
-        out.append("true" if value else "false")
-        return False
+        return str(value)
     if kind is float:
-        text, expr = _float_literal(value)
-        out.append(text)
-        return expr
+        if math.isfinite(value):
+            return repr(value)  # round-trips, and FalkorDB parses every digit of it
+        raise _NotLiteral
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
     if kind is list or kind is tuple:
-        out.append("[")
-        expr = False
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            expr = _write(item, out) or expr
-        out.append("]")
-        return expr
+        return "[" + ",".join(map(_literal, value)) + "]"
     if kind is dict:
-        out.append("{")
-        expr = False
-        for i, (key, item) in enumerate(value.items()):
-            if i:
-                out.append(",")
-            out.append(_name(key, "map keys"))
-            out.append(":")
-            expr = _write(item, out) or expr
-        out.append("}")
-        return expr
-    return _write_other(value, out)
-
-
-def _write_other(value: Any, out: list[str]) -> bool:
-    # Rarer types, kept out of the hot path above.
+        return "{" + ",".join([_key(k) + ":" + _literal(v) for k, v in value.items()]) + "}"
+    # Subclasses (IntEnum, OrderedDict, ...) as their base type; everything else is either
+    # an expression or unsupported.
     if isinstance(value, bool):
-        out.append("true" if value else "false")
-        return False
-    if isinstance(value, int):
-        return _write(int(value), out)
+        return "true" if value else "false"
+    base: type[Any]
+    for base in (int, float, str, list, dict):
+        if isinstance(value, base):
+            return _literal(base(value))
+    if isinstance(value, tuple):
+        return _literal(list(value))
+    raise _NotLiteral
+
+
+def _expression(value: Any) -> str:
+    """``value`` as Cypher text that may contain function calls, for inlining into the query.
+
+    Raises ``_Unsupported`` (with advice) for a type FalkorDB cannot hold.
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return "[" + ",".join(map(_expression, value)) + "]"
+    if kind is dict:
+        return "{" + ",".join([_key(k) + ":" + _expression(v) for k, v in value.items()]) + "}"
+    try:
+        return _literal(value)
+    except _NotLiteral:
+        pass
     if isinstance(value, float):
-        return _write(float(value), out)
-    if isinstance(value, str):
-        return _write(str(value), out)
+        if math.isnan(value):
+            return "(0.0/0.0)"  # FalkorDB evaluates these to NaN and +-inf (measured)
+        return "(1.0/0.0)" if value > 0 else "(-1.0/0.0)"
     if isinstance(value, list | tuple):
-        return _write(list(value), out)
+        return _expression(list(value))
     if isinstance(value, dict):
-        return _write(dict(value), out)
+        return _expression(dict(value))
     if isinstance(value, Date):
-        out.append(_date_expr(value.days))
-    elif isinstance(value, LocalDateTime):
+        return _date_expr(value.days)
+    if isinstance(value, LocalDateTime):
         # FalkorDB keeps whole seconds (it drops fractions from its own literals too).
-        out.append(_localdatetime_expr(value.seconds))
-    elif isinstance(value, LocalTime):
-        out.append(_localtime_expr(value.nanoseconds))
-    elif isinstance(value, Duration):
+        return _localdatetime_expr(value.seconds)
+    if isinstance(value, LocalTime):
+        return _localtime_expr(value.nanoseconds)
+    if isinstance(value, Duration):
         # FalkorDB has no sub-second durations; nanoseconds are dropped.
         seconds = value.seconds + value.nanoseconds // _NS_PER_SECOND
-        out.append(f"duration({{months:{value.months},days:{value.days},seconds:{seconds}}})")
-    elif isinstance(value, Point2D):
+        return f"duration({{months:{value.months},days:{value.days},seconds:{seconds}}})"
+    if isinstance(value, Point2D):
         if value.srid != _WGS84_2D:
             raise _Unsupported(
                 f"a point with SRID {value.srid}: FalkorDB points are WGS-84 "
@@ -251,23 +258,21 @@ def _write_other(value: Any, out: list[str]) -> bool:
             )
         if not (math.isfinite(value.x) and math.isfinite(value.y)):
             raise _Unsupported("a point with a NaN or infinite coordinate")
-        out.append(f"point({{latitude:{value.y!r},longitude:{value.x!r}}})")
-    elif isinstance(value, _dt.datetime):
+        return f"point({{latitude:{value.y!r},longitude:{value.x!r}}})"
+    if isinstance(value, _dt.datetime):
         if value.tzinfo is not None and value.utcoffset() is not None:
             raise _Unsupported(_no_zone("a time-zone-aware datetime"))
-        out.append(_localdatetime_expr(_naive_epoch_seconds(value)))
-    elif isinstance(value, _dt.date):
-        out.append(_date_expr(value.toordinal() - _EPOCH_ORDINAL))
-    elif isinstance(value, _dt.time):
+        return _localdatetime_expr(_naive_epoch_seconds(value))
+    if isinstance(value, _dt.date):
+        return _date_expr(value.toordinal() - _EPOCH_ORDINAL)
+    if isinstance(value, _dt.time):
         if value.tzinfo is not None and value.utcoffset() is not None:
             raise _Unsupported(_no_zone("a time-zone-aware time"))
         sod = value.hour * 3600 + value.minute * 60 + value.second
-        out.append(_localtime_expr(sod * _NS_PER_SECOND))
-    elif isinstance(value, _dt.timedelta):
-        out.append(f"duration({{days:{value.days},seconds:{value.seconds}}})")
-    else:
-        raise _Unsupported(_unsupported_type_message(value))
-    return True
+        return _localtime_expr(sod * _NS_PER_SECOND)
+    if isinstance(value, _dt.timedelta):
+        return f"duration({{days:{value.days},seconds:{value.seconds}}})"
+    raise _Unsupported(_unsupported_type_message(value))
 
 
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
@@ -352,16 +357,14 @@ def prepare_query(query: str, params: dict[str, Any] | None) -> PreparedQuery:
     for name, value in params.items():
         try:
             quoted = _name(name, "parameter names")
-            out: list[str] = []
-            is_expr = _write(value, out)
+            try:
+                prefix.append(f"{quoted}={_literal(value)}")
+            except _NotLiteral:
+                exprs[name] = _expression(value)
         except _Unsupported as exc:
             raise BackendError(TYPE_ERROR, f"parameter ${name}: {exc}") from None
         except RecursionError:
             raise BackendError(TYPE_ERROR, f"parameter ${name} is nested too deeply") from None
-        if is_expr:
-            exprs[name] = "".join(out)
-        else:
-            prefix.append(f"{quoted}={''.join(out)}")
     text = _inline(query, exprs) if exprs else query
     if len(prefix) > 1:
         text = " ".join(prefix) + " " + text
@@ -719,9 +722,9 @@ class FalkorDBBackend:
         self._server = server
         self._pool: RespPool | None = None
         self._schemas: dict[str, _Schema] = {}
+        self.description = self._describe()
 
-    @property
-    def description(self) -> str:
+    def _describe(self) -> str:
         where = f"unix:{self._unix_path}" if self._unix_path else f"{self._host}:{self._port}"
         return f"FalkorDB at {where}" + (" (embedded)" if self._server is not None else "")
 
@@ -740,6 +743,7 @@ class FalkorDBBackend:
             self._host = self._server.host or self._host
             self._port = self._server.port or self._port
             self._unix_path = self._server.unix_path
+            self.description = self._describe()
         pool = RespPool(
             self._host,
             self._port,
@@ -1014,3 +1018,7 @@ def _restore_names(column: str, inlined: tuple[tuple[str, str], ...]) -> str:
         if expr in column:
             column = column.replace(expr, name)
     return column
+
+
+if TYPE_CHECKING:
+    _conforms: QueryBackend = FalkorDBBackend()  # mypy checks the protocol here

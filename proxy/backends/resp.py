@@ -242,8 +242,8 @@ class RespConnection(asyncio.Protocol):
     # -- asyncio.Protocol callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but they behave as one.
+        self._transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Commands are small writes answered one by one; Nagle would hold them back.
@@ -303,7 +303,16 @@ class RespConnection(asyncio.Protocol):
         """
         fut = self.send(*args)
         if self._write_paused:
-            await self._drain()
+            try:
+                await self._drain()
+            except BaseException:
+                # The reply future fails too (or is abandoned); consume it so asyncio does
+                # not report an exception nobody retrieved.
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+                else:
+                    fut.cancel()
+                raise
         if timeout is None:
             return await fut
         try:

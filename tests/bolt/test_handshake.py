@@ -178,7 +178,7 @@ def test_manifest_choice_not_offered() -> None:
     hs = ServerHandshake()
     hs.receive_data(MAGIC + PYTHON_6)
     hs.respond(SUPPORTED_VERSIONS)
-    with pytest.raises(HandshakeError, match="5.5"):
+    with pytest.raises(HandshakeError, match=r"5\.5"):
         hs.receive_data(bytes.fromhex("00000505 00"))
     assert hs.failed
 
