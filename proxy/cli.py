@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _run(main: Any) -> int:
+def _run(main: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop when it is installed (about twice the relay throughput), else asyncio."""
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)
+    result: int = uvloop.run(main)
+    return result
 
 
 class StartupError(Exception):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bolt.messages import encode_record, encode_success
 from bolt.packstream import Packer
-from proxy.wire import BoltWire
+
+
+class Sink(Protocol):
+    """Where response payloads go (``BoltWire`` or the relay's output buffer)."""
+
+    def send(self, payload: bytes) -> None: ...
 
 
 @dataclass
@@ -21,7 +26,7 @@ class ResultStream:
     def remaining(self) -> int:
         return len(self.rows) - self.position
 
-    def page(self, n: int, *, send_records: bool, wire: BoltWire, packer: Packer) -> bool:
+    def page(self, n: int, *, send_records: bool, wire: Sink, packer: Packer) -> bool:
         """Send up to ``n`` records (all if n < 0) and the SUCCESS that follows them.
 
         Returns True when rows remain (the SUCCESS said ``has_more``); otherwise the final

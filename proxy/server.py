@@ -260,7 +260,7 @@ class BoltServer:
             reader.feed_data(leftover)
         writer = asyncio.StreamWriter(conn.transport, protocol, reader, loop)
         wire = BoltWire(reader, writer, max_message_size=self.config.max_message_size, log=clog)
-        session = LocalSession(wire, version, self.local_env, connection_id=conn.cid,
-                               manifest_used=conn.handshake.manifest_used, log=clog)
-        await session.serve()
+        local = LocalSession(wire, version, self.local_env, connection_id=conn.cid,
+                             manifest_used=conn.handshake.manifest_used, log=clog)
+        await local.serve()
         await wire.close()

@@ -144,7 +144,7 @@ SYSTEM_PROCEDURES: dict[str, Procedure] = {
 class ProcedureHandler:
     """``CALL proc(...) [YIELD ...] [WHERE ...]`` for the procedures in a table."""
 
-    keywords = ("CALL",)
+    keywords: tuple[str, ...] = ("CALL",)
 
     def __init__(self, name: str, table: dict[str, Procedure], *, relay: bool) -> None:
         self.name = name
@@ -179,7 +179,7 @@ class ShowDatabasesHandler:
     """``SHOW DATABASES``: one row per FalkorDB graph, plus ``neo4j`` and ``system``."""
 
     name = "show-databases"
-    keywords = ("SHOW",)
+    keywords: tuple[str, ...] = ("SHOW",)
     relay = False
 
     def __init__(self, default_graph: str = "neo4j") -> None:
@@ -202,7 +202,7 @@ class ShowDatabasesHandler:
         assert ctx.backend is not None
         graphs = {g.lower() for g in await ctx.backend.list_graphs()}
         graphs.add(self.default_graph)
-        rows = []
+        rows: list[list[Any]] = []
         for name in ["system", *sorted(graphs - {"system"})]:
             is_default = name == self.default_graph
             rows.append([
@@ -221,7 +221,7 @@ class ShowListHandler:
     """``SHOW PROCEDURES|FUNCTIONS``: FalkorDB's own procedures, nothing it cannot run."""
 
     name = "show-procedures"
-    keywords = ("SHOW",)
+    keywords: tuple[str, ...] = ("SHOW",)
     relay = False
 
     def match(self, query: str) -> tuple[str, Tail] | None:
@@ -245,7 +245,7 @@ class ShowListHandler:
 
 class ShowCurrentUserHandler:
     name = "show-current-user"
-    keywords = ("SHOW",)
+    keywords: tuple[str, ...] = ("SHOW",)
     relay = False
 
     def match(self, query: str) -> Tail | None:
@@ -266,7 +266,7 @@ class BrowserMetaHandler:
     """Neo4j Browser's labels / relationship types / property keys query (one UNION)."""
 
     name = "browser-meta"
-    keywords = ("CALL",)
+    keywords: tuple[str, ...] = ("CALL",)
     relay = False
 
     def match(self, query: str) -> bool | None:
