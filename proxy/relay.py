@@ -60,11 +60,10 @@ from bolt.versions import Version
 from proxy.backends.base import BackendError
 from proxy.config import BackendURI
 from proxy.results import ResultStream
-from proxy.router import Classified, QueryContext, Router
+from proxy.router import LOCAL_IN_TX, Classified, QueryContext, Router
 from proxy.system import ROUTING_TTL_SECONDS, routing_servers
 
 CONNECT_TIMEOUT = 10.0
-LOCAL_IN_TX = "Neo.ClientError.Transaction.ForbiddenDueToTransactionType"
 # RUN parameters (plus extra) up to this size cannot hold a value nested more than 64 deep
 # (each level takes at least one byte), so the fast path forwards them without decoding.
 _UNCHECKED_PARAMS = 64

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from proxy.backends.base import QueryBackend, QueryResult
 
+# The FAILURE code for a locally answered query sent inside an explicit transaction.
+LOCAL_IN_TX = "Neo.ClientError.Transaction.ForbiddenDueToTransactionType"
 _FIRST_WORD = re.compile(r"\s*(?://[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
 
 
@@ -41,6 +43,9 @@ class LocalHandler(Protocol):
     name: str
     keywords: tuple[str, ...]  # upper-case first keywords this handler may match
     relay: bool  # also used in front of Bolt backends (else only for query backends)
+    # Optional ``autocommit_only: bool`` attribute: refused inside an explicit transaction
+    # (stream clauses). In front of Bolt backends every local query is autocommit-only,
+    # because the backend holds the transaction.
 
     def match(self, query: str) -> Any | None:
         """A parsed form of ``query`` if this handler answers it, else None."""
