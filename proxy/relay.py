@@ -42,6 +42,7 @@ from bolt.messages import (
     IGNORED_PAYLOAD,
     Discard,
     Hello,
+    Logon,
     Pull,
     Route,
     Run,
@@ -265,6 +266,7 @@ class RelaySession:
         self.tx_streams = 0  # open results inside the current explicit transaction
         self.local_stream: ResultStream | None = None
         self.routing: dict[str, Any] | None = None
+        self.user = ""
         self.slow: deque[tuple[bytes, bytes]] | None = None  # queued while on the slow path
         self.slow_task: asyncio.Task[None] | None = None
         self.violation: ProtocolError | None = None
@@ -364,7 +366,7 @@ class RelaySession:
             if len(payload) - end > _UNCHECKED_PARAMS:
                 return False
             return self.env.router.classify(query) is None
-        return tag != Tag.HELLO
+        return tag != Tag.HELLO and tag != Tag.LOGON
 
     def _start_slow(self, queue: deque[tuple[bytes, bytes]],
                     violation: ProtocolError | None = None) -> None:
@@ -436,8 +438,19 @@ class RelaySession:
             assert isinstance(hello, Hello)
             routing = hello.extra.get("routing")
             self.routing = routing if isinstance(routing, dict) else None
+            self._note_user(hello.extra)  # before 5.1 the auth token is in HELLO
+        elif tag == Tag.LOGON:
+            logon = decode_request(payload, self.version)
+            assert isinstance(logon, Logon)
+            self._note_user(logon.auth)
         self._forward(tag, wire)
         return True
+
+    def _note_user(self, token: dict[str, Any]) -> None:
+        """Remember who the client says it is (the owner of streams it creates). The
+        credentials themselves are not kept: the backend checks them."""
+        principal = token.get("principal")
+        self.user = principal if isinstance(principal, str) else ""
 
     def _forward(self, tag: int, wire: bytes) -> None:
         self.backend.send_raw(wire)
@@ -490,7 +503,7 @@ class RelaySession:
             return
         db_value = request.extra.get("db")
         db = db_value.lower() if isinstance(db_value, str) and db_value else self.env.default_db
-        ctx = QueryContext(db=db, user="", parameters=request.parameters,
+        ctx = QueryContext(db=db, user=self.user, parameters=request.parameters,
                            advertised_address=self.env.advertised_address,
                            routing=self.routing)
         try:
