@@ -251,6 +251,8 @@ class LocalSession:
         summary: dict[str, Any] = {"type": result.type, "db": db}
         if result.stats:
             summary["stats"] = result.stats
+        if result.plan is not None:
+            summary["plan"] = result.plan
         stream = ResultStream(result.fields, result.rows, summary)
         metadata: dict[str, Any] = {"fields": result.fields,
                                     "t_first": int((time.monotonic() - started) * 1000)}

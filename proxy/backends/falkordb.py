@@ -761,6 +761,10 @@ class FalkorDBBackend:
             pool.close()
             raise BackendUnavailable(f"{self.description} is unreachable: {exc}") from None
         self._pool = pool
+        # Neo4j's default database always exists; FalkorDB creates a graph on its first
+        # write. Create the default graph now, so that EXPLAIN, read-only queries and
+        # SHOW DATABASES behave from the first connection on.
+        await self.run(self.default_graph, "RETURN 1", {})
         log.info("connected to %s (%d connections)", self.description, pool.size)
 
     async def close(self) -> None:

@@ -119,3 +119,12 @@ def test_route_message_names_the_proxy(embedded_proxy: ProxyProcess) -> None:
         records, summary, _ = drv.execute_query("RETURN 1 AS x", database_="neo4j")
     assert records[0]["x"] == 1
     assert summary.server.address == (embedded_proxy.host, embedded_proxy.port)
+
+
+def test_explain_returns_a_plan_and_runs_nothing(driver: neo4j.Driver) -> None:
+    label = "Ex" + uuid.uuid4().hex[:8]
+    with driver.session() as session:
+        summary = session.run(f"EXPLAIN CREATE (:{label})").consume()
+        assert summary.plan is not None
+        assert summary.plan["operatorType"]
+        assert session.run(f"MATCH (n:{label}) RETURN count(n) AS c").single()["c"] == 0
