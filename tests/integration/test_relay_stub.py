@@ -22,8 +22,20 @@ from bolt.messages import (
     Run,
     Success,
     Tag,
+    encode_request,
 )
 from bolt.packstream import Packer, Structure
+from bolt.values import (
+    Date,
+    DateTime,
+    DateTimeZoneId,
+    Duration,
+    LocalDateTime,
+    LocalTime,
+    Point2D,
+    Point3D,
+    Time,
+)
 from bolt.versions import Version
 from tests.boltclient import RawBolt, offer_bytes
 from tests.stubserver import StubBoltServer, StubConnection
@@ -92,6 +104,39 @@ def test_records_and_summaries_pass_through_byte_exact(stub) -> None:
         assert wire == ODD_RECORD
         _payload, wire = client.recv_framed()
         assert wire == summary
+    assert not server.errors
+
+
+def test_run_with_every_value_type_reaches_the_backend_byte_exact(stub) -> None:
+    server, proxy = stub
+    seen: list[StubConnection] = []
+    version = Version(*server.version)
+    params = {
+        "null": None, "bool": True, "int": -(2**63), "float": 1.5, "str": "it's \"q\"",
+        "bytes": b"\x00\xff", "list": [1, [2, [3]]], "map": {"a": {"b": {}}},
+        "date": Date(19000), "time": Time(1, 3600), "local_time": LocalTime(5),
+        "local_datetime": LocalDateTime(1, 2), "datetime": DateTime(10, 20, -3600),
+        "zoned": DateTimeZoneId(10, 20, "Europe/Paris"), "duration": Duration(1, 2, 3, 4),
+        "point2d": Point2D(7203, 1.0, 2.0), "point3d": Point3D(9157, 1.0, 2.0, 3.0),
+    }
+    run_bytes = chunk(encode_request(Run("RETURN $p AS p", {"p": params}, {}), version))
+
+    def script(conn: StubConnection) -> None:
+        seen.append(conn)
+        serve_login(conn)
+        conn.expect(Tag.RUN)
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.SUCCESS, {"fields": ["p"]}) + response(Tag.SUCCESS, {}))
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send_bytes(run_bytes)
+        client.send(Pull(-1, -1))
+        assert isinstance(client.recv(), Success)
+        assert isinstance(client.recv(), Success)
+    assert seen and seen[0].finished.wait(5)
+    assert chunk(seen[0].received[2]) == run_bytes
     assert not server.errors
 
 
