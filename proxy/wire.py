@@ -1,27 +1,21 @@
-"""Byte plumbing between an asyncio stream and the sans-IO Bolt objects.
+"""Byte plumbing between an asyncio stream and the sans-IO Bolt objects (the local session).
 
 ``BoltWire`` owns one socket: it reads into a ``ChunkDecoder`` and hands out whole messages,
 and it collects outgoing bytes so that everything produced for one batch of requests goes out
-in one write (drivers pipeline, and small writes cost a syscall each).
+in one write (drivers pipeline, and small writes cost a syscall each). The relay does not use
+it: it works on protocol callbacks (``proxy.relay``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from bolt.chunking import ChunkDecoder, chunk
 
 READ_SIZE = 256 * 1024
 # Above this many buffered outgoing bytes, wait for the peer to read (backpressure).
 HIGH_WATER = 1024 * 1024
-
-
-def tune_socket(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class BoltWire:
@@ -33,11 +27,6 @@ class BoltWire:
         self.log = log
         self._out: list[bytes] = []
         self.closed = False
-
-    def feed(self, data: bytes) -> None:
-        """Bytes that arrived before the wire took over (after the handshake)."""
-        if data:
-            self.decoder.receive_data(data)
 
     async def read_framed(self) -> list[tuple[bytes, bytes]]:
         """Every whole message available, waiting for at least one; [] at end of stream.
@@ -65,10 +54,6 @@ class BoltWire:
 
     def send_raw(self, data: bytes) -> None:
         self._out.append(data)
-
-    @property
-    def pending_bytes(self) -> int:
-        return sum(map(len, self._out))
 
     async def flush(self) -> None:
         if not self._out or self.closed:
