@@ -21,7 +21,9 @@ from proxy.backends.base import QueryBackend, QueryResult
 
 # The FAILURE code for a locally answered query sent inside an explicit transaction.
 LOCAL_IN_TX = "Neo.ClientError.Transaction.ForbiddenDueToTransactionType"
-_FIRST_WORD = re.compile(r"\s*(?://[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+# Leading whitespace and comments are skipped in an atomic group: a nested quantifier over
+# comments would otherwise backtrack exponentially on a query like "/**/" * 30 + "(".
+_FIRST_WORD = re.compile(r"(?>(?:\s+|//[^\n]*|/\*.*?\*/)*)([A-Za-z]+)", re.DOTALL)
 
 
 @dataclass

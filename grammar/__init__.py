@@ -1,0 +1,64 @@
+"""The Kafka stream clauses of Cypher, as the proxy answers them (legacy Memgraph syntax).
+
+Use, for every RUN::
+
+    if looks_like_stream_clause(query):      # one anchored regex; ordinary queries fail fast
+        clause = parse_stream_clause(query)  # a dataclass below, or StreamSyntaxError
+        ...                                  # run it; never forward it to the backend
+    else:
+        ...                                  # forward the query
+
+The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual)::
+
+    CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
+        [BATCH_INTERVAL ms] [BATCH_SIZE count]      -- either order; BATCH INTERVAL / BATCH SIZE too
+    DROP STREAM name
+    SHOW STREAMS
+    START STREAM name [LIMIT count BATCHES]
+    STOP STREAM name
+    START ALL STREAMS
+    STOP ALL STREAMS
+    TEST STREAM name [LIMIT count BATCHES]
+
+Keywords are case-insensitive; whitespace, ``//`` and ``/* */`` comments go between any two
+tokens; one trailing ``;`` is allowed. A name is an identifier or a backquoted name (a backtick
+inside is doubled); strings take single or double quotes and Cypher's backslash escapes; counts
+are positive and fit a signed 64-bit integer.
+
+``KEYWORDS`` are the first words of these clauses, for the router's keyword index.
+"""
+
+from __future__ import annotations
+
+from grammar.clauses import (
+    CreateStream,
+    DropStream,
+    ShowStreams,
+    StartAllStreams,
+    StartStream,
+    StopAllStreams,
+    StopStream,
+    StreamClause,
+    TestStream,
+)
+from grammar.errors import StreamSyntaxError
+from grammar.parser import parse_stream_clause
+from grammar.prefilter import looks_like_stream_clause
+
+KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST")
+
+__all__ = [
+    "KEYWORDS",
+    "CreateStream",
+    "DropStream",
+    "ShowStreams",
+    "StartAllStreams",
+    "StartStream",
+    "StopAllStreams",
+    "StopStream",
+    "StreamClause",
+    "StreamSyntaxError",
+    "TestStream",
+    "looks_like_stream_clause",
+    "parse_stream_clause",
+]

@@ -1,0 +1,84 @@
+"""The parsed stream clauses: one frozen dataclass per clause.
+
+Optional values the query left out stay ``None``; the defaults belong to the stream engine, not to
+the grammar. For reference (memgraph_streams.md §1.2, §4): BATCH_INTERVAL 100 ms; BATCH_SIZE 1000
+in the legacy code (the manual says 10); TEST STREAM without LIMIT runs one batch; START STREAM
+without LIMIT runs until stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStream:
+    """``CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
+    [BATCH_INTERVAL ms] [BATCH_SIZE count]``."""
+
+    name: str
+    uri: str  # Kafka bootstrap servers, e.g. 'localhost:9092'
+    topic: str
+    transform: str  # URI of the transform script
+    batch_interval_ms: int | None = None  # >= 1 when given
+    batch_size: int | None = None  # >= 1 when given
+
+
+@dataclass(frozen=True, slots=True)
+class DropStream:
+    """``DROP STREAM name``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShowStreams:
+    """``SHOW STREAMS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartStream:
+    """``START STREAM name [LIMIT count BATCHES]``."""
+
+    name: str
+    limit_batches: int | None = None  # >= 1 when given
+
+
+@dataclass(frozen=True, slots=True)
+class StopStream:
+    """``STOP STREAM name``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartAllStreams:
+    """``START ALL STREAMS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopAllStreams:
+    """``STOP ALL STREAMS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TestStream:
+    """``TEST STREAM name [LIMIT count BATCHES]``."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    name: str
+    limit_batches: int | None = None  # >= 1 when given
+
+
+StreamClause: TypeAlias = (
+    CreateStream
+    | DropStream
+    | ShowStreams
+    | StartStream
+    | StopStream
+    | StartAllStreams
+    | StopAllStreams
+    | TestStream
+)

@@ -1,0 +1,352 @@
+"""``parse_stream_clause``: query text -> a clause dataclass, or a ``StreamSyntaxError``.
+
+How a parse runs. The LALR parser (stream.lark, built once at import) is driven token by token
+through lark's interactive parser (``iter_parse``), so each value is checked as soon as it is
+lexed, before the parser sees it, and an error is always reported at the first bad place in the
+text. The callbacks that build the clause then decode the checked values.
+
+* ``NUMBER`` must be a positive decimal integer that fits a signed 64-bit integer (a Bolt
+  Integer, so that the values can go back to clients as they are). The message names the
+  option: BATCH_INTERVAL, BATCH_SIZE or LIMIT.
+* ``STRING`` escapes are Cypher's: ``\\\\ \\' \\" \\b \\f \\n \\r \\t \\uXXXX \\UXXXXXXXX``;
+  anything else, or a surrogate code point, is an error at the backslash.
+* ``QUOTED_NAME`` loses its backticks (a doubled backtick is one backtick), and may not be empty.
+
+Lark's own exceptions never leave this module. An unexpected token or character becomes
+``Invalid input 'X' (line L, column C): expected A, B or C``. The expected list comes from the
+parse table: each acceptable keyword is followed forward while the only continuations are
+keywords, so it reads ``WITH TOPIC`` or ``START ALL STREAMS`` rather than ``WITH`` or ``START``.
+Unterminated strings, quoted names and comments, a repeated option, and a ``$parameter`` get
+messages of their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from importlib.resources import files
+from typing import Any, Protocol, cast
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
+from grammar.clauses import (
+    CreateStream,
+    DropStream,
+    ShowStreams,
+    StartAllStreams,
+    StartStream,
+    StopAllStreams,
+    StopStream,
+    StreamClause,
+    TestStream,
+)
+from grammar.errors import StreamSyntaxError
+
+INT64_MAX = 2**63 - 1
+
+# What each non-keyword terminal is called in "expected ..." lists.
+_VALUE_NAMES = {
+    "NAME": "a stream name",
+    "QUOTED_NAME": "a stream name",
+    "STRING": "a string",
+    "NUMBER": "a positive integer",
+    "_SEMICOLON": "';'",
+    "$END": "end of input",
+}
+# Options that may appear once per clause, with the terminals that start each spelling.
+_OPTION_OF_TERMINAL = {
+    "_BATCH_INTERVAL": "BATCH_INTERVAL",
+    "_INTERVAL": "BATCH_INTERVAL",  # only ever after BATCH
+    "_BATCH_SIZE": "BATCH_SIZE",
+    "_SIZE": "BATCH_SIZE",  # only ever after BATCH
+    "_LIMIT": "LIMIT",
+}
+_MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
+_FOUND_MAX_CHARS = 40
+
+_POSITIVE_INTEGER = re.compile(r"[1-9][0-9]*")
+# Every backslash in a lexed STRING is followed by a character; group 3 is any other pair.
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|([\s\S]))")
+_SIMPLE_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+                   "t": "\t"}
+_VALID_ESCAPES = ["\\\\", "\\'", '\\"', "\\b", "\\f", "\\n", "\\r", "\\t", "\\uXXXX", "\\UXXXXXXXX"]
+_LEXEME_AT = re.compile(r"\$\w*|\w+|.", re.DOTALL)
+
+
+class _Build(Transformer[Token, Any]):
+    """Parse-table callbacks (run inline by the LALR parser): rule children -> values."""
+
+    def start(self, children: list[StreamClause]) -> StreamClause:
+        return children[0]
+
+    def name(self, children: list[Token]) -> str:
+        token = children[0]
+        return token[1:-1].replace("``", "`") if token.type == "QUOTED_NAME" else str(token)
+
+    def batch_interval(self, children: list[Token]) -> tuple[str, int]:
+        return ("batch_interval_ms", int(children[0]))
+
+    def batch_size(self, children: list[Token]) -> tuple[str, int]:
+        return ("batch_size", int(children[0]))
+
+    def limit(self, children: list[Token]) -> int:
+        return int(children[0])
+
+    def create_stream(self, children: list[Any]) -> CreateStream:
+        name, uri, topic, transform, *options = children
+        strings = (_string_value(uri), _string_value(topic), _string_value(transform))
+        return CreateStream(name, *strings, **dict(options))
+
+    def drop_stream(self, children: list[str]) -> DropStream:
+        return DropStream(children[0])
+
+    def show_streams(self, children: list[Any]) -> ShowStreams:
+        return ShowStreams()
+
+    def start_stream(self, children: list[Any]) -> StartStream:
+        return StartStream(*children)
+
+    def stop_stream(self, children: list[str]) -> StopStream:
+        return StopStream(children[0])
+
+    def start_all_streams(self, children: list[Any]) -> StartAllStreams:
+        return StartAllStreams()
+
+    def stop_all_streams(self, children: list[Any]) -> StopAllStreams:
+        return StopAllStreams()
+
+    def test_stream(self, children: list[Any]) -> TestStream:
+        return TestStream(*children)
+
+
+class _Interactive(Protocol):
+    """The part of lark's InteractiveParser used here (lark leaves these methods unannotated).
+
+    ``iter_parse`` needs lark 1.1.2 or later; the tests pass on 1.1.2, 1.1.9 and 1.3.1."""
+
+    parser_state: Any
+
+    def iter_parse(self) -> Iterator[Token]: ...
+    def feed_token(self, token: Token) -> Any: ...
+    def accepts(self) -> set[str]: ...
+
+
+_PARSER = Lark(
+    files("grammar").joinpath("stream.lark").read_text(encoding="utf-8"),
+    parser="lalr",
+    lexer="contextual",
+    transformer=_Build(),
+)
+_EXPECTED_BY_STACK: dict[tuple[int, ...], tuple[str, ...]] = {}
+_KEYWORD_TERMINALS = frozenset(
+    t.name for t in _PARSER.terminals if t.name.startswith("_") and t.name not in _VALUE_NAMES
+)
+
+
+def parse_stream_clause(query: str) -> StreamClause:
+    """Parse one stream clause (a trailing ``;`` and comments allowed).
+
+    Raises ``StreamSyntaxError`` for anything else, whether or not ``looks_like_stream_clause``
+    passed it; nothing else escapes. Run the returned clause; report the error as a FAILURE.
+    """
+    interactive = _start(query)
+    accepted: list[Token] = []
+    try:
+        # iter_parse feeds each token to the parser after yielding it.
+        for token in interactive.iter_parse():
+            _check(query, token, accepted)
+            accepted.append(token)
+        end = len(query)
+        line, column = _line_column(query, end)
+        eof = Token("$END", "", start_pos=end, line=line, column=column, end_pos=end)
+        return cast(StreamClause, interactive.feed_token(eof))
+    except UnexpectedToken as e:
+        if accepted and accepted[-1] is e.token:  # lexed and checked, then refused
+            accepted.pop()
+        raise _unexpected_token(query, e.token, accepted) from None
+    except UnexpectedCharacters as e:
+        raise _unexpected_character(query, e.pos_in_stream or 0, accepted) from None
+
+
+def _start(query: str) -> _Interactive:
+    return cast(_Interactive, _PARSER.parse_interactive(query))
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def _check(query: str, token: Token, accepted: list[Token]) -> None:
+    """Raise for a freshly lexed value that the grammar's terminals let through but is invalid."""
+    if token.type == "NUMBER":
+        problem = _count_problem(str(token))
+        if problem is not None:
+            # The contextual lexer only yields NUMBER right after an option keyword.
+            option = _OPTION_OF_TERMINAL.get(accepted[-1].type if accepted else "", "the count")
+            raise _error(query, _start_pos(token), f"Invalid input '{_shorten(token)}'",
+                         ["a positive integer"],
+                         f"expected a positive integer for {option}{problem}")
+    elif token.type == "STRING":
+        for escape in _ESCAPE.finditer(token, 1, len(token) - 1):
+            if _escaped_char(escape) is None:
+                raise _error(query, _start_pos(token) + escape.start(),
+                             f"Invalid escape sequence '{_shorten(escape.group())}'",
+                             _VALID_ESCAPES, "expected one of " + " ".join(_VALID_ESCAPES))
+    elif token.type == "QUOTED_NAME" and len(token) == 2:
+        raise _error(query, _start_pos(token), "Invalid input '``'", ["a stream name"],
+                     "a stream name cannot be empty")
+
+
+def _count_problem(value: str) -> str | None:
+    """None if ``value`` is a valid count, else what to add to "expected a positive integer"."""
+    if _POSITIVE_INTEGER.fullmatch(value):
+        return None if int(value) <= INT64_MAX else f", at most {INT64_MAX}"
+    if value.isascii() and value.isdigit() and int(value) > 0:
+        return ", without leading zeros"  # 010 is octal in openCypher; refuse to guess
+    return ""
+
+
+def _string_value(token: Token) -> str:
+    """The value of a STRING that ``_check`` passed."""
+    return _ESCAPE.sub(lambda escape: _escaped_char(escape) or "", token[1:-1])
+
+
+def _escaped_char(escape: re.Match[str]) -> str | None:
+    """The character an escape stands for, or None if it is not a valid escape."""
+    other = escape.group(3)
+    if other is not None:
+        return _SIMPLE_ESCAPES.get(other.lower())
+    code = int(escape.group(1) or escape.group(2), 16)
+    if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        return None  # a lone surrogate cannot be encoded as UTF-8 for Bolt
+    return chr(code)
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def _unexpected_token(query: str, token: Token, accepted: list[Token]) -> StreamSyntaxError:
+    if token.type == "$END":
+        return _error(query, len(query), "Unexpected end of input", _expected_after(accepted))
+    position = _start_pos(token)
+    found = query[position : token.end_pos if token.end_pos is not None else position]
+    repeated = _repeated_option(token, accepted)
+    if repeated is not None:
+        option, before = repeated
+        position = _start_pos(accepted[before]) if before < len(accepted) else position
+        found = " ".join([*accepted[before:], token])
+        return _error(query, position, f"Invalid input '{_shorten(found)}'",
+                      _expected_after(accepted[:before]), f"{option} is given more than once")
+    return _error(query, position, f"Invalid input '{_shorten(found)}'", _expected_after(accepted))
+
+
+def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | None:
+    """(option, index in ``accepted`` where the repeat starts) if ``token`` repeats an option."""
+    option = _OPTION_OF_TERMINAL.get(token.type)
+    if option is None:
+        return None
+    before = len(accepted)
+    if token.type in ("_INTERVAL", "_SIZE"):
+        if not accepted or accepted[-1].type != "_BATCH":
+            return None
+        before -= 1
+    if any(_OPTION_OF_TERMINAL.get(t.type) == option for t in accepted[:before]):
+        return option, before
+    return None
+
+
+def _unexpected_character(query: str, position: int, accepted: list[Token]) -> StreamSyntaxError:
+    char = query[position]
+    if char in "'\"":
+        return _error(query, position, "Unterminated string literal", [char],
+                      f"expected a closing {char!r}")
+    if char == "`":
+        return _error(query, position, "Unterminated quoted name", ["`"],
+                      "expected a closing '`'")
+    if query.startswith("/*", position):
+        return _error(query, position, "Unterminated comment", ["*/"], "expected '*/'")
+    found = _shorten(_lexeme_at(query, position))
+    expected = _expected_after(accepted)
+    if char == "$":
+        return _error(query, position, f"Invalid input '{found}'", expected,
+                      f"expected {_join(expected)} (query parameters are not supported in "
+                      "stream clauses)")
+    return _error(query, position, f"Invalid input '{found}'", expected)
+
+
+def _expected_after(accepted: list[Token]) -> list[str]:
+    interactive = _start("")
+    for token in accepted:
+        interactive.feed_token(token)
+    # What is acceptable depends only on the LR state stack. The grammar has no recursion, so
+    # there are few distinct stacks and the cache stays small.
+    stack = tuple(interactive.parser_state.state_stack)
+    expected = _EXPECTED_BY_STACK.get(stack)
+    if expected is None:
+        phrases = set(_phrases(interactive, _MAX_PHRASE_WORDS))
+        expected = _EXPECTED_BY_STACK[stack] = tuple(sorted(phrases, key=_expected_order))
+    return list(expected)
+
+
+def _expected_order(phrase: str) -> tuple[int, str]:
+    """Keywords first, then values (``a string``), then ``';'``, then ``end of input``."""
+    if phrase == "end of input":
+        return (3, phrase)
+    if phrase == "';'":
+        return (2, phrase)
+    return (1 if phrase[:1].islower() else 0, phrase)
+
+
+def _phrases(interactive: _Interactive, words_left: int) -> Iterator[str]:
+    accepts = interactive.accepts()
+    for terminal in accepts:
+        if terminal not in _KEYWORD_TERMINALS:
+            yield _VALUE_NAMES[terminal]
+            continue
+        if terminal == "_BATCH" and {"_BATCH_INTERVAL", "_BATCH_SIZE"} & accepts:
+            continue  # the two-word spelling; the expected list shows the underscore one
+        word = terminal[1:]
+        after = copy.copy(interactive)
+        after.feed_token(Token(terminal, word))
+        following = after.accepts()
+        if words_left > 1 and following and following <= _KEYWORD_TERMINALS:
+            for rest in _phrases(after, words_left - 1):
+                yield f"{word} {rest}"
+        else:
+            yield word
+
+
+def _error(query: str, position: int, lead: str, expected: list[str],
+           detail: str | None = None) -> StreamSyntaxError:
+    line, column = _line_column(query, position)
+    if detail is None:
+        detail = f"expected {_join(expected)}" if expected else "not a stream clause"
+    return StreamSyntaxError(f"{lead} (line {line}, column {column}): {detail}", line, column,
+                             expected)
+
+
+# -- text helpers -----------------------------------------------------------------------------
+
+
+def _line_column(query: str, position: int) -> tuple[int, int]:
+    line_start = query.rfind("\n", 0, position) + 1
+    return query.count("\n", 0, position) + 1, position - line_start + 1
+
+
+def _start_pos(token: Token) -> int:
+    return token.start_pos if token.start_pos is not None else 0
+
+
+def _lexeme_at(query: str, position: int) -> str:
+    found = _LEXEME_AT.match(query, position)
+    return found.group() if found is not None else ""
+
+
+def _shorten(text: str) -> str:
+    text = text.split("\n", 1)[0]
+    return text if len(text) <= _FOUND_MAX_CHARS else text[: _FOUND_MAX_CHARS - 3] + "..."
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
