@@ -262,7 +262,8 @@ class LocalSession:
             self.tx.streams[qid] = stream
             metadata["qid"] = qid
         else:
-            summary["bookmark"] = _bookmark()
+            if self.tx is None:  # not inside pymgclient's query-text transaction
+                summary["bookmark"] = _bookmark()
             self.autocommit = stream
         if self.version >= Version(5, 8) and "db" not in request.extra:
             metadata["db"] = db

@@ -42,5 +42,7 @@ class ResultStream:
             wire.send(encode_success({"has_more": True}, packer))
             return True
         self.rows = []
-        wire.send(encode_success({**self.summary, "t_last": 0}, packer))
+        # has_more is sent even when false: pymgclient 1.6 reads it without checking that it
+        # is there, and crashes on a summary that leaves it out (Neo4j does; Memgraph does not).
+        wire.send(encode_success({**self.summary, "has_more": False, "t_last": 0}, packer))
         return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Self
 
 from bolt.chunking import ChunkDecoder, chunk
 from bolt.handshake import MAGIC
@@ -78,7 +78,7 @@ class RawBolt:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> RawBolt:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
