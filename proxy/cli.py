@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ from proxy.backends.base import QueryBackend
 from proxy.config import Config, ConfigError, load_config
 from proxy.relay import BackendUnreachable, open_backend
 from proxy.server import BoltServer
+from proxy.streams.catalog import CatalogError
+from proxy.streams.engine import StreamEngine
+from proxy.streams.handler import StreamClauseHandler
+from proxy.streams.transform import TransformPolicy
+from proxy.streams.writers import BoltWriter, FalkorDBWriter, GraphWriter
 
 log = logging.getLogger("boltstream")
 # The ready line is printed whatever --log-level says: scripts and users wait for it.
@@ -68,6 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest Bolt request accepted (default 16 MiB)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="default info")
+    streams = serve.add_argument_group("streams")
+    streams.add_argument("--backend-user", metavar="USER",
+                         help="service account that stream batches are written with (Bolt "
+                         "backends; batches run as the stream's owner where the backend can "
+                         "impersonate)")
+    streams.add_argument("--backend-password", metavar="PASSWORD",
+                         help="its password (prefer BOLTSTREAM_BACKEND_PASSWORD or the config "
+                         "file: a command line is visible to other local users)")
+    streams.add_argument("--transform-allowed-hosts", metavar="HOSTS",
+                         help="comma-separated hosts transforms may be fetched from over "
+                         "http(s): names, *.domain, IP addresses, loopback, or * for any "
+                         "(default: loopback)")
+    streams.add_argument("--transform-allowed-dirs", metavar="DIRS",
+                         help="comma-separated directories transform files may be read from "
+                         "(default: DATA_DIR/transforms and the working directory)")
+    streams.add_argument("--transform-timeout", metavar="SECONDS", type=float,
+                         help="longest a transform may take for one batch before the stream "
+                         "stops with an error (default 30)")
+    streams.add_argument("--kafka-client-config", metavar="KEY=VALUE,...",
+                         help="librdkafka settings for every Kafka client of the proxy "
+                         "(security.protocol, sasl.*, session.timeout.ms, ...)")
+    streams.add_argument("--stream-group-prefix", metavar="PREFIX",
+                         help="consumer group id of a stream = PREFIX + stream name "
+                         "(default: no prefix)")
     return parser
 
 
@@ -79,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             "advertised_address": args.advertised_address, "auth": args.auth,
             "users_file": args.users_file, "fsync": args.fsync,
             "max_message_size": args.max_message_size, "log_level": args.log_level,
+            "backend_user": args.backend_user, "backend_password": args.backend_password,
+            "transform_allowed_hosts": args.transform_allowed_hosts,
+            "transform_allowed_dirs": args.transform_allowed_dirs,
+            "kafka_client_config": args.kafka_client_config,
+            "transform_timeout": args.transform_timeout,
+            "stream_group_prefix": args.stream_group_prefix,
         })
     except ConfigError as exc:
         print(f"boltstream: {exc}", file=sys.stderr)
@@ -109,6 +145,7 @@ async def serve(config: Config) -> int:
     uri = config.backend_uri
     query_backend: QueryBackend | None = None
     embedded = None
+    engine: StreamEngine | None = None
     description = ""
     try:
         if uri.kind == "embedded":
@@ -134,11 +171,18 @@ async def serve(config: Config) -> int:
                 await query_backend.start()
             except Exception as exc:  # any failure to reach it is fatal at startup
                 raise StartupError(f"cannot reach the backend: {exc}") from exc
-        server = BoltServer(config, query_backend=query_backend)
+        engine = _stream_engine(config, query_backend)
+        server = BoltServer(config, query_backend=query_backend,
+                            extra_handlers=[StreamClauseHandler(engine)])
         try:
             await server.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        try:
+            await engine.start()
+        except CatalogError as exc:
+            await server.close()
+            raise StartupError(str(exc)) from exc
         host, port = server.address
         auth = ("auth: passed through to the backend" if query_backend is None
                 else server.local_env.authenticator.description if server.local_env else "")
@@ -146,17 +190,53 @@ async def serve(config: Config) -> int:
                        host, port, description, auth)
         await _wait_for_signal()
         log.info("shutting down")
+        await engine.stop()
         await server.close()
         return 0
     except StartupError as exc:
         log.error("%s", exc)
         return 1
     finally:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                await engine.stop()
         if query_backend is not None:
             with contextlib.suppress(Exception):
                 await query_backend.close()
         if embedded is not None:
             await embedded.stop()
+
+
+def _stream_engine(config: Config, query_backend: QueryBackend | None) -> StreamEngine:
+    """The stream engine: it writes to the FalkorDB graph the proxy serves, or through the
+    Bolt driver with the service account; its catalog lives in the data dir."""
+    writer: GraphWriter
+    uri = config.backend_uri
+    if query_backend is not None:
+        writer = FalkorDBWriter(query_backend, uri.graph if uri.kind == "falkordb" else "neo4j")
+    else:
+        auth = (config.backend_user, config.backend_password) if config.backend_user else None
+        if auth is None:
+            log.warning("no backend_user configured: stream batches go to %s without "
+                        "credentials", uri.raw)
+        writer = BoltWriter(uri.raw, auth)
+    return StreamEngine(config.data_dir, writer, transform_policy(config),
+                        kafka_config=config.kafka_client_config,
+                        group_prefix=config.stream_group_prefix,
+                        transform_timeout=config.transform_timeout)
+
+
+def transform_policy(config: Config) -> TransformPolicy:
+    """The safe default, with the configured hosts and/or directories in place of its own."""
+    policy = TransformPolicy.default(config.data_dir)
+    given = TransformPolicy.from_strings(config.transform_allowed_hosts,
+                                         config.transform_allowed_dirs)
+    if config.transform_allowed_hosts.strip():
+        policy = replace(policy, allowed_hosts=given.allowed_hosts,
+                         allow_any_host=given.allow_any_host)
+    if config.transform_allowed_dirs.strip():
+        policy = replace(policy, allowed_dirs=given.allowed_dirs)
+    return policy
 
 
 async def _check_bolt_backend(config: Config) -> None:

@@ -93,6 +93,15 @@ class Config:
     max_message_size: int = 16 * 1024 * 1024
     log_level: str = "info"
     fsync: str = "always"  # embedded FalkorDB appendfsync policy
+    # Streams: the service account stream batches are written with (Bolt backends only; the
+    # password is never logged, shown or stored in the stream catalog).
+    backend_user: str = ""
+    backend_password: str = field(default="", repr=False)
+    transform_allowed_hosts: str = ""  # comma-separated; empty: the default (loopback)
+    transform_allowed_dirs: str = ""  # comma-separated; empty: the default (see README)
+    transform_timeout: float = 30.0  # seconds a transform may take per batch
+    kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
+    stream_group_prefix: str = ""  # consumer group id = prefix + stream name
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,20 +156,53 @@ class Config:
             raise ConfigError("fsync must be always, everysec or no")
         if self.max_message_size < 1024:
             raise ConfigError("max_message_size must be at least 1024 bytes")
+        if not self.transform_timeout > 0:
+            raise ConfigError("transform_timeout must be a positive number of seconds")
         return self
 
 
 _FIELD_NAMES = {f.name for f in fields(Config)} - {"extra"}
 
 
+def parse_kafka_config(text: str) -> dict[str, str]:
+    """``key=value,key=value`` (librdkafka settings) -> dict."""
+    found: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"kafka_client_config: expected key=value, not {item.strip()!r}")
+        found[key.strip()] = value.strip()
+    return found
+
+
 def _coerce(name: str, value: Any) -> Any:
+    if name == "kafka_client_config":
+        if isinstance(value, dict):
+            return {str(k): _kafka_value(v) for k, v in value.items()}
+        return parse_kafka_config(str(value))
+    if name in ("transform_allowed_hosts", "transform_allowed_dirs") and isinstance(
+            value, list):
+        return ",".join(str(item) for item in value)
     if name in ("data_dir", "users_file"):
         return Path(str(value)) if value not in (None, "") else None
+    if name == "transform_timeout":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
     if name == "max_message_size":
         try:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be an integer, not {value!r}") from None
+    return str(value)
+
+
+def _kafka_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return str(value)
 
 

@@ -1,0 +1,1 @@
+"""Kafka streams managed with Cypher clauses: catalog, engine, writers, transforms, handler."""

@@ -1,0 +1,257 @@
+"""The stream catalog: every stream's definition and state, in SQLite in the data dir.
+
+One row per stream holds what ``CREATE STREAM`` said, the transform source pinned at CREATE
+(the code itself, not only its URI, so a later change at the URI cannot change a stream), the
+owner, the status (``stopped``, ``running`` or ``error``), the remaining ``LIMIT`` batches,
+the last error and counters. Offsets are not here: they live in the Kafka consumer group,
+where the broker keeps them and where other proxies running the same stream see them.
+
+Every change is one SQLite transaction (WAL journal, ``synchronous=FULL``), so a ``kill -9``
+leaves either the old or the new state, never half of one. Status changes are written when
+they happen; counters are written by the engine from time to time (they are informational,
+and a crash may lose the last second of them).
+
+SQLite calls block, so the catalog runs them on one private thread and exposes coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+Status = Literal["stopped", "running", "error"]
+STATUSES: tuple[Status, ...] = ("stopped", "running", "error")
+CATALOG_FILE = "streams.sqlite3"
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS streams (
+    name               TEXT PRIMARY KEY,
+    uri                TEXT NOT NULL,
+    topic              TEXT NOT NULL,
+    transform_uri      TEXT NOT NULL,
+    transform_code     TEXT NOT NULL,
+    transform_sha256   TEXT NOT NULL,
+    batch_interval_ms  INTEGER NOT NULL CHECK (batch_interval_ms > 0),
+    batch_size         INTEGER NOT NULL CHECK (batch_size > 0),
+    consumer_group     TEXT NOT NULL,
+    owner              TEXT,
+    status             TEXT NOT NULL CHECK (status IN ('stopped', 'running', 'error')),
+    limit_batches      INTEGER,
+    last_error         TEXT,
+    messages_processed INTEGER NOT NULL DEFAULT 0,
+    batches_processed  INTEGER NOT NULL DEFAULT 0,
+    created_at         REAL NOT NULL,
+    updated_at         REAL NOT NULL
+);
+"""
+_COLUMNS = (
+    "name", "uri", "topic", "transform_uri", "transform_code", "transform_sha256",
+    "batch_interval_ms", "batch_size", "consumer_group", "owner", "status", "limit_batches",
+    "last_error", "messages_processed", "batches_processed", "created_at", "updated_at",
+)
+
+
+class CatalogError(Exception):
+    """The catalog could not be opened or written."""
+
+
+class StreamExists(CatalogError):
+    """A stream of that name is already recorded."""
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One stream as recorded. ``limit_batches``: batches left of ``START ... LIMIT n``."""
+
+    name: str
+    uri: str
+    topic: str
+    transform_uri: str
+    transform_code: str
+    transform_sha256: str
+    batch_interval_ms: int
+    batch_size: int
+    consumer_group: str
+    owner: str | None
+    status: Status
+    limit_batches: int | None = None
+    last_error: str | None = None
+    messages_processed: int = 0
+    batches_processed: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class Catalog:
+    """The SQLite-backed catalog. Open with ``await catalog.open()``; close when done."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / CATALOG_FILE
+        self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="stream-catalog")
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self._db is None:
+                raise CatalogError("the stream catalog is not open")
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                raise CatalogError(f"stream catalog {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=10.0)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                with _transaction(db):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                    if row is None:
+                        db.execute("INSERT INTO meta VALUES ('schema', ?)",
+                                   (str(SCHEMA_VERSION),))
+                    elif int(row[0]) > SCHEMA_VERSION:
+                        raise CatalogError(
+                            f"stream catalog {self.path} was written by a newer boltstream "
+                            f"(schema {row[0]}, this one reads {SCHEMA_VERSION})")
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        except sqlite3.Error as exc:
+            raise CatalogError(f"cannot open the stream catalog {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise CatalogError(f"cannot open the stream catalog {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        def close() -> None:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=True)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def all(self) -> list[StreamRecord]:
+        def read(db: sqlite3.Connection) -> list[StreamRecord]:
+            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM streams ORDER BY name")
+            return [_record(row) for row in rows.fetchall()]
+
+        return await self._call(read)
+
+    async def get(self, name: str) -> StreamRecord | None:
+        def read(db: sqlite3.Connection) -> StreamRecord | None:
+            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM streams WHERE name = ?",
+                             (name,)).fetchone()
+            return _record(row) if row is not None else None
+
+        return await self._call(read)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def insert(self, record: StreamRecord) -> StreamRecord:
+        """Record a new stream; ``StreamExists`` when the name is taken (nothing changes)."""
+        now = time.time()
+        record = replace(record, created_at=now, updated_at=now)
+
+        def write(db: sqlite3.Connection) -> None:
+            values = [getattr(record, column) for column in _COLUMNS]
+            try:
+                with _transaction(db):
+                    db.execute(f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
+                               f"({', '.join('?' for _ in _COLUMNS)})", values)
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                    raise StreamExists(record.name) from None
+                raise
+
+        await self._call(write)
+        return record
+
+    async def delete(self, name: str) -> bool:
+        def write(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                return db.execute("DELETE FROM streams WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._call(write)
+
+    async def update(self, name: str, /, **changes: Any) -> bool:
+        """Change some columns of one stream (one transaction). False if it does not exist."""
+        unknown = set(changes) - set(_COLUMNS) - {"name"}
+        if unknown or "name" in changes:
+            raise ValueError(f"cannot update {sorted(unknown | ({'name'} & set(changes)))}")
+        if "status" in changes and changes["status"] not in STATUSES:
+            raise ValueError(f"bad status {changes['status']!r}")
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+
+        def write(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cursor = db.execute(f"UPDATE streams SET {assignments} WHERE name = ?",
+                                    (*changes.values(), name))
+                return cursor.rowcount > 0
+
+        return await self._call(write)
+
+    async def add_progress(self, progress: dict[str, tuple[int, int]]) -> None:
+        """Add processed (messages, batches) to several streams' counters, in one transaction."""
+        if not progress:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                for name, (messages, batches) in progress.items():
+                    db.execute("UPDATE streams SET messages_processed = messages_processed + ?, "
+                               "batches_processed = batches_processed + ? WHERE name = ?",
+                               (messages, batches, name))
+
+        await self._call(write)
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def _record(row: tuple[Any, ...]) -> StreamRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["status"] = cast(Status, values["status"])
+    return StreamRecord(**values)
+

@@ -1,0 +1,107 @@
+"""The router's handler for the stream clauses: parse, run on the engine, answer a table.
+
+``match`` costs one anchored regex for ordinary queries (``grammar.looks_like_stream_clause``):
+only a query that starts like a stream clause is parsed. A query that starts like one but
+does not parse is still ours (no backend knows these clauses): ``run`` answers it with
+``Neo.ClientError.Statement.SyntaxError``, line, column and what was expected.
+
+The clauses run only in auto-commit transactions (``autocommit_only``), in front of any
+backend (``relay``). The user the client authenticated as (``QueryContext.user``) becomes the
+owner of the streams it creates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grammar
+from proxy.backends.base import BackendError, QueryResult
+from proxy.router import QueryContext
+from proxy.streams.catalog import CatalogError
+from proxy.streams.engine import StreamEngine, StreamError
+
+SHOW_STREAMS_FIELDS = [
+    "name", "uri", "topic", "transform", "status",
+    "batch_interval", "batch_size", "consumer_group", "owner", "messages_processed", "lag",
+    "last_error",
+]
+TEST_STREAM_FIELDS = ["query", "params"]
+
+# FAILURE codes for the engine's errors.
+ERROR_CODES = {
+    "not_found": "Neo.ClientError.Statement.EntityNotFound",
+    "exists": "Neo.ClientError.Statement.SemanticError",
+    "invalid": "Neo.ClientError.Statement.ArgumentError",
+    "state": "Neo.ClientError.Statement.SemanticError",
+    "external": "Neo.ClientError.Statement.ExternalResourceFailed",
+    "transform": "Neo.ClientError.Procedure.ProcedureCallFailed",
+    "internal": "Neo.DatabaseError.General.UnknownError",
+}
+SYNTAX_ERROR = "Neo.ClientError.Statement.SyntaxError"
+
+
+@dataclass(frozen=True)
+class BadStreamClause:
+    """A query that starts like a stream clause but does not parse."""
+
+    error: grammar.StreamSyntaxError
+
+
+class StreamClauseHandler:
+    name = "stream"
+    keywords: tuple[str, ...] = grammar.KEYWORDS
+    relay = True
+    autocommit_only = True
+
+    def __init__(self, engine: StreamEngine) -> None:
+        self.engine = engine
+
+    def match(self, query: str) -> grammar.StreamClause | BadStreamClause | None:
+        if not grammar.looks_like_stream_clause(query):
+            return None
+        try:
+            return grammar.parse_stream_clause(query)
+        except grammar.StreamSyntaxError as exc:
+            return BadStreamClause(exc)
+
+    async def run(self, parsed: grammar.StreamClause | BadStreamClause,
+                  ctx: QueryContext) -> QueryResult:
+        if isinstance(parsed, BadStreamClause):
+            raise BackendError(SYNTAX_ERROR, parsed.error.message)
+        try:
+            return await self._run(parsed, ctx)
+        except StreamError as exc:
+            raise BackendError(ERROR_CODES[exc.kind], exc.message) from None
+        except CatalogError as exc:
+            raise BackendError(ERROR_CODES["internal"], f"stream catalog: {exc}") from None
+
+    async def _run(self, clause: grammar.StreamClause, ctx: QueryContext) -> QueryResult:
+        engine = self.engine
+        if isinstance(clause, grammar.ShowStreams):
+            rows: list[list[Any]] = [
+                [s.name, s.uri, s.topic, s.transform, s.status, s.batch_interval, s.batch_size,
+                 s.consumer_group, s.owner, s.messages_processed, s.lag, s.last_error]
+                for s in await engine.show()]
+            return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
+        if isinstance(clause, grammar.TestStream):
+            queries = await engine.test(clause.name, clause.limit_batches)
+            return QueryResult(list(TEST_STREAM_FIELDS),
+                               [[query, params] for query, params in queries], type="r")
+        if isinstance(clause, grammar.CreateStream):
+            await engine.create(clause.name, clause.uri, clause.topic, clause.transform,
+                                batch_interval_ms=clause.batch_interval_ms,
+                                batch_size=clause.batch_size, owner=ctx.user or None)
+        elif isinstance(clause, grammar.DropStream):
+            await engine.drop(clause.name)
+        elif isinstance(clause, grammar.StartStream):
+            await engine.start_stream(clause.name, clause.limit_batches)
+        elif isinstance(clause, grammar.StopStream):
+            await engine.stop_stream(clause.name)
+        elif isinstance(clause, grammar.StartAllStreams):
+            await engine.start_all()
+        elif isinstance(clause, grammar.StopAllStreams):
+            await engine.stop_all()
+        else:  # pragma: no cover - the grammar has no other clause
+            raise BackendError(SYNTAX_ERROR, f"unsupported stream clause {clause!r}")
+        return QueryResult([], [], type="s")

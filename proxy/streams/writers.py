@@ -1,0 +1,186 @@
+"""Writing a stream's batches to the graph, with the proxy's own credentials.
+
+A ``GraphWriter`` runs the queries one transform produced for one batch, in order, and says
+how it failed: ``TransientWriteError`` (the backend is unavailable, a deadlock, a leader
+switch: the engine retries the whole batch with backoff) or ``PermanentWriteError`` (the
+backend rejected a query: retrying cannot help, the stream stops with status ``error``).
+
+``FalkorDBWriter``: FalkorDB has no multi-statement transactions. A batch's queries run one
+after another, each atomic on its own; if one fails or the proxy dies in the middle, the
+batch is half-applied, its offsets are not committed, and it is applied again, whole, later
+(at-least-once). Transforms should therefore write idempotently (``MERGE``) where duplicates
+matter.
+
+``BoltWriter``: Neo4j, Memgraph, or any Bolt server, through the official async driver with
+the service account from the proxy's configuration. One explicit transaction per batch.
+Batches run as the stream's owner (``imp_user``) where the backend can impersonate: see
+``BoltWriter`` for what happens where it cannot.
+
+Both writers send a batch as fewer ``UNWIND $rows AS row ...`` queries when that provably
+gives the same result (``grouping.plan_queries``): transforms typically produce one query per
+message, and one round trip per query is the bottleneck of ingestion.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend
+from proxy.streams.grouping import plan_queries
+
+log = logging.getLogger("boltstream.streams")
+
+Query = tuple[str, dict[str, Any]]
+
+
+class WriteError(Exception):
+    """A batch could not be written; ``str(exc)`` says why."""
+
+
+class TransientWriteError(WriteError):
+    """Retrying later may succeed (backend unavailable, transient database error)."""
+
+
+class PermanentWriteError(WriteError):
+    """Retrying cannot succeed (the backend rejected a query, or refused the owner)."""
+
+
+class GraphWriter(Protocol):
+    description: str
+
+    async def write_batch(self, queries: list[Query], owner: str | None) -> None:
+        """Apply one batch's queries in order. Raise Transient/PermanentWriteError."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+# ============================================================================================
+# FalkorDB
+# ============================================================================================
+
+
+class FalkorDBWriter:
+    """Batches to one FalkorDB graph through the proxy's ``QueryBackend`` (no transactions:
+    a batch can be half-applied, and is then applied again whole; see the module docstring).
+    ``owner`` is not used: FalkorDB has no users."""
+
+    def __init__(self, backend: QueryBackend, graph: str = "neo4j", *,
+                 group: bool = True) -> None:
+        self.backend = backend
+        self.graph = graph
+        self.group = group
+        self.description = f"FalkorDB graph {graph!r}"
+
+    async def write_batch(self, queries: list[Query], owner: str | None) -> None:
+        plan = plan_queries(queries) if self.group else queries
+        for number, (text, params) in enumerate(plan, 1):
+            try:
+                await self.backend.run(self.graph, text, params)
+            except BackendUnavailable as exc:
+                raise TransientWriteError(exc.message) from None
+            except BackendError as exc:
+                if exc.code.startswith("Neo.TransientError"):
+                    raise TransientWriteError(exc.message) from None
+                raise PermanentWriteError(_rejected(text, exc.code, exc.message, number,
+                                                    len(plan))) from None
+
+    async def close(self) -> None:
+        return None
+
+
+def _rejected(query: str, code: str, message: str, number: int, total: int) -> str:
+    shown = query if len(query) <= 200 else query[:197] + "..."
+    return f"the backend rejected query {number} of {total} ({shown}): {code}: {message}"
+
+
+# ============================================================================================
+# Bolt (Neo4j, Memgraph, ...)
+# ============================================================================================
+
+
+class BoltWriter:
+    """Batches to a Bolt server with the official async ``neo4j`` driver.
+
+    One explicit transaction per batch, committed before the engine commits the offsets.
+    ``auth`` is the proxy's service account (configuration only: never in the catalog).
+
+    Impersonation: a batch of a stream with an owner runs with ``imp_user=owner``. Where the
+    protocol cannot carry it (Bolt before 4.4: the driver refuses), the writer logs that once
+    and runs as the service account: that backend cannot impersonate anyone, so there is no
+    narrower identity to use. Where the server understands impersonation and refuses it (the
+    owner does not exist, the service account lacks the IMPERSONATE privilege), the batch
+    fails permanently and the stream stops with the server's reason: a stream never writes
+    with more rights than its owner because impersonation was refused. Servers that ignore
+    ``imp_user`` (FalkorDB's Bolt port) run the batch as the service account.
+    """
+
+    def __init__(self, uri: str, auth: tuple[str, str] | None, database: str | None = None,
+                 *, group: bool = True, connection_timeout: float = 5.0) -> None:
+        import neo4j
+
+        self.uri = uri
+        self.database = database
+        self.group = group
+        self.description = f"Bolt server {uri}"
+        self._impersonate = True
+        self._driver = neo4j.AsyncGraphDatabase.driver(
+            uri, auth=auth, connection_timeout=connection_timeout,
+            max_transaction_retry_time=0.0, user_agent="boltstream-streams")
+
+    async def write_batch(self, queries: list[Query], owner: str | None) -> None:
+        import neo4j.exceptions as ne
+
+        plan = plan_queries(queries) if self.group else queries
+        imp_user = owner if owner and self._impersonate else None
+        try:
+            await self._run(plan, imp_user)
+        except ne.ConfigurationError as exc:
+            if imp_user is None or "mpersonat" not in str(exc):
+                raise PermanentWriteError(f"driver configuration: {exc}") from None
+            log.warning("%s cannot impersonate (%s); stream batches run as the service "
+                        "account", self.uri, exc)
+            self._impersonate = False
+            await self.write_batch(queries, owner)
+
+    async def _run(self, plan: list[Query], imp_user: str | None) -> None:
+        import neo4j.exceptions as ne
+
+        number = 0  # the query being run (1-based), 0 outside the loop
+        try:
+            async with self._driver.session(database=self.database,
+                                            impersonated_user=imp_user) as session:
+                tx = await session.begin_transaction()
+                try:
+                    for text, params in plan:
+                        number += 1
+                        result = await tx.run(text, params)
+                        await result.consume()
+                    number = 0
+                    await tx.commit()
+                finally:
+                    if not tx.closed():
+                        await tx.close()
+        except ne.ConfigurationError:
+            raise
+        except (ne.ServiceUnavailable, ne.SessionExpired, ne.IncompleteCommit,
+                ne.SessionError, OSError) as exc:
+            raise TransientWriteError(f"{self.uri}: {exc}") from None
+        except ne.Neo4jError as exc:
+            code = exc.code or "Neo.DatabaseError.General.UnknownError"
+            message = exc.message or str(exc)
+            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+                raise TransientWriteError(f"{code}: {message}") from None
+            if number:
+                raise PermanentWriteError(_rejected(plan[number - 1][0], code, message, number,
+                                                    len(plan))) from None
+            raise PermanentWriteError(f"the backend refused the batch: {code}: {message}") \
+                from None
+        except ne.DriverError as exc:
+            raise TransientWriteError(f"{self.uri}: {exc}") from None
+
+    async def close(self) -> None:
+        await self._driver.close()

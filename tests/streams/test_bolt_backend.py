@@ -1,0 +1,227 @@
+"""Streams in front of a Bolt backend: batches go through the official async driver with the
+proxy's service account, one transaction each, as the stream's owner where the backend can
+impersonate.
+
+The Bolt backend here is a second boltstream (embedded FalkorDB, with users): a real Bolt
+server that checks credentials. The scripted stub server shows the exact messages the writer
+sends (impersonation, one transaction per batch)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import neo4j
+import pytest
+
+from bolt.chunking import chunk
+from bolt.messages import Tag
+from bolt.packstream import Packer, Structure, unpack
+from bolt.versions import Version
+from proxy.streams.catalog import CATALOG_FILE
+from proxy.streams.writers import BoltWriter, PermanentWriteError
+from tests.streams.conftest import (
+    KAFKA_TEST_CONFIG,
+    Broker,
+    count,
+    create_stream,
+    run,
+    show,
+    stream_name,
+    wait_until,
+)
+from tests.stubserver import StubBoltServer, StubConnection
+from tests.support import ProxyProcess
+
+pytestmark = pytest.mark.timeout(60)
+
+SECRET = "s3cret-service-password"
+
+
+@pytest.fixture(scope="module")
+def graph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """The backend: a boltstream on its own FalkorDB that accepts two users."""
+    folder = tmp_path_factory.mktemp("bolt-backend")
+    users = folder / "users"
+    users.write_text(f"alice:pw\nsvc:{SECRET}\n")
+    with ProxyProcess("--data-dir", str(folder / "data"), "--fsync", "everysec",
+                      "--users-file", str(users)) as server:
+        yield server
+
+
+def relay(tmp: Path, transforms: Path, backend: ProxyProcess, password: str) -> ProxyProcess:
+    """A proxy in front of ``backend`` whose service account comes from the environment."""
+    return ProxyProcess(
+        "--data-dir", str(tmp), "--backend", backend.bolt_uri,
+        "--transform-allowed-dirs", str(transforms),
+        "--kafka-client-config", KAFKA_TEST_CONFIG, "--log-level", "debug",
+        env={"BOLTSTREAM_BACKEND_USER": "svc", "BOLTSTREAM_BACKEND_PASSWORD": password},
+        auth=("alice", "pw")).start()
+
+
+def test_batches_use_the_service_account(graph_server: ProxyProcess, broker: Broker, topic: str,
+                                         transforms: Path, tmp_path: Path) -> None:
+    proxy = relay(tmp_path / "proxy", transforms, graph_server, SECRET)
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "pw")) as drv:
+            name = stream_name()
+            broker.produce(topic, [f"{name}:{i}" for i in range(25)])
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            assert show(drv, name)["owner"] == "alice"  # the relay's client principal
+            run(drv, f"START STREAM {name}")
+            wait_until(lambda: count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'")
+                       == 25, message="the messages in the backend")
+            shown = run(drv, "SHOW STREAMS")
+            run(drv, f"STOP STREAM {name}")
+        with neo4j.GraphDatabase.driver(graph_server.bolt_uri, auth=("alice", "pw")) as drv:
+            assert count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'") == 25
+    finally:
+        proxy.stop()
+    # The password is nowhere: not in SHOW STREAMS, the catalog, or the (debug) log.
+    assert SECRET not in repr(shown)
+    catalog = (tmp_path / "proxy" / CATALOG_FILE).read_bytes()
+    assert b"alice" in catalog and SECRET.encode() not in catalog
+    assert SECRET not in proxy.log_text()
+
+
+def test_a_refused_service_account_stops_the_stream(graph_server: ProxyProcess, broker: Broker,
+                                                    topic: str, transforms: Path,
+                                                    tmp_path: Path) -> None:
+    proxy = relay(tmp_path / "proxy", transforms, graph_server, "wrong")
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "pw")) as drv:
+            name = stream_name()
+            broker.produce(topic, [f"{name}:1"])
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            run(drv, f"START STREAM {name}")
+            row = wait_until(lambda: (r := show(drv, name))["status"] == "error" and r)
+            assert "Neo.ClientError.Security.Unauthorized" in row["last_error"]
+            assert broker.committed(name, topic) == {0: -1001}
+    finally:
+        proxy.stop()
+
+
+# -- the exact messages, against a scripted server --------------------------------------------
+
+V54 = Version(5, 4)
+
+
+def reply(tag: int, *fields: Any) -> bytes:
+    return chunk(Packer(V54).pack(Structure(tag, tuple(fields))))
+
+
+def fields_of(payload: bytes) -> list[Any]:
+    value = unpack(payload)
+    return list(value.fields)
+
+
+def login(conn: StubConnection) -> None:
+    conn.expect(Tag.HELLO)
+    conn.send(reply(Tag.SUCCESS, {"server": "Neo4j/5.26.0", "connection_id": "bolt-1"}))
+    conn.expect(Tag.LOGON)
+    conn.send(reply(Tag.SUCCESS, {}))
+
+
+@pytest.fixture
+def stub() -> Iterator[StubBoltServer]:
+    server = StubBoltServer((5, 4))
+    yield server
+    server.close()
+
+
+def test_one_transaction_per_batch_as_the_owner(stub: StubBoltServer) -> None:
+    seen: dict[str, Any] = {}
+
+    def script(conn: StubConnection) -> None:
+        login(conn)
+        seen["begin"] = fields_of(conn.expect(Tag.BEGIN))[0]
+        conn.send(reply(Tag.SUCCESS, {}))
+        runs = []
+        for _ in range(2):
+            runs.append(fields_of(conn.expect(Tag.RUN))[:2])
+            conn.send(reply(Tag.SUCCESS, {"fields": []}))
+            conn.expect(Tag.PULL)
+            conn.send(reply(Tag.SUCCESS, {}))
+        seen["runs"] = runs
+        conn.expect(Tag.COMMIT)
+        conn.send(reply(Tag.SUCCESS, {"bookmark": "b1"}))
+
+    stub.scripts.put(script)
+
+    async def write() -> None:
+        writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
+        try:
+            await writer.write_batch([("CREATE (:A {x: $x})", {"x": 1}),
+                                      ("CREATE (:A {x: $x})", {"x": 2}),
+                                      ("MERGE (:B)", {})], "alice")
+        finally:
+            await writer.close()
+
+    asyncio.run(write())
+    assert not stub.errors, stub.errors
+    assert seen["begin"]["imp_user"] == "alice"
+    assert seen["runs"] == [
+        ["UNWIND $__boltstream_rows AS __boltstream_row CREATE (:A {x: __boltstream_row.x})",
+         {"__boltstream_rows": [{"x": 1}, {"x": 2}]}],
+        ["MERGE (:B)", {}],
+    ]
+
+
+def test_refused_impersonation_is_permanent(stub: StubBoltServer) -> None:
+    def script(conn: StubConnection) -> None:
+        login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.send(reply(Tag.FAILURE, {"code": "Neo.ClientError.Security.Forbidden",
+                                      "message": "Impersonation of user 'bob' denied"}))
+        conn.expect(Tag.RESET)
+        conn.send(reply(Tag.SUCCESS, {}))
+
+    stub.scripts.put(script)
+
+    async def write() -> None:
+        writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
+        try:
+            await writer.write_batch([("CREATE (:A)", {})], "bob")
+        finally:
+            await writer.close()
+
+    with pytest.raises(PermanentWriteError, match="Forbidden: Impersonation of user 'bob'"):
+        asyncio.run(write())
+
+
+def test_backends_that_cannot_impersonate_get_the_service_account() -> None:
+    """Before Bolt 4.4 there is no ``imp_user``: the driver refuses it, and the writer runs
+    batches as the service account (that backend has no narrower identity to offer)."""
+    stub = StubBoltServer((4, 3))
+    seen: dict[str, Any] = {}
+
+    def script(conn: StubConnection) -> None:
+        seen["hello"] = fields_of(conn.expect(Tag.HELLO))[0]
+        conn.send(reply(Tag.SUCCESS, {"server": "Neo4j/4.3.0", "connection_id": "bolt-1"}))
+        seen["begin"] = fields_of(conn.expect(Tag.BEGIN))[0]
+        conn.send(reply(Tag.SUCCESS, {}))
+        conn.expect(Tag.RUN)
+        conn.send(reply(Tag.SUCCESS, {"fields": []}))
+        conn.expect(Tag.PULL)
+        conn.send(reply(Tag.SUCCESS, {}))
+        conn.expect(Tag.COMMIT)
+        conn.send(reply(Tag.SUCCESS, {"bookmark": "b1"}))
+
+    stub.scripts.put(script)
+
+    async def write() -> None:
+        writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
+        try:
+            await writer.write_batch([("CREATE (:A)", {})], "alice")
+        finally:
+            await writer.close()
+
+    try:
+        asyncio.run(write())
+    finally:
+        stub.close()
+    assert not stub.errors, stub.errors
+    assert seen["hello"]["principal"] == "svc"
+    assert "imp_user" not in seen["begin"]

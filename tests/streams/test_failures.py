@@ -1,0 +1,175 @@
+"""Permanent failures stop a stream with status ``error`` and the reason, leave the failed
+batch uncommitted, and affect no other stream; transient ones are retried."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import neo4j
+import pytest
+
+from tests.streams.conftest import (
+    Broker,
+    count,
+    create_stream,
+    run,
+    show,
+    start_proxy,
+    stream_name,
+    wait_until,
+)
+from tests.support import FalkorDBProcess, ProxyProcess
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_bad_transforms_and_queries_stop_only_their_stream(
+        driver: Any, broker: Broker, transforms: Path) -> None:
+    cases = {
+        "raises.py": (["ok1", "boom", "ok2"], "ValueError: cannot digest boom"),
+        "hangs.py": (["ok1", "hang", "ok2"], "timed out after 5 s"),
+        "badtypes.py": (["ok1"], "bytes"),
+        "badquery.py": (["ok1"], "RETURN"),
+    }
+    streams: dict[str, tuple[str, str]] = {}
+    for transform, (messages, _reason) in cases.items():
+        name = stream_name(transform.split(".")[0])
+        topic = broker.create_topic(f"topic_{name}")
+        broker.produce(topic, [f"{name}-{m}" if m.startswith("ok") else m for m in messages])
+        create_stream(driver, name, broker, topic, transforms / transform, "BATCH_SIZE 1")
+        streams[transform] = (name, topic)
+    healthy = stream_name("healthy")
+    healthy_topic = broker.create_topic(f"topic_{healthy}")
+    create_stream(driver, healthy, broker, healthy_topic, transforms / "msg.py")
+    for name, _topic in [*streams.values(), (healthy, healthy_topic)]:
+        run(driver, f"START STREAM {name}")
+
+    for transform, (name, topic) in streams.items():
+        reason = cases[transform][1]
+        row = wait_until(lambda name=name: (r := show(driver, name))["status"] == "error" and r,
+                         timeout=30, message=f"{transform} to fail")
+        assert reason in row["last_error"], (transform, row["last_error"])
+        committed = broker.committed(name, topic)
+        if transform in ("raises.py", "hangs.py"):
+            # ok1 was written and committed; the failing batch was not committed.
+            assert committed == {0: 1}, transform
+            assert count(driver, "(o:Ok)", f"WHERE o.body = '{name}-ok1'") == 1
+            assert count(driver, "(o:Ok)", f"WHERE o.body = '{name}-ok2'") == 0
+        else:
+            assert committed == {0: -1001}, transform
+    row = show(driver, streams["badquery.py"][0])
+    assert "the backend rejected query 1 of 1" in row["last_error"]
+    assert "Neo.ClientError.Statement.SyntaxError" in row["last_error"]
+
+    # The healthy stream and the proxy carry on.
+    broker.produce(healthy_topic, [f"{healthy}:after"])
+    wait_until(lambda: count(driver, "(m:Msg)", f"WHERE m.body = '{healthy}:after'") == 1,
+               message="the healthy stream")
+    assert show(driver, healthy)["status"] == "running"
+    assert run(driver, "RETURN 1 AS one") == [{"one": 1}]
+
+    # A failed stream restarts from the failed batch (it was not committed): same error.
+    raising, raising_topic = streams["raises.py"]
+    run(driver, f"START STREAM {raising}")
+    row = wait_until(lambda: (r := show(driver, raising))["status"] == "error" and r,
+                     message="the same failure again")
+    assert "cannot digest boom" in row["last_error"]
+    assert broker.committed(raising, raising_topic) == {0: 1}
+    # STOP on a failed stream makes it stopped, and TEST shows the poison batch's failure.
+    run(driver, f"STOP STREAM {raising}")
+    assert show(driver, raising)["status"] == "stopped"
+    with pytest.raises(neo4j.exceptions.ClientError) as caught:
+        run(driver, f"TEST STREAM {raising}")
+    assert caught.value.code == "Neo.ClientError.Procedure.ProcedureCallFailed"
+    assert "cannot digest boom" in caught.value.message
+    for name, _topic in [*streams.values(), (healthy, healthy_topic)]:
+        run(driver, f"DROP STREAM {name}")
+
+
+# -- transient failures: the backend goes away and comes back ---------------------------------
+
+
+@pytest.fixture
+def falkordb(tmp_path: Path) -> Iterator[FalkorDBProcess]:
+    server = FalkorDBProcess(tmp_path / "falkordb").start()
+    yield server
+    server.stop()
+
+
+def restart_on_same_port(old: FalkorDBProcess) -> FalkorDBProcess:
+    new = FalkorDBProcess(old.data_dir)
+    new.port = old.port
+    return new.start()
+
+
+def test_backend_unavailable_is_retried(broker: Broker, topic: str, transforms: Path,
+                                        tmp_path: Path, falkordb: FalkorDBProcess) -> None:
+    proxy: ProxyProcess = start_proxy(tmp_path / "proxy", transforms, "--backend",
+                                      f"falkordb://127.0.0.1:{falkordb.port}")
+    restarted: FalkorDBProcess | None = None
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
+            name = stream_name()
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            run(drv, f"START STREAM {name}")
+            broker.produce(topic, [f"{name}:1"])
+            wait_until(lambda: show(drv, name)["messages_processed"] == 1)
+
+            falkordb.stop()
+            broker.produce(topic, [f"{name}:2", f"{name}:3"])
+            row = wait_until(lambda: "retrying" in ((r := show(drv, name))["last_error"] or "")
+                             and r, message="the retry to show")
+            assert row["status"] == "running"
+            assert row["last_error"].startswith("writing to the graph: ")
+            assert broker.committed(name, topic) == {0: 1}
+
+            restarted = restart_on_same_port(falkordb)  # empty: the old one kept nothing
+            wait_until(lambda: count(drv, "(m:Msg)") == 2, timeout=30,
+                       message="the retried batch")
+            row = wait_until(lambda: (r := show(drv, name))["messages_processed"] == 3 and r)
+            assert row["status"] == "running"
+            assert "recovered" in row["last_error"]
+            wait_until(lambda: broker.committed(name, topic) == {0: 3})
+            run(drv, f"DROP STREAM {name}")
+    finally:
+        proxy.stop()
+        if restarted is not None:
+            restarted.stop()
+        shutil.rmtree(falkordb.data_dir, ignore_errors=True)
+
+
+def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path,
+                                          driver: Any) -> None:
+    """A broker that goes away: the stream stays running and says what it retries; when the
+    broker is back, it says so and carries on."""
+    own = Broker().start()
+    again: Broker | None = None
+    try:
+        topic = own.create_topic("gone")
+        name = stream_name()
+        create_stream(driver, name, own, topic, transforms / "msg.py")
+        run(driver, f"START STREAM {name}")
+        own.produce(topic, [f"{name}:1"])
+        wait_until(lambda: show(driver, name)["messages_processed"] == 1)
+        own.stop()
+        row = wait_until(lambda: (r := show(driver, name))["last_error"] and r, timeout=30,
+                         message="the broker error to show")
+        assert row["status"] == "running"
+        assert row["last_error"].startswith("reading from Kafka: ")
+        assert "retrying" in row["last_error"]
+        assert row["lag"] is None
+        again = Broker()
+        again.port = own.port
+        again.start()  # in-memory: a new, empty broker at the same address
+        again.create_topic("gone")
+        row = wait_until(lambda: "recovered" in ((r := show(driver, name))["last_error"] or "")
+                         and r, timeout=30, message="the recovery to show")
+        assert row["status"] == "running"
+        run(driver, f"DROP STREAM {name}")
+    finally:
+        own.stop()
+        if again is not None:
+            again.stop()

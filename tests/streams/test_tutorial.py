@@ -1,0 +1,82 @@
+"""The tutorial of the manual (seeds/000), step by step, through the proxy with the official
+driver: topic with the messages ``1`` and ``1 2``, the manual's transform, CREATE, SHOW
+(stopped), TEST (the exact table), START, SHOW (running), the graph, STOP, SHOW, DROP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.streams.conftest import Broker, count, run, show, stream_name, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+FIRST_FIVE = ["name", "uri", "topic", "transform", "status"]
+
+
+def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path) -> None:
+    run(driver, "MATCH (n:Node) DETACH DELETE n")
+    broker.produce(topic, ["1", "1 2"])
+    name = stream_name("mystream")
+    transform = str(transforms / "manual.py")
+
+    # CREATE STREAM: no rows, stream recorded, stopped.
+    rows = run(driver, f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+                       f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}'")
+    assert rows == []
+
+    with driver.session() as session:
+        result = session.run("SHOW STREAMS")
+        keys = result.keys()
+        records = [r.data() for r in result if r["name"] == name]
+    assert keys[:5] == FIRST_FIVE
+    assert keys == [*FIRST_FIVE, "batch_interval", "batch_size", "consumer_group", "owner",
+                    "messages_processed", "lag", "last_error"]
+    assert len(records) == 1
+    row = records[0]
+    assert [row[k] for k in FIRST_FIVE] == [name, broker.bootstrap, topic, transform, "stopped"]
+    assert row["batch_interval"] == 100 and row["batch_size"] == 10
+    assert row["consumer_group"] == name
+    assert row["owner"] == "alice"
+    assert row["messages_processed"] == 0
+    assert row["last_error"] is None
+
+    # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
+    with driver.session() as session:
+        result = session.run(f"TEST STREAM {name};")
+        assert result.keys() == ["query", "params"]
+        table = [(r["query"], r["params"]) for r in result]
+    assert table == [
+        ("CREATE (:Node {id: $id})", {"id": "1"}),
+        ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+         {"from_id": "1", "to_id": "2"}),
+    ]
+    assert count(driver, "(n:Node)") == 0
+    assert broker.committed(name, topic) == {0: -1001}  # nothing committed (OFFSET_INVALID)
+    # Testing again shows the same batch: the test consumed nothing for good.
+    again = [(r["query"], r["params"]) for r in run(driver, f"TEST STREAM {name}")]
+    assert again == table
+
+    # START STREAM: running; the messages reach the graph.
+    assert run(driver, f"START STREAM {name}") == []
+    assert show(driver, name)["status"] == "running"
+    wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    # The edge query matched node 1 and (no node 2) created nothing, as in the tutorial.
+    assert run(driver, "MATCH (n:Node) RETURN n.id AS id") == [{"id": "1"}]
+    wait_until(lambda: show(driver, name)["messages_processed"] == 2, message="the counter")
+    assert broker.committed(name, topic) == {0: 2}
+    # A later message arrives while it runs.
+    broker.produce(topic, ["2", "1 2"])
+    wait_until(lambda: count(driver, "(:Node {id: '1'})-[:Edge]->(:Node {id: '2'})") == 1,
+               message="the edge")
+    row = wait_until(lambda: (r := show(driver, name))["messages_processed"] == 4 and r,
+                     message="the counter")
+    assert row["status"] == "running" and row["lag"] == 0 and row["last_error"] is None
+
+    # STOP STREAM: stopped; DROP STREAM: gone.
+    assert run(driver, f"STOP STREAM {name}") == []
+    assert show(driver, name)["status"] == "stopped"
+    assert run(driver, f"DROP STREAM {name}") == []
+    assert all(row["name"] != name for row in run(driver, "SHOW STREAMS"))
