@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="embedded FalkorDB appendfsync policy (default always)")
     serve.add_argument("--max-message-size", metavar="BYTES", type=int,
                        help="largest Bolt request accepted (default 16 MiB)")
+    serve.add_argument("--tls-cert", metavar="FILE",
+                       help="PEM certificate (chain): turns on bolt+s:// and wss:// on the same "
+                       "port as plain Bolt and ws:// (a self-signed one works with bolt+ssc://)")
+    serve.add_argument("--tls-key", metavar="FILE",
+                       help="PEM private key for --tls-cert (if not in the same file)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="default info")
     streams = serve.add_argument_group("streams")
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "advertised_address": args.advertised_address, "auth": args.auth,
             "users_file": args.users_file, "fsync": args.fsync,
             "max_message_size": args.max_message_size, "log_level": args.log_level,
+            "tls_cert": args.tls_cert, "tls_key": args.tls_key,
             "backend_user": args.backend_user, "backend_password": args.backend_password,
             "transform_allowed_hosts": args.transform_allowed_hosts,
             "transform_allowed_dirs": args.transform_allowed_dirs,
@@ -186,8 +192,10 @@ async def serve(config: Config) -> int:
         host, port = server.address
         auth = ("auth: passed through to the backend" if query_backend is None
                 else server.local_env.authenticator.description if server.local_env else "")
-        ready_log.info("boltstream %s ready on bolt://%s:%d, backend: %s, %s", __version__,
-                       host, port, description, auth)
+        ready_log.info("boltstream %s ready on bolt://%s:%d (WebSocket too%s), backend: %s, %s",
+                       __version__, host, port,
+                       "; TLS: bolt+s:// and wss://" if config.tls_cert else "; TLS off",
+                       description, auth)
         await _wait_for_signal()
         log.info("shutting down")
         await engine.stop()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -93,6 +94,9 @@ class Config:
     max_message_size: int = 16 * 1024 * 1024
     log_level: str = "info"
     fsync: str = "always"  # embedded FalkorDB appendfsync policy
+    # TLS for clients (bolt+s://, bolt+ssc://, wss://) on the same port as plain Bolt.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # Streams: the service account stream batches are written with (Bolt backends only; the
     # password is never logged, shown or stored in the stream catalog).
     backend_user: str = ""
@@ -123,6 +127,19 @@ class Config:
                 host = "localhost"
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context, or None when TLS is not configured."""
+        if self.tls_cert is None and self.tls_key is None:
+            return None
+        if self.tls_cert is None:
+            raise ConfigError("--tls-key needs --tls-cert")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate {self.tls_cert}: {exc}") from None
+        return context
+
     def users(self) -> dict[str, str]:
         """Configured users (name -> password). Empty means: accept any credentials."""
         found: dict[str, str] = {}
@@ -150,6 +167,7 @@ class Config:
         self.listen_address  # noqa: B018 - raises ConfigError when malformed
         self.backend_uri  # noqa: B018
         self.users()
+        self.tls_context()
         if self.advertised_address:
             parse_address(self.advertised_address)
         if self.fsync not in ("always", "everysec", "no"):
@@ -185,7 +203,7 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("transform_allowed_hosts", "transform_allowed_dirs") and isinstance(
             value, list):
         return ",".join(str(item) for item in value)
-    if name in ("data_dir", "users_file"):
+    if name in ("data_dir", "users_file", "tls_cert", "tls_key"):
         return Path(str(value)) if value not in (None, "") else None
     if name == "transform_timeout":
         try:

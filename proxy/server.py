@@ -22,9 +22,11 @@ from typing import Any
 from bolt.errors import HandshakeError
 from bolt.handshake import ServerHandshake
 from bolt.versions import SUPPORTED_VERSIONS, Version
+from proxy import NEO4J_COMPAT_VERSION
 from proxy.auth import Authenticator
 from proxy.backends.base import QueryBackend
 from proxy.config import Config
+from proxy.layers import Sniffer
 from proxy.local_session import LocalSession, SessionEnv
 from proxy.relay import (
     BackendLink,
@@ -155,6 +157,13 @@ class BoltServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def discovery(self) -> dict[str, Any]:
+        """What Neo4j answers to a plain HTTP GET on its Bolt port (Browser reads it)."""
+        env = self.relay_env or self.local_env
+        address = env.advertised_address if env is not None else self.config.advertised
+        return {"bolt_direct": f"bolt://{address}", "bolt_routing": f"neo4j://{address}",
+                "neo4j_version": NEO4J_COMPAT_VERSION, "neo4j_edition": "community"}
+
     def next_id(self) -> str:
         return f"bolt-{next(self._ids)}"
 
@@ -171,8 +180,10 @@ class BoltServer:
     async def start(self) -> None:
         host, port = self.config.listen_address
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Handshaker(self), host, port,
-                                                reuse_address=True)
+        tls = self.config.tls_context()
+        self._server = await loop.create_server(
+            lambda: Sniffer(lambda: _Handshaker(self), tls=tls, discovery=self.discovery),
+            host, port, reuse_address=True)
         if port == 0 and not self.config.advertised_address:
             # A picked port: routing tables must name the port we actually got.
             advertised = replace(self.config, listen=f"{host}:{self.address[1]}").advertised
