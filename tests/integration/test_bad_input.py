@@ -69,11 +69,19 @@ def test_garbage_instead_of_handshake(small_proxy: ProxyProcess, bystander) -> N
     small_proxy.wait_for_log(r"bad handshake .*")
 
 
-def test_http_request_on_the_bolt_port(small_proxy: ProxyProcess, bystander) -> None:
+def test_http_requests_on_the_bolt_port(small_proxy: ProxyProcess, bystander) -> None:
+    # A plain GET is answered like Neo4j does, with the discovery document, then closed.
     with socket.create_connection(small_proxy.address, timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while part := sock.recv(65536):
+            data += part
+    assert data.startswith(b"HTTP/1.1 200") and b"bolt_direct" in data
+    # Any other method is not Bolt: closed, and the log says it looked like HTTP.
+    with socket.create_connection(small_proxy.address, timeout=5) as sock:
+        sock.sendall(b"POST /db/neo4j/tx HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(100) == b""
-    small_proxy.wait_for_log(r"(?i)http")
+    small_proxy.wait_for_log(r"looks like HTTP")
 
 
 def test_chunk_header_that_lies_about_its_size(small_proxy: ProxyProcess, bystander) -> None:
