@@ -8,10 +8,13 @@ Use, for every RUN::
     else:
         ...                                  # forward the query
 
-The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual)::
+The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual; ``ON ERROR`` is
+boltstream's own)::
 
     CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
-        [BATCH_INTERVAL ms] [BATCH_SIZE count]      -- either order; BATCH INTERVAL / BATCH SIZE too
+        [BATCH_INTERVAL ms] [BATCH_SIZE count]      -- BATCH INTERVAL / BATCH SIZE too
+        [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
+                                                    -- the options in any order, each once
     DROP STREAM name
     SHOW STREAMS
     START STREAM name [LIMIT count BATCHES]
@@ -33,6 +36,7 @@ from __future__ import annotations
 from grammar.clauses import (
     CreateStream,
     DropStream,
+    OnError,
     ShowStreams,
     StartAllStreams,
     StartStream,
@@ -51,6 +55,7 @@ __all__ = [
     "KEYWORDS",
     "CreateStream",
     "DropStream",
+    "OnError",
     "ShowStreams",
     "StartAllStreams",
     "StartStream",

@@ -9,20 +9,29 @@ without LIMIT runs until stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Literal, TypeAlias
+
+OnError: TypeAlias = Literal["stop", "skip", "dead letter"]
 
 
 @dataclass(frozen=True, slots=True)
 class CreateStream:
     """``CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
-    [BATCH_INTERVAL ms] [BATCH_SIZE count]``."""
+    [BATCH_INTERVAL ms] [BATCH_SIZE count]
+    [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']`` (options in any order).
+
+    ``on_error`` is None when the clause leaves it out (the engine picks the default for the
+    transform); ``dead_letter_topic`` is set exactly when ``on_error`` is ``"dead letter"``.
+    """
 
     name: str
     uri: str  # Kafka bootstrap servers, e.g. 'localhost:9092'
     topic: str
-    transform: str  # URI of the transform script
+    transform: str  # URI of the transform script, or builtin:NAME
     batch_interval_ms: int | None = None  # >= 1 when given
     batch_size: int | None = None  # >= 1 when given
+    on_error: OnError | None = None
+    dead_letter_topic: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

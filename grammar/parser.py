@@ -34,6 +34,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 from grammar.clauses import (
     CreateStream,
     DropStream,
+    OnError,
     ShowStreams,
     StartAllStreams,
     StartStream,
@@ -62,6 +63,7 @@ _OPTION_OF_TERMINAL = {
     "_BATCH_SIZE": "BATCH_SIZE",
     "_SIZE": "BATCH_SIZE",  # only ever after BATCH
     "_LIMIT": "LIMIT",
+    "_ON": "ON ERROR",
 }
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
 _FOUND_MAX_CHARS = 40
@@ -94,10 +96,25 @@ class _Build(Transformer[Token, Any]):
     def limit(self, children: list[Token]) -> int:
         return int(children[0])
 
+    def on_error_stop(self, children: list[Token]) -> tuple[str, OnError]:
+        return ("on_error", "stop")
+
+    def on_error_skip(self, children: list[Token]) -> tuple[str, OnError]:
+        return ("on_error", "skip")
+
+    def on_error_dead_letter(self, children: list[Token]) -> tuple[str, tuple[OnError, str]]:
+        return ("on_error", ("dead letter", _string_value(children[0])))
+
     def create_stream(self, children: list[Any]) -> CreateStream:
         name, uri, topic, transform, *options = children
         strings = (_string_value(uri), _string_value(topic), _string_value(transform))
-        return CreateStream(name, *strings, **dict(options))
+        values = dict(options)
+        on_error = values.pop("on_error", None)
+        if isinstance(on_error, tuple):
+            values["on_error"], values["dead_letter_topic"] = on_error
+        elif on_error is not None:
+            values["on_error"] = on_error
+        return CreateStream(name, *strings, **values)
 
     def drop_stream(self, children: list[str]) -> DropStream:
         return DropStream(children[0])

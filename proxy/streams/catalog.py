@@ -1,15 +1,23 @@
 """The stream catalog: every stream's definition and state, in SQLite in the data dir.
 
 One row per stream holds what ``CREATE STREAM`` said, the transform source pinned at CREATE
-(the code itself, not only its URI, so a later change at the URI cannot change a stream), the
-owner, the status (``stopped``, ``running`` or ``error``), the remaining ``LIMIT`` batches,
-the last error and counters. Offsets are not here: they live in the Kafka consumer group,
-where the broker keeps them and where other proxies running the same stream see them.
+(the code itself, not only its URI, so a later change at the URI cannot change a stream; for a
+built-in transform, ``builtin:NAME``, the code shipped with the product at CREATE), the error
+policy (``stop``, ``skip`` or ``dead_letter`` with its topic), the owner, the status
+(``stopped``, ``running`` or ``error``), the remaining ``LIMIT`` batches, the last error and
+counters (messages, batches, dead-lettered and skipped messages). Offsets are not here: they
+live in the Kafka consumer group, where the broker keeps them and where other proxies running
+the same stream see them.
 
 Every change is one SQLite transaction (WAL journal, ``synchronous=FULL``), so a ``kill -9``
 leaves either the old or the new state, never half of one. Status changes are written when
 they happen; counters are written by the engine from time to time (they are informational,
 and a crash may lose the last second of them).
+
+Schema versions: 1 (the first release), 2 (error policy and the dead-letter/skip counters).
+Opening a version-1 catalog migrates it in place, in one transaction: existing streams get
+``error_policy = 'stop'`` (what they did before) and zero counters. A catalog of a newer version
+than this code knows is refused, untouched.
 
 SQLite calls block, so the catalog runs them on one private thread and exposes coroutines.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,8 +35,10 @@ from typing import Any, Literal, TypeVar, cast
 
 Status = Literal["stopped", "running", "error"]
 STATUSES: tuple[Status, ...] = ("stopped", "running", "error")
+PolicyKind = Literal["stop", "skip", "dead_letter"]
+POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
 CATALOG_FILE = "streams.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -53,13 +63,28 @@ CREATE TABLE IF NOT EXISTS streams (
     messages_processed INTEGER NOT NULL DEFAULT 0,
     batches_processed  INTEGER NOT NULL DEFAULT 0,
     created_at         REAL NOT NULL,
-    updated_at         REAL NOT NULL
+    updated_at         REAL NOT NULL,
+    error_policy       TEXT NOT NULL DEFAULT 'stop'
+                       CHECK (error_policy IN ('stop', 'skip', 'dead_letter')),
+    dead_letter_topic  TEXT,
+    messages_dead_lettered INTEGER NOT NULL DEFAULT 0,
+    messages_skipped   INTEGER NOT NULL DEFAULT 0
 );
+"""
+# Version 1 -> 2: the columns after updated_at. (ADD COLUMN keeps existing rows, with the
+# defaults: a stream created before error policies existed stops on errors, as it did.)
+_MIGRATE_1_TO_2 = """
+ALTER TABLE streams ADD COLUMN error_policy TEXT NOT NULL DEFAULT 'stop'
+    CHECK (error_policy IN ('stop', 'skip', 'dead_letter'));
+ALTER TABLE streams ADD COLUMN dead_letter_topic TEXT;
+ALTER TABLE streams ADD COLUMN messages_dead_lettered INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE streams ADD COLUMN messages_skipped INTEGER NOT NULL DEFAULT 0;
 """
 _COLUMNS = (
     "name", "uri", "topic", "transform_uri", "transform_code", "transform_sha256",
     "batch_interval_ms", "batch_size", "consumer_group", "owner", "status", "limit_batches",
     "last_error", "messages_processed", "batches_processed", "created_at", "updated_at",
+    "error_policy", "dead_letter_topic", "messages_dead_lettered", "messages_skipped",
 )
 
 
@@ -73,7 +98,8 @@ class StreamExists(CatalogError):
 
 @dataclass(frozen=True)
 class StreamRecord:
-    """One stream as recorded. ``limit_batches``: batches left of ``START ... LIMIT n``."""
+    """One stream as recorded. ``limit_batches``: batches left of ``START ... LIMIT n``.
+    ``dead_letter_topic`` is set exactly when ``error_policy`` is ``dead_letter``."""
 
     name: str
     uri: str
@@ -92,6 +118,10 @@ class StreamRecord:
     batches_processed: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    error_policy: PolicyKind = "stop"
+    dead_letter_topic: str | None = None
+    messages_dead_lettered: int = 0
+    messages_skipped: int = 0
 
 
 class Catalog:
@@ -135,6 +165,12 @@ class Catalog:
                         raise CatalogError(
                             f"stream catalog {self.path} was written by a newer boltstream "
                             f"(schema {row[0]}, this one reads {SCHEMA_VERSION})")
+                    elif int(row[0]) == 1:
+                        for statement in _MIGRATE_1_TO_2.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                                   (str(SCHEMA_VERSION),))
             except BaseException:
                 db.close()
                 raise
@@ -208,6 +244,8 @@ class Catalog:
             raise ValueError(f"cannot update {sorted(unknown | ({'name'} & set(changes)))}")
         if "status" in changes and changes["status"] not in STATUSES:
             raise ValueError(f"bad status {changes['status']!r}")
+        if "error_policy" in changes and changes["error_policy"] not in POLICIES:
+            raise ValueError(f"bad error policy {changes['error_policy']!r}")
         changes["updated_at"] = time.time()
         assignments = ", ".join(f"{column} = ?" for column in changes)
 
@@ -219,17 +257,21 @@ class Catalog:
 
         return await self._call(write)
 
-    async def add_progress(self, progress: dict[str, tuple[int, int]]) -> None:
-        """Add processed (messages, batches) to several streams' counters, in one transaction."""
+    async def add_progress(self, progress: Mapping[str, tuple[int, ...]]) -> None:
+        """Add to several streams' counters, in one transaction: per stream a tuple (messages,
+        batches) or (messages, batches, dead-lettered, skipped)."""
         if not progress:
             return
 
         def write(db: sqlite3.Connection) -> None:
             with _transaction(db):
-                for name, (messages, batches) in progress.items():
+                for name, counts in progress.items():
+                    messages, batches, dead, skipped = (*counts, 0, 0)[:4]
                     db.execute("UPDATE streams SET messages_processed = messages_processed + ?, "
-                               "batches_processed = batches_processed + ? WHERE name = ?",
-                               (messages, batches, name))
+                               "batches_processed = batches_processed + ?, "
+                               "messages_dead_lettered = messages_dead_lettered + ?, "
+                               "messages_skipped = messages_skipped + ? WHERE name = ?",
+                               (messages, batches, dead, skipped, name))
 
         await self._call(write)
 
@@ -253,5 +295,6 @@ class _transaction:
 def _record(row: tuple[Any, ...]) -> StreamRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["status"] = cast(Status, values["status"])
+    values["error_policy"] = cast(PolicyKind, values["error_policy"])
     return StreamRecord(**values)
 

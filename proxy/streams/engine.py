@@ -23,8 +23,24 @@ Failures:
   consuming or committing): retried with exponential backoff, the stream stays ``running``
   and ``last_error`` says what is being retried;
 * permanent (the transform raised, hung, returned bad values or cannot be loaded; the backend
-  rejected a query): the stream stops with status ``error`` and the reason in ``last_error``;
-  the failed batch is not committed, so the next START (or a restart) reads it again.
+  rejected a query): with the STOP policy (the default) the stream stops with status ``error``
+  and the reason in ``last_error``; the failed batch is not committed, so the next START (or a
+  restart) reads it again. Other policies: below.
+
+Error policy (``ON ERROR`` of CREATE STREAM), for a message that fails: its transform rejected
+it (a dead-letter item, ``outcomes.py``) or raised on it, or the backend rejected its queries.
+``STOP`` (the default, except for the built-ins below) stops the stream; ``SKIP`` logs and
+counts it; ``DEAD LETTER 'topic'`` produces it to that topic (original key and value, headers
+saying where it came from and why). With SKIP or DEAD LETTER the rest of the batch is still
+applied: a batch that fails is taken apart (``executors.py``; a user transform is then run
+on one message at a time) to find the failing messages. Dead letters are acknowledged by the
+broker before the batch's offsets are committed. Transient failures are never a message's
+fault: they are retried, never dead-lettered or skipped.
+
+Modes: a stream writes batches (user transforms, ``builtin:depc``), replicates commands one by
+one (``builtin:command``: on a failure with STOP, the commands before it are committed, so a
+restart begins at the failing one), or answers read requests on Kafka (``builtin:request``:
+responses are acknowledged before the offsets are committed). See ``builtin/__init__.py``.
 
 State: the catalog (SQLite in the data dir) holds definitions and statuses. ``start()``
 resumes every stream whose status is ``running`` (so also after ``kill -9``); ``stop()``
@@ -47,9 +63,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from proxy.streams.catalog import Catalog, CatalogError, StreamExists, StreamRecord
+from proxy.backends.base import QueryResult
+from proxy.streams import builtin
+from proxy.streams.catalog import (
+    Catalog,
+    CatalogError,
+    PolicyKind,
+    StreamExists,
+    StreamRecord,
+)
+from proxy.streams.executors import Applier, StopAt, dead_letter
+from proxy.streams.outcomes import (
+    Outcome,
+    OutcomeError,
+    Query,
+    Rejected,
+    Split,
+    per_message,
+    shorten,
+    single,
+    split,
+)
+from proxy.streams.producer import DELIVERY_TIMEOUT_MS, Failed, Record, StreamProducer
 from proxy.streams.transform import (
+    FailureKind,
     TransformError,
+    TransformFailed,
     TransformPolicy,
     TransformRunner,
     TransformSource,
@@ -85,6 +124,9 @@ _CONSUMER_ONLY = ("group.", "session.timeout.ms", "heartbeat.interval.ms", "max.
 
 ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform",
                     "internal"]
+OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
+_POLICY_OF: dict[str, PolicyKind] = {"stop": "stop", "skip": "skip", "dead letter": "dead_letter"}
+_SHOWN_POLICY = {"stop": "stop", "skip": "skip", "dead_letter": "dead letter"}
 
 
 class StreamError(Exception):
@@ -112,6 +154,10 @@ class StreamStatus:
     messages_processed: int
     lag: int | None
     last_error: str | None
+    on_error: str = "stop"  # stop, skip or dead letter
+    dead_letter_topic: str | None = None
+    dead_lettered: int = 0
+    skipped: int = 0
 
 
 class _KafkaLog(logging.LoggerAdapter[logging.Logger]):
@@ -129,10 +175,22 @@ class _Permanent(Exception):
     """Stops the stream with status ``error``."""
 
 
+class _Interrupted(Exception):
+    """A STOP came while a batch waited to retry: nothing of it is committed."""
+
+
 @dataclass(frozen=True)
 class _Batch:
+    """A collected, transformed batch: a user transform's batch result (``split``), or the
+    outcome of each message (built-ins; user transforms taken apart after a failure)."""
+
     messages: list[Any]
-    queries: list[tuple[str, dict[str, Any]]]
+    split: Split | None = None
+    outcomes: list[Outcome] | None = None
+
+
+def _position(message: Any) -> str:
+    return f"topic {message.topic()!r} partition {message.partition()} offset {message.offset()}"
 
 
 def _offsets_of(messages: list[Any]) -> dict[tuple[str, int], int]:
@@ -250,9 +308,17 @@ class _Runner:
         self.retrying: tuple[str, int] | None = None  # (what, attempt) while retrying
         self.pending_messages = 0  # processed, not yet added to the catalog's counters
         self.pending_batches = 0
+        self.pending_dead = 0
+        self.pending_skipped = 0
         self.messages_total = record.messages_processed  # what SHOW STREAMS says
+        self.dead_total = record.messages_dead_lettered
+        self.skipped_total = record.messages_skipped
         self.consumer: _Consumer | None = None
         self.transform: TransformRunner | None = None
+        self.producer: StreamProducer | None = None
+        self.builtin = builtin.lookup(record.transform_uri)
+        self.mode: builtin.Mode = self.builtin.mode if self.builtin else "write"
+        self.policy: PolicyKind = record.error_policy
         self._interval = record.batch_interval_ms / 1000.0
         self._broker_attempt = 0
         self.task: asyncio.Task[str] = asyncio.get_running_loop().create_task(
@@ -298,15 +364,22 @@ class _Runner:
     async def _release(self) -> None:
         consumer, self.consumer = self.consumer, None
         transform, self.transform = self.transform, None
+        producer, self.producer = self.producer, None
         if consumer is not None:
             await asyncio.shield(consumer.shutdown())
         if transform is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(transform.stop())
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(producer.close())
 
     async def _loop(self) -> str:
         record = self.record
         engine = self.engine
+        if builtin.is_builtin(record.transform_uri) and self.builtin is None:
+            raise _Permanent(f"{record.transform_uri} is not a built-in transform of this "
+                             f"boltstream (it has {builtin.names()})")
         self.transform = TransformRunner(
             TransformSource(record.transform_uri, record.transform_code,
                             record.transform_sha256),
@@ -383,39 +456,213 @@ class _Runner:
         if self._broker_attempt:
             self._broker_attempt = 0
             self._note_recovered()
+        return await self._transform(messages)
+
+    async def _transform(self, messages: list[Any]) -> _Batch:
+        transform = self.transform
+        assert transform is not None
+        values = [m.value() or b"" for m in messages]
+        stop = self.policy == "stop"
         try:
-            queries = await transform.run([m.value() or b"" for m in messages])
-        except TransformError as exc:  # TransformFailed, or a restarted worker did not load
+            pairs = await transform.run(values)
+        except TransformFailed as exc:
+            if exc.kind is FailureKind.STOPPED or (stop and self.builtin is None):
+                raise _Permanent(f"the transform failed: {exc}") from None
+            # Which message made it fail? (A built-in fails on a message only by crashing or
+            # timing out on it.) Each message alone tells.
+            return _Batch(messages, outcomes=await self._isolate(values))
+        except TransformError as exc:  # a restarted worker did not load
             raise _Permanent(f"the transform failed: {exc}") from None
-        return _Batch(messages, queries)
+        if self.builtin is not None:
+            try:
+                return _Batch(messages, outcomes=per_message(pairs, len(values)))
+            except OutcomeError as exc:
+                raise _Permanent(f"the transform broke the built-in contract: {exc}") from None
+        try:
+            return _Batch(messages, split=split(pairs, len(values)))
+        except OutcomeError as exc:
+            if stop:
+                raise _Permanent(f"the transform failed: {exc}") from None
+            return _Batch(messages, outcomes=await self._isolate(values))
+
+    async def _isolate(self, values: list[bytes]) -> list[Outcome]:
+        """The outcome of each message, from the transform run on that message alone."""
+        transform = self.transform
+        assert transform is not None
+        outcomes: list[Outcome] = []
+        for value in values:
+            try:
+                pairs = await transform.run([value])
+            except TransformFailed as exc:
+                if exc.kind is FailureKind.STOPPED:
+                    raise _Permanent(f"the transform failed: {exc}") from None
+                outcomes.append(Rejected(shorten(f"the transform failed: {exc}")))
+                continue
+            except TransformError as exc:
+                raise _Permanent(f"the transform failed: {exc}") from None
+            try:
+                outcomes.append(per_message(pairs, 1)[0] if self.builtin else single(pairs))
+            except OutcomeError as exc:
+                outcomes.append(Rejected(shorten(f"the transform failed: {exc}")))
+        return outcomes
+
+    # -- applying a batch -------------------------------------------------------------------
 
     async def _apply(self, batch: _Batch) -> bool:
-        """Write one batch and commit its offsets. False when a STOP interrupted the
-        retries (nothing committed)."""
+        """Apply one batch (by the stream's mode and error policy), produce its dead letters
+        and responses, commit its offsets. False when a STOP interrupted a retry (nothing
+        committed)."""
+        self.phase = "write"
+        messages = batch.messages
+        applier = Applier(self, stop_on_failure=self.policy == "stop", stream=self.name,
+                          max_response_bytes=self.engine.max_message_bytes)
+        stopped: StopAt | None = None
+        try:
+            try:
+                await self._run_batch(batch, applier)
+            except StopAt as exc:
+                stopped = exc
+            done = stopped.index if stopped else len(messages)
+            # Responses of the requests before the end, then the dead letters: acknowledged
+            # by the broker before any offset is committed.
+            responses = [(i, r) for i, r in applier.responses if i < done]
+            for index, refusal in await self._deliver([r for _, r in responses], "responses"):
+                response_index = responses[index][0]
+                try:
+                    applier.fail(response_index, f"the response could not be produced to "
+                                 f"topic {responses[index][1].topic!r}: {refusal.reason}")
+                except StopAt as exc:
+                    if stopped is None or exc.index < stopped.index:
+                        stopped = exc
+            done = stopped.index if stopped else len(messages)
+            failures = [f for f in applier.failures if f.index < done]
+            dead = 0
+            if self.policy == "dead_letter" and failures:
+                topic = self.record.dead_letter_topic or ""
+                records = [dead_letter(self.name, topic, messages[f.index], f.reason)
+                           for f in failures]
+                refused = await self._deliver(records, "dead letters")
+                if refused:
+                    index, refusal = refused[0]
+                    raise _Permanent(f"the dead-letter topic {topic!r} refused the record of "
+                                     f"{_position(messages[failures[index].index])}: "
+                                     f"{refusal.reason}")
+                dead = len(records)
+            for failure in failures:
+                message = messages[failure.index]
+                if self.policy == "dead_letter":
+                    log.info("stream %s: %s dead-lettered: %s", self.name, _position(message),
+                             failure.reason)
+                else:
+                    log.warning("stream %s: %s skipped: %s", self.name, _position(message),
+                                failure.reason)
+        except _Interrupted:
+            return False
+        self.phase = "commit"
+        if done:
+            await self._commit(_offsets_of(messages[:done]))
+        self.phase = "collect"
+        skipped = len(failures) - dead
+        self.pending_messages += done
+        self.pending_batches += 1
+        self.pending_dead += dead
+        self.pending_skipped += skipped
+        self.messages_total += done
+        self.dead_total += dead
+        self.skipped_total += skipped
+        if stopped is not None:
+            raise _Permanent(f"{_position(messages[stopped.index])}: {stopped.reason}")
+        return True
+
+    async def _run_batch(self, batch: _Batch, applier: Applier) -> None:
+        if batch.outcomes is None:
+            assert batch.split is not None
+            rejected = batch.split.rejected
+            if rejected and self.policy == "stop":
+                index = min(rejected)
+                raise _Permanent(f"{_position(batch.messages[index])}: rejected by the "
+                                 f"transform: {rejected[index]}")
+            try:
+                await self.write(batch.split.queries, True)
+            except PermanentWriteError as exc:
+                if self.policy == "stop":
+                    raise _Permanent(str(exc)) from None
+                # Which message? Run the transform on each alone, write each alone.
+                values = [m.value() or b"" for m in batch.messages]
+                outcomes = await self._isolate(values)
+                await applier.write_outcomes(outcomes, group=True)
+                return
+            for index in sorted(rejected):
+                applier.fail(index, rejected[index])
+        elif self.mode == "request":
+            await applier.serve(batch.outcomes, batch.messages)
+        else:
+            await applier.write_outcomes(batch.outcomes, group=self.mode == "write")
+
+    async def _retry(self, what: str, attempt: int, reason: str) -> None:
+        """Note a transient failure and wait before the next attempt (``_Interrupted`` if a
+        STOP came meanwhile)."""
+        self._note_retry(what, reason, attempt)
+        self.phase = "backoff"
+        await asyncio.sleep(self.engine.backoff(attempt))
+        self.phase = "write"
+        if self.stopping:
+            raise _Interrupted
+
+    async def write(self, queries: list[Query], group: bool) -> None:
+        """Write to the graph; transient failures retried (the executors' ``Host``)."""
         attempt = 0
         while True:
-            self.phase = "write"
             try:
-                await self.engine.writer.write_batch(batch.queries, self.record.owner)
+                await self.engine.writer.write_batch(queries, self.record.owner, group=group)
                 break
             except TransientWriteError as exc:
                 attempt += 1
-                self._note_retry("writing to the graph", str(exc), attempt)
-            except PermanentWriteError as exc:
-                raise _Permanent(str(exc)) from None
-            self.phase = "backoff"
-            await asyncio.sleep(self.engine.backoff(attempt))
-            if self.stopping:
-                return False
+                await self._retry("writing to the graph", attempt, str(exc))
         if attempt:
             self._note_recovered()
-        self.phase = "commit"
-        await self._commit(_offsets_of(batch.messages))
-        self.phase = "collect"
-        self.pending_messages += len(batch.messages)
-        self.pending_batches += 1
-        self.messages_total += len(batch.messages)
-        return True
+
+    async def read(self, query: str, params: dict[str, Any]) -> QueryResult:
+        """Run a read-only query; transient failures retried (the executors' ``Host``)."""
+        attempt = 0
+        while True:
+            try:
+                result = await self.engine.writer.read(query, params, self.record.owner)
+                break
+            except TransientWriteError as exc:
+                attempt += 1
+                await self._retry("reading from the graph", attempt, str(exc))
+        if attempt:
+            self._note_recovered()
+        return result
+
+    async def _deliver(self, records: list[Record], what: str) -> list[tuple[int, Failed]]:
+        """Produce ``records``; transient failures retried. The permanent failures, as
+        (position in ``records``, failure)."""
+        if not records:
+            return []
+        if self.producer is None:
+            self.producer = StreamProducer(self.name, self.engine.producer_config(self.record))
+        pending = list(range(len(records)))
+        refused: list[tuple[int, Failed]] = []
+        attempt = 0
+        while pending:
+            results = await self.producer.deliver([records[i] for i in pending])
+            retry = []
+            for index, result in zip(pending, results, strict=True):
+                if result is None:
+                    continue
+                if result.permanent:
+                    refused.append((index, result))
+                else:
+                    retry.append((index, result))
+            pending = [index for index, _ in retry]
+            if pending:
+                attempt += 1
+                await self._retry(f"producing {what} to Kafka", attempt, retry[0][1].reason)
+        if attempt:
+            self._note_recovered()
+        return sorted(refused, key=lambda item: item[0])
 
     async def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         from confluent_kafka import KafkaException
@@ -459,9 +706,12 @@ class _Runner:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
 
-    def take_progress(self) -> tuple[int, int]:
-        done = (self.pending_messages, self.pending_batches)
+    def take_progress(self) -> tuple[int, int, int, int]:
+        """(messages, batches, dead-lettered, skipped) since the last call."""
+        done = (self.pending_messages, self.pending_batches, self.pending_dead,
+                self.pending_skipped)
         self.pending_messages = self.pending_batches = 0
+        self.pending_dead = self.pending_skipped = 0
         return done
 
 
@@ -486,6 +736,8 @@ class StreamEngine:
         self.writer = writer
         self.policy = policy
         self.kafka_config = {k: v for k, v in (kafka_config or {}).items() if k not in _FORCED}
+        # The largest record a stream produces (a request's response); librdkafka's default.
+        self.max_message_bytes = int(self.kafka_config.get("message.max.bytes", 1000000))
         self.group_prefix = group_prefix
         self.broker_timeout = broker_timeout
         self.test_timeout = test_timeout
@@ -567,6 +819,14 @@ class StreamEngine:
                        "enable.auto.commit": False, "enable.auto.offset.store": False})
         return config
 
+    def producer_config(self, record: StreamRecord) -> dict[str, Any]:
+        """A stream's producer (dead letters, responses): every record acknowledged by all
+        in-sync replicas before the batch's offsets are committed."""
+        config = self._client_config(record.uri)
+        config.update({"client.id": f"boltstream-{record.name}", "acks": "all",
+                       "message.timeout.ms": DELIVERY_TIMEOUT_MS, "linger.ms": 5})
+        return config
+
     def _client_config(self, uri: str) -> dict[str, Any]:
         config = {k: v for k, v in self.kafka_config.items()
                   if not k.startswith(_CONSUMER_ONLY)}
@@ -618,9 +878,9 @@ class StreamEngine:
             if self._runners.get(runner.name) is not runner:
                 return  # STOP, DROP or shutdown took it over
             del self._runners[runner.name]
-            messages, batches = runner.take_progress()
+            progress = runner.take_progress()
             with contextlib.suppress(CatalogError):
-                await self.catalog.add_progress({runner.name: (messages, batches)})
+                await self.catalog.add_progress({runner.name: progress})
                 if outcome.startswith("error: "):
                     await self.catalog.update(runner.name, status="error",
                                               last_error=outcome[len("error: "):],
@@ -650,9 +910,15 @@ class StreamEngine:
 
     async def create(self, name: str, uri: str, topic: str, transform: str, *,
                      batch_interval_ms: int | None = None, batch_size: int | None = None,
-                     owner: str | None = None) -> None:
+                     owner: str | None = None, on_error: OnError | None = None,
+                     dead_letter_topic: str | None = None) -> None:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
         self._check_open()
+        shipped = builtin.lookup(transform)
+        if builtin.is_builtin(transform) and shipped is None:
+            raise StreamError("external", f"Couldn't get the transform script from {transform}: "
+                              f"there is no such built-in transform ({builtin.names()})")
+        policy = self._policy(name, shipped, on_error, dead_letter_topic, topic)
         interval = DEFAULT_BATCH_INTERVAL_MS if batch_interval_ms is None else batch_interval_ms
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         if interval < 1:
@@ -677,16 +943,21 @@ class StreamEngine:
                                   f"{self.broker_timeout:g} s ({_kafka_reason(exc)})") from None
             if topic not in topics:
                 raise StreamError("external", f"Kafka stream {name}, topic not found")
+            if policy == "dead_letter" and dead_letter_topic not in topics:
+                raise StreamError("external", f"Kafka stream {name}, dead-letter topic "
+                                  f"'{dead_letter_topic}' not found")
             try:
-                source = await fetch_transform(transform, self.policy)
+                source = (shipped.source() if shipped is not None
+                          else await fetch_transform(transform, self.policy))
                 await check_transform(source)
             except TransformError as exc:
                 raise StreamError("external", str(exc)) from None
             record = StreamRecord(
-                name=name, uri=uri, topic=topic, transform_uri=transform,
+                name=name, uri=uri, topic=topic, transform_uri=source.uri,
                 transform_code=source.code, transform_sha256=source.sha256,
                 batch_interval_ms=interval, batch_size=size, consumer_group=self.group_of(name),
-                owner=owner or None, status="stopped")
+                owner=owner or None, status="stopped", error_policy=policy,
+                dead_letter_topic=dead_letter_topic if policy == "dead_letter" else None)
             try:
                 await self.catalog.insert(record)
             except StreamExists:
@@ -694,8 +965,37 @@ class StreamEngine:
             except CatalogError as exc:
                 raise StreamError("internal", f"Couldn't persist stream metadata for stream "
                                   f"{name}: {exc}") from None
-        log.info("created stream %s (topic %s at %s, transform %s, sha256 %s)", name, topic,
-                 uri, transform, source.sha256[:12])
+        log.info("created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s)",
+                 name, topic, uri, source.uri, source.sha256[:12], _SHOWN_POLICY[policy],
+                 f" {dead_letter_topic}" if policy == "dead_letter" else "")
+
+    def _policy(self, name: str, shipped: builtin.Builtin | None, on_error: OnError | None,
+                dead_letter_topic: str | None, topic: str) -> PolicyKind:
+        """The stream's error policy: as the clause says, else the transform's default."""
+        fail = f"Failed to initialize Kafka stream {name} : "
+        if on_error is not None and on_error not in _POLICY_OF:
+            raise StreamError("invalid", f"{fail}unknown ON ERROR action {on_error!r}")
+        policy: PolicyKind | None = _POLICY_OF[on_error] if on_error is not None else (
+            shipped.default_policy if shipped is not None else "stop")
+        if shipped is not None and (policy is None or policy not in shipped.policies):
+            allowed = " or ".join(f"ON ERROR {_SHOWN_POLICY[p].upper()}"
+                                  + (" 'topic'" if p == "dead_letter" else "")
+                                  for p in shipped.policies)
+            raise StreamError("invalid", f"{fail}{shipped.uri} needs {allowed}: an invalid "
+                              "message goes there with the reason; it is never dropped and "
+                              "never stops the stream")
+        assert policy is not None
+        if policy == "dead_letter":
+            if dead_letter_topic is None or not _TOPIC_NAME.match(dead_letter_topic):
+                raise StreamError("invalid", f"'{dead_letter_topic or ''}' is an invalid "
+                                  "dead-letter topic name")
+            if dead_letter_topic == topic:
+                raise StreamError("invalid", f"{fail}the dead-letter topic cannot be the "
+                                  "stream's own topic")
+        elif dead_letter_topic is not None:
+            raise StreamError("invalid", f"{fail}a dead-letter topic needs ON ERROR DEAD "
+                              "LETTER")
+        return policy
 
     async def drop(self, name: str) -> None:
         self._check_open()
@@ -734,8 +1034,7 @@ class StreamEngine:
                 return
             if runner is not None:
                 await runner.stop()
-                messages, batches = runner.take_progress()
-                await self.catalog.add_progress({name: (messages, batches)})
+                await self.catalog.add_progress({name: runner.take_progress()})
                 await self.catalog.update(name, status="stopped", limit_batches=None,
                                           last_error=runner.last_error)
             else:
@@ -771,10 +1070,12 @@ class StreamEngine:
         for record, lag in zip(records, lags, strict=True):
             runner = self._runners.get(record.name)
             messages = record.messages_processed
+            dead, skipped = record.messages_dead_lettered, record.messages_skipped
             last_error = record.last_error
             status = record.status
             if runner is not None:
                 messages = runner.messages_total
+                dead, skipped = runner.dead_total, runner.skipped_total
                 last_error = runner.last_error
                 status = "running"
             elif status == "running":
@@ -784,7 +1085,10 @@ class StreamEngine:
                 transform=record.transform_uri, status=status,
                 batch_interval=record.batch_interval_ms, batch_size=record.batch_size,
                 consumer_group=record.consumer_group, owner=record.owner,
-                messages_processed=messages, lag=lag, last_error=last_error))
+                messages_processed=messages, lag=lag, last_error=last_error,
+                on_error=_SHOWN_POLICY[record.error_policy],
+                dead_letter_topic=record.dead_letter_topic, dead_lettered=dead,
+                skipped=skipped))
         return rows
 
     async def _lag_topics(self, uri: str) -> dict[str, int] | None:

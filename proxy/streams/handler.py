@@ -21,10 +21,11 @@ from proxy.router import QueryContext
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
+# The first twelve are the legacy columns, in their order; the error-policy ones follow.
 SHOW_STREAMS_FIELDS = [
     "name", "uri", "topic", "transform", "status",
     "batch_interval", "batch_size", "consumer_group", "owner", "messages_processed", "lag",
-    "last_error",
+    "last_error", "on_error", "dead_letter_topic", "dead_lettered", "skipped",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -81,7 +82,8 @@ class StreamClauseHandler:
         if isinstance(clause, grammar.ShowStreams):
             rows: list[list[Any]] = [
                 [s.name, s.uri, s.topic, s.transform, s.status, s.batch_interval, s.batch_size,
-                 s.consumer_group, s.owner, s.messages_processed, s.lag, s.last_error]
+                 s.consumer_group, s.owner, s.messages_processed, s.lag, s.last_error,
+                 s.on_error, s.dead_letter_topic, s.dead_lettered, s.skipped]
                 for s in await engine.show()]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
         if isinstance(clause, grammar.TestStream):
@@ -91,7 +93,9 @@ class StreamClauseHandler:
         if isinstance(clause, grammar.CreateStream):
             await engine.create(clause.name, clause.uri, clause.topic, clause.transform,
                                 batch_interval_ms=clause.batch_interval_ms,
-                                batch_size=clause.batch_size, owner=ctx.user or None)
+                                batch_size=clause.batch_size, owner=ctx.user or None,
+                                on_error=clause.on_error,
+                                dead_letter_topic=clause.dead_letter_topic)
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)
         elif isinstance(clause, grammar.StartStream):

@@ -3,7 +3,14 @@
 A ``GraphWriter`` runs the queries one transform produced for one batch, in order, and says
 how it failed: ``TransientWriteError`` (the backend is unavailable, a deadlock, a leader
 switch: the engine retries the whole batch with backoff) or ``PermanentWriteError`` (the
-backend rejected a query: retrying cannot help, the stream stops with status ``error``).
+backend rejected a query: retrying cannot help; the stream's error policy decides). A
+``PermanentWriteError`` says which query failed (``index``, when the queries ran as given, not
+grouped) and whether what ran before it was undone (``rolled_back``): that is what the engine
+needs to isolate the failing message of a batch without applying the others twice.
+
+``read`` runs one query read-only and returns its rows (``builtin:request``): FalkorDB's
+``GRAPH.RO_QUERY``; on Bolt servers a READ transaction that is always rolled back, and refused
+if the server reports that it wrote anyway (servers that ignore the access mode).
 
 ``FalkorDBWriter``: FalkorDB has no multi-statement transactions. A batch's queries run one
 after another, each atomic on its own; if one fails or the proxy dies in the middle, the
@@ -26,12 +33,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend
+from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
 from proxy.streams.grouping import plan_queries
 
 log = logging.getLogger("boltstream.streams")
 
 Query = tuple[str, dict[str, Any]]
+
+
+ACCESS_MODE = "Neo.ClientError.Statement.AccessMode"
+UNKNOWN_ERROR = "Neo.DatabaseError.General.UnknownError"
 
 
 class WriteError(Exception):
@@ -43,14 +54,40 @@ class TransientWriteError(WriteError):
 
 
 class PermanentWriteError(WriteError):
-    """Retrying cannot succeed (the backend rejected a query, or refused the owner)."""
+    """Retrying cannot succeed (the backend rejected a query, or refused the owner).
+
+    ``code`` and ``detail``: the server's status code and message (``reason`` joins them);
+    ``index``: which of the queries given failed (0-based), when known (the queries ran as
+    given, not grouped); ``rolled_back``: nothing of this call stayed applied (a Bolt
+    transaction). When false (FalkorDB), the queries before ``index`` stayed applied.
+    """
+
+    def __init__(self, message: str, *, code: str = UNKNOWN_ERROR, detail: str = "",
+                 index: int | None = None, rolled_back: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail or message
+        self.index = index
+        self.rolled_back = rolled_back
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}"
 
 
 class GraphWriter(Protocol):
     description: str
 
-    async def write_batch(self, queries: list[Query], owner: str | None) -> None:
-        """Apply one batch's queries in order. Raise Transient/PermanentWriteError."""
+    async def write_batch(self, queries: list[Query], owner: str | None, *,
+                          group: bool = True) -> None:
+        """Apply one batch's queries in order (as fewer UNWIND queries where that provably
+        gives the same graph, unless ``group`` is false). Raise Transient/PermanentWriteError.
+        """
+        ...
+
+    async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
+        """Run one query read-only; its columns and rows (graph values as the backend gives
+        them). A write is refused with ``PermanentWriteError`` (code ``ACCESS_MODE``)."""
         ...
 
     async def close(self) -> None:
@@ -75,18 +112,34 @@ class FalkorDBWriter:
         self.group = group
         self.description = f"FalkorDB graph {graph!r}"
 
-    async def write_batch(self, queries: list[Query], owner: str | None) -> None:
-        plan = plan_queries(queries) if self.group else queries
+    async def write_batch(self, queries: list[Query], owner: str | None, *,
+                          group: bool = True) -> None:
+        grouped = self.group and group
+        plan = plan_queries(queries) if grouped else queries
         for number, (text, params) in enumerate(plan, 1):
             try:
+                # One FalkorDB query is atomic: a runtime error undoes what it did.
                 await self.backend.run(self.graph, text, params)
             except BackendUnavailable as exc:
                 raise TransientWriteError(exc.message) from None
             except BackendError as exc:
                 if exc.code.startswith("Neo.TransientError"):
                     raise TransientWriteError(exc.message) from None
-                raise PermanentWriteError(_rejected(text, exc.code, exc.message, number,
-                                                    len(plan))) from None
+                raise PermanentWriteError(
+                    _rejected(text, exc.code, exc.message, number, len(plan)), code=exc.code,
+                    detail=exc.message, index=None if grouped else number - 1,
+                    rolled_back=number == 1) from None
+
+    async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
+        try:
+            return await self.backend.run(self.graph, query, params, read_only=True)
+        except BackendUnavailable as exc:
+            raise TransientWriteError(exc.message) from None
+        except BackendError as exc:
+            if exc.code.startswith("Neo.TransientError"):
+                raise TransientWriteError(exc.message) from None
+            raise PermanentWriteError(f"{exc.code}: {exc.message}", code=exc.code,
+                                      detail=exc.message, index=0, rolled_back=True) from None
 
     async def close(self) -> None:
         return None
@@ -131,22 +184,83 @@ class BoltWriter:
             uri, auth=auth, connection_timeout=connection_timeout,
             max_transaction_retry_time=0.0, user_agent="boltstream-streams")
 
-    async def write_batch(self, queries: list[Query], owner: str | None) -> None:
+    async def write_batch(self, queries: list[Query], owner: str | None, *,
+                          group: bool = True) -> None:
         import neo4j.exceptions as ne
 
-        plan = plan_queries(queries) if self.group else queries
+        grouped = self.group and group
+        plan = plan_queries(queries) if grouped else queries
         imp_user = owner if owner and self._impersonate else None
         try:
-            await self._run(plan, imp_user)
+            await self._run(plan, imp_user, grouped)
         except ne.ConfigurationError as exc:
             if imp_user is None or "mpersonat" not in str(exc):
                 raise PermanentWriteError(f"driver configuration: {exc}") from None
-            log.warning("%s cannot impersonate (%s); stream batches run as the service "
-                        "account", self.uri, exc)
-            self._impersonate = False
-            await self.write_batch(queries, owner)
+            self._cannot_impersonate(exc)
+            await self.write_batch(queries, owner, group=group)
 
-    async def _run(self, plan: list[Query], imp_user: str | None) -> None:
+    def _cannot_impersonate(self, exc: Exception) -> None:
+        log.warning("%s cannot impersonate (%s); stream batches run as the service "
+                    "account", self.uri, exc)
+        self._impersonate = False
+
+    async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
+        """A READ transaction, never committed (a read has nothing to commit; on a server that
+        ignores the access mode, rolling back undoes a write where the server can). If the
+        summary says the query wrote anyway, the answer is an AccessMode error, which says
+        whether the server could roll the write back."""
+        import neo4j
+        import neo4j.exceptions as ne
+
+        imp_user = owner if owner and self._impersonate else None
+        refused = "write queries are refused here (read-only)"
+        try:
+            async with self._driver.session(database=self.database,
+                                            impersonated_user=imp_user,
+                                            default_access_mode=neo4j.READ_ACCESS) as session:
+                tx = await session.begin_transaction()
+                try:
+                    result = await tx.run(query, params)
+                    fields = list(result.keys())
+                    rows = [list(record.values()) async for record in result]
+                    counters = (await result.consume()).counters
+                except BaseException:
+                    if not tx.closed():
+                        await tx.close()
+                    raise
+                wrote = counters.contains_updates or counters.contains_system_updates
+                try:
+                    await tx.rollback()
+                except ne.Neo4jError as exc:
+                    if not wrote:
+                        raise
+                    message = (f"{refused}; this server ran it anyway and could not roll it "
+                               f"back: {exc.message or exc}")
+                    raise PermanentWriteError(f"{ACCESS_MODE}: {message}", code=ACCESS_MODE,
+                                              detail=message, index=0) from None
+        except ne.ConfigurationError as exc:
+            if imp_user is None or "mpersonat" not in str(exc):
+                raise PermanentWriteError(f"driver configuration: {exc}") from None
+            self._cannot_impersonate(exc)
+            return await self.read(query, params, owner)
+        except (ne.ServiceUnavailable, ne.SessionExpired, ne.SessionError, OSError) as exc:
+            raise TransientWriteError(f"{self.uri}: {exc}") from None
+        except ne.Neo4jError as exc:
+            code = exc.code or UNKNOWN_ERROR
+            message = exc.message or str(exc)
+            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+                raise TransientWriteError(f"{code}: {message}") from None
+            raise PermanentWriteError(f"{code}: {message}", code=code, detail=message,
+                                      index=0, rolled_back=True) from None
+        except ne.DriverError as exc:
+            raise TransientWriteError(f"{self.uri}: {exc}") from None
+        if wrote:
+            message = f"{refused}; the transaction was rolled back"
+            raise PermanentWriteError(f"{ACCESS_MODE}: {message}", code=ACCESS_MODE,
+                                      detail=message, index=0, rolled_back=True)
+        return QueryResult(fields, rows)
+
+    async def _run(self, plan: list[Query], imp_user: str | None, grouped: bool) -> None:
         import neo4j.exceptions as ne
 
         number = 0  # the query being run (1-based), 0 outside the loop
@@ -175,10 +289,12 @@ class BoltWriter:
             if exc.is_retryable() or code.startswith("Neo.TransientError"):
                 raise TransientWriteError(f"{code}: {message}") from None
             if number:
-                raise PermanentWriteError(_rejected(plan[number - 1][0], code, message, number,
-                                                    len(plan))) from None
-            raise PermanentWriteError(f"the backend refused the batch: {code}: {message}") \
-                from None
+                raise PermanentWriteError(
+                    _rejected(plan[number - 1][0], code, message, number, len(plan)), code=code,
+                    detail=message, index=None if grouped else number - 1,
+                    rolled_back=True) from None
+            raise PermanentWriteError(f"the backend refused the batch: {code}: {message}",
+                                      code=code, detail=message, rolled_back=True) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
 

@@ -21,6 +21,8 @@ ANY_CLAUSE = [
     "TEST STREAM",
 ]
 END = ["';'", "end of input"]
+ON_ERROR = ["ON ERROR DEAD LETTER", "ON ERROR SKIP", "ON ERROR STOP"]
+ON_ERROR_TEXT = "ON ERROR DEAD LETTER, ON ERROR SKIP, ON ERROR STOP"
 
 
 def error_of(query: str) -> StreamSyntaxError:
@@ -69,8 +71,8 @@ CASES = [
     (
         f"{HEAD} BATCH_LIMIT 5",
         f"Invalid input 'BATCH_LIMIT' (line 1, column {AFTER_HEAD}): "
-        "expected BATCH_INTERVAL, BATCH_SIZE, ';' or end of input",
-        1, AFTER_HEAD, ["BATCH_INTERVAL", "BATCH_SIZE", *END],
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {ON_ERROR_TEXT}, ';' or end of input",
+        1, AFTER_HEAD, ["BATCH_INTERVAL", "BATCH_SIZE", *ON_ERROR, *END],
     ),
     # -- counts
     (
@@ -168,19 +170,69 @@ CASES = [
         f"{HEAD} BATCH_SIZE 1 BATCH_SIZE 2",
         f"Invalid input 'BATCH_SIZE' (line 1, column {AFTER_HEAD + 13}): "
         "BATCH_SIZE is given more than once",
-        1, AFTER_HEAD + 13, ["BATCH_INTERVAL", *END],
+        1, AFTER_HEAD + 13, ["BATCH_INTERVAL", *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH_SIZE 1 BATCH  size 2",
         f"Invalid input 'BATCH size' (line 1, column {AFTER_HEAD + 13}): "
         "BATCH_SIZE is given more than once",
-        1, AFTER_HEAD + 13, ["BATCH_INTERVAL", *END],
+        1, AFTER_HEAD + 13, ["BATCH_INTERVAL", *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH INTERVAL 1 BATCH_SIZE 2 BATCH_INTERVAL 3",
         f"Invalid input 'BATCH_INTERVAL' (line 1, column {AFTER_HEAD + 30}): "
         "BATCH_INTERVAL is given more than once",
-        1, AFTER_HEAD + 30, END,
+        1, AFTER_HEAD + 30, [*ON_ERROR, *END],
+    ),
+    # -- ON ERROR
+    (
+        f"{HEAD} ON ERROR STOP ON ERROR SKIP",
+        f"Invalid input 'ON' (line 1, column {AFTER_HEAD + 14}): ON ERROR is given more than once",
+        1, AFTER_HEAD + 14, ["BATCH_INTERVAL", "BATCH_SIZE", *END],
+    ),
+    (
+        f"{HEAD} ON ERROR SKIP BATCH_SIZE 1 BATCH_INTERVAL 2 on error stop",
+        f"Invalid input 'on' (line 1, column {AFTER_HEAD + 44}): ON ERROR is given more than once",
+        1, AFTER_HEAD + 44, END,
+    ),
+    (
+        f"{HEAD} ON",
+        f"Unexpected end of input (line 1, column {AFTER_HEAD + 2}): "
+        "expected ERROR DEAD LETTER, ERROR SKIP or ERROR STOP",
+        1, AFTER_HEAD + 2, ["ERROR DEAD LETTER", "ERROR SKIP", "ERROR STOP"],
+    ),
+    (
+        f"{HEAD} ON ERROR CONTINUE",
+        f"Invalid input 'CONTINUE' (line 1, column {AFTER_HEAD + 9}): "
+        "expected DEAD LETTER, SKIP or STOP",
+        1, AFTER_HEAD + 9, ["DEAD LETTER", "SKIP", "STOP"],
+    ),
+    (
+        f"{HEAD} ON ERROR DEAD LETTER",
+        f"Unexpected end of input (line 1, column {AFTER_HEAD + 20}): expected a string",
+        1, AFTER_HEAD + 20, ["a string"],
+    ),
+    (
+        f"{HEAD} ON ERROR DEAD LETTER dlq",
+        f"Invalid input 'dlq' (line 1, column {AFTER_HEAD + 21}): expected a string",
+        1, AFTER_HEAD + 21, ["a string"],
+    ),
+    (
+        f"{HEAD} ON ERROR DEADLETTER 'dlq'",
+        f"Invalid input 'DEADLETTER' (line 1, column {AFTER_HEAD + 9}): "
+        "expected DEAD LETTER, SKIP or STOP",
+        1, AFTER_HEAD + 9, ["DEAD LETTER", "SKIP", "STOP"],
+    ),
+    (
+        f"{HEAD} ON ERROR DEAD LETTER $topic",
+        f"Invalid input '$topic' (line 1, column {AFTER_HEAD + 21}): expected a string "
+        "(query parameters are not supported in stream clauses)",
+        1, AFTER_HEAD + 21, ["a string"],
+    ),
+    (
+        "START STREAM s ON ERROR SKIP",
+        "Invalid input 'ON' (line 1, column 16): expected LIMIT, ';' or end of input",
+        1, 16, ["LIMIT", *END],
     ),
     (
         "START STREAM s LIMIT 1 BATCHES LIMIT 2 BATCHES",
@@ -287,8 +339,8 @@ CASES = [
     (
         f"{HEAD} garbage",
         f"Invalid input 'garbage' (line 1, column {AFTER_HEAD}): "
-        "expected BATCH_INTERVAL, BATCH_SIZE, ';' or end of input",
-        1, AFTER_HEAD, ["BATCH_INTERVAL", "BATCH_SIZE", *END],
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {ON_ERROR_TEXT}, ';' or end of input",
+        1, AFTER_HEAD, ["BATCH_INTERVAL", "BATCH_SIZE", *ON_ERROR, *END],
     ),
     (
         "SHOW STREAMS /* never closed",

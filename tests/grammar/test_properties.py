@@ -34,8 +34,13 @@ texts = st.text(max_size=30)
 counts = st.one_of(st.integers(1, 1000), st.integers(1, 2**63 - 1))
 optional_counts = st.none() | counts
 
-create_streams = st.builds(CreateStream, names, texts, texts, texts, optional_counts,
-                           optional_counts)
+on_errors = st.one_of(
+    st.just((None, None)), st.just(("stop", None)), st.just(("skip", None)),
+    st.tuples(st.just("dead letter"), texts))
+create_streams = st.builds(
+    lambda name, uri, topic, transform, interval, size, on_error: CreateStream(
+        name, uri, topic, transform, interval, size, on_error[0], on_error[1]),
+    names, texts, texts, texts, optional_counts, optional_counts, on_errors)
 clauses: st.SearchStrategy[StreamClause] = st.one_of(
     create_streams,
     st.builds(DropStream, names),
@@ -112,9 +117,19 @@ def rendered(draw: DrawFn, clause: StreamClause) -> str:
             parts.append(string_text(draw, clause.topic))
             words("WITH", "TRANSFORM")
             parts.append(string_text(draw, clause.transform))
-            options = [(o, v) for o, v in (("INTERVAL", clause.batch_interval_ms),
-                                           ("SIZE", clause.batch_size)) if v is not None]
+            options: list[tuple[str, object]] = [
+                (o, v) for o, v in (("INTERVAL", clause.batch_interval_ms),
+                                    ("SIZE", clause.batch_size),
+                                    ("ON ERROR", clause.on_error)) if v is not None]
             for option, value in draw(st.permutations(options)):
+                if option == "ON ERROR":
+                    words("ON", "ERROR")
+                    if value == "dead letter":
+                        words("DEAD", "LETTER")
+                        parts.append(string_text(draw, clause.dead_letter_topic or ""))
+                    else:
+                        words(str(value).upper())
+                    continue
                 if draw(st.booleans()):
                     words("BATCH_" + option)
                 else:
@@ -173,7 +188,8 @@ def test_random_text_raises_only_stream_syntax_error(text: str) -> None:
 VOCABULARY = [
     "CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "STREAM", "STREAMS", "ALL", "AS", "LOAD",
     "DATA", "KAFKA", "WITH", "TOPIC", "TRANSFORM", "BATCH_INTERVAL", "BATCH_SIZE", "BATCH",
-    "INTERVAL", "SIZE", "LIMIT", "BATCHES", "s", "`q`", "``", "`", "'k'", '"t"', "'", '"', "'\\",
+    "INTERVAL", "SIZE", "LIMIT", "BATCHES", "ON", "ERROR", "SKIP", "DEAD", "LETTER",
+    "s", "`q`", "``", "`", "'k'", '"t"', "'", '"', "'\\",
     "'\\q'", "'\\u'", "5", "0", "-1", "1.5", "010", "99999999999999999999", ";", "$p", "(", ")",
     "/*", "*/", "//", "\n", "-", ".", "\\",
 ]

@@ -92,6 +92,46 @@ class Broker:
         assert producer.flush(30) == 0, "messages left undelivered"
         return count
 
+    def produce_records(self, topic: str,
+                        records: Iterable[tuple[bytes | None, bytes | None]]) -> list[int]:
+        """Produce (key, value) records one after another; their offsets, in order."""
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})
+        offsets: dict[int, int] = {}
+
+        def delivered(index: int, error: Any, message: Any) -> None:
+            assert error is None, error
+            offsets[index] = message.offset()
+
+        count = 0
+        for key, value in records:
+            producer.produce(topic, value, key=key,
+                             on_delivery=lambda e, m, i=count: delivered(i, e, m))
+            count += 1
+        assert producer.flush(30) == 0, "messages left undelivered"
+        return [offsets[i] for i in range(count)]
+
+    def consume(self, topic: str, count: int, timeout: float = 20.0,
+                partitions: int = 1) -> list[Any]:
+        """The first ``count`` records of ``topic`` (fewer if they do not come in ``timeout``
+        seconds), read from the beginning without a consumer group."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "test-reader",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(records) < count and time.monotonic() < deadline:
+                for record in consumer.consume(count - len(records), timeout=0.2):
+                    if record.error() is None:
+                        records.append(record)
+        finally:
+            consumer.close()
+        return records
+
     def committed(self, group: str, topic: str, partitions: int = 1) -> dict[int, int]:
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 

@@ -88,6 +88,24 @@ TRANSFORMS = {
             return [("CREATE (:Ok {body: $b}) RETURN RETURN", {"b": item.decode()})
                     for item in batch]
         ''',
+    # Every way a message can fail: rejected with a dead-letter item, a query the backend
+    # refuses (FalkorDB undoes the whole query), the transform raising.
+    "mixed.py": '''\
+        def stream(batch):
+            out = []
+            for index, item in enumerate(batch):
+                text = item.decode()
+                if "reject" in text:
+                    out.append(("// boltstream: dead letter",
+                                {"index": index, "reason": "rejected: " + text}))
+                elif "poison" in text:
+                    out.append(("MERGE (m:Mixed {body: $b}) WITH m RETURN 1 / 0", {"b": text}))
+                elif "boom" in text:
+                    raise ValueError("cannot digest " + text)
+                else:
+                    out.append(("MERGE (:Mixed {body: $b})", {"b": text}))
+            return out
+        ''',
     "syntaxerror.py": "def stream(batch)\n    return []\n",
     "nostream.py": "def other(batch):\n    return []\n",
 }

@@ -9,6 +9,7 @@ sends (impersonation, one transaction per batch)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,136 @@ def test_backends_that_cannot_impersonate_get_the_service_account() -> None:
     assert not stub.errors, stub.errors
     assert seen["hello"]["principal"] == "svc"
     assert "imp_user" not in seen["begin"]
+
+
+# -- reads (builtin:request) and failures pinned to a query ------------------------------------
+
+
+def read_with(stub: StubBoltServer, query: str = "MATCH (n) RETURN n.x AS x") -> Any:
+    async def read() -> Any:
+        writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
+        try:
+            return await writer.read(query, {"p": 1}, "alice")
+        finally:
+            await writer.close()
+
+    return asyncio.run(read())
+
+
+def test_reads_run_in_a_read_transaction_that_is_rolled_back(stub: StubBoltServer) -> None:
+    seen: dict[str, Any] = {}
+
+    def script(conn: StubConnection) -> None:
+        login(conn)
+        seen["begin"] = fields_of(conn.expect(Tag.BEGIN))[0]
+        conn.send(reply(Tag.SUCCESS, {}))
+        seen["run"] = fields_of(conn.expect(Tag.RUN))[:2]
+        conn.send(reply(Tag.SUCCESS, {"fields": ["x"]}))
+        conn.expect(Tag.PULL)
+        conn.send(reply(Tag.RECORD, [1]) + reply(Tag.RECORD, [None]))
+        conn.send(reply(Tag.SUCCESS, {"type": "r"}))
+        conn.expect(Tag.ROLLBACK)  # a read commits nothing
+        conn.send(reply(Tag.SUCCESS, {}))
+
+    stub.scripts.put(script)
+    result = read_with(stub)
+    assert not stub.errors, stub.errors
+    assert (result.fields, result.rows) == (["x"], [[1], [None]])
+    assert seen["begin"]["mode"] == "r" and seen["begin"]["imp_user"] == "alice"
+    assert seen["run"] == ["MATCH (n) RETURN n.x AS x", {"p": 1}]
+
+
+def test_a_read_that_wrote_is_refused_and_rolled_back(stub: StubBoltServer) -> None:
+    """A server that ignores the READ access mode (Memgraph, FalkorDB's Bolt port) runs a
+    write: the summary says so, the answer is an AccessMode error, and the transaction is
+    rolled back (which undoes it wherever the server can roll back)."""
+    def script(conn: StubConnection) -> None:
+        login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.send(reply(Tag.SUCCESS, {}))
+        conn.expect(Tag.RUN)
+        conn.send(reply(Tag.SUCCESS, {"fields": []}))
+        conn.expect(Tag.PULL)
+        conn.send(reply(Tag.SUCCESS, {"type": "w", "stats": {"nodes-created": 1}}))
+        conn.expect(Tag.ROLLBACK)
+        conn.send(reply(Tag.SUCCESS, {}))
+
+    stub.scripts.put(script)
+    with pytest.raises(PermanentWriteError) as caught:
+        read_with(stub, "CREATE (:X)")
+    assert not stub.errors, stub.errors
+    assert caught.value.code == "Neo.ClientError.Statement.AccessMode"
+    assert "refused" in caught.value.detail
+
+
+def test_an_ungrouped_failure_names_its_query(stub: StubBoltServer) -> None:
+    def script(conn: StubConnection) -> None:
+        login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.send(reply(Tag.SUCCESS, {}))
+        conn.expect(Tag.RUN)
+        conn.send(reply(Tag.SUCCESS, {"fields": []}))
+        conn.expect(Tag.PULL)
+        conn.send(reply(Tag.SUCCESS, {}))
+        conn.expect(Tag.RUN)
+        conn.send(reply(Tag.FAILURE, {"code": "Neo.ClientError.Statement.ArithmeticError",
+                                      "message": "/ by zero"}))
+        while conn.next_payload() is not None:  # whatever the driver does to clean up
+            conn.send(reply(Tag.SUCCESS, {}))
+
+    stub.scripts.put(script)
+
+    async def write() -> None:
+        writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
+        try:
+            await writer.write_batch([("CREATE (:A)", {}), ("RETURN 1/0", {}),
+                                      ("CREATE (:B)", {})], None, group=False)
+        finally:
+            await writer.close()
+
+    with pytest.raises(PermanentWriteError) as caught:
+        asyncio.run(write())
+    error = caught.value
+    assert (error.index, error.rolled_back) == (1, True)
+    assert error.reason == "Neo.ClientError.Statement.ArithmeticError: / by zero"
+
+
+def test_requests_through_a_bolt_backend(graph_server: ProxyProcess, broker: Broker,
+                                         transforms: Path, tmp_path: Path) -> None:
+    """builtin:request in front of a Bolt server: reads answered as the stream's owner; a write
+    is refused. This backend (boltstream on FalkorDB) ignores the READ access mode and cannot
+    roll a write back: the answer says so rather than pretending nothing happened."""
+    import json
+
+    label = f"BoltReq{os.getpid()}"
+    with neo4j.GraphDatabase.driver(graph_server.bolt_uri, auth=("alice", "pw")) as drv:
+        run(drv, f"CREATE (:{label} {{name: 'a', n: 1}})")
+    requests = broker.create_topic(f"bolt_requests_{label}")
+    responses = broker.create_topic(f"bolt_responses_{label}")
+    broker.produce(requests, [
+        json.dumps({"to": responses, "with_key": "read",
+                    "command": f"MATCH (n:{label}) RETURN n, n.n + $d AS m",
+                    "params": {"d": 1}}),
+        json.dumps({"to": responses, "with_key": "write",
+                    "command": f"CREATE (:{label} {{name: 'evil'}})"}),
+    ])
+    proxy = relay(tmp_path / "proxy", transforms, graph_server, SECRET)
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "pw")) as drv:
+            name = stream_name("bolt_server")
+            create_stream(drv, name, broker, requests, "builtin:request")
+            run(drv, f"START STREAM {name}")
+            wait_until(lambda: show(drv, name)["messages_processed"] == 2,
+                       message="both requests")
+            run(drv, f"DROP STREAM {name}")
+    finally:
+        proxy.stop()
+    body = {r.key().decode(): json.loads(r.value()) for r in broker.consume(responses, 2)}
+    (row,) = body["read"]["rows"]
+    assert row["n"]["labels"] == [label] and row["n"]["properties"] == {"name": "a", "n": 1}
+    assert row["m"] == 2
+    assert body["write"]["ok"] is False
+    assert body["write"]["error"]["code"] == "Neo.ClientError.Statement.AccessMode"
+    assert body["write"]["error"]["message"].startswith(
+        "write queries are refused here (read-only); this server ran it anyway and could not "
+        "roll it back: Cannot roll back: the backing FalkorDB has no multi-statement")

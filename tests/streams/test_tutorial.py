@@ -33,7 +33,8 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
         records = [r.data() for r in result if r["name"] == name]
     assert keys[:5] == FIRST_FIVE
     assert keys == [*FIRST_FIVE, "batch_interval", "batch_size", "consumer_group", "owner",
-                    "messages_processed", "lag", "last_error"]
+                    "messages_processed", "lag", "last_error", "on_error", "dead_letter_topic",
+                    "dead_lettered", "skipped"]
     assert len(records) == 1
     row = records[0]
     assert [row[k] for k in FIRST_FIVE] == [name, broker.bootstrap, topic, transform, "stopped"]
@@ -42,6 +43,9 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
     assert row["owner"] == "alice"
     assert row["messages_processed"] == 0
     assert row["last_error"] is None
+    # A user transform stops on errors unless the clause says otherwise.
+    assert (row["on_error"], row["dead_letter_topic"], row["dead_lettered"], row["skipped"]) \
+        == ("stop", None, 0, 0)
 
     # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
     with driver.session() as session:
