@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from conformance.scenario import SCENARIO, Outcome, Profile, Step, scenario_input
+from tests.streams.broker import Broker
 from tests.support import ROOT, ProxyProcess
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +42,8 @@ class ClientSpec:
     program: Path
     profile: Profile
     interpreter: str = "main_python"  # the name of a fixture giving the interpreter's path
-    scheme: str = "bolt"  # bolt | neo4j
+    scheme: str = "bolt"  # bolt | neo4j | bolt+ssc | neo4j+ssc | bolt+s ...
+    proxy: str = "proxy"  # the name of the fixture giving the proxy (tls_proxy: TLS on)
     version_prefix: str = ""  # the client library version the program must report
     options: dict[str, Any] = field(default_factory=dict)
     timeout: float = 90.0
@@ -87,10 +89,27 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def run_client(spec: ClientSpec, interpreter: str, proxy: ProxyProcess) -> ClientRun:
+@dataclass(frozen=True)
+class StreamSetup:
+    """What the stream steps need: a broker, and the manual's transform where the proxy may
+    load it."""
+
+    broker: Broker
+    transform: Path
+
+
+def run_client(spec: ClientSpec, interpreter: str, proxy: ProxyProcess,
+               streams: StreamSetup) -> ClientRun:
     label = "Conf" + "".join(ch for ch in spec.id.title() if ch.isalnum()) + uuid.uuid4().hex[:6]
-    uri = proxy.bolt_uri if spec.scheme == "bolt" else proxy.neo4j_uri
-    stdin = scenario_input(SCENARIO, label, uri=uri, host=proxy.host, port=proxy.port,
+    # each run has its own stream and topic; the topic holds the tutorial's two messages
+    values = {"label": label, "stream": f"{label}_stream", "topic": f"{label}_topic",
+              "broker": streams.broker.bootstrap, "transform": str(streams.transform)}
+    streams.broker.create_topic(values["topic"])
+    # one record batch each: Tansu's high watermark counts record batches (README), and
+    # SHOW STREAMS computes the lag from it
+    streams.broker.produce(values["topic"], ["1", "1 2"], one_by_one=True)
+    uri = f"{spec.scheme}://{proxy.host}:{proxy.port}"
+    stdin = scenario_input(SCENARIO, values, uri=uri, host=proxy.host, port=proxy.port,
                            user=proxy.auth[0], password=proxy.auth[1], **spec.options)
     command = [interpreter, str(spec.program)]
     try:
@@ -119,7 +138,7 @@ def run_client(spec: ClientSpec, interpreter: str, proxy: ProxyProcess) -> Clien
             outcomes[record["step"]] = Outcome(record["ok"], record.get("value"),
                                                record.get("error"), record.get("trace", ""))
     run = ClientRun(spec, command, returncode, stdout, stderr, header, outcomes, done)
-    ctx: dict[str, Any] = {"label": label}
+    ctx: dict[str, Any] = {**values, "user": proxy.auth[0], "address": f"{proxy.host}:{proxy.port}"}
     for step in SCENARIO:
         try:
             check_step(run, step, ctx)
@@ -155,11 +174,12 @@ def scenario_test(specs: list[ClientSpec]) -> Callable[..., None]:
     @pytest.mark.parametrize(("spec", "step"), cases)
     @pytest.mark.timeout(300)  # the first case of a client may build its virtualenv first
     def test_scenario(spec: ClientSpec, step: Step | None, request: pytest.FixtureRequest,
-                      proxy: ProxyProcess, client_runs: dict[str, ClientRun]) -> None:
+                      stream_setup: StreamSetup, client_runs: dict[str, ClientRun]) -> None:
         run = client_runs.get(spec.id)
         if run is None:
             interpreter = request.getfixturevalue(spec.interpreter)
-            run = client_runs[spec.id] = run_client(spec, interpreter, proxy)
+            proxy = request.getfixturevalue(spec.proxy)
+            run = client_runs[spec.id] = run_client(spec, interpreter, proxy, stream_setup)
         if step is None:
             assert run.done and run.returncode == 0, run.describe()
             return

@@ -28,12 +28,21 @@ Step kinds (what a client does with it):
   (``counters``: ``nodes_created``... or null when the client shows none);
 - ``tx``: an explicit transaction running ``queries`` then ``end`` ("commit"/"rollback") ->
   ``{"results": [result...]}``;
-- ``managed``: a transaction function (``execute_write``...; clients without one use ``tx``).
+- ``managed``: a transaction function (``execute_write``...; clients without one use ``tx``);
+- ``poll``: run ``query`` (auto-commit, like ``run``) every 0.2 s until its first row is
+  ``[true]`` or ``timeout`` seconds have passed -> ``{"result": last result, "attempts": n}``.
+
+A step with ``"autocommit": true`` holds a stream clause, which the proxy runs only in an
+auto-commit transaction (as Memgraph does): a client whose plain queries run in an explicit
+transaction (pymgclient by default) switches to auto-commit for that step.
 
 A client reports ``{"ok": true, "value": ...}`` or ``{"ok": false, "error": {"class", "code",
 "message"}}`` per step and goes on with the next step, so one failure does not hide the others.
 
-``__LABEL__`` in a query is replaced by a label unique to one client run.
+``__LABEL__`` in a query is replaced by a label unique to one client run; ``__STREAM__``,
+``__TOPIC__``, ``__BROKER__`` and ``__TRANSFORM__`` by that run's stream name, its topic (which
+holds the tutorial's messages ``1`` and ``1 2``), the broker's ``host:port`` and the path of
+the manual's transform (``conformance/transform.py``, copied where the proxy may load it).
 """
 
 from __future__ import annotations
@@ -46,6 +55,13 @@ from typing import Any
 from proxy import NEO4J_COMPAT_VERSION, SERVER_AGENT
 
 LABEL = "__LABEL__"
+STREAM = "__STREAM__"
+TOPIC = "__TOPIC__"
+BROKER = "__BROKER__"
+TRANSFORM = "__TRANSFORM__"
+# placeholder -> the key of its value in a run's ``values`` (and in the checks' ``ctx``)
+PLACEHOLDERS = {LABEL: "label", STREAM: "stream", TOPIC: "topic", BROKER: "broker",
+                TRANSFORM: "transform"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ class Profile:
     counters: bool = True  # shows write counters of a result
     query_type: bool = True  # shows the summary's query type
     error_codes: bool = True  # errors carry the Neo4j status code (pymgclient: message only)
+    websocket: str | None = None  # "ws"/"wss": every connection must be a WebSocket to the proxy
 
 
 @dataclass
@@ -85,25 +102,34 @@ Check = Callable[[Outcome, Profile, dict[str, Any]], None]
 @dataclass(frozen=True)
 class Step:
     name: str
-    kind: str  # connect | run | tx | managed
+    kind: str  # connect | run | tx | managed | poll
     check: Check
     query: str = ""
     queries: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     end: str = "commit"
+    autocommit: bool = False  # a stream clause: must run in an auto-commit transaction
+    timeout: float = 0.0  # poll: how long to wait for [true]
 
-    def wire(self, label: str) -> dict[str, Any]:
-        """The JSON a client program receives for this step."""
+    def wire(self, values: dict[str, str]) -> dict[str, Any]:
+        """The JSON a client program receives for this step (``values``: see PLACEHOLDERS)."""
         return {
             "name": self.name, "kind": self.kind, "end": self.end,
-            "query": self.query.replace(LABEL, label),
-            "queries": [q.replace(LABEL, label) for q in self.queries],
-            "params": self.params,
+            "query": substitute(self.query, values),
+            "queries": [substitute(q, values) for q in self.queries],
+            "params": self.params, "autocommit": self.autocommit, "timeout": self.timeout,
         }
 
 
-def scenario_input(steps: list[Step], label: str, **options: Any) -> str:
-    return json.dumps({"label": label, "steps": [s.wire(label) for s in steps], **options})
+def substitute(text: str, values: dict[str, str]) -> str:
+    for placeholder, key in PLACEHOLDERS.items():
+        if placeholder in text:
+            text = text.replace(placeholder, values[key])
+    return text
+
+
+def scenario_input(steps: list[Step], values: dict[str, str], **options: Any) -> str:
+    return json.dumps({**values, "steps": [s.wire(values) for s in steps], **options})
 
 
 # -- helpers for checks ----------------------------------------------------------------------
@@ -171,6 +197,9 @@ def check_connect(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> No
         assert value["kernel_version"] == NEO4J_COMPAT_VERSION, value
     if "database" in value:  # the home database the client resolved
         assert value["database"] == "neo4j", value
+    if profile.websocket is not None:  # what the page's WebSocket constructor was given
+        opened = value["websockets"]
+        assert opened and set(opened) == {f"{profile.websocket}://{ctx['address']}/"}, value
     if "default_autocommit" in value:  # pymgclient: connected (status 0 = READY), and its
         # default mode is the one that sends BEGIN/COMMIT as query texts
         assert value["status"] == 0 and value["default_autocommit"] is False, value
@@ -356,10 +385,117 @@ CORE_STEPS: list[Step] = [
          query=f"MATCH (n:{LABEL}) RETURN count(n) AS n"),
 ]
 
-# The stream lifecycle from the tutorial, to be run by every client once the stream clauses
-# land (issue 4): CREATE STREAM, SHOW STREAMS, TEST STREAM, START STREAM, SHOW STREAMS,
-# STOP STREAM, DROP STREAM, each checking the table the client shows. Empty until then: the
-# suite runs CORE_STEPS + STREAM_LIFECYCLE_STEPS, so adding steps here runs them everywhere.
-STREAM_LIFECYCLE_STEPS: list[Step] = []
+# -- the stream lifecycle of the tutorial (README "Streams", seeds/000) ----------------------
+
+# SHOW STREAMS starts with these columns, in this order (README "Streams"); later columns may
+# follow them
+STREAM_COLUMNS = ["name", "uri", "topic", "transform", "status", "batch_interval", "batch_size",
+                  "consumer_group", "owner", "messages_processed", "lag", "last_error"]
+
+
+def check_stream_columns(keys: list[str]) -> None:
+    assert keys[:len(STREAM_COLUMNS)] == STREAM_COLUMNS, f"SHOW STREAMS columns: {keys}"
+
+# TEST STREAM on the topic holding `1` and `1 2`, as the manual prints it
+TEST_TABLE = [
+    ["CREATE (:Node {id: $id})", {"id": "1"}],
+    ["MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+     {"from_id": "1", "to_id": "2"}],
+]
+
+
+def stream_row(result: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """SHOW STREAMS: the documented columns in order, and this run's stream in exactly one
+    row."""
+    check_stream_columns(result["keys"])
+    mine = [row for row in result["rows"] if row[0] == ctx["stream"]]
+    assert len(mine) == 1, f"stream {ctx['stream']} in {len(mine)} rows: {result['rows']!r}"
+    return dict(zip(result["keys"], mine[0], strict=True))
+
+
+def show_streams_says(status: str, processed: int | None = None, lag: int | None = None
+                      ) -> Check:
+    def check(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> None:
+        row = stream_row(outcome.result(), ctx)
+        first_five = [row[k] for k in STREAM_COLUMNS[:5]]
+        assert first_five == [ctx["stream"], ctx["broker"], ctx["topic"], ctx["transform"],
+                              status], first_five
+        assert (row["batch_interval"], row["batch_size"]) == (100, 10), row  # the defaults
+        assert row["consumer_group"] == ctx["stream"], row
+        assert row["owner"] == ctx["user"], row
+        assert row["last_error"] is None, row
+        if processed is not None:
+            assert row["messages_processed"] == processed, row
+        if lag is not None:
+            assert row["lag"] == lag, row
+
+    return check
+
+
+def check_stream_gone(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> None:
+    result = outcome.result()
+    check_stream_columns(result["keys"])
+    assert all(row[0] != ctx["stream"] for row in result["rows"]), result["rows"]
+
+
+def no_rows(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> None:
+    """A successful result with no columns and no rows (CREATE/START/STOP/DROP STREAM)."""
+    result = outcome.result()
+    assert result["keys"] == [] and result["rows"] == [], result
+
+
+def check_test_stream(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> None:
+    result = outcome.result()
+    assert result["keys"] == ["query", "params"], result["keys"]
+    assert result["rows"] == TEST_TABLE, result["rows"]
+
+
+def check_stream_in_transaction(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> None:
+    check_error(outcome.failure(), profile,
+                "Neo.ClientError.Transaction.ForbiddenDueToTransactionType",
+                ("auto-commit",))
+
+
+def check_polled(outcome: Outcome, profile: Profile, ctx: dict[str, Any]) -> None:
+    value = outcome.result()
+    assert value["result"]["rows"] == [[True]], (
+        f"the stream's node and edge did not show up after {value['attempts']} tries: {value}")
+
+
+STREAM_CREATE = (f"CREATE STREAM {STREAM} AS LOAD DATA KAFKA '{BROKER}' WITH TOPIC '{TOPIC}' "
+                 f"WITH TRANSFORM '{TRANSFORM}'")
+
+# The tutorial's graph is empty, so its `1 2` message matches no node 2 and creates nothing;
+# here node 2 exists first, so the two messages give (:Node {id: "1"})-[:Edge]->(:Node {id: "2"}).
+# Every client's stream writes :Node to the default graph: each run clears it first (clients
+# run one after another).
+STREAM_LIFECYCLE_STEPS: list[Step] = [
+    Step("stream_clear_graph", "run", no_rows, query="MATCH (n:Node) DETACH DELETE n"),
+    Step("stream_seed_node", "run", rows_are([["2"]], ["id"]),
+         query="CREATE (n:Node {id: '2'}) RETURN n.id AS id"),
+    Step("create_stream", "run", no_rows, query=STREAM_CREATE, autocommit=True),
+    Step("show_streams_stopped", "run", show_streams_says("stopped", processed=0, lag=2),
+         query="SHOW STREAMS", autocommit=True),
+    Step("stream_clause_in_transaction", "tx", check_stream_in_transaction,
+         queries=("SHOW STREAMS",)),
+    Step("test_stream", "run", check_test_stream, query=f"TEST STREAM {STREAM}", autocommit=True),
+    Step("graph_untouched_by_test", "run", rows_are([["2"]], ["id"]),
+         query="MATCH (n:Node) RETURN n.id AS id"),
+    Step("start_stream", "run", no_rows, query=f"START STREAM {STREAM}", autocommit=True),
+    Step("show_streams_running", "run", show_streams_says("running"),
+         query="SHOW STREAMS", autocommit=True),
+    Step("wait_for_stream_writes", "poll", check_polled, timeout=30.0, query=(
+        "MATCH (:Node {id: '1'})-[e:Edge]->(:Node {id: '2'}) RETURN count(e) = 1 AS done")),
+    Step("graph_from_stream", "run", rows_are([["1", "Edge", "2"], ["2", None, None]],
+                                              ["id", "edge", "to"]), query=(
+        "MATCH (n:Node) OPTIONAL MATCH (n)-[e:Edge]->(m:Node) "
+        "RETURN n.id AS id, type(e) AS edge, m.id AS to ORDER BY id")),
+    Step("stop_stream", "run", no_rows, query=f"STOP STREAM {STREAM}", autocommit=True),
+    Step("show_streams_stopped_again", "run", show_streams_says("stopped", processed=2, lag=0),
+         query="SHOW STREAMS", autocommit=True),
+    Step("drop_stream", "run", no_rows, query=f"DROP STREAM {STREAM}", autocommit=True),
+    Step("show_streams_dropped", "run", check_stream_gone, query="SHOW STREAMS",
+         autocommit=True),
+]
 
 SCENARIO: list[Step] = CORE_STEPS + STREAM_LIFECYCLE_STEPS

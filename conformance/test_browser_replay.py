@@ -1,6 +1,7 @@
 """What Neo4j Browser 2025.x (JavaScript driver 5.26) sends when it connects and while it is
 open, replayed over plain TCP with the exact offer of that driver (shared/reference/bolt.md
-§2.3, §10 "Neo4j Browser"). The WebSocket transport Browser really uses is not here yet.
+§2.3, §10 "Neo4j Browser"). The WebSocket transport Browser uses, with the driver Browser
+ships (5.26.0) in a real browser, is in test_browser_driver.py.
 
 Almost everything Browser runs on its own is a managed read transaction (BEGIN mode "r" with
 ``tx_metadata {type: "system", app: "neo4j-browser_v..."}`` + RUN + PULL {n: 1000}, COMMIT), and
@@ -30,6 +31,7 @@ from bolt.messages import (
 )
 from bolt.versions import Version
 from conformance.replay import Replay, check_failure_5_7, check_pull_summary, check_run_success
+from conformance.scenario import check_stream_columns
 from conformance.test_cypher_shell_replay import check_routing_table
 from proxy import NEO4J_COMPAT_VERSION
 from tests.support import ProxyProcess
@@ -242,3 +244,24 @@ def test_error_and_recovery(browser: Browser) -> None:
     _fields, records, _ = browser.read_tx("system", "CALL dbms.components() YIELD name, "
                                                     "versions, edition")
     assert records[0][0] == "Neo4j Kernel"
+
+
+def test_stream_clauses_need_auto(browser: Browser) -> None:
+    """A query typed into the editor runs in a transaction function (``executeWrite``: BEGIN,
+    RUN, PULL, COMMIT); stream clauses run only in auto-commit transactions, so Browser shows
+    ForbiddenDueToTransactionType. Prefixed with ``:auto`` Browser sends it as an auto-commit
+    RUN (``session.run``), and the stream clause answers."""
+    begin, run, pull = browser.exchange(
+        Begin({"db": "neo4j", "tx_metadata": USER_META}),
+        Run("SHOW STREAMS", {}, {}), Pull(n=1000))
+    assert isinstance(begin.summary, Success), begin.summary
+    check_failure_5_7(run.summary, "Neo.ClientError.Transaction.ForbiddenDueToTransactionType")
+    assert "auto-commit" in run.summary.metadata["message"], run.summary
+    assert isinstance(pull.summary, Ignored), pull.summary
+    (reset,) = browser.exchange(Reset())
+    assert reset.metadata == {}
+    # :auto SHOW STREAMS
+    fields, records, _ = browser.user_query("SHOW STREAMS")
+    check_stream_columns(fields)
+    for record in records:
+        assert len(record) == len(fields) and record[4] in ("stopped", "running", "error")

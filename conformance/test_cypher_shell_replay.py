@@ -16,6 +16,7 @@ import pytest
 from bolt.messages import Failure, Goodbye, Hello, Ignored, Logon, Pull, Reset, Route, Run
 from bolt.versions import Version
 from conformance.replay import Replay, check_failure_5_7, check_pull_summary, check_run_success
+from conformance.scenario import check_stream_columns
 from proxy import NEO4J_COMPAT_VERSION
 from tests.support import ProxyProcess
 
@@ -104,10 +105,16 @@ def test_cypher_shell_connect(proxy: ProxyProcess, scheme: str) -> None:
         check_pull_summary(pull.metadata, db="neo4j")
 
         # The session keeps working for the user's first query, then quits.
-        run, pull = shell.exchange(
-            Run("RETURN 'ready' AS state", {}, {**extra, "tx_metadata": {
-                "type": "user-direct", "app": TX_METADATA["app"]}}), Pull(n=1000))
+        user = {**extra, "tx_metadata": {"type": "user-direct", "app": TX_METADATA["app"]}}
+        run, pull = shell.exchange(Run("RETURN 'ready' AS state", {}, user), Pull(n=1000))
         assert check_run_success(run.metadata) == ["state"] and pull.records == [["ready"]]
         check_pull_summary(pull.metadata)
+        # Outside :begin, a typed query is an auto-commit RUN: stream clauses answer, with the
+        # summary cypher-shell reads (query type, timings, database).
+        run, pull = shell.exchange(Run("SHOW STREAMS", {}, user), Pull(n=1000))
+        fields = check_run_success(run.metadata)
+        check_stream_columns(fields)
+        assert all(len(record) == len(fields) for record in pull.records)
+        check_pull_summary(pull.metadata, db="neo4j")
         shell.send(Goodbye())
         assert shell.is_closed()

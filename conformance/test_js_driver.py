@@ -1,4 +1,5 @@
-"""The JavaScript ``neo4j-driver`` 6.x on Node.js over plain Bolt (bolt:// and neo4j://),
+"""The JavaScript ``neo4j-driver`` 6.x on Node.js over plain Bolt (bolt:// and neo4j://) and TLS
+(bolt+ssc://),
 installed from ``conformance/js/package-lock.json`` by ``scripts/setup test``."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ SPECS = [
     ClientSpec("js6-bolt", PROGRAM, PROFILE, interpreter="node", version_prefix="6."),
     ClientSpec("js6-routing", PROGRAM, PROFILE, interpreter="node", scheme="neo4j",
                version_prefix="6."),
+    ClientSpec("js6-tls", PROGRAM, PROFILE, interpreter="node", scheme="bolt+ssc",
+               proxy="tls_proxy", version_prefix="6."),
 ]
 
 test_scenario = scenario_test(SPECS)

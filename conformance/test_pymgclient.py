@@ -23,6 +23,9 @@ SPECS = [
     ClientSpec("pymgclient-default", PROGRAM, PROFILE, version_prefix="1.6."),
     ClientSpec("pymgclient-autocommit", PROGRAM, PROFILE, version_prefix="1.6.",
                options={"autocommit": True}),
+    # sslmode=REQUIRE: TLS without checking the certificate (pymgclient's only TLS mode)
+    ClientSpec("pymgclient-tls", PROGRAM, PROFILE, version_prefix="1.6.", proxy="tls_proxy",
+               options={"tls": True}),
 ]
 
 test_scenario = scenario_test(SPECS)

@@ -272,7 +272,9 @@ class WebSocketLayer(Layer):
         body = json.dumps(self.discovery()).encode()
         hint = exc.event_hint
         if isinstance(hint, RejectConnection) and hint.status_code == 400 and not self.open:
+            # CORS open, so a Browser page served from elsewhere can read it (discoveryURL).
             head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Access-Control-Allow-Origin: *\r\n"
                     b"Content-Length: " + str(len(body)).encode() + b"\r\n"
                     b"Connection: close\r\n\r\n")
             self.lower.write(head + body)

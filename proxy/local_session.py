@@ -52,7 +52,7 @@ from proxy import SERVER_AGENT
 from proxy.auth import Authenticator
 from proxy.backends.base import BackendError, QueryBackend, QueryResult
 from proxy.results import ResultStream
-from proxy.router import LOCAL_IN_TX, QueryContext, Router
+from proxy.router import LOCAL_IN_TX, QueryContext, Router, local_in_tx_message
 from proxy.system import ROUTING_TTL_SECONDS, routing_servers
 from proxy.wire import BoltWire
 
@@ -287,8 +287,7 @@ class LocalSession:
         if classified is None:
             return await self.env.backend.run(db, query, parameters)
         if getattr(classified.handler, "autocommit_only", False) and self.tx is not None:
-            raise ClientError(LOCAL_IN_TX, f"`{classified.handler.name}` clauses run only in "
-                              "auto-commit transactions, not inside BEGIN..COMMIT.")
+            raise ClientError(LOCAL_IN_TX, local_in_tx_message(classified.handler.name))
         ctx = QueryContext(db=db, user=self.user, parameters=parameters,
                            advertised_address=self.env.advertised_address,
                            backend=self.env.backend, routing=self.routing)

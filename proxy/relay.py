@@ -61,7 +61,7 @@ from bolt.versions import Version
 from proxy.backends.base import BackendError
 from proxy.config import BackendURI
 from proxy.results import ResultStream
-from proxy.router import LOCAL_IN_TX, Classified, QueryContext, Router
+from proxy.router import LOCAL_IN_TX, Classified, QueryContext, Router, local_in_tx_message
 from proxy.system import ROUTING_TTL_SECONDS, routing_servers
 
 CONNECT_TIMEOUT = 10.0
@@ -497,9 +497,7 @@ class RelaySession:
         started = time.monotonic()
         if self.machine.in_transaction:
             # The backend holds the transaction; a local result cannot be part of it.
-            self._local_failure(LOCAL_IN_TX, f"`{classified.handler.name}` queries are answered "
-                                "by the proxy and run only in auto-commit transactions, not "
-                                "inside BEGIN..COMMIT.")
+            self._local_failure(LOCAL_IN_TX, local_in_tx_message(classified.handler.name))
             return
         db_value = request.extra.get("db")
         db = db_value.lower() if isinstance(db_value, str) and db_value else self.env.default_db

@@ -21,6 +21,13 @@ from proxy.backends.base import QueryBackend, QueryResult
 
 # The FAILURE code for a locally answered query sent inside an explicit transaction.
 LOCAL_IN_TX = "Neo.ClientError.Transaction.ForbiddenDueToTransactionType"
+
+
+def local_in_tx_message(name: str) -> str:
+    """The FAILURE message for ``LOCAL_IN_TX``, with the way out for the usual clients."""
+    return (f"`{name}` clauses run only in auto-commit transactions, not inside BEGIN..COMMIT "
+            "(driver transaction functions and execute_query open one: use session.run; in "
+            "Neo4j Browser, prefix the query with :auto).")
 # Leading whitespace and comments are skipped in an atomic group: a nested quantifier over
 # comments would otherwise backtrack exponentially on a query like "/**/" * 30 + "(".
 _FIRST_WORD = re.compile(r"(?>(?:\s+|//[^\n]*|/\*.*?\*/)*)([A-Za-z]+)", re.DOTALL)

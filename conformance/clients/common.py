@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,11 @@ class Client:
 
     def managed(self, queries: list[str]) -> dict[str, Any]:
         return self.tx(queries, "commit")
+
+    def run_autocommit(self, query: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A query that must run in an auto-commit transaction (a stream clause); ``run``
+        already does, except in clients that wrap every query in a transaction."""
+        return self.run(query, params)
 
     def params(self, params: dict[str, Any]) -> dict[str, Any]:
         return decode_params(params, STDLIB_TEMPORAL)
@@ -126,6 +132,18 @@ def emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def poll(client: Client, step: dict[str, Any]) -> dict[str, Any]:
+    """Run the step's query until its first row is ``[True]`` or its timeout has passed."""
+    deadline = time.monotonic() + step["timeout"]
+    attempts = 0
+    while True:
+        found = client.run(step["query"], client.params(step["params"]))
+        attempts += 1
+        if found["rows"] == [[True]] or time.monotonic() > deadline:
+            return {"result": found, "attempts": attempts}
+        time.sleep(0.2)
+
+
 def drive(make_client: Callable[[dict[str, Any]], Client]) -> None:
     scenario = json.load(sys.stdin)
     client = make_client(scenario)
@@ -136,8 +154,12 @@ def drive(make_client: Callable[[dict[str, Any]], Client]) -> None:
                 kind = step["kind"]
                 if kind == "connect":
                     value = client.connect(step)
+                elif kind == "run" and step.get("autocommit"):
+                    value = client.run_autocommit(step["query"], client.params(step["params"]))
                 elif kind == "run":
                     value = client.run(step["query"], client.params(step["params"]))
+                elif kind == "poll":
+                    value = poll(client, step)
                 elif kind == "tx":
                     value = client.tx(step["queries"], step["end"])
                 elif kind == "managed":

@@ -2,7 +2,9 @@
 scenario. Its default is ``autocommit=False``: every query then runs inside a transaction that
 pymgclient opens by sending the query text ``BEGIN`` and ends with ``COMMIT``/``ROLLBACK``
 texts (never the Bolt BEGIN/COMMIT messages). ``"autocommit": true`` in the scenario options
-runs the plain steps in auto-commit mode and switches it off for the transaction steps."""
+runs the plain steps in auto-commit mode and switches it off for the transaction steps. Stream
+clauses run only in auto-commit transactions, so the default mode switches to auto-commit for
+them, as a Memgraph user must."""
 
 from __future__ import annotations
 
@@ -57,8 +59,9 @@ class Pymgclient(common.Client):
 
     def connect(self, step: dict[str, Any]) -> dict[str, Any]:
         s = self.scenario
+        sslmode = mgclient.MG_SSLMODE_REQUIRE if s.get("tls") else mgclient.MG_SSLMODE_DISABLE
         self.conn = mgclient.connect(host=s["host"], port=s["port"], username=s["user"],
-                                     password=s["password"])
+                                     password=s["password"], sslmode=sslmode)
         default_autocommit = self.conn.autocommit
         self.conn.autocommit = self.autocommit
         return {"agent": None, "protocol": None, "status": self.conn.status,
@@ -87,6 +90,16 @@ class Pymgclient(common.Client):
             raise
         self.conn.commit()
         return found
+
+    def run_autocommit(self, query: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Stream clauses run only in auto-commit (Memgraph's rule too): switch for them."""
+        if self.autocommit:
+            return self._execute(query, params)
+        self.conn.autocommit = True
+        try:
+            return self._execute(query, params)
+        finally:
+            self.conn.autocommit = False
 
     def tx(self, queries: list[str], end: str) -> dict[str, Any]:
         if self.autocommit:
