@@ -227,12 +227,10 @@ def test_date_helpers() -> None:
 
 
 def test_big_result(q: Run) -> None:
-    started = time.perf_counter()
+    # The parser's speed is measured by bench/relay.py, not here.
     result = q("UNWIND range(1, 100000) AS x RETURN x, toString(x) AS s, x * 0.5 AS f")
-    elapsed = time.perf_counter() - started
     assert len(result.rows) == 100000
     assert result.rows[-1] == [100000, "100000", 50000.0]
-    assert elapsed < 10  # about 1 s on a 2-core machine; this only catches a quadratic parser
 
 
 # -- parameters in ----------------------------------------------------------------------------

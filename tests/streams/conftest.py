@@ -182,7 +182,7 @@ def show(driver: Any, name: str) -> dict[str, Any]:
     return rows[0]
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
+def wait_until(check: Callable[[], Any], timeout: float = 40.0, interval: float = 0.1,
                message: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -121,7 +121,7 @@ def test_broker_down(driver: Any, transforms: Path) -> None:
     started = time.monotonic()
     error = fails(driver, f"CREATE STREAM {name} AS LOAD DATA KAFKA '127.0.0.1:{free_port()}' "
                           f"WITH TOPIC 't' WITH TRANSFORM '{transforms / 'manual.py'}'")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # a bounded check, not librdkafka's minutes
     assert error.code == "Neo.ClientError.Statement.ExternalResourceFailed"
     assert error.message.startswith(f"Failed to initialize Kafka stream {name} : the Kafka "
                                     "broker at '127.0.0.1:")
