@@ -11,7 +11,7 @@ import pytest
 
 from bolt import values as bv
 from proxy.streams import builtin
-from proxy.streams.builtin import command, depc, request
+from proxy.streams.builtin import _common, command, request
 from proxy.streams.jsonvalues import to_json
 from proxy.streams.outcomes import (
     DEAD_LETTER_QUERY,
@@ -34,8 +34,8 @@ def raw(value: Any) -> bytes:
 
 
 def test_every_builtin_uses_the_engines_dead_letter_query() -> None:
-    # The built-ins run alone in the worker, so each spells the marker itself.
-    assert depc.DEAD_LETTER == command.DEAD_LETTER == request.DEAD_LETTER == DEAD_LETTER_QUERY
+    # The built-ins run alone in the worker: their pinned code carries _common's marker.
+    assert _common.DEAD_LETTER == DEAD_LETTER_QUERY
     for item in builtin.BUILTINS.values():
         assert f'DEAD_LETTER = "{DEAD_LETTER_QUERY}"' in item.source().code
 
@@ -82,7 +82,12 @@ def test_registry() -> None:
     assert builtin.lookup("depc.py") is None and not builtin.is_builtin("/x/builtin:depc")
     source = builtin.BUILTINS["depc"].source()
     assert source.uri == "builtin:depc"
-    assert source.code == (Path(depc.__file__)).read_text()
+    # _common first, then depc's own code without its imports of _common and __future__.
+    common = Path(_common.__file__).read_text()
+    assert source.code.startswith(common)
+    own = source.code[len(common):]
+    assert "def query_of(" in own and "_common" not in own and "__future__" not in own
+    compile(source.code, "builtin:depc", "exec")  # one file, as the worker runs it
     assert builtin.BUILTINS["depc"].policies == ("dead_letter",)
     assert builtin.BUILTINS["command"].default_policy == "stop"
     assert builtin.BUILTINS["request"].default_policy == "skip"

@@ -25,6 +25,7 @@ response topic cannot be answered, and one malformed request must not stop the s
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
@@ -34,6 +35,7 @@ from proxy.streams.transform import TransformSource
 
 Mode = Literal["write", "command", "request"]
 PREFIX = "builtin:"
+COMMON = "proxy.streams.builtin._common"
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,22 @@ class Builtin:
         return PREFIX + self.name
 
     def source(self) -> TransformSource:
-        """The code shipped with this boltstream, to pin into a new stream."""
-        path = files("proxy.streams.builtin").joinpath(f"{self.name}.py")
-        code = path.read_text(encoding="utf-8")
-        return TransformSource.from_code(self.uri, code)
+        """The code shipped with this boltstream, to pin into a new stream: ``_common.py``
+        followed by the transform's own file (the worker runs one file's text)."""
+        package = files("proxy.streams.builtin")
+        common = package.joinpath("_common.py").read_text(encoding="utf-8")
+        own = package.joinpath(f"{self.name}.py").read_text(encoding="utf-8")
+        return TransformSource.from_code(self.uri, common + "\n\n" + _without_common(own))
+
+
+def _without_common(code: str) -> str:
+    """``code`` less its imports of ``_common`` and ``__future__`` (both already pinned above
+    it; a ``from __future__`` line is only allowed at the top of a file)."""
+    lines = code.splitlines(keepends=True)
+    for node in reversed(ast.parse(code).body):
+        if isinstance(node, ast.ImportFrom) and node.module in (COMMON, "__future__"):
+            del lines[node.lineno - 1 : node.end_lineno]
+    return "".join(lines)
 
 
 BUILTINS: dict[str, Builtin] = {

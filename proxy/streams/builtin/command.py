@@ -25,25 +25,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-DEAD_LETTER = "// boltstream: dead letter"
+from proxy.streams.builtin._common import Invalid, bad_text, load, per_message, value_problem
+
 KEYS = ("command", "params", "with_key")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_DEPTH = 90  # nesting inside a parameter (the worker's output check allows 100)
-
-
-class Invalid(Exception):
-    """Why a message is rejected (the text goes to the dead-letter record)."""
 
 
 def stream(batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
     """One item per message, in order: its command, or its dead-letter item."""
-    result: list[tuple[str, dict[str, Any]]] = []
-    for index, raw in enumerate(batch):
-        try:
-            result.append(command_of(load(raw)))
-        except Invalid as exc:
-            result.append((DEAD_LETTER, {"index": index, "reason": str(exc)}))
-    return result
+    return per_message(batch, lambda raw: command_of(load(raw)))
 
 
 def command_of(message: Any) -> tuple[str, dict[str, Any]]:
@@ -57,7 +46,7 @@ def command_of(message: Any) -> tuple[str, dict[str, Any]]:
     command = message.get("command")
     if not isinstance(command, str) or not command.strip():
         raise Invalid("command must be a non-empty string (a Cypher query)")
-    if _bad_text(command):
+    if bad_text(command):
         raise Invalid("command is not valid Unicode")
     params = message.get("params", {})
     if not isinstance(params, dict):
@@ -69,67 +58,3 @@ def command_of(message: Any) -> tuple[str, dict[str, Any]]:
     if key is not None and not isinstance(key, str):
         raise Invalid("with_key must be a string")
     return command, params
-
-
-def value_problem(value: Any, where: str, depth: int) -> str | None:
-    """What makes a JSON value unusable as a query parameter, or None."""
-    if depth > MAX_DEPTH:
-        return f"{where} is nested too deeply"
-    if isinstance(value, str):
-        return f"{where} is not valid Unicode" if _bad_text(value) else None
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return None
-    if isinstance(value, int):
-        return None if INT64_MIN <= value <= INT64_MAX else f"{where} is outside 64-bit integers"
-    if isinstance(value, list):
-        for position, item in enumerate(value):
-            problem = value_problem(item, f"{where}[{position}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if _bad_text(name):
-                return f"{where} has a key that is not valid Unicode"
-            problem = value_problem(item, f"{where}.{name}", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{where} has an unsupported type"  # pragma: no cover - json gives no other type
-
-
-def _bad_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise Invalid(f"the message has the key {json.dumps(key)} twice")
-        value[key] = item
-    return value
-
-
-def _no_constant(word: str) -> Any:
-    raise Invalid(f"the message is not standard JSON ({word})")
-
-
-def load(raw: bytes) -> Any:
-    """The JSON value of a message, or ``Invalid``."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Invalid(f"the message is not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except RecursionError:
-        raise Invalid("the message is nested too deeply") from None
-    except ValueError as exc:
-        if not text.strip():
-            raise Invalid("the message is empty") from None
-        raise Invalid(f"the message is not JSON: {exc}") from None

@@ -53,11 +53,11 @@ import json
 import re
 from typing import Any
 
-DEAD_LETTER = "// boltstream: dead letter"
+from proxy.streams.builtin._common import INT64_MAX, Invalid, load, per_message
+
 RELATIONSHIP = "DEPENDS_ON"
 LABEL = re.compile(r"[A-Z]+[a-zA-Z0-9]*")
 NAME = re.compile(r"[!#-&(-\[\]-_a-~]+")
-INT64_MAX = 2**63 - 1
 NESTED_KEYS = ("source", "target", "rel")
 NODE_KEYS = ("label", "name", "props")
 PROPS_KEYS = ("from", "to")
@@ -66,51 +66,12 @@ FLAT_KEYS = ("source_label", "source_name", "source_from", "source_to", "target_
 SHOWN = 60  # characters of a bad value quoted in a reason
 
 
-class Invalid(Exception):
-    """Why a message is rejected (the text goes to the dead-letter record)."""
-
-
 def stream(batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
     """One item per message, in order: its query, or its dead-letter item."""
-    result: list[tuple[str, dict[str, Any]]] = []
-    for index, raw in enumerate(batch):
-        try:
-            result.append(query_of(parse(raw)))
-        except Invalid as exc:
-            result.append((DEAD_LETTER, {"index": index, "reason": str(exc)}))
-    return result
+    return per_message(batch, lambda raw: query_of(parse(raw)))
 
 
 # -- reading ------------------------------------------------------------------------------------
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise Invalid(f"the message has the key {_show(key)} twice")
-        value[key] = item
-    return value
-
-
-def _no_constant(word: str) -> Any:
-    raise Invalid(f"the message is not standard JSON ({word})")
-
-
-def load(raw: bytes) -> Any:
-    """The JSON value of a message, or ``Invalid``."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Invalid(f"the message is not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except RecursionError:
-        raise Invalid("the message is nested too deeply") from None
-    except ValueError as exc:  # json.JSONDecodeError, or an integer with too many digits
-        if not text.strip():
-            raise Invalid("the message is empty") from None
-        raise Invalid(f"the message is not JSON: {exc}") from None
 
 
 # -- validating ---------------------------------------------------------------------------------
@@ -119,7 +80,7 @@ def load(raw: bytes) -> Any:
 def parse(raw: bytes) -> dict[str, Any]:
     """The message as ``{"source": {...}, "target": {...}?, "rel": {...}?}`` with every rule
     checked; node dicts are ``{"label", "name", "props"}`` with ``props`` always present."""
-    message = load(raw)
+    message = load(raw, "message", _show)
     if not isinstance(message, dict):
         raise Invalid(f"the message must be a JSON object, not {_kind(message)}")
     if list(message) == ["metadata"] and isinstance(message["metadata"], dict):

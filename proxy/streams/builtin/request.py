@@ -24,26 +24,15 @@ import json
 import re
 from typing import Any
 
-DEAD_LETTER = "// boltstream: dead letter"
+from proxy.streams.builtin._common import Invalid, bad_text, load, per_message, value_problem
+
 KEYS = ("to", "with_key", "command", "params")
 TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_DEPTH = 90  # nesting inside a parameter (the worker's output check allows 100)
-
-
-class Invalid(Exception):
-    """Why a request cannot be answered (the text goes to the dead-letter record)."""
 
 
 def stream(batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
     """One item per message, in order: the request, or its dead-letter item."""
-    result: list[tuple[str, dict[str, Any]]] = []
-    for index, raw in enumerate(batch):
-        try:
-            result.append(request_of(load(raw)))
-        except Invalid as exc:
-            result.append((DEAD_LETTER, {"index": index, "reason": str(exc)}))
-    return result
+    return per_message(batch, lambda raw: request_of(load(raw, "request")))
 
 
 def request_of(message: Any) -> tuple[str, dict[str, Any]]:
@@ -53,7 +42,7 @@ def request_of(message: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(to, str) or not TOPIC.fullmatch(to) or to in (".", ".."):
         raise Invalid("to must name the response topic (letters, digits, '.', '_', '-')")
     key = message.get("with_key")
-    if not isinstance(key, str) or _bad_text(key):
+    if not isinstance(key, str) or bad_text(key):
         raise Invalid("with_key must be a string (the key of the response)")
     envelope: dict[str, Any] = {"to": to, "key": key}
     unknown = [name for name in message if name not in KEYS]
@@ -63,7 +52,7 @@ def request_of(message: Any) -> tuple[str, dict[str, Any]]:
         envelope["error"] = (f"unknown field{'s' if len(unknown) > 1 else ''} "
                              f"{', '.join(json.dumps(k) for k in unknown[:5])} "
                              f"(allowed: {', '.join(KEYS)})")
-    elif not isinstance(command, str) or not command.strip() or _bad_text(command):
+    elif not isinstance(command, str) or not command.strip() or bad_text(command):
         envelope["error"] = "command must be a non-empty string (a Cypher query)"
     elif not isinstance(params, dict):
         envelope["error"] = "params must be an object"
@@ -73,67 +62,3 @@ def request_of(message: Any) -> tuple[str, dict[str, Any]]:
         envelope["params"] = params
         return command, envelope
     return "", envelope
-
-
-def value_problem(value: Any, where: str, depth: int) -> str | None:
-    """What makes a JSON value unusable as a query parameter, or None."""
-    if depth > MAX_DEPTH:
-        return f"{where} is nested too deeply"
-    if isinstance(value, str):
-        return f"{where} is not valid Unicode" if _bad_text(value) else None
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return None
-    if isinstance(value, int):
-        return None if INT64_MIN <= value <= INT64_MAX else f"{where} is outside 64-bit integers"
-    if isinstance(value, list):
-        for position, item in enumerate(value):
-            problem = value_problem(item, f"{where}[{position}]", depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if _bad_text(name):
-                return f"{where} has a key that is not valid Unicode"
-            problem = value_problem(item, f"{where}.{name}", depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"{where} has an unsupported type"  # pragma: no cover - json gives no other type
-
-
-def _bad_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise Invalid(f"the request has the key {json.dumps(key)} twice")
-        value[key] = item
-    return value
-
-
-def _no_constant(word: str) -> Any:
-    raise Invalid(f"the request is not standard JSON ({word})")
-
-
-def load(raw: bytes) -> Any:
-    """The JSON value of a message, or ``Invalid``."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Invalid(f"the request is not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except RecursionError:
-        raise Invalid("the request is nested too deeply") from None
-    except ValueError as exc:
-        if not text.strip():
-            raise Invalid("the request is empty") from None
-        raise Invalid(f"the request is not JSON: {exc}") from None
