@@ -14,13 +14,13 @@ pytest.register_assert_rewrite("conformance.scenario", "conformance.replay")
 
 from conformance.harness import (  # noqa: E402
     CLIENTS,
-    HERE,
     ClientRun,
     StreamSetup,
     build_venv,
     ensure_js_client,
 )
 from tests.streams.broker import Broker  # noqa: E402
+from tests.streams.conftest import MANUAL_TRANSFORM_FILE  # noqa: E402
 from tests.support import ProxyProcess  # noqa: E402
 
 # A new consumer group forms in about session.timeout.ms / 2 on Tansu: 1 s instead of 3 s for
@@ -34,7 +34,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     the proxy allows by default)."""
     folder = tmp_path_factory.mktemp("conformance")
     (folder / "transforms").mkdir()
-    shutil.copy(HERE / "transform.py", folder / "transforms" / "transform.py")
+    shutil.copy(MANUAL_TRANSFORM_FILE, folder / "transforms" / "transform.py")
     return folder
 
 

@@ -42,7 +42,8 @@ A client reports ``{"ok": true, "value": ...}`` or ``{"ok": false, "error": {"cl
 ``__LABEL__`` in a query is replaced by a label unique to one client run; ``__STREAM__``,
 ``__TOPIC__``, ``__BROKER__`` and ``__TRANSFORM__`` by that run's stream name, its topic (which
 holds the tutorial's messages ``1`` and ``1 2``), the broker's ``host:port`` and the path of
-the manual's transform (``conformance/transform.py``, copied where the proxy may load it).
+the manual's transform (``tests/streams/manual_transform.py``, copied where the proxy may load
+it).
 """
 
 from __future__ import annotations

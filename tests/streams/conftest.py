@@ -25,27 +25,9 @@ from tests.support import ProxyProcess
 KAFKA_TEST_CONFIG = "session.timeout.ms=2000,heartbeat.interval.ms=500"
 
 # The transform from the manual (seeds/000, docs/user_technical/integrations.md), verbatim
-# apart from indentation.
-MANUAL_TRANSFORM = '''\
-def create_vertex(vertex_id):
-    return ("CREATE (:Node {id: $id})", {"id": vertex_id})
-
-
-def create_edge(from_id, to_id):
-    return ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) "\\
-            "CREATE (n)-[:Edge]->(m)", {"from_id": from_id, "to_id": to_id})
-
-
-def stream(batch):
-    result = []
-    for item in batch:
-        message = item.decode('utf-8').split()
-        if len(message) == 1:
-            result.append(create_vertex(message[0]))
-        elif len(message) == 2:
-            result.append(create_edge(message[0], message[1]))
-    return result
-'''
+# apart from indentation; one file serves these tests, conformance/ and bench/ingest.py.
+MANUAL_TRANSFORM_FILE = Path(__file__).with_name("manual_transform.py")
+MANUAL_TRANSFORM = MANUAL_TRANSFORM_FILE.read_text(encoding="utf-8")
 
 # Transforms for the other tests: each message is one query, labelled so tests can count.
 TRANSFORMS = {

@@ -1,6 +1,3 @@
-# The transform of the manual's tutorial (shared/reference/seeds/000, "Transform"), verbatim:
-# the stream steps of conformance/scenario.py load it through the proxy (copied into the data
-# directory's transforms/ folder, which the proxy allows by default).
 def create_vertex(vertex_id):
     return ("CREATE (:Node {id: $id})", {"id": vertex_id})
 
