@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -16,6 +17,7 @@ from typing import Any
 from bolt.versions import SUPPORTED_VERSIONS
 from proxy import __version__
 from proxy.backends.base import QueryBackend
+from proxy.backends.embedded import make_private_dir
 from proxy.config import Config, ConfigError, load_config
 from proxy.relay import BackendUnreachable, open_backend
 from proxy.server import BoltServer
@@ -85,8 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "backends; batches run as the stream's owner where the backend can "
                          "impersonate)")
     streams.add_argument("--backend-password", metavar="PASSWORD",
-                         help="its password (prefer BOLTSTREAM_BACKEND_PASSWORD or the config "
-                         "file: a command line is visible to other local users)")
+                         help="its password; better --backend-password-file or "
+                         "BOLTSTREAM_BACKEND_PASSWORD: a command line is visible to every "
+                         "local user (ps, /proc)")
+    streams.add_argument("--backend-password-file", metavar="FILE",
+                         help="a file whose first line is that password (make it readable "
+                         "by the proxy's user only)")
     streams.add_argument("--transform-allowed-hosts", metavar="HOSTS",
                          help="comma-separated hosts transforms may be fetched from over "
                          "http(s): names, *.domain, IP addresses, loopback, or * for any "
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_message_size": args.max_message_size, "log_level": args.log_level,
             "tls_cert": args.tls_cert, "tls_key": args.tls_key,
             "backend_user": args.backend_user, "backend_password": args.backend_password,
+            "backend_password_file": args.backend_password_file,
             "transform_allowed_hosts": args.transform_allowed_hosts,
             "transform_allowed_dirs": args.transform_allowed_dirs,
             "kafka_client_config": args.kafka_client_config,
@@ -127,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.backend_password:
+        log.warning("--backend-password is visible to every local user (ps, /proc); use "
+                    "--backend-password-file or BOLTSTREAM_BACKEND_PASSWORD instead")
+    # Everything the proxy and its embedded database write (catalog, AOF, logs, sockets) is
+    # for the proxy's user only.
+    os.umask(0o077)
     try:
         return _run(serve(config))
     except KeyboardInterrupt:
@@ -154,10 +167,17 @@ async def serve(config: Config) -> int:
     engine: StreamEngine | None = None
     description = ""
     try:
+        try:  # the stream catalog lives here whatever the backend; the database's data too
+            make_private_dir(config.data_dir)
+        except OSError as exc:
+            raise StartupError(f"cannot create the data directory {config.data_dir}: "
+                               f"{exc.strerror or exc}") from exc
         if uri.kind == "embedded":
             from proxy.backends.embedded import EmbeddedError, EmbeddedFalkorDB
 
-            embedded = EmbeddedFalkorDB(config.data_dir, fsync=config.fsync)
+            # Unix socket only, with a generated password: nothing reaches the graph
+            # without going through the proxy's authentication.
+            embedded = EmbeddedFalkorDB(config.data_dir, fsync=config.fsync, tcp_port=None)
             try:
                 await embedded.start()
             except EmbeddedError as exc:
@@ -223,7 +243,7 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
     if query_backend is not None:
         writer = FalkorDBWriter(query_backend, uri.graph if uri.kind == "falkordb" else "neo4j")
     else:
-        auth = (config.backend_user, config.backend_password) if config.backend_user else None
+        auth = (config.backend_user, config.service_password()) if config.backend_user else None
         if auth is None:
             log.warning("no backend_user configured: stream batches go to %s without "
                         "credentials", uri.raw)

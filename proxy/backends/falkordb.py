@@ -681,6 +681,9 @@ class ServerProcess(Protocol):
     @property
     def unix_path(self) -> str | None: ...
 
+    @property
+    def password(self) -> str | None: ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -711,6 +714,7 @@ class FalkorDBBackend:
         query_timeout: float | None = None,
         connect_timeout: float = 5.0,
         server: ServerProcess | None = None,
+        password: str | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -720,6 +724,7 @@ class FalkorDBBackend:
         self._query_timeout = query_timeout
         self._connect_timeout = connect_timeout
         self._server = server
+        self._password = password
         self._pool: RespPool | None = None
         self._schemas: dict[str, _Schema] = {}
         self.description = self._describe()
@@ -743,6 +748,7 @@ class FalkorDBBackend:
             self._host = self._server.host or self._host
             self._port = self._server.port or self._port
             self._unix_path = self._server.unix_path
+            self._password = self._server.password
             self.description = self._describe()
         pool = RespPool(
             self._host,
@@ -750,6 +756,7 @@ class FalkorDBBackend:
             unix_path=self._unix_path,
             size=self._pool_size,
             connect_timeout=self._connect_timeout,
+            password=self._password,
         )
         try:
             await pool.start()
