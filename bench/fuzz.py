@@ -189,6 +189,7 @@ class ProcStats:
     sockets: int
     client_conns: dict[int, str]  # client port -> state, of proxy-side sockets on the Bolt port
     orphans: int  # socket descriptors no socket table knows (closed, never released)
+    fd_kinds: dict[str, int] = field(default_factory=dict)  # socket, pipe, anon_inode, file
 
     def conns_in(self, state: str, exclude: set[int] | None = None) -> list[int]:
         return [p for p, s in self.client_conns.items()
@@ -229,11 +230,13 @@ def proc_stats(pid: int, port: int) -> ProcStats:
                 rss = int(line.split()[1])
     inodes: list[int] = []
     fds = 0
+    kinds: collections.Counter[str] = collections.Counter()
     with contextlib.suppress(OSError):
         for fd in os.listdir(f"/proc/{pid}/fd"):
             fds += 1
             with contextlib.suppress(OSError):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                kinds[target.split(":")[0] if ":" in target else "file"] += 1
                 if target.startswith("socket:["):
                     inodes.append(int(target[8:-1]))
     tcp, known = _socket_tables()
@@ -246,7 +249,7 @@ def proc_stats(pid: int, port: int) -> ProcStats:
                 conns[remote] = TCP_STATES.get(state, str(state))
         elif inode not in known:
             orphans += 1
-    return ProcStats(rss, fds, len(inodes), conns, orphans)
+    return ProcStats(rss, fds, len(inodes), conns, orphans, dict(kinds))
 
 
 # -- the bystander --------------------------------------------------------------------------------
@@ -397,6 +400,59 @@ async def send_input(target: Target, inp: Input, index: int = 0) -> Outcome:
     return out
 
 
+# -- idle and half-open connections ------------------------------------------------------------
+
+
+def idle_cases() -> list[tuple[str, bool, bytes]]:
+    """(name, over TLS, bytes sent before going quiet): each stage a client controls."""
+    from bench.fuzzgen import offer, slot
+    from bench.fuzzwire import MANIFEST_SLOT, Struct, chunk, pack, ws_upgrade
+
+    legacy = offer(slot(5, 8, 8), slot(4, 4, 2))
+    hello = chunk(pack(Struct(0x01, ({"user_agent": "idle-probe/1"},))))
+    logon = chunk(pack(Struct(0x6A, ({"scheme": "none"},))))
+    return [
+        ("nothing at all", False, b""),
+        ("a single G", False, b"G"),
+        ("half the Bolt magic", False, b"\x60\x60"),
+        ("the magic, no offer", False, legacy[:4]),
+        ("a partial HTTP request", False, b"GET / HTTP/1.1\r\nHost: x\r\n"),
+        ("a WebSocket upgrade, then nothing", False, ws_upgrade()),
+        ("a manifest offer, no pick", False, offer(MANIFEST_SLOT, slot(5, 8, 8))),
+        ("a handshake, no HELLO", False, legacy),
+        ("half a HELLO", False, legacy + hello[:len(hello) // 2]),
+        ("HELLO, no LOGON", False, legacy + hello),
+        ("logged in, then idle", False, legacy + hello + logon),
+        ("one byte of a TLS record", False, b"\x16"),
+        ("TLS handshake done, then nothing", True, b""),
+        ("TLS, a handshake, no HELLO", True, legacy),
+    ]
+
+
+async def probe_idle(target: Target, seconds: float) -> list[tuple[str, float | None]]:
+    """Open every idle case at once; how long the proxy took to close each (None: open)."""
+
+    async def one(tls: bool, data: bytes) -> float | None:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(
+            target.host, target.port, ssl=target.tls if tls else None)
+        try:
+            if data:
+                writer.write(data)
+            deadline = started + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                got = await _read(reader, left)
+                if got == b"":
+                    return time.monotonic() - started
+            return None
+        finally:
+            writer.transport.abort()
+
+    cases = idle_cases()
+    results = await asyncio.gather(*(one(tls, data) for _, tls, data in cases))
+    return [(name, r) for (name, _, _), r in zip(cases, results, strict=True)]
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -434,6 +490,8 @@ class Report:
     leaked_close_wait: list[int] = field(default_factory=list)
     leaked_orphans: int = 0
     stalled: bool = False
+    idle: list[tuple[str, float | None]] = field(default_factory=list)
+    idle_seconds: float = 0.0
     uptime_before: str = ""
     uptime_after: str = ""
 
@@ -442,7 +500,7 @@ class Report:
             return None if s is None else {"rss_kb": s.rss_kb, "fds": s.fds,
                                            "sockets": s.sockets,
                                            "client_conns": len(s.client_conns),
-                                           "orphans": s.orphans}
+                                           "orphans": s.orphans, "fd_kinds": s.fd_kinds}
         kinds = collections.Counter(e.signature for e in self.log_events)
         return {
             "seed": self.seed, "inputs": self.inputs, "seconds": round(self.seconds, 1),
@@ -459,6 +517,7 @@ class Report:
                           "max_latency_s": round(self.bystander_max_latency, 3)},
             "leaked_close_wait": len(self.leaked_close_wait),
             "leaked_orphans": self.leaked_orphans, "stalled": self.stalled,
+            "idle_seconds": self.idle_seconds, "idle": dict(self.idle),
             "before": stats(self.before), "after": stats(self.after),
             "uptime_before": self.uptime_before, "uptime_after": self.uptime_after,
             "findings": [{"kind": f.kind, "signature": f.signature, "count": f.count,
@@ -566,6 +625,15 @@ class Fuzzer:
         print(text, file=sys.stderr, flush=True)
 
     # -- the main loop ----------------------------------------------------------------------------
+
+    def probe_idle(self, seconds: float) -> None:
+        self.report.idle_seconds = seconds
+        self.report.idle = asyncio.run(probe_idle(self.target, seconds))
+        still = [name for name, closed in self.report.idle if closed is None]
+        if still:
+            self.report.findings.append(Finding(
+                "idle", "connections held open by a client that sends nothing more",
+                time.monotonic(), still, count=len(still)))
 
     def run(self, *, inputs: int | None, seconds: float | None, settle: float = 15.0) -> Report:
         rep = self.report
@@ -790,7 +858,7 @@ class Fuzzer:
     def triage(self, *, minimise_budget: int = 60) -> None:
         rep = self.report
         for f in rep.findings:
-            if f.kind in ("bystander", "stall"):
+            if f.kind in ("bystander", "stall", "idle"):
                 continue  # timing; the log findings around them say more
             if f.kind == "leak":
                 candidates = sorted(self._leaks)[:64]
@@ -903,10 +971,18 @@ def format_report(rep: Report, top: int = 8) -> str:
                  f"CLOSE_WAIT, {rep.leaked_orphans} unreleased socket descriptors")
     for name, s in (("before", rep.before), ("after", rep.after)):
         if s is not None:
-            lines.append(f"{name}: RSS {s.rss_kb / 1024:.1f} MiB, {s.fds} fds ({s.sockets} "
-                         f"sockets), {len(s.client_conns)} client connections")
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.fd_kinds.items()))
+            lines.append(f"{name}: RSS {s.rss_kb / 1024:.1f} MiB, {s.fds} fds ({kinds}), "
+                         f"{len(s.client_conns)} client connections")
     lines.append(f"load: before {rep.uptime_before.split('load average:')[-1].strip()}, "
                  f"after {rep.uptime_after.split('load average:')[-1].strip()}")
+    if rep.idle:
+        still = [name for name, closed in rep.idle if closed is None]
+        lines.append(f"idle connections: {len(still)} of {len(rep.idle)} stages still open after "
+                     f"{rep.idle_seconds:.0f} s: {', '.join(still)}")
+        for name, closed in rep.idle:
+            if closed is not None:
+                lines.append(f"  closed after {closed:.1f} s: {name}")
     for f in rep.findings:
         where = f" -> input {f.index}" if f.index is not None else ""
         lines.append(f"finding [{f.kind}] x{f.count}{where}: {f.signature}")
@@ -976,6 +1052,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="report only; do not look for and minimise the guilty inputs")
     parser.add_argument("--settle", type=float, default=15.0,
                         help="seconds to wait at the end for the proxy to close connections")
+    parser.add_argument("--idle-probe", type=float, default=0.0, metavar="SECONDS",
+                        help="after the run, hold a connection at each stage a client controls "
+                        "(nothing sent, half a handshake, no HELLO, ...) this long and report "
+                        "which the proxy never closed")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--replay", type=Path, nargs="+", help="replay saved inputs instead")
     parser.add_argument("--show", type=int, nargs="+", metavar="INDEX",
@@ -996,6 +1076,8 @@ def main(argv: list[str] | None = None) -> int:
     with Fuzzer(seed=args.seed, transports=transports, seeds=seeds,
                 concurrency=args.concurrency, save_dir=args.save_dir) as fz:
         rep = fz.run(inputs=args.inputs, seconds=seconds, settle=args.settle)
+        if args.idle_probe > 0:
+            fz.probe_idle(args.idle_probe)
         if not args.no_triage:
             fz.triage()
     print(format_report(rep))
