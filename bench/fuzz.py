@@ -971,8 +971,8 @@ def format_report(rep: Report, top: int = 8) -> str:
                  f"CLOSE_WAIT, {rep.leaked_orphans} unreleased socket descriptors")
     for name, s in (("before", rep.before), ("after", rep.after)):
         if s is not None:
-            kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.fd_kinds.items()))
-            lines.append(f"{name}: RSS {s.rss_kb / 1024:.1f} MiB, {s.fds} fds ({kinds}), "
+            fd_kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.fd_kinds.items()))
+            lines.append(f"{name}: RSS {s.rss_kb / 1024:.1f} MiB, {s.fds} fds ({fd_kinds}), "
                          f"{len(s.client_conns)} client connections")
     lines.append(f"load: before {rep.uptime_before.split('load average:')[-1].strip()}, "
                  f"after {rep.uptime_after.split('load average:')[-1].strip()}")
