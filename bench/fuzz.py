@@ -464,6 +464,7 @@ class Finding:
     example: list[str]
     count: int = 1
     index: int | None = None  # the input found to reproduce it
+    ats: list[float] = field(default_factory=list)  # when its first few occurrences were seen
     minimal: Input | None = None
     saved: str = ""
 
@@ -785,9 +786,11 @@ class Fuzzer:
         for event in rep.log_events:
             f = kinds.get(event.signature)
             if f is None:
-                kinds[event.signature] = Finding("log", event.signature, event.at, event.lines)
-            else:
-                f.count += 1
+                f = kinds[event.signature] = Finding("log", event.signature, event.at,
+                                                     event.lines, count=0)
+            f.count += 1
+            if len(f.ats) < 4:
+                f.ats.append(event.at)
         rep.findings.extend(kinds.values())
         for when, error in (self.bystander.errors if self.bystander else []):
             rep.findings.append(Finding("bystander", _blank(error)[:160], when, [error]))
@@ -860,13 +863,16 @@ class Fuzzer:
         for f in rep.findings:
             if f.kind in ("bystander", "stall", "idle"):
                 continue  # timing; the log findings around them say more
+            index = None
             if f.kind == "leak":
-                candidates = sorted(self._leaks)[:64]
+                index = self.culprit(f, sorted(self._leaks)[:64])
             elif f.kind == "crash":
-                candidates = self.suspects(f.at, window=3.0)[:256]
-            else:
-                candidates = self.suspects(f.at)[:256]
-            index = self.culprit(f, candidates)
+                index = self.culprit(f, self.suspects(f.at, window=3.0)[:256])
+            else:  # the first few times it happened, in case one was a matter of timing
+                for at in f.ats or [f.at]:
+                    index = self.culprit(f, self.suspects(at, window=1.5)[:300])
+                    if index is not None:
+                        break
             if index is not None:
                 f.index = index
                 f.minimal = self.minimise(f, self.gen.make(index), minimise_budget)
