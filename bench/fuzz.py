@@ -61,6 +61,7 @@ QUIET = 0.05  # a drain stops after this long without bytes from the proxy
 DRAIN_MAX = 3.0  # and after this long in any case
 LEAK_AFTER = 15.0  # a proxy socket in CLOSE_WAIT this long after the client closed: leaked
 STALL_AFTER = 20.0  # the bystander without an answer this long: the proxy is stuck
+FD_GROWTH = 16  # more descriptors than this after the run (and the drops): reported
 
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<rest>.*)$")
 
@@ -797,6 +798,12 @@ class Fuzzer:
         if rep.crashes:
             rep.findings.append(Finding("crash", f"proxy exited ({self.proxy.proc.returncode})",
                                         time.monotonic(), list(self.log)[-30:]))
+        if rep.before and rep.after and rep.after.fds - rep.before.fds > FD_GROWTH:
+            grown = {k: n - rep.before.fd_kinds.get(k, 0) for k, n in rep.after.fd_kinds.items()
+                     if n != rep.before.fd_kinds.get(k, 0)}
+            rep.findings.append(Finding(
+                "resources", f"{rep.after.fds - rep.before.fds} more descriptors after the run",
+                time.monotonic(), [f"by kind: {grown}"]))
         if rep.stalled:
             rep.findings.append(Finding("stall", "bystander stalled", time.monotonic(), []))
         if self._leaks:
@@ -861,7 +868,7 @@ class Fuzzer:
     def triage(self, *, minimise_budget: int = 60) -> None:
         rep = self.report
         for f in rep.findings:
-            if f.kind in ("bystander", "stall", "idle"):
+            if f.kind in ("bystander", "stall", "idle", "resources"):
                 continue  # timing; the log findings around them say more
             index = None
             if f.kind == "leak":

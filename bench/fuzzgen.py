@@ -696,7 +696,8 @@ class Generator:
         self.note("clauses: " + " | ".join(t[:80] for t in texts))
         # Each clause waits for its answer, so that the next one sees its effect.
         head = [Segment(legacy_offer(version), 0.3)]
-        body = [Segment(chunk(pack(m)), 5.0 if m.tag == 0x0F else 0.0) for m in messages]
+        waits = {0x01: 2.0, 0x6A: 2.0, 0x0F: 8.0}  # HELLO, LOGON, and the RESET after each
+        body = [Segment(chunk(pack(m)), waits.get(m.tag, 0.0)) for m in messages]
         return head + body
 
     # -- transports -------------------------------------------------------------------------------
