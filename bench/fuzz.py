@@ -1027,7 +1027,7 @@ def load_seeds(path: Path, recapture: bool) -> Seeds:
 
 
 def replay(paths: list[Path], transports: tuple[str, ...]) -> int:
-    """Send saved inputs one at a time and say what each did."""
+    """Send saved inputs one at a time and say what each did (as the corpus test judges)."""
     seeds = Seeds.load(DEFAULT_SEEDS)
     failed = 0
     with Fuzzer(seed=0, transports=transports, seeds=seeds) as fz:
@@ -1035,14 +1035,22 @@ def replay(paths: list[Path], transports: tuple[str, ...]) -> int:
             data = json.loads(path.read_text(encoding="utf-8"))
             inp = Input.from_json(data["input"])
             mark = fz.log.snapshot()
-            out = asyncio.run(send_input(fz.target, inp))
-            time.sleep(1.0)
+            fds = fz.stats().fds
+            outs = [asyncio.run(send_input(fz.target, inp))
+                    for _ in range(int(data.get("repeat", 1)))]
+            time.sleep(2.0)
             events = fz.log.since(mark)
-            state = fz.stats().client_conns.get(out.port) if fz.alive() else "proxy dead"
-            bad = bool(events) or not fz.alive() or state == "CLOSE_WAIT"
+            alive = fz.alive()
+            stats = fz.stats() if alive else None
+            kept = [o.port for o in outs
+                    if stats is not None and stats.client_conns.get(o.port) == "CLOSE_WAIT"]
+            grown = stats.fds - fds if stats is not None else 0
+            bad = (bool(events) or not alive or bool(kept)
+                   or grown > int(data.get("max_fd_growth", 10**9)))
             failed += bad
-            print(f"{'BAD' if bad else 'ok '} {path.name}: closed by proxy "
-                  f"{out.server_closed}, socket {state}, {len(events)} log events")
+            print(f"{'BAD' if bad else 'ok '} {path.name}: proxy {'alive' if alive else 'DEAD'}, "
+                  f"{len(events)} log events, {len(kept)} connections kept, "
+                  f"{grown:+d} descriptors")
             for e in events[:3]:
                 print("    " + e.signature)
     return 1 if failed else 0
