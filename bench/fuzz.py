@@ -865,7 +865,9 @@ class Fuzzer:
                 group = group[len(group) // 2:]
         return group[0] if self.reproduces(finding, self.gen.make(group[0])) else None
 
-    def triage(self, *, minimise_budget: int = 60) -> None:
+    def triage(self, *, minimise_budget: int = 60, seconds: float = 90.0) -> None:
+        """For each finding: find its input (bisecting the inputs in flight when it was seen),
+        minimise it and save it; at most ``seconds`` per finding."""
         rep = self.report
         for f in rep.findings:
             if f.kind in ("bystander", "stall", "idle", "resources"):
@@ -876,25 +878,27 @@ class Fuzzer:
             elif f.kind == "crash":
                 index = self.culprit(f, self.suspects(f.at, window=3.0)[:256])
             else:  # the first few times it happened, in case one was a matter of timing
+                started = time.monotonic()
                 for at in f.ats or [f.at]:
                     index = self.culprit(f, self.suspects(at, window=1.5)[:300])
-                    if index is not None:
+                    if index is not None or time.monotonic() - started > seconds / 2:
                         break
             if index is not None:
                 f.index = index
-                f.minimal = self.minimise(f, self.gen.make(index), minimise_budget)
+                f.minimal = self.minimise(f, self.gen.make(index), minimise_budget,
+                                          deadline=time.monotonic() + seconds / 2)
                 self.save(f)
             self.say(f"triage {f.kind} {f.signature[:80]!r}: "
                      f"{'input ' + str(f.index) if f.minimal else 'not reproduced alone'}")
 
-    def minimise(self, f: Finding, inp: Input, budget: int) -> Input:
+    def minimise(self, f: Finding, inp: Input, budget: int, deadline: float) -> Input:
         """Fewer segments, then fewer bytes, as long as ``f`` still happens."""
         best = inp
         tries = 0
 
         def attempt(candidate: Input) -> bool:
             nonlocal tries, best
-            if tries >= budget:
+            if tries >= budget or time.monotonic() > deadline:
                 return False
             tries += 1
             if self.reproduces(f, candidate):
@@ -1071,6 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="record the driver's traffic again into --seeds, then fuzz")
     parser.add_argument("--no-triage", action="store_true",
                         help="report only; do not look for and minimise the guilty inputs")
+    parser.add_argument("--triage-seconds", type=float, default=90.0,
+                        help="time to find and minimise the input of each kind of trouble")
     parser.add_argument("--settle", type=float, default=15.0,
                         help="seconds to wait at the end for the proxy to close connections")
     parser.add_argument("--idle-probe", type=float, default=0.0, metavar="SECONDS",
@@ -1100,7 +1106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.idle_probe > 0:
             fz.probe_idle(args.idle_probe)
         if not args.no_triage:
-            fz.triage()
+            fz.triage(seconds=args.triage_seconds)
     print(format_report(rep))
     if args.json:
         args.json.write_text(json.dumps(rep.to_json(), indent=1) + "\n", encoding="utf-8")

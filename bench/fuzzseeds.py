@@ -1,4 +1,5 @@
-"""Seeds for the fuzzer: what the official ``neo4j`` Python driver really sends.
+"""Seeds for the fuzzer: what the official drivers really send (Python ``neo4j``, and the
+JavaScript ``neo4j-driver`` 6.3 and 5.26 from ``conformance/js`` when Node.js has it).
 
 ``capture`` puts a recording TCP pipe in front of a running proxy, drives the driver through
 it (queries with every parameter type, paging, DISCARD, transactions, a failure and its RESET,
@@ -268,6 +269,55 @@ def _routing(uri: str, auth: tuple[str, str]) -> None:
         driver.verify_connectivity()
 
 
+# The JavaScript driver: 6.3.0, and 5.26.0 (the one Neo4j Browser ships, which sends the same
+# Bolt inside WebSocket frames), from conformance/js/node_modules when it is installed.
+JS_SCENARIO = """
+import neo4j6 from 'neo4j-driver'
+import neo4j5 from 'neo4j-driver-5.26'
+const neo4j = process.env.JS_DRIVER === '5' ? neo4j5 : neo4j6
+const [uri, user, password] = process.argv.slice(1)
+const driver = neo4j.driver(uri, neo4j.auth.basic(user, password))
+const attempt = async (f) => { try { await f() } catch (e) { } }
+for (const x of [1, neo4j.int(2 ** 40), 1.5, 'text', [1, 'a', null], { a: { b: [true] } }, null,
+                 new neo4j.types.Date(2024, 2, 29), new neo4j.types.Duration(14, 3, 5, 7),
+                 new neo4j.types.Point(4326, 12.5, 55.7)]) {
+  await attempt(() => driver.executeQuery('RETURN $x AS x', { x }))
+}
+const session = driver.session({ fetchSize: 3 })
+await attempt(() => session.run('UNWIND range(1, 10) AS i RETURN i'))
+await attempt(() => session.run('RETURN RETURN'))
+await attempt(async () => {
+  const tx = await session.beginTransaction({ metadata: { app: 'fuzz' }, timeout: 5000 })
+  await tx.run('RETURN 1')
+  await tx.commit()
+})
+await attempt(() => session.executeRead(tx => tx.run('CALL db.ping()')))
+await attempt(() => session.run('SHOW STREAMS'))
+await session.close()
+const system = driver.session({ database: 'system' })
+await attempt(() => system.run('SHOW DATABASES'))
+await system.close()
+await driver.close()
+"""
+
+
+def _js(uri: str, auth: tuple[str, str], major: str) -> None:
+    import os
+    import subprocess
+
+    folder = Path(__file__).resolve().parent.parent / "conformance" / "js"
+    subprocess.run(["node", "--input-type=module", "-e", JS_SCENARIO, "--", uri, *auth],
+                   cwd=folder, env={**os.environ, "JS_DRIVER": major}, timeout=60, check=True,
+                   capture_output=True)
+
+
+def js_available() -> bool:
+    import shutil
+
+    folder = Path(__file__).resolve().parent.parent / "conformance" / "js" / "node_modules"
+    return shutil.which("node") is not None and (folder / "neo4j-driver-5.26").exists()
+
+
 def client_hello() -> bytes:
     """The first flight of a real TLS client (Python's ssl, as the driver would send it)."""
     ctx = ssl.create_default_context()
@@ -286,7 +336,13 @@ def capture(proxy: tuple[str, int], auth: tuple[str, str], broker: str) -> Seeds
 
     conversations: list[Conversation] = []
     notes: list[str] = []
-    for name, scenario in _scenarios("", auth, broker):
+    scenarios = _scenarios("", auth, broker)
+    if js_available():
+        scenarios += [("js-6.3", lambda uri: _js(uri, auth, "6")),
+                      ("js-5.26", lambda uri: _js(uri, auth, "5"))]
+    else:
+        notes.append("conformance/js/node_modules missing: no JavaScript driver traffic")
+    for name, scenario in scenarios:
         pipe = RecordingPipe(proxy)
         try:
             scenario(f"bolt://127.0.0.1:{pipe.port}")
@@ -300,5 +356,7 @@ def capture(proxy: tuple[str, int], auth: tuple[str, str], broker: str) -> Seeds
                 conv.messages = [m.replace(broker.encode(), BROKER_PLACEHOLDER)
                                  for m in conv.messages]
                 conversations.append(conv)
-    return Seeds(driver=f"neo4j {neo4j.__version__}", conversations=conversations,
+    drivers = f"neo4j {neo4j.__version__}" + (", neo4j-driver (JS) 6.3.0 and 5.26.0"
+                                               if js_available() else "")
+    return Seeds(driver=drivers, conversations=conversations,
                  client_hello=client_hello(), notes=notes)
