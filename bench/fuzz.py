@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.fuzz --seconds 60 --seed 1
     .venv/bin/python -m bench.fuzz --inputs 100000 --transport all --save-dir /tmp/fuzz-finds
+    .venv/bin/python -m bench.fuzz --seed 1 --show 4242      # the bytes of input 4242
     .venv/bin/python -m bench.fuzz --replay tests/fuzz_corpus/some-finding.json
     .venv/bin/python -m bench.fuzz --capture      # record bench/fuzz_seeds.json again
 
@@ -9,23 +10,28 @@ It starts its own proxy (``boltstream serve`` on an embedded FalkorDB, with a th
 certificate from trustme, so one port takes all three transports) and a Kafka-compatible
 broker for the stream clauses, keeps a bystander session (the official driver) running
 queries the whole time, and sends inputs from ``bench.fuzzgen`` (mutations of what the
-driver really sends: ``bench/fuzz_seeds.json``) over many connections at once.
+drivers really send: ``bench/fuzz_seeds.json``) over many connections at once.
 
 What it watches, and reports at the end:
 
 * the proxy process exiting (a crash), and its log: every ERROR line and every traceback,
   grouped by a signature (exception and innermost frame, or the message with its numbers
-  blanked), with the first few of each kind;
-* the bystander: every error it sees, and whether it stalls;
+  blanked), with an example of each kind; the most frequent WARNING lines too;
+* the bystander: every error it sees, and whether it stalls (no answer for 20 s);
 * connections the proxy keeps after the client has gone: proxy-side sockets in CLOSE_WAIT
   (the client closed, the proxy never did), found by client port in ``/proc/net/tcp``, and
   socket descriptors of the proxy that no socket table knows any more (closed by a reset,
   never released);
-* RSS and open file descriptors of the proxy before and after.
+* RSS and open file descriptors (by kind) of the proxy before and after;
+* with ``--idle-probe S``, which stages of a connection (nothing sent, half a handshake, no
+  HELLO, ...) the proxy still holds after S seconds.
 
 Then triage: for each kind of trouble, the inputs that were in flight when it happened are
-replayed one at a time until one reproduces it, that input is minimised (segments dropped,
-bytes cut) and saved to ``--save-dir`` in the corpus format of ``tests/fuzz_corpus/``.
+replayed, in halves, until one alone reproduces it; that input is minimised (segments
+dropped, bytes cut) and saved to ``--save-dir`` in the corpus format of
+``tests/fuzz_corpus/``. Trouble that needs a race (a close arriving before the session has
+started) may not reproduce alone: the report says so, and the example in the log says what
+happened.
 
 Inputs are a pure function of (seeds file, ``--seed``, index): the same seed sends the same
 bytes; what the proxy does with them concurrently can differ between runs, triage can not.
@@ -373,11 +379,13 @@ async def send_input(target: Target, inp: Input, index: int = 0) -> Outcome:
                 writer.write(target.bind(seg.data))
                 await asyncio.wait_for(writer.drain(), 10)
             if seg.wait > 0 and not out.server_closed:
+                # The first bytes of the answer, then the rest of that burst.
                 got = await _read(reader, seg.wait)
+                while got:
+                    out.received += len(got)
+                    got = await _read(reader, QUIET)
                 if got == b"":
                     out.server_closed = True
-                elif got:
-                    out.received += len(got)
         if inp.close == "half" and not inp.tls and writer.can_write_eof():
             writer.write_eof()
         if inp.close in ("drain", "half"):
@@ -489,7 +497,8 @@ class Report:
     bystander_queries: int = 0
     bystander_errors: list[str] = field(default_factory=list)
     bystander_max_latency: float = 0.0
-    leaked_close_wait: list[int] = field(default_factory=list)
+    leaked_close_wait: list[int] = field(default_factory=list)  # client ports
+    leaked_inputs: list[int] = field(default_factory=list)  # the inputs that used them
     leaked_orphans: int = 0
     stalled: bool = False
     idle: list[tuple[str, float | None]] = field(default_factory=list)
@@ -743,17 +752,59 @@ class Fuzzer:
             elif now - seen[1] > LEAK_AFTER:
                 self._leaks.add(i)
 
-    def _cleanup_streams(self) -> None:
-        """Stop and drop what the clause inputs left behind, so the counts are comparable."""
+    def answers_within(self, text: str, seconds: float) -> bool:
+        """Whether the proxy answers ``text`` (a result or a clean error) within ``seconds``
+        (asked in a thread of its own: the driver has no read timeout)."""
         import neo4j
 
-        with contextlib.suppress(Exception), neo4j.GraphDatabase.driver(
-                self.proxy.bolt_uri, auth=self.proxy.auth) as driver, driver.session() as s:
-            s.run("STOP ALL STREAMS").consume()
-            for record in s.run("SHOW STREAMS"):
-                name = record["name"].replace("`", "``")
-                with contextlib.suppress(Exception):
-                    s.run(f"DROP STREAM `{name}`").consume()
+        done = threading.Event()
+
+        def ask() -> None:
+            with contextlib.suppress(Exception), neo4j.GraphDatabase.driver(
+                    self.proxy.bolt_uri, auth=self.proxy.auth, connection_timeout=10) as driver:
+                with contextlib.suppress(neo4j.exceptions.Neo4jError), driver.session() as s:
+                    s.run(text).consume()  # auto-commit: stream clauses refuse transactions
+                done.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        return done.wait(seconds)
+
+    def _cleanup_streams(self, seconds: float = 30.0) -> None:
+        """Stop and drop what the clause inputs left behind, so the counts are comparable. A
+        clause that does not answer in ``seconds`` is a finding (one stuck clause must not
+        hold the others)."""
+        import neo4j
+
+        def drop_all() -> list[str]:
+            names: list[str] = []
+            with neo4j.GraphDatabase.driver(self.proxy.bolt_uri, auth=self.proxy.auth) as d, \
+                    d.session() as session:
+                session.run("STOP ALL STREAMS").consume()
+                names = [r["name"] for r in session.run("SHOW STREAMS")]
+            for name in names:
+                quoted = name.replace("`", "``")
+                if not self.answers_within(f"DROP STREAM `{quoted}`", seconds):
+                    raise TimeoutError(f"DROP STREAM `{name[:40]}`")
+            return names
+
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                result["dropped"] = drop_all()
+            except Exception as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(seconds)
+        error = result.get("error")
+        if thread.is_alive() or isinstance(error, TimeoutError):
+            what = str(error) if error else "STOP ALL STREAMS"
+            self.say(f"{what} did not answer in {seconds:.0f} s")
+            self.report.findings.append(Finding(
+                "stall", f"{what} did not answer in {seconds:.0f} s after the run",
+                time.monotonic(), [what]))
 
     def _settle(self, settle: float) -> None:
         """Wait for the proxy to finish with the closed connections, then count what stays."""
@@ -778,6 +829,7 @@ class Fuzzer:
                 i = self.by_port.get(port)
                 if i is not None:
                     self._leaks.add(i)
+                    rep.leaked_inputs.append(i)
 
     # -- findings and triage ----------------------------------------------------------------------
 

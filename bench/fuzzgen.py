@@ -68,7 +68,7 @@ VALUE_TAGS = [0x4E, 0x52, 0x72, 0x50, 0x44, 0x54, 0x74, 0x64, 0x49, 0x69, 0x46, 
 @dataclass
 class Segment:
     data: bytes
-    wait: float = 0.0  # after sending: wait this long at most for reply bytes (0: don't)
+    wait: float = 0.0  # after sending: wait this long at most for an answer (0: don't)
 
 
 @dataclass

@@ -3,8 +3,10 @@ ever broke something (``tests/fuzz_corpus/``) replayed.
 
 Each corpus entry is a JSON file written by ``bench/fuzz.py --save-dir`` (or by hand in its
 format): the input (segments sent over TCP, WebSocket or TLS, and how the client leaves),
-what went wrong, ``repeat`` for the ones that need a race to show, and ``max_fd_growth`` for
-the ones that leave resources behind. Replaying one must leave the proxy running, its log
+what went wrong, ``repeat`` for the ones that need a race to show, ``max_fd_growth`` for
+the ones that leave resources behind, ``then_query`` for a query that must still be answered
+in time afterwards, and ``fresh_proxy`` for the ones that leave the proxy in a state the next
+entries should not start from. Replaying one must leave the proxy running, its log
 without ERROR or traceback, the bystander without error, no connection of the proxy open
 after the client closed it, and (with ``max_fd_growth``) no more descriptors than that.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +53,10 @@ OPEN_BUGS: dict[str, tuple[str, str]] = {
     "create-stream-unreachable-brokers": (
         "each broker address named in CREATE STREAM keeps a Kafka admin client (4 threads, "
         "4 pipes) forever, reachable or not", r"^$"),
+    "test-stream-huge-batch-interval": (
+        "TEST STREAM on an empty topic waits 2 x BATCH_INTERVAL (2147483648 ms accepted), "
+        "not the documented 1 s, holding the stream's lock: STOP ALL STREAMS never answers",
+        r"^$"),
     "test-stream-batch-size-over-1m": (
         "TEST STREAM on a stream created with BATCH_SIZE 1000001: ValueError from "
         "confluent-kafka's consume(), traceback at ERROR, the client's connection closed",
@@ -87,16 +94,29 @@ def test_every_open_bug_has_its_corpus_entry() -> None:
 @pytest.mark.parametrize("path", corpus())
 def test_corpus_input_breaks_nothing(replayer: Fuzzer, path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
+    if not data.get("fresh_proxy"):
+        replay(replayer, data)
+        return
+    # An input that leaves the proxy in a state the next ones should not start from.
+    with Fuzzer(seed=0, transports=("tcp",), seeds=Seeds.load(DEFAULT_SEEDS)) as fz:
+        fz.start_bystander()
+        try:
+            replay(fz, data)
+        finally:
+            fz.proxy.stop(signal.SIGKILL)  # a stuck clause may hold a graceful stop up
+
+
+def replay(fz: Fuzzer, data: dict[str, Any]) -> None:
     inp = Input.from_json(data["input"])
-    assert replayer.bystander is not None
-    errors_before = len(replayer.bystander.errors)
-    fds_before = replayer.stats().fds
-    mark = replayer.log.snapshot()
+    assert fz.bystander is not None
+    errors_before = len(fz.bystander.errors)
+    fds_before = fz.stats().fds
+    mark = fz.log.snapshot()
 
     async def send_all() -> list[int]:
         ports = []
         for _ in range(int(data.get("repeat", 1))):
-            ports.append((await send_input(replayer.target, inp)).port)
+            ports.append((await send_input(fz.target, inp)).port)
         return ports
 
     ports = asyncio.run(send_all())
@@ -104,21 +124,24 @@ def test_corpus_input_breaks_nothing(replayer: Fuzzer, path: Path) -> None:
     deadline = time.monotonic() + 3.0
     kept: list[int] = []
     while time.monotonic() < deadline:
-        assert replayer.alive(), "the proxy exited"
-        conns = replayer.stats().client_conns
+        assert fz.alive(), "the proxy exited"
+        conns = fz.stats().client_conns
         kept = [p for p in ports if conns.get(p) == "CLOSE_WAIT"]
         if not kept and time.monotonic() > deadline - 2.0:
             break
         time.sleep(0.1)
-    assert replayer.alive(), "the proxy exited"
-    events = replayer.log.since(mark)
+    assert fz.alive(), "the proxy exited"
+    events = fz.log.since(mark)
     assert not events, "\n".join(events[0].lines)
     assert not kept, f"the proxy kept {len(kept)} connection(s) the client had closed"
     if "max_fd_growth" in data:
-        grown = replayer.stats().fds - fds_before
+        grown = fz.stats().fds - fds_before
         assert grown <= data["max_fd_growth"], f"the proxy holds {grown} more descriptors"
-    replayer.check_bystander()
-    assert len(replayer.bystander.errors) == errors_before, replayer.bystander.errors[-1]
+    if "then_query" in data:  # and the proxy still answers this, in time
+        text, within = data["then_query"]["text"], float(data["then_query"]["within"])
+        assert fz.answers_within(text, within), f"{text} had no answer in {within:.0f} s"
+    fz.check_bystander()
+    assert len(fz.bystander.errors) == errors_before, fz.bystander.errors[-1]
 
 
 def test_short_seeded_fuzz_run(tmp_path: Path) -> None:
@@ -131,6 +154,11 @@ def test_short_seeded_fuzz_run(tmp_path: Path) -> None:
     assert rep.crashes == 0 and not rep.stalled
     assert rep.bystander_errors == []
     assert rep.bystander_queries > 100
-    assert rep.leaked_close_wait == [] and rep.leaked_orphans == 0
+    assert rep.leaked_orphans == 0
+    leaked = [i for i in rep.leaked_inputs if not (
+        # a clause stuck behind a TEST that waits for days (open bug) keeps its connection
+        "test-stream-huge-batch-interval" in OPEN_BUGS and fz.gen.make(i).family == "clauses")]
+    assert len(rep.leaked_close_wait) == len(rep.leaked_inputs)
+    assert leaked == [], f"connections kept after the client closed: inputs {leaked}"
     unknown = [e for e in rep.log_events if not any(t.search(e.signature) for t in TOLERATED)]
     assert not unknown, "\n".join(unknown[0].lines)
