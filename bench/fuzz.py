@@ -903,13 +903,16 @@ class Fuzzer:
             time.sleep(0.05)
         return False
 
-    def culprit(self, finding: Finding, candidates: list[int]) -> int | None:
+    def culprit(self, finding: Finding, candidates: list[int],
+                deadline: float = float("inf")) -> int | None:
         """The one input among ``candidates`` that reproduces ``finding`` alone (bisection:
         the proxy keeps no state between connections that these findings depend on)."""
         group = candidates
         if not group or not self.reproduces(finding, *map(self.gen.make, group)):
             return None
         while len(group) > 1:
+            if time.monotonic() > deadline:
+                return None
             half = group[:len(group) // 2]
             if self.reproduces(finding, *map(self.gen.make, half)):
                 group = half
@@ -925,15 +928,15 @@ class Fuzzer:
             if f.kind in ("bystander", "stall", "idle", "resources"):
                 continue  # timing; the log findings around them say more
             index = None
+            deadline = time.monotonic() + seconds / 2
             if f.kind == "leak":
-                index = self.culprit(f, sorted(self._leaks)[:64])
+                index = self.culprit(f, sorted(self._leaks)[:64], deadline)
             elif f.kind == "crash":
-                index = self.culprit(f, self.suspects(f.at, window=3.0)[:256])
+                index = self.culprit(f, self.suspects(f.at, window=3.0)[:256], deadline)
             else:  # the first few times it happened, in case one was a matter of timing
-                started = time.monotonic()
                 for at in f.ats or [f.at]:
-                    index = self.culprit(f, self.suspects(at, window=1.5)[:300])
-                    if index is not None or time.monotonic() - started > seconds / 2:
+                    index = self.culprit(f, self.suspects(at, window=1.5)[:300], deadline)
+                    if index is not None or time.monotonic() > deadline:
                         break
             if index is not None:
                 f.index = index
