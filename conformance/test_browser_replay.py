@@ -10,6 +10,7 @@ each test checks the columns and types Browser's code reads from the answer.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,13 +26,16 @@ from bolt.messages import (
     Logon,
     Pull,
     Reset,
+    Rollback,
     Route,
     Run,
     Success,
 )
+from bolt.values import Duration
 from bolt.versions import Version
 from conformance.replay import Replay, check_failure_5_7, check_pull_summary, check_run_success
-from conformance.scenario import check_stream_columns
+from conformance.harness import StreamSetup
+from conformance.scenario import TEST_TABLE, check_stream_columns
 from conformance.test_cypher_shell_replay import check_routing_table
 from proxy import NEO4J_COMPAT_VERSION
 from tests.support import ProxyProcess
@@ -64,6 +68,7 @@ COUNTS_QUERY = (
 
 
 class Browser(Replay):
+    user = ""
     def read_tx(self, db: str, query: str, params: dict[str, Any] | None = None,
                 ) -> tuple[list[str], list[list[Any]], dict[str, Any]]:
         """``session.executeRead`` as Browser's background queries use it; returns the
@@ -79,6 +84,23 @@ class Browser(Replay):
         assert isinstance(commit.metadata.get("bookmark"), str), commit.metadata
         for record in pull.records:
             assert len(record) == len(fields), (fields, record)
+        return fields, pull.records, pull.metadata
+
+    def editor_query(self, query: str, params: dict[str, Any] | None = None,
+                     ) -> tuple[list[str], list[list[Any]], dict[str, Any]]:
+        """A query typed into the editor without ``:auto``: a transaction function
+        (``executeWrite``: BEGIN with ``user-direct`` metadata, RUN, PULL, then COMMIT)."""
+        begin, run, pull = self.exchange(
+            Begin({"db": "neo4j", "tx_metadata": USER_META}), Run(query, params or {}, {}),
+            Pull(n=1000))
+        assert isinstance(begin.summary, Success), begin.summary
+        assert isinstance(run.summary, Success), f"{query!r}: {run.summary!r}"
+        fields = check_run_success(run.metadata)
+        assert isinstance(pull.summary, Success), f"{query!r}: {pull.summary!r}"
+        check_pull_summary(pull.metadata, db="neo4j")
+        (commit,) = self.exchange(Commit())
+        assert isinstance(commit.summary, Success), f"COMMIT of {query!r}: {commit.summary!r}"
+        assert isinstance(commit.metadata.get("bookmark"), str), commit.metadata
         return fields, pull.records, pull.metadata
 
     def user_query(self, query: str, params: dict[str, Any] | None = None,
@@ -107,6 +129,7 @@ def browser(proxy: ProxyProcess) -> Iterator[Browser]:
         client.exchange(
             Hello(hello_extra(proxy)),
             Logon({"scheme": "basic", "principal": proxy.auth[0], "credentials": proxy.auth[1]}))
+        client.user = proxy.auth[0]
         yield client
 
 
@@ -246,22 +269,113 @@ def test_error_and_recovery(browser: Browser) -> None:
     assert records[0][0] == "Neo4j Kernel"
 
 
-def test_stream_clauses_need_auto(browser: Browser) -> None:
-    """A query typed into the editor runs in a transaction function (``executeWrite``: BEGIN,
-    RUN, PULL, COMMIT); stream clauses run only in auto-commit transactions, so Browser shows
-    ForbiddenDueToTransactionType. Prefixed with ``:auto`` Browser sends it as an auto-commit
-    RUN (``session.run``), and the stream clause answers."""
+def test_stream_tutorial_without_auto(browser: Browser, stream_setup: StreamSetup) -> None:
+    """The stream tutorial typed into Browser's editor as is, without ``:auto``: each query runs
+    in a transaction function (BEGIN, RUN, PULL, COMMIT). SHOW and TEST answer at once; CREATE,
+    START, STOP and DROP take effect at COMMIT."""
+    name = f"browser_{uuid.uuid4().hex[:8]}"
+    topic = stream_setup.broker.create_topic(f"{name}_topic")
+    stream_setup.broker.produce(topic, ["1", "1 2"], one_by_one=True)
+    browser.user_query("MATCH (n:Node) DETACH DELETE n")
+    browser.user_query("CREATE (:Node {id: '2'})")
+
+    def show() -> dict[str, Any]:
+        fields, records, _ = browser.editor_query("SHOW STREAMS")
+        check_stream_columns(fields)
+        rows = [dict(zip(fields, r, strict=True)) for r in records if r[0] == name]
+        assert len(rows) == 1, records
+        return rows[0]
+
+    fields, records, summary = browser.editor_query(
+        f"CREATE STREAM {name} AS LOAD DATA KAFKA '{stream_setup.broker.bootstrap}' "
+        f"WITH TOPIC '{topic}' WITH TRANSFORM '{stream_setup.transform}'")
+    assert (fields, records) == ([], []) and summary["type"] == "s", summary
+    row = show()
+    assert (row["status"], row["topic"], row["owner"]) == ("stopped", topic, browser.user)
+    fields, records, _ = browser.editor_query(f"TEST STREAM {name}")
+    assert fields == ["query", "params"] and records == TEST_TABLE, records
+    browser.editor_query(f"START STREAM {name}")
+    assert show()["status"] == "running"
+    deadline = time.monotonic() + 30
+    while True:
+        _, records, _ = browser.editor_query(
+            "MATCH (:Node {id: '1'})-[e:Edge]->(:Node {id: '2'}) RETURN count(e) AS c")
+        if records == [[1]] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert records == [[1]], "the stream's edge never showed up"
+    browser.editor_query(f"STOP STREAM {name}")
+    assert show()["status"] == "stopped"
+    browser.editor_query(f"DROP STREAM {name}")
+    fields, records, _ = browser.editor_query("SHOW STREAMS")
+    assert all(r[0] != name for r in records), records
+
+
+def test_stream_change_rolled_back_is_not_applied(browser: Browser,
+                                                  stream_setup: StreamSetup) -> None:
+    """A stream clause that changes streams waits for COMMIT: a ROLLBACK (Browser closes a
+    transaction without committing it) discards it."""
+    name = f"browser_{uuid.uuid4().hex[:8]}"
+    topic = stream_setup.broker.create_topic(f"{name}_topic")
     begin, run, pull = browser.exchange(
         Begin({"db": "neo4j", "tx_metadata": USER_META}),
-        Run("SHOW STREAMS", {}, {}), Pull(n=1000))
-    assert isinstance(begin.summary, Success), begin.summary
-    check_failure_5_7(run.summary, "Neo.ClientError.Transaction.ForbiddenDueToTransactionType")
-    assert "auto-commit" in run.summary.metadata["message"], run.summary
-    assert isinstance(pull.summary, Ignored), pull.summary
-    (reset,) = browser.exchange(Reset())
-    assert reset.metadata == {}
-    # :auto SHOW STREAMS
-    fields, records, _ = browser.user_query("SHOW STREAMS")
-    check_stream_columns(fields)
-    for record in records:
-        assert len(record) == len(fields) and record[4] in ("stopped", "running", "error")
+        Run(f"CREATE STREAM {name} AS LOAD DATA KAFKA '{stream_setup.broker.bootstrap}' "
+            f"WITH TOPIC '{topic}' WITH TRANSFORM '{stream_setup.transform}'", {}, {}),
+        Pull(n=1000))
+    assert isinstance(pull.summary, Success), pull.summary
+    (rollback,) = browser.exchange(Rollback())
+    assert isinstance(rollback.summary, Success), rollback.summary
+    _, records, _ = browser.editor_query("SHOW STREAMS")
+    assert all(r[0] != name for r in records), records
+
+
+def test_labels_added_counts_nodes(browser: Browser) -> None:
+    """Browser's result summary says "Added 2 labels, created 2 nodes" for two new :Person
+    nodes, as with Neo4j (a label counts once per node that gets it)."""
+    label = f"Person{uuid.uuid4().hex[:6]}"
+    _fields, _records, summary = browser.editor_query(
+        f"CREATE (:{label} {{name: 'a'}}), (:{label} {{name: 'b'}})")
+    assert summary["stats"]["labels-added"] == 2, summary
+    assert summary["stats"]["nodes-created"] == 2, summary
+    _fields, _records, summary = browser.editor_query(f"CREATE (:{label}:Extra)")
+    assert summary["stats"]["labels-added"] == 2, summary
+
+
+QUERIES_FRAME = ("SHOW TRANSACTIONS YIELD currentQuery, username, metaData, parameters, status, "
+                 "elapsedTime, database, transactionId")
+
+
+def test_queries_frame_lists_and_terminates(browser: Browser, proxy: ProxyProcess) -> None:
+    """``:queries``: Browser lists what runs on every connection, and its kill button
+    terminates a transaction; the connection that had it gets Terminated on its next request."""
+    with Browser(proxy.address, JS526_SUPPORTS) as other:
+        other.negotiate(OFFER)
+        other.exchange(
+            Hello(hello_extra(proxy)),
+            Logon({"scheme": "basic", "principal": proxy.auth[0], "credentials": proxy.auth[1]}))
+        begin, run, pull = other.exchange(
+            Begin({"db": "neo4j", "tx_metadata": USER_META}),
+            Run("RETURN $x AS x", {"x": 41}, {}), Pull(n=1000))
+        assert isinstance(pull.summary, Success), pull.summary
+        fields, records, _ = browser.editor_query(QUERIES_FRAME)
+        assert fields == ["currentQuery", "username", "metaData", "parameters", "status",
+                          "elapsedTime", "database", "transactionId"], fields
+        rows = [dict(zip(fields, r, strict=True)) for r in records]
+        mine = [r for r in rows if r["currentQuery"] == QUERIES_FRAME]
+        theirs = [r for r in rows if r["currentQuery"] == "RETURN $x AS x"]
+        assert len(mine) == 1 and len(theirs) == 1, rows
+        row = theirs[0]
+        assert row["username"] == proxy.auth[0] and row["database"] == "neo4j", row
+        assert row["metaData"] == USER_META and row["parameters"] == {"x": 41}, row
+        assert row["status"] == "Running", row
+        assert isinstance(row["elapsedTime"], Duration), row  # Browser formats a Duration
+        fields, records, _ = browser.editor_query(
+            f'TERMINATE TRANSACTIONS "{row["transactionId"]}"')
+        assert fields == ["transactionId", "username", "message"], fields
+        assert records == [[row["transactionId"], proxy.auth[0], "Transaction terminated."]]
+        (after,) = other.exchange(Run("RETURN 1", {}, {}))
+        check_failure_5_7(after.summary, "Neo.ClientError.Transaction.Terminated")
+        (reset,) = other.exchange(Reset())
+        assert isinstance(reset.summary, Success), reset.summary
+        _fields, records, _ = browser.editor_query(QUERIES_FRAME)
+        assert all(r[7] != row["transactionId"] for r in records), records

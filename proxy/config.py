@@ -106,7 +106,6 @@ class Config:
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -179,7 +178,7 @@ class Config:
         return self
 
 
-_FIELD_NAMES = {f.name for f in fields(Config)} - {"extra"}
+_FIELD_NAMES = {f.name for f in fields(Config)}
 
 
 def parse_kafka_config(text: str) -> dict[str, str]:

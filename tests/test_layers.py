@@ -21,7 +21,7 @@ from wsproto.events import (
     Request,
 )
 
-from proxy.layers import Sniffer
+from proxy.net.layers import Sniffer
 
 pytestmark = pytest.mark.timeout(20)
 

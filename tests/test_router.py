@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from proxy.backends.base import QueryResult
-from proxy.router import QueryContext, Router
+from proxy.answers.router import QueryContext, Router
 
 
 class Probe:

@@ -5,9 +5,9 @@ only a query that starts like a stream clause is parsed. A query that starts lik
 does not parse is still ours (no backend knows these clauses): ``run`` answers it with
 ``Neo.ClientError.Statement.SyntaxError``, line, column and what was expected.
 
-The clauses run only in auto-commit transactions (``autocommit_only``), in front of any
-backend (``relay``). The user the client authenticated as (``QueryContext.user``) becomes the
-owner of the streams it creates.
+The clauses are answered in front of any backend (``relay``), in auto-commit and explicit
+transactions (``proxy.answers.streams`` says which wait for COMMIT). The user the client
+authenticated as (``QueryContext.user``) becomes the owner of the streams it creates.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grammar
+from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
-from proxy.router import QueryContext
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
@@ -53,7 +53,6 @@ class StreamClauseHandler:
     name = "stream"
     keywords: tuple[str, ...] = grammar.KEYWORDS
     relay = True
-    autocommit_only = True
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from bolt.status import is_transient
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
 from proxy.streams.grouping import plan_queries
 
@@ -123,7 +124,7 @@ class FalkorDBWriter:
             except BackendUnavailable as exc:
                 raise TransientWriteError(exc.message) from None
             except BackendError as exc:
-                if exc.code.startswith("Neo.TransientError"):
+                if exc.transient:
                     raise TransientWriteError(exc.message) from None
                 raise PermanentWriteError(
                     _rejected(text, exc.code, exc.message, number, len(plan)), code=exc.code,
@@ -136,7 +137,7 @@ class FalkorDBWriter:
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
-            if exc.code.startswith("Neo.TransientError"):
+            if exc.transient:
                 raise TransientWriteError(exc.message) from None
             raise PermanentWriteError(f"{exc.code}: {exc.message}", code=exc.code,
                                       detail=exc.message, index=0, rolled_back=True) from None
@@ -248,7 +249,7 @@ class BoltWriter:
         except ne.Neo4jError as exc:
             code = exc.code or UNKNOWN_ERROR
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
             raise PermanentWriteError(f"{code}: {message}", code=code, detail=message,
                                       index=0, rolled_back=True) from None
@@ -286,7 +287,7 @@ class BoltWriter:
         except ne.Neo4jError as exc:
             code = exc.code or "Neo.DatabaseError.General.UnknownError"
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
             if number:
                 raise PermanentWriteError(

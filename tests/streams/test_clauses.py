@@ -129,20 +129,33 @@ def test_broker_down(driver: Any, transforms: Path) -> None:
     assert name not in names(driver)
 
 
-def test_clauses_refused_in_explicit_transactions(driver: Any, broker: Broker, topic: str,
-                                                  transforms: Path) -> None:
+def test_clauses_in_explicit_transactions(driver: Any, broker: Broker, topic: str,
+                                          transforms: Path) -> None:
+    """Inside BEGIN..COMMIT: SHOW answers at once, CREATE takes effect at COMMIT (not before,
+    not even for the transaction itself) and a ROLLBACK discards it."""
     name = stream_name()
     create = (f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
               f"WITH TOPIC '{topic}' WITH TRANSFORM '{transforms / 'manual.py'}'")
-    for query in (create, "SHOW STREAMS"):
-        with driver.session() as session:
-            tx = session.begin_transaction()
-            with pytest.raises(ClientError) as caught:
-                tx.run(query).consume()
-            tx.close()
-        assert caught.value.code == "Neo.ClientError.Transaction.ForbiddenDueToTransactionType"
-        assert "auto-commit" in caught.value.message
-    assert name not in names(driver)
+    with driver.session() as session:
+        tx = session.begin_transaction()
+        assert tx.run(create).data() == []
+        assert name not in {row["name"] for row in tx.run("SHOW STREAMS").data()}
+        tx.rollback()
+        assert name not in names(driver)
+        tx = session.begin_transaction()
+        tx.run(create).consume()
+        tx.commit()
+    assert show(driver, name)["status"] == "stopped"
+    assert show(driver, name)["owner"] == "alice"
+    # A clause that fails at COMMIT makes COMMIT fail with its own error.
+    with driver.session() as session:
+        tx = session.begin_transaction()
+        tx.run(create).consume()
+        with pytest.raises(ClientError) as caught:
+            tx.commit()
+    assert caught.value.code == "Neo.ClientError.Statement.SemanticError"
+    assert caught.value.message.startswith(f"Kafka stream {name} already exists.")
+    run(driver, f"DROP STREAM {name}")
 
 
 def test_start_stop_are_idempotent_and_test_needs_a_stopped_stream(
@@ -201,11 +214,11 @@ def test_drop_a_running_stream(driver: Any, broker: Broker, topic: str,
 
 
 def test_show_streams_through_neo4j_scheme(streams_proxy: Any) -> None:
-    """Routing drivers (neo4j://) reach the proxy's answers too (in auto-commit
-    transactions: ``execute_query`` uses a managed transaction, which stream clauses refuse)."""
+    """Routing drivers (neo4j://) reach the proxy's answers too, in auto-commit transactions
+    and in ``execute_query``'s managed transaction."""
     with neo4j.GraphDatabase.driver(streams_proxy.neo4j_uri, auth=("bob", "x")) as drv:
         with drv.session() as session:
             keys = session.run("SHOW STREAMS").keys()
-        with pytest.raises(ClientError, match="auto-commit"):
-            drv.execute_query("SHOW STREAMS")
+        _records, summary, query_keys = drv.execute_query("SHOW STREAMS")
     assert keys[:5] == ["name", "uri", "topic", "transform", "status"]
+    assert query_keys == keys and summary.query_type == "r"

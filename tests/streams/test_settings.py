@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import transform_policy
+from proxy.app import transform_policy
 from proxy.config import ConfigError, load_config
 
 

@@ -17,21 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bolt.errors import ClientError
+from bolt.status import SYNTAX_ERROR
 from proxy import NEO4J_COMPAT_VERSION
-from proxy.backends.base import BackendError, QueryResult
-from proxy.router import LocalHandler, QueryContext
+from proxy.answers.router import LocalHandler, QueryContext
+from proxy.backends.base import QueryResult
 
 ROUTING_TTL_SECONDS = 300
 
-_TAIL = r"(?:\s+YIELD\s+(?P<yield>.+?))?(?:\s+WHERE\s+(?P<where>.+?))?\s*;?\s*$"
-_CALL = re.compile(r"^\s*CALL\s+(?P<proc>[A-Za-z_][\w.]*)\s*\((?P<args>[^()]*)\)" + _TAIL,
+TAIL = r"(?:\s+YIELD\s+(?P<yield>.+?))?(?:\s+WHERE\s+(?P<where>.+?))?\s*;?\s*$"
+_CALL = re.compile(r"^\s*CALL\s+(?P<proc>[A-Za-z_][\w.]*)\s*\((?P<args>[^()]*)\)" + TAIL,
                    re.IGNORECASE | re.DOTALL)
 _SHOW_DB = re.compile(
     r"^\s*SHOW\s+(?:(?P<which>DEFAULT|HOME)\s+DATABASE|DATABASES|DATABASE\s+(?P<name>[`\w.-]+))"
-    + _TAIL, re.IGNORECASE | re.DOTALL)
+    + TAIL, re.IGNORECASE | re.DOTALL)
 _SHOW_LIST = re.compile(r"^\s*SHOW\s+(?:ALL\s+|BUILT\s+IN\s+|USER\s+DEFINED\s+)?"
-                        r"(?P<what>PROCEDURES|FUNCTIONS)" + _TAIL, re.IGNORECASE | re.DOTALL)
-_SHOW_USER = re.compile(r"^\s*SHOW\s+CURRENT\s+USER" + _TAIL, re.IGNORECASE | re.DOTALL)
+                        r"(?P<what>PROCEDURES|FUNCTIONS)" + TAIL, re.IGNORECASE | re.DOTALL)
+_SHOW_USER = re.compile(r"^\s*SHOW\s+CURRENT\s+USER" + TAIL, re.IGNORECASE | re.DOTALL)
 _YIELD_ITEM = re.compile(r"^\s*(?P<col>\w+)(?:\s+AS\s+(?P<alias>\w+))?\s*$", re.IGNORECASE)
 _WHERE = re.compile(r"^\s*(?P<col>\w+)\s*=\s*(?:'(?P<s>[^']*)'|\"(?P<d>[^\"]*)\"|\$(?P<p>\w+))\s*$")
 _BROWSER_META = re.compile(
@@ -74,8 +76,7 @@ def project(fields: list[str], rows: list[list[Any]], tail: Tail, ctx: QueryCont
     if tail.where is not None:
         column, literal, parameter = tail.where
         if column not in fields:
-            raise BackendError("Neo.ClientError.Statement.SyntaxError",
-                               f"Variable `{column}` not defined")
+            raise ClientError(SYNTAX_ERROR, f"Variable `{column}` not defined")
         wanted = ctx.parameters.get(parameter) if parameter else literal
         index = fields.index(column)
         rows = [row for row in rows if row[index] == wanted]
@@ -84,8 +85,7 @@ def project(fields: list[str], rows: list[list[Any]], tail: Tail, ctx: QueryCont
     indexes = []
     for column, _alias in tail.yield_items:
         if column not in fields:
-            raise BackendError("Neo.ClientError.Statement.SyntaxError",
-                               f"Unknown procedure output: `{column}`")
+            raise ClientError(SYNTAX_ERROR, f"Unknown procedure output: `{column}`")
         indexes.append(fields.index(column))
     return QueryResult([alias for _c, alias in tail.yield_items],
                        [[row[i] for i in indexes] for row in rows])

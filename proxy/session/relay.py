@@ -1,0 +1,376 @@
+"""The relay session: a client's Bolt conversation forwarded to a Bolt backend.
+
+Each client gets its own backend connection, negotiated at the version the client will be
+given, so records and summaries pass through as the backend's own bytes. The proxy reads only
+what it must route on: the tag of every message, the query text of each RUN (the
+classification seam), and the summaries, which go through the ``ServerConnection`` so that it
+moves the state (FAILUREs are rewritten when the backend's format or code does not fit the
+client's version).
+
+The hot path is the two protocol callbacks and no task: a request that needs nothing from the
+proxy is written to the backend at once (pipelined: nothing waits for the backend), and a
+backend's answers are passed on as they come. A request the proxy answers itself (ROUTE, a RUN
+the router classifies as local, a PULL of a local result, BEGIN) waits for its turn: the
+session's task takes it once every request before it has its answer, so responses reach the
+client in request order and the state is exact when the proxy answers.
+
+Transactions: BEGIN is answered here and held. It goes to the backend in front of the first
+statement that must reach it, and the backend's answer to it is not relayed (if it failed, its
+FAILURE answers that statement instead of the IGNORED that follows it). So a transaction of
+stream clauses alone never touches the backend, and its COMMIT and ROLLBACK are answered here.
+When local statements took qids in a transaction the backend numbers its results differently:
+the RUN SUCCESS qids and the qids of PULL/DISCARD are translated.
+
+GOODBYE is not forwarded: the backend socket is simply closed (FalkorDB's Bolt server
+mishandles GOODBYE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from bolt.chunking import ChunkDecoder, chunk
+from bolt.connection import Received, ServerConnection
+from bolt.errors import ProtocolError
+from bolt.messages import (
+    Begin,
+    Discard,
+    Hello,
+    Logon,
+    Pull,
+    Run,
+    Tag,
+    decode_response,
+    encode_request,
+    peek_run_query,
+)
+from bolt.state import Action
+from proxy.answers.router import Classified
+from proxy.config import BackendURI
+from proxy.net.backend import BackendLink
+from proxy.session.core import Output, Session, SessionEnv, Transaction, Waiting
+
+# RUN parameters (plus extra) up to this size cannot hold a value nested more than 64 deep
+# (each level takes at least one byte), so they are forwarded without decoding.
+_UNCHECKED_PARAMS = 64
+_RECORD = int(Tag.RECORD)
+_SUCCESS = int(Tag.SUCCESS)
+_IGNORED = int(Tag.IGNORED)
+_FAILURE = int(Tag.FAILURE)
+
+
+class _Mark:
+    """What a backend summary is, when it is not simply the client's next answer."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+SWALLOW = _Mark("SWALLOW")  # the answer to a held BEGIN: not the client's
+HOLD = _Mark("HOLD")  # COMMIT's answer, kept until the transaction's stream clauses apply
+AUTH = _Mark("AUTH")  # HELLO / LOGON SUCCESS, which may be rewritten
+# An int mark: a RUN SUCCESS whose qid becomes that number (the client's numbering).
+
+
+@dataclass
+class RelayEnv(SessionEnv):
+    backend: BackendURI = field(default_factory=lambda: BackendURI(kind="bolt"))
+
+
+class RelaySession(Session):
+    def __init__(self, transport: asyncio.Transport, link: BackendLink, conn: ServerConnection,
+                 env: RelayEnv, *, connection_id: str,
+                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+        super().__init__(transport, conn, env, connection_id=connection_id, log=log)
+        self.backend = link.transport
+        self.backend_out = Output(link.transport)
+        self.decoder = ChunkDecoder(max(env.max_message_size, 64 << 20))
+        # One entry per request sent to the backend, in order: None for the client's own
+        # request (the common case), else a mark.
+        self.expect: deque[_Mark | int | None] = deque()
+        self.held: tuple[bytes, bytes] | None = None
+        self.begin_failure: tuple[bytes, bytes] | None = None
+        link.protocol.attach(self)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def handle(self, request: Received) -> Waiting:
+        tag = request.tag
+        if tag == Tag.RUN:
+            return self._run(request)
+        if tag == Tag.PULL or tag == Tag.DISCARD:
+            tx = self.tx
+            if self.autocommit is None and (tx is None or not tx.mixed):
+                self._forward(request.wire, None)
+                return None
+            return self.at_turn(partial(self._pull, request))
+        if tag == Tag.BEGIN:
+            return self.at_turn(partial(self._begin, request))
+        if tag == Tag.COMMIT:
+            return self._commit(request)
+        if tag == Tag.ROLLBACK:
+            tx = self.tx
+            if tx is not None and tx.backend_open:
+                self.tx = None
+                self._forward(request.wire, None)
+                return None
+            return self.at_turn(self._rollback_here)
+        if tag == Tag.RESET:
+            self.tx = None
+            self.drop_results()
+            self._forward(request.wire, None)
+            return None
+        if tag == Tag.ROUTE:
+            return self.at_turn(partial(self.route, request))
+        if tag == Tag.HELLO or tag == Tag.LOGON:
+            self._note_auth(request)
+            self._forward(request.wire, AUTH)
+            return None
+        if tag == Tag.GOODBYE:
+            self.close("client said GOODBYE")
+            return None
+        self._forward(request.wire, None)  # TELEMETRY, LOGOFF
+        return None
+
+    def _forward(self, wire: bytes, mark: _Mark | int | None, *, checked: bool = False) -> None:
+        """Send a request to the backend. When nothing is in flight the state is exact, so the
+        request is checked here (IGNORED when FAILED, refused when it has no transition)."""
+        conn = self.conn
+        if not checked and conn.unanswered == 1 and conn.check() is Action.IGNORE:
+            self.out.add(conn.ignored())
+            return
+        self.backend_out.parts.append(wire)
+        self.expect.append(mark)
+        self.idle.clear()
+
+    def _run(self, request: Received) -> Waiting:
+        payload = request.payload
+        query, end = peek_run_query(payload)
+        if len(payload) - end > _UNCHECKED_PARAMS:
+            # Decoding refuses values nested deeper than the limit: the backend never sees one.
+            self.conn.decode(request)
+        classified = self.env.router.classify(query)
+        if classified is not None:
+            return self.at_turn(partial(self._run_local, request, classified))
+        tx = self.tx
+        if tx is None:
+            self._forward(request.wire, None)
+            return None
+        conn = self.conn
+        if conn.unanswered == 1 and conn.check() is Action.IGNORE:
+            self.out.add(conn.ignored())
+            return None
+        if tx.begin is not None:
+            self.backend_out.parts.append(tx.begin)
+            self.expect.append(SWALLOW)
+            tx.begin = None
+            tx.backend_open = True
+        client_qid = tx.next_qid
+        tx.backend_qids[client_qid] = tx.backend_next_qid
+        mark = client_qid if client_qid != tx.backend_next_qid else None
+        tx.next_qid += 1
+        tx.backend_next_qid += 1
+        tx.last_local = False
+        self._forward(request.wire, mark, checked=True)
+        return None
+
+    def _run_local(self, request: Received, classified: Classified) -> Waiting:
+        run = self.conn.decode(request)
+        assert isinstance(run, Run)
+        tx = self.tx
+        db = tx.db if tx is not None else self.db_of(run.extra)
+        return self.run_local(run, classified, db, time.monotonic())
+
+    def _pull(self, request: Received) -> None:
+        """PULL/DISCARD when local results are open or the qids are translated."""
+        message = self.conn.decode(request)
+        assert isinstance(message, Pull | Discard)
+        tx = self.tx
+        if tx is None or not tx.explicit:
+            self.page_result(message, message.qid)
+            return
+        qid = message.qid
+        if qid == -1 and tx.last_local:
+            qid = tx.next_qid - 1
+        if qid != -1 and qid not in tx.backend_qids:
+            self.page_result(message, qid)  # a local result (or none: a clear FAILURE)
+            return
+        backend_qid = tx.backend_qids[qid] if qid != -1 else -1
+        wire = request.wire
+        if backend_qid != message.qid:
+            kind = Pull if isinstance(message, Pull) else Discard
+            wire = chunk(encode_request(kind(message.n, backend_qid), self.conn.version))
+        self._forward(wire, None, checked=True)
+
+    def _begin(self, request: Received) -> None:
+        begin = self.conn.decode(request)
+        assert isinstance(begin, Begin)
+        tx = self.begin_transaction(self.db_of(begin.extra), begin.tx_metadata)
+        tx.begin = request.wire
+        self.out.add(self.conn.success({}))
+
+    def _commit(self, request: Received) -> Waiting:
+        tx = self.tx
+        if tx is not None and tx.backend_open:
+            self.tx = None
+            if tx.deferred:
+                return self.at_turn(partial(self._commit_then_streams, request.wire, tx))
+            self._forward(request.wire, None)
+            return None
+        return self.at_turn(self._commit_here)
+
+    def _commit_here(self) -> Waiting:
+        tx, self.tx = self.tx, None
+        if tx is not None and tx.deferred:
+            return self.commit_here(tx)
+        self.out.add(self.conn.success(self.commit_metadata()))
+        return None
+
+    async def _commit_then_streams(self, wire: bytes, tx: Transaction) -> None:
+        """COMMIT on the backend first; only if it committed do the stream clauses apply."""
+        self._forward(wire, HOLD, checked=True)
+        await self.turn()
+        held, self.held = self.held, None
+        if held is None:  # the backend went away
+            return
+        payload, summary = held
+        if payload[1] == _SUCCESS:
+            await self.apply_deferred(tx)  # a failure answers the COMMIT instead
+        self.out.add(self.conn.relay_summary(payload, summary))
+
+    def _rollback_here(self) -> None:
+        self.tx = None
+        self.out.add(self.conn.success({}))
+
+    def _note_auth(self, request: Received) -> None:
+        """Remember who the client says it is (the owner of streams it creates) and its routing
+        context. The credentials themselves are not kept: the backend checks them."""
+        message = self.conn.decode(request)
+        token: dict[str, Any] = {}
+        if isinstance(message, Hello):
+            routing = message.extra.get("routing")
+            self.routing = routing if isinstance(routing, dict) else None
+            token = message.extra  # before 5.1 the auth token is in HELLO
+        elif isinstance(message, Logon):
+            token = message.auth
+        principal = token.get("principal")
+        self.user = principal if isinstance(principal, str) else ""
+
+    # -- backend -> client ---------------------------------------------------------------------
+
+    def on_backend_data(self, data: bytes) -> None:
+        if self.closing:
+            return
+        decoder = self.decoder
+        decoder.receive_data(data)
+        parts = self.out.parts
+        expect = self.expect
+        conn = self.conn
+        try:
+            item = decoder.next_framed()
+            while item is not None:
+                payload, wire = item
+                if payload[1] == _RECORD:
+                    parts.append(wire)
+                else:
+                    if not expect:
+                        raise ProtocolError("the backend sent a summary nobody asked for")
+                    mark = expect.popleft()
+                    if mark is None and self.begin_failure is None:
+                        parts.append(conn.relay_summary(payload, wire))
+                    else:
+                        self._marked(mark, payload, wire)
+                item = decoder.next_framed()
+        except ProtocolError as exc:
+            self.log.error("backend broke the protocol: %s", exc)
+            self.close("backend protocol error")
+            return
+        if conn.anomaly is not None:
+            self.log.debug("backend answer outside the state table: %s", conn.anomaly)
+            conn.anomaly = None
+        if not expect:
+            self.idle.set()
+        self.out.flush()
+
+    def _marked(self, mark: _Mark | int | None, payload: bytes, wire: bytes) -> None:
+        conn = self.conn
+        if mark is SWALLOW:
+            if payload[1] == _FAILURE:
+                self.begin_failure = (payload, wire)
+            return
+        if self.begin_failure is not None:
+            # The statement behind a failed BEGIN was IGNORED: it fails with BEGIN's FAILURE.
+            if payload[1] == _IGNORED:
+                payload, wire = self.begin_failure
+            self.begin_failure = None
+        if mark is HOLD:
+            self.held = (payload, wire)
+        elif mark is AUTH and payload[1] == _SUCCESS:
+            self.out.add(self._auth_success(payload, wire))
+        elif isinstance(mark, int) and payload[1] == _SUCCESS:
+            response = decode_response(payload, conn.version)
+            metadata = dict(getattr(response, "metadata", {}))
+            metadata["qid"] = mark
+            self.out.add(conn.success(metadata))
+        else:
+            self.out.add(conn.relay_summary(payload, wire))
+
+    def _auth_success(self, payload: bytes, wire: bytes) -> bytes:
+        """HELLO/LOGON SUCCESS, rewritten where the proxy must (else the backend's bytes)."""
+        conn = self.conn
+        response = decode_response(payload, conn.version)
+        metadata: dict[str, Any] = getattr(response, "metadata", {})
+        changed = dict(metadata)
+        if conn.head == Tag.HELLO:
+            patches = metadata.get("patch_bolt")
+            if isinstance(patches, list) and "utc" in patches:
+                conn.use_utc_patch()
+            hints = metadata.get("hints")
+            # The backend's keep-alive NOOPs are not relayed one for one, so the client must
+            # not enforce a receive timeout based on them.
+            if isinstance(hints, dict) and "connection.recv_timeout_seconds" in hints:
+                changed["hints"] = {k: v for k, v in hints.items()
+                                    if k != "connection.recv_timeout_seconds"}
+        if "advertised_address" in metadata:
+            changed["advertised_address"] = self.env.advertised_address
+        if changed == metadata:
+            return conn.relay_summary(payload, wire)
+        return conn.success(changed)
+
+    def on_backend_lost(self, exc: Exception | None) -> None:
+        if not self.closing and self.expect:
+            self.log.warning("backend closed with %d request(s) unanswered", len(self.expect))
+        self.close("backend connection closed")
+
+    def on_backend_blocked(self, blocked: bool) -> None:
+        # The backend's socket is full: stop reading the client that fills it.
+        if blocked:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # -- shell hooks ---------------------------------------------------------------------------
+
+    def feed(self, on: bool) -> None:
+        # The client's socket is full: stop reading the backend that fills it.
+        if on:
+            self.backend.resume_reading()
+        else:
+            self.backend.pause_reading()
+
+    def flush(self) -> None:
+        self.backend_out.flush()
+        self.out.flush()
+
+    def on_close(self) -> None:
+        self.backend_out.parts.clear()
+        self.backend.close()  # never forward GOODBYE: just hang up
