@@ -18,6 +18,7 @@ from dataclasses import replace
 from bolt.versions import SUPPORTED_VERSIONS
 from proxy import __version__
 from proxy.backends.base import QueryBackend
+from proxy.backends.embedded import make_private_dir
 from proxy.config import Config
 from proxy.net.backend import BackendUnreachable, open_backend
 from proxy.net.listener import BoltServer
@@ -44,10 +45,17 @@ async def serve(config: Config) -> int:
     engine: StreamEngine | None = None
     description = ""
     try:
+        try:  # the stream catalog lives here whatever the backend; the database's data too
+            make_private_dir(config.data_dir)
+        except OSError as exc:
+            raise StartupError(f"cannot create the data directory {config.data_dir}: "
+                               f"{exc.strerror or exc}") from exc
         if uri.kind == "embedded":
             from proxy.backends.embedded import EmbeddedError, EmbeddedFalkorDB
 
-            embedded = EmbeddedFalkorDB(config.data_dir, fsync=config.fsync)
+            # Unix socket only, with a generated password: nothing reaches the graph
+            # without going through the proxy's authentication.
+            embedded = EmbeddedFalkorDB(config.data_dir, fsync=config.fsync, tcp_port=None)
             try:
                 await embedded.start()
             except EmbeddedError as exc:
@@ -114,7 +122,7 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
     if query_backend is not None:
         writer = FalkorDBWriter(query_backend, uri.graph if uri.kind == "falkordb" else "neo4j")
     else:
-        auth = (config.backend_user, config.backend_password) if config.backend_user else None
+        auth = (config.backend_user, config.service_password()) if config.backend_user else None
         if auth is None:
             log.warning("no backend_user configured: stream batches go to %s without "
                         "credentials", uri.raw)

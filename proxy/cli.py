@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 from proxy import __version__, app
 from proxy.config import ConfigError, load_config
+
+log = logging.getLogger("boltstream")
 
 SERVE_HELP = """\
 Serve Bolt on --listen and forward every query the proxy does not answer itself to the
@@ -68,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "backends; batches run as the stream's owner where the backend can "
                          "impersonate)")
     streams.add_argument("--backend-password", metavar="PASSWORD",
-                         help="its password (prefer BOLTSTREAM_BACKEND_PASSWORD or the config "
-                         "file: a command line is visible to other local users)")
+                         help="its password; better --backend-password-file or "
+                         "BOLTSTREAM_BACKEND_PASSWORD: a command line is visible to every "
+                         "local user (ps, /proc)")
+    streams.add_argument("--backend-password-file", metavar="FILE",
+                         help="a file whose first line is that password (make it readable "
+                         "by the proxy's user only)")
     streams.add_argument("--transform-allowed-hosts", metavar="HOSTS",
                          help="comma-separated hosts transforms may be fetched from over "
                          "http(s): names, *.domain, IP addresses, loopback, or * for any "
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_message_size": args.max_message_size, "log_level": args.log_level,
             "tls_cert": args.tls_cert, "tls_key": args.tls_key,
             "backend_user": args.backend_user, "backend_password": args.backend_password,
+            "backend_password_file": args.backend_password_file,
             "transform_allowed_hosts": args.transform_allowed_hosts,
             "transform_allowed_dirs": args.transform_allowed_dirs,
             "kafka_client_config": args.kafka_client_config,
@@ -110,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.backend_password:
+        log.warning("--backend-password is visible to every local user (ps, /proc); use "
+                    "--backend-password-file or BOLTSTREAM_BACKEND_PASSWORD instead")
+    # Everything the proxy and its embedded database write (catalog, AOF, logs, sockets) is
+    # for the proxy's user only.
+    os.umask(0o077)
     try:
         return _run(app.serve(config))
     except KeyboardInterrupt:

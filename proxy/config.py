@@ -101,6 +101,9 @@ class Config:
     # password is never logged, shown or stored in the stream catalog).
     backend_user: str = ""
     backend_password: str = field(default="", repr=False)
+    # The same password read from a file (its first line): keeps it out of `ps` and the
+    # environment of child processes. Takes precedence over backend_password.
+    backend_password_file: Path | None = None
     transform_allowed_hosts: str = ""  # comma-separated; empty: the default (loopback)
     transform_allowed_dirs: str = ""  # comma-separated; empty: the default (see README)
     transform_timeout: float = 30.0  # seconds a transform may take per batch
@@ -175,7 +178,21 @@ class Config:
             raise ConfigError("max_message_size must be at least 1024 bytes")
         if not self.transform_timeout > 0:
             raise ConfigError("transform_timeout must be a positive number of seconds")
+        self.service_password()
         return self
+
+    def service_password(self) -> str:
+        """The stream service account's password: the first line of ``backend_password_file``
+        when set, else ``backend_password``."""
+        if self.backend_password_file is None:
+            return self.backend_password
+        try:
+            text = self.backend_password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read backend_password_file "
+                              f"{self.backend_password_file}: {exc}") from None
+        lines = text.splitlines()
+        return lines[0] if lines else ""
 
 
 _FIELD_NAMES = {f.name for f in fields(Config)}
@@ -202,7 +219,7 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("transform_allowed_hosts", "transform_allowed_dirs") and isinstance(
             value, list):
         return ",".join(str(item) for item in value)
-    if name in ("data_dir", "users_file", "tls_cert", "tls_key"):
+    if name in ("data_dir", "users_file", "tls_cert", "tls_key", "backend_password_file"):
         return Path(str(value)) if value not in (None, "") else None
     if name == "transform_timeout":
         try:

@@ -69,3 +69,15 @@ def test_users_file(tmp_path: Path) -> None:
     users.write_text("# comment\nalice:s3cret:with:colons\nbob:pw\n")
     config = load_config(env={}, overrides={"users_file": str(users), "auth": "carol:x"})
     assert config.users() == {"alice": "s3cret:with:colons", "bob": "pw", "carol": "x"}
+
+
+def test_backend_password_from_a_file_env_or_flag(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\nignored second line\n")
+    config = load_config(env={"BOLTSTREAM_BACKEND_PASSWORD_FILE": str(secret),
+                              "BOLTSTREAM_BACKEND_PASSWORD": "other"})
+    assert config.service_password() == "s3cret"  # the file wins
+    assert load_config(env={"BOLTSTREAM_BACKEND_PASSWORD": "envpw"}).service_password() == "envpw"
+    assert "s3cret" not in repr(config) and "envpw" not in repr(config)
+    with pytest.raises(ConfigError, match="backend_password_file"):
+        load_config(env={}, overrides={"backend_password_file": str(tmp_path / "missing")})

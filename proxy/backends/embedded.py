@@ -2,10 +2,15 @@
 
 Decisions, and why:
 
-- **Unix socket for the proxy, TCP on 127.0.0.1 for everything else.** The socket saves the
-  TCP stack on every query; the TCP port lets other tools (redis-cli, the falkordb client,
-  a browser) look at the same data. The socket lives in ``data_dir`` unless that path is too
-  long for ``sun_path`` (104 bytes on macOS, 108 on Linux), then in a private temp dir.
+- **Reachable only through the proxy.** The proxy enforces users (``--auth``,
+  ``--users-file``); a database any local process could query would bypass them. So the
+  server listens on a Unix socket only (no TCP port unless a caller asks for one, as some
+  tests do), the socket (mode 0700) lives in ``data_dir``, which is made 0700 (or, when that
+  path is too long for ``sun_path``, 104 bytes on macOS and 108 on Linux, in a private
+  0700 temp dir), and the server requires a password that this object generates at random
+  and hands it through a 0600 configuration file that is removed once the server is up (a
+  command-line argument would be visible to every local user in ``ps``). The server runs
+  with umask 077, so its data files are readable by the proxy's user only.
 - **Durability: AOF on, ``appendfsync always`` by default, RDB snapshots off.** With
   ``always`` Redis fsyncs the AOF before it answers a write, so a write the client was told
   succeeded survives a crash of the server or the machine. ``everysec`` can lose the last
@@ -25,10 +30,13 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,6 +52,20 @@ _SUN_PATH_MAX = 104  # the smaller of macOS (104) and Linux (108), terminator in
 _BOLT_PORT_MAX = 32767  # FalkorDB ignores a larger BOLT_PORT without a word (DESIGN.md)
 _FSYNC_MODES = ("always", "everysec", "no")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_CONFIG_FILE = "falkordb-secret.conf"  # holds requirepass while the server starts
+
+log = logging.getLogger("boltstream")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if needed and make it 0700: only the proxy's user may
+    enter it. An existing directory of ours that others could read is tightened, with a log
+    line saying so; one owned by someone else is left alone (we could not change it)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+        log.warning("%s was readable by other users; it is now 0700 (owner only)", path)
 
 
 class EmbeddedError(RuntimeError):
@@ -120,12 +142,13 @@ class EmbeddedFalkorDB:
         *,
         bolt_port: int | None = None,
         fsync: str = "always",
-        tcp_port: int | None = 0,
+        tcp_port: int | None = None,
         start_timeout: float = 15.0,
         stop_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        """``tcp_port``: 0 picks a free port, None disables TCP (Unix socket only).
+        """``tcp_port``: None (the default) for the Unix socket only; 0 also listens on a free
+        port of 127.0.0.1 (password required there too), for tests and tools.
         ``bolt_port``: also open FalkorDB's own Bolt listener (below 32768).
         ``extra_args``: more ``redis-server`` options, e.g. ``("--maxmemory", "1gb")``."""
         if fsync not in _FSYNC_MODES:
@@ -146,6 +169,8 @@ class EmbeddedFalkorDB:
         self._port: int | None = None
         self._unix_path: str | None = None
         self._socket_dir: str | None = None  # a temp dir we made for the socket
+        # One password for the object's lifetime: backends made before a restart still work.
+        self._password = secrets.token_urlsafe(32)
         self._lock = asyncio.Lock()
 
     # -- properties ----------------------------------------------------------------------------
@@ -161,6 +186,11 @@ class EmbeddedFalkorDB:
     @property
     def unix_path(self) -> str | None:
         return self._unix_path
+
+    @property
+    def password(self) -> str:
+        """What clients must send with ``AUTH`` (generated; never logged or stored)."""
+        return self._password
 
     @property
     def bolt_port(self) -> int | None:
@@ -187,6 +217,7 @@ class EmbeddedFalkorDB:
             unix_path=self._unix_path,
             pool_size=pool_size,
             server=self if owns_server else None,
+            password=self._password,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -200,12 +231,14 @@ class EmbeddedFalkorDB:
             if self.running:
                 return
             server, module = find_binaries()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.data_dir)
             self._unix_path = self._socket_path()
             # A free port can be taken by someone else before the server binds it: retry.
             attempts = 3 if self._tcp_port == 0 else 1
             for attempt in range(attempts):
-                if self._tcp_port != 0:
+                if self._tcp_port is None:
+                    self._port = None
+                elif self._tcp_port != 0:
                     self._port = self._tcp_port
                 elif attempt > 0 or self._port is None:
                     # A restart keeps the previous port while it is free, so that TCP
@@ -239,9 +272,10 @@ class EmbeddedFalkorDB:
             self._socket_dir = tempfile.mkdtemp(prefix="boltstream-")
         return os.path.join(self._socket_dir, "falkordb.sock")
 
-    def _command(self, server: Path, module: Path) -> list[str]:
+    def _command(self, server: Path, module: Path, config: Path) -> list[str]:
         args = [
             str(server),
+            str(config),  # a configuration file must come first; it holds the password
             "--port", str(self._port or 0),
             "--bind", "127.0.0.1",
             "--unixsocket", str(self._unix_path),
@@ -259,22 +293,40 @@ class EmbeddedFalkorDB:
         args += list(self._extra_args)
         return args
 
+    def _write_config(self) -> Path:
+        """The password, in a file only our user can read (removed once the server is up)."""
+        path = self.data_dir / _CONFIG_FILE
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(f"requirepass {self._password}\n")
+        return path
+
+    def _remove_config(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / _CONFIG_FILE).unlink()
+
     def _spawn(self, server: Path, module: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(self._unix_path))  # a stale socket from a killed run
-        with open(self.log_path, "ab") as log:
+        config = self._write_config()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab") as log:
             log.write(f"--- boltstream starting FalkorDB at {time.ctime()}\n".encode())
             log.flush()
             try:
                 self._process = subprocess.Popen(
-                    self._command(server, module),
+                    self._command(server, module, config),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     preexec_fn=_die_with_parent(),  # see the module docstring
                     cwd=str(self.data_dir),
+                    umask=0o077,  # AOF, logs: the proxy's user only
                 )
             except OSError as exc:
+                self._remove_config()
                 raise EmbeddedError(f"cannot run {server}: {exc}") from None
 
     async def _wait_ready(self) -> None:
@@ -289,13 +341,15 @@ class EmbeddedFalkorDB:
                     f"log {self.log_path}:\n{self._tail()}"
                 )
             try:
-                conn = await RespConnection.open(unix_path=self._unix_path, connect_timeout=1.0)
+                conn = await RespConnection.open(unix_path=self._unix_path, connect_timeout=1.0,
+                                                 password=self._password)
             except RespConnectionError as exc:
                 last = str(exc)
             else:
                 try:
                     await conn.execute("PING", timeout=2.0)
                     await conn.execute("GRAPH.LIST", timeout=2.0)  # the module answers
+                    self._remove_config()
                     return
                 except RespError as exc:  # LOADING while the AOF is replayed
                     last = exc.message
@@ -310,6 +364,7 @@ class EmbeddedFalkorDB:
         )
 
     async def _terminate(self) -> None:
+        self._remove_config()
         process, self._process = self._process, None
         if process is None:
             return

@@ -219,10 +219,13 @@ class RespConnection(asyncio.Protocol):
         *,
         unix_path: str | None = None,
         connect_timeout: float | None = 5.0,
+        password: str | None = None,
     ) -> RespConnection:
-        """Connect over TCP, or over the Unix socket ``unix_path`` when given.
+        """Connect over TCP, or over the Unix socket ``unix_path`` when given, and
+        authenticate with ``password`` (``AUTH``) when one is given.
 
-        Raises ``RespConnectionError`` (with the address) when the server cannot be reached.
+        Raises ``RespConnectionError`` (with the address) when the server cannot be reached
+        or refuses the password.
         """
         loop = asyncio.get_running_loop()
         address = unix_path if unix_path is not None else f"{host}:{port}"
@@ -237,6 +240,17 @@ class RespConnection(asyncio.Protocol):
             raise RespConnectionError(f"connecting to {address} timed out") from exc
         except OSError as exc:
             raise RespConnectionError(f"cannot connect to {address}: {exc}") from exc
+        if password is not None:
+            try:
+                await conn.execute("AUTH", password, timeout=connect_timeout)
+            except RespError as exc:
+                conn.close()
+                # Never the password itself: only what the server said.
+                raise RespConnectionError(f"{address} refused the password: {exc.message}"
+                                          ) from None
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
     # -- asyncio.Protocol callbacks ------------------------------------------------------------
@@ -387,6 +401,7 @@ class RespPool:
         unix_path: str | None = None,
         size: int = 4,
         connect_timeout: float | None = 5.0,
+        password: str | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -394,6 +409,7 @@ class RespPool:
         self.port = port
         self.unix_path = unix_path
         self.connect_timeout = connect_timeout
+        self._password = password
         self._slots: list[RespConnection | None] = [None] * size
         self._connecting: list[asyncio.Task[RespConnection] | None] = [None] * size
         self._next = 0
@@ -468,6 +484,7 @@ class RespPool:
                     self.port,
                     unix_path=self.unix_path,
                     connect_timeout=self.connect_timeout,
+                    password=self._password,
                 )
             )
             # Read the outcome even if every caller gave up, so asyncio never warns about it.

@@ -25,6 +25,7 @@ SQLite calls block, so the catalog runs them on one private thread and exposes c
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -175,6 +176,7 @@ class Catalog:
                 db.close()
                 raise
             self._db = db
+            _owner_only(self.path)
 
         try:
             await asyncio.get_running_loop().run_in_executor(self._thread, connect)
@@ -274,6 +276,18 @@ class Catalog:
                                (messages, batches, dead, skipped, name))
 
         await self._call(write)
+
+
+def _owner_only(path: Path) -> None:
+    """The catalog holds stream definitions (and, later, credentials): owner only, also for
+    a catalog an older version created readable by everyone. New files get it from the
+    proxy's umask (077)."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+        except FileNotFoundError:
+            continue
 
 
 class _transaction:

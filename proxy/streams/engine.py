@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import threading
 import time
 from collections import defaultdict
@@ -73,6 +72,13 @@ from proxy.streams.catalog import (
     StreamRecord,
 )
 from proxy.streams.executors import Applier, StopAt, dead_letter
+from proxy.streams.names import (
+    UnsafeValue,
+    check_client_config,
+    check_stream_name,
+    check_topic,
+    shown,
+)
 from proxy.streams.outcomes import (
     Outcome,
     OutcomeError,
@@ -104,7 +110,6 @@ DEFAULT_BATCH_INTERVAL_MS = 100
 DEFAULT_BATCH_SIZE = 10
 _SLICE = 0.2  # longest blocking consume call (seconds): how soon a STOP is seen
 _AHEAD_WAIT = 0.02  # how long the collect ahead (during a write) waits for a first message
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}\Z")
 
 # Settings the engine always sets on a stream's consumer: not overridable.
 _FORCED = ("bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store")
@@ -227,6 +232,9 @@ class _Consumer:
     def open(self, *, subscribe: str | None = None) -> None:
         from confluent_kafka import Consumer
 
+        check_client_config(self.config)  # raises rather than letting librdkafka abort
+        if subscribe is not None:
+            check_topic(subscribe)
         config = dict(self.config)
         config["error_cb"] = self._on_error
         config["logger"] = _kafka_log
@@ -900,6 +908,16 @@ class StreamEngine:
             except CatalogError as exc:
                 log.error("cannot save stream counters: %s", exc)
 
+    def _check_startable(self, record: StreamRecord, what: str) -> None:
+        """A catalog written before names were checked may hold anything: refuse to hand it
+        to the Kafka client."""
+        try:
+            check_client_config(self.consumer_config(record))
+            check_topic(record.topic)
+        except UnsafeValue as exc:
+            raise StreamError("invalid", f"Kafka stream {shown(record.name)} cannot be "
+                              f"{what}: {exc}") from None
+
     async def _get(self, name: str) -> StreamRecord:
         record = await self.catalog.get(name)
         if record is None:
@@ -914,6 +932,13 @@ class StreamEngine:
                      dead_letter_topic: str | None = None) -> None:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
         self._check_open()
+        try:
+            check_stream_name(name)
+            check_topic(topic)
+            check_client_config({"bootstrap.servers": uri, "group.id": self.group_of(name)})
+        except UnsafeValue as exc:
+            raise StreamError("invalid", f"Failed to initialize Kafka stream {shown(name)} : "
+                              f"{exc}") from None
         shipped = builtin.lookup(transform)
         if builtin.is_builtin(transform) and shipped is None:
             raise StreamError("external", f"Couldn't get the transform script from {transform}: "
@@ -927,8 +952,6 @@ class StreamEngine:
         if size < 1:
             raise StreamError("invalid", f"Failed to initialize Kafka stream {name} : Batch "
                               "size has to be positive!")
-        if not _TOPIC_NAME.match(topic):
-            raise StreamError("invalid", f"'{topic}' is an invalid topic name")
         if not uri.strip():
             raise StreamError("invalid", f"Failed to initialize Kafka stream {name} : the "
                               "Kafka URI is empty")
@@ -986,9 +1009,10 @@ class StreamEngine:
                               "never stops the stream")
         assert policy is not None
         if policy == "dead_letter":
-            if dead_letter_topic is None or not _TOPIC_NAME.match(dead_letter_topic):
-                raise StreamError("invalid", f"'{dead_letter_topic or ''}' is an invalid "
-                                  "dead-letter topic name")
+            try:
+                check_topic(dead_letter_topic or "", "dead-letter topic")
+            except UnsafeValue as exc:
+                raise StreamError("invalid", str(exc)) from None
             if dead_letter_topic == topic:
                 raise StreamError("invalid", f"{fail}the dead-letter topic cannot be the "
                                   "stream's own topic")
@@ -1017,6 +1041,7 @@ class StreamEngine:
             record = await self._get(name)
             if name in self._runners:
                 return
+            self._check_startable(record, "started")
             await self.catalog.update(name, status="running", last_error=None,
                                       limit_batches=limit_batches)
             record = await self._get(name)
@@ -1158,6 +1183,7 @@ class StreamEngine:
 
     async def _test(self, record: StreamRecord, limit: int) -> list[tuple[str, dict[str, Any]]]:
         name = record.name
+        self._check_startable(record, "tested")
         transform = TransformRunner(
             TransformSource(record.transform_uri, record.transform_code,
                             record.transform_sha256),

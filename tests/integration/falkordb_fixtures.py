@@ -53,5 +53,7 @@ def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     reason = falkordb_missing()
     if reason is not None:
         pytest.skip(reason)
-    with embedded_falkordb(tmp_path_factory.mktemp("falkordb")) as server:
+    # With a TCP port too (password required there as on the socket), for the tests of
+    # TCP connections.
+    with embedded_falkordb(tmp_path_factory.mktemp("falkordb"), tcp_port=0) as server:
         yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -118,3 +119,67 @@ def test_no_orphan_and_no_lost_write_after_a_crash(tmp_path: Path) -> None:
         with neo4j.GraphDatabase.driver(again.bolt_uri, auth=("neo4j", "x")) as driver:
             records, _, _ = driver.execute_query("MATCH (n:Survivor) RETURN n.n AS n")
     assert [r["n"] for r in records] == [7]
+
+
+def listening_tcp_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on: its socket inodes matched against /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_embedded_database_is_reachable_only_through_the_proxy(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ProxyProcess("--data-dir", str(data), "--auth", "alice:wonder") as proxy:
+        assert proxy.proc is not None
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "wonder")) as driver:
+            driver.execute_query("CREATE (:Secret {v: 1})")
+            with driver.session() as session:
+                session.run("SHOW STREAMS").consume()  # the catalog exists
+        (server,) = children_of(proxy.proc.pid)
+        # No TCP listener: the only way in is the Unix socket ...
+        assert listening_tcp_ports(server) == set()
+        socket_path = data / "falkordb.sock"
+        assert socket_path.is_socket()
+        # ... which wants a password that is neither on its command line nor left on disk.
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(socket_path))
+            sock.sendall(b"*3\r\n$11\r\nGRAPH.QUERY\r\n$5\r\nneo4j\r\n$8\r\nMATCH(n)\r\n")
+            assert sock.recv(100).startswith(b"-NOAUTH")
+        cmdline = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
+        assert b"requirepass" not in cmdline and not any(b"secret" in a for a in cmdline[2:])
+        assert not (data / "falkordb-secret.conf").exists()
+        # Everything in the data dir is the proxy user's only.
+        assert (data.stat().st_mode & 0o777) == 0o700
+        for path in data.rglob("*"):
+            assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+        assert (data / "streams.sqlite3").exists()
+        assert any((data / "appendonlydir").iterdir())
+
+
+def test_an_existing_data_dir_open_to_others_is_tightened(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    with ProxyProcess("--data-dir", str(data)) as proxy:
+        assert (data.stat().st_mode & 0o777) == 0o700
+        proxy.wait_for_log("now 0700")
+
+
+def test_backend_password_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
+    done = run_cli("serve", "--backend", "bolt://127.0.0.1:1", "--backend-user", "svc",
+                   "--backend-password", "hunter2", "--data-dir", str(tmp_path))
+    assert done.returncode == 1  # nothing listens there
+    assert "visible to every local user" in done.stderr
+    assert "hunter2" not in done.stderr

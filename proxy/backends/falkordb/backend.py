@@ -47,6 +47,9 @@ class ServerProcess(Protocol):
     @property
     def unix_path(self) -> str | None: ...
 
+    @property
+    def password(self) -> str | None: ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -77,6 +80,7 @@ class FalkorDBBackend:
         query_timeout: float | None = None,
         connect_timeout: float = 5.0,
         server: ServerProcess | None = None,
+        password: str | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -86,6 +90,7 @@ class FalkorDBBackend:
         self._query_timeout = query_timeout
         self._connect_timeout = connect_timeout
         self._server = server
+        self._password = password
         self._pool: RespPool | None = None
         self._schemas: dict[str, Schema] = {}
         self.description = self._describe()
@@ -109,6 +114,7 @@ class FalkorDBBackend:
             self._host = self._server.host or self._host
             self._port = self._server.port or self._port
             self._unix_path = self._server.unix_path
+            self._password = self._server.password
             self.description = self._describe()
         pool = RespPool(
             self._host,
@@ -116,6 +122,7 @@ class FalkorDBBackend:
             unix_path=self._unix_path,
             size=self._pool_size,
             connect_timeout=self._connect_timeout,
+            password=self._password,
         )
         try:
             await pool.start()
