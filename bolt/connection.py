@@ -39,8 +39,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from bolt.chunking import DEFAULT_MAX_MESSAGE_SIZE, ChunkDecoder, chunk
-from bolt.errors import BoltError, InvalidTransition, ProtocolError
+from bolt.chunking import DEFAULT_MAX_MESSAGE_SIZE, ChunkDecoder, chunk, payload_of
+from bolt.errors import BoltError, ProtocolError
 from bolt.failures import normalize_failure
 from bolt.messages import (
     IGNORED_PAYLOAD,
@@ -61,8 +61,22 @@ _IGNORED = chunk(IGNORED_PAYLOAD)
 # ``has_more: true`` can only be encoded as these bytes (tiny string key, then True), so a
 # PULL/DISCARD summary without them is final and need not be decoded.
 _HAS_MORE_TRUE = b"\x88has_more\xc3"
-_RESULT_TAGS = frozenset((Tag.PULL, Tag.DISCARD))
-_ENDS_RESULTS = frozenset((Tag.COMMIT, Tag.ROLLBACK, Tag.RESET, Tag.BEGIN, Tag.LOGOFF))
+_ENDS_RESULTS = frozenset(int(t) for t in (Tag.COMMIT, Tag.ROLLBACK, Tag.RESET, Tag.BEGIN,
+                                            Tag.LOGOFF))
+# Plain ints: comparing with them does not go through IntEnum (the relay does it per answer).
+_SUCCESS, _FAILURE, _IGNORED_TAG = int(Tag.SUCCESS), int(Tag.FAILURE), int(Tag.IGNORED)
+_RUN, _PULL, _DISCARD = int(Tag.RUN), int(Tag.PULL), int(Tag.DISCARD)
+_GOODBYE = int(Tag.GOODBYE)
+
+
+def _check_request(payload: bytes) -> int:
+    """The tag of a request payload; ``ProtocolError`` if it is not one."""
+    if len(payload) < 2 or payload[0] & 0xF0 != 0xB0:
+        raise ProtocolError("a message must be a PackStream structure")
+    tag = payload[1]
+    if tag not in _REQUEST_TAGS:
+        raise ProtocolError(f"unknown message tag 0x{tag:02X}")
+    return tag
 
 
 @dataclass(slots=True)
@@ -138,16 +152,46 @@ class ServerConnection:
         if item is None:
             return None
         payload, wire = item
-        if payload[0] & 0xF0 != 0xB0 or len(payload) < 2:
-            raise ProtocolError("a message must be a PackStream structure")
-        tag = payload[1]
-        if tag not in _REQUEST_TAGS:
-            raise ProtocolError(f"unknown message tag 0x{tag:02X}")
-        if tag == Tag.GOODBYE:
+        tag = _check_request(payload)
+        self.claim(tag)
+        return Received(tag, payload, wire)
+
+    def split_requests(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]], bool]:
+        """Feed ``data`` and return every whole request at once, for relays that forward bytes
+        as they are: ``(buffer, spans, whole)``, each span ``(tag, start, end)`` of ``buffer``;
+        ``whole`` when ``buffer`` is ``data`` itself and the spans cover it exactly.
+
+        The requests are not handed out yet, nor checked: ``claim`` each one, in order, before
+        answering or forwarding it, once the caller has checked it is a structure with a known
+        tag; or turn it into a ``Received`` for ``claim_request``, which checks. Raises
+        ``MessageTooLarge``.
+        """
+        decoder = self._decoder
+        decoder.receive_data(data)
+        buffer, spans = decoder.split()
+        return buffer, spans, decoder.whole and buffer is data
+
+    def claim(self, tag: int) -> None:
+        """Hand out a request from ``split_requests``: it now awaits its summary (GOODBYE:
+        the connection is DEFUNCT)."""
+        if tag == _GOODBYE:
             self.machine.state = State.DEFUNCT
         else:
             self._unanswered.append(tag)
-        return Received(tag, payload, wire)
+
+    def claim_many(self, tags: list[int]) -> None:
+        """``claim`` several requests at once (none of them GOODBYE)."""
+        self._unanswered.extend(tags)
+
+    def claim_request(self, request: Received) -> Received:
+        """Check and hand out a request from ``split_requests`` (see ``next_request``)."""
+        _check_request(request.payload)
+        self.claim(request.tag)
+        return request
+
+    def allowed(self, tag: int) -> Action | None:
+        """What ``check`` would say for ``tag`` in the current state, without raising."""
+        return self.machine.allowed(tag)
 
     def decode(self, request: Received) -> Request:
         """The typed request (``bolt.messages``). Raises ``ProtocolError`` on a malformed one."""
@@ -200,33 +244,33 @@ class ServerConnection:
         self._unanswered.clear()
         return chunk(encode_failure(error.failure(self.version), self.packer))
 
-    def relay_summary(self, payload: bytes, wire: bytes) -> bytes:
-        """A summary from a backend, for the oldest unanswered request: the bytes to send.
+    def relay_summary(self, tag: int, data: bytes, start: int, end: int) -> bytes | None:
+        """A summary from a backend, ``data[start:end]`` (wire bytes), for the oldest unanswered
+        request: None to pass it on as it is, else the bytes to send instead.
 
-        Usually ``wire`` itself. A FAILURE whose shape or code does not fit the client's version
-        is rewritten (``normalize_failure``). Raises ``ProtocolError`` if it is no summary.
+        A FAILURE whose shape or code does not fit the client's version is rewritten
+        (``normalize_failure``). Raises ``ProtocolError`` if it is no summary.
         """
-        tag = payload[1]
-        if tag == Tag.SUCCESS:
-            self._advance(tag, self._head_streams() and _HAS_MORE_TRUE in payload)
-            return wire
-        if tag == Tag.FAILURE:
-            response = decode_response(payload, self.version)
+        if tag == _SUCCESS:
+            head = self._unanswered[0] if self._unanswered else None
+            has_more = (head in (_PULL, _DISCARD)) and (
+                data.find(_HAS_MORE_TRUE, start, end) >= 0)
+            self._advance(tag, has_more)
+            return None
+        if tag == _FAILURE:
+            response = decode_response(payload_of(data, start, end), self.version)
             self._advance(tag, False)
             metadata: dict[str, Any] = getattr(response, "metadata", {})
             normalized = normalize_failure(metadata, self.version)
             if normalized is metadata:
-                return wire
+                return None
             return chunk(encode_failure(normalized, self.packer))
-        if tag == Tag.IGNORED:
+        if tag == _IGNORED_TAG:
             self._advance(tag, False)
-            return wire
+            return None
         raise ProtocolError(f"backend answered with 0x{tag:02X}, which is not a summary")
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _head_streams(self) -> bool:
-        return bool(self._unanswered) and self._unanswered[0] in _RESULT_TAGS
 
     def _advance(self, response: int, has_more: bool) -> None:
         """The oldest request has been answered with ``response``: move the state."""
@@ -234,37 +278,37 @@ class ServerConnection:
             raise ProtocolError("a summary was sent with no request waiting for it")
         tag = self._unanswered.popleft()
         machine = self.machine
-        if response == Tag.SUCCESS:
+        before = machine.state
+        if response == _SUCCESS:
             if has_more:
                 outcome = Outcome.HAS_MORE
             else:
                 outcome = Outcome.SUCCESS
-                if tag == Tag.RUN:
+                if tag == _RUN:
                     self.open_results += 1
-                elif tag == Tag.PULL or tag == Tag.DISCARD:
+                elif tag in (_PULL, _DISCARD):
                     if self.open_results > 0:
                         self.open_results -= 1
-                    if self.open_results and machine.state is State.TX_STREAMING:
+                    if self.open_results and before is State.TX_STREAMING:
                         outcome = Outcome.HAS_MORE  # other results of the transaction
                 elif tag in _ENDS_RESULTS:
                     self.open_results = 0
-        elif response == Tag.FAILURE:
+        elif response == _FAILURE:
             outcome = Outcome.FAILURE
             self.open_results = 0
         else:
             outcome = Outcome.IGNORED
-        if machine.allowed(tag) is None:
-            # The request had no transition here, yet it was answered (a backend accepted what
-            # our table does not): the backend is the authority on what it answered.
-            self.anomaly = f"0x{tag:02X} answered in the {machine.state.name} state"
-            return
-        before = machine.state
-        try:
-            machine.on_outcome(tag, outcome)
-        except InvalidTransition as exc:
-            # A confused answer (HAS_MORE for a BEGIN...) would leave us DEFUNCT; the backend
-            # said it succeeded or failed, and that is what the client sees.
-            self.anomaly = str(exc)
-            machine.state = State.FAILED if outcome is Outcome.FAILURE else before
-        if machine.state is State.READY or machine.state is State.TX_READY:
+        new = machine.table.get((before, tag, outcome))
+        if new is None:
+            if machine.allowed(tag) is None:
+                # The request had no transition here, yet it was answered (a backend accepted
+                # what our table does not): the backend is the authority on what it answered.
+                self.anomaly = f"0x{tag:02X} answered in the {before.name} state"
+                return
+            # A confused answer (HAS_MORE for a BEGIN...): the backend said it succeeded or
+            # failed, and that is what the client sees.
+            self.anomaly = f"0x{tag:02X} cannot end with {outcome.name} in {before.name}"
+            new = State.FAILED if outcome is Outcome.FAILURE else before
+        machine.state = new
+        if new is State.READY or new is State.TX_READY:
             self.open_results = 0

@@ -244,29 +244,40 @@ def peek_tag(payload: bytes | bytearray | memoryview) -> int:
     return payload[1]
 
 
-def peek_run_query(payload: bytes) -> tuple[str, int]:
-    """The query text of a RUN payload and the offset where its parameters start, without
-    decoding the parameters (for classifying; the caller forwards the original bytes).
+def run_query_span(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """Where the query text's UTF-8 bytes are in the RUN payload ``data[start:end]``: ``(begin,
+    stop)``; the parameters start at ``stop``. Nothing is decoded.
 
     Raises ``ProtocolError`` if the payload is not a RUN whose first field is a string.
     """
-    if len(payload) < 3 or payload[0] != 0xB3 or payload[1] != Tag.RUN:
+    if end is None:
+        end = len(data)
+    if end - start < 3 or data[start] != 0xB3 or data[start + 1] != Tag.RUN:
         raise ProtocolError("not a three-field RUN message")
-    marker = payload[2]
+    marker = data[start + 2]
     if 0x80 <= marker <= 0x8F:
-        start, size = 3, marker & 0x0F
-    elif marker == 0xD0 and len(payload) >= 4:
-        start, size = 4, payload[3]
-    elif marker == 0xD1 and len(payload) >= 5:
-        start, size = 5, int.from_bytes(payload[3:5], "big")
-    elif marker == 0xD2 and len(payload) >= 7:
-        start, size = 7, int.from_bytes(payload[3:7], "big")
+        begin, size = start + 3, marker & 0x0F
+    elif marker == 0xD0 and end - start >= 4:
+        begin, size = start + 4, data[start + 3]
+    elif marker == 0xD1 and end - start >= 5:
+        begin, size = start + 5, int.from_bytes(data[start + 3 : start + 5], "big")
+    elif marker == 0xD2 and end - start >= 7:
+        begin, size = start + 7, int.from_bytes(data[start + 3 : start + 7], "big")
     else:
         raise ProtocolError("RUN query must be a string")
-    if start + size > len(payload):
+    if begin + size > end:
         raise ProtocolError("RUN query string is truncated")
+    return begin, begin + size
+
+
+def peek_run_query(data: bytes, start: int = 0, end: int | None = None) -> tuple[str, int]:
+    """The query text of the RUN payload ``data[start:end]`` and the offset where its parameters
+    start, without decoding the parameters (for classifying; the caller forwards the original
+    bytes). Raises ``ProtocolError`` like ``run_query_span``, and for text that is not UTF-8.
+    """
+    begin, stop = run_query_span(data, start, end)
     try:
-        return payload[start : start + size].decode("utf-8"), start + size
+        return data[begin:stop].decode("utf-8"), stop
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"RUN query is not valid UTF-8: {exc}") from None
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,11 +152,15 @@ class Session(asyncio.Protocol):
         self.current: Activity | None = None  # the auto-commit query running, if tracked
         self.query_backend: QueryBackend | None = None  # what local answers may ask (FalkorDB)
         self.task: asyncio.Task[None] | None = None
+        # Requests split off the client's bytes but not yet handed out (a relay takes the ones
+        # it forwards as they are; the rest wait here, in order).
+        self.backlog: deque[Received] = deque()
+        self.violation: ProtocolError | None = None
         self.writable = asyncio.Event()
         self.writable.set()
-        # Set while no forwarded request awaits its answer: local answers wait for it.
-        self.idle = asyncio.Event()
-        self.idle.set()
+        # Resolved when no forwarded request awaits its answer any more (made on demand: the
+        # hot path never touches it).
+        self._caught_up: asyncio.Future[None] | None = None
         self.closing = False
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         env.registry.add(self)
@@ -224,7 +229,7 @@ class Session(asyncio.Protocol):
         """Take requests synchronously until one has to wait; that one starts the task."""
         while not self.closing:
             try:
-                request = self.conn.next_request()
+                request = self.next_request()
                 if request is None:
                     return
                 waiting = self.handle(request)
@@ -245,7 +250,7 @@ class Session(asyncio.Protocol):
                 if not self.writable.is_set():
                     await self.writable.wait()
                 try:
-                    request = self.conn.next_request()
+                    request = self.next_request()
                     if request is None:
                         break
                     pending = self.handle(request)
@@ -265,6 +270,14 @@ class Session(asyncio.Protocol):
             self.task = None
             self.flush()
 
+    def next_request(self) -> Received | None:
+        if self.backlog:
+            return self.conn.claim_request(self.backlog.popleft())
+        if self.violation is not None:  # found while splitting; the requests before it are done
+            violation, self.violation = self.violation, None
+            raise violation
+        return self.conn.next_request()
+
     async def _settle(self, waiting: Awaitable[None]) -> None:
         try:
             await waiting
@@ -273,11 +286,22 @@ class Session(asyncio.Protocol):
         except BoltError as exc:
             self.fail(exc)
 
+    def busy(self) -> bool:
+        """True while forwarded requests await their answers (a relay's)."""
+        return False
+
     async def turn(self) -> None:
         """Wait until every forwarded request has been answered."""
-        while not self.idle.is_set():
+        while self.busy() and not self.closing:
             self.flush()
-            await self.idle.wait()
+            self._caught_up = asyncio.get_running_loop().create_future()
+            await self._caught_up
+
+    def caught_up(self) -> None:
+        """No forwarded request is waiting any more: wake ``turn``."""
+        waiter, self._caught_up = self._caught_up, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _violation(self, exc: ProtocolError) -> None:
         self.log.warning("protocol violation, closing: %s", exc)
@@ -301,7 +325,7 @@ class Session(asyncio.Protocol):
     def at_turn(self, answer: Callable[[], Waiting]) -> Waiting:
         """Answer the request just taken with ``answer`` once every request before it has been
         answered, checking it against the state it is answered in (IGNORED when FAILED)."""
-        if not self.idle.is_set():
+        if self.busy():
             return self._after_turn(answer)
         return self._checked(answer)
 
@@ -327,7 +351,7 @@ class Session(asyncio.Protocol):
         self.out.flush()
         self.transport.close()
         self.on_close()
-        self.idle.set()
+        self.caught_up()
         self.writable.set()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()

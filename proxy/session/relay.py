@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from bolt.chunking import ChunkDecoder, chunk
+from bolt.chunking import ChunkDecoder, chunk, payload_of
 from bolt.connection import Received, ServerConnection
 from bolt.errors import ProtocolError
 from bolt.messages import (
@@ -49,6 +49,7 @@ from bolt.messages import (
     decode_response,
     encode_request,
     peek_run_query,
+    run_query_span,
 )
 from bolt.state import Action
 from proxy.answers.router import Classified
@@ -59,10 +60,16 @@ from proxy.session.core import Output, Session, SessionEnv, Transaction, Waiting
 # RUN parameters (plus extra) up to this size cannot hold a value nested more than 64 deep
 # (each level takes at least one byte), so they are forwarded without decoding.
 _UNCHECKED_PARAMS = 64
+_VERDICTS = 4096  # query texts whose classification is remembered
 _RECORD = int(Tag.RECORD)
 _SUCCESS = int(Tag.SUCCESS)
 _IGNORED = int(Tag.IGNORED)
 _FAILURE = int(Tag.FAILURE)
+_RUN = int(Tag.RUN)
+_PULL = int(Tag.PULL)
+_DISCARD = int(Tag.DISCARD)
+_TELEMETRY = int(Tag.TELEMETRY)
+
 
 
 class _Mark:
@@ -84,9 +91,13 @@ AUTH = _Mark("AUTH")  # HELLO / LOGON SUCCESS, which may be rewritten
 @dataclass
 class RelayEnv(SessionEnv):
     backend: BackendURI = field(default_factory=lambda: BackendURI(kind="bolt"))
+    # query text (UTF-8 bytes) -> forwarded as it is (no local handler answers it)
+    verdicts: dict[bytes, bool] = field(default_factory=dict)
 
 
 class RelaySession(Session):
+    env: RelayEnv
+
     def __init__(self, transport: asyncio.Transport, link: BackendLink, conn: ServerConnection,
                  env: RelayEnv, *, connection_id: str,
                  log: logging.LoggerAdapter[logging.Logger]) -> None:
@@ -94,14 +105,76 @@ class RelaySession(Session):
         self.backend = link.transport
         self.backend_out = Output(link.transport)
         self.decoder = ChunkDecoder(max(env.max_message_size, 64 << 20))
+        self.verdicts = env.verdicts
         # One entry per request sent to the backend, in order: None for the client's own
         # request (the common case), else a mark.
         self.expect: deque[_Mark | int | None] = deque()
-        self.held: tuple[bytes, bytes] | None = None
-        self.begin_failure: tuple[bytes, bytes] | None = None
+        self.held: bytes | None = None  # COMMIT's summary, waiting for the stream clauses
+        self.begin_failure: bytes | None = None  # a held BEGIN's FAILURE
         link.protocol.attach(self)
 
     # -- requests ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """The hot path: requests that need nothing from the proxy go to the backend as the
+        client's own bytes; the first one that does, and all after it, take the general path
+        (``handle``, in order)."""
+        if self.closing:
+            return
+        conn = self.conn
+        if self.task is not None:
+            conn.receive_data(data)
+            return
+        try:
+            buffer, spans, whole = conn.split_requests(data)
+        except ProtocolError as exc:
+            self.violation = exc
+            buffer, spans, whole = b"", [], False
+        forwarded = 0
+        if not self.backlog:
+            exact = conn.unanswered == 0  # nothing in flight: the first request is checked
+            verdicts = self.verdicts
+            tx = self.tx
+            claimed: list[int] = []
+            for tag, start, end in spans:
+                if exact and forwarded == 0 and conn.allowed(tag) is not Action.PROCESS:
+                    break
+                if tag == _RUN:
+                    if tx is not None or start + 4 + (
+                            (buffer[start] << 8) | buffer[start + 1]) != end:
+                        break  # in a transaction, or in several chunks: the general path
+                    try:
+                        begin, stop = run_query_span(buffer, start + 2, end - 2)
+                    except ProtocolError:
+                        break
+                    if end - 2 - stop > _UNCHECKED_PARAMS:
+                        break  # parameters that may nest too deep: decoded on the general path
+                    key = buffer[begin:stop]
+                    verdict = verdicts.get(key)
+                    if verdict is None:
+                        verdict = self._verdict(key)
+                    if not verdict:
+                        break
+                elif tag in (_PULL, _DISCARD, _TELEMETRY):
+                    if buffer[start + 2] != 0xB1 or self.autocommit is not None or (
+                            tx is not None and tx.mixed):
+                        break  # not a one-field structure, or a local result is open
+                else:
+                    break
+                claimed.append(tag)
+                forwarded += 1
+        if forwarded:
+            conn.claim_many(claimed)
+            self.expect.extend([None] * forwarded)
+            if whole and forwarded == len(spans):
+                self.backend_out.parts.append(buffer)  # the client's bytes, not copied
+            else:
+                self.backend_out.parts.extend(buffer[s:e] for _t, s, e in spans[:forwarded])
+        for tag, start, end in spans[forwarded:]:
+            self.backlog.append(Received(tag, payload_of(buffer, start, end), buffer[start:end]))
+        if self.backlog or self.violation is not None:
+            self._pump()
+        self.flush()
 
     def handle(self, request: Received) -> Waiting:
         tag = request.tag
@@ -150,7 +223,6 @@ class RelaySession(Session):
             return
         self.backend_out.parts.append(wire)
         self.expect.append(mark)
-        self.idle.clear()
 
     def _run(self, request: Received) -> Waiting:
         payload = request.payload
@@ -182,6 +254,19 @@ class RelaySession(Session):
         tx.last_local = False
         self._forward(request.wire, mark, checked=True)
         return None
+
+    def _verdict(self, query: bytes) -> bool:
+        """Whether a RUN with this query text goes to the backend as it is (no local handler),
+        remembered per text: applications send the same texts over and over."""
+        try:
+            verdict = self.env.router.classify(query.decode("utf-8")) is None
+        except UnicodeDecodeError:
+            verdict = False  # the general path says what is wrong with it
+        verdicts = self.env.verdicts
+        if len(verdicts) >= _VERDICTS:
+            verdicts.clear()
+        verdicts[query] = verdict
+        return verdict
 
     def _run_local(self, request: Received, classified: Classified) -> Waiting:
         run = self.conn.decode(request)
@@ -242,10 +327,11 @@ class RelaySession(Session):
         held, self.held = self.held, None
         if held is None:  # the backend went away
             return
-        payload, summary = held
-        if payload[1] == _SUCCESS:
+        tag = held[3]  # a summary is one small chunk: size, marker, tag
+        if tag == _SUCCESS:
             await self.apply_deferred(tx)  # a failure answers the COMMIT instead
-        self.out.add(self.conn.relay_summary(payload, summary))
+        replacement = self.conn.relay_summary(tag, held, 0, len(held))
+        self.out.add(held if replacement is None else replacement)
 
     def _rollback_here(self) -> None:
         self.tx = None
@@ -268,28 +354,41 @@ class RelaySession(Session):
     # -- backend -> client ---------------------------------------------------------------------
 
     def on_backend_data(self, data: bytes) -> None:
+        """Answers from the backend: records pass as they are; each summary answers the oldest
+        forwarded request, through the connection (which moves the state)."""
         if self.closing:
             return
         decoder = self.decoder
-        decoder.receive_data(data)
-        parts = self.out.parts
+        try:
+            decoder.receive_data(data)
+            buffer, spans = decoder.split()
+        except ProtocolError as exc:
+            self.log.error("backend broke the protocol: %s", exc)
+            self.close("backend protocol error")
+            return
+        if not spans:
+            return
         expect = self.expect
         conn = self.conn
+        edits: dict[int, bytes] | None = None  # span index -> what to send instead
+        index = -1
         try:
-            item = decoder.next_framed()
-            while item is not None:
-                payload, wire = item
-                if payload[1] == _RECORD:
-                    parts.append(wire)
+            for tag, start, end in spans:
+                index += 1
+                if tag == _RECORD:
+                    continue
+                if not expect:
+                    raise ProtocolError("the backend sent a summary nobody asked for")
+                mark = expect.popleft()
+                if mark is None and self.begin_failure is None:
+                    replacement = conn.relay_summary(tag, buffer, start, end)
+                    if replacement is None:
+                        continue
                 else:
-                    if not expect:
-                        raise ProtocolError("the backend sent a summary nobody asked for")
-                    mark = expect.popleft()
-                    if mark is None and self.begin_failure is None:
-                        parts.append(conn.relay_summary(payload, wire))
-                    else:
-                        self._marked(mark, payload, wire)
-                item = decoder.next_framed()
+                    replacement = self._marked(mark, tag, buffer, start, end)
+                if edits is None:
+                    edits = {}
+                edits[index] = replacement
         except ProtocolError as exc:
             self.log.error("backend broke the protocol: %s", exc)
             self.close("backend protocol error")
@@ -297,37 +396,53 @@ class RelaySession(Session):
         if conn.anomaly is not None:
             self.log.debug("backend answer outside the state table: %s", conn.anomaly)
             conn.anomaly = None
-        if not expect:
-            self.idle.set()
+        parts = self.out.parts
+        if edits is None and decoder.whole:
+            parts.append(buffer)  # the backend's bytes, not copied
+        else:
+            edits = edits or {}
+            for index, (_tag, start, end) in enumerate(spans):
+                if index in edits:
+                    if edits[index]:
+                        parts.append(edits[index])
+                else:
+                    parts.append(buffer[start:end])
+        if not expect and self._caught_up is not None:
+            self.caught_up()
         self.out.flush()
 
-    def _marked(self, mark: _Mark | int | None, payload: bytes, wire: bytes) -> None:
+    def _marked(self, mark: _Mark | int | None, tag: int, buffer: bytes, start: int,
+                end: int) -> bytes:
+        """A summary that is not simply the client's next answer: its replacement (b"" to send
+        nothing)."""
         conn = self.conn
         if mark is SWALLOW:
-            if payload[1] == _FAILURE:
-                self.begin_failure = (payload, wire)
-            return
+            if tag == _FAILURE:
+                self.begin_failure = buffer[start:end]
+            return b""
         if self.begin_failure is not None:
             # The statement behind a failed BEGIN was IGNORED: it fails with BEGIN's FAILURE.
-            if payload[1] == _IGNORED:
-                payload, wire = self.begin_failure
+            if tag == _IGNORED:
+                buffer, start, end = self.begin_failure, 0, len(self.begin_failure)
+                tag = _FAILURE
             self.begin_failure = None
         if mark is HOLD:
-            self.held = (payload, wire)
-        elif mark is AUTH and payload[1] == _SUCCESS:
-            self.out.add(self._auth_success(payload, wire))
-        elif isinstance(mark, int) and payload[1] == _SUCCESS:
-            response = decode_response(payload, conn.version)
+            self.held = buffer[start:end]
+            return b""
+        if mark is AUTH and tag == _SUCCESS:
+            return self._auth_success(buffer, start, end)
+        if isinstance(mark, int) and tag == _SUCCESS:
+            response = decode_response(payload_of(buffer, start, end), conn.version)
             metadata = dict(getattr(response, "metadata", {}))
             metadata["qid"] = mark
-            self.out.add(conn.success(metadata))
-        else:
-            self.out.add(conn.relay_summary(payload, wire))
+            return conn.success(metadata)
+        replacement = conn.relay_summary(tag, buffer, start, end)
+        return buffer[start:end] if replacement is None else replacement
 
-    def _auth_success(self, payload: bytes, wire: bytes) -> bytes:
+    def _auth_success(self, buffer: bytes, start: int, end: int) -> bytes:
         """HELLO/LOGON SUCCESS, rewritten where the proxy must (else the backend's bytes)."""
         conn = self.conn
-        response = decode_response(payload, conn.version)
+        response = decode_response(payload_of(buffer, start, end), conn.version)
         metadata: dict[str, Any] = getattr(response, "metadata", {})
         changed = dict(metadata)
         if conn.head == Tag.HELLO:
@@ -343,7 +458,8 @@ class RelaySession(Session):
         if "advertised_address" in metadata:
             changed["advertised_address"] = self.env.advertised_address
         if changed == metadata:
-            return conn.relay_summary(payload, wire)
+            replacement = conn.relay_summary(_SUCCESS, buffer, start, end)
+            return buffer[start:end] if replacement is None else replacement
         return conn.success(changed)
 
     def on_backend_lost(self, exc: Exception | None) -> None:
@@ -359,6 +475,9 @@ class RelaySession(Session):
             self.transport.resume_reading()
 
     # -- shell hooks ---------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        return bool(self.expect)
 
     def feed(self, on: bool) -> None:
         # The client's socket is full: stop reading the backend that fills it.
