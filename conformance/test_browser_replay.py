@@ -33,8 +33,8 @@ from bolt.messages import (
 )
 from bolt.values import Duration
 from bolt.versions import Version
-from conformance.replay import Replay, check_failure_5_7, check_pull_summary, check_run_success
 from conformance.harness import StreamSetup
+from conformance.replay import Replay, check_failure_5_7, check_pull_summary, check_run_success
 from conformance.scenario import TEST_TABLE, check_stream_columns
 from conformance.test_cypher_shell_replay import check_routing_table
 from proxy import NEO4J_COMPAT_VERSION
@@ -317,7 +317,7 @@ def test_stream_change_rolled_back_is_not_applied(browser: Browser,
     transaction without committing it) discards it."""
     name = f"browser_{uuid.uuid4().hex[:8]}"
     topic = stream_setup.broker.create_topic(f"{name}_topic")
-    begin, run, pull = browser.exchange(
+    _begin, _run, pull = browser.exchange(
         Begin({"db": "neo4j", "tx_metadata": USER_META}),
         Run(f"CREATE STREAM {name} AS LOAD DATA KAFKA '{stream_setup.broker.bootstrap}' "
             f"WITH TOPIC '{topic}' WITH TRANSFORM '{stream_setup.transform}'", {}, {}),
@@ -353,7 +353,7 @@ def test_queries_frame_lists_and_terminates(browser: Browser, proxy: ProxyProces
         other.exchange(
             Hello(hello_extra(proxy)),
             Logon({"scheme": "basic", "principal": proxy.auth[0], "credentials": proxy.auth[1]}))
-        begin, run, pull = other.exchange(
+        _begin, _run, pull = other.exchange(
             Begin({"db": "neo4j", "tx_metadata": USER_META}),
             Run("RETURN $x AS x", {"x": 41}, {}), Pull(n=1000))
         assert isinstance(pull.summary, Success), pull.summary

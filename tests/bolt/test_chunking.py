@@ -228,4 +228,5 @@ def test_split_hands_back_the_received_bytes_object() -> None:
     d.receive_data(data)
     out, spans = d.split()
     assert out is data  # a relay can pass it on without copying
-    assert [(start, end) for _, start, end in spans] == [(0, len(RUN_WIRE)), (len(RUN_WIRE), len(data))]
+    assert [(start, end) for _, start, end in spans] == [
+        (0, len(RUN_WIRE)), (len(RUN_WIRE), len(data))]

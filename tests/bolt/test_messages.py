@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bolt import values as bv
 from bolt.errors import PackStreamError, ProtocolError
+from bolt.failures import failure_metadata, normalize_failure
 from bolt.messages import (
     IGNORED_PAYLOAD,
     Begin,
@@ -41,7 +42,6 @@ from bolt.messages import (
     peek_tag,
     request_defined,
 )
-from bolt.failures import failure_metadata, normalize_failure
 from bolt.packstream import Packer, Structure
 from bolt.versions import SUPPORTED_VERSIONS, Version
 

@@ -37,7 +37,8 @@ def kinds(query: str) -> list[tuple[str, str]]:
 
 
 def test_token_kinds() -> None:
-    query = "MATCH (n:`My Label` {k: 'it''s $no', d: \"x\\\"y\"}) // $nope\nRETURN $p, $`q r`, 1.5e3"
+    query = ("MATCH (n:`My Label` {k: 'it''s $no', d: \"x\\\"y\"}) // $nope\n"
+             "RETURN $p, $`q r`, 1.5e3")
     assert kinds(query) == [
         ("word", "MATCH"), ("other", "("), ("word", "n"), ("other", ":"),
         ("name", "`My Label`"), ("other", "{"), ("word", "k"), ("other", ":"),

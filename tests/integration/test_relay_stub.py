@@ -18,6 +18,7 @@ from bolt.messages import (
     Logon,
     Pull,
     Reset,
+    Rollback,
     Route,
     Run,
     Success,
@@ -235,3 +236,93 @@ def test_backend_offer_is_what_client_and_proxy_share(stub) -> None:
     assert offer[4:8] == bytes([0, 2, 8, 5])  # 5.8..5.6
     assert offer[8:12] == bytes([0, 4, 4, 5])  # 5.4..5.0
     assert offer[12:16] == bytes([0, 2, 4, 4])  # 4.4..4.2
+
+
+def test_a_transaction_of_stream_clauses_never_reaches_the_backend(stub) -> None:
+    """BEGIN, SHOW STREAMS, STOP ALL STREAMS and COMMIT (then the same with ROLLBACK) are all
+    answered by the proxy: the backend sees nothing after LOGON."""
+    server, proxy = stub
+    seen: list[StubConnection] = []
+
+    def script(conn: StubConnection) -> None:
+        seen.append(conn)
+        serve_login(conn)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        for end in (Commit(), Rollback()):
+            client.send(Begin({"db": "neo4j"}), Run("SHOW STREAMS", {}, {}), Pull(-1, -1),
+                        Run("STOP ALL STREAMS", {}, {}), Pull(-1, -1), end)
+            begin, show, shown, stop, stopped, ended = (client.recv() for _ in range(6))
+            assert all(isinstance(r, Success) for r in (begin, show, shown, stop, stopped, ended))
+            assert (show.metadata["qid"], stop.metadata["qid"]) == (0, 1)
+            assert show.metadata["fields"][:2] == ["name", "uri"]
+            assert stopped.metadata["type"] == "s"
+        client.send(Goodbye())
+        assert client.is_closed()
+    assert seen and seen[0].finished.wait(5)
+    assert [payload[1] for payload in seen[0].received] == [Tag.HELLO, Tag.LOGON]
+
+
+def test_mixed_transaction_translates_qids(stub) -> None:
+    """A local statement took qid 0, so the backend's first result (its qid 0) is the client's
+    qid 1: the RUN SUCCESS and the PULL are translated; the held BEGIN goes first."""
+    server, proxy = stub
+    seen: list[StubConnection] = []
+
+    def script(conn: StubConnection) -> None:
+        seen.append(conn)
+        serve_login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.expect(Tag.RUN)
+        conn.send(SUCCESS_EMPTY + response(Tag.SUCCESS, {"fields": ["x"], "qid": 0}))
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.RECORD, [1]) + response(Tag.SUCCESS, {"type": "r"}))
+        conn.expect(Tag.COMMIT)
+        conn.send(response(Tag.SUCCESS, {"bookmark": "bm-2"}))
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(Begin({}), Run("SHOW STREAMS", {}, {}), Run("RETURN 1 AS x", {}, {}),
+                    Pull(-1, 1), Pull(-1, 0), Commit())
+        begin, local_run, backend_run = client.recv(), client.recv(), client.recv()
+        record, pulled = client.recv(), client.recv()
+        local_pull = client.recv()
+        commit = client.recv()
+    assert isinstance(begin, Success) and begin.metadata == {}
+    assert local_run.metadata["qid"] == 0 and backend_run.metadata["qid"] == 1
+    assert record.values == [1] and pulled.metadata == {"type": "r"}
+    assert isinstance(local_pull, Success) and local_pull.metadata["type"] == "r"
+    assert commit.metadata == {"bookmark": "bm-2"}
+    assert seen and seen[0].finished.wait(5)
+    pull = next(p for p in seen[0].received if p[1] == Tag.PULL)
+    assert pull == encode_request(Pull(-1, 0), Version(*server.version))  # qid 1 -> 0
+
+
+def test_a_held_begin_that_fails_fails_the_statement(stub) -> None:
+    server, proxy = stub
+    refused = {"code": "Neo.ClientError.Database.DatabaseNotFound", "message": "no db"}
+
+    def script(conn: StubConnection) -> None:
+        serve_login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.expect(Tag.RUN)
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.FAILURE, refused) + response(Tag.IGNORED)
+                  + response(Tag.IGNORED))
+        conn.expect(Tag.RESET)
+        conn.send(SUCCESS_EMPTY)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(Begin({"db": "nope"}), Run("RETURN 1", {}, {}), Pull(-1, -1))
+        begin, run, pull = client.recv(), client.recv(), client.recv()
+        client.send(Reset())
+        reset = client.recv()
+    assert isinstance(begin, Success)
+    assert isinstance(run, Failure) and run.code == refused["code"] and run.message == "no db"
+    assert isinstance(pull, Ignored) and isinstance(reset, Success)
+    assert not server.errors

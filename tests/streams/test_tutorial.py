@@ -84,3 +84,36 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
     assert show(driver, name)["status"] == "stopped"
     assert run(driver, f"DROP STREAM {name}") == []
     assert all(row["name"] != name for row in run(driver, "SHOW STREAMS"))
+
+
+def test_the_tutorial_through_execute_query(driver: Any, broker: Broker, topic: str,
+                                            transforms: Path) -> None:
+    """The same tutorial with ``execute_query``, which runs each statement in a managed
+    transaction (BEGIN, RUN, PULL, COMMIT), as Neo4j Browser's editor does."""
+
+    def query(text: str) -> list[dict[str, Any]]:
+        records, _summary, _keys = driver.execute_query(text)
+        return [record.data() for record in records]
+
+    def status(name: str) -> dict[str, Any]:
+        (row,) = [row for row in query("SHOW STREAMS") if row["name"] == name]
+        return row
+
+    query("MATCH (n:Node) DETACH DELETE n")
+    broker.produce(topic, ["1", "1 2"])
+    name = stream_name("mystream")
+    assert query(f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+                 f"WITH TOPIC '{topic}' WITH TRANSFORM '{transforms / 'manual.py'}'") == []
+    assert status(name)["status"] == "stopped" and status(name)["owner"] == "alice"
+    assert [(r["query"], r["params"]) for r in query(f"TEST STREAM {name}")] == [
+        ("CREATE (:Node {id: $id})", {"id": "1"}),
+        ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+         {"from_id": "1", "to_id": "2"}),
+    ]
+    assert query(f"START STREAM {name}") == []
+    assert status(name)["status"] == "running"
+    wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    assert query(f"STOP STREAM {name}") == []
+    assert status(name)["status"] == "stopped"
+    assert query(f"DROP STREAM {name}") == []
+    assert all(row["name"] != name for row in query("SHOW STREAMS"))
