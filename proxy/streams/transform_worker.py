@@ -24,7 +24,7 @@ protocol pipes, points file descriptor 1 at stderr and 0 at /dev/null, so whatev
 transform writes to "stdout" (from Python or C) lands in stderr, which the proxy keeps as a
 bounded log.
 
-Before running any user code the worker limits itself (``_sandbox``): address space, open
+Before running any user code the worker limits itself (``sandbox``): address space, open
 files, file size, no core dumps, dies with its parent (``PR_SET_PDEATHSIG``), no new
 privileges, no capabilities, and, where the kernel has them, Landlock (read-only access to the
 Python installation, read-write to its own empty working directory, no TCP, no signals out of
