@@ -167,7 +167,11 @@ class RelaySession(Session):
             conn.claim_many(claimed)
             self.expect.extend([None] * forwarded)
             if whole and forwarded == len(spans):
-                self.backend_out.parts.append(buffer)  # the client's bytes, not copied
+                if not self.backend_out.parts and self.violation is None and (
+                        not self.backend.is_closing()):
+                    self.backend.write(buffer)  # the client's bytes, not copied: done
+                    return
+                self.backend_out.parts.append(buffer)
             else:
                 self.backend_out.parts.extend(buffer[s:e] for _t, s, e in spans[:forwarded])
         for tag, start, end in spans[forwarded:]:
@@ -396,9 +400,14 @@ class RelaySession(Session):
         if conn.anomaly is not None:
             self.log.debug("backend answer outside the state table: %s", conn.anomaly)
             conn.anomaly = None
+        if not expect and self._caught_up is not None:
+            self.caught_up()
         parts = self.out.parts
         if edits is None and decoder.whole:
-            parts.append(buffer)  # the backend's bytes, not copied
+            if not parts and not self.transport.is_closing():
+                self.transport.write(buffer)  # the backend's bytes, not copied: done
+                return
+            parts.append(buffer)
         else:
             edits = edits or {}
             for index, (_tag, start, end) in enumerate(spans):
@@ -407,8 +416,6 @@ class RelaySession(Session):
                         parts.append(edits[index])
                 else:
                     parts.append(buffer[start:end])
-        if not expect and self._caught_up is not None:
-            self.caught_up()
         self.out.flush()
 
     def _marked(self, mark: _Mark | int | None, tag: int, buffer: bytes, start: int,
