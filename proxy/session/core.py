@@ -205,8 +205,17 @@ class Session(asyncio.Protocol):
             return
         self.conn.receive_data(data)
         if self.task is None:
-            self._pump()
-            self.flush()
+            try:
+                self._pump()
+                self.flush()
+            except Exception:
+                self.crashed()
+
+    def crashed(self) -> None:
+        """A bug met while answering closes this connection only, with one log line (call it
+        from an ``except Exception`` block)."""
+        self.log.exception("session failed; closing this connection only")
+        self.close("internal error")
 
     def eof_received(self) -> bool | None:
         self.close("client closed the connection")
@@ -264,8 +273,7 @@ class Session(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.log.exception("session failed; closing this connection only")
-            self.close("internal error")
+            self.crashed()
         finally:
             self.task = None
             self.flush()

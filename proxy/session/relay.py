@@ -121,6 +121,12 @@ class RelaySession(Session):
         (``handle``, in order)."""
         if self.closing:
             return
+        try:
+            self._client_data(data)
+        except Exception:
+            self.crashed()
+
+    def _client_data(self, data: bytes) -> None:
         conn = self.conn
         if self.task is not None:
             conn.receive_data(data)
@@ -362,6 +368,12 @@ class RelaySession(Session):
         forwarded request, through the connection (which moves the state)."""
         if self.closing:
             return
+        try:
+            self._backend_data(data)
+        except Exception:
+            self.crashed()
+
+    def _backend_data(self, data: bytes) -> None:
         decoder = self.decoder
         try:
             decoder.receive_data(data)
