@@ -132,11 +132,13 @@ def login(address: tuple[str, int]) -> RawBolt:
     return client
 
 
-def small_worker(address: tuple[str, int], seconds: float, start_at: float,
-                 out: mp.Queue) -> None:  # type: ignore[type-arg]
+def small_worker(address: tuple[str, int], seconds: float, start_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
     client = login(address)
-    requests = [chunk(encode_request(Run("RETURN $i AS i", {"i": i}, {}), client.version))
-                + chunk(encode_request(Pull(-1, -1), client.version)) for i in range(100)]
+    requests = [
+        chunk(encode_request(Run("RETURN $i AS i", {"i": i}, {}), client.version))
+        + chunk(encode_request(Pull(-1, -1), client.version))
+        for i in range(100)
+    ]
     while time.time() < start_at:
         time.sleep(0.001)
     done = 0
@@ -154,14 +156,14 @@ def small_worker(address: tuple[str, int], seconds: float, start_at: float,
     out.put(done)
 
 
-def driver_small_worker(address: tuple[str, int], seconds: float, start_at: float,
-                        out: mp.Queue) -> None:  # type: ignore[type-arg]
+def driver_small_worker(
+    address: tuple[str, int], seconds: float, start_at: float, out: mp.Queue
+) -> None:  # type: ignore[type-arg]
     import neo4j
 
     # The driver is never closed: closing sends GOODBYE, after which FalkorDB 4.16's own Bolt
     # server hangs the next connection it accepts (a known bug). os._exit skips the close.
-    driver = neo4j.GraphDatabase.driver(f"bolt://{address[0]}:{address[1]}",
-                                        auth=("falkordb", ""))
+    driver = neo4j.GraphDatabase.driver(f"bolt://{address[0]}:{address[1]}", auth=("falkordb", ""))
     session = driver.session()
     session.run("RETURN 0 AS i").consume()
     while time.time() < start_at:
@@ -180,8 +182,7 @@ def driver_small_worker(address: tuple[str, int], seconds: float, start_at: floa
 def driver_large_worker(address: tuple[str, int], out: mp.Queue) -> None:  # type: ignore[type-arg]
     import neo4j
 
-    driver = neo4j.GraphDatabase.driver(f"bolt://{address[0]}:{address[1]}",
-                                        auth=("falkordb", ""))
+    driver = neo4j.GraphDatabase.driver(f"bolt://{address[0]}:{address[1]}", auth=("falkordb", ""))
     session = driver.session(fetch_size=1000)
     started = time.monotonic()
     rows = sum(1 for _ in session.run(f"UNWIND range(1, {LARGE_ROWS}) AS x RETURN x"))
@@ -220,12 +221,15 @@ def _collect(out: Any, procs: list[mp.Process], count: int, timeout: float) -> l
     return results
 
 
-def small_reads(address: tuple[str, int], connections: int, seconds: float,
-                worker: object = small_worker) -> float:
+def small_reads(
+    address: tuple[str, int], connections: int, seconds: float, worker: object = small_worker
+) -> float:
     out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 1.0
-    procs = [mp.Process(target=worker, args=(address, seconds, start_at, out))
-             for _ in range(connections)]
+    procs = [
+        mp.Process(target=worker, args=(address, seconds, start_at, out))
+        for _ in range(connections)
+    ]
     for proc in procs:
         proc.start()
     total = sum(_collect(out, procs, len(procs), seconds + 60))
@@ -273,8 +277,14 @@ def main() -> None:
     assert falkordb.bolt_port is not None
     direct = ("127.0.0.1", falkordb.bolt_port)
     pipe, pipe_address = start_pipe(direct)
-    proxy = ProxyProcess("--backend", f"bolt://127.0.0.1:{falkordb.bolt_port}",
-                         "--data-dir", str(data / "proxy"), "--log-level", "warning").start()
+    proxy = ProxyProcess(
+        "--backend",
+        f"bolt://127.0.0.1:{falkordb.bolt_port}",
+        "--data-dir",
+        str(data / "proxy"),
+        "--log-level",
+        "warning",
+    ).start()
     targets = {"direct": direct, "pipe": pipe_address, "proxy": proxy.address}
     small: dict[tuple[str, str], list[float]] = {}
     large: dict[tuple[str, str], list[float]] = {}
@@ -307,9 +317,15 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rounds(args: argparse.Namespace, clients: list[str], targets: dict[str, tuple[str, int]],
-            small: dict[tuple[str, str], list[float]], large: dict[tuple[str, str], list[float]],
-            falkordb: FalkorDBProcess, pids: dict[str, int | None]) -> None:
+def _rounds(
+    args: argparse.Namespace,
+    clients: list[str],
+    targets: dict[str, tuple[str, int]],
+    small: dict[tuple[str, str], list[float]],
+    large: dict[tuple[str, str], list[float]],
+    falkordb: FalkorDBProcess,
+    pids: dict[str, int | None],
+) -> None:
     for round_number in range(1, args.rounds + 1):
         for client in clients:
             small_fn, large_fn = WORKERS[client]
@@ -327,9 +343,12 @@ def _rounds(args: argparse.Namespace, clients: list[str], targets: dict[str, tup
                             raise
                         # FalkorDB 4.16's Bolt server segfaults now and then under this load
                         # (DESIGN.md), whichever path the traffic takes: restart, measure again.
-                        print(f"round {round_number} {client} {name}: FalkorDB's Bolt server "
-                              f"died (exit code {code}, {type(exc).__name__}); restarting it "
-                              f"(attempt {attempt})", flush=True)
+                        print(
+                            f"round {round_number} {client} {name}: FalkorDB's Bolt server "
+                            f"died (exit code {code}, {type(exc).__name__}); restarting it "
+                            f"(attempt {attempt})",
+                            flush=True,
+                        )
                         falkordb.stop()
                         falkordb.start()
                 else:
@@ -338,26 +357,37 @@ def _rounds(args: argparse.Namespace, clients: list[str], targets: dict[str, tup
                 large.setdefault((client, name), []).append(rps)
                 # CPU of the relay process itself per small query (pipe and proxy): what the
                 # proxy's parsing adds shows here, whatever else the machine is doing.
-                per_query = (f", relay CPU {cpu / (qps * args.seconds) * 1e6:5.1f} us/query"
-                             if name in pids else "")
-                print(f"round {round_number} {client:6} {name:6}: {qps:9.0f} small "
-                      f"queries/s ({args.connections} connections){per_query}, {rps:9.0f} "
-                      "rows/s (100k-row result)", flush=True)
+                per_query = (
+                    f", relay CPU {cpu / (qps * args.seconds) * 1e6:5.1f} us/query"
+                    if name in pids
+                    else ""
+                )
+                print(
+                    f"round {round_number} {client:6} {name:6}: {qps:9.0f} small "
+                    f"queries/s ({args.connections} connections){per_query}, {rps:9.0f} "
+                    "rows/s (100k-row result)",
+                    flush=True,
+                )
 
 
-def _report(args: argparse.Namespace, clients: list[str],
-            small: dict[tuple[str, str], list[float]],
-            large: dict[tuple[str, str], list[float]]) -> None:
+def _report(
+    args: argparse.Namespace,
+    clients: list[str],
+    small: dict[tuple[str, str], list[float]],
+    large: dict[tuple[str, str], list[float]],
+) -> None:
     print()
     print(f"best of {args.rounds} rounds; {args.connections} connections for small reads")
     for client in clients:
         for what, table, unit in (("small reads", small, "q/s"), ("100k rows", large, "rows/s")):
             best = {name: max(table[(client, name)]) for name in TARGETS}
-            print(f"{client:6} {what:11}: direct {best['direct']:9.0f} {unit}, pipe "
-                  f"{best['pipe']:9.0f}, proxy {best['proxy']:9.0f} | proxy/pipe "
-                  f"{best['proxy'] / best['pipe']:.2f}, proxy/direct "
-                  f"{best['proxy'] / best['direct']:.2f}, pipe/direct "
-                  f"{best['pipe'] / best['direct']:.2f}")
+            print(
+                f"{client:6} {what:11}: direct {best['direct']:9.0f} {unit}, pipe "
+                f"{best['pipe']:9.0f}, proxy {best['proxy']:9.0f} | proxy/pipe "
+                f"{best['proxy'] / best['pipe']:.2f}, proxy/direct "
+                f"{best['proxy'] / best['direct']:.2f}, pipe/direct "
+                f"{best['pipe'] / best['direct']:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ _IGNORED = chunk(IGNORED_PAYLOAD)
 # ``has_more: true`` can only be encoded as these bytes (tiny string key, then True), so a
 # PULL/DISCARD summary without them is final and need not be decoded.
 _HAS_MORE_TRUE = b"\x88has_more\xc3"
-_ENDS_RESULTS = frozenset(int(t) for t in (Tag.COMMIT, Tag.ROLLBACK, Tag.RESET, Tag.BEGIN,
-                                            Tag.LOGOFF))
+_ENDS_RESULTS = frozenset(
+    int(t) for t in (Tag.COMMIT, Tag.ROLLBACK, Tag.RESET, Tag.BEGIN, Tag.LOGOFF)
+)
 # Plain ints: comparing with them does not go through IntEnum (the relay does it per answer).
 _SUCCESS, _FAILURE, _IGNORED_TAG = int(Tag.SUCCESS), int(Tag.FAILURE), int(Tag.IGNORED)
 _RUN, _PULL, _DISCARD = int(Tag.RUN), int(Tag.PULL), int(Tag.DISCARD)
@@ -253,8 +254,7 @@ class ServerConnection:
         """
         if tag == _SUCCESS:
             head = self._unanswered[0] if self._unanswered else None
-            has_more = (head in (_PULL, _DISCARD)) and (
-                data.find(_HAS_MORE_TRUE, start, end) >= 0)
+            has_more = (head in (_PULL, _DISCARD)) and (data.find(_HAS_MORE_TRUE, start, end) >= 0)
             self._advance(tag, has_more)
             return None
         if tag == _FAILURE:

@@ -48,8 +48,9 @@ async def serve(config: Config) -> int:
         try:  # the stream catalog lives here whatever the backend; the database's data too
             make_private_dir(config.data_dir)
         except OSError as exc:
-            raise StartupError(f"cannot create the data directory {config.data_dir}: "
-                               f"{exc.strerror or exc}") from exc
+            raise StartupError(
+                f"cannot create the data directory {config.data_dir}: {exc.strerror or exc}"
+            ) from exc
         if uri.kind == "embedded":
             from proxy.backends.embedded import EmbeddedError, EmbeddedFalkorDB
 
@@ -76,8 +77,9 @@ async def serve(config: Config) -> int:
             except Exception as exc:  # any failure to reach it is fatal at startup
                 raise StartupError(f"cannot reach the backend: {exc}") from exc
         engine = _stream_engine(config, query_backend)
-        server = BoltServer(config, query_backend=query_backend,
-                            extra_handlers=[StreamClauseHandler(engine)])
+        server = BoltServer(
+            config, query_backend=query_backend, extra_handlers=[StreamClauseHandler(engine)]
+        )
         try:
             await server.start()
         except OSError as exc:
@@ -89,12 +91,20 @@ async def serve(config: Config) -> int:
             raise StartupError(str(exc)) from exc
         host, port = server.address
         authenticator = server.local_env.authenticator if server.local_env else None
-        auth = ("auth: passed through to the backend" if authenticator is None
-                else authenticator.description)
-        ready_log.info("boltstream %s ready on bolt://%s:%d (WebSocket too%s), backend: %s, %s",
-                       __version__, host, port,
-                       "; TLS: bolt+s:// and wss://" if config.tls_cert else "; TLS off",
-                       description, auth)
+        auth = (
+            "auth: passed through to the backend"
+            if authenticator is None
+            else authenticator.description
+        )
+        ready_log.info(
+            "boltstream %s ready on bolt://%s:%d (WebSocket too%s), backend: %s, %s",
+            __version__,
+            host,
+            port,
+            "; TLS: bolt+s:// and wss://" if config.tls_cert else "; TLS off",
+            description,
+            auth,
+        )
         await _wait_for_signal()
         log.info("shutting down")
         await engine.stop()
@@ -124,23 +134,30 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
     else:
         auth = (config.backend_user, config.service_password()) if config.backend_user else None
         if auth is None:
-            log.warning("no backend_user configured: stream batches go to %s without "
-                        "credentials", uri.raw)
+            log.warning(
+                "no backend_user configured: stream batches go to %s without credentials", uri.raw
+            )
         writer = BoltWriter(uri.raw, auth)
-    return StreamEngine(config.data_dir, writer, transform_policy(config),
-                        kafka_config=config.kafka_client_config,
-                        group_prefix=config.stream_group_prefix,
-                        transform_timeout=config.transform_timeout)
+    return StreamEngine(
+        config.data_dir,
+        writer,
+        transform_policy(config),
+        kafka_config=config.kafka_client_config,
+        group_prefix=config.stream_group_prefix,
+        transform_timeout=config.transform_timeout,
+    )
 
 
 def transform_policy(config: Config) -> TransformPolicy:
     """The safe default, with the configured hosts and/or directories in place of its own."""
     policy = TransformPolicy.default(config.data_dir)
-    given = TransformPolicy.from_strings(config.transform_allowed_hosts,
-                                         config.transform_allowed_dirs)
+    given = TransformPolicy.from_strings(
+        config.transform_allowed_hosts, config.transform_allowed_dirs
+    )
     if config.transform_allowed_hosts.strip():
-        policy = replace(policy, allowed_hosts=given.allowed_hosts,
-                         allow_any_host=given.allow_any_host)
+        policy = replace(
+            policy, allowed_hosts=given.allowed_hosts, allow_any_host=given.allow_any_host
+        )
     if config.transform_allowed_dirs.strip():
         policy = replace(policy, allowed_dirs=given.allowed_dirs)
     return policy
@@ -153,8 +170,10 @@ async def _check_bolt_backend(config: Config) -> None:
         raise StartupError(str(exc)) from exc
     link.transport.close()
     if link.version is None:
-        raise StartupError(f"{config.backend_uri.raw} speaks none of the Bolt versions "
-                           f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
+        raise StartupError(
+            f"{config.backend_uri.raw} speaks none of the Bolt versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}"
+        )
 
 
 async def _wait_for_signal() -> None:

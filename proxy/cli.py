@@ -26,101 +26,175 @@ command line > environment > config file > defaults.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="boltstream", description=(
-        "A Bolt proxy that adds Kafka stream clauses to Cypher, in front of Neo4j, Memgraph "
-        "or FalkorDB."))
+    parser = argparse.ArgumentParser(
+        prog="boltstream",
+        description=(
+            "A Bolt proxy that adds Kafka stream clauses to Cypher, in front of Neo4j, Memgraph "
+            "or FalkorDB."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"boltstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the proxy", description=SERVE_HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--listen", metavar="HOST:PORT",
-                       help="address to serve Bolt on (default 127.0.0.1:7687; port 0 picks a "
-                       "free port, printed in the ready line)")
-    serve.add_argument("--backend", metavar="URI",
-                       help="the graph: bolt://host:port, bolt+s://, neo4j:// (Neo4j, "
-                       "Memgraph, FalkorDB's Bolt port), falkordb://host:port[/graph] (an "
-                       "existing FalkorDB over its own protocol), or leave out to run an "
-                       "embedded FalkorDB (default)")
-    serve.add_argument("--data-dir", metavar="DIR",
-                       help="where the embedded FalkorDB keeps its data (default "
-                       "./boltstream-data; append-only file on, fsync per write)")
-    serve.add_argument("--advertised-address", metavar="HOST:PORT",
-                       help="the address routing tables give to neo4j:// clients (default: the "
-                       "listen address, with 0.0.0.0 shown as localhost)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the proxy",
+        description=SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to serve Bolt on (default 127.0.0.1:7687; port 0 picks a "
+        "free port, printed in the ready line)",
+    )
+    serve.add_argument(
+        "--backend",
+        metavar="URI",
+        help="the graph: bolt://host:port, bolt+s://, neo4j:// (Neo4j, "
+        "Memgraph, FalkorDB's Bolt port), falkordb://host:port[/graph] (an "
+        "existing FalkorDB over its own protocol), or leave out to run an "
+        "embedded FalkorDB (default)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the embedded FalkorDB keeps its data (default "
+        "./boltstream-data; append-only file on, fsync per write)",
+    )
+    serve.add_argument(
+        "--advertised-address",
+        metavar="HOST:PORT",
+        help="the address routing tables give to neo4j:// clients (default: the "
+        "listen address, with 0.0.0.0 shown as localhost)",
+    )
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML file with settings")
-    serve.add_argument("--auth", metavar="USER:PASSWORD",
-                       help="for FalkorDB backends, which have no users: accept only this user "
-                       "(default: accept any credentials). Bolt backends check credentials "
-                       "themselves")
-    serve.add_argument("--users-file", metavar="FILE",
-                       help="like --auth, one USER:PASSWORD per line")
-    serve.add_argument("--fsync", choices=("always", "everysec", "no"),
-                       help="embedded FalkorDB appendfsync policy (default always)")
-    serve.add_argument("--max-message-size", metavar="BYTES", type=int,
-                       help="largest Bolt request accepted (default 16 MiB)")
-    serve.add_argument("--tls-cert", metavar="FILE",
-                       help="PEM certificate (chain): turns on bolt+s:// and wss:// on the same "
-                       "port as plain Bolt and ws:// (a self-signed one works with bolt+ssc://)")
-    serve.add_argument("--tls-key", metavar="FILE",
-                       help="PEM private key for --tls-cert (if not in the same file)")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                       help="default info")
+    serve.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help="for FalkorDB backends, which have no users: accept only this user "
+        "(default: accept any credentials). Bolt backends check credentials "
+        "themselves",
+    )
+    serve.add_argument(
+        "--users-file", metavar="FILE", help="like --auth, one USER:PASSWORD per line"
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=("always", "everysec", "no"),
+        help="embedded FalkorDB appendfsync policy (default always)",
+    )
+    serve.add_argument(
+        "--max-message-size",
+        metavar="BYTES",
+        type=int,
+        help="largest Bolt request accepted (default 16 MiB)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate (chain): turns on bolt+s:// and wss:// on the same "
+        "port as plain Bolt and ws:// (a self-signed one works with bolt+ssc://)",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key for --tls-cert (if not in the same file)"
+    )
+    serve.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default info"
+    )
     streams = serve.add_argument_group("streams")
-    streams.add_argument("--backend-user", metavar="USER",
-                         help="service account that stream batches are written with (Bolt "
-                         "backends; batches run as the stream's owner where the backend can "
-                         "impersonate)")
-    streams.add_argument("--backend-password", metavar="PASSWORD",
-                         help="its password; better --backend-password-file or "
-                         "BOLTSTREAM_BACKEND_PASSWORD: a command line is visible to every "
-                         "local user (ps, /proc)")
-    streams.add_argument("--backend-password-file", metavar="FILE",
-                         help="a file whose first line is that password (make it readable "
-                         "by the proxy's user only)")
-    streams.add_argument("--transform-allowed-hosts", metavar="HOSTS",
-                         help="comma-separated hosts transforms may be fetched from over "
-                         "http(s): names, *.domain, IP addresses, loopback, or * for any "
-                         "(default: loopback)")
-    streams.add_argument("--transform-allowed-dirs", metavar="DIRS",
-                         help="comma-separated directories transform files may be read from "
-                         "(default: DATA_DIR/transforms and the working directory)")
-    streams.add_argument("--transform-timeout", metavar="SECONDS", type=float,
-                         help="longest a transform may take for one batch before the stream "
-                         "stops with an error (default 30)")
-    streams.add_argument("--kafka-client-config", metavar="KEY=VALUE,...",
-                         help="librdkafka settings for every Kafka client of the proxy "
-                         "(security.protocol, sasl.*, session.timeout.ms, ...)")
-    streams.add_argument("--stream-group-prefix", metavar="PREFIX",
-                         help="consumer group id of a stream = PREFIX + stream name "
-                         "(default: no prefix)")
+    streams.add_argument(
+        "--backend-user",
+        metavar="USER",
+        help="service account that stream batches are written with (Bolt "
+        "backends; batches run as the stream's owner where the backend can "
+        "impersonate)",
+    )
+    streams.add_argument(
+        "--backend-password",
+        metavar="PASSWORD",
+        help="its password; better --backend-password-file or "
+        "BOLTSTREAM_BACKEND_PASSWORD: a command line is visible to every "
+        "local user (ps, /proc)",
+    )
+    streams.add_argument(
+        "--backend-password-file",
+        metavar="FILE",
+        help="a file whose first line is that password (make it readable by the proxy's user only)",
+    )
+    streams.add_argument(
+        "--transform-allowed-hosts",
+        metavar="HOSTS",
+        help="comma-separated hosts transforms may be fetched from over "
+        "http(s): names, *.domain, IP addresses, loopback, or * for any "
+        "(default: loopback)",
+    )
+    streams.add_argument(
+        "--transform-allowed-dirs",
+        metavar="DIRS",
+        help="comma-separated directories transform files may be read from "
+        "(default: DATA_DIR/transforms and the working directory)",
+    )
+    streams.add_argument(
+        "--transform-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="longest a transform may take for one batch before the stream "
+        "stops with an error (default 30)",
+    )
+    streams.add_argument(
+        "--kafka-client-config",
+        metavar="KEY=VALUE,...",
+        help="librdkafka settings for every Kafka client of the proxy "
+        "(security.protocol, sasl.*, session.timeout.ms, ...)",
+    )
+    streams.add_argument(
+        "--stream-group-prefix",
+        metavar="PREFIX",
+        help="consumer group id of a stream = PREFIX + stream name (default: no prefix)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, overrides={
-            "listen": args.listen, "backend": args.backend, "data_dir": args.data_dir,
-            "advertised_address": args.advertised_address, "auth": args.auth,
-            "users_file": args.users_file, "fsync": args.fsync,
-            "max_message_size": args.max_message_size, "log_level": args.log_level,
-            "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-            "backend_user": args.backend_user, "backend_password": args.backend_password,
-            "backend_password_file": args.backend_password_file,
-            "transform_allowed_hosts": args.transform_allowed_hosts,
-            "transform_allowed_dirs": args.transform_allowed_dirs,
-            "kafka_client_config": args.kafka_client_config,
-            "transform_timeout": args.transform_timeout,
-            "stream_group_prefix": args.stream_group_prefix,
-        })
+        config = load_config(
+            args.config,
+            overrides={
+                "listen": args.listen,
+                "backend": args.backend,
+                "data_dir": args.data_dir,
+                "advertised_address": args.advertised_address,
+                "auth": args.auth,
+                "users_file": args.users_file,
+                "fsync": args.fsync,
+                "max_message_size": args.max_message_size,
+                "log_level": args.log_level,
+                "tls_cert": args.tls_cert,
+                "tls_key": args.tls_key,
+                "backend_user": args.backend_user,
+                "backend_password": args.backend_password,
+                "backend_password_file": args.backend_password_file,
+                "transform_allowed_hosts": args.transform_allowed_hosts,
+                "transform_allowed_dirs": args.transform_allowed_dirs,
+                "kafka_client_config": args.kafka_client_config,
+                "transform_timeout": args.transform_timeout,
+                "stream_group_prefix": args.stream_group_prefix,
+            },
+        )
     except ConfigError as exc:
         print(f"boltstream: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.backend_password:
-        log.warning("--backend-password is visible to every local user (ps, /proc); use "
-                    "--backend-password-file or BOLTSTREAM_BACKEND_PASSWORD instead")
+        log.warning(
+            "--backend-password is visible to every local user (ps, /proc); use "
+            "--backend-password-file or BOLTSTREAM_BACKEND_PASSWORD instead"
+        )
     # Everything the proxy and its embedded database write (catalog, AOF, logs, sockets) is
     # for the proxy's user only.
     os.umask(0o077)

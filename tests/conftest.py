@@ -20,12 +20,26 @@ __all__ = ["arcadedb"]
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_DIRS = (ROOT / "tests" / "integration", ROOT / "conformance")
 # Fixtures that start a real service (directly or through the fixtures they use).
-SERVICE_FIXTURES = frozenset({
-    "arcadedb", "broker", "topic", "falkordb_server", "streams_proxy", "graph_server",
-})
+SERVICE_FIXTURES = frozenset(
+    {
+        "arcadedb",
+        "broker",
+        "topic",
+        "falkordb_server",
+        "streams_proxy",
+        "graph_server",
+    }
+)
 # What starts one in a module's own code (getfixturevalue: a fixture chosen at run time).
-SERVICE_CALLS = ("ProxyProcess(", "FalkorDBProcess(", "EmbeddedFalkorDB(", "embedded_falkordb(",
-                 "ArcadeDB(", "Broker(", "getfixturevalue(")
+SERVICE_CALLS = (
+    "ProxyProcess(",
+    "FalkorDBProcess(",
+    "EmbeddedFalkorDB(",
+    "embedded_falkordb(",
+    "ArcadeDB(",
+    "Broker(",
+    "getfixturevalue(",
+)
 _starts_services: dict[Path, bool] = {}
 
 
@@ -42,6 +56,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         path = Path(str(item.fspath))
         fixtures = set(getattr(item, "fixturenames", ()))
-        if (any(path.is_relative_to(folder) for folder in SERVICE_DIRS)
-                or fixtures & SERVICE_FIXTURES or _module_starts_services(path)):
+        if (
+            any(path.is_relative_to(folder) for folder in SERVICE_DIRS)
+            or fixtures & SERVICE_FIXTURES
+            or _module_starts_services(path)
+        ):
             item.add_marker(services)

@@ -28,7 +28,10 @@ from proxy.backends.falkordb.stats import label_shape, neo4j_labels_added
 def test_label_shape(query: str, patterns: int, labels: int, sets: bool) -> None:
     shape = label_shape(query)
     assert (shape.creating_patterns, shape.created_labels, shape.sets_labels) == (
-        patterns, labels, sets)
+        patterns,
+        labels,
+        sets,
+    )
 
 
 def test_created_nodes_count_each_label_they_get() -> None:

@@ -35,8 +35,9 @@ class FakeSession:
 
 
 def context(registry: Registry, **parameters: Any) -> QueryContext:
-    return QueryContext(db="neo4j", user="ann", parameters=parameters,
-                        advertised_address="x:1", registry=registry)
+    return QueryContext(
+        db="neo4j", user="ann", parameters=parameters, advertised_address="x:1", registry=registry
+    )
 
 
 async def test_show_and_terminate() -> None:
@@ -49,8 +50,15 @@ async def test_show_and_terminate() -> None:
     result = await show.run(show.match("SHOW TRANSACTIONS"), context(registry))
     assert result.fields == DEFAULT_FIELDS
     (row,) = result.rows
-    assert row[:7] == ["neo4j", running.transaction_id, running.query_id, "bolt-1",
-                       "127.0.0.1:5000", "ann", "MATCH (n) RETURN n"]
+    assert row[:7] == [
+        "neo4j",
+        running.transaction_id,
+        running.query_id,
+        "bolt-1",
+        "127.0.0.1:5000",
+        "ann",
+        "MATCH (n) RETURN n",
+    ]
     assert row[8] == "Running" and isinstance(row[9], Duration)
     yielded = show.match("SHOW TRANSACTIONS YIELD metaData, parameters, transactionId")
     result = await show.run(yielded, context(registry))
@@ -58,8 +66,10 @@ async def test_show_and_terminate() -> None:
     terminate = TerminateTransactionsHandler()
     parsed = terminate.match(f'TERMINATE TRANSACTIONS "{running.transaction_id}", "nope"')
     result = await terminate.run(parsed, context(registry))
-    assert result.rows == [[running.transaction_id, "ann", "Transaction terminated."],
-                           ["nope", None, "Transaction not found."]]
+    assert result.rows == [
+        [running.transaction_id, "ann", "Transaction terminated."],
+        ["nope", None, "Transaction not found."],
+    ]
     by_parameter = show.match("SHOW TRANSACTIONS $ids")
     result = await show.run(by_parameter, context(registry, ids=[running.transaction_id]))
     assert result.rows[0][8] == "Terminated with reason: Terminated by user"

@@ -45,5 +45,6 @@ def failed_at_commit(error: BoltError, position: int, total: int) -> ClientError
     if position > 1:
         applied += f" and its first {position - 1} stream clause(s)"
     rest = " and the ones after it" if position < total else ""
-    return ClientError(error.code, f"{error.message} (COMMIT applied {applied}; not this stream "
-                                   f"clause{rest})")
+    return ClientError(
+        error.code, f"{error.message} (COMMIT applied {applied}; not this stream clause{rest})"
+    )

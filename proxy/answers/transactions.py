@@ -24,16 +24,35 @@ from proxy.session.registry import Activity, Session
 
 _IDS = r"(?P<ids>(?:'[^']*'|\"[^\"]*\"|\$\w+)(?:\s*,\s*(?:'[^']*'|\"[^\"]*\"|\$\w+))*)"
 _SHOW = re.compile(rf"^\s*SHOW\s+TRANSACTIONS?(?:\s+{_IDS})?" + TAIL, re.IGNORECASE | re.DOTALL)
-_TERMINATE = re.compile(rf"^\s*TERMINATE\s+TRANSACTIONS?\s+{_IDS}" + TAIL,
-                        re.IGNORECASE | re.DOTALL)
+_TERMINATE = re.compile(
+    rf"^\s*TERMINATE\s+TRANSACTIONS?\s+{_IDS}" + TAIL, re.IGNORECASE | re.DOTALL
+)
 _ID = re.compile(r"'([^']*)'|\"([^\"]*)\"|\$(\w+)")
 
 # What Neo4j 5 returns without YIELD, then what YIELD * adds that the proxy can know.
-DEFAULT_FIELDS = ["database", "transactionId", "currentQueryId", "connectionId", "clientAddress",
-                  "username", "currentQuery", "startTime", "status", "elapsedTime"]
-ALL_FIELDS = [*DEFAULT_FIELDS, "metaData", "parameters", "currentQueryStartTime", "protocol",
-              "currentQueryStatus", "statusDetails", "currentQueryElapsedTime",
-              "outerTransactionId"]
+DEFAULT_FIELDS = [
+    "database",
+    "transactionId",
+    "currentQueryId",
+    "connectionId",
+    "clientAddress",
+    "username",
+    "currentQuery",
+    "startTime",
+    "status",
+    "elapsedTime",
+]
+ALL_FIELDS = [
+    *DEFAULT_FIELDS,
+    "metaData",
+    "parameters",
+    "currentQueryStartTime",
+    "protocol",
+    "currentQueryStatus",
+    "statusDetails",
+    "currentQueryElapsedTime",
+    "outerTransactionId",
+]
 TERMINATE_FIELDS = ["transactionId", "username", "message"]
 
 
@@ -61,14 +80,31 @@ def _elapsed(since: float) -> Duration:
 
 
 def _row(session: Session, activity: Activity) -> list[Any]:
-    status = "Running" if activity.terminated is None else (
-        f"Terminated with reason: {activity.terminated}")
+    status = (
+        "Running"
+        if activity.terminated is None
+        else (f"Terminated with reason: {activity.terminated}")
+    )
     started = _iso(activity.started)
     return [
-        activity.database, activity.transaction_id, activity.query_id, session.connection_id,
-        session.client_address, session.user, activity.query, started, status,
-        _elapsed(activity.clock), activity.metadata, activity.parameters, started, "bolt",
-        "running" if activity.query else "", "", _elapsed(activity.clock), "",
+        activity.database,
+        activity.transaction_id,
+        activity.query_id,
+        session.connection_id,
+        session.client_address,
+        session.user,
+        activity.query,
+        started,
+        status,
+        _elapsed(activity.clock),
+        activity.metadata,
+        activity.parameters,
+        started,
+        "bolt",
+        "running" if activity.query else "",
+        "",
+        _elapsed(activity.clock),
+        "",
     ]
 
 
@@ -129,8 +165,7 @@ class TerminateTransactionsHandler:
             for session in sessions:
                 activity = session.activity()
                 if activity is not None and activity.transaction_id == transaction_id:
-                    rows.append([transaction_id, session.user,
-                                 session.terminate(transaction_id)])
+                    rows.append([transaction_id, session.user, session.terminate(transaction_id)])
                     break
             else:
                 rows.append([transaction_id, None, "Transaction not found."])

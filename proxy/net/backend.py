@@ -96,7 +96,8 @@ async def open_backend(uri: BackendURI, versions: list[Version]) -> BackendLink:
     try:
         transport, protocol = await asyncio.wait_for(
             loop.create_connection(BackendProtocol, uri.host, uri.port, ssl=context),
-            CONNECT_TIMEOUT)
+            CONNECT_TIMEOUT,
+        )
     except (OSError, TimeoutError) as exc:
         raise BackendUnreachable(f"cannot connect to {uri.raw}: {exc or 'timed out'}") from exc
     try:

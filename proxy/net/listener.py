@@ -130,8 +130,13 @@ class _Handshaker(asyncio.Protocol):
 class BoltServer:
     """Serves Bolt on one address in front of one backend."""
 
-    def __init__(self, config: Config, *, query_backend: QueryBackend | None,
-                 extra_handlers: list[LocalHandler] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        query_backend: QueryBackend | None,
+        extra_handlers: list[LocalHandler] | None = None,
+    ) -> None:
         self.config = config
         self.query_backend = query_backend
         self.registry = Registry()
@@ -139,20 +144,29 @@ class BoltServer:
         self.relay_env: RelayEnv | None = None
         self.local_env: LocalEnv | None = None
         if query_backend is None:
-            self.relay_env = RelayEnv(router=Router(handlers, relay=True),
-                                      advertised_address=config.advertised,
-                                      max_message_size=config.max_message_size,
-                                      registry=self.registry, backend=config.backend_uri)
+            self.relay_env = RelayEnv(
+                router=Router(handlers, relay=True),
+                advertised_address=config.advertised,
+                max_message_size=config.max_message_size,
+                registry=self.registry,
+                backend=config.backend_uri,
+            )
         else:
             graph = config.backend_uri.graph if config.backend_uri.kind == "falkordb" else "neo4j"
-            handlers += [*query_backend_handlers(graph), ShowTransactionsHandler(),
-                         TerminateTransactionsHandler()]
-            self.local_env = LocalEnv(router=Router(handlers, relay=False),
-                                      advertised_address=config.advertised,
-                                      max_message_size=config.max_message_size,
-                                      registry=self.registry, default_db=graph,
-                                      backend=query_backend,
-                                      authenticator=Authenticator(config.users()))
+            handlers += [
+                *query_backend_handlers(graph),
+                ShowTransactionsHandler(),
+                TerminateTransactionsHandler(),
+            ]
+            self.local_env = LocalEnv(
+                router=Router(handlers, relay=False),
+                advertised_address=config.advertised,
+                max_message_size=config.max_message_size,
+                registry=self.registry,
+                default_db=graph,
+                backend=query_backend,
+                authenticator=Authenticator(config.users()),
+            )
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,8 +175,12 @@ class BoltServer:
         """What Neo4j answers to a plain HTTP GET on its Bolt port (Browser reads it)."""
         env = self.relay_env or self.local_env
         address = env.advertised_address if env is not None else self.config.advertised
-        return {"bolt_direct": f"bolt://{address}", "bolt_routing": f"neo4j://{address}",
-                "neo4j_version": NEO4J_COMPAT_VERSION, "neo4j_edition": "community"}
+        return {
+            "bolt_direct": f"bolt://{address}",
+            "bolt_routing": f"neo4j://{address}",
+            "neo4j_version": NEO4J_COMPAT_VERSION,
+            "neo4j_edition": "community",
+        }
 
     def next_id(self) -> str:
         return f"bolt-{next(self._ids)}"
@@ -183,7 +201,10 @@ class BoltServer:
         tls = self.config.tls_context()
         self._server = await loop.create_server(
             lambda: Sniffer(lambda: _Handshaker(self), tls=tls, discovery=self.discovery),
-            host, port, reuse_address=True)
+            host,
+            port,
+            reuse_address=True,
+        )
         if port == 0 and not self.config.advertised_address:
             # A picked port: routing tables must name the port we actually got.
             advertised = replace(self.config, listen=f"{host}:{self.address[1]}").advertised
@@ -224,8 +245,9 @@ class BoltServer:
             offered = set(offer.versions())
             wanted = [v for v in SUPPORTED_VERSIONS if v in offered]
             if not wanted:
-                clog.info("client offers no version we speak: %s",
-                          [str(v) for v in offer.versions()])
+                clog.info(
+                    "client offers no version we speak: %s", [str(v) for v in offer.versions()]
+                )
                 conn.transport.write(NO_VERSION)
                 return
             try:
@@ -235,8 +257,9 @@ class BoltServer:
                 conn.transport.write(NO_VERSION)
                 return
             if link.version is None:
-                clog.warning("backend %s accepts none of %s", relay.backend.raw,
-                             [str(v) for v in wanted])
+                clog.warning(
+                    "backend %s accepts none of %s", relay.backend.raw, [str(v) for v in wanted]
+                )
                 conn.transport.write(NO_VERSION)
                 return
             # A legacy reply: the backend was not offered the manifest, so a manifest-style
@@ -246,8 +269,10 @@ class BoltServer:
             if link is not None:
                 link.transport.close()
             if not conn.lost:
-                clog.info("no common Bolt version with the client (offered %s)",
-                          [str(v) for v in offer.versions()])
+                clog.info(
+                    "no common Bolt version with the client (offered %s)",
+                    [str(v) for v in offer.versions()],
+                )
             return
         clog.debug("Bolt %s agreed", version)
         leftover = conn.handshake.leftover()
@@ -255,13 +280,19 @@ class BoltServer:
         session: Session
         if link is not None:
             assert relay is not None
-            session = RelaySession(conn.transport, link, connection, relay,
-                                   connection_id=conn.cid, log=clog)
+            session = RelaySession(
+                conn.transport, link, connection, relay, connection_id=conn.cid, log=clog
+            )
         else:
             assert self.local_env is not None
-            session = LocalSession(conn.transport, connection, self.local_env,
-                                   connection_id=conn.cid,
-                                   manifest_used=conn.handshake.manifest_used, log=clog)
+            session = LocalSession(
+                conn.transport,
+                connection,
+                self.local_env,
+                connection_id=conn.cid,
+                manifest_used=conn.handshake.manifest_used,
+                log=clog,
+            )
         conn.transport.set_protocol(session)
         if conn.lost:
             session.close("client left during the handshake")

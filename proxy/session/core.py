@@ -135,8 +135,15 @@ class Transaction:
 class Session(asyncio.Protocol):
     """The shell shared by the relay and the local session. Subclasses implement ``handle``."""
 
-    def __init__(self, transport: asyncio.Transport, conn: ServerConnection, env: SessionEnv,
-                 *, connection_id: str, log: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        conn: ServerConnection,
+        env: SessionEnv,
+        *,
+        connection_id: str,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
         self.transport = transport
         self.conn = conn
         self.env = env
@@ -391,9 +398,11 @@ class Session(asyncio.Protocol):
             self.tx = None
             self.current = None
             self.drop_results()
-            raise ClientError(TRANSACTION_TERMINATED,
-                              "The transaction has been terminated (TERMINATE TRANSACTION). "
-                              "Retry your operation in a new transaction.")
+            raise ClientError(
+                TRANSACTION_TERMINATED,
+                "The transaction has been terminated (TERMINATE TRANSACTION). "
+                "Retry your operation in a new transaction.",
+            )
 
     # -- answers the proxy gives itself -----------------------------------------------------
 
@@ -402,23 +411,32 @@ class Session(asyncio.Protocol):
         return db.lower() if isinstance(db, str) and db else self.env.default_db
 
     def context(self, db: str, parameters: dict[str, Any]) -> QueryContext:
-        return QueryContext(db=db, user=self.user, parameters=parameters,
-                            advertised_address=self.env.advertised_address,
-                            backend=self.query_backend, routing=self.routing,
-                            registry=self.env.registry,
-                            connection_id=self.connection_id)
+        return QueryContext(
+            db=db,
+            user=self.user,
+            parameters=parameters,
+            advertised_address=self.env.advertised_address,
+            backend=self.query_backend,
+            routing=self.routing,
+            registry=self.env.registry,
+            connection_id=self.connection_id,
+        )
 
     def route(self, request: Received) -> None:
         """ROUTE: a routing table that names the proxy, so neo4j:// clients stay with it."""
         route = self.conn.decode(request)
         assert isinstance(route, Route)
         db = (route.db or self.env.default_db).lower()
-        table = {"ttl": ROUTING_TTL_SECONDS, "db": db,
-                 "servers": routing_servers(self.env.advertised_address)}
+        table = {
+            "ttl": ROUTING_TTL_SECONDS,
+            "db": db,
+            "servers": routing_servers(self.env.advertised_address),
+        }
         self.out.add(self.conn.success({"rt": table}))
 
-    def begin_transaction(self, db: str, metadata: dict[str, Any], *,
-                          explicit: bool = True) -> Transaction:
+    def begin_transaction(
+        self, db: str, metadata: dict[str, Any], *, explicit: bool = True
+    ) -> Transaction:
         activity = self.env.registry.new_activity(db, explicit=explicit, metadata=metadata)
         self.tx = Transaction(db=db, activity=activity, explicit=explicit)
         self.current = None
@@ -436,8 +454,9 @@ class Session(asyncio.Protocol):
             return None
         return self._run_handler(run, classified, ctx, started)
 
-    async def _run_handler(self, run: Run, classified: Classified, ctx: QueryContext,
-                           started: float) -> None:
+    async def _run_handler(
+        self, run: Run, classified: Classified, ctx: QueryContext, started: float
+    ) -> None:
         self.log.debug("answering locally: %s", classified.handler.name)
         result = await classified.handler.run(classified.parsed, ctx)
         self.start_result(run, result, ctx.db, started)
@@ -447,7 +466,8 @@ class Session(asyncio.Protocol):
         activity = self.tx.activity if self.tx is not None else None
         if activity is None:
             activity = self.current = self.env.registry.new_activity(
-                db, explicit=False, metadata=run.tx_metadata)
+                db, explicit=False, metadata=run.tx_metadata
+            )
         activity.query = run.query
         activity.parameters = run.parameters
         activity.query_id = self.env.registry.new_query_id()
@@ -460,8 +480,10 @@ class Session(asyncio.Protocol):
         if result.plan is not None:
             summary["plan"] = result.plan
         stream = ResultStream(result.fields, result.rows, summary)
-        metadata: dict[str, Any] = {"fields": result.fields,
-                                    "t_first": int((time.monotonic() - started) * 1000)}
+        metadata: dict[str, Any] = {
+            "fields": result.fields,
+            "t_first": int((time.monotonic() - started) * 1000),
+        }
         tx = self.tx
         if tx is not None and tx.explicit:
             qid = tx.next_qid
@@ -492,17 +514,20 @@ class Session(asyncio.Protocol):
                 qid = max(tx.streams)
             stream = tx.streams.get(qid)
             if stream is None:
-                raise ClientError(REQUEST_INVALID,
-                                  f"No open result with qid {qid} in this transaction.")
-            if not stream.page(message.n, records=isinstance(message, Pull), conn=self.conn,
-                               out=self.out):
+                raise ClientError(
+                    REQUEST_INVALID, f"No open result with qid {qid} in this transaction."
+                )
+            if not stream.page(
+                message.n, records=isinstance(message, Pull), conn=self.conn, out=self.out
+            ):
                 del tx.streams[qid]
             return
         stream = self.autocommit
         if stream is None:
             raise ClientError(REQUEST_INVALID, "No open result to pull from.")
-        if not stream.page(message.n, records=isinstance(message, Pull), conn=self.conn,
-                           out=self.out):
+        if not stream.page(
+            message.n, records=isinstance(message, Pull), conn=self.conn, out=self.out
+        ):
             self.autocommit = None
             if tx is None:
                 self.current = None

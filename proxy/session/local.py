@@ -56,9 +56,16 @@ class LocalEnv(SessionEnv):
 
 
 class LocalSession(Session):
-    def __init__(self, transport: asyncio.Transport, conn: ServerConnection, env: LocalEnv, *,
-                 connection_id: str, manifest_used: bool,
-                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        conn: ServerConnection,
+        env: LocalEnv,
+        *,
+        connection_id: str,
+        manifest_used: bool,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
         super().__init__(transport, conn, env, connection_id=connection_id, log=log)
         assert env.backend is not None and env.authenticator is not None
         self.backend: QueryBackend = env.backend
@@ -110,8 +117,11 @@ class LocalSession(Session):
         extra = hello.extra
         routing = extra.get("routing")
         self.routing = routing if isinstance(routing, dict) else None
-        metadata: dict[str, Any] = {"server": SERVER_AGENT, "connection_id": self.connection_id,
-                                    "hints": {}}
+        metadata: dict[str, Any] = {
+            "server": SERVER_AGENT,
+            "connection_id": self.connection_id,
+            "hints": {},
+        }
         version = self.conn.version
         if _V4_3 <= version < _V5_0:
             patches = extra.get("patch_bolt")
@@ -163,10 +173,12 @@ class LocalSession(Session):
     @staticmethod
     def _check_rollback(tx: Transaction | None) -> None:
         if tx is not None and tx.wrote:
-            raise ClientError(ROLLBACK_FAILED,
-                              "Cannot roll back: the backing FalkorDB has no multi-statement "
-                              "transactions, and the writes of this transaction were already "
-                              "applied when each statement ran.")
+            raise ClientError(
+                ROLLBACK_FAILED,
+                "Cannot roll back: the backing FalkorDB has no multi-statement "
+                "transactions, and the writes of this transaction were already "
+                "applied when each statement ran.",
+            )
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -207,8 +219,9 @@ class LocalSession(Session):
     def _text_transaction(self, word: str, db: str) -> None:
         if word == "BEGIN":
             if self.tx is not None:
-                raise ClientError(TRANSACTION_START_FAILED,
-                                  "A transaction is already open on this connection.")
+                raise ClientError(
+                    TRANSACTION_START_FAILED, "A transaction is already open on this connection."
+                )
             self.begin_transaction(db, {}, explicit=False)
             return
         tx, self.tx = self.tx, None

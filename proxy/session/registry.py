@@ -59,10 +59,15 @@ class Registry:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
-    def new_activity(self, database: str, *, explicit: bool,
-                     metadata: dict[str, Any] | None = None) -> Activity:
-        return Activity(f"{database}-transaction-{next(self._transactions)}", database, explicit,
-                        dict(metadata or {}))
+    def new_activity(
+        self, database: str, *, explicit: bool, metadata: dict[str, Any] | None = None
+    ) -> Activity:
+        return Activity(
+            f"{database}-transaction-{next(self._transactions)}",
+            database,
+            explicit,
+            dict(metadata or {}),
+        )
 
     def new_query_id(self) -> str:
         return f"query-{next(self._queries)}"

@@ -71,7 +71,6 @@ _DISCARD = int(Tag.DISCARD)
 _TELEMETRY = int(Tag.TELEMETRY)
 
 
-
 class _Mark:
     """What a backend summary is, when it is not simply the client's next answer."""
 
@@ -98,9 +97,16 @@ class RelayEnv(SessionEnv):
 class RelaySession(Session):
     env: RelayEnv
 
-    def __init__(self, transport: asyncio.Transport, link: BackendLink, conn: ServerConnection,
-                 env: RelayEnv, *, connection_id: str,
-                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        link: BackendLink,
+        conn: ServerConnection,
+        env: RelayEnv,
+        *,
+        connection_id: str,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
         super().__init__(transport, conn, env, connection_id=connection_id, log=log)
         self.backend = link.transport
         self.backend_out = Output(link.transport)
@@ -146,8 +152,10 @@ class RelaySession(Session):
                 if exact and forwarded == 0 and conn.allowed(tag) is not Action.PROCESS:
                     break
                 if tag == _RUN:
-                    if tx is not None or start + 4 + (
-                            (buffer[start] << 8) | buffer[start + 1]) != end:
+                    if (
+                        tx is not None
+                        or start + 4 + ((buffer[start] << 8) | buffer[start + 1]) != end
+                    ):
                         break  # in a transaction, or in several chunks: the general path
                     try:
                         begin, stop = run_query_span(buffer, start + 2, end - 2)
@@ -162,8 +170,11 @@ class RelaySession(Session):
                     if not verdict:
                         break
                 elif tag in (_PULL, _DISCARD, _TELEMETRY):
-                    if buffer[start + 2] != 0xB1 or self.autocommit is not None or (
-                            tx is not None and tx.mixed):
+                    if (
+                        buffer[start + 2] != 0xB1
+                        or self.autocommit is not None
+                        or (tx is not None and tx.mixed)
+                    ):
                         break  # not a one-field structure, or a local result is open
                 else:
                     break
@@ -173,8 +184,11 @@ class RelaySession(Session):
             conn.claim_many(claimed)
             self.expect.extend([None] * forwarded)
             if whole and forwarded == len(spans):
-                if not self.backend_out.parts and self.violation is None and (
-                        not self.backend.is_closing()):
+                if (
+                    not self.backend_out.parts
+                    and self.violation is None
+                    and (not self.backend.is_closing())
+                ):
                     self.backend.write(buffer)  # the client's bytes, not copied: done
                     return
                 self.backend_out.parts.append(buffer)
@@ -430,8 +444,9 @@ class RelaySession(Session):
                     parts.append(buffer[start:end])
         self.out.flush()
 
-    def _marked(self, mark: _Mark | int | None, tag: int, buffer: bytes, start: int,
-                end: int) -> bytes:
+    def _marked(
+        self, mark: _Mark | int | None, tag: int, buffer: bytes, start: int, end: int
+    ) -> bytes:
         """A summary that is not simply the client's next answer: its replacement (b"" to send
         nothing)."""
         conn = self.conn
@@ -472,8 +487,9 @@ class RelaySession(Session):
             # The backend's keep-alive NOOPs are not relayed one for one, so the client must
             # not enforce a receive timeout based on them.
             if isinstance(hints, dict) and "connection.recv_timeout_seconds" in hints:
-                changed["hints"] = {k: v for k, v in hints.items()
-                                    if k != "connection.recv_timeout_seconds"}
+                changed["hints"] = {
+                    k: v for k, v in hints.items() if k != "connection.recv_timeout_seconds"
+                }
         if "advertised_address" in metadata:
             changed["advertised_address"] = self.env.advertised_address
         if changed == metadata:

@@ -59,16 +59,52 @@ ROW_VAR = "__boltstream_row"
 
 # Kinds of the lexer's tokens as the analysis sees them: strings and backquoted names are taken
 # whole ("skip"), comments and spaces are dropped.
-_KIND = {"string": "skip", "name": "skip", "param": "param", "number": "number", "word": "word",
-         "other": "other"}
+_KIND = {
+    "string": "skip",
+    "name": "skip",
+    "param": "param",
+    "number": "number",
+    "word": "word",
+    "other": "other",
+}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Words that read the graph or start another clause: not allowed inside a C query's patterns.
-_READING_WORDS = {"MATCH", "CALL", "EXISTS", "COUNT", "COLLECT", "RETURN", "WITH", "UNWIND",
-                  "OPTIONAL", "MERGE", "SET", "DELETE", "DETACH", "REMOVE", "FOREACH", "LOAD",
-                  "UNION"}
+_READING_WORDS = {
+    "MATCH",
+    "CALL",
+    "EXISTS",
+    "COUNT",
+    "COLLECT",
+    "RETURN",
+    "WITH",
+    "UNWIND",
+    "OPTIONAL",
+    "MERGE",
+    "SET",
+    "DELETE",
+    "DETACH",
+    "REMOVE",
+    "FOREACH",
+    "LOAD",
+    "UNION",
+}
 # Words allowed at depth 0 in an M query's MATCH/WHERE part, besides the variables it binds.
-_READ_OPERATORS = {"MATCH", "WHERE", "AND", "OR", "NOT", "XOR", "IS", "NULL", "IN", "TRUE",
-                   "FALSE", "STARTS", "ENDS", "CONTAINS"}
+_READ_OPERATORS = {
+    "MATCH",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "XOR",
+    "IS",
+    "NULL",
+    "IN",
+    "TRUE",
+    "FALSE",
+    "STARTS",
+    "ENDS",
+    "CONTAINS",
+}
 
 Token = tuple[str, str]  # (kind, text)
 
@@ -167,11 +203,14 @@ def _classify(query: str) -> Shape:
         return Shape("C", params, tuple(created), relationships)
     if first != "MATCH":
         return _NOT_GROUPED
-    creates = [i for i, (kind, text) in enumerate(tokens)
-               if kind == "word" and text.upper() == "CREATE" and _depth_at(tokens, i) == 0]
+    creates = [
+        i
+        for i, (kind, text) in enumerate(tokens)
+        if kind == "word" and text.upper() == "CREATE" and _depth_at(tokens, i) == 0
+    ]
     if len(creates) != 1:
         return _NOT_GROUPED
-    read, write = tokens[:creates[0]], tokens[creates[0] + 1:]
+    read, write = tokens[: creates[0]], tokens[creates[0] + 1 :]
     bound = _bound_variables(read)
     if not _read_only_nodes(read, bound) or not _create_only_relationships(write, bound):
         return _NOT_GROUPED
@@ -260,8 +299,11 @@ def _create_only_relationships(write: Sequence[Token], bound: set[str]) -> bool:
     while i < len(write):
         kind, text = write[i]
         if kind == "other" and text == "(":
-            if (i + 2 >= len(write) or write[i + 2] != ("other", ")")
-                    or write[i + 1][1] not in bound):
+            if (
+                i + 2 >= len(write)
+                or write[i + 2] != ("other", ")")
+                or write[i + 1][1] not in bound
+            ):
                 return False
             i += 3
             continue

@@ -229,4 +229,6 @@ def test_split_hands_back_the_received_bytes_object() -> None:
     out, spans = d.split()
     assert out is data  # a relay can pass it on without copying
     assert [(start, end) for _, start, end in spans] == [
-        (0, len(RUN_WIRE)), (len(RUN_WIRE), len(data))]
+        (0, len(RUN_WIRE)),
+        (len(RUN_WIRE), len(data)),
+    ]

@@ -116,8 +116,17 @@ def test_transaction_with_two_open_results() -> None:
     """The connection counts open results: the transaction is streaming until both are done,
     in whatever order the client finishes them."""
     conn = ready()
-    conn.receive_data(wire(V57, Begin({}), Run("A", {}, {}), Run("B", {}, {}), Pull(-1, 1),
-                           Discard(-1, 0), Commit()))
+    conn.receive_data(
+        wire(
+            V57,
+            Begin({}),
+            Run("A", {}, {}),
+            Run("B", {}, {}),
+            Pull(-1, 1),
+            Discard(-1, 0),
+            Commit(),
+        )
+    )
     requests(conn)
     for _ in range(3):
         conn.success({})
@@ -287,16 +296,27 @@ def test_claim_request_checks_what_it_hands_out() -> None:
     assert conn.unanswered == 0
 
 
-messages = st.lists(st.sampled_from([
-    Run("RETURN $x", {"x": [1, "two", {"k": None}]}, {"db": "neo4j"}), Pull(1000, -1),
-    Discard(-1, 3), Begin({"mode": "r"}), Commit(), Reset(),
-]), min_size=1, max_size=8)
+messages = st.lists(
+    st.sampled_from(
+        [
+            Run("RETURN $x", {"x": [1, "two", {"k": None}]}, {"db": "neo4j"}),
+            Pull(1000, -1),
+            Discard(-1, 3),
+            Begin({"mode": "r"}),
+            Commit(),
+            Reset(),
+        ]
+    ),
+    min_size=1,
+    max_size=8,
+)
 
 
 @given(msgs=messages, cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=20))
 @settings(max_examples=200, deadline=None)
-def test_any_split_of_the_bytes_gives_the_same_requests(msgs: list[Request],
-                                                        cuts: list[int]) -> None:
+def test_any_split_of_the_bytes_gives_the_same_requests(
+    msgs: list[Request], cuts: list[int]
+) -> None:
     data = wire(V57, *msgs)
     conn = ServerConnection(V57)
     got: list[Received] = []

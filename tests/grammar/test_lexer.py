@@ -32,26 +32,46 @@ def test_after_keyword() -> None:
 
 
 def kinds(query: str) -> list[tuple[str, str]]:
-    return [(m.lastgroup or "", m.group(0)) for m in lexer.tokens(query)
-            if m.lastgroup != "space"]
+    return [(m.lastgroup or "", m.group(0)) for m in lexer.tokens(query) if m.lastgroup != "space"]
 
 
 def test_token_kinds() -> None:
-    query = ("MATCH (n:`My Label` {k: 'it''s $no', d: \"x\\\"y\"}) // $nope\n"
-             "RETURN $p, $`q r`, 1.5e3")
+    query = (
+        "MATCH (n:`My Label` {k: 'it''s $no', d: \"x\\\"y\"}) // $nope\nRETURN $p, $`q r`, 1.5e3"
+    )
     assert kinds(query) == [
-        ("word", "MATCH"), ("other", "("), ("word", "n"), ("other", ":"),
-        ("name", "`My Label`"), ("other", "{"), ("word", "k"), ("other", ":"),
-        ("string", "'it'"), ("string", "'s $no'"), ("other", ","), ("word", "d"),
-        ("other", ":"), ("string", '"x\\"y"'), ("other", "}"), ("other", ")"),
-        ("comment", "// $nope"), ("word", "RETURN"), ("param", "$p"), ("other", ","),
-        ("param", "$`q r`"), ("other", ","), ("number", "1.5e3"),
+        ("word", "MATCH"),
+        ("other", "("),
+        ("word", "n"),
+        ("other", ":"),
+        ("name", "`My Label`"),
+        ("other", "{"),
+        ("word", "k"),
+        ("other", ":"),
+        ("string", "'it'"),
+        ("string", "'s $no'"),
+        ("other", ","),
+        ("word", "d"),
+        ("other", ":"),
+        ("string", '"x\\"y"'),
+        ("other", "}"),
+        ("other", ")"),
+        ("comment", "// $nope"),
+        ("word", "RETURN"),
+        ("param", "$p"),
+        ("other", ","),
+        ("param", "$`q r`"),
+        ("other", ","),
+        ("number", "1.5e3"),
     ]
 
 
 def test_parameter_names() -> None:
-    params = [lexer.param_name(m) for m in lexer.tokens("RETURN $a, $`b c`, '$d', /* $e */ $f1")
-              if m.lastgroup == "param"]
+    params = [
+        lexer.param_name(m)
+        for m in lexer.tokens("RETURN $a, $`b c`, '$d', /* $e */ $f1")
+        if m.lastgroup == "param"
+    ]
     assert params == ["a", "b c", "f1"]
 
 

@@ -28,18 +28,24 @@ def embedded_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPr
 
 @pytest.fixture(scope="session")
 def relay_proxy(falkordb_bolt: FalkorDBProcess) -> Iterator[ProxyProcess]:
-    with ProxyProcess("--backend", f"bolt://127.0.0.1:{falkordb_bolt.bolt_port}",
-                      auth=("falkordb", "")) as proxy:
+    with ProxyProcess(
+        "--backend", f"bolt://127.0.0.1:{falkordb_bolt.bolt_port}", auth=("falkordb", "")
+    ) as proxy:
         yield proxy
 
 
 @pytest.fixture(scope="session")
-def arcadedb_proxy(arcadedb: ArcadeDB,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+def arcadedb_proxy(
+    arcadedb: ArcadeDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
     """The relay in front of ArcadeDB: a Bolt 5.4 server with real transactions."""
-    with ProxyProcess("--backend", arcadedb.bolt_uri,
-                      "--data-dir", str(tmp_path_factory.mktemp("arcadedb-proxy")),
-                      auth=arcadedb.auth) as proxy:
+    with ProxyProcess(
+        "--backend",
+        arcadedb.bolt_uri,
+        "--data-dir",
+        str(tmp_path_factory.mktemp("arcadedb-proxy")),
+        auth=arcadedb.auth,
+    ) as proxy:
         yield proxy
 
 

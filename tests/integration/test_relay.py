@@ -44,8 +44,9 @@ def direct(arcadedb: ArcadeDB) -> Iterator[neo4j.Driver]:
 
 
 def count(driver: neo4j.Driver, database: str, label: str) -> int:
-    records, _, _ = driver.execute_query(f"MATCH (n:{label}) RETURN count(n) AS c",
-                                         database_=database)
+    records, _, _ = driver.execute_query(
+        f"MATCH (n:{label}) RETURN count(n) AS c", database_=database
+    )
     return int(records[0]["c"])
 
 
@@ -70,8 +71,12 @@ def test_bookmarks_are_relayed(via_proxy: neo4j.Driver, database: str) -> None:
     assert bookmark.startswith("arcade:tx:"), bookmark  # the server's own, untouched
     # A new session that starts from that bookmark reads what it marks.
     with via_proxy.session(database=database, bookmarks=bookmarks) as session:
-        assert session.execute_read(
-            lambda tx: tx.run("MATCH (n:Marked) RETURN count(n) AS c").single()["c"]) == 1
+        assert (
+            session.execute_read(
+                lambda tx: tx.run("MATCH (n:Marked) RETURN count(n) AS c").single()["c"]
+            )
+            == 1
+        )
         assert session.last_bookmarks().raw_values, "a read transaction gets a bookmark too"
 
 
@@ -81,8 +86,11 @@ def test_payloads_over_four_kilobytes(via_proxy: neo4j.Driver, database: str) ->
     names = [f"name-{i}-{'x' * 20}" for i in range(3000)]  # a ~90 KB RUN message
     big = "é" * 100_000  # a 200 KB string in a record
     records, _, _ = via_proxy.execute_query(
-        "UNWIND $names AS n RETURN count(n) AS c, $big AS big", names=names, big=big,
-        database_=database)
+        "UNWIND $names AS n RETURN count(n) AS c, $big AS big",
+        names=names,
+        big=big,
+        database_=database,
+    )
     assert records[0]["c"] == 3000 and records[0]["big"] == big
     with via_proxy.session(database=database, fetch_size=100) as session:
         values = [r["x"] for r in session.run("UNWIND range(1, 20000) AS x RETURN x")]
@@ -90,23 +98,32 @@ def test_payloads_over_four_kilobytes(via_proxy: neo4j.Driver, database: str) ->
 
 
 VALUES: dict[str, Any] = {
-    "null": None, "true": True, "int_min": -(2**63), "int_max": 2**63 - 1, "float": -1.5e300,
-    "string": "ünïcödé ✓ 'q' \"qq\" \\", "bytes": bytes(range(256)),
-    "list": [1, "two", [3.0, None]], "map": {"a": {"b": [1, {"c": "d"}]}, "e": []},
-    "date": Date(2024, 2, 29), "local_time": Time(23, 59, 58, 123456789),
+    "null": None,
+    "true": True,
+    "int_min": -(2**63),
+    "int_max": 2**63 - 1,
+    "float": -1.5e300,
+    "string": "ünïcödé ✓ 'q' \"qq\" \\",
+    "bytes": bytes(range(256)),
+    "list": [1, "two", [3.0, None]],
+    "map": {"a": {"b": [1, {"c": "d"}]}, "e": []},
+    "date": Date(2024, 2, 29),
+    "local_time": Time(23, 59, 58, 123456789),
     "time": Time(1, 2, 3, 4000, tzinfo=pytz.FixedOffset(120)),
     "local_datetime": DateTime(1969, 7, 20, 20, 17, 40, 1),
     "datetime": DateTime(2021, 6, 1, 7, 8, 9, 10, tzinfo=datetime.UTC),
     "zoned_datetime": DateTime(2021, 3, 28, 2, 30, tzinfo=pytz.timezone("Europe/Paris")),
     "duration": Duration(months=14, days=-3, seconds=7, nanoseconds=8),
-    "point": CartesianPoint((1.5, -2.5)), "point3d": CartesianPoint((1.0, 2.0, 3.0)),
+    "point": CartesianPoint((1.5, -2.5)),
+    "point3d": CartesianPoint((1.0, 2.0, 3.0)),
     "wgs84": WGS84Point((2.35, 48.85)),
 }
 
 
 @pytest.mark.parametrize("name", list(VALUES))
-def test_every_value_type_as_the_server_gives_it(via_proxy: neo4j.Driver, direct: neo4j.Driver,
-                                                 name: str) -> None:
+def test_every_value_type_as_the_server_gives_it(
+    via_proxy: neo4j.Driver, direct: neo4j.Driver, name: str
+) -> None:
     """Parameters go in and records come out as the server's own bytes: whatever the server
     does with a value, the client sees exactly the same through the proxy."""
     query = "RETURN $v AS v, [$v] AS l, {k: $v} AS m"
@@ -124,8 +141,7 @@ def test_every_value_type_as_the_server_gives_it(via_proxy: neo4j.Driver, direct
         assert expected[1][0] == VALUES[name] or name in ("time", "zoned_datetime")
 
 
-def test_stream_clauses_in_the_servers_transaction(via_proxy: neo4j.Driver,
-                                                   database: str) -> None:
+def test_stream_clauses_in_the_servers_transaction(via_proxy: neo4j.Driver, database: str) -> None:
     """A transaction mixing graph statements and stream clauses: the graph part is the
     server's transaction, the stream clauses wait for its COMMIT; qids stay the client's."""
     label = "Mixed" + uuid.uuid4().hex[:6]

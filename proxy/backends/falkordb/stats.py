@@ -145,11 +145,19 @@ def _label_shape(query: str) -> LabelShape:
                     clause, depth = word, 0
             elif word == "AS" and _identifier(following) is not None:
                 bound.add(_identifier(following) or "")
-            elif (clause == "SET" and depth == 0 and following == ("other", ":")
-                  and previous[1] != "."):
+            elif (
+                clause == "SET"
+                and depth == 0
+                and following == ("other", ":")
+                and previous[1] != "."
+            ):
                 sets_labels = True
-        elif kind == "other" and text == "(" and clause in _PATTERN_CLAUSES and (
-                previous[0] != "word" or previous[1].upper() in _CLAUSE_WORDS):
+        elif (
+            kind == "other"
+            and text == "("
+            and clause in _PATTERN_CLAUSES
+            and (previous[0] != "word" or previous[1].upper() in _CLAUSE_WORDS)
+        ):
             end, var, labels = _node_pattern(tokens, i)
             if end is not None:
                 if clause != "MATCH" and (var is None or var not in bound):
