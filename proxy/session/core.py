@@ -67,6 +67,9 @@ from proxy.session.registry import Activity, Registry
 from proxy.session.results import ResultStream
 
 V5_8 = Version(5, 8)
+# Bytes of requests waiting to be taken before the client stops being read (while the task
+# works on one); the decoder's own limit still bounds a single message.
+INPUT_HIGH_WATER = 1 << 20
 
 Waiting = Awaitable[None] | None  # what a request handler returns: None when it is answered
 
@@ -165,6 +168,7 @@ class Session(asyncio.Protocol):
         self.violation: ProtocolError | None = None
         self.writable = asyncio.Event()
         self.writable.set()
+        self.input_held = False
         # Resolved when no forwarded request awaits its answer any more (made on demand: the
         # hot path never touches it).
         self._caught_up: asyncio.Future[None] | None = None
@@ -185,10 +189,10 @@ class Session(asyncio.Protocol):
 
     def feed(self, on: bool) -> None:
         """Stop (False) or resume (True) whatever feeds the client socket, besides the task."""
-        if on:
-            self.transport.resume_reading()
-        else:
+        if not on:
             self.transport.pause_reading()
+        elif not self.input_held:
+            self.transport.resume_reading()
 
     def on_close(self) -> None:
         """Release what the subclass holds (a backend socket)."""
@@ -217,6 +221,21 @@ class Session(asyncio.Protocol):
                 self.flush()
             except Exception:
                 self.crashed()
+        elif self.conn.buffered > INPUT_HIGH_WATER:
+            self.hold_input()
+
+    def hold_input(self) -> None:
+        """Requests pile up while the task works: stop reading the client until it is done
+        (the one backpressure rule, for the requests the session itself consumes)."""
+        if not self.input_held:
+            self.input_held = True
+            self.transport.pause_reading()
+
+    def release_input(self) -> None:
+        if self.input_held:
+            self.input_held = False
+            if self.writable.is_set():
+                self.transport.resume_reading()
 
     def crashed(self) -> None:
         """A bug met while answering closes this connection only, with one log line (call it
@@ -244,6 +263,10 @@ class Session(asyncio.Protocol):
     def _pump(self) -> None:
         """Take requests synchronously until one has to wait; that one starts the task."""
         while not self.closing:
+            if not self.writable.is_set():
+                # The client is not reading its answers: the task waits for it before going on.
+                self.task = asyncio.get_running_loop().create_task(self._serve(self._drained()))
+                return
             try:
                 request = self.next_request()
                 if request is None:
@@ -283,7 +306,11 @@ class Session(asyncio.Protocol):
             self.crashed()
         finally:
             self.task = None
+            self.release_input()
             self.flush()
+
+    async def _drained(self) -> None:
+        await self.writable.wait()
 
     def next_request(self) -> Received | None:
         if self.backlog:

@@ -55,7 +55,14 @@ from bolt.state import Action
 from proxy.answers.router import Classified
 from proxy.config import BackendURI
 from proxy.net.backend import BackendLink
-from proxy.session.core import Output, Session, SessionEnv, Transaction, Waiting
+from proxy.session.core import (
+    INPUT_HIGH_WATER,
+    Output,
+    Session,
+    SessionEnv,
+    Transaction,
+    Waiting,
+)
 
 # RUN parameters (plus extra) up to this size cannot hold a value nested more than 64 deep
 # (each level takes at least one byte), so they are forwarded without decoding.
@@ -136,6 +143,8 @@ class RelaySession(Session):
         conn = self.conn
         if self.task is not None:
             conn.receive_data(data)
+            if conn.buffered > INPUT_HIGH_WATER:
+                self.hold_input()
             return
         try:
             buffer, spans, whole = conn.split_requests(data)
