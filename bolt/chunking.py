@@ -37,11 +37,14 @@ class ChunkDecoder:
     across reads starts a ``bytearray`` that later data is appended to.
     """
 
-    __slots__ = ("_broken", "_buf", "_limit", "_max", "_scan", "_size", "_start", "whole")
+    __slots__ = (
+        "_broken", "_buf", "_limit", "_max", "_scan", "_size", "_start", "begin", "end", "whole"
+    )  # fmt: skip
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        # After ``split``: True when its spans cover the returned bytes exactly (no NOOP, no
-        # partial message), so they can be passed on as they are.
+        # After ``split``: where its whole messages are in the data it returned, and whether
+        # they are all of it (no NOOP, no partial message): then it can be passed on as it is.
+        self.begin = self.end = 0
         self.whole = False
         self._buf: bytes | bytearray = b""
         self._max = max_message_size
@@ -145,20 +148,22 @@ class ChunkDecoder:
         self._consume(marker)
         return payload, wire if type(wire) is bytes else bytes(wire)
 
-    def split(self) -> tuple[bytes, list[tuple[int, int, int]]]:
+    def split(self, skip: int = -1) -> tuple[bytes, list[tuple[int, int, int]]]:
         """Every whole message received so far, consumed at once: ``(data, spans)``.
 
         Each span is ``(tag, start, end)``: the message's second payload byte (its tag, for a
-        structure) and its wire bytes ``data[start:end]``. NOOPs between messages are in no
-        span. ``data`` is the received bytes object itself when it held only whole messages,
-        so a relay can pass it on uncopied. Raises ``MessageTooLarge`` like ``next_framed``.
+        structure) and its wire bytes ``data[start:end]``. Messages whose tag is ``skip`` get no
+        span (a relay passes records on without looking at them), nor do NOOPs. All the whole
+        messages are ``data[begin:end]`` (attributes, set here); ``whole`` says that is all of
+        ``data``, which is then the received bytes object itself, so a relay can pass it on
+        uncopied. Raises ``MessageTooLarge`` like ``next_framed``.
         """
         spans: list[tuple[int, int, int]] = []
         buf = self._buf
         # An accumulating buffer changes under us: the spans index a copy of it.
         data = buf if type(buf) is bytes else bytes(buf)
-        pos = self._start
-        whole = pos == 0
+        pos = self.begin = self._start
+        whole = pos == 0 and type(buf) is bytes
         if self._scan == pos:
             # Fast scan while messages are single chunks (almost all are): one header and the
             # end marker each; anything else goes to the general loop below.
@@ -172,11 +177,12 @@ class ChunkDecoder:
                 stop = pos + 2 + n
                 if n < 2 or n > limit or stop + 2 > end or buf[stop] or buf[stop + 1]:
                     break
-                append((buf[pos + 3], pos, stop + 2))
+                if buf[pos + 3] != skip:
+                    append((buf[pos + 3], pos, stop + 2))
                 pos = stop + 2
-            self._start = self._scan = pos
+            self._start = self._scan = self.end = pos
             if pos == end:
-                self.whole = whole and type(buf) is bytes and bool(spans)
+                self.whole = whole and pos > 0
                 return data, spans
         while True:
             marker = self._find_end()
@@ -189,15 +195,17 @@ class ChunkDecoder:
             else:  # the tag is in a later chunk (legal, if odd); -1 for a 1-byte message
                 payload = payload_of(buf, start, marker + 2)
                 tag = payload[1] if len(payload) > 1 else -1
-            spans.append((tag, start, marker + 2))
-            self._start = self._scan = marker + 2
+            if tag != skip:
+                spans.append((tag, start, marker + 2))
+            self._start = self._scan = self.end = marker + 2
             self._size = 0
-        if type(buf) is bytearray and spans and self._start:
-            done = spans[-1][2]
+        self.whole = False
+        # (a buffer left with nothing but NOOPs was cleared by _find_end: _start is 0 then)
+        if type(buf) is bytearray and self.end > self.begin and self._start >= self.end:
+            done = self.end
             del buf[:done]
             self._scan -= done
             self._start -= done
-        self.whole = False
         return data, spans
 
 

@@ -400,13 +400,14 @@ class RelaySession(Session):
         decoder = self.decoder
         try:
             decoder.receive_data(data)
-            buffer, spans = decoder.split()
+            # Records get no span: they pass through without a look.
+            buffer, spans = decoder.split(_RECORD)
         except ProtocolError as exc:
             self.log.error("backend broke the protocol: %s", exc)
             self.close("backend protocol error")
             return
-        if not spans:
-            return
+        if decoder.end == decoder.begin:
+            return  # no whole message yet
         expect = self.expect
         conn = self.conn
         edits: dict[int, bytes] | None = None  # span index -> what to send instead
@@ -414,8 +415,6 @@ class RelaySession(Session):
         try:
             for tag, start, end in spans:
                 index += 1
-                if tag == _RECORD:
-                    continue
                 if not expect:
                     raise ProtocolError("the backend sent a summary nobody asked for")
                 mark = expect.popleft()
@@ -438,19 +437,24 @@ class RelaySession(Session):
         if not expect and self._caught_up is not None:
             self.caught_up()
         parts = self.out.parts
-        if edits is None and decoder.whole:
-            if not parts and not self.transport.is_closing():
-                self.transport.write(buffer)  # the backend's bytes, not copied: done
-                return
-            parts.append(buffer)
+        if edits is None:
+            if decoder.whole:
+                if not parts and not self.transport.is_closing():
+                    self.transport.write(buffer)  # the backend's bytes, not copied: done
+                    return
+                parts.append(buffer)
+            else:
+                parts.append(buffer[decoder.begin : decoder.end])
         else:
-            edits = edits or {}
-            for index, (_tag, start, end) in enumerate(spans):
-                if index in edits:
-                    if edits[index]:
-                        parts.append(edits[index])
-                else:
-                    parts.append(buffer[start:end])
+            # The bytes between the changed summaries (records, NOOPs) go as they are.
+            cursor = decoder.begin
+            for index, replacement in edits.items():
+                _tag, start, end = spans[index]
+                parts.append(buffer[cursor:start])
+                if replacement:
+                    parts.append(replacement)
+                cursor = end
+            parts.append(buffer[cursor : decoder.end])
         self.out.flush()
 
     def _marked(
@@ -493,8 +497,8 @@ class RelaySession(Session):
             if isinstance(patches, list) and "utc" in patches:
                 conn.use_utc_patch()
             hints = metadata.get("hints")
-            # The backend's keep-alive NOOPs are not relayed one for one, so the client must
-            # not enforce a receive timeout based on them.
+            # The proxy sends no keep-alive NOOPs while it answers something itself (a stream
+            # clause can take seconds), so the client must not enforce a receive timeout.
             if isinstance(hints, dict) and "connection.recv_timeout_seconds" in hints:
                 changed["hints"] = {
                     k: v for k, v in hints.items() if k != "connection.recv_timeout_seconds"
