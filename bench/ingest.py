@@ -61,8 +61,13 @@ def make_messages(count: int, seed: int = 7) -> list[str]:
 def consume_rate(broker: Broker, topic: str, count: int) -> float:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench-consume",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "bench-consume",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     started = time.perf_counter()
     seen = 0
@@ -86,12 +91,18 @@ async def direct_rate(port: int, messages: list[str]) -> tuple[float, int, int]:
         edges = [{"from_id": a, "to_id": b} for a, b in (m.split() for m in messages if " " in m)]
         started = time.perf_counter()
         for i in range(0, len(nodes), DIRECT_BATCH):
-            await backend.run("direct", "UNWIND $rows AS r CREATE (:Node {id: r})",
-                              {"rows": nodes[i:i + DIRECT_BATCH]})
+            await backend.run(
+                "direct",
+                "UNWIND $rows AS r CREATE (:Node {id: r})",
+                {"rows": nodes[i : i + DIRECT_BATCH]},
+            )
         for i in range(0, len(edges), DIRECT_BATCH):
-            await backend.run("direct", "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
-                              "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
-                              {"rows": edges[i:i + DIRECT_BATCH]})
+            await backend.run(
+                "direct",
+                "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
+                "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
+                {"rows": edges[i : i + DIRECT_BATCH]},
+            )
         elapsed = time.perf_counter() - started
         counted = await graph_counts(backend, "direct")
         return len(messages) / elapsed, *counted
@@ -105,8 +116,15 @@ async def graph_counts(backend: Any, graph: str) -> tuple[int, int]:
     return nodes.rows[0][0], edges.rows[0][0]
 
 
-def stream_rate(proxy: ProxyProcess, broker: Broker, topic: str, transform: Path, count: int,
-                batch_size: int, graph: str) -> tuple[float, float, float]:
+def stream_rate(
+    proxy: ProxyProcess,
+    broker: Broker,
+    topic: str,
+    transform: Path,
+    count: int,
+    batch_size: int,
+    graph: str,
+) -> tuple[float, float, float]:
     import neo4j
 
     name = f"bench_{batch_size}"
@@ -114,9 +132,11 @@ def stream_rate(proxy: ProxyProcess, broker: Broker, topic: str, transform: Path
         with driver.session(database=graph) as session:
             session.run("CREATE INDEX FOR (n:Node) ON (n.id)").consume()
         with driver.session() as session:
-            session.run(f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
-                        f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}' "
-                        f"BATCH_SIZE {batch_size}").consume()
+            session.run(
+                f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+                f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}' "
+                f"BATCH_SIZE {batch_size}"
+            ).consume()
             started = time.perf_counter()
             session.run(f"START STREAM {name}").consume()
         first: float | None = None
@@ -141,8 +161,11 @@ def stream_rate(proxy: ProxyProcess, broker: Broker, topic: str, transform: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--batch-sizes", default="10,1000,10000",
-                        help="comma-separated BATCH_SIZE values to run the stream with")
+    parser.add_argument(
+        "--batch-sizes",
+        default="10,1000,10000",
+        help="comma-separated BATCH_SIZE values to run the stream with",
+    )
     args = parser.parse_args()
     count = args.messages
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
@@ -155,41 +178,59 @@ def main() -> None:
         transform.write_text(MANUAL_TRANSFORM)
         broker = Broker().start()
         falkordb = FalkorDBProcess(work / "falkordb").start()
-        proxy = ProxyProcess("--backend", f"falkordb://127.0.0.1:{falkordb.port}/stream",
-                             "--data-dir", str(work / "proxy"),
-                             "--transform-allowed-dirs", str(transforms)).start()
+        proxy = ProxyProcess(
+            "--backend",
+            f"falkordb://127.0.0.1:{falkordb.port}/stream",
+            "--data-dir",
+            str(work / "proxy"),
+            "--transform-allowed-dirs",
+            str(transforms),
+        ).start()
         try:
             topic = broker.create_topic("ingest")
             messages = make_messages(count)
             started = time.perf_counter()
             broker.produce(topic, messages)
-            print(f"produced {count} messages in {time.perf_counter() - started:.1f} s "
-                  f"({sum(' ' not in m for m in messages)} nodes, "
-                  f"{sum(' ' in m for m in messages)} edges)")
+            print(
+                f"produced {count} messages in {time.perf_counter() - started:.1f} s "
+                f"({sum(' ' not in m for m in messages)} nodes, "
+                f"{sum(' ' in m for m in messages)} edges)"
+            )
 
             rate = consume_rate(broker, topic, count)
             print(f"consume only (confluent-kafka):        {rate:>10,.0f} messages/s")
             rate, nodes, edges = asyncio.run(direct_rate(falkordb.port, messages))
-            print(f"direct UNWIND writes (5,000 per query): {rate:>10,.0f} messages/s "
-                  f"({nodes} nodes, {edges} edges)")
+            print(
+                f"direct UNWIND writes (5,000 per query): {rate:>10,.0f} messages/s "
+                f"({nodes} nodes, {edges} edges)"
+            )
             for index, size in enumerate(batch_sizes):
                 graph = "stream" if index == 0 else f"stream{index}"
                 if index:
                     restart = ProxyProcess(
-                        "--backend", f"falkordb://127.0.0.1:{falkordb.port}/{graph}",
-                        "--data-dir", str(work / f"proxy{index}"),
-                        "--transform-allowed-dirs", str(transforms))
+                        "--backend",
+                        f"falkordb://127.0.0.1:{falkordb.port}/{graph}",
+                        "--data-dir",
+                        str(work / f"proxy{index}"),
+                        "--transform-allowed-dirs",
+                        str(transforms),
+                    )
                     proxy.stop()
                     proxy = restart.start()
-                total, steady, seconds = stream_rate(proxy, broker, topic, transform, count,
-                                                     size, graph)
+                total, steady, seconds = stream_rate(
+                    proxy, broker, topic, transform, count, size, graph
+                )
                 counted = asyncio.run(_counts(falkordb.port, graph))
-                print(f"stream, BATCH_SIZE {size:<5} end to end:  {total:>10,.0f} messages/s "
-                      f"({seconds:.1f} s; steady {steady:,.0f}/s; "
-                      f"{counted[0]} nodes, {counted[1]} edges)")
+                print(
+                    f"stream, BATCH_SIZE {size:<5} end to end:  {total:>10,.0f} messages/s "
+                    f"({seconds:.1f} s; steady {steady:,.0f}/s; "
+                    f"{counted[0]} nodes, {counted[1]} edges)"
+                )
                 if counted != (nodes, edges):
-                    print(f"  MISMATCH: the stream's graph differs from the direct one: "
-                          f"{counted} != {(nodes, edges)}")
+                    print(
+                        f"  MISMATCH: the stream's graph differs from the direct one: "
+                        f"{counted} != {(nodes, edges)}"
+                    )
         finally:
             proxy.stop()
             falkordb.stop()

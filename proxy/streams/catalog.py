@@ -82,10 +82,27 @@ ALTER TABLE streams ADD COLUMN messages_dead_lettered INTEGER NOT NULL DEFAULT 0
 ALTER TABLE streams ADD COLUMN messages_skipped INTEGER NOT NULL DEFAULT 0;
 """
 _COLUMNS = (
-    "name", "uri", "topic", "transform_uri", "transform_code", "transform_sha256",
-    "batch_interval_ms", "batch_size", "consumer_group", "owner", "status", "limit_batches",
-    "last_error", "messages_processed", "batches_processed", "created_at", "updated_at",
-    "error_policy", "dead_letter_topic", "messages_dead_lettered", "messages_skipped",
+    "name",
+    "uri",
+    "topic",
+    "transform_uri",
+    "transform_code",
+    "transform_sha256",
+    "batch_interval_ms",
+    "batch_size",
+    "consumer_group",
+    "owner",
+    "status",
+    "limit_batches",
+    "last_error",
+    "messages_processed",
+    "batches_processed",
+    "created_at",
+    "updated_at",
+    "error_policy",
+    "dead_letter_topic",
+    "messages_dead_lettered",
+    "messages_skipped",
 )
 
 
@@ -149,8 +166,9 @@ class Catalog:
     async def open(self) -> None:
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                 timeout=10.0)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
@@ -160,18 +178,19 @@ class Catalog:
                             db.execute(statement)
                     row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
                     if row is None:
-                        db.execute("INSERT INTO meta VALUES ('schema', ?)",
-                                   (str(SCHEMA_VERSION),))
+                        db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                     elif int(row[0]) > SCHEMA_VERSION:
                         raise CatalogError(
                             f"stream catalog {self.path} was written by a newer boltstream "
-                            f"(schema {row[0]}, this one reads {SCHEMA_VERSION})")
+                            f"(schema {row[0]}, this one reads {SCHEMA_VERSION})"
+                        )
                     elif int(row[0]) == 1:
                         for statement in _MIGRATE_1_TO_2.split(";"):
                             if statement.strip():
                                 db.execute(statement)
-                        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
-                                   (str(SCHEMA_VERSION),))
+                        db.execute(
+                            "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+                        )
             except BaseException:
                 db.close()
                 raise
@@ -205,8 +224,9 @@ class Catalog:
 
     async def get(self, name: str) -> StreamRecord | None:
         def read(db: sqlite3.Connection) -> StreamRecord | None:
-            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM streams WHERE name = ?",
-                             (name,)).fetchone()
+            row = db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM streams WHERE name = ?", (name,)
+            ).fetchone()
             return _record(row) if row is not None else None
 
         return await self._call(read)
@@ -222,8 +242,11 @@ class Catalog:
             values = [getattr(record, column) for column in _COLUMNS]
             try:
                 with _transaction(db):
-                    db.execute(f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
-                               f"({', '.join('?' for _ in _COLUMNS)})", values)
+                    db.execute(
+                        f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
+                        f"({', '.join('?' for _ in _COLUMNS)})",
+                        values,
+                    )
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
                     raise StreamExists(record.name) from None
@@ -253,8 +276,9 @@ class Catalog:
 
         def write(db: sqlite3.Connection) -> bool:
             with _transaction(db):
-                cursor = db.execute(f"UPDATE streams SET {assignments} WHERE name = ?",
-                                    (*changes.values(), name))
+                cursor = db.execute(
+                    f"UPDATE streams SET {assignments} WHERE name = ?", (*changes.values(), name)
+                )
                 return cursor.rowcount > 0
 
         return await self._call(write)
@@ -269,11 +293,13 @@ class Catalog:
             with _transaction(db):
                 for name, counts in progress.items():
                     messages, batches, dead, skipped = (*counts, 0, 0)[:4]
-                    db.execute("UPDATE streams SET messages_processed = messages_processed + ?, "
-                               "batches_processed = batches_processed + ?, "
-                               "messages_dead_lettered = messages_dead_lettered + ?, "
-                               "messages_skipped = messages_skipped + ? WHERE name = ?",
-                               (messages, batches, dead, skipped, name))
+                    db.execute(
+                        "UPDATE streams SET messages_processed = messages_processed + ?, "
+                        "batches_processed = batches_processed + ?, "
+                        "messages_dead_lettered = messages_dead_lettered + ?, "
+                        "messages_skipped = messages_skipped + ? WHERE name = ?",
+                        (messages, batches, dead, skipped, name),
+                    )
 
         await self._call(write)
 
@@ -311,4 +337,3 @@ def _record(row: tuple[Any, ...]) -> StreamRecord:
     values["status"] = cast(Status, values["status"])
     values["error_policy"] = cast(PolicyKind, values["error_policy"])
     return StreamRecord(**values)
-

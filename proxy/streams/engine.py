@@ -122,13 +122,24 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.partition.eof": False,
 }
 # Consumer-only settings: not given to the admin client (librdkafka would warn about each).
-_CONSUMER_ONLY = ("group.", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.",
-                  "auto.offset.reset", "enable.auto.", "auto.commit.", "partition.assignment.",
-                  "fetch.", "queued.", "isolation.level", "enable.partition.eof", "check.crcs",
-                  "consume.callback.max.messages")
+_CONSUMER_ONLY = (
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.",
+    "auto.offset.reset",
+    "enable.auto.",
+    "auto.commit.",
+    "partition.assignment.",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+)
 
-ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform",
-                    "internal"]
+ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform", "internal"]
 OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
 _POLICY_OF: dict[str, PolicyKind] = {"stop": "stop", "skip": "skip", "dead letter": "dead_letter"}
 _SHOWN_POLICY = {"stop": "stop", "skip": "skip", "dead_letter": "dead letter"}
@@ -242,8 +253,9 @@ class _Consumer:
         if subscribe is not None:
             self.consumer.subscribe([subscribe])
 
-    def collect(self, size: int, interval: float, *, wait_first: float = _SLICE
-                ) -> tuple[list[Any], str | None]:
+    def collect(
+        self, size: int, interval: float, *, wait_first: float = _SLICE
+    ) -> tuple[list[Any], str | None]:
         """Up to ``size`` messages: wait at most ``wait_first`` for the first one, then until
         ``interval`` after it. Returns the messages and a consume error, if any."""
         messages: list[Any] = []
@@ -258,8 +270,9 @@ class _Consumer:
                 timeout = min(_SLICE, deadline - now)
             if timeout <= 0:
                 break
-            for message in self.consumer.consume(num_messages=size - len(messages),
-                                                 timeout=timeout):
+            for message in self.consumer.consume(
+                num_messages=size - len(messages), timeout=timeout
+            ):
                 problem = message.error()
                 if problem is None:
                     messages.append(message)
@@ -284,8 +297,10 @@ class _Consumer:
         commit from another thread waits for a consume call in progress anyway.)"""
         from confluent_kafka import TopicPartition
 
-        parts = [TopicPartition(topic, partition, offset)
-                 for (topic, partition), offset in offsets.items()]
+        parts = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in offsets.items()
+        ]
         self.consumer.commit(offsets=parts, asynchronous=False)
 
     def close(self) -> None:
@@ -330,14 +345,16 @@ class _Runner:
         self._interval = record.batch_interval_ms / 1000.0
         self._broker_attempt = 0
         self.task: asyncio.Task[str] = asyncio.get_running_loop().create_task(
-            self._main(), name=f"stream {record.name}")
+            self._main(), name=f"stream {record.name}"
+        )
 
     # -- state for SHOW STREAMS -------------------------------------------------------------
 
     def _note_retry(self, what: str, reason: str, attempt: int) -> None:
         if attempt == 1 or attempt % 10 == 0:
-            log.warning("stream %s: %s failed, retrying (attempt %d): %s", self.name, what,
-                        attempt, reason)
+            log.warning(
+                "stream %s: %s failed, retrying (attempt %d): %s", self.name, what, attempt, reason
+            )
         self.retrying = (what, attempt)
         self.last_error = f"{what}: {reason} (transient; retrying, attempt {attempt})"
 
@@ -348,7 +365,8 @@ class _Runner:
             if self.last_error is not None:
                 self.last_error = self.last_error.replace(
                     f"(transient; retrying, attempt {attempt})",
-                    f"(transient; recovered after {attempt} retries)")
+                    f"(transient; recovered after {attempt} retries)",
+                )
             self.retrying = None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -386,13 +404,16 @@ class _Runner:
         record = self.record
         engine = self.engine
         if builtin.is_builtin(record.transform_uri) and self.builtin is None:
-            raise _Permanent(f"{record.transform_uri} is not a built-in transform of this "
-                             f"boltstream (it has {builtin.names()})")
+            raise _Permanent(
+                f"{record.transform_uri} is not a built-in transform of this "
+                f"boltstream (it has {builtin.names()})"
+            )
         self.transform = TransformRunner(
-            TransformSource(record.transform_uri, record.transform_code,
-                            record.transform_sha256),
-            name=record.name, batch_timeout=engine.transform_timeout,
-            memory_limit_mb=engine.transform_memory_mb)
+            TransformSource(record.transform_uri, record.transform_code, record.transform_sha256),
+            name=record.name,
+            batch_timeout=engine.transform_timeout,
+            memory_limit_mb=engine.transform_memory_mb,
+        )
         try:
             await self.transform.start()
         except TransformError as exc:
@@ -418,8 +439,7 @@ class _Runner:
                 if batch is None:
                     continue
                 if not self.stopping and (self.limit is None or self.limit > 1):
-                    ahead = asyncio.get_running_loop().create_task(
-                        self._next_batch(_AHEAD_WAIT))
+                    ahead = asyncio.get_running_loop().create_task(self._next_batch(_AHEAD_WAIT))
                 if not await self._apply(batch):
                     break
                 if self.limit is not None:
@@ -444,8 +464,10 @@ class _Runner:
         consumer, transform = self.consumer, self.transform
         assert consumer is not None and transform is not None
         messages, error = await consumer.call(
-            functools.partial(consumer.collect, self.record.batch_size, self._interval,
-                              wait_first=wait_first))
+            functools.partial(
+                consumer.collect, self.record.batch_size, self._interval, wait_first=wait_first
+            )
+        )
         if consumer.fatal:
             raise _Permanent(f"Kafka consumer failed: {consumer.fatal}")
         # Errors librdkafka reported while nothing came in: the broker is unreachable (it
@@ -522,8 +544,12 @@ class _Runner:
         committed)."""
         self.phase = "write"
         messages = batch.messages
-        applier = Applier(self, stop_on_failure=self.policy == "stop", stream=self.name,
-                          max_response_bytes=self.engine.max_message_bytes)
+        applier = Applier(
+            self,
+            stop_on_failure=self.policy == "stop",
+            stream=self.name,
+            max_response_bytes=self.engine.max_message_bytes,
+        )
         stopped: StopAt | None = None
         try:
             try:
@@ -537,8 +563,11 @@ class _Runner:
             for index, refusal in await self._deliver([r for _, r in responses], "responses"):
                 response_index = responses[index][0]
                 try:
-                    applier.fail(response_index, f"the response could not be produced to "
-                                 f"topic {responses[index][1].topic!r}: {refusal.reason}")
+                    applier.fail(
+                        response_index,
+                        f"the response could not be produced to "
+                        f"topic {responses[index][1].topic!r}: {refusal.reason}",
+                    )
                 except StopAt as exc:
                     if stopped is None or exc.index < stopped.index:
                         stopped = exc
@@ -547,23 +576,31 @@ class _Runner:
             dead = 0
             if self.policy == "dead_letter" and failures:
                 topic = self.record.dead_letter_topic or ""
-                records = [dead_letter(self.name, topic, messages[f.index], f.reason)
-                           for f in failures]
+                records = [
+                    dead_letter(self.name, topic, messages[f.index], f.reason) for f in failures
+                ]
                 refused = await self._deliver(records, "dead letters")
                 if refused:
                     index, refusal = refused[0]
-                    raise _Permanent(f"the dead-letter topic {topic!r} refused the record of "
-                                     f"{_position(messages[failures[index].index])}: "
-                                     f"{refusal.reason}")
+                    raise _Permanent(
+                        f"the dead-letter topic {topic!r} refused the record of "
+                        f"{_position(messages[failures[index].index])}: "
+                        f"{refusal.reason}"
+                    )
                 dead = len(records)
             for failure in failures:
                 message = messages[failure.index]
                 if self.policy == "dead_letter":
-                    log.info("stream %s: %s dead-lettered: %s", self.name, _position(message),
-                             failure.reason)
+                    log.info(
+                        "stream %s: %s dead-lettered: %s",
+                        self.name,
+                        _position(message),
+                        failure.reason,
+                    )
                 else:
-                    log.warning("stream %s: %s skipped: %s", self.name, _position(message),
-                                failure.reason)
+                    log.warning(
+                        "stream %s: %s skipped: %s", self.name, _position(message), failure.reason
+                    )
         except _Interrupted:
             return False
         self.phase = "commit"
@@ -588,8 +625,10 @@ class _Runner:
             rejected = batch.split.rejected
             if rejected and self.policy == "stop":
                 index = min(rejected)
-                raise _Permanent(f"{_position(batch.messages[index])}: rejected by the "
-                                 f"transform: {rejected[index]}")
+                raise _Permanent(
+                    f"{_position(batch.messages[index])}: rejected by the "
+                    f"transform: {rejected[index]}"
+                )
             try:
                 await self.write(batch.split.queries, True)
             except PermanentWriteError as exc:
@@ -691,8 +730,10 @@ class _Runner:
                     # The batch is written; its offsets will be committed with the next
                     # batch, or it is applied again after a rebalance/restart.
                     log.warning("stream %s: committing offsets failed: %s", self.name, reason)
-                    self.last_error = (f"committing offsets failed: {reason} (the batch was "
-                                       "written and may be applied again)")
+                    self.last_error = (
+                        f"committing offsets failed: {reason} (the batch was "
+                        "written and may be applied again)"
+                    )
                     self.retrying = None
                     return
                 self._note_retry("committing offsets", reason, attempt)
@@ -716,8 +757,12 @@ class _Runner:
 
     def take_progress(self) -> tuple[int, int, int, int]:
         """(messages, batches, dead-lettered, skipped) since the last call."""
-        done = (self.pending_messages, self.pending_batches, self.pending_dead,
-                self.pending_skipped)
+        done = (
+            self.pending_messages,
+            self.pending_batches,
+            self.pending_dead,
+            self.pending_skipped,
+        )
         self.pending_messages = self.pending_batches = 0
         self.pending_dead = self.pending_skipped = 0
         return done
@@ -732,13 +777,25 @@ class StreamEngine:
     ``group_prefix`` is put in front of stream names to make consumer group ids.
     """
 
-    def __init__(self, data_dir: Path, writer: GraphWriter, policy: TransformPolicy, *,
-                 kafka_config: Mapping[str, Any] | None = None, group_prefix: str = "",
-                 broker_timeout: float = 3.0, test_timeout: float = 10.0,
-                 lag_timeout: float = 1.0, transform_timeout: float = 30.0,
-                 transform_memory_mb: int = 512, backoff_initial: float = 0.2,
-                 backoff_max: float = 10.0, commit_attempts: int = 5,
-                 stop_grace: float = 15.0, flush_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        writer: GraphWriter,
+        policy: TransformPolicy,
+        *,
+        kafka_config: Mapping[str, Any] | None = None,
+        group_prefix: str = "",
+        broker_timeout: float = 3.0,
+        test_timeout: float = 10.0,
+        lag_timeout: float = 1.0,
+        transform_timeout: float = 30.0,
+        transform_memory_mb: int = 512,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        commit_attempts: int = 5,
+        stop_grace: float = 15.0,
+        flush_interval: float = 1.0,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.catalog = Catalog(self.data_dir)
         self.writer = writer
@@ -820,26 +877,42 @@ class StreamEngine:
         return self.group_prefix + name
 
     def consumer_config(self, record: StreamRecord) -> dict[str, Any]:
-        config: dict[str, Any] = {**_CONSUMER_DEFAULTS,
-                                  "client.id": f"boltstream-{record.name}"}
+        config: dict[str, Any] = {**_CONSUMER_DEFAULTS, "client.id": f"boltstream-{record.name}"}
         config.update(self.kafka_config)
-        config.update({"bootstrap.servers": record.uri, "group.id": record.consumer_group,
-                       "enable.auto.commit": False, "enable.auto.offset.store": False})
+        config.update(
+            {
+                "bootstrap.servers": record.uri,
+                "group.id": record.consumer_group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+            }
+        )
         return config
 
     def producer_config(self, record: StreamRecord) -> dict[str, Any]:
         """A stream's producer (dead letters, responses): every record acknowledged by all
         in-sync replicas before the batch's offsets are committed."""
         config = self._client_config(record.uri)
-        config.update({"client.id": f"boltstream-{record.name}", "acks": "all",
-                       "message.timeout.ms": DELIVERY_TIMEOUT_MS, "linger.ms": 5})
+        config.update(
+            {
+                "client.id": f"boltstream-{record.name}",
+                "acks": "all",
+                "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+                "linger.ms": 5,
+            }
+        )
         return config
 
     def _client_config(self, uri: str) -> dict[str, Any]:
-        config = {k: v for k, v in self.kafka_config.items()
-                  if not k.startswith(_CONSUMER_ONLY)}
-        config.update({"bootstrap.servers": uri, "logger": _kafka_log,
-                       "error_cb": lambda error: None, "client.id": "boltstream-admin"})
+        config = {k: v for k, v in self.kafka_config.items() if not k.startswith(_CONSUMER_ONLY)}
+        config.update(
+            {
+                "bootstrap.servers": uri,
+                "logger": _kafka_log,
+                "error_cb": lambda error: None,
+                "client.id": "boltstream-admin",
+            }
+        )
         return config
 
     def backoff(self, attempt: int) -> float:
@@ -860,8 +933,11 @@ class StreamEngine:
 
         def fetch() -> dict[str, int]:
             metadata = admin.list_topics(timeout=timeout)
-            return {name: len(topic.partitions) for name, topic in metadata.topics.items()
-                    if topic.error is None}
+            return {
+                name: len(topic.partitions)
+                for name, topic in metadata.topics.items()
+                if topic.error is None
+            }
 
         return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
@@ -890,13 +966,20 @@ class StreamEngine:
             with contextlib.suppress(CatalogError):
                 await self.catalog.add_progress({runner.name: progress})
                 if outcome.startswith("error: "):
-                    await self.catalog.update(runner.name, status="error",
-                                              last_error=outcome[len("error: "):],
-                                              limit_batches=None)
+                    await self.catalog.update(
+                        runner.name,
+                        status="error",
+                        last_error=outcome[len("error: ") :],
+                        limit_batches=None,
+                    )
                 else:
                     log.info("stream %s processed its batch limit and stopped", runner.name)
-                    await self.catalog.update(runner.name, status="stopped",
-                                              last_error=runner.last_error, limit_batches=None)
+                    await self.catalog.update(
+                        runner.name,
+                        status="stopped",
+                        last_error=runner.last_error,
+                        limit_batches=None,
+                    )
 
     async def _flush_loop(self) -> None:
         while True:
@@ -915,8 +998,9 @@ class StreamEngine:
             check_client_config(self.consumer_config(record))
             check_topic(record.topic)
         except UnsafeValue as exc:
-            raise StreamError("invalid", f"Kafka stream {shown(record.name)} cannot be "
-                              f"{what}: {exc}") from None
+            raise StreamError(
+                "invalid", f"Kafka stream {shown(record.name)} cannot be {what}: {exc}"
+            ) from None
 
     async def _get(self, name: str) -> StreamRecord:
         record = await self.catalog.get(name)
@@ -926,10 +1010,19 @@ class StreamEngine:
 
     # -- clauses ----------------------------------------------------------------------------
 
-    async def create(self, name: str, uri: str, topic: str, transform: str, *,
-                     batch_interval_ms: int | None = None, batch_size: int | None = None,
-                     owner: str | None = None, on_error: OnError | None = None,
-                     dead_letter_topic: str | None = None) -> None:
+    async def create(
+        self,
+        name: str,
+        uri: str,
+        topic: str,
+        transform: str,
+        *,
+        batch_interval_ms: int | None = None,
+        batch_size: int | None = None,
+        owner: str | None = None,
+        on_error: OnError | None = None,
+        dead_letter_topic: str | None = None,
+    ) -> None:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
         self._check_open()
         try:
@@ -937,76 +1030,123 @@ class StreamEngine:
             check_topic(topic)
             check_client_config({"bootstrap.servers": uri, "group.id": self.group_of(name)})
         except UnsafeValue as exc:
-            raise StreamError("invalid", f"Failed to initialize Kafka stream {shown(name)} : "
-                              f"{exc}") from None
+            raise StreamError(
+                "invalid", f"Failed to initialize Kafka stream {shown(name)} : {exc}"
+            ) from None
         shipped = builtin.lookup(transform)
         if builtin.is_builtin(transform) and shipped is None:
-            raise StreamError("external", f"Couldn't get the transform script from {transform}: "
-                              f"there is no such built-in transform ({builtin.names()})")
+            raise StreamError(
+                "external",
+                f"Couldn't get the transform script from {transform}: "
+                f"there is no such built-in transform ({builtin.names()})",
+            )
         policy = self._policy(name, shipped, on_error, dead_letter_topic, topic)
         interval = DEFAULT_BATCH_INTERVAL_MS if batch_interval_ms is None else batch_interval_ms
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         if interval < 1:
-            raise StreamError("invalid", f"Failed to initialize Kafka stream {name} : Batch "
-                              "interval has to be positive!")
+            raise StreamError(
+                "invalid",
+                f"Failed to initialize Kafka stream {name} : Batch interval has to be positive!",
+            )
         if size < 1:
-            raise StreamError("invalid", f"Failed to initialize Kafka stream {name} : Batch "
-                              "size has to be positive!")
+            raise StreamError(
+                "invalid",
+                f"Failed to initialize Kafka stream {name} : Batch size has to be positive!",
+            )
         if not uri.strip():
-            raise StreamError("invalid", f"Failed to initialize Kafka stream {name} : the "
-                              "Kafka URI is empty")
+            raise StreamError(
+                "invalid", f"Failed to initialize Kafka stream {name} : the Kafka URI is empty"
+            )
         async with self._locks[name]:
             if await self.catalog.get(name) is not None:
                 raise StreamError("exists", f"Kafka stream {name} already exists.")
             try:
                 topics = await self._topics(uri, self.broker_timeout)
             except Exception as exc:
-                raise StreamError("external", f"Failed to initialize Kafka stream {name} : "
-                                  f"the Kafka broker at '{uri}' did not answer within "
-                                  f"{self.broker_timeout:g} s ({_kafka_reason(exc)})") from None
+                raise StreamError(
+                    "external",
+                    f"Failed to initialize Kafka stream {name} : "
+                    f"the Kafka broker at '{uri}' did not answer within "
+                    f"{self.broker_timeout:g} s ({_kafka_reason(exc)})",
+                ) from None
             if topic not in topics:
                 raise StreamError("external", f"Kafka stream {name}, topic not found")
             if policy == "dead_letter" and dead_letter_topic not in topics:
-                raise StreamError("external", f"Kafka stream {name}, dead-letter topic "
-                                  f"'{dead_letter_topic}' not found")
+                raise StreamError(
+                    "external",
+                    f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found",
+                )
             try:
-                source = (shipped.source() if shipped is not None
-                          else await fetch_transform(transform, self.policy))
+                source = (
+                    shipped.source()
+                    if shipped is not None
+                    else await fetch_transform(transform, self.policy)
+                )
                 await check_transform(source)
             except TransformError as exc:
                 raise StreamError("external", str(exc)) from None
             record = StreamRecord(
-                name=name, uri=uri, topic=topic, transform_uri=source.uri,
-                transform_code=source.code, transform_sha256=source.sha256,
-                batch_interval_ms=interval, batch_size=size, consumer_group=self.group_of(name),
-                owner=owner or None, status="stopped", error_policy=policy,
-                dead_letter_topic=dead_letter_topic if policy == "dead_letter" else None)
+                name=name,
+                uri=uri,
+                topic=topic,
+                transform_uri=source.uri,
+                transform_code=source.code,
+                transform_sha256=source.sha256,
+                batch_interval_ms=interval,
+                batch_size=size,
+                consumer_group=self.group_of(name),
+                owner=owner or None,
+                status="stopped",
+                error_policy=policy,
+                dead_letter_topic=dead_letter_topic if policy == "dead_letter" else None,
+            )
             try:
                 await self.catalog.insert(record)
             except StreamExists:
                 raise StreamError("exists", f"Kafka stream {name} already exists.") from None
             except CatalogError as exc:
-                raise StreamError("internal", f"Couldn't persist stream metadata for stream "
-                                  f"{name}: {exc}") from None
-        log.info("created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s)",
-                 name, topic, uri, source.uri, source.sha256[:12], _SHOWN_POLICY[policy],
-                 f" {dead_letter_topic}" if policy == "dead_letter" else "")
+                raise StreamError(
+                    "internal", f"Couldn't persist stream metadata for stream {name}: {exc}"
+                ) from None
+        log.info(
+            "created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s)",
+            name,
+            topic,
+            uri,
+            source.uri,
+            source.sha256[:12],
+            _SHOWN_POLICY[policy],
+            f" {dead_letter_topic}" if policy == "dead_letter" else "",
+        )
 
-    def _policy(self, name: str, shipped: builtin.Builtin | None, on_error: OnError | None,
-                dead_letter_topic: str | None, topic: str) -> PolicyKind:
+    def _policy(
+        self,
+        name: str,
+        shipped: builtin.Builtin | None,
+        on_error: OnError | None,
+        dead_letter_topic: str | None,
+        topic: str,
+    ) -> PolicyKind:
         """The stream's error policy: as the clause says, else the transform's default."""
         fail = f"Failed to initialize Kafka stream {name} : "
         if on_error is not None and on_error not in _POLICY_OF:
             raise StreamError("invalid", f"{fail}unknown ON ERROR action {on_error!r}")
-        policy: PolicyKind | None = _POLICY_OF[on_error] if on_error is not None else (
-            shipped.default_policy if shipped is not None else "stop")
+        policy: PolicyKind | None = (
+            _POLICY_OF[on_error]
+            if on_error is not None
+            else (shipped.default_policy if shipped is not None else "stop")
+        )
         if shipped is not None and (policy is None or policy not in shipped.policies):
-            allowed = " or ".join(f"ON ERROR {_SHOWN_POLICY[p].upper()}"
-                                  + (" 'topic'" if p == "dead_letter" else "")
-                                  for p in shipped.policies)
-            raise StreamError("invalid", f"{fail}{shipped.uri} needs {allowed}: an invalid "
-                              "message goes there with the reason; it is never dropped and "
-                              "never stops the stream")
+            allowed = " or ".join(
+                f"ON ERROR {_SHOWN_POLICY[p].upper()}" + (" 'topic'" if p == "dead_letter" else "")
+                for p in shipped.policies
+            )
+            raise StreamError(
+                "invalid",
+                f"{fail}{shipped.uri} needs {allowed}: an invalid "
+                "message goes there with the reason; it is never dropped and "
+                "never stops the stream",
+            )
         assert policy is not None
         if policy == "dead_letter":
             try:
@@ -1014,11 +1154,11 @@ class StreamEngine:
             except UnsafeValue as exc:
                 raise StreamError("invalid", str(exc)) from None
             if dead_letter_topic == topic:
-                raise StreamError("invalid", f"{fail}the dead-letter topic cannot be the "
-                                  "stream's own topic")
+                raise StreamError(
+                    "invalid", f"{fail}the dead-letter topic cannot be the stream's own topic"
+                )
         elif dead_letter_topic is not None:
-            raise StreamError("invalid", f"{fail}a dead-letter topic needs ON ERROR DEAD "
-                              "LETTER")
+            raise StreamError("invalid", f"{fail}a dead-letter topic needs ON ERROR DEAD LETTER")
         return policy
 
     async def drop(self, name: str) -> None:
@@ -1035,19 +1175,24 @@ class StreamEngine:
         """START STREAM: a running stream is left alone; a stopped or failed one starts."""
         self._check_open()
         if limit_batches is not None and limit_batches < 1:
-            raise StreamError("invalid", f"Starting Kafka stream {name} failed: Batch limit "
-                              "has to be greater than or equal to 1")
+            raise StreamError(
+                "invalid",
+                f"Starting Kafka stream {name} failed: Batch limit "
+                "has to be greater than or equal to 1",
+            )
         async with self._locks[name]:
             record = await self._get(name)
             if name in self._runners:
                 return
             self._check_startable(record, "started")
-            await self.catalog.update(name, status="running", last_error=None,
-                                      limit_batches=limit_batches)
+            await self.catalog.update(
+                name, status="running", last_error=None, limit_batches=limit_batches
+            )
             record = await self._get(name)
             self._launch(record, limit_batches)
-        log.info("started stream %s%s", name,
-                 f" for {limit_batches} batches" if limit_batches else "")
+        log.info(
+            "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
+        )
 
     async def stop_stream(self, name: str) -> None:
         """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped."""
@@ -1060,8 +1205,9 @@ class StreamEngine:
             if runner is not None:
                 await runner.stop()
                 await self.catalog.add_progress({name: runner.take_progress()})
-                await self.catalog.update(name, status="stopped", limit_batches=None,
-                                          last_error=runner.last_error)
+                await self.catalog.update(
+                    name, status="stopped", limit_batches=None, last_error=runner.last_error
+                )
             else:
                 await self.catalog.update(name, status="stopped", limit_batches=None)
         log.info("stopped stream %s", name)
@@ -1075,8 +1221,9 @@ class StreamEngine:
     async def stop_all(self) -> None:
         self._check_open()
         records = await self.catalog.all()
-        results = await asyncio.gather(*(self.stop_stream(r.name) for r in records),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self.stop_stream(r.name) for r in records), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StreamError):
                 raise result
@@ -1089,8 +1236,7 @@ class StreamEngine:
         uris = sorted({record.uri for record in records})
         listed = await asyncio.gather(*(self._lag_topics(uri) for uri in uris))
         topics = dict(zip(uris, listed, strict=True))
-        lags = await asyncio.gather(*(self._lag(record, topics[record.uri])
-                                      for record in records))
+        lags = await asyncio.gather(*(self._lag(record, topics[record.uri]) for record in records))
         rows = []
         for record, lag in zip(records, lags, strict=True):
             runner = self._runners.get(record.name)
@@ -1105,21 +1251,33 @@ class StreamEngine:
                 status = "running"
             elif status == "running":
                 status = "stopped"  # recorded as running, but not run by this process yet
-            rows.append(StreamStatus(
-                name=record.name, uri=record.uri, topic=record.topic,
-                transform=record.transform_uri, status=status,
-                batch_interval=record.batch_interval_ms, batch_size=record.batch_size,
-                consumer_group=record.consumer_group, owner=record.owner,
-                messages_processed=messages, lag=lag, last_error=last_error,
-                on_error=_SHOWN_POLICY[record.error_policy],
-                dead_letter_topic=record.dead_letter_topic, dead_lettered=dead,
-                skipped=skipped))
+            rows.append(
+                StreamStatus(
+                    name=record.name,
+                    uri=record.uri,
+                    topic=record.topic,
+                    transform=record.transform_uri,
+                    status=status,
+                    batch_interval=record.batch_interval_ms,
+                    batch_size=record.batch_size,
+                    consumer_group=record.consumer_group,
+                    owner=record.owner,
+                    messages_processed=messages,
+                    lag=lag,
+                    last_error=last_error,
+                    on_error=_SHOWN_POLICY[record.error_policy],
+                    dead_letter_topic=record.dead_letter_topic,
+                    dead_lettered=dead,
+                    skipped=skipped,
+                )
+            )
         return rows
 
     async def _lag_topics(self, uri: str) -> dict[str, int] | None:
         try:
-            return await asyncio.wait_for(self._topics(uri, self.lag_timeout),
-                                          self.lag_timeout + 0.5)
+            return await asyncio.wait_for(
+                self._topics(uri, self.lag_timeout), self.lag_timeout + 0.5
+            )
         except Exception:
             return None
 
@@ -1128,8 +1286,9 @@ class StreamEngine:
         if topics is None or record.topic not in topics:
             return None
         try:
-            return await asyncio.wait_for(self._compute_lag(record, topics[record.topic]),
-                                          self.lag_timeout)
+            return await asyncio.wait_for(
+                self._compute_lag(record, topics[record.topic]), self.lag_timeout
+            )
         except Exception:
             return None
 
@@ -1143,69 +1302,86 @@ class StreamEngine:
         parts = [TopicPartition(record.topic, p) for p in range(count)]
         request = [ConsumerGroupTopicPartitions(record.consumer_group, parts)]
         committed_future = admin.list_consumer_group_offsets(
-            request, request_timeout=self.lag_timeout)[record.consumer_group]
+            request, request_timeout=self.lag_timeout
+        )[record.consumer_group]
         latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-        latest = admin.list_offsets({tp: latest_spec for tp in parts},
-                                    request_timeout=self.lag_timeout)
-        earliest = admin.list_offsets({tp: earliest_spec for tp in parts},
-                                      request_timeout=self.lag_timeout)
+        latest = admin.list_offsets(
+            {tp: latest_spec for tp in parts}, request_timeout=self.lag_timeout
+        )
+        earliest = admin.list_offsets(
+            {tp: earliest_spec for tp in parts}, request_timeout=self.lag_timeout
+        )
         committed = await asyncio.wrap_future(committed_future)
         done: dict[int, int] = {tp.partition: tp.offset for tp in committed.topic_partitions}
         reset_latest = str(self.kafka_config.get("auto.offset.reset", "earliest")).lower() in (
-            "latest", "largest", "end")
+            "latest",
+            "largest",
+            "end",
+        )
         total = 0
         for tp in parts:
             high = (await asyncio.wrap_future(latest[tp])).offset
             position = done.get(tp.partition, -1)
             if position < 0:
-                position = high if reset_latest else (
-                    await asyncio.wrap_future(earliest[tp])).offset
+                position = (
+                    high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
+                )
             total += max(0, high - position)
         return total
 
-    async def test(self, name: str, limit_batches: int | None = None
-                   ) -> list[tuple[str, dict[str, Any]]]:
+    async def test(
+        self, name: str, limit_batches: int | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """TEST STREAM: consume ``limit_batches`` batches (default 1) from where the stream
         would start, transform them, return the queries. Writes nothing, commits nothing,
         does not join the stream's consumer group."""
         self._check_open()
         limit = 1 if limit_batches is None else limit_batches
         if limit < 1:
-            raise StreamError("invalid", f"Testing Kafka stream {name} failed: Batch limit "
-                              "has to be greater than or equal to 1")
+            raise StreamError(
+                "invalid",
+                f"Testing Kafka stream {name} failed: Batch limit "
+                "has to be greater than or equal to 1",
+            )
         async with self._locks[name]:
             record = await self._get(name)
             if name in self._runners:
-                raise StreamError("state", f"Kafka stream {name} is running; stop it before "
-                                  "testing it")
+                raise StreamError(
+                    "state", f"Kafka stream {name} is running; stop it before testing it"
+                )
             return await self._test(record, limit)
 
     async def _test(self, record: StreamRecord, limit: int) -> list[tuple[str, dict[str, Any]]]:
         name = record.name
         self._check_startable(record, "tested")
         transform = TransformRunner(
-            TransformSource(record.transform_uri, record.transform_code,
-                            record.transform_sha256),
-            name=f"{name} (test)", batch_timeout=self.transform_timeout,
-            memory_limit_mb=self.transform_memory_mb)
+            TransformSource(record.transform_uri, record.transform_code, record.transform_sha256),
+            name=f"{name} (test)",
+            batch_timeout=self.transform_timeout,
+            memory_limit_mb=self.transform_memory_mb,
+        )
         consumer = _Consumer(f"test-{name}", self.consumer_config(record))
         reset = str(self.consumer_config(record).get("auto.offset.reset", "earliest")).lower()
         try:
             try:
                 await transform.start()
             except TransformError as exc:
-                raise StreamError("transform", f"Kafka stream {name}: the transform could "
-                                  f"not be loaded: {exc}") from None
+                raise StreamError(
+                    "transform", f"Kafka stream {name}: the transform could not be loaded: {exc}"
+                ) from None
             try:
-                empty = await consumer.call(lambda: _assign_like_group(
-                    consumer, record.topic, reset, self.broker_timeout))
+                empty = await consumer.call(
+                    lambda: _assign_like_group(consumer, record.topic, reset, self.broker_timeout)
+                )
             except _TopicMissing:
                 raise StreamError("external", f"Kafka stream {name}, topic not found") from None
             except Exception as exc:
-                raise StreamError("external", f"Kafka stream {name}: the Kafka broker at "
-                                  f"'{record.uri}' did not answer ({_kafka_reason(exc)})"
-                                  ) from None
+                raise StreamError(
+                    "external",
+                    f"Kafka stream {name}: the Kafka broker at "
+                    f"'{record.uri}' did not answer ({_kafka_reason(exc)})",
+                ) from None
             rows: list[tuple[str, dict[str, Any]]] = []
             interval = record.batch_interval_ms / 1000.0
             idle = max(1.0, 2 * interval)
@@ -1218,8 +1394,10 @@ class StreamEngine:
                 if wait <= 0:
                     break
                 messages, _error = await consumer.call(
-                    functools.partial(consumer.collect, record.batch_size, interval,
-                                      wait_first=wait))
+                    functools.partial(
+                        consumer.collect, record.batch_size, interval, wait_first=wait
+                    )
+                )
                 if consumer.fatal:
                     raise StreamError("external", f"Kafka stream {name}: {consumer.fatal}")
                 if not messages:
@@ -1230,8 +1408,9 @@ class StreamEngine:
                 try:
                     rows += await transform.run([m.value() or b"" for m in messages])
                 except TransformError as exc:
-                    raise StreamError("transform", f"Kafka stream {name}: the transform "
-                                      f"failed: {exc}") from None
+                    raise StreamError(
+                        "transform", f"Kafka stream {name}: the transform failed: {exc}"
+                    ) from None
             return rows
         finally:
             await consumer.shutdown()
@@ -1258,9 +1437,12 @@ def _assign_like_group(consumer: _Consumer, topic: str, reset: str, timeout: flo
     committed = consumer.consumer.committed(parts, timeout=timeout)
     latest = reset in ("latest", "largest", "end")
     start = OFFSET_END if latest else OFFSET_BEGINNING
-    consumer.consumer.assign([TopicPartition(topic, tp.partition,
-                                             tp.offset if tp.offset >= 0 else start)
-                              for tp in committed])
+    consumer.consumer.assign(
+        [
+            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else start)
+            for tp in committed
+        ]
+    )
     empty = True
     for tp in committed:
         low, high = consumer.consumer.get_watermark_offsets(tp, timeout=timeout)
@@ -1274,4 +1456,3 @@ def _kafka_reason(exc: BaseException) -> str:
     if hasattr(error, "str"):
         return str(error.str())
     return str(exc) or type(exc).__name__
-

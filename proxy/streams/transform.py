@@ -145,10 +145,14 @@ class TransformPolicy:
         (relative ones resolve against the current directory). Use ``default(...).merged(...)``
         to add to the default instead of replacing it."""
         host_list = tuple(h.strip().lower() for h in hosts.split(",") if h.strip())
-        dir_list = tuple(Path(d.strip()).expanduser().resolve()
-                         for d in dirs.split(",") if d.strip())
-        return cls(allowed_hosts=tuple(h for h in host_list if h != "*"),
-                   allowed_dirs=dir_list, allow_any_host="*" in host_list)
+        dir_list = tuple(
+            Path(d.strip()).expanduser().resolve() for d in dirs.split(",") if d.strip()
+        )
+        return cls(
+            allowed_hosts=tuple(h for h in host_list if h != "*"),
+            allowed_dirs=dir_list,
+            allow_any_host="*" in host_list,
+        )
 
     def merged(self, other: TransformPolicy) -> TransformPolicy:
         """Everything either policy allows (denials of both still apply)."""
@@ -182,8 +186,10 @@ class TransformPolicy:
         """``path`` must already be absolute and resolved."""
 
         def depth(dirs: tuple[Path, ...]) -> int:
-            return max((len(d.parts) for d in (Path(x).resolve() for x in dirs)
-                        if path.is_relative_to(d)), default=-1)
+            return max(
+                (len(d.parts) for d in (Path(x).resolve() for x in dirs) if path.is_relative_to(d)),
+                default=-1,
+            )
 
         allowed = depth(self.allowed_dirs)  # a directory both allowed and denied is allowed
         return allowed >= 0 and allowed >= depth(self.denied_dirs)
@@ -217,8 +223,9 @@ class _Refused(Exception):
     """Why a fetch failed; becomes the text after "Couldn't get the transform script from X:"."""
 
 
-async def fetch_transform(uri: str, policy: TransformPolicy, *,
-                          timeout: float = 10.0) -> TransformSource:
+async def fetch_transform(
+    uri: str, policy: TransformPolicy, *, timeout: float = 10.0
+) -> TransformSource:
     """Read the script at ``uri`` (``http://``, ``https://``, ``file://`` or a plain path,
     relative to the working directory), check it against ``policy``, size (1 MiB), UTF-8 and
     Python syntax. Raises ``TransformError("Couldn't get the transform script from URI:
@@ -245,14 +252,14 @@ async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> byt
         read = asyncio.to_thread(_http_get, uri, policy, timeout)
     elif scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise _Refused(f"a file URI must not name a host ({parts.netloc!r}); "
-                           "use file:///absolute/path")
+            raise _Refused(
+                f"a file URI must not name a host ({parts.netloc!r}); use file:///absolute/path"
+            )
         read = _checked_file(unquote(parts.path), policy)
     elif scheme == "":
         read = _checked_file(uri, policy)
     else:
-        raise _Refused(f"unsupported scheme {scheme!r}: use http://, https://, file:// or a "
-                       "path")
+        raise _Refused(f"unsupported scheme {scheme!r}: use http://, https://, file:// or a path")
     try:
         return await asyncio.wait_for(read, timeout)
     except TimeoutError:
@@ -303,14 +310,16 @@ class _PolicyRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, policy: TransformPolicy) -> None:
         self.policy = policy
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
         target = urlsplit(newurl)
         if target.scheme.lower() not in ("http", "https") or not target.hostname:
             raise _Refused(f"redirected to {newurl}, which is not an http(s) URL")
         if not self.policy.allows_host(target.hostname):
-            raise _Refused(f"redirected to host {target.hostname!r}, which the transform "
-                           "policy does not allow")
+            raise _Refused(
+                f"redirected to host {target.hostname!r}, which the transform policy does not allow"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -440,8 +449,15 @@ class TransformRunner:
     worker's address-space limit (0: none); ``max_result_bytes`` bounds one reply.
     """
 
-    def __init__(self, source: TransformSource, *, name: str, batch_timeout: float = 30.0,
-                 memory_limit_mb: int = 512, max_result_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        source: TransformSource,
+        *,
+        name: str,
+        batch_timeout: float = 30.0,
+        memory_limit_mb: int = 512,
+        max_result_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.source = source
         self.name = name
         self.batch_timeout = batch_timeout
@@ -528,24 +544,44 @@ class TransformRunner:
         _sweep_stale_workdirs()
         workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "HOME": workdir, "TMPDIR": workdir, "MALLOC_ARENA_MAX": "2",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "MALLOC_ARENA_MAX": "2",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
         }
         try:
             # No preexec_fn: it is not safe in a process with threads (asyncio's child
             # watcher, to_thread). The worker limits itself before it runs any user code.
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-B", str(WORKER_SCRIPT), str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=workdir, env=env, start_new_session=True)
+                sys.executable,
+                "-I",
+                "-B",
+                str(WORKER_SCRIPT),
+                str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             raise TransformError(f"cannot start the transform worker: {exc}") from None
         worker = _Worker(proc, workdir, _Log())
         self._worker = worker  # from here on stop() can kill it, even while it loads
-        load = encode_frame({"op": "load", "code": self.source.code, "filename": self.source.uri,
-                             "memory_limit_mb": self.memory_limit_mb})
+        load = encode_frame(
+            {
+                "op": "load",
+                "code": self.source.code,
+                "filename": self.source.uri,
+                "memory_limit_mb": self.memory_limit_mb,
+            }
+        )
         prefix = f"Couldn't load the transform script from {self.source.uri}"
         try:
             reply = await self._exchange(worker, load)
@@ -553,8 +589,12 @@ class TransformRunner:
                 layers = reply.get("sandbox")
                 if isinstance(layers, list):
                     worker.sandbox = tuple(str(layer)[:200] for layer in layers[:20])
-                log.debug("transform %s: worker %d started (%s)", self.name, proc.pid,
-                          ", ".join(worker.sandbox) or "no sandbox")
+                log.debug(
+                    "transform %s: worker %d started (%s)",
+                    self.name,
+                    proc.pid,
+                    ", ".join(worker.sandbox) or "no sandbox",
+                )
                 _warn_if_weak(worker.sandbox)
                 return worker
             raise self._failure(reply)
@@ -578,14 +618,16 @@ class TransformRunner:
                     raise TransformFailed(
                         FailureKind.PROTOCOL,
                         f"transform result is too large: {size} bytes, limit "
-                        f"{self.max_result_bytes}")
+                        f"{self.max_result_bytes}",
+                    )
                 data = await worker.stdout.readexactly(size)
         except TimeoutError:
             worker.kill()
             if self._stopped:
                 raise self._stopped_error() from None
-            raise TransformFailed(FailureKind.TIMEOUT,
-                                  f"transform timed out after {self.batch_timeout:g} s") from None
+            raise TransformFailed(
+                FailureKind.TIMEOUT, f"transform timed out after {self.batch_timeout:g} s"
+            ) from None
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             raise await self._crash(worker) from None
         try:
@@ -594,11 +636,13 @@ class TransformRunner:
             else:
                 reply = decode_payload(data)
         except ValueError as exc:
-            raise TransformFailed(FailureKind.PROTOCOL,
-                                  f"transform worker sent a malformed reply: {exc}") from None
+            raise TransformFailed(
+                FailureKind.PROTOCOL, f"transform worker sent a malformed reply: {exc}"
+            ) from None
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            raise TransformFailed(FailureKind.PROTOCOL,
-                                  "transform worker sent a reply without an ok flag")
+            raise TransformFailed(
+                FailureKind.PROTOCOL, "transform worker sent a reply without an ok flag"
+            )
         return reply
 
     async def _crash(self, worker: _Worker) -> TransformFailed:
@@ -665,18 +709,19 @@ class TransformRunner:
         at = f" (at {self._display}, {where})" if where else ""
         details = _text(reply, "traceback", 8000)
         if kind == "exception":
-            return TransformFailed(FailureKind.EXCEPTION, f"transform raised {error}{at}",
-                                   details)
+            return TransformFailed(FailureKind.EXCEPTION, f"transform raised {error}{at}", details)
         if kind == "load":
             return TransformFailed(FailureKind.EXCEPTION, f"{error}{at}", details)
         if kind == "output":
             return TransformFailed(FailureKind.BAD_OUTPUT, error)
         if kind == "memory":
             limit = f" (limit {self.memory_limit_mb} MB)" if self.memory_limit_mb else ""
-            return TransformFailed(FailureKind.OUT_OF_MEMORY,
-                                   f"transform ran out of memory{limit}{at}")
-        return TransformFailed(FailureKind.PROTOCOL,
-                               f"transform worker sent an unknown failure kind {kind!r}")
+            return TransformFailed(
+                FailureKind.OUT_OF_MEMORY, f"transform ran out of memory{limit}{at}"
+            )
+        return TransformFailed(
+            FailureKind.PROTOCOL, f"transform worker sent an unknown failure kind {kind!r}"
+        )
 
     def _stopped_error(self) -> TransformFailed:
         return TransformFailed(FailureKind.STOPPED, f"transform runner {self.name!r} was stopped")
@@ -706,11 +751,13 @@ def _warn_if_weak(layers: tuple[str, ...]) -> None:
     if _warned or ("landlock" in text and "seccomp" in text):
         return
     _warned = True
-    log.warning("transform workers run without %s: a transform can read what the proxy's "
-                "user can read%s; sandbox layers in force: %s",
-                "Landlock" if "landlock" not in text else "seccomp",
-                "" if "seccomp" in text else ", open sockets and start processes",
-                ", ".join(layers) or "none")
+    log.warning(
+        "transform workers run without %s: a transform can read what the proxy's "
+        "user can read%s; sandbox layers in force: %s",
+        "Landlock" if "landlock" not in text else "seccomp",
+        "" if "seccomp" in text else ", open sockets and start processes",
+        ", ".join(layers) or "none",
+    )
 
 
 def _sweep_stale_workdirs() -> None:
@@ -734,9 +781,9 @@ def _sweep_stale_workdirs() -> None:
 
 
 def _encode_batch(batch: list[bytes]) -> bytes:
-    return encode_frame({"op": "run",
-                         "batch": [base64.b64encode(message).decode("ascii")
-                                   for message in batch]})
+    return encode_frame(
+        {"op": "run", "batch": [base64.b64encode(message).decode("ascii") for message in batch]}
+    )
 
 
 def _text(reply: dict[str, Any], key: str, limit: int = 2000) -> str:
@@ -756,12 +803,14 @@ def _display_name(uri: str) -> str:
     return PurePosixPath(unquote(path)).name or uri
 
 
-async def check_transform(source: TransformSource, *, timeout: float = 30.0,
-                          memory_limit_mb: int = 512) -> None:
+async def check_transform(
+    source: TransformSource, *, timeout: float = 30.0, memory_limit_mb: int = 512
+) -> None:
     """Load ``source`` in a throwaway worker (what CREATE STREAM verifies), then stop it.
     Raises ``TransformError`` with the reason if it does not load."""
-    runner = TransformRunner(source, name="check", batch_timeout=timeout,
-                             memory_limit_mb=memory_limit_mb)
+    runner = TransformRunner(
+        source, name="check", batch_timeout=timeout, memory_limit_mb=memory_limit_mb
+    )
     try:
         await runner.start()
     finally:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from bolt.status import is_transient
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
 from proxy.streams.grouping import plan_queries
 
@@ -62,8 +63,15 @@ class PermanentWriteError(WriteError):
     transaction). When false (FalkorDB), the queries before ``index`` stayed applied.
     """
 
-    def __init__(self, message: str, *, code: str = UNKNOWN_ERROR, detail: str = "",
-                 index: int | None = None, rolled_back: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = UNKNOWN_ERROR,
+        detail: str = "",
+        index: int | None = None,
+        rolled_back: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.detail = detail or message
@@ -78,8 +86,9 @@ class PermanentWriteError(WriteError):
 class GraphWriter(Protocol):
     description: str
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True) -> None:
+    async def write_batch(
+        self, queries: list[Query], owner: str | None, *, group: bool = True
+    ) -> None:
         """Apply one batch's queries in order (as fewer UNWIND queries where that provably
         gives the same graph, unless ``group`` is false). Raise Transient/PermanentWriteError.
         """
@@ -105,15 +114,15 @@ class FalkorDBWriter:
     a batch can be half-applied, and is then applied again whole; see the module docstring).
     ``owner`` is not used: FalkorDB has no users."""
 
-    def __init__(self, backend: QueryBackend, graph: str = "neo4j", *,
-                 group: bool = True) -> None:
+    def __init__(self, backend: QueryBackend, graph: str = "neo4j", *, group: bool = True) -> None:
         self.backend = backend
         self.graph = graph
         self.group = group
         self.description = f"FalkorDB graph {graph!r}"
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True) -> None:
+    async def write_batch(
+        self, queries: list[Query], owner: str | None, *, group: bool = True
+    ) -> None:
         grouped = self.group and group
         plan = plan_queries(queries) if grouped else queries
         for number, (text, params) in enumerate(plan, 1):
@@ -123,12 +132,15 @@ class FalkorDBWriter:
             except BackendUnavailable as exc:
                 raise TransientWriteError(exc.message) from None
             except BackendError as exc:
-                if exc.code.startswith("Neo.TransientError"):
+                if exc.transient:
                     raise TransientWriteError(exc.message) from None
                 raise PermanentWriteError(
-                    _rejected(text, exc.code, exc.message, number, len(plan)), code=exc.code,
-                    detail=exc.message, index=None if grouped else number - 1,
-                    rolled_back=number == 1) from None
+                    _rejected(text, exc.code, exc.message, number, len(plan)),
+                    code=exc.code,
+                    detail=exc.message,
+                    index=None if grouped else number - 1,
+                    rolled_back=number == 1,
+                ) from None
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
         try:
@@ -136,10 +148,15 @@ class FalkorDBWriter:
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
-            if exc.code.startswith("Neo.TransientError"):
+            if exc.transient:
                 raise TransientWriteError(exc.message) from None
-            raise PermanentWriteError(f"{exc.code}: {exc.message}", code=exc.code,
-                                      detail=exc.message, index=0, rolled_back=True) from None
+            raise PermanentWriteError(
+                f"{exc.code}: {exc.message}",
+                code=exc.code,
+                detail=exc.message,
+                index=0,
+                rolled_back=True,
+            ) from None
 
     async def close(self) -> None:
         return None
@@ -171,8 +188,15 @@ class BoltWriter:
     ``imp_user`` (FalkorDB's Bolt port) run the batch as the service account.
     """
 
-    def __init__(self, uri: str, auth: tuple[str, str] | None, database: str | None = None,
-                 *, group: bool = True, connection_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        auth: tuple[str, str] | None,
+        database: str | None = None,
+        *,
+        group: bool = True,
+        connection_timeout: float = 5.0,
+    ) -> None:
         import neo4j
 
         self.uri = uri
@@ -181,11 +205,16 @@ class BoltWriter:
         self.description = f"Bolt server {uri}"
         self._impersonate = True
         self._driver = neo4j.AsyncGraphDatabase.driver(
-            uri, auth=auth, connection_timeout=connection_timeout,
-            max_transaction_retry_time=0.0, user_agent="boltstream-streams")
+            uri,
+            auth=auth,
+            connection_timeout=connection_timeout,
+            max_transaction_retry_time=0.0,
+            user_agent="boltstream-streams",
+        )
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True) -> None:
+    async def write_batch(
+        self, queries: list[Query], owner: str | None, *, group: bool = True
+    ) -> None:
         import neo4j.exceptions as ne
 
         grouped = self.group and group
@@ -200,8 +229,9 @@ class BoltWriter:
             await self.write_batch(queries, owner, group=group)
 
     def _cannot_impersonate(self, exc: Exception) -> None:
-        log.warning("%s cannot impersonate (%s); stream batches run as the service "
-                    "account", self.uri, exc)
+        log.warning(
+            "%s cannot impersonate (%s); stream batches run as the service account", self.uri, exc
+        )
         self._impersonate = False
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
@@ -215,9 +245,11 @@ class BoltWriter:
         imp_user = owner if owner and self._impersonate else None
         refused = "write queries are refused here (read-only)"
         try:
-            async with self._driver.session(database=self.database,
-                                            impersonated_user=imp_user,
-                                            default_access_mode=neo4j.READ_ACCESS) as session:
+            async with self._driver.session(
+                database=self.database,
+                impersonated_user=imp_user,
+                default_access_mode=neo4j.READ_ACCESS,
+            ) as session:
                 tx = await session.begin_transaction()
                 try:
                     result = await tx.run(query, params)
@@ -234,10 +266,13 @@ class BoltWriter:
                 except ne.Neo4jError as exc:
                     if not wrote:
                         raise
-                    message = (f"{refused}; this server ran it anyway and could not roll it "
-                               f"back: {exc.message or exc}")
-                    raise PermanentWriteError(f"{ACCESS_MODE}: {message}", code=ACCESS_MODE,
-                                              detail=message, index=0) from None
+                    message = (
+                        f"{refused}; this server ran it anyway and could not roll it "
+                        f"back: {exc.message or exc}"
+                    )
+                    raise PermanentWriteError(
+                        f"{ACCESS_MODE}: {message}", code=ACCESS_MODE, detail=message, index=0
+                    ) from None
         except ne.ConfigurationError as exc:
             if imp_user is None or "mpersonat" not in str(exc):
                 raise PermanentWriteError(f"driver configuration: {exc}") from None
@@ -248,16 +283,22 @@ class BoltWriter:
         except ne.Neo4jError as exc:
             code = exc.code or UNKNOWN_ERROR
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
-            raise PermanentWriteError(f"{code}: {message}", code=code, detail=message,
-                                      index=0, rolled_back=True) from None
+            raise PermanentWriteError(
+                f"{code}: {message}", code=code, detail=message, index=0, rolled_back=True
+            ) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         if wrote:
             message = f"{refused}; the transaction was rolled back"
-            raise PermanentWriteError(f"{ACCESS_MODE}: {message}", code=ACCESS_MODE,
-                                      detail=message, index=0, rolled_back=True)
+            raise PermanentWriteError(
+                f"{ACCESS_MODE}: {message}",
+                code=ACCESS_MODE,
+                detail=message,
+                index=0,
+                rolled_back=True,
+            )
         return QueryResult(fields, rows)
 
     async def _run(self, plan: list[Query], imp_user: str | None, grouped: bool) -> None:
@@ -265,8 +306,9 @@ class BoltWriter:
 
         number = 0  # the query being run (1-based), 0 outside the loop
         try:
-            async with self._driver.session(database=self.database,
-                                            impersonated_user=imp_user) as session:
+            async with self._driver.session(
+                database=self.database, impersonated_user=imp_user
+            ) as session:
                 tx = await session.begin_transaction()
                 try:
                     for text, params in plan:
@@ -280,21 +322,33 @@ class BoltWriter:
                         await tx.close()
         except ne.ConfigurationError:
             raise
-        except (ne.ServiceUnavailable, ne.SessionExpired, ne.IncompleteCommit,
-                ne.SessionError, OSError) as exc:
+        except (
+            ne.ServiceUnavailable,
+            ne.SessionExpired,
+            ne.IncompleteCommit,
+            ne.SessionError,
+            OSError,
+        ) as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         except ne.Neo4jError as exc:
             code = exc.code or "Neo.DatabaseError.General.UnknownError"
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
             if number:
                 raise PermanentWriteError(
-                    _rejected(plan[number - 1][0], code, message, number, len(plan)), code=code,
-                    detail=message, index=None if grouped else number - 1,
-                    rolled_back=True) from None
-            raise PermanentWriteError(f"the backend refused the batch: {code}: {message}",
-                                      code=code, detail=message, rolled_back=True) from None
+                    _rejected(plan[number - 1][0], code, message, number, len(plan)),
+                    code=code,
+                    detail=message,
+                    index=None if grouped else number - 1,
+                    rolled_back=True,
+                ) from None
+            raise PermanentWriteError(
+                f"the backend refused the batch: {code}: {message}",
+                code=code,
+                detail=message,
+                rolled_back=True,
+            ) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
 

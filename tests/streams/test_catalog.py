@@ -13,10 +13,19 @@ from proxy.streams.catalog import CATALOG_FILE, Catalog, CatalogError, StreamExi
 
 pytestmark = pytest.mark.timeout(30)
 
-RECORD = StreamRecord(name="s", uri="localhost:9092", topic="t", transform_uri="/x/t.py",
-                      transform_code="def stream(b):\n    return []\n", transform_sha256="ab",
-                      batch_interval_ms=100, batch_size=10, consumer_group="s", owner="alice",
-                      status="stopped")
+RECORD = StreamRecord(
+    name="s",
+    uri="localhost:9092",
+    topic="t",
+    transform_uri="/x/t.py",
+    transform_code="def stream(b):\n    return []\n",
+    transform_sha256="ab",
+    batch_interval_ms=100,
+    batch_size=10,
+    consumer_group="s",
+    owner="alice",
+    status="stopped",
+)
 
 
 def test_records_survive_reopening(tmp_path: Path) -> None:
@@ -39,9 +48,14 @@ def test_records_survive_reopening(tmp_path: Path) -> None:
         assert [r.name for r in records] == ["a", "s"]
         s = await catalog.get("s")
         assert s is not None
-        assert (s.status, s.limit_batches, s.messages_processed, s.batches_processed,
-                s.uri, s.transform_code) == ("running", 3, 25, 3, "localhost:9092",
-                                             RECORD.transform_code)
+        assert (
+            s.status,
+            s.limit_batches,
+            s.messages_processed,
+            s.batches_processed,
+            s.uri,
+            s.transform_code,
+        ) == ("running", 3, 25, 3, "localhost:9092", RECORD.transform_code)
         assert records[0].owner is None
         assert await catalog.delete("s")
         assert not await catalog.delete("s")
@@ -126,11 +140,20 @@ def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         assert old is not None
         # What it did before error policies existed: stop on errors.
         assert (old.status, old.messages_processed, old.batches_processed, old.owner) == (
-            "running", 42, 7, "alice")
-        assert (old.error_policy, old.dead_letter_topic, old.messages_dead_lettered,
-                old.messages_skipped) == ("stop", None, 0, 0)
-        await catalog.insert(replace(RECORD, name="new", error_policy="dead_letter",
-                                     dead_letter_topic="dlq"))
+            "running",
+            42,
+            7,
+            "alice",
+        )
+        assert (
+            old.error_policy,
+            old.dead_letter_topic,
+            old.messages_dead_lettered,
+            old.messages_skipped,
+        ) == ("stop", None, 0, 0)
+        await catalog.insert(
+            replace(RECORD, name="new", error_policy="dead_letter", dead_letter_topic="dlq")
+        )
         await catalog.add_progress({"new": (5, 1, 2, 0), "old": (1, 1)})
         with pytest.raises(ValueError):
             await catalog.update("new", error_policy="ignore")
@@ -140,8 +163,12 @@ def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         await catalog.open()
         new, old = await catalog.get("new"), await catalog.get("old")
         assert new is not None and old is not None
-        assert (new.error_policy, new.dead_letter_topic, new.messages_processed,
-                new.messages_dead_lettered) == ("dead_letter", "dlq", 5, 2)
+        assert (
+            new.error_policy,
+            new.dead_letter_topic,
+            new.messages_processed,
+            new.messages_dead_lettered,
+        ) == ("dead_letter", "dlq", 5, 2)
         assert (old.messages_processed, old.batches_processed) == (43, 8)
         await catalog.close()
 
