@@ -69,6 +69,7 @@ LEAK_AFTER = 15.0  # a proxy socket in CLOSE_WAIT this long after the client clo
 STALL_AFTER = 20.0  # the bystander without an answer this long: the proxy is stuck
 FD_GROWTH = 16  # more descriptors than this after the run (and the drops): reported
 
+_PY_WARNING = re.compile(r"^\S+:\d+: \w*Warning: ")  # "file.py:12: RuntimeWarning: ..."
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<rest>.*)$")
 
 
@@ -103,6 +104,9 @@ def _blank(text: str) -> str:
 
 def signature_of(lines: list[str]) -> str:
     """What kind of trouble: exception type and innermost frame, or the blanked message."""
+    if _PY_WARNING.match(lines[0]):  # "path.py:12: RuntimeWarning: message"
+        path, _, rest = lines[0].partition(": ")
+        return f"{re.sub(r'[0-9]+', 'N', rest)[:160]} @ {Path(path.rsplit(':', 1)[0]).name}"
     frames = [line.strip() for line in lines if line.strip().startswith('File "')]
     exc_lines = [line for line in lines[1:] if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|"
                                                         r"Exit|Interrupt|Warning)\b", line)]
@@ -142,6 +146,10 @@ class LogWatch(collections.deque[str]):
         with self.lock:
             self.total += 1
             found = _TIMESTAMP.match(line)
+            if found is None and _PY_WARNING.match(line):  # warnings.warn() on stderr
+                self._close()
+                self._open = LogEvent(now, "PYWARNING", [line])
+                return
             if found is None:  # a continuation: traceback lines and the like
                 if self._open is not None:
                     self._open.lines.append(line)

@@ -47,9 +47,6 @@ OPEN_BUGS: dict[str, tuple[str, str]] = {
     "ws-non-ascii-host": (
         "a non-ASCII Host header in a WebSocket upgrade: UnicodeDecodeError traceback at ERROR",
         r"^UnicodeDecodeError: .* @ idna\.py"),
-    "client-reset-after-handshake": (
-        "a client that resets its connection: ConnectionResetError traceback at ERROR",
-        r"^(ConnectionResetError|BrokenPipeError): .* @ streams\.py"),
     "create-stream-transform-with-nul": (
         "CREATE STREAM with a NUL in the transform path: 'embedded null byte' ValueError "
         "traceback at ERROR, the client's connection closed",
@@ -57,18 +54,10 @@ OPEN_BUGS: dict[str, tuple[str, str]] = {
     "create-stream-unreachable-brokers": (
         "each broker address named in CREATE STREAM keeps a Kafka admin client (4 threads, "
         "4 pipes) forever, reachable or not", r"^$"),
-    "test-stream-huge-batch-interval": (
-        "TEST STREAM on an empty topic waits 2 x BATCH_INTERVAL (2147483648 ms accepted), "
-        "not the documented 1 s, holding the stream's lock: STOP ALL STREAMS never answers",
-        r"^$"),
     "test-stream-batch-size-over-1m": (
         "TEST STREAM on a stream created with BATCH_SIZE 1000001: ValueError from "
         "confluent-kafka's consume(), traceback at ERROR, the client's connection closed",
         r"^ValueError: num_messages must be between"),
-    "closed-right-after-pipelined-hello": (
-        "a client that closes right after a pipelined manifest handshake and HELLO: "
-        "'feed_data after feed_eof' (or BrokenPipeError) traceback at ERROR",
-        r"feed_data after feed_eof|^BrokenPipeError: .* @ streams\.py"),
 }
 TOLERATED = [re.compile(sig) for _, sig in OPEN_BUGS.values()]
 
