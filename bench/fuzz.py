@@ -106,7 +106,9 @@ def signature_of(lines: list[str]) -> str:
     """What kind of trouble: exception type and innermost frame, or the blanked message."""
     if _PY_WARNING.match(lines[0]):  # "path.py:12: RuntimeWarning: message"
         path, _, rest = lines[0].partition(": ")
-        return f"{re.sub(r'[0-9]+', 'N', rest)[:160]} @ {Path(path.rsplit(':', 1)[0]).name}"
+        # Where it was emitted is left out: a never-awaited coroutine is reported wherever
+        # the garbage collector happened to run.
+        return re.sub(r"[0-9]+", "N", rest)[:160]
     frames = [line.strip() for line in lines if line.strip().startswith('File "')]
     exc_lines = [line for line in lines[1:] if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|"
                                                         r"Exit|Interrupt|Warning)\b", line)]
