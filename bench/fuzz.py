@@ -105,7 +105,7 @@ def _blank(text: str) -> str:
 def signature_of(lines: list[str]) -> str:
     """What kind of trouble: exception type and innermost frame, or the blanked message."""
     if _PY_WARNING.match(lines[0]):  # "path.py:12: RuntimeWarning: message"
-        path, _, rest = lines[0].partition(": ")
+        rest = lines[0].partition(": ")[2]
         # Where it was emitted is left out: a never-awaited coroutine is reported wherever
         # the garbage collector happened to run.
         return re.sub(r"[0-9]+", "N", rest)[:160]
