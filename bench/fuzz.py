@@ -148,6 +148,8 @@ class LogWatch(collections.deque[str]):
         with self.lock:
             self.total += 1
             found = _TIMESTAMP.match(line)
+            if line.startswith("RuntimeWarning: Enable tracemalloc"):
+                return  # the hint after a never-awaited coroutine's warning, nothing more
             if found is None and _PY_WARNING.match(line):  # warnings.warn() on stderr
                 self._close()
                 self._open = LogEvent(now, "PYWARNING", [line])
