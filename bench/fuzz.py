@@ -110,8 +110,15 @@ def signature_of(lines: list[str]) -> str:
         # the garbage collector happened to run.
         return re.sub(r"[0-9]+", "N", rest)[:160]
     frames = [line.strip() for line in lines if line.strip().startswith('File "')]
-    exc_lines = [line for line in lines[1:] if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|"
-                                                        r"Exit|Interrupt|Warning)\b", line)]
+    exc_lines = [
+        line
+        for line in lines[1:]
+        if re.match(
+            r"^[A-Za-z_][\w.]*(Error|Exception|"
+            r"Exit|Interrupt|Warning)\b",
+            line,
+        )
+    ]
     if frames or exc_lines:
         where = ""
         if frames:
@@ -196,9 +203,19 @@ class LogWatch(collections.deque[str]):
 
 # -- the proxy process, seen from /proc -----------------------------------------------------------
 
-TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
-              11: "CLOSING"}
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+}
 
 
 @dataclass
@@ -211,8 +228,7 @@ class ProcStats:
     fd_kinds: dict[str, int] = field(default_factory=dict)  # socket, pipe, anon_inode, file
 
     def conns_in(self, state: str, exclude: set[int] | None = None) -> list[int]:
-        return [p for p, s in self.client_conns.items()
-                if s == state and p not in (exclude or ())]
+        return [p for p, s in self.client_conns.items() if s == state and p not in (exclude or ())]
 
 
 def _socket_tables() -> tuple[dict[int, tuple[int, int, int]], set[int]]:
@@ -225,14 +241,20 @@ def _socket_tables() -> tuple[dict[int, tuple[int, int, int]], set[int]]:
             for line in f:
                 parts = line.split()
                 local, remote, state, inode = parts[1], parts[2], parts[3], int(parts[9])
-                tcp[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16),
-                              int(state, 16))
+                tcp[inode] = (
+                    int(local.rsplit(":", 1)[1], 16),
+                    int(remote.rsplit(":", 1)[1], 16),
+                    int(state, 16),
+                )
                 known.add(inode)
     for name in ("unix", "udp", "udp6", "raw", "raw6", "netlink", "packet"):
         with contextlib.suppress(OSError), open(f"/proc/net/{name}") as f:
             header = next(f).split()
-            col = header.index("Inode") if "Inode" in header else (
-                header.index("inode") if "inode" in header else -1)
+            col = (
+                header.index("Inode")
+                if "Inode" in header
+                else (header.index("inode") if "inode" in header else -1)
+            )
             for line in f:
                 parts = line.split()
                 with contextlib.suppress(ValueError, IndexError):
@@ -301,9 +323,12 @@ class Bystander:
         i = 0
         while not self._stop.is_set():
             try:
-                with neo4j.GraphDatabase.driver(self.uri, auth=self.auth,
-                                                connection_timeout=10) as driver, \
-                        driver.session() as session:
+                with (
+                    neo4j.GraphDatabase.driver(
+                        self.uri, auth=self.auth, connection_timeout=10
+                    ) as driver,
+                    driver.session() as session,
+                ):
                     while not self._stop.is_set():
                         i += 1
                         started = time.monotonic()
@@ -325,8 +350,9 @@ class Bystander:
                 value = tx.run("RETURN $i AS i", i=i).single()["i"]
                 tx.commit()
         elif kind == 5:
-            value = session.run("MERGE (n:FuzzBystander {id: 1}) SET n.seen = $i "
-                                "RETURN n.seen AS i", i=i).single()["i"]
+            value = session.run(
+                "MERGE (n:FuzzBystander {id: 1}) SET n.seen = $i RETURN n.seen AS i", i=i
+            ).single()["i"]
         else:
             value = session.run("RETURN $i AS i", i=i).single()["i"]
         if value != i:
@@ -360,8 +386,7 @@ class Target:
         self.tls = ctx
 
     def bind(self, data: bytes) -> bytes:
-        return data.replace(BROKER_PLACEHOLDER, self.broker) if BROKER_PLACEHOLDER in data \
-            else data
+        return data.replace(BROKER_PLACEHOLDER, self.broker) if BROKER_PLACEHOLDER in data else data
 
 
 async def _read(reader: asyncio.StreamReader, timeout: float) -> bytes | None:
@@ -377,8 +402,10 @@ async def _read(reader: asyncio.StreamReader, timeout: float) -> bytes | None:
 async def send_input(target: Target, inp: Input, index: int = 0) -> Outcome:
     out = Outcome(index, time.monotonic())
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            target.host, target.port, ssl=target.tls if inp.tls else None), 10)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.port, ssl=target.tls if inp.tls else None),
+            10,
+        )
     except (OSError, ssl.SSLError, TimeoutError) as exc:
         out.error = f"connect: {type(exc).__name__}: {exc}"
         out.ended = time.monotonic()
@@ -441,7 +468,7 @@ def idle_cases() -> list[tuple[str, bool, bytes]]:
         ("a WebSocket upgrade, then nothing", False, ws_upgrade()),
         ("a manifest offer, no pick", False, offer(MANIFEST_SLOT, slot(5, 8, 8))),
         ("a handshake, no HELLO", False, legacy),
-        ("half a HELLO", False, legacy + hello[:len(hello) // 2]),
+        ("half a HELLO", False, legacy + hello[: len(hello) // 2]),
         ("HELLO, no LOGON", False, legacy + hello),
         ("logged in, then idle", False, legacy + hello + logon),
         ("one byte of a TLS record", False, b"\x16"),
@@ -456,7 +483,8 @@ async def probe_idle(target: Target, seconds: float) -> list[tuple[str, float | 
     async def one(tls: bool, data: bytes) -> float | None:
         started = time.monotonic()
         reader, writer = await asyncio.open_connection(
-            target.host, target.port, ssl=target.tls if tls else None)
+            target.host, target.port, ssl=target.tls if tls else None
+        )
         try:
             if data:
                 writer.write(data)
@@ -520,33 +548,61 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         def stats(s: ProcStats | None) -> dict[str, Any] | None:
-            return None if s is None else {"rss_kb": s.rss_kb, "fds": s.fds,
-                                           "sockets": s.sockets,
-                                           "client_conns": len(s.client_conns),
-                                           "orphans": s.orphans, "fd_kinds": s.fd_kinds}
+            return (
+                None
+                if s is None
+                else {
+                    "rss_kb": s.rss_kb,
+                    "fds": s.fds,
+                    "sockets": s.sockets,
+                    "client_conns": len(s.client_conns),
+                    "orphans": s.orphans,
+                    "fd_kinds": s.fd_kinds,
+                }
+            )
+
         kinds = collections.Counter(e.signature for e in self.log_events)
         return {
-            "seed": self.seed, "inputs": self.inputs, "seconds": round(self.seconds, 1),
+            "seed": self.seed,
+            "inputs": self.inputs,
+            "seconds": round(self.seconds, 1),
             "rate": round(self.inputs / self.seconds, 1) if self.seconds else 0,
-            "families": dict(self.families), "transports": dict(self.transports),
-            "server_closed": self.server_closed, "crashes": self.crashes,
+            "families": dict(self.families),
+            "transports": dict(self.transports),
+            "server_closed": self.server_closed,
+            "crashes": self.crashes,
             "log_events": len(self.log_events),
             "tracebacks": sum(e.has_traceback for e in self.log_events),
             "errors": sum(e.level in ("ERROR", "CRITICAL") for e in self.log_events),
             "log_kinds": dict(kinds.most_common()),
-            "log_examples": {sig: next(e.lines for e in self.log_events if e.signature == sig)
-                             for sig in kinds},
-            "bystander": {"queries": self.bystander_queries, "errors": self.bystander_errors,
-                          "max_latency_s": round(self.bystander_max_latency, 3)},
+            "log_examples": {
+                sig: next(e.lines for e in self.log_events if e.signature == sig) for sig in kinds
+            },
+            "bystander": {
+                "queries": self.bystander_queries,
+                "errors": self.bystander_errors,
+                "max_latency_s": round(self.bystander_max_latency, 3),
+            },
             "leaked_close_wait": len(self.leaked_close_wait),
-            "leaked_orphans": self.leaked_orphans, "stalled": self.stalled,
-            "idle_seconds": self.idle_seconds, "idle": dict(self.idle),
-            "before": stats(self.before), "after": stats(self.after),
-            "uptime_before": self.uptime_before, "uptime_after": self.uptime_after,
-            "findings": [{"kind": f.kind, "signature": f.signature, "count": f.count,
-                          "index": f.index, "saved": f.saved,
-                          "minimal": f.minimal.to_json() if f.minimal else None}
-                         for f in self.findings],
+            "leaked_orphans": self.leaked_orphans,
+            "stalled": self.stalled,
+            "idle_seconds": self.idle_seconds,
+            "idle": dict(self.idle),
+            "before": stats(self.before),
+            "after": stats(self.after),
+            "uptime_before": self.uptime_before,
+            "uptime_after": self.uptime_after,
+            "findings": [
+                {
+                    "kind": f.kind,
+                    "signature": f.signature,
+                    "count": f.count,
+                    "index": f.index,
+                    "saved": f.saved,
+                    "minimal": f.minimal.to_json() if f.minimal else None,
+                }
+                for f in self.findings
+            ],
         }
 
 
@@ -559,9 +615,17 @@ def _uptime() -> str:
 class Fuzzer:
     """Owns the proxy, the broker and the bystander for one run."""
 
-    def __init__(self, *, seed: int, transports: tuple[str, ...], seeds: Seeds,
-                 concurrency: int = 16, save_dir: Path | None = None, verbose: bool = False,
-                 proxy_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        transports: tuple[str, ...],
+        seeds: Seeds,
+        concurrency: int = 16,
+        save_dir: Path | None = None,
+        verbose: bool = False,
+        proxy_args: tuple[str, ...] = (),
+    ) -> None:
         self.seed = seed
         self.transports = transports
         self.seeds = seeds
@@ -615,9 +679,18 @@ class Fuzzer:
             key_file.write_bytes(cert.private_key_pem.bytes())
         data = folder / "data"
         self.proxy = ProxyProcess(
-            "--data-dir", str(data), "--fsync", "no", "--tls-cert", str(cert_file),
-            "--tls-key", str(key_file), "--kafka-client-config",
-            "session.timeout.ms=2000,heartbeat.interval.ms=500", *self.proxy_args)
+            "--data-dir",
+            str(data),
+            "--fsync",
+            "no",
+            "--tls-cert",
+            str(cert_file),
+            "--tls-key",
+            str(key_file),
+            "--kafka-client-config",
+            "session.timeout.ms=2000,heartbeat.interval.ms=500",
+            *self.proxy_args,
+        )
         self.proxy.lines = self.log
         self.proxy.start()
         self.target = Target(self.proxy.host, self.proxy.port, self.broker.bootstrap)
@@ -633,13 +706,17 @@ class Fuzzer:
         since = time.monotonic()
         while bystander.last_ok <= since:
             if time.monotonic() > since + timeout:
-                raise AssertionError(f"the bystander had no answer for {timeout} s: "
-                                     f"{bystander.errors[-1:]}")
+                raise AssertionError(
+                    f"the bystander had no answer for {timeout} s: {bystander.errors[-1:]}"
+                )
             time.sleep(0.02)
 
     def alive(self) -> bool:
-        return self.proxy is not None and self.proxy.proc is not None and \
-            self.proxy.proc.poll() is None
+        return (
+            self.proxy is not None
+            and self.proxy.proc is not None
+            and self.proxy.proc.poll() is None
+        )
 
     def stats(self) -> ProcStats:
         return proc_stats(self.proxy.proc.pid, self.proxy.port)
@@ -654,9 +731,15 @@ class Fuzzer:
         self.report.idle = asyncio.run(probe_idle(self.target, seconds))
         still = [name for name, closed in self.report.idle if closed is None]
         if still:
-            self.report.findings.append(Finding(
-                "idle", "connections held open by a client that sends nothing more",
-                time.monotonic(), still, count=len(still)))
+            self.report.findings.append(
+                Finding(
+                    "idle",
+                    "connections held open by a client that sends nothing more",
+                    time.monotonic(),
+                    still,
+                    count=len(still),
+                )
+            )
 
     def run(self, *, inputs: int | None, seconds: float | None, settle: float = 15.0) -> Report:
         rep = self.report
@@ -726,19 +809,23 @@ class Fuzzer:
                     return
                 if self.bystander and time.monotonic() - self.bystander.last_ok > STALL_AFTER:
                     self.report.stalled = True
-                    self.say("the bystander has had no answer for "
-                             f"{STALL_AFTER:.0f} s: the proxy is stuck")
+                    self.say(
+                        "the bystander has had no answer for "
+                        f"{STALL_AFTER:.0f} s: the proxy is stuck"
+                    )
                     stop.set()
                     return
                 self._sweep()
                 if time.monotonic() - last_print > 10:
                     last_print = time.monotonic()
                     s = self.stats()
-                    self.say(f"{len(self.outcomes)} inputs, {len(self.log.events)} log events, "
-                             f"bystander {self.bystander.queries if self.bystander else 0} "
-                             f"queries / {len(self.bystander.errors) if self.bystander else 0} "
-                             f"errors, rss {s.rss_kb // 1024} MiB, fds {s.fds}, "
-                             f"conns {len(s.client_conns)}")
+                    self.say(
+                        f"{len(self.outcomes)} inputs, {len(self.log.events)} log events, "
+                        f"bystander {self.bystander.queries if self.bystander else 0} "
+                        f"queries / {len(self.bystander.errors) if self.bystander else 0} "
+                        f"errors, rss {s.rss_kb // 1024} MiB, fds {s.fds}, "
+                        f"conns {len(s.client_conns)}"
+                    )
 
         watcher = asyncio.create_task(watch())
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
@@ -772,8 +859,12 @@ class Fuzzer:
         done = threading.Event()
 
         def ask() -> None:
-            with contextlib.suppress(Exception), neo4j.GraphDatabase.driver(
-                    self.proxy.bolt_uri, auth=self.proxy.auth, connection_timeout=10) as driver:
+            with (
+                contextlib.suppress(Exception),
+                neo4j.GraphDatabase.driver(
+                    self.proxy.bolt_uri, auth=self.proxy.auth, connection_timeout=10
+                ) as driver,
+            ):
                 with contextlib.suppress(neo4j.exceptions.Neo4jError), driver.session() as s:
                     s.run(text).consume()  # auto-commit: stream clauses refuse transactions
                 done.set()
@@ -789,8 +880,10 @@ class Fuzzer:
 
         def drop_all() -> list[str]:
             names: list[str] = []
-            with neo4j.GraphDatabase.driver(self.proxy.bolt_uri, auth=self.proxy.auth) as d, \
-                    d.session() as session:
+            with (
+                neo4j.GraphDatabase.driver(self.proxy.bolt_uri, auth=self.proxy.auth) as d,
+                d.session() as session,
+            ):
                 session.run("STOP ALL STREAMS").consume()
                 names = [r["name"] for r in session.run("SHOW STREAMS")]
             for name in names:
@@ -814,9 +907,14 @@ class Fuzzer:
         if thread.is_alive() or isinstance(error, TimeoutError):
             what = str(error) if error else "STOP ALL STREAMS"
             self.say(f"{what} did not answer in {seconds:.0f} s")
-            self.report.findings.append(Finding(
-                "stall", f"{what} did not answer in {seconds:.0f} s after the run",
-                time.monotonic(), [what]))
+            self.report.findings.append(
+                Finding(
+                    "stall",
+                    f"{what} did not answer in {seconds:.0f} s after the run",
+                    time.monotonic(),
+                    [what],
+                )
+            )
 
     def _settle(self, settle: float) -> None:
         """Wait for the proxy to finish with the closed connections, then count what stays."""
@@ -851,35 +949,59 @@ class Fuzzer:
         for event in rep.log_events:
             f = kinds.get(event.signature)
             if f is None:
-                f = kinds[event.signature] = Finding("log", event.signature, event.at,
-                                                     event.lines, count=0)
+                f = kinds[event.signature] = Finding(
+                    "log", event.signature, event.at, event.lines, count=0
+                )
             f.count += 1
             if len(f.ats) < 4:
                 f.ats.append(event.at)
         rep.findings.extend(kinds.values())
-        for when, error in (self.bystander.errors if self.bystander else []):
+        for when, error in self.bystander.errors if self.bystander else []:
             rep.findings.append(Finding("bystander", _blank(error)[:160], when, [error]))
         if rep.crashes:
-            rep.findings.append(Finding("crash", f"proxy exited ({self.proxy.proc.returncode})",
-                                        time.monotonic(), list(self.log)[-30:]))
+            rep.findings.append(
+                Finding(
+                    "crash",
+                    f"proxy exited ({self.proxy.proc.returncode})",
+                    time.monotonic(),
+                    list(self.log)[-30:],
+                )
+            )
         if rep.before and rep.after and rep.after.fds - rep.before.fds > FD_GROWTH:
-            grown = {k: n - rep.before.fd_kinds.get(k, 0) for k, n in rep.after.fd_kinds.items()
-                     if n != rep.before.fd_kinds.get(k, 0)}
-            rep.findings.append(Finding(
-                "resources", f"{rep.after.fds - rep.before.fds} more descriptors after the run",
-                time.monotonic(), [f"by kind: {grown}"]))
+            grown = {
+                k: n - rep.before.fd_kinds.get(k, 0)
+                for k, n in rep.after.fd_kinds.items()
+                if n != rep.before.fd_kinds.get(k, 0)
+            }
+            rep.findings.append(
+                Finding(
+                    "resources",
+                    f"{rep.after.fds - rep.before.fds} more descriptors after the run",
+                    time.monotonic(),
+                    [f"by kind: {grown}"],
+                )
+            )
         if rep.stalled:
             rep.findings.append(Finding("stall", "bystander stalled", time.monotonic(), []))
         if self._leaks:
             indices = sorted(self._leaks)
-            rep.findings.append(Finding("leak", "connection kept after the client closed",
-                                        time.monotonic(), [f"inputs {indices[:20]}"],
-                                        count=len(indices)))
+            rep.findings.append(
+                Finding(
+                    "leak",
+                    "connection kept after the client closed",
+                    time.monotonic(),
+                    [f"inputs {indices[:20]}"],
+                    count=len(indices),
+                )
+            )
 
     def suspects(self, at: float, window: float = 0.5) -> list[int]:
         """Inputs in flight around ``at`` (when the log line arrived), the latest first."""
-        found = [i for i, o in self.outcomes.items()
-                 if o.started <= at + 0.05 and (o.ended or at) >= at - window]
+        found = [
+            i
+            for i, o in self.outcomes.items()
+            if o.started <= at + 0.05 and (o.ended or at) >= at - window
+        ]
         return sorted(found, reverse=True)
 
     def reproduces(self, finding: Finding, *inputs: Input) -> bool:
@@ -915,8 +1037,9 @@ class Fuzzer:
             time.sleep(0.05)
         return False
 
-    def culprit(self, finding: Finding, candidates: list[int],
-                deadline: float = float("inf")) -> int | None:
+    def culprit(
+        self, finding: Finding, candidates: list[int], deadline: float = float("inf")
+    ) -> int | None:
         """The one input among ``candidates`` that reproduces ``finding`` alone (bisection:
         the proxy keeps no state between connections that these findings depend on)."""
         group = candidates
@@ -925,11 +1048,11 @@ class Fuzzer:
         while len(group) > 1:
             if time.monotonic() > deadline:
                 return None
-            half = group[:len(group) // 2]
+            half = group[: len(group) // 2]
             if self.reproduces(finding, *map(self.gen.make, half)):
                 group = half
             else:
-                group = group[len(group) // 2:]
+                group = group[len(group) // 2 :]
         return group[0] if self.reproduces(finding, self.gen.make(group[0])) else None
 
     def triage(self, *, minimise_budget: int = 60, seconds: float = 90.0) -> None:
@@ -952,11 +1075,17 @@ class Fuzzer:
                         break
             if index is not None:
                 f.index = index
-                f.minimal = self.minimise(f, self.gen.make(index), minimise_budget,
-                                          deadline=time.monotonic() + seconds / 2)
+                f.minimal = self.minimise(
+                    f,
+                    self.gen.make(index),
+                    minimise_budget,
+                    deadline=time.monotonic() + seconds / 2,
+                )
                 self.save(f)
-            self.say(f"triage {f.kind} {f.signature[:80]!r}: "
-                     f"{'input ' + str(f.index) if f.minimal else 'not reproduced alone'}")
+            self.say(
+                f"triage {f.kind} {f.signature[:80]!r}: "
+                f"{'input ' + str(f.index) if f.minimal else 'not reproduced alone'}"
+            )
 
     def minimise(self, f: Finding, inp: Input, budget: int, deadline: float) -> Input:
         """Fewer segments, then fewer bytes, as long as ``f`` still happens."""
@@ -981,7 +1110,7 @@ class Fuzzer:
 
         i = len(best.segments) - 1
         while i >= 0 and len(best.segments) > 1:  # whole segments, from the end
-            segs = best.segments[:i] + best.segments[i + 1:]
+            segs = best.segments[:i] + best.segments[i + 1 :]
             attempt(variant(segs))
             i = min(i - 1, len(best.segments) - 1)
         if best.close != "close":
@@ -995,7 +1124,7 @@ class Fuzzer:
                 if len(cur) - step < 1:
                     step //= 2
                     continue
-                segs[pos] = Segment(cur[:len(cur) - step], segs[pos].wait)
+                segs[pos] = Segment(cur[: len(cur) - step], segs[pos].wait)
                 if not attempt(variant(segs)):
                     step //= 2
         for pos in range(len(best.segments)):  # then blocks from the inside
@@ -1007,7 +1136,7 @@ class Fuzzer:
                     cur = segs[pos].data
                     if len(cur) <= size:
                         break
-                    segs[pos] = Segment(cur[:start] + cur[start + size:], segs[pos].wait)
+                    segs[pos] = Segment(cur[:start] + cur[start + size :], segs[pos].wait)
                     if not attempt(variant(segs)):
                         start += size
                 size //= 2
@@ -1020,10 +1149,11 @@ class Fuzzer:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9]+", "-", f.signature.lower()).strip("-")[:60]
         path = self.save_dir / f"{f.kind}-{slug}-s{self.seed}-i{f.index}.json"
-        data = {"finding": {"kind": f.kind, "signature": f.signature,
-                            "example": f.example[:40]},
-                "input": f.minimal.to_json(),
-                "original": self.gen.make(f.index).to_json() if f.index is not None else None}
+        data = {
+            "finding": {"kind": f.kind, "signature": f.signature, "example": f.example[:40]},
+            "input": f.minimal.to_json(),
+            "original": self.gen.make(f.index).to_json() if f.index is not None else None,
+        }
         path.write_text(json.dumps(data, indent=1, ensure_ascii=True) + "\n", encoding="utf-8")
         f.saved = str(path)
 
@@ -1047,23 +1177,33 @@ def format_report(rep: Report, top: int = 8) -> str:
     lines.append("  most frequent WARNING lines:")
     for sig, n in rep.warnings.most_common(top):
         lines.append(f"  {n:6d}  {sig}")
-    lines.append(f"bystander: {rep.bystander_queries} queries, {len(rep.bystander_errors)} "
-                 f"errors, slowest {rep.bystander_max_latency * 1000:.0f} ms")
+    lines.append(
+        f"bystander: {rep.bystander_queries} queries, {len(rep.bystander_errors)} "
+        f"errors, slowest {rep.bystander_max_latency * 1000:.0f} ms"
+    )
     for error in rep.bystander_errors[:top]:
         lines.append(f"  {error}")
-    lines.append(f"connections kept after the client closed: {len(rep.leaked_close_wait)} in "
-                 f"CLOSE_WAIT, {rep.leaked_orphans} unreleased socket descriptors")
+    lines.append(
+        f"connections kept after the client closed: {len(rep.leaked_close_wait)} in "
+        f"CLOSE_WAIT, {rep.leaked_orphans} unreleased socket descriptors"
+    )
     for name, s in (("before", rep.before), ("after", rep.after)):
         if s is not None:
             fd_kinds = ", ".join(f"{n} {k}" for k, n in sorted(s.fd_kinds.items()))
-            lines.append(f"{name}: RSS {s.rss_kb / 1024:.1f} MiB, {s.fds} fds ({fd_kinds}), "
-                         f"{len(s.client_conns)} client connections")
-    lines.append(f"load: before {rep.uptime_before.split('load average:')[-1].strip()}, "
-                 f"after {rep.uptime_after.split('load average:')[-1].strip()}")
+            lines.append(
+                f"{name}: RSS {s.rss_kb / 1024:.1f} MiB, {s.fds} fds ({fd_kinds}), "
+                f"{len(s.client_conns)} client connections"
+            )
+    lines.append(
+        f"load: before {rep.uptime_before.split('load average:')[-1].strip()}, "
+        f"after {rep.uptime_after.split('load average:')[-1].strip()}"
+    )
     if rep.idle:
         still = [name for name, closed in rep.idle if closed is None]
-        lines.append(f"idle connections: {len(still)} of {len(rep.idle)} stages still open after "
-                     f"{rep.idle_seconds:.0f} s: {', '.join(still)}")
+        lines.append(
+            f"idle connections: {len(still)} of {len(rep.idle)} stages still open after "
+            f"{rep.idle_seconds:.0f} s: {', '.join(still)}"
+        )
         for name, closed in rep.idle:
             if closed is not None:
                 lines.append(f"  closed after {closed:.1f} s: {name}")
@@ -1071,8 +1211,10 @@ def format_report(rep: Report, top: int = 8) -> str:
         where = f" -> input {f.index}" if f.index is not None else ""
         lines.append(f"finding [{f.kind}] x{f.count}{where}: {f.signature}")
         if f.minimal is not None:
-            lines.append(f"  minimal ({f.minimal.transport}, {f.minimal.size} bytes, close "
-                         f"{f.minimal.close}): {f.minimal.note}")
+            lines.append(
+                f"  minimal ({f.minimal.transport}, {f.minimal.size} bytes, close "
+                f"{f.minimal.close}): {f.minimal.note}"
+            )
             for seg in f.minimal.segments:
                 lines.append(f"    {seg.data[:64].hex()}{'…' if len(seg.data) > 64 else ''}")
         if f.saved:
@@ -1107,53 +1249,90 @@ def replay(paths: list[Path], transports: tuple[str, ...]) -> int:
             inp = Input.from_json(data["input"])
             mark = fz.log.snapshot()
             fds = fz.stats().fds
-            outs = [asyncio.run(send_input(fz.target, inp))
-                    for _ in range(int(data.get("repeat", 1)))]
+            outs = [
+                asyncio.run(send_input(fz.target, inp)) for _ in range(int(data.get("repeat", 1)))
+            ]
             time.sleep(2.0)
             events = fz.log.since(mark)
             alive = fz.alive()
             stats = fz.stats() if alive else None
-            kept = [o.port for o in outs
-                    if stats is not None and stats.client_conns.get(o.port) == "CLOSE_WAIT"]
+            kept = [
+                o.port
+                for o in outs
+                if stats is not None and stats.client_conns.get(o.port) == "CLOSE_WAIT"
+            ]
             grown = stats.fds - fds if stats is not None else 0
-            bad = (bool(events) or not alive or bool(kept)
-                   or grown > int(data.get("max_fd_growth", 10**9)))
+            bad = (
+                bool(events)
+                or not alive
+                or bool(kept)
+                or grown > int(data.get("max_fd_growth", 10**9))
+            )
             failed += bad
-            print(f"{'BAD' if bad else 'ok '} {path.name}: proxy {'alive' if alive else 'DEAD'}, "
-                  f"{len(events)} log events, {len(kept)} connections kept, "
-                  f"{grown:+d} descriptors")
+            print(
+                f"{'BAD' if bad else 'ok '} {path.name}: proxy {'alive' if alive else 'DEAD'}, "
+                f"{len(events)} log events, {len(kept)} connections kept, "
+                f"{grown:+d} descriptors"
+            )
             for e in events[:3]:
                 print("    " + e.signature)
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else "",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--inputs", type=int, help="stop after this many inputs")
-    parser.add_argument("--seconds", type=float, help="stop after this long (default 60 when "
-                        "--inputs is not given)")
+    parser.add_argument(
+        "--seconds", type=float, help="stop after this long (default 60 when --inputs is not given)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--transport", choices=[*TRANSPORTS, "all"], default="all")
     parser.add_argument("--concurrency", type=int, default=16, help="connections at once")
     parser.add_argument("--save-dir", type=Path, help="where inputs that broke something go")
     parser.add_argument("--seeds", type=Path, default=DEFAULT_SEEDS)
-    parser.add_argument("--capture", action="store_true",
-                        help="record the driver's traffic again into --seeds, then fuzz")
-    parser.add_argument("--no-triage", action="store_true",
-                        help="report only; do not look for and minimise the guilty inputs")
-    parser.add_argument("--triage-seconds", type=float, default=90.0,
-                        help="time to find and minimise the input of each kind of trouble")
-    parser.add_argument("--settle", type=float, default=15.0,
-                        help="seconds to wait at the end for the proxy to close connections")
-    parser.add_argument("--idle-probe", type=float, default=0.0, metavar="SECONDS",
-                        help="after the run, hold a connection at each stage a client controls "
-                        "(nothing sent, half a handshake, no HELLO, ...) this long and report "
-                        "which the proxy never closed")
+    parser.add_argument(
+        "--capture",
+        action="store_true",
+        help="record the driver's traffic again into --seeds, then fuzz",
+    )
+    parser.add_argument(
+        "--no-triage",
+        action="store_true",
+        help="report only; do not look for and minimise the guilty inputs",
+    )
+    parser.add_argument(
+        "--triage-seconds",
+        type=float,
+        default=90.0,
+        help="time to find and minimise the input of each kind of trouble",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="seconds to wait at the end for the proxy to close connections",
+    )
+    parser.add_argument(
+        "--idle-probe",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the run, hold a connection at each stage a client controls "
+        "(nothing sent, half a handshake, no HELLO, ...) this long and report "
+        "which the proxy never closed",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--replay", type=Path, nargs="+", help="replay saved inputs instead")
-    parser.add_argument("--show", type=int, nargs="+", metavar="INDEX",
-                        help="print the inputs with these indices (for --seed) and exit")
+    parser.add_argument(
+        "--show",
+        type=int,
+        nargs="+",
+        metavar="INDEX",
+        help="print the inputs with these indices (for --seed) and exit",
+    )
     args = parser.parse_args(argv)
     transports = TRANSPORTS if args.transport == "all" else (args.transport,)
     if args.replay:
@@ -1167,8 +1346,13 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds if args.seconds or args.inputs else 60.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     faulthandler.register(signal.SIGUSR1)
-    with Fuzzer(seed=args.seed, transports=transports, seeds=seeds,
-                concurrency=args.concurrency, save_dir=args.save_dir) as fz:
+    with Fuzzer(
+        seed=args.seed,
+        transports=transports,
+        seeds=seeds,
+        concurrency=args.concurrency,
+        save_dir=args.save_dir,
+    ) as fz:
         rep = fz.run(inputs=args.inputs, seconds=seconds, settle=args.settle)
         if args.idle_probe > 0:
             fz.probe_idle(args.idle_probe)
@@ -1177,8 +1361,14 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(rep))
     if args.json:
         args.json.write_text(json.dumps(rep.to_json(), indent=1) + "\n", encoding="utf-8")
-    trouble = rep.crashes or rep.stalled or rep.log_events or rep.bystander_errors or \
-        rep.leaked_close_wait or rep.leaked_orphans
+    trouble = (
+        rep.crashes
+        or rep.stalled
+        or rep.log_events
+        or rep.bystander_errors
+        or rep.leaked_close_wait
+        or rep.leaked_orphans
+    )
     return 1 if trouble else 0
 
 

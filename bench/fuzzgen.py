@@ -54,15 +54,56 @@ TRANSPORTS = ("tcp", "ws", "tls")
 CLOSES = ("drain", "close", "rst", "half")
 
 # What the proxy speaks (README); 5.5 never.
-VERSIONS = [(5, 8), (5, 7), (5, 6), (5, 4), (5, 3), (5, 2), (5, 1), (5, 0), (4, 4), (4, 3),
-            (4, 2), (4, 1)]
+VERSIONS = [
+    (5, 8),
+    (5, 7),
+    (5, 6),
+    (5, 4),
+    (5, 3),
+    (5, 2),
+    (5, 1),
+    (5, 0),
+    (4, 4),
+    (4, 3),
+    (4, 2),
+    (4, 1),
+]
 
-REQUEST_TAGS = {"HELLO": 0x01, "GOODBYE": 0x02, "RESET": 0x0F, "RUN": 0x10, "BEGIN": 0x11,
-                "COMMIT": 0x12, "ROLLBACK": 0x13, "DISCARD": 0x2F, "PULL": 0x3F,
-                "TELEMETRY": 0x54, "ROUTE": 0x66, "LOGON": 0x6A, "LOGOFF": 0x6B}
+REQUEST_TAGS = {
+    "HELLO": 0x01,
+    "GOODBYE": 0x02,
+    "RESET": 0x0F,
+    "RUN": 0x10,
+    "BEGIN": 0x11,
+    "COMMIT": 0x12,
+    "ROLLBACK": 0x13,
+    "DISCARD": 0x2F,
+    "PULL": 0x3F,
+    "TELEMETRY": 0x54,
+    "ROUTE": 0x66,
+    "LOGON": 0x6A,
+    "LOGOFF": 0x6B,
+}
 RESPONSE_TAGS = [0x70, 0x71, 0x7E, 0x7F]
-VALUE_TAGS = [0x4E, 0x52, 0x72, 0x50, 0x44, 0x54, 0x74, 0x64, 0x49, 0x69, 0x46, 0x66, 0x45,
-              0x58, 0x59, 0x56, 0x3F]
+VALUE_TAGS = [
+    0x4E,
+    0x52,
+    0x72,
+    0x50,
+    0x44,
+    0x54,
+    0x74,
+    0x64,
+    0x49,
+    0x69,
+    0x46,
+    0x66,
+    0x45,
+    0x58,
+    0x59,
+    0x56,
+    0x3F,
+]
 
 
 @dataclass
@@ -92,18 +133,31 @@ class Input:
         return sum(len(s.data) for s in self.segments)
 
     def to_json(self) -> dict[str, Any]:
-        return {"family": self.family, "transport": self.transport, "raw_tcp": self.raw_tcp,
-                "close": self.close, "note": self.note, "seed": self.seed, "index": self.index,
-                "segments": [{"data": s.data.hex(), "wait": s.wait} for s in self.segments]}
+        return {
+            "family": self.family,
+            "transport": self.transport,
+            "raw_tcp": self.raw_tcp,
+            "close": self.close,
+            "note": self.note,
+            "seed": self.seed,
+            "index": self.index,
+            "segments": [{"data": s.data.hex(), "wait": s.wait} for s in self.segments],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Input:
-        return cls(family=data["family"], transport=data["transport"],
-                   raw_tcp=bool(data.get("raw_tcp", False)), close=data.get("close", "drain"),
-                   note=data.get("note", ""), seed=int(data.get("seed", 0)),
-                   index=int(data.get("index", 0)),
-                   segments=[Segment(bytes.fromhex(s["data"]), float(s.get("wait", 0)))
-                             for s in data["segments"]])
+        return cls(
+            family=data["family"],
+            transport=data["transport"],
+            raw_tcp=bool(data.get("raw_tcp", False)),
+            close=data.get("close", "drain"),
+            note=data.get("note", ""),
+            seed=int(data.get("seed", 0)),
+            index=int(data.get("index", 0)),
+            segments=[
+                Segment(bytes.fromhex(s["data"]), float(s.get("wait", 0))) for s in data["segments"]
+            ],
+        )
 
 
 def offer(*slots: bytes) -> bytes:
@@ -116,13 +170,44 @@ def slot(major: int, minor: int, rng: int = 0, reserved: int = 0) -> bytes:
 
 # -- hostile values -------------------------------------------------------------------------------
 
-INTERESTING_INTS = [0, -1, 1, 127, 128, -16, -17, 255, 256, 32767, 32768, -32769, 2**31 - 1,
-                    2**31, -(2**31) - 1, 2**63 - 1, -(2**63), 2**53 + 1, 1000001, 10**12]
+INTERESTING_INTS = [
+    0,
+    -1,
+    1,
+    127,
+    128,
+    -16,
+    -17,
+    255,
+    256,
+    32767,
+    32768,
+    -32769,
+    2**31 - 1,
+    2**31,
+    -(2**31) - 1,
+    2**63 - 1,
+    -(2**63),
+    2**53 + 1,
+    1000001,
+    10**12,
+]
 
 
 def bad_utf8(rng: random.Random) -> bytes:
-    return rng.choice([b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80",
-                       b"a\x80b", b"\xfe\xfe\xff\xff", b"\xc3", b"\xf0\x9f\x98"])
+    return rng.choice(
+        [
+            b"\xff",
+            b"\xc0\x80",
+            b"\xed\xa0\x80",
+            b"\xe2\x82",
+            b"\xf4\x90\x80\x80",
+            b"a\x80b",
+            b"\xfe\xfe\xff\xff",
+            b"\xc3",
+            b"\xf0\x9f\x98",
+        ]
+    )
 
 
 def hostile(rng: random.Random, depth: int = 0) -> Any:
@@ -132,17 +217,42 @@ def hostile(rng: random.Random, depth: int = 0) -> Any:
         marker = rng.randrange(256)
         return Raw(bytes([marker]) + rng.randbytes(rng.choice([0, 0, 1, 2, 4, 8])))
     if kind == 1:  # a length that promises more than there is
-        marker = rng.choice([0xD0, 0xD1, 0xD2, 0xD4, 0xD5, 0xD6, 0xD8, 0xD9, 0xDA, 0xCC, 0xCD,
-                             0xCE, 0x8F, 0x9F, 0xAF, 0xBF])
+        marker = rng.choice(
+            [
+                0xD0,
+                0xD1,
+                0xD2,
+                0xD4,
+                0xD5,
+                0xD6,
+                0xD8,
+                0xD9,
+                0xDA,
+                0xCC,
+                0xCD,
+                0xCE,
+                0x8F,
+                0x9F,
+                0xAF,
+                0xBF,
+            ]
+        )
         size = {0xD0: 1, 0xD4: 1, 0xD8: 1, 0xCC: 1, 0xD1: 2, 0xD5: 2, 0xD9: 2, 0xCD: 2}.get(
-            marker, 4 if marker in (0xD2, 0xD6, 0xDA, 0xCE) else 0)
-        n = rng.choice([2**(8 * size) - 1, 2**(8 * size - 1), 5]) if size else 0
-        return Raw(bytes([marker]) + (n.to_bytes(size, "big") if size else b"")
-                   + rng.randbytes(rng.randrange(4)))
+            marker, 4 if marker in (0xD2, 0xD6, 0xDA, 0xCE) else 0
+        )
+        n = rng.choice([2 ** (8 * size) - 1, 2 ** (8 * size - 1), 5]) if size else 0
+        return Raw(
+            bytes([marker])
+            + (n.to_bytes(size, "big") if size else b"")
+            + rng.randbytes(rng.randrange(4))
+        )
     if kind == 2:  # invalid UTF-8 in a string
         data = rng.randbytes(rng.randrange(3)) + bad_utf8(rng)
-        return Raw(bytes([0x80 | len(data)]) + data) if len(data) < 16 else Raw(
-            bytes([0xD0, len(data)]) + data)
+        return (
+            Raw(bytes([0x80 | len(data)]) + data)
+            if len(data) < 16
+            else Raw(bytes([0xD0, len(data)]) + data)
+        )
     if kind == 3:  # deep nesting
         d = rng.choice([63, 64, 65, 100, 1000, 20000])
         opener = rng.choice([b"\x91", b"\xa1\x81k", b"\xb1\x4e", b"\xd4\x01"])
@@ -152,15 +262,31 @@ def hostile(rng: random.Random, depth: int = 0) -> Any:
     if kind == 5:
         return rng.choice([float("nan"), float("inf"), -0.0, 1e308, 5e-324])
     if kind == 6:  # strings: NUL, huge, odd scripts, lone surrogates
-        return rng.choice(["\x00", "a\x00b", "x" * rng.choice([15, 16, 255, 256, 65535, 65536]),
-                           "\ud800", "名前", "`", "'", "\\", "${x}", "\u202e", "\t\n\r"])
+        return rng.choice(
+            [
+                "\x00",
+                "a\x00b",
+                "x" * rng.choice([15, 16, 255, 256, 65535, 65536]),
+                "\ud800",
+                "名前",
+                "`",
+                "'",
+                "\\",
+                "${x}",
+                "\u202e",
+                "\t\n\r",
+            ]
+        )
     if kind == 7:  # a value structure with any field count and types
         tag = rng.choice([*VALUE_TAGS, rng.randrange(256)])
         count = rng.choice([0, 1, 2, 3, 4, 5, 8, 15])
         return Struct(tag, tuple(leaf(rng) for _ in range(count)))
     if kind == 8:  # a map whose keys are not strings, or repeat
-        return Raw(b"\xa2" + rng.choice([b"\x01\x01", b"\xc0\x01", b"\x91\x01\x01",
-                                         b"\x81a\x01"]) + b"\x81a\x02")
+        return Raw(
+            b"\xa2"
+            + rng.choice([b"\x01\x01", b"\xc0\x01", b"\x91\x01\x01", b"\x81a\x01"])
+            + b"\x81a\x02"
+        )
     if kind == 9:  # a structure marker claiming more fields than follow
         return Raw(bytes([0xB0 | rng.randrange(16), rng.randrange(256)]))
     if kind == 10:
@@ -170,15 +296,24 @@ def hostile(rng: random.Random, depth: int = 0) -> Any:
     if kind == 12 and depth < 3:
         return {rng.choice(["a", "", "\x00", "n", "qid", "db"]): hostile(rng, depth + 1)}
     if kind == 13:  # temporal/spatial structures with values out of any range
-        return rng.choice([
-            Struct(0x44, (2**62,)), Struct(0x49, (2**63 - 1, 2**31, 99999)),
-            Struct(0x69, (0, 0, "Mars/Olympus_Mons")), Struct(0x69, (0, 0, "")),
-            Struct(0x66, (10**15, -1, "\x00")), Struct(0x46, (-(2**63), 0, 0)),
-            Struct(0x45, (2**63 - 1, 2**63 - 1, 2**63 - 1, 2**31)),
-            Struct(0x54, (-1, 2**40)), Struct(0x74, (2**63 - 1,)), Struct(0x64, (2**63 - 1, -1)),
-            Struct(0x58, (-1, float("nan"), float("inf"))), Struct(0x59, (4979, 1.0, 2.0, None)),
-            Struct(0x4E, (1, ["L"], {}, "4:x:1")), Struct(0x56, (b"\xc8", b"\x01\x02")),
-        ])
+        return rng.choice(
+            [
+                Struct(0x44, (2**62,)),
+                Struct(0x49, (2**63 - 1, 2**31, 99999)),
+                Struct(0x69, (0, 0, "Mars/Olympus_Mons")),
+                Struct(0x69, (0, 0, "")),
+                Struct(0x66, (10**15, -1, "\x00")),
+                Struct(0x46, (-(2**63), 0, 0)),
+                Struct(0x45, (2**63 - 1, 2**63 - 1, 2**63 - 1, 2**31)),
+                Struct(0x54, (-1, 2**40)),
+                Struct(0x74, (2**63 - 1,)),
+                Struct(0x64, (2**63 - 1, -1)),
+                Struct(0x58, (-1, float("nan"), float("inf"))),
+                Struct(0x59, (4979, 1.0, 2.0, None)),
+                Struct(0x4E, (1, ["L"], {}, "4:x:1")),
+                Struct(0x56, (b"\xc8", b"\x01\x02")),
+            ]
+        )
     if kind == 14:  # a bare reserved marker
         reserved = [0xC4, 0xC5, 0xC6, 0xC7, 0xCF, 0xD3, 0xD7, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF]
         return Raw(bytes([rng.choice(reserved + list(range(0xE0, 0xF0)))]))
@@ -209,9 +344,24 @@ def mutate_value(rng: random.Random, value: Any, depth: int = 0) -> Any:
             if out and rng.random() < 0.5:
                 out.pop(rng.choice(list(out)))
             else:
-                out[rng.choice(["n", "qid", "db", "mode", "bookmarks", "scheme", "routing",
-                                "tx_timeout", "imp_user", "user_agent", "patch_bolt",
-                                rng.randbytes(3).hex()])] = hostile(rng)
+                out[
+                    rng.choice(
+                        [
+                            "n",
+                            "qid",
+                            "db",
+                            "mode",
+                            "bookmarks",
+                            "scheme",
+                            "routing",
+                            "tx_timeout",
+                            "imp_user",
+                            "user_agent",
+                            "patch_bolt",
+                            rng.randbytes(3).hex(),
+                        ]
+                    )
+                ] = hostile(rng)
             return out
         if isinstance(value, list):
             return [*value, hostile(rng)] if rng.random() < 0.5 else value[1:]
@@ -235,16 +385,26 @@ def mutate_value(rng: random.Random, value: Any, depth: int = 0) -> Any:
 
 
 def auth_map(rng: random.Random) -> dict[str, Any]:
-    return rng.choice([{"scheme": "basic", "principal": "neo4j", "credentials": "x"},
-                       {"scheme": "none"}, {}, {"scheme": "bearer", "credentials": "t"},
-                       {"scheme": "basic", "principal": "neo4j"}, {"scheme": "kerberos"}])
+    return rng.choice(
+        [
+            {"scheme": "basic", "principal": "neo4j", "credentials": "x"},
+            {"scheme": "none"},
+            {},
+            {"scheme": "bearer", "credentials": "t"},
+            {"scheme": "basic", "principal": "neo4j"},
+            {"scheme": "kerberos"},
+        ]
+    )
 
 
 def hello(rng: random.Random, version: tuple[int, int]) -> Struct:
     extra: dict[str, Any] = {"user_agent": "neo4j-python/6.4.1 Python/3.11.7-final-0 (linux)"}
     if version >= (5, 3):
-        extra["bolt_agent"] = {"product": "neo4j-python/6.4.1", "platform": "Linux",
-                               "language": "Python/3.11.7-final-0"}
+        extra["bolt_agent"] = {
+            "product": "neo4j-python/6.4.1",
+            "platform": "Linux",
+            "language": "Python/3.11.7-final-0",
+        }
     if rng.random() < 0.3:
         extra["routing"] = {"address": "127.0.0.1:7687"}
     if (4, 3) <= version < (5, 0):
@@ -261,21 +421,58 @@ def request(rng: random.Random, name: str, version: tuple[int, int]) -> Struct:
     if name == "LOGON":
         return Struct(0x6A, (auth_map(rng),))
     if name == "RUN":
-        query = rng.choice(["RETURN 1 AS x", "UNWIND range(1, 5) AS i RETURN i", "RETURN RETURN",
-                            "RETURN $p AS p", "MATCH (n) RETURN count(n)", "SHOW STREAMS",
-                            "CALL db.ping()", "CREATE (:FuzzScratch) RETURN 1", "BEGIN",
-                            "COMMIT", "ROLLBACK", "SHOW DATABASES", "CALL dbms.components()"])
-        extra = rng.choice([{}, {"db": "neo4j"}, {"mode": "r"}, {"bookmarks": ["boltstream:1"]},
-                            {"tx_timeout": 1000, "tx_metadata": {"a": 1}}, {"db": "system"},
-                            {"imp_user": "bob"}])
+        query = rng.choice(
+            [
+                "RETURN 1 AS x",
+                "UNWIND range(1, 5) AS i RETURN i",
+                "RETURN RETURN",
+                "RETURN $p AS p",
+                "MATCH (n) RETURN count(n)",
+                "SHOW STREAMS",
+                "CALL db.ping()",
+                "CREATE (:FuzzScratch) RETURN 1",
+                "BEGIN",
+                "COMMIT",
+                "ROLLBACK",
+                "SHOW DATABASES",
+                "CALL dbms.components()",
+            ]
+        )
+        extra = rng.choice(
+            [
+                {},
+                {"db": "neo4j"},
+                {"mode": "r"},
+                {"bookmarks": ["boltstream:1"]},
+                {"tx_timeout": 1000, "tx_metadata": {"a": 1}},
+                {"db": "system"},
+                {"imp_user": "bob"},
+            ]
+        )
         return Struct(0x10, (query, {"p": rng.choice([1, "x", [1], None])}, extra))
     if name in ("PULL", "DISCARD"):
-        extra = rng.choice([{"n": -1}, {"n": 1}, {"n": 1000}, {"n": 2, "qid": 0},
-                            {"n": -1, "qid": -1}, {"n": 1, "qid": 7}, {"n": 0}, {"n": -2}])
+        extra = rng.choice(
+            [
+                {"n": -1},
+                {"n": 1},
+                {"n": 1000},
+                {"n": 2, "qid": 0},
+                {"n": -1, "qid": -1},
+                {"n": 1, "qid": 7},
+                {"n": 0},
+                {"n": -2},
+            ]
+        )
         return Struct(REQUEST_TAGS[name], (extra,))
     if name == "BEGIN":
-        return Struct(0x11, (rng.choice([{}, {"mode": "r"}, {"db": "neo4j"},
-                                         {"tx_timeout": 5000}, {"db": "nope"}]),))
+        return Struct(
+            0x11,
+            (
+                rng.choice(
+                    [{}, {"mode": "r"}, {"db": "neo4j"}, {"tx_timeout": 5000}, {"db": "nope"}]
+                ),
+            ),
+        )
     if name == "TELEMETRY":
         return Struct(0x54, (rng.choice([0, 1, 2, 3, 4, -1]),))
     if name == "ROUTE":
@@ -288,8 +485,7 @@ def request(rng: random.Random, name: str, version: tuple[int, int]) -> Struct:
 def state_prefix(state: str, version: tuple[int, int], rng: random.Random) -> list[Struct]:
     ready = [hello(rng, version)]
     if version >= (5, 1):
-        ready.append(Struct(0x6A, ({"scheme": "basic", "principal": "neo4j",
-                                    "credentials": "x"},)))
+        ready.append(Struct(0x6A, ({"scheme": "basic", "principal": "neo4j", "credentials": "x"},)))
     run = Struct(0x10, ("UNWIND range(1, 3) AS i RETURN i", {}, {}))
     return {
         "NEGOTIATION": [],
@@ -304,8 +500,17 @@ def state_prefix(state: str, version: tuple[int, int], rng: random.Random) -> li
     }[state]
 
 
-STATES = ["NEGOTIATION", "AUTHENTICATION", "READY", "STREAMING", "TX_READY", "TX_STREAMING",
-          "FAILED", "AFTER_GOODBYE", "AFTER_LOGOFF"]
+STATES = [
+    "NEGOTIATION",
+    "AUTHENTICATION",
+    "READY",
+    "STREAMING",
+    "TX_READY",
+    "TX_STREAMING",
+    "FAILED",
+    "AFTER_GOODBYE",
+    "AFTER_LOGOFF",
+]
 
 
 def legacy_offer(version: tuple[int, int]) -> bytes:
@@ -325,10 +530,14 @@ class Generator:
         self.transports = transports
         self.convs = seeds.conversations
         self.families: list[tuple[str, float, Callable[[random.Random], Bolt]]] = [
-            ("replay", 1, self.replay), ("handshake", 3, self.handshake),
-            ("chunking", 3, self.chunking), ("packstream", 6, self.packstream),
-            ("message", 4, self.message), ("statewalk", 6, self.statewalk),
-            ("havoc", 4, self.havoc), ("clauses", 0.6, self.clauses),
+            ("replay", 1, self.replay),
+            ("handshake", 3, self.handshake),
+            ("chunking", 3, self.chunking),
+            ("packstream", 6, self.packstream),
+            ("message", 4, self.message),
+            ("statewalk", 6, self.statewalk),
+            ("havoc", 4, self.havoc),
+            ("clauses", 0.6, self.clauses),
         ]
 
     def make(self, index: int) -> Input:
@@ -395,12 +604,19 @@ class Generator:
         bounds = [0, *cuts, len(data)]
         return [Segment(data[a:b], 0.002) for a, b in itertools.pairwise(bounds)]
 
-    def session(self, rng: random.Random, version: tuple[int, int],
-                messages: list[Any], manifest: bool = False) -> Bolt:
+    def session(
+        self,
+        rng: random.Random,
+        version: tuple[int, int],
+        messages: list[Any],
+        manifest: bool = False,
+    ) -> Bolt:
         """A handshake for ``version`` (legacy or through the manifest), then ``messages``."""
         if manifest:
-            head = [Segment(offer(MANIFEST_SLOT, slot(5, 8, 8), slot(4, 4, 2)), 0.3),
-                    Segment(slot(version[0], version[1]) + b"\x00")]
+            head = [
+                Segment(offer(MANIFEST_SLOT, slot(5, 8, 8), slot(4, 4, 2)), 0.3),
+                Segment(slot(version[0], version[1]) + b"\x00"),
+            ]
         else:
             head = [Segment(legacy_offer(version))]
         body = self.frame(rng, [m if isinstance(m, bytes) else pack(m) for m in messages])
@@ -416,11 +632,18 @@ class Generator:
 
     def handshake(self, rng: random.Random) -> Bolt:
         conv = self.conv(rng)
-        rest = self.frame(rng, conv.messages[:rng.randrange(0, 4)])
+        rest = self.frame(rng, conv.messages[: rng.randrange(0, 4)])
         kind = rng.randrange(8)
         if kind == 0:  # the magic wrong, cut, or doubled
-            magic = rng.choice([rng.randbytes(4), MAGIC[:rng.randrange(1, 4)], MAGIC * 2,
-                                bytes([MAGIC[0] ^ 1]) + MAGIC[1:], b"\x60\x60\xb0\x16"])
+            magic = rng.choice(
+                [
+                    rng.randbytes(4),
+                    MAGIC[: rng.randrange(1, 4)],
+                    MAGIC * 2,
+                    bytes([MAGIC[0] ^ 1]) + MAGIC[1:],
+                    b"\x60\x60\xb0\x16",
+                ]
+            )
             self.note(f"magic {magic.hex()}")
             return [Segment(magic + rng.choice([b"", conv.offer[4:], rng.randbytes(16)]))]
         if kind == 1:  # four slots of anything
@@ -435,15 +658,22 @@ class Generator:
             pick, note = self._pick(rng)
             pos = rng.randrange(4)
             slots = [slot(5, 8, 8), slot(4, 4, 2), slot(3, 0)]
-            slots.insert(pos, rng.choice([MANIFEST_SLOT, b"\x00\x00\x02\xff", b"\x00\x01\x01\xff",
-                                          b"\x01\x00\x01\xff"]))
+            slots.insert(
+                pos,
+                rng.choice(
+                    [MANIFEST_SLOT, b"\x00\x00\x02\xff", b"\x00\x01\x01\xff", b"\x01\x00\x01\xff"]
+                ),
+            )
             self.note(f"manifest at slot {pos}, pick {note}")
             return [Segment(offer(*slots[:4]), rng.choice([0.3, 0.0])), Segment(pick + rest)]
         if kind == 4:  # the manifest with the pick pipelined, or sent byte by byte
             pick, note = self._pick(rng)
             self.note(f"manifest, pick {note} byte by byte")
-            return [Segment(offer(MANIFEST_SLOT), 0.3)] + [Segment(bytes([b]), 0.002)
-                                                             for b in pick] + [Segment(rest)]
+            return (
+                [Segment(offer(MANIFEST_SLOT), 0.3)]
+                + [Segment(bytes([b]), 0.002) for b in pick]
+                + [Segment(rest)]
+            )
         if kind == 5:  # a version outside what we speak, or 5.5 alone
             v = rng.choice([(5, 5), (6, 0), (3, 0), (1, 0), (4, 0), (255, 255), (0, 1), (5, 9)])
             self.note(f"only {v}")
@@ -456,12 +686,23 @@ class Generator:
         return [Segment(conv.offer * n)]
 
     def _slot(self, rng: random.Random) -> bytes:
-        return rng.choice([
-            slot(*rng.choice(VERSIONS)), slot(5, 8, 8), slot(4, 4, 2), slot(5, 8, 255),
-            slot(rng.randrange(256), rng.randrange(256), rng.randrange(256)), MANIFEST_SLOT,
-            b"\x00\x00\x00\x00", slot(5, 5), slot(5, 6, 1), rng.randbytes(4),
-            slot(4, 4, 0, reserved=1), slot(0xFF, 0, 1), slot(0xFF, 2),
-        ])
+        return rng.choice(
+            [
+                slot(*rng.choice(VERSIONS)),
+                slot(5, 8, 8),
+                slot(4, 4, 2),
+                slot(5, 8, 255),
+                slot(rng.randrange(256), rng.randrange(256), rng.randrange(256)),
+                MANIFEST_SLOT,
+                b"\x00\x00\x00\x00",
+                slot(5, 5),
+                slot(5, 6, 1),
+                rng.randbytes(4),
+                slot(4, 4, 0, reserved=1),
+                slot(0xFF, 0, 1),
+                slot(0xFF, 2),
+            ]
+        )
 
     def _pick(self, rng: random.Random) -> tuple[bytes, str]:
         kind = rng.randrange(7)
@@ -507,8 +748,11 @@ class Generator:
             self.note(f"stream cut at {cut} of {len(full)}")
         elif kind == 4:  # a header that promises more than comes
             n = rng.choice([0xFFFF, 0x8000, 0x1000, 300])
-            body = self.frame(rng, payloads[:2]) + n.to_bytes(2, "big") + rng.randbytes(
-                rng.randrange(0, 64))
+            body = (
+                self.frame(rng, payloads[:2])
+                + n.to_bytes(2, "big")
+                + rng.randbytes(rng.randrange(0, 64))
+            )
             self.note(f"header promising {n}")
         elif kind == 5:  # a large message in many maximal chunks
             big = pack(Struct(0x10, ("RETURN $p", {"p": "x" * rng.choice([70000, 200000])}, {})))
@@ -536,8 +780,11 @@ class Generator:
         messages = self._decoded(conv)
         if rng.random() < 0.25 or not messages:  # a RUN parameter, the plainest carrier
             value = hostile(rng)
-            messages = [*messages[:2], Struct(0x10, ("RETURN $p AS p", {"p": value}, {})),
-                        Struct(0x3F, ({"n": -1},))]
+            messages = [
+                *messages[:2],
+                Struct(0x10, ("RETURN $p AS p", {"p": value}, {})),
+                Struct(0x3F, ({"n": -1},)),
+            ]
             self.note(f"RUN parameter {pack(value)[:24].hex()}")
         else:
             i = rng.randrange(len(messages))
@@ -583,11 +830,13 @@ class Generator:
             messages[i] = Raw(pack(target) + rng.choice([b"\x00", pack(target), b"\xb0\x0f"]))
             self.note(f"message {i}: trailing bytes")
         elif kind == 5:  # more than 15 fields: the nibble wraps, the rest trails
-            messages[i] = Struct(rng.choice(list(REQUEST_TAGS.values())),
-                                 tuple(leaf(rng) for _ in range(rng.choice([16, 17, 31]))))
+            messages[i] = Struct(
+                rng.choice(list(REQUEST_TAGS.values())),
+                tuple(leaf(rng) for _ in range(rng.choice([16, 17, 31]))),
+            )
             self.note(f"message {i}: over 15 fields")
         else:  # messages repeated or reordered
-            messages = messages[:i] + [target] * rng.choice([2, 10, 200]) + messages[i + 1:]
+            messages = messages[:i] + [target] * rng.choice([2, 10, 200]) + messages[i + 1 :]
             self.note(f"message {i} repeated")
         return self._send(rng, conv, messages)
 
@@ -603,13 +852,17 @@ class Generator:
                 req = mutate_value(rng, req)
             messages.append(req)
         if rng.random() < 0.5:  # then recover, as a driver would
-            messages += [Struct(0x0F, ()), Struct(0x10, ("RETURN 1 AS x", {}, {})),
-                         Struct(0x3F, ({"n": -1},))]
+            messages += [
+                Struct(0x0F, ()),
+                Struct(0x10, ("RETURN 1 AS x", {}, {})),
+                Struct(0x3F, ({"n": -1},)),
+            ]
         if rng.random() < 0.3:
             messages.append(Struct(0x02, ()))
         self.note(f"Bolt {version[0]}.{version[1]} {state} + {' '.join(walk)}")
-        return self.session(rng, version, messages, manifest=version >= (5, 7) and
-                            rng.random() < 0.3)
+        return self.session(
+            rng, version, messages, manifest=version >= (5, 7) and rng.random() < 0.3
+        )
 
     def havoc(self, rng: random.Random) -> Bolt:
         conv = self.conv(rng)
@@ -624,21 +877,26 @@ class Generator:
             if op == 0:
                 data[pos] ^= 1 << rng.randrange(8)
             elif op == 1:
-                data[pos] = rng.choice([0x00, 0xFF, 0x7F, 0x80, 0xC0, 0xD2, 0xB1, 0x10,
-                                        rng.randrange(256)])
+                data[pos] = rng.choice(
+                    [0x00, 0xFF, 0x7F, 0x80, 0xC0, 0xD2, 0xB1, 0x10, rng.randrange(256)]
+                )
             elif op == 2:
                 data[pos:pos] = rng.randbytes(rng.randrange(1, 9))
             elif op == 3:
-                del data[pos:pos + rng.randrange(1, 17)]
+                del data[pos : pos + rng.randrange(1, 17)]
             elif op == 4:
                 n = rng.randrange(1, 33)
-                data[pos:pos] = data[pos:pos + n]
+                data[pos:pos] = data[pos : pos + n]
             elif op == 5:  # splice another conversation in
                 other = self.frame(rng, self.conv(rng).messages)
-                data[pos:] = other[rng.randrange(len(other)):]
+                data[pos:] = other[rng.randrange(len(other)) :]
             else:
-                struct.pack_into(">H", data, min(pos, len(data) - 2),
-                                 rng.choice([0, 1, 0xFFFF, 0x7FFF, len(data)]))
+                struct.pack_into(
+                    ">H",
+                    data,
+                    min(pos, len(data) - 2),
+                    rng.choice([0, 1, 0xFFFF, 0x7FFF, len(data)]),
+                )
             ops.append(f"{op}@{pos}")
         self.note(f"havoc on {conv.scenario}: {' '.join(ops)}")
         return [Segment(bytes(data[:20]), 0.3), *self.segment(rng, bytes(data[20:]))]
@@ -646,33 +904,95 @@ class Generator:
     # -- stream clauses ---------------------------------------------------------------------------
 
     def clauses(self, rng: random.Random) -> Bolt:
-        name = rng.choice([
-            f"fz_{self.seed}_{rng.randrange(10**9)}", "`\x00`", "`a\x00b`", "`\t`", "` `", "``",
-            "`" + "x" * rng.choice([128, 129, 5000]) + "`", "`名前`", "`a``b`", "`-a`", "`.a`",
-            "`\ud800`", "`a/b`", "`" + "é" * 100 + "`", "x" * 300, "`\n`", "`\x7f`",
-        ])
+        name = rng.choice(
+            [
+                f"fz_{self.seed}_{rng.randrange(10**9)}",
+                "`\x00`",
+                "`a\x00b`",
+                "`\t`",
+                "` `",
+                "``",
+                "`" + "x" * rng.choice([128, 129, 5000]) + "`",
+                "`名前`",
+                "`a``b`",
+                "`-a`",
+                "`.a`",
+                "`\ud800`",
+                "`a/b`",
+                "`" + "é" * 100 + "`",
+                "x" * 300,
+                "`\n`",
+                "`\x7f`",
+            ]
+        )
         broker = BROKER_PLACEHOLDER.decode()
-        uri = rng.choice([broker] * 6 + ["", "\x00", "127.0.0.1:1", "127.0.0.1:-1",
-                                         "x" * 300, f"{broker},{broker}", "[::1]:x",
-                                         f"{broker}\x00"])
-        topic = rng.choice(["fuzz"] * 5 + ["", "\x00", "fuzz\x00x", "t" * 300, "ü", "a b",
-                                           "..", "nope_topic"])
-        transform = rng.choice(["builtin:command"] * 3 + [
-            "builtin:depc", "builtin:request", "builtin:nope", "", "/etc/passwd", "\x00",
-            "http://127.0.0.1:1/x.py", "file:///dev/zero", "transforms/../../x.py"])
-        numbers = ["0", "1", "-1", "1000000", "1000001", str(2**31), str(2**63 - 1),
-                   str(2**63), str(2**64), "1" * 40, "1.5", "1e309", "0x10", "NaN"]
+        uri = rng.choice(
+            [broker] * 6
+            + [
+                "",
+                "\x00",
+                "127.0.0.1:1",
+                "127.0.0.1:-1",
+                "x" * 300,
+                f"{broker},{broker}",
+                "[::1]:x",
+                f"{broker}\x00",
+            ]
+        )
+        topic = rng.choice(
+            ["fuzz"] * 5 + ["", "\x00", "fuzz\x00x", "t" * 300, "ü", "a b", "..", "nope_topic"]
+        )
+        transform = rng.choice(
+            ["builtin:command"] * 3
+            + [
+                "builtin:depc",
+                "builtin:request",
+                "builtin:nope",
+                "",
+                "/etc/passwd",
+                "\x00",
+                "http://127.0.0.1:1/x.py",
+                "file:///dev/zero",
+                "transforms/../../x.py",
+            ]
+        )
+        numbers = [
+            "0",
+            "1",
+            "-1",
+            "1000000",
+            "1000001",
+            str(2**31),
+            str(2**63 - 1),
+            str(2**63),
+            str(2**64),
+            "1" * 40,
+            "1.5",
+            "1e309",
+            "0x10",
+            "NaN",
+        ]
         options = []
         for option in ["BATCH_INTERVAL", "BATCH_SIZE", "BATCH INTERVAL", "BATCH SIZE"]:
             if rng.random() < 0.3:
                 options.append(f"{option} {rng.choice(numbers)}")
         if rng.random() < 0.3:
-            options.append(rng.choice(["ON ERROR STOP", "ON ERROR SKIP",
-                                       "ON ERROR DEAD LETTER 'fuzz.dlq'",
-                                       "ON ERROR DEAD LETTER 'fuzz'", "ON ERROR DEAD LETTER ''",
-                                       "ON ERROR DEAD LETTER '\x00'"]))
-        create = (f"CREATE STREAM {name} AS LOAD DATA KAFKA '{uri}' WITH TOPIC '{topic}' "
-                  f"WITH TRANSFORM '{transform}' " + " ".join(options))
+            options.append(
+                rng.choice(
+                    [
+                        "ON ERROR STOP",
+                        "ON ERROR SKIP",
+                        "ON ERROR DEAD LETTER 'fuzz.dlq'",
+                        "ON ERROR DEAD LETTER 'fuzz'",
+                        "ON ERROR DEAD LETTER ''",
+                        "ON ERROR DEAD LETTER '\x00'",
+                    ]
+                )
+            )
+        create = (
+            f"CREATE STREAM {name} AS LOAD DATA KAFKA '{uri}' WITH TOPIC '{topic}' "
+            f"WITH TRANSFORM '{transform}' " + " ".join(options)
+        )
         texts = [create]
         for verb in rng.sample(["START", "TEST", "STOP", "SHOW", "START_LIMIT"], rng.randrange(4)):
             if verb == "SHOW":
@@ -686,13 +1006,15 @@ class Generator:
             i = rng.randrange(len(texts))
             t = texts[i]
             pos = rng.randrange(len(t) + 1)
-            texts[i] = t[:pos] + rng.choice(["\x00", "'", "`", " ", "\n", "\\", "(", ""]) + t[
-                pos + rng.randrange(3):]
+            texts[i] = (
+                t[:pos]
+                + rng.choice(["\x00", "'", "`", " ", "\n", "\\", "(", ""])
+                + t[pos + rng.randrange(3) :]
+            )
         version = rng.choice([(5, 8), (5, 4), (4, 4)])
         messages: list[Any] = list(state_prefix("READY", version, rng))
         for text in texts:
-            messages += [Struct(0x10, (text, {}, {})), Struct(0x3F, ({"n": -1},)),
-                         Struct(0x0F, ())]
+            messages += [Struct(0x10, (text, {}, {})), Struct(0x3F, ({"n": -1},)), Struct(0x0F, ())]
         self.note("clauses: " + " | ".join(t[:80] for t in texts))
         # Each clause waits for its answer, so that the next one sees its effect.
         head = [Segment(legacy_offer(version), 0.3)]
@@ -718,15 +1040,17 @@ class Generator:
             return ws_frame(data, mask=mask)
         if roll < 0.9:  # fragmented, with a ping between
             cut = rng.randrange(0, len(data) + 1)
-            return (ws_frame(data[:cut], fin=False, mask=mask)
-                    + (ws_frame(b"p", opcode=9, mask=mask) if rng.random() < 0.5 else b"")
-                    + ws_frame(data[cut:], opcode=0, mask=mask))
+            return (
+                ws_frame(data[:cut], fin=False, mask=mask)
+                + (ws_frame(b"p", opcode=9, mask=mask) if rng.random() < 0.5 else b"")
+                + ws_frame(data[cut:], opcode=0, mask=mask)
+            )
         # several messages: a Bolt message across frames
         out = bytearray()
         pos = 0
         while pos < len(data):
             n = rng.randrange(1, 64)
-            out += ws_frame(data[pos:pos + n], mask=mask)
+            out += ws_frame(data[pos : pos + n], mask=mask)
             pos += n
         return bytes(out)
 
@@ -739,10 +1063,20 @@ class Generator:
             return [Segment(request, 0.3), Segment(ws_frame(bolt, mask=rng.randbytes(4)))]
         mask = rng.randbytes(4)
         kind = rng.randrange(12)
-        notes = ["text message", "reserved opcode", "RSV bits", "unmasked",
-                 "continuation first", "control frame fragmented", "ping over 125",
-                 "close with odd code", "huge declared length", "frame cut short",
-                 "text with bad UTF-8", "close then more"]
+        notes = [
+            "text message",
+            "reserved opcode",
+            "RSV bits",
+            "unmasked",
+            "continuation first",
+            "control frame fragmented",
+            "ping over 125",
+            "close with odd code",
+            "huge declared length",
+            "frame cut short",
+            "text with bad UTF-8",
+            "close then more",
+        ]
         if kind == 0:
             frames = ws_frame(bolt, opcode=1, mask=mask)
         elif kind == 1:
@@ -762,13 +1096,16 @@ class Generator:
             reason = rng.choice([b"", b"bye", bad_utf8(rng), b"x" * 130])
             frames = ws_frame(bolt[:20], mask=mask) + ws_frame(
                 code.to_bytes(2, "big") + reason if rng.random() < 0.9 else b"\x03",
-                opcode=8, mask=mask)
+                opcode=8,
+                mask=mask,
+            )
         elif kind == 8:
-            frames = ws_frame(bolt[:10], length=rng.choice([2**63 - 1, 2**40, 2**24 + 1, 70000]),
-                              mask=mask)
+            frames = ws_frame(
+                bolt[:10], length=rng.choice([2**63 - 1, 2**40, 2**24 + 1, 70000]), mask=mask
+            )
         elif kind == 9:
             full = ws_frame(bolt, mask=mask)
-            frames = full[:rng.randrange(1, min(len(full), 14))]
+            frames = full[: rng.randrange(1, min(len(full), 14))]
         elif kind == 10:
             frames = ws_frame(bad_utf8(rng), opcode=1, mask=mask)
         else:
@@ -791,20 +1128,23 @@ class Generator:
         if kind == 4:
             return good.replace(b"Version: 13", b"Version: 8"), "version 8"
         if kind == 5:
-            return ws_upgrade(extra="X-Big: " + "a" * rng.choice([8000, 70000]) + "\r\n"), \
-                "huge header"
+            return ws_upgrade(
+                extra="X-Big: " + "a" * rng.choice([8000, 70000]) + "\r\n"
+            ), "huge header"
         if kind == 6:
-            return good[:rng.randrange(1, len(good))], "request cut short"
+            return good[: rng.randrange(1, len(good))], "request cut short"
         if kind == 7:
             return good.replace(b"HTTP/1.1", b"HTTP/1.0"), "HTTP/1.0"
         if kind == 8:
-            return ws_upgrade(extra="Sec-WebSocket-Protocol: binary, v1.bolt, \x00\r\n"), \
-                "subprotocols"
+            return ws_upgrade(
+                extra="Sec-WebSocket-Protocol: binary, v1.bolt, \x00\r\n"
+            ), "subprotocols"
         if kind == 9:
             return good.replace(b"\r\n", b"\n"), "bare LF"
         if kind == 10:
-            return ws_upgrade(extra="Content-Length: 5\r\n").rstrip(b"\r\n") + b"\r\n\r\nhello", \
-                "request with a body"
+            return ws_upgrade(extra="Content-Length: 5\r\n").rstrip(
+                b"\r\n"
+            ) + b"\r\n\r\nhello", "request with a body"
         return good.replace(b"Upgrade: websocket", b"Upgrade: h2c"), "upgrade to h2c"
 
     def tls_garbage(self, rng: random.Random) -> list[Segment]:
@@ -823,14 +1163,30 @@ class Generator:
         if kind == 2:
             length = rng.choice([0, 1, 0x4000, 0x4001, 0xFFFF])
             self.note(f"record length {length}")
-            return [Segment(b"\x16\x03" + bytes([rng.randrange(5)]) + length.to_bytes(2, "big")
-                            + rng.randbytes(rng.randrange(0, 300)))]
+            return [
+                Segment(
+                    b"\x16\x03"
+                    + bytes([rng.randrange(5)])
+                    + length.to_bytes(2, "big")
+                    + rng.randbytes(rng.randrange(0, 300))
+                )
+            ]
         if kind == 3:
             self.note("ClientHello then garbage records")
-            return [Segment(bytes(hello_bytes), 0.3),
-                    Segment(rng.choice([b"\x17\x03\x03\x00\x05hello", b"\x15\x03\x03\x00\x02\x02"
-                                        b"\x28", b"\x14\x03\x03\x00\x01\x01", rng.randbytes(50),
-                                        MAGIC + b"\x00" * 16]))]
+            return [
+                Segment(bytes(hello_bytes), 0.3),
+                Segment(
+                    rng.choice(
+                        [
+                            b"\x17\x03\x03\x00\x05hello",
+                            b"\x15\x03\x03\x00\x02\x02\x28",
+                            b"\x14\x03\x03\x00\x01\x01",
+                            rng.randbytes(50),
+                            MAGIC + b"\x00" * 16,
+                        ]
+                    )
+                ),
+            ]
         if kind == 4:
             self.note("two ClientHellos")
             return [Segment(bytes(hello_bytes) * 2, 0.3)]

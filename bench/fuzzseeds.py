@@ -44,17 +44,24 @@ class Conversation:
     messages: list[bytes]  # payloads, unchunked
 
     def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "offer": self.offer.hex(),
-                "pick": self.pick.hex() if self.pick is not None else None,
-                "version": list(self.version), "messages": [m.hex() for m in self.messages]}
+        return {
+            "scenario": self.scenario,
+            "offer": self.offer.hex(),
+            "pick": self.pick.hex() if self.pick is not None else None,
+            "version": list(self.version),
+            "messages": [m.hex() for m in self.messages],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conversation:
         pick = data.get("pick")
-        return cls(scenario=data["scenario"], offer=bytes.fromhex(data["offer"]),
-                   pick=bytes.fromhex(pick) if pick else None,
-                   version=(int(data["version"][0]), int(data["version"][1])),
-                   messages=[bytes.fromhex(m) for m in data["messages"]])
+        return cls(
+            scenario=data["scenario"],
+            offer=bytes.fromhex(data["offer"]),
+            pick=bytes.fromhex(pick) if pick else None,
+            version=(int(data["version"][0]), int(data["version"][1])),
+            messages=[bytes.fromhex(m) for m in data["messages"]],
+        )
 
 
 @dataclass
@@ -65,17 +72,23 @@ class Seeds:
     notes: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        data = {"driver": self.driver, "notes": self.notes,
-                "client_hello": self.client_hello.hex(),
-                "conversations": [c.to_json() for c in self.conversations]}
+        data = {
+            "driver": self.driver,
+            "notes": self.notes,
+            "client_hello": self.client_hello.hex(),
+            "conversations": [c.to_json() for c in self.conversations],
+        }
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Seeds:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(driver=data["driver"], notes=data.get("notes", []),
-                   client_hello=bytes.fromhex(data["client_hello"]),
-                   conversations=[Conversation.from_json(c) for c in data["conversations"]])
+        return cls(
+            driver=data["driver"],
+            notes=data.get("notes", []),
+            client_hello=bytes.fromhex(data["client_hello"]),
+            conversations=[Conversation.from_json(c) for c in data["conversations"]],
+        )
 
 
 # -- the recording pipe ---------------------------------------------------------------------------
@@ -142,7 +155,7 @@ def _split(scenario: str, rec: _Recording) -> Conversation | None:
         end = read_varint(rest, 4)
         if end is None:
             return None
-        pick, rest = rest[:end[1]], rest[end[1]:]
+        pick, rest = rest[: end[1]], rest[end[1] :]
         version = (pick[3], pick[2])
     else:
         version = (server[3], server[2])
@@ -158,15 +171,31 @@ def _values() -> list[Any]:
     import neo4j.time
 
     return [
-        1, -1, 2**40, -(2**63), 1.5, float("inf"), "text", "ünïcödé ✓", "", [1, "a", None],
-        {"a": {"b": [1, 2.5, True]}}, None, True, b"\x00\x01\xff",
-        datetime.date(2024, 2, 29), datetime.datetime(2024, 1, 2, 3, 4, 5, 6000),
-        datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(
-            hours=2))),
+        1,
+        -1,
+        2**40,
+        -(2**63),
+        1.5,
+        float("inf"),
+        "text",
+        "ünïcödé ✓",
+        "",
+        [1, "a", None],
+        {"a": {"b": [1, 2.5, True]}},
+        None,
+        True,
+        b"\x00\x01\xff",
+        datetime.date(2024, 2, 29),
+        datetime.datetime(2024, 1, 2, 3, 4, 5, 6000),
+        datetime.datetime(
+            2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+        ),
         neo4j.time.DateTime(2024, 1, 2, 3, 4, 5, 123456789),
-        datetime.time(12, 30), datetime.timedelta(days=3, seconds=7),
+        datetime.time(12, 30),
+        datetime.timedelta(days=3, seconds=7),
         neo4j.time.Duration(months=14, days=3, seconds=5, nanoseconds=7),
-        neo4j.spatial.WGS84Point((12.5, 55.7)), neo4j.spatial.CartesianPoint((1.0, 2.0, 3.0)),
+        neo4j.spatial.WGS84Point((12.5, 55.7)),
+        neo4j.spatial.CartesianPoint((1.0, 2.0, 3.0)),
     ]
 
 
@@ -231,12 +260,16 @@ def _scenarios(uri: str, auth: tuple[str, str], broker: str) -> list[tuple[str, 
 
     def streams(driver: Any) -> None:
         with driver.session() as session:
-            for text in ["SHOW STREAMS",
-                         f"CREATE STREAM fuzz_seed AS LOAD DATA KAFKA '{broker}' WITH TOPIC "
-                         "'fuzz' WITH TRANSFORM 'builtin:command' BATCH_INTERVAL 50 "
-                         "BATCH_SIZE 5 ON ERROR SKIP",
-                         "TEST STREAM fuzz_seed LIMIT 1 BATCHES", "START STREAM fuzz_seed",
-                         "STOP STREAM fuzz_seed", "DROP STREAM fuzz_seed"]:
+            for text in [
+                "SHOW STREAMS",
+                f"CREATE STREAM fuzz_seed AS LOAD DATA KAFKA '{broker}' WITH TOPIC "
+                "'fuzz' WITH TRANSFORM 'builtin:command' BATCH_INTERVAL 50 "
+                "BATCH_SIZE 5 ON ERROR SKIP",
+                "TEST STREAM fuzz_seed LIMIT 1 BATCHES",
+                "START STREAM fuzz_seed",
+                "STOP STREAM fuzz_seed",
+                "DROP STREAM fuzz_seed",
+            ]:
                 with contextlib.suppress(neo4j.exceptions.Neo4jError):
                     session.run(text).consume()
 
@@ -244,6 +277,7 @@ def _scenarios(uri: str, auth: tuple[str, str], broker: str) -> list[tuple[str, 
         def go(pipe_uri: str) -> None:
             with neo4j.GraphDatabase.driver(pipe_uri, auth=auth, **options) as driver:
                 body(driver)
+
         return go
 
     return [
@@ -252,9 +286,14 @@ def _scenarios(uri: str, auth: tuple[str, str], broker: str) -> list[tuple[str, 
         ("explicit_tx", run(explicit)),
         ("failure", run(failure)),
         ("system", run(system)),
-        ("notifications", run(lambda d: d.execute_query("RETURN 1"),
-                              notifications_min_severity="WARNING",
-                              notifications_disabled_classifications=["HINT", "GENERIC"])),
+        (
+            "notifications",
+            run(
+                lambda d: d.execute_query("RETURN 1"),
+                notifications_min_severity="WARNING",
+                notifications_disabled_classifications=["HINT", "GENERIC"],
+            ),
+        ),
         ("reauth", run(reauth)),
         ("bookmarks", run(bookmarks)),
         ("streams", run(streams)),
@@ -306,9 +345,14 @@ def _js(uri: str, auth: tuple[str, str], major: str) -> None:
     import subprocess
 
     folder = Path(__file__).resolve().parent.parent / "conformance" / "js"
-    subprocess.run(["node", "--input-type=module", "-e", JS_SCENARIO, "--", uri, *auth],
-                   cwd=folder, env={**os.environ, "JS_DRIVER": major}, timeout=60, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["node", "--input-type=module", "-e", JS_SCENARIO, "--", uri, *auth],
+        cwd=folder,
+        env={**os.environ, "JS_DRIVER": major},
+        timeout=60,
+        check=True,
+        capture_output=True,
+    )
 
 
 def js_available() -> bool:
@@ -338,8 +382,10 @@ def capture(proxy: tuple[str, int], auth: tuple[str, str], broker: str) -> Seeds
     notes: list[str] = []
     scenarios = _scenarios("", auth, broker)
     if js_available():
-        scenarios += [("js-6.3", lambda uri: _js(uri, auth, "6")),
-                      ("js-5.26", lambda uri: _js(uri, auth, "5"))]
+        scenarios += [
+            ("js-6.3", lambda uri: _js(uri, auth, "6")),
+            ("js-5.26", lambda uri: _js(uri, auth, "5")),
+        ]
     else:
         notes.append("conformance/js/node_modules missing: no JavaScript driver traffic")
     for name, scenario in scenarios:
@@ -353,10 +399,13 @@ def capture(proxy: tuple[str, int], auth: tuple[str, str], broker: str) -> Seeds
         for rec in pipe.recordings:
             conv = _split(name, rec)
             if conv is not None and conv.messages:
-                conv.messages = [m.replace(broker.encode(), BROKER_PLACEHOLDER)
-                                 for m in conv.messages]
+                conv.messages = [
+                    m.replace(broker.encode(), BROKER_PLACEHOLDER) for m in conv.messages
+                ]
                 conversations.append(conv)
-    drivers = f"neo4j {neo4j.__version__}" + (", neo4j-driver (JS) 6.3.0 and 5.26.0"
-                                               if js_available() else "")
-    return Seeds(driver=drivers, conversations=conversations,
-                 client_hello=client_hello(), notes=notes)
+    drivers = f"neo4j {neo4j.__version__}" + (
+        ", neo4j-driver (JS) 6.3.0 and 5.26.0" if js_available() else ""
+    )
+    return Seeds(
+        driver=drivers, conversations=conversations, client_hello=client_hello(), notes=notes
+    )

@@ -146,15 +146,27 @@ def _unpack(data: bytes, pos: int) -> tuple[Any, int]:
         fmt = fixed[m]
         size = struct.calcsize(fmt)
         return struct.unpack_from(fmt, data, pos)[0], pos + size
-    sizes = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xD0: ">B", 0xD1: ">H", 0xD2: ">I",
-             0xD4: ">B", 0xD5: ">H", 0xD6: ">I", 0xD8: ">B", 0xD9: ">H", 0xDA: ">I"}
+    sizes = {
+        0xCC: ">B",
+        0xCD: ">H",
+        0xCE: ">I",
+        0xD0: ">B",
+        0xD1: ">H",
+        0xD2: ">I",
+        0xD4: ">B",
+        0xD5: ">H",
+        0xD6: ">I",
+        0xD8: ">B",
+        0xD9: ">H",
+        0xDA: ">I",
+    }
     if m not in sizes:
         raise DecodeError(f"marker {m:02X}")
     fmt = sizes[m]
     n = struct.unpack_from(fmt, data, pos)[0]
     pos += struct.calcsize(fmt)
     if m <= 0xCE:
-        return data[pos:pos + n], pos + n
+        return data[pos : pos + n], pos + n
     if m <= 0xD2:
         return _str(data, pos, n)
     if m <= 0xD6:
@@ -163,7 +175,7 @@ def _unpack(data: bytes, pos: int) -> tuple[Any, int]:
 
 
 def _str(data: bytes, pos: int, n: int) -> tuple[str, int]:
-    return data[pos:pos + n].decode("utf-8"), pos + n
+    return data[pos : pos + n].decode("utf-8"), pos + n
 
 
 def _list(data: bytes, pos: int, n: int) -> tuple[list[Any], int]:
@@ -188,7 +200,7 @@ def _map(data: bytes, pos: int, n: int) -> tuple[dict[Any, Any], int]:
 def chunk(payload: bytes, size: int = 0xFFFF) -> bytes:
     out = bytearray()
     for pos in range(0, len(payload), size):
-        part = payload[pos:pos + size]
+        part = payload[pos : pos + size]
         out += len(part).to_bytes(2, "big") + part
     return bytes(out + b"\x00\x00")
 
@@ -199,7 +211,7 @@ def dechunk(data: bytes) -> tuple[list[bytes], bytes]:
     pos = start = 0
     parts: list[bytes] = []
     while pos + 2 <= len(data):
-        n = int.from_bytes(data[pos:pos + 2], "big")
+        n = int.from_bytes(data[pos : pos + 2], "big")
         if n == 0:
             if parts:
                 messages.append(b"".join(parts))
@@ -209,7 +221,7 @@ def dechunk(data: bytes) -> tuple[list[bytes], bytes]:
             continue
         if pos + 2 + n > len(data):
             break
-        parts.append(data[pos + 2:pos + 2 + n])
+        parts.append(data[pos + 2 : pos + 2 + n])
         pos += 2 + n
     return messages, data[start:]
 
@@ -238,8 +250,15 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
 # -- WebSocket (client side, RFC 6455) ------------------------------------------------------------
 
 
-def ws_frame(payload: bytes, *, opcode: int = 2, fin: bool = True, mask: bytes | None = b"\0" * 4,
-             rsv: int = 0, length: int | None = None) -> bytes:
+def ws_frame(
+    payload: bytes,
+    *,
+    opcode: int = 2,
+    fin: bool = True,
+    mask: bytes | None = b"\0" * 4,
+    rsv: int = 0,
+    length: int | None = None,
+) -> bytes:
     """One frame. ``mask=None``: unmasked (a client must mask). ``length``: a lying length."""
     n = len(payload) if length is None else length
     head = bytearray([(0x80 if fin else 0) | (rsv & 7) << 4 | (opcode & 0x0F)])
@@ -258,8 +277,9 @@ def ws_frame(payload: bytes, *, opcode: int = 2, fin: bool = True, mask: bytes |
     return bytes(head) + mask + masked
 
 
-def ws_upgrade(host: str = "127.0.0.1:7687", *, key: str = "dGhlIHNhbXBsZSBub25jZQ==",
-               extra: str = "") -> bytes:
+def ws_upgrade(
+    host: str = "127.0.0.1:7687", *, key: str = "dGhlIHNhbXBsZSBub25jZQ==", extra: str = ""
+) -> bytes:
     """The upgrade request a browser sends (headers as Chromium orders them)."""
     return (
         "GET / HTTP/1.1\r\n"
@@ -277,4 +297,3 @@ def ws_upgrade(host: str = "127.0.0.1:7687", *, key: str = "dGhlIHNhbXBsZSBub25j
         "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
         f"{extra}\r\n"
     ).encode("utf-8", "surrogateescape")
-

@@ -40,28 +40,36 @@ CORPUS = Path(__file__).resolve().parent.parent / "fuzz_corpus"
 OPEN_BUGS: dict[str, tuple[str, str]] = {
     "manifest-pick-not-offered": (
         "a manifest pick the server did not offer, pipelined: HandshakeError traceback at ERROR",
-        r"HandshakeError: client picked Bolt"),
+        r"HandshakeError: client picked Bolt",
+    ),
     "manifest-varint-too-long": (
         "an 11-byte capabilities varint in the manifest pick: HandshakeError traceback at ERROR",
-        r"HandshakeError: handshake varint is too long"),
+        r"HandshakeError: handshake varint is too long",
+    ),
     "ws-non-ascii-host": (
         "a non-ASCII Host header in a WebSocket upgrade: UnicodeDecodeError traceback at ERROR",
-        r"^UnicodeDecodeError: .* @ idna\.py"),
+        r"^UnicodeDecodeError: .* @ idna\.py",
+    ),
     "reset-while-a-request-waits": (
         "a connection closed before the session task started: the coroutine it was to await "
         "is never awaited (RuntimeWarning on stderr; the request's work silently dropped)",
-        r"was never awaited"),
+        r"was never awaited",
+    ),
     "create-stream-transform-with-nul": (
         "CREATE STREAM with a NUL in the transform path: 'embedded null byte' ValueError "
         "traceback at ERROR, the client's connection closed",
-        r"^ValueError: embedded null byte"),
+        r"^ValueError: embedded null byte",
+    ),
     "create-stream-unreachable-brokers": (
         "each broker address named in CREATE STREAM keeps a Kafka admin client (4 threads, "
-        "4 pipes) forever, reachable or not", r"^$"),
+        "4 pipes) forever, reachable or not",
+        r"^$",
+    ),
     "test-stream-batch-size-over-1m": (
         "TEST STREAM on a stream created with BATCH_SIZE 1000001: ValueError from "
         "confluent-kafka's consume(), traceback at ERROR, the client's connection closed",
-        r"^ValueError: num_messages must be between"),
+        r"^ValueError: num_messages must be between",
+    ),
 }
 TOLERATED = [re.compile(sig) for _, sig in OPEN_BUGS.values()]
 
@@ -144,17 +152,26 @@ def replay(fz: Fuzzer, data: dict[str, Any]) -> None:
 def test_short_seeded_fuzz_run(tmp_path: Path) -> None:
     """About 30 s of every family on every transport: no crash, no bystander error, no
     connection kept after the client closed, and no ERROR or traceback but the known ones."""
-    with Fuzzer(seed=20260101, transports=("tcp", "ws", "tls"),
-                seeds=Seeds.load(DEFAULT_SEEDS), save_dir=tmp_path) as fz:
+    with Fuzzer(
+        seed=20260101,
+        transports=("tcp", "ws", "tls"),
+        seeds=Seeds.load(DEFAULT_SEEDS),
+        save_dir=tmp_path,
+    ) as fz:
         rep = fz.run(inputs=None, seconds=30, settle=15)
     assert rep.inputs > 1000
     assert rep.crashes == 0 and not rep.stalled
     assert rep.bystander_errors == []
     assert rep.bystander_queries > 100
     assert rep.leaked_orphans == 0
-    leaked = [i for i in rep.leaked_inputs if not (
-        # a clause stuck behind a TEST that waits for days (open bug) keeps its connection
-        "test-stream-huge-batch-interval" in OPEN_BUGS and fz.gen.make(i).family == "clauses")]
+    leaked = [
+        i
+        for i in rep.leaked_inputs
+        if not (
+            # a clause stuck behind a TEST that waits for days (open bug) keeps its connection
+            "test-stream-huge-batch-interval" in OPEN_BUGS and fz.gen.make(i).family == "clauses"
+        )
+    ]
     assert len(rep.leaked_close_wait) == len(rep.leaked_inputs)
     assert leaked == [], f"connections kept after the client closed: inputs {leaked}"
     unknown = [e for e in rep.log_events if not any(t.search(e.signature) for t in TOLERATED)]
