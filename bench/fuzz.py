@@ -109,6 +109,9 @@ def signature_of(lines: list[str]) -> str:
         # Where it was emitted is left out: a never-awaited coroutine is reported wherever
         # the garbage collector happened to run.
         return re.sub(r"[0-9]+", "N", rest)[:160]
+    if lines[0].startswith("Exception ignored in"):  # "...: <coroutine object X at 0x...>"
+        what = re.sub(r" at 0x[0-9a-f]+", "", lines[0])
+        return f"{what}: {lines[-1][:100]}"
     frames = [line.strip() for line in lines if line.strip().startswith('File "')]
     exc_lines = [
         line
@@ -160,6 +163,10 @@ class LogWatch(collections.deque[str]):
             if found is None and _PY_WARNING.match(line):  # warnings.warn() on stderr
                 self._close()
                 self._open = LogEvent(now, "PYWARNING", [line])
+                return
+            if line.startswith("Exception ignored in"):  # sys.unraisablehook on stderr
+                self._close()
+                self._open = LogEvent(now, "UNRAISABLE", [line])
                 return
             if found is None:  # a continuation: traceback lines and the like
                 if self._open is not None:
