@@ -227,8 +227,10 @@ class ServerHandshake:
     def respond(self, versions: Sequence[Version], *, use_manifest: bool | None = None) -> bytes:
         """The reply to write (in ONE write). ``versions``: what we speak, best first.
 
-        Legacy reply: ``version`` is set (or ``failed``) immediately. Manifest reply: keep
-        feeding ``receive_data`` until ``done``; the client's pick must be one we listed.
+        Legacy reply: ``version`` is set (or ``failed``) immediately. Manifest reply: write
+        it, then feed ``receive_data`` (``b""`` first: the pick may already be buffered) until
+        ``done``; the client's pick must be one we listed, else ``receive_data`` raises. The
+        reply itself never raises for what the client sent, so it can always be written.
         """
         offer = self.offer()
         if offer is None or self._phase is not _Phase.RESPOND:
@@ -242,7 +244,6 @@ class ServerHandshake:
             reply = b"".join([MANIFEST_V1, encode_varint(len(runs)), *(_slot(*r) for r in runs)])
             # Capabilities: none defined for us yet, and the client may only pick a subset.
             reply += encode_varint(0)
-            self._parse_choice()
             return reply
         chosen = choose_version(offer, versions)
         self._phase = _Phase.DONE

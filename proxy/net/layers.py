@@ -245,6 +245,11 @@ class WebSocketLayer(Layer):
         except RemoteProtocolError as exc:
             self._not_a_websocket(exc)
             return
+        except (UnicodeError, ValueError) as exc:
+            # wsproto lets a few malformed requests through as these (a Host header that is not
+            # IDNA, for one): still the client's fault, answered 400 and closed.
+            self._bad_request(exc)
+            return
         payload = bytearray()
         for event in events:
             if isinstance(event, Request):
@@ -295,6 +300,20 @@ class WebSocketLayer(Layer):
                         self.lower.write(self.ws.send(RejectData(data=b"")))
                 except Exception:  # the connection is being dropped anyway
                     pass
+        self._closing = True
+        self.lower.close()
+
+    def _bad_request(self, exc: Exception) -> None:
+        log.warning(
+            "bad HTTP request from %s: %s: %s",
+            self.get_extra_info("peername"),
+            type(exc).__name__,
+            str(exc)[:200],
+        )
+        if not self.open:
+            self.lower.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
         self._closing = True
         self.lower.close()
 

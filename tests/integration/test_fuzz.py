@@ -38,18 +38,6 @@ CORPUS = Path(__file__).resolve().parent.parent / "fuzz_corpus"
 
 # corpus entry -> (what breaks, the log signature it causes)
 OPEN_BUGS: dict[str, tuple[str, str]] = {
-    "manifest-pick-not-offered": (
-        "a manifest pick the server did not offer, pipelined: HandshakeError traceback at ERROR",
-        r"HandshakeError: client picked Bolt",
-    ),
-    "manifest-varint-too-long": (
-        "an 11-byte capabilities varint in the manifest pick: HandshakeError traceback at ERROR",
-        r"HandshakeError: handshake varint is too long",
-    ),
-    "ws-non-ascii-host": (
-        "a non-ASCII Host header in a WebSocket upgrade: UnicodeDecodeError traceback at ERROR",
-        r"^UnicodeDecodeError: .* @ idna\.py",
-    ),
     "reset-while-a-request-waits": (
         "a connection closed before the session task started: the coroutine it was to await "
         "is never awaited (RuntimeWarning on stderr; the request's work silently dropped)",
