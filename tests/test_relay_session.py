@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bolt.chunking import chunk
 from bolt.connection import ServerConnection
-from bolt.messages import Begin, Hello, Logon, Pull, Run, Tag, encode_request
+from bolt.messages import Begin, Hello, Logon, Pull, Route, Run, Tag, encode_request
 from bolt.packstream import Packer, Structure
 from bolt.versions import Version
 from proxy.answers.router import Router
@@ -180,3 +180,92 @@ def test_requests_and_answers_cut_anywhere_pass_unchanged(
         assert not relay.session.expect and relay.session.conn.unanswered == 0
 
     asyncio.run(check())
+
+
+async def test_the_client_is_read_again_only_when_nothing_stops_it() -> None:
+    """Two things stop reading the client: the backend socket being full, and requests piling
+    up while the session's task works. Each one ending resumes reading only if it was the
+    last; the client being slow to read stops the backend, not the client."""
+    relay = Relay()
+    relay.login()
+    session, client, backend = relay.session, relay.client, relay.backend
+    relay.protocol.pause_writing()  # the backend does not keep up
+    assert not client.reading
+    session.hold_input()
+    relay.protocol.resume_writing()
+    assert not client.reading  # still held
+    session.release_input()
+    assert client.reading
+    session.hold_input()
+    relay.protocol.pause_writing()
+    session.release_input()
+    assert not client.reading  # the backend is still full
+    relay.protocol.resume_writing()
+    assert client.reading
+    session.pause_writing()  # the client does not read its answers
+    assert not backend.reading and client.reading
+    session.hold_input()
+    session.release_input()
+    assert client.reading and not backend.reading
+    session.resume_writing()
+    assert backend.reading and client.reading
+
+
+async def test_a_backend_that_hangs_up_before_the_session_starts_closes_it() -> None:
+    """The backend closed between the handshake and the session: the client is not left
+    waiting for answers that cannot come."""
+    client, backend = FakeTransport(), FakeTransport()
+    protocol = BackendProtocol()
+    protocol.connection_made(backend)  # type: ignore[arg-type]
+    protocol.data_received(b"\x00\x00\x04\x05")
+    protocol.connection_lost(None)
+    env = RelayEnv(
+        router=Router(relay_handlers(), relay=True),
+        advertised_address="127.0.0.1:7687",
+        max_message_size=1 << 20,
+    )
+    session = RelaySession(
+        client,  # type: ignore[arg-type]
+        BackendLink(backend, protocol, V),  # type: ignore[arg-type]
+        ServerConnection(V),
+        env,
+        connection_id="bolt-test",
+        log=logging.LoggerAdapter(logging.getLogger("test")),
+    )
+    assert session.closing and client.closed
+    assert session.finished.done()
+
+
+async def test_held_input_is_read_again_when_the_task_ends_behind_a_full_client_socket() -> None:
+    """The task (here: ROUTE waiting for its turn) stops reading the client once a megabyte of
+    request bytes piles up: the start of a RUN of 1.5 MB. The task ends while the client's
+    socket is full (the wake-up of a drain is seen after the socket filled up again). Reading
+    the client must resume then, or the RUN never completes and the client waits forever: in a
+    relay, the client's full socket stops the backend, not the client."""
+    relay = Relay()
+    relay.login()
+    session, client, backend = relay.session, relay.client, relay.backend
+    first = request(Run("RETURN 1 AS x", {}, {})) + request(Pull(-1, -1))
+    session.data_received(first)
+    assert backend.take() == first
+    session.data_received(request(Route({"address": "x:1"}, [], None, None)))
+    assert session.task is not None  # ROUTE waits for the RUN and PULL to be answered
+    big = request(Run("RETURN $p AS p", {"p": "x" * 1_500_000}, {}))
+    session.data_received(big[:1_100_000])
+    assert session.input_held and not client.reading
+    session.pause_writing()  # the client does not read its answers
+    relay.protocol.data_received(response(Tag.SUCCESS, {"fields": ["x"]}) + PULL_SUCCESS)
+    for _ in range(5):
+        await asyncio.sleep(0)  # ROUTE is answered; the task waits for the client's socket
+    assert session.task is not None and not client.reading
+    session.resume_writing()
+    session.pause_writing()  # full again before the task runs
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert session.task is None and client.reading
+    session.data_received(big[1_100_000:])
+    session.resume_writing()  # (the RUN waits for the client's socket, like any request)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert backend.take() == big and session.task is None
+    assert client.reading and backend.reading
