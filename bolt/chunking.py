@@ -162,7 +162,9 @@ class ChunkDecoder:
         buf = self._buf
         # An accumulating buffer changes under us: the spans index a copy of it.
         data = buf if type(buf) is bytes else bytes(buf)
-        pos = self.begin = self._start
+        # Nothing whole yet: ``end`` must not keep the previous call's value, which indexes
+        # another buffer (a relay would pass on the start of a message still arriving).
+        pos = self.begin = self.end = self._start
         whole = pos == 0 and type(buf) is bytes
         if self._scan == pos:
             # Fast scan while messages are single chunks (almost all are): one header and the

@@ -39,6 +39,8 @@ class BackendProtocol(asyncio.Protocol):
         self.reply = bytearray()
         self.replied: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.early = bytearray()  # bytes after the reply that arrive before the listener
+        # The socket closed before the listener came: it is told when it attaches.
+        self.lost: tuple[Exception | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -60,6 +62,8 @@ class BackendProtocol(asyncio.Protocol):
             self.replied.set_exception(ConnectionError("backend closed during the handshake"))
         if self.listener is not None:
             self.listener.on_backend_lost(exc)
+        else:
+            self.lost = (exc,)
 
     def pause_writing(self) -> None:
         if self.listener is not None:
@@ -70,11 +74,14 @@ class BackendProtocol(asyncio.Protocol):
             self.listener.on_backend_blocked(False)
 
     def attach(self, listener: BackendListener) -> None:
-        """From now on, bytes go to ``listener`` (including those that came early)."""
+        """From now on, bytes go to ``listener`` (including those that came early, and the
+        socket's end if it came before the listener)."""
         self.listener = listener
         if self.early:
             early, self.early = bytes(self.early), bytearray()
             listener.on_backend_data(early)
+        if self.lost is not None:
+            listener.on_backend_lost(self.lost[0])
 
 
 @dataclass

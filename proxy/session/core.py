@@ -25,7 +25,9 @@ When a socket's write buffer passes its high-water mark (``pause_writing``), wha
 stops until it drains (``resume_writing``). What feeds the client socket is the session itself
 (the task waits before taking the next request, and the client socket is no longer read) and, in
 a relay, the backend socket (no longer read); what feeds a relay's backend socket is the client
-socket (``RelaySession``).
+socket (``RelaySession``). The client socket can be stopped for more than one reason at a time
+(its requests piling up while the task works, and a full socket it feeds): it is read again only
+when the last of them ends (``may_read``).
 
 Answers the proxy gives itself
 ------------------------------
@@ -191,8 +193,13 @@ class Session(asyncio.Protocol):
         """Stop (False) or resume (True) whatever feeds the client socket, besides the task."""
         if not on:
             self.transport.pause_reading()
-        elif not self.input_held:
+        elif self.may_read():
             self.transport.resume_reading()
+
+    def may_read(self) -> bool:
+        """Whether nothing that stops reading the client holds any more: each reason to stop
+        resumes reading only when it was the last one."""
+        return not self.input_held and self.writable.is_set()
 
     def on_close(self) -> None:
         """Release what the subclass holds (a backend socket)."""
@@ -234,7 +241,7 @@ class Session(asyncio.Protocol):
     def release_input(self) -> None:
         if self.input_held:
             self.input_held = False
-            if self.writable.is_set():
+            if self.may_read():
                 self.transport.resume_reading()
 
     def crashed(self) -> None:

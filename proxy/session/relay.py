@@ -124,6 +124,7 @@ class RelaySession(Session):
         self.expect: deque[_Mark | int | None] = deque()
         self.held: bytes | None = None  # COMMIT's summary, waiting for the stream clauses
         self.begin_failure: bytes | None = None  # a held BEGIN's FAILURE
+        self.backend_full = False  # the backend socket's buffer is over its high-water mark
         link.protocol.attach(self)
 
     # -- requests ------------------------------------------------------------------------------
@@ -517,15 +518,20 @@ class RelaySession(Session):
 
     def on_backend_blocked(self, blocked: bool) -> None:
         # The backend's socket is full: stop reading the client that fills it.
+        self.backend_full = blocked
         if blocked:
             self.transport.pause_reading()
-        else:
+        elif self.may_read():
             self.transport.resume_reading()
 
     # -- shell hooks ---------------------------------------------------------------------------
 
     def busy(self) -> bool:
         return bool(self.expect)
+
+    def may_read(self) -> bool:
+        # The client's own socket being full stops the backend instead (``feed``).
+        return not self.input_held and not self.backend_full
 
     def feed(self, on: bool) -> None:
         # The client's socket is full: stop reading the backend that fills it.

@@ -232,3 +232,69 @@ def test_split_hands_back_the_received_bytes_object() -> None:
         (0, len(RUN_WIRE)),
         (len(RUN_WIRE), len(data)),
     ]
+
+
+@st.composite
+def relayed_streams(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    """Summaries and records (some over several chunks), NOOPs, cut anywhere."""
+    wire = bytearray()
+    for _ in range(draw(st.integers(0, 8))):
+        wire += NOOP * draw(st.integers(0, 2))
+        tag = draw(st.sampled_from([0x70, 0x71, 0x71, 0x7E]))
+        body = draw(st.binary(max_size=300))
+        wire += chunk(bytes([0xB1, tag]) + body, draw(st.integers(1, 120)))
+    wire += NOOP * draw(st.integers(0, 2))
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    return bytes(wire), cuts
+
+
+@settings(max_examples=500)
+@given(relayed_streams())
+def test_split_begin_end_cover_whole_messages_only(case: tuple[bytes, list[int]]) -> None:
+    """What a relay passes on after each read, ``data[begin:end]``, is whole messages (and
+    NOOPs) only, and all of them in order: never a piece of a message still arriving (a stale
+    ``end`` once sent the start of a partial record again, and the client lost its framing)."""
+    wire, cuts = case
+    d = ChunkDecoder()
+    passed = bytearray()
+    tags: list[int] = []
+    prev = 0
+    for cut in [*cuts, len(wire)]:
+        piece = wire[prev:cut]
+        prev = cut
+        d.receive_data(piece)
+        data, spans = d.split(0x71)
+        assert 0 <= d.begin <= d.end <= len(data)
+        out = data[d.begin : d.end]
+        check = ChunkDecoder()
+        check.receive_data(out)
+        drain(check)
+        assert check.buffered == 0, f"a partial message was passed on: {out.hex()}"
+        assert all(d.begin <= start < end <= d.end and tag != 0x71 for tag, start, end in spans)
+        tags += [tag for tag, _start, _end in spans]
+        if d.whole:
+            assert data is piece and (d.begin, d.end) == (0, len(piece))
+        passed += out
+    assert split_wire(bytes(passed)) == split_wire(wire)
+    reference = ChunkDecoder()
+    reference.receive_data(wire)
+    assert tags == [p[1] for p in drain(reference) if p[1] != 0x71]
+    assert d.buffered == 0
+
+
+def test_split_after_a_partial_message_passes_nothing_until_it_is_whole() -> None:
+    """A read that completes a summary and starts a long record, then a read that does not
+    finish the record: the second split has no whole message (begin == end)."""
+    summary = chunk(b"\xb1\x70\xa0")
+    record = chunk(b"\xb1\x71\x91\xd0\xff" + bytes(200_000))  # over several 64 KB chunks
+    stream = summary + record + summary
+    d = ChunkDecoder(1 << 20)
+    d.receive_data(stream[: len(summary) + 70_000])
+    data, spans = d.split(0x71)
+    assert data[d.begin : d.end] == summary and [t for t, _s, _e in spans] == [0x70]
+    d.receive_data(stream[len(summary) + 70_000 : len(summary) + 140_000])
+    data, spans = d.split(0x71)
+    assert spans == [] and d.begin == d.end
+    d.receive_data(stream[len(summary) + 140_000 :])
+    data, spans = d.split(0x71)
+    assert data[d.begin : d.end] == record + summary
