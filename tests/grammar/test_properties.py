@@ -37,10 +37,11 @@ optional_counts = st.none() | counts
 on_errors = st.one_of(
     st.just((None, None)), st.just(("stop", None)), st.just(("skip", None)),
     st.tuples(st.just("dead letter"), texts))
+deliveries = st.sampled_from([None, "at least once", "exactly once"])
 create_streams = st.builds(
-    lambda name, uri, topic, transform, interval, size, on_error: CreateStream(
-        name, uri, topic, transform, interval, size, on_error[0], on_error[1]),
-    names, texts, texts, texts, optional_counts, optional_counts, on_errors)
+    lambda name, uri, topic, transform, interval, size, on_error, delivery: CreateStream(
+        name, uri, topic, transform, interval, size, on_error[0], on_error[1], delivery),
+    names, texts, texts, texts, optional_counts, optional_counts, on_errors, deliveries)
 clauses: st.SearchStrategy[StreamClause] = st.one_of(
     create_streams,
     st.builds(DropStream, names),
@@ -120,8 +121,12 @@ def rendered(draw: DrawFn, clause: StreamClause) -> str:
             options: list[tuple[str, object]] = [
                 (o, v) for o, v in (("INTERVAL", clause.batch_interval_ms),
                                     ("SIZE", clause.batch_size),
-                                    ("ON ERROR", clause.on_error)) if v is not None]
+                                    ("ON ERROR", clause.on_error),
+                                    ("DELIVERY", clause.delivery)) if v is not None]
             for option, value in draw(st.permutations(options)):
+                if option == "DELIVERY":
+                    words("DELIVERY", *str(value).upper().split())
+                    continue
                 if option == "ON ERROR":
                     words("ON", "ERROR")
                     if value == "dead letter":
