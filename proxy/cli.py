@@ -22,7 +22,7 @@ from proxy.config import Config, ConfigError, load_config
 from proxy.relay import BackendUnreachable, open_backend
 from proxy.server import BoltServer
 from proxy.streams.catalog import CatalogError
-from proxy.streams.engine import StreamEngine
+from proxy.streams.engine import EngineSettings, StreamEngine
 from proxy.streams.handler import StreamClauseHandler
 from proxy.streams.transform import TransformPolicy
 from proxy.streams.writers import BoltWriter, FalkorDBWriter, GraphWriter
@@ -240,6 +240,7 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
     Bolt driver with the service account; its catalog lives in the data dir."""
     writer: GraphWriter
     uri = config.backend_uri
+    refusal = None
     if query_backend is not None:
         writer = FalkorDBWriter(query_backend, uri.graph if uri.kind == "falkordb" else "neo4j")
     else:
@@ -248,10 +249,11 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
             log.warning("no backend_user configured: stream batches go to %s without "
                         "credentials", uri.raw)
         writer = BoltWriter(uri.raw, auth)
-    return StreamEngine(config.data_dir, writer, transform_policy(config),
-                        kafka_config=config.kafka_client_config,
-                        group_prefix=config.stream_group_prefix,
-                        transform_timeout=config.transform_timeout)
+    settings = EngineSettings(kafka_config=config.kafka_client_config,
+                              group_prefix=config.stream_group_prefix,
+                              transform_timeout=config.transform_timeout,
+                              exactly_once_refusal=refusal)
+    return StreamEngine(config.data_dir, writer, transform_policy(config), settings)
 
 
 def transform_policy(config: Config) -> TransformPolicy:

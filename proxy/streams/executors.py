@@ -48,9 +48,12 @@ HEADER_PREFIX = "boltstream."
 
 class Host(Protocol):
     """What the applier needs from the runner: writes and reads, transient failures retried
-    (only ``PermanentWriteError`` comes out)."""
+    (only ``PermanentWriteError`` comes out). ``through``: the write completes the batch's
+    first ``through`` messages (an exactly-once stream moves its position there in the same
+    atomic unit)."""
 
-    async def write(self, queries: list[Query], group: bool) -> None: ...
+    async def write(self, queries: list[Query], group: bool, *,
+                    through: int | None = None) -> None: ...
 
     async def read(self, query: str, params: dict[str, Any]) -> QueryResult: ...
 
@@ -137,7 +140,7 @@ class Applier:
         if not queries:
             return
         try:
-            await self.host.write(queries, group)
+            await self.host.write(queries, group, through=hi)
         except PermanentWriteError as exc:
             if hi - lo == 1:
                 self.fail(lo, f"the backend rejected it: {exc.reason}")

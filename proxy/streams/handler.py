@@ -21,11 +21,12 @@ from proxy.router import QueryContext
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
-# The first twelve are the legacy columns, in their order; the error-policy ones follow.
+# The first twelve are the legacy columns, in their order; the error-policy ones follow, then
+# the delivery guarantee.
 SHOW_STREAMS_FIELDS = [
     "name", "uri", "topic", "transform", "status",
     "batch_interval", "batch_size", "consumer_group", "owner", "messages_processed", "lag",
-    "last_error", "on_error", "dead_letter_topic", "dead_lettered", "skipped",
+    "last_error", "on_error", "dead_letter_topic", "dead_lettered", "skipped", "delivery",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -83,7 +84,7 @@ class StreamClauseHandler:
             rows: list[list[Any]] = [
                 [s.name, s.uri, s.topic, s.transform, s.status, s.batch_interval, s.batch_size,
                  s.consumer_group, s.owner, s.messages_processed, s.lag, s.last_error,
-                 s.on_error, s.dead_letter_topic, s.dead_lettered, s.skipped]
+                 s.on_error, s.dead_letter_topic, s.dead_lettered, s.skipped, s.delivery]
                 for s in await engine.show()]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
         if isinstance(clause, grammar.TestStream):
@@ -95,7 +96,8 @@ class StreamClauseHandler:
                                 batch_interval_ms=clause.batch_interval_ms,
                                 batch_size=clause.batch_size, owner=ctx.user or None,
                                 on_error=clause.on_error,
-                                dead_letter_topic=clause.dead_letter_topic)
+                                dead_letter_topic=clause.dead_letter_topic,
+                                delivery=clause.delivery)
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)
         elif isinstance(clause, grammar.StartStream):

@@ -15,6 +15,9 @@ Lifecycle, as the stream engine uses it:
 3. Every batch: ``pairs = await runner.run(messages)``. ``TransformFailed`` says why a batch
    failed (the user's exception with its line, bad output naming the item, timeout, crash,
    out of memory); the runner then replaces its worker, so the next ``run`` starts clean.
+   Several batches in one round trip: ``await runner.run_many(batches)`` (each batch is still
+   one ``stream(batch)`` call, with its own time limit; the result of each, up to the first
+   that failed).
 4. ``STOP``/``DROP``: ``await runner.stop()`` (idempotent; interrupts a running batch).
 
 Isolation: the script never runs in the proxy. Each runner owns one worker process
@@ -57,6 +60,7 @@ from proxy import __version__
 from proxy.streams.transform_worker import (
     HEADER,
     OutputError,
+    check_compact,
     check_result,
     decode_payload,
     encode_frame,
@@ -494,6 +498,43 @@ class TransformRunner:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    async def run_many(self, batches: list[list[bytes]]
+                       ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed]:
+        """Transform several batches in one round trip, each with ``stream(batch)`` and its
+        own time limit. Returns the result of each batch in order, up to and including the
+        first that failed (a ``TransformFailed``; the batches after it were not run, and the
+        worker is replaced). Raises ``TransformError`` if the worker had to be restarted and no
+        longer loads, ``TransformFailed(STOPPED)`` if ``stop()`` interrupted it."""
+        if not batches:
+            return []
+        async with self._lock:
+            if self._stopped:
+                raise TransformError(f"transform runner {self.name!r} is stopped")
+            worker = self._worker
+            if worker is not None and worker.proc.returncode is not None:
+                await self._discard(worker)  # died while idle: not this batch's fault
+                worker = None
+            worker = worker or await self._start_worker()
+            if sum(len(message) for batch in batches for message in batch) > OFFLOAD_BYTES:
+                frame = await asyncio.to_thread(_encode_batches, batches)
+            else:
+                frame = _encode_batches(batches)
+            results: list[list[tuple[str, dict[str, Any]]] | TransformFailed] = []
+            try:
+                await self._send(worker, frame)
+                for _batch in batches:
+                    reply = await self._receive(worker)
+                    results.append(await self._result(reply))
+            except asyncio.CancelledError:
+                self._discard_soon(worker)
+                raise
+            except TransformFailed as failure:
+                await self._discard(worker)
+                if failure.kind is FailureKind.STOPPED:
+                    raise
+                results.append(failure)
+            return results
+
     async def run(self, batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
         """Transform one batch of message values. Raises ``TransformFailed`` (see
         ``FailureKind``) or, if the worker had to be restarted and no longer loads,
@@ -569,10 +610,29 @@ class TransformRunner:
 
     async def _exchange(self, worker: _Worker, frame: bytes) -> dict[str, Any]:
         """Send one frame, read one reply, within ``batch_timeout``."""
+        return await self._receive(worker, frame)
+
+    async def _send(self, worker: _Worker, frame: bytes) -> None:
         try:
             async with asyncio.timeout(self.batch_timeout):
                 worker.stdin.write(frame)
                 await worker.stdin.drain()
+        except TimeoutError:
+            worker.kill()
+            if self._stopped:
+                raise self._stopped_error() from None
+            raise TransformFailed(FailureKind.TIMEOUT,
+                                  f"transform timed out after {self.batch_timeout:g} s") from None
+        except (ConnectionError, BrokenPipeError):
+            raise await self._crash(worker) from None
+
+    async def _receive(self, worker: _Worker, frame: bytes | None = None) -> dict[str, Any]:
+        """Read one reply (after sending ``frame``, if given), within ``batch_timeout``."""
+        try:
+            async with asyncio.timeout(self.batch_timeout):
+                if frame is not None:
+                    worker.stdin.write(frame)
+                    await worker.stdin.drain()
                 (size,) = HEADER.unpack(await worker.stdout.readexactly(HEADER.size))
                 if size > self.max_result_bytes:
                     raise TransformFailed(
@@ -648,6 +708,14 @@ class TransformRunner:
     async def _result(self, reply: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if reply["ok"] is not True:
             raise self._failure(reply)
+        if "texts" in reply:
+            try:
+                items = reply.get("items")
+                if isinstance(items, list) and len(items) > 20000:
+                    return await asyncio.to_thread(check_compact, reply["texts"], items)
+                return check_compact(reply["texts"], items)
+            except OutputError as exc:
+                raise TransformFailed(FailureKind.BAD_OUTPUT, str(exc)) from None
         try:
             if isinstance(reply.get("result"), list) and len(reply["result"]) > 2000:
                 pairs = await asyncio.to_thread(check_result, reply.get("result"))
@@ -731,6 +799,13 @@ def _sweep_stale_workdirs() -> None:
             shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             continue
+
+
+def _encode_batches(batches: list[list[bytes]]) -> bytes:
+    b64 = base64.b64encode
+    return encode_frame({"op": "run_many",
+                         "batches": [[b64(message).decode("ascii") for message in batch]
+                                     for batch in batches]})
 
 
 def _encode_batch(batch: list[bytes]) -> bytes:

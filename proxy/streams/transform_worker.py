@@ -9,6 +9,16 @@ strictly one request, one reply:
     worker <- {"ok": true, "sandbox": [...]}  or  {"ok": false, "kind": ..., "error": ...}
     proxy -> {"op": "run", "batch": [base64, ...]}
     worker <- {"ok": true, "result": [[query, params], ...]}  or  {"ok": false, ...}
+    proxy -> {"op": "run_many", "batches": [[base64, ...], ...]}
+    worker <- one reply per batch, in order, each sent as soon as that batch is done:
+              {"ok": true, "texts": [query, ...], "items": [[text index, params], ...]}
+              or {"ok": false, ...}; after a failure the worker runs no further batch of
+              the request (the proxy replaces it, as after any failure)
+
+``run_many`` is how a stream that is behind gets several batches transformed in one round
+trip, each still its own ``stream(batch)`` call. Its replies name each distinct query text
+once (``texts``): a batch's queries mostly share a few texts, and sending them once per
+message was most of the reply's size and decoding time.
 
 Failure kinds are ``load`` (import failed or no ``stream``), ``exception`` (``stream`` raised),
 ``output`` (``stream`` returned something outside the contract) and ``memory``.
@@ -149,6 +159,58 @@ def check_result(result: object) -> list[Any]:
                 raise OutputError(f"transform result item {index}: parameter "
                                   f"{_short_repr(key)}{path} {bad.problem}") from None
     return result
+
+
+def check_compact(texts: object, items: object) -> list[tuple[str, dict[str, Any]]]:
+    """A ``run_many`` reply's result, checked like ``check_result`` (the same messages) and
+    expanded to (query, parameters) pairs."""
+    if not isinstance(texts, list) or not isinstance(items, list):
+        raise OutputError("transform reply has no texts and items lists")
+    for number, text in enumerate(texts):
+        if not isinstance(text, str) or (not text.isascii() and _bad_text(text)):
+            raise OutputError(f"transform reply text {number} is not a valid str")
+    count = len(texts)
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    append = pairs.append
+    for index, item in enumerate(items):
+        if type(item) is not list or len(item) != 2:
+            raise OutputError(f"transform result item {index} must be a (query, parameters) "
+                              "pair")
+        number, params = item
+        if type(number) is not int or not 0 <= number < count:
+            raise OutputError(f"transform result item {index} names no query text")
+        if type(params) is not dict:
+            raise OutputError(f"transform result item {index}: parameters have type "
+                              f"{_type_name(params)}, must be dict")
+        for key, value in params.items():
+            if not key.isascii():
+                _check_name(key, index)
+            kind = type(value)
+            if kind is str:
+                if value.isascii():
+                    continue
+            elif kind in _PLAIN or (kind is int and INT64_MIN <= value <= INT64_MAX):
+                continue
+            try:
+                _check_value(value, 0)
+            except _Bad as bad:
+                path = "".join(reversed(bad.path))
+                raise OutputError(f"transform result item {index}: parameter "
+                                  f"{_short_repr(key)}{path} {bad.problem}") from None
+        append((texts[number], params))
+    return pairs
+
+
+def compact_result(result: list[Any]) -> dict[str, Any]:
+    """A checked result as a ``run_many`` reply: each distinct query text once."""
+    texts: dict[str, int] = {}
+    items: list[list[Any]] = []
+    for query, params in result:
+        number = texts.get(query)
+        if number is None:
+            number = texts[query] = len(texts)
+        items.append([number, params])
+    return {"ok": True, "texts": list(texts), "items": items}
 
 
 _PLAIN = frozenset({type(None), bool, float})
@@ -485,6 +547,8 @@ def sandbox(memory_limit_mb: int, workdir: str) -> list[str]:
 
 # -- the worker's main loop -----------------------------------------------------------------
 
+_OK_PREFIX = b'{"ok":true'
+
 
 class Channel:
     """Blocking frame I/O on the two private protocol descriptors."""
@@ -570,12 +634,14 @@ def _load(message: dict[str, Any], channel: Channel) -> Callable[[list[bytes]], 
 
 
 def _run(stream: Callable[[list[bytes]], Any], batch: list[bytes],
-         filename: str) -> tuple[bytes, bool]:
+         filename: str, compact: bool = False) -> tuple[bytes, bool]:
     """One batch -> (reply frame, whether this worker must exit), never raising for anything
     the transform does."""
     try:
-        result = stream(batch)
-        return encode_frame({"ok": True, "result": check_result(result)}), False
+        result = check_result(stream(batch))
+        if compact:
+            return encode_frame(compact_result(result)), False
+        return encode_frame({"ok": True, "result": result}), False
     except OutputError as exc:
         return encode_frame({"ok": False, "kind": "output", "error": str(exc)}), False
     except MemoryError as exc:
@@ -608,6 +674,16 @@ def main(argv: list[str]) -> int:
             request = channel.receive()
         except EOFError:
             return 0
+        if request.get("op") == "run_many":
+            for items in request["batches"]:
+                batch = [base64.b64decode(item) for item in items]
+                reply, fatal = _run(stream, batch, filename, compact=True)
+                channel.send_raw(reply)
+                if fatal:
+                    return 3
+                if not reply.startswith(_OK_PREFIX, HEADER.size):
+                    break  # a failed batch ends the request (the proxy starts a new worker)
+            continue
         batch = [base64.b64decode(item) for item in request["batch"]]
         reply, fatal = _run(stream, batch, filename)
         channel.send_raw(reply)

@@ -34,7 +34,7 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
     assert keys[:5] == FIRST_FIVE
     assert keys == [*FIRST_FIVE, "batch_interval", "batch_size", "consumer_group", "owner",
                     "messages_processed", "lag", "last_error", "on_error", "dead_letter_topic",
-                    "dead_lettered", "skipped"]
+                    "dead_lettered", "skipped", "delivery"]
     assert len(records) == 1
     row = records[0]
     assert [row[k] for k in FIRST_FIVE] == [name, broker.bootstrap, topic, transform, "stopped"]
@@ -46,6 +46,7 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
     # A user transform stops on errors unless the clause says otherwise.
     assert (row["on_error"], row["dead_letter_topic"], row["dead_lettered"], row["skipped"]) \
         == ("stop", None, 0, 0)
+    assert row["delivery"] == "at least once"  # the default
 
     # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
     with driver.session() as session:
