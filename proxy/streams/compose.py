@@ -3,25 +3,33 @@
 FalkorDB has no multi-statement transactions, but one ``GRAPH.QUERY`` is atomic: a run-time
 error undoes everything it did, and it is one entry of the append-only file (Redis drops a
 truncated last entry when it loads the file, so a crash of the server mid-write leaves all of
-it or none). ``compose`` turns the queries of a write into one query, each as a subquery::
+it or none). ``compose`` chains the queries of a write into one query::
 
-    [fence: check and set the stream's positions (positions.py)]
-    CALL { <query 1> }
-    CALL { CALL { <query 2, which ends in RETURN> } RETURN count(*) AS __boltstream_c1 }
+    <query 1>
+    WITH count(*) AS __boltstream_c0
+    <query 2>
+    WITH count(*) AS __boltstream_c1
     ...
-    RETURN ...
+    [fence: check the stream's positions, set them (positions.FENCE_TAIL)]
 
-Subqueries run in order, each seeing what the ones before it wrote, exactly as the queries one
-after the other would (measured on FalkorDB 4.16, and checked against one-by-one execution in
-tests/streams/test_compose.py). A query that ends in ``RETURN`` is wrapped twice, so that it
-yields exactly one row whatever it returns (zero rows would skip everything after it). Each
-query's parameters are renamed apart (``$x`` of the third query becomes
-``$__boltstream_p2_0``).
+Each ``WITH count(*)`` ends a query: it waits until the query before it is done (an
+aggregation consumes every row first), leaves exactly one row whatever that query produced,
+and nothing of its variables, so the next query runs as it would alone, seeing what the ones
+before it wrote. Each query's parameters are renamed apart (``$x`` of the third query becomes
+``$__boltstream_p2_0``). Checked against one-by-one execution on FalkorDB 4.16
+(tests/streams/test_compose.py). ``CALL { }`` subqueries were measured first and rejected: a
+subquery does not see nodes of a label that a subquery before it created when the graph did
+not know that label yet (FalkorDB resolves labels when it plans the query).
 
-What cannot be composed (``NotComposable``): index and constraint commands (FalkorDB refuses
-them inside ``CALL { }``), several statements in one text, and queries with a prefix
-(``EXPLAIN``, ``PROFILE``, ``CYPHER``, ``USE``). Anything else FalkorDB refuses inside a
-subquery fails the composed query with FalkorDB's message.
+The fence comes last: if the positions are not the expected ones, it divides by zero, which
+undoes the whole query; the writer then reads the positions to tell a lost fence from a
+user's query dividing by zero.
+
+What cannot be composed (``NotComposable``): a query that returns rows (``RETURN``, ``UNION``)
+or calls a procedure without ``YIELD`` (neither can go on after it), index and constraint
+commands (FalkorDB runs them only on their own), several statements in one text, and queries
+with a prefix (``EXPLAIN``, ``PROFILE``, ``CYPHER``, ``USE``). Anything else FalkorDB refuses
+in the chain fails the composed query with FalkorDB's message.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.streams.grouping import _TOKENS  # the Cypher tokens the planner reads too
-from proxy.streams.positions import FENCE_HEAD, PREFIX, WRITTEN, Fence, fence_parameters
+from proxy.streams.positions import FENCE_TAIL, PREFIX, Fence, fence_parameters
 
 Query = tuple[str, dict[str, Any]]
 
@@ -45,34 +53,34 @@ class NotComposable(ValueError):
 
 @dataclass(frozen=True)
 class _Parsed:
-    text: str  # with parameters renamed, trailing ';' removed
+    text: str  # with parameters renamed, a trailing ';' removed
     params: dict[str, Any]
-    returning: bool
 
 
 def compose(queries: Sequence[Query], fence: Fence | None = None) -> Query:
     """``queries`` (already planned: ``grouping.plan_queries``) and the fence as one query.
-    With a fence the result has one row when the fence held, none when it did not; without,
-    one row. Raises ``NotComposable``."""
+    Raises ``NotComposable``. Without a fence and without queries there is nothing to run:
+    ``ValueError``."""
     parts: list[str] = []
     params: dict[str, Any] = {}
-    if fence is not None:
-        parts.append(FENCE_HEAD)
-        params.update(fence_parameters(fence))
     for number, (text, values) in enumerate(queries):
         parsed = _parse(text, values, number, len(queries))
         params.update(parsed.params)
-        if parsed.returning:
-            parts.append(f"CALL {{ CALL {{ {parsed.text}\n}} RETURN count(*) AS "
-                         f"{PREFIX}_c{number} }}\n")
-        else:
-            parts.append(f"CALL {{ {parsed.text}\n}}\n")
-    parts.append(f"RETURN {WRITTEN}" if fence is not None else f"RETURN 1 AS {PREFIX}_done")
+        if parts:
+            parts.append(f"WITH count(*) AS {PREFIX}_c{number - 1}\n")
+        parts.append(parsed.text + "\n")
+    if fence is not None:
+        if parts:
+            parts.append(f"WITH count(*) AS {PREFIX}_c{len(queries) - 1}\n")
+        parts.append(FENCE_TAIL)
+        params.update(fence_parameters(fence))
+    if not parts:
+        raise ValueError("nothing to compose")
     return "".join(parts), params
 
 
 def composable(text: str) -> bool:
-    """Whether ``text`` can be a subquery of a composed query."""
+    """Whether ``text`` can be one of the queries of a composed query."""
     try:
         _parse(text, {}, 0, 1)
     except NotComposable:
@@ -92,9 +100,9 @@ def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parse
         raise NotComposable(f"{where} is empty")
     first = significant[0][1].upper()
     if first in _PREFIXES:
-        raise NotComposable(f"{where} starts with {first}, which cannot run inside a subquery")
+        raise NotComposable(f"{where} starts with {first}, which cannot be chained")
     depth = 0
-    returning = False
+    procedure_call = False
     for index, (kind, token, _start, _end) in enumerate(significant):
         if kind == "other":
             if token == ";":
@@ -107,15 +115,23 @@ def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parse
         if kind != "word" or depth != 0:
             continue
         before = significant[index - 1][1] if index else ""
-        after = significant[index + 1][1] if index + 1 < len(significant) else ""
-        if before in (".", ":") or after == ":":
+        after = significant[index + 1] if index + 1 < len(significant) else ("", "", 0, 0)
+        if before in (".", ":") or after[1] == ":":
             continue  # a property key or a label
         word = token.upper()
         if word in _SCHEMA_OBJECTS and before.upper() in ("CREATE", "DROP"):
             raise NotComposable(f"{where} is an index or constraint command, which FalkorDB "
                                 "runs only on its own")
-        if word == "RETURN":
-            returning = True
+        if word in ("RETURN", "UNION"):
+            raise NotComposable(f"{where} returns rows ({word}), so nothing can follow it in "
+                                "the same query")
+        if word == "CALL" and after[0] == "word":
+            procedure_call = True
+        if word == "YIELD":
+            procedure_call = False
+    if procedure_call:
+        raise NotComposable(f"{where} calls a procedure without YIELD, so nothing can follow "
+                            "it in the same query")
     end = significant[-1][3]
     renamed: dict[str, str] = {}
     out: list[str] = []
@@ -134,4 +150,4 @@ def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parse
         position = stop
     out.append(text[position:end])
     params = {renamed[name]: value for name, value in values.items() if name in renamed}
-    return _Parsed("".join(out), params, returning)
+    return _Parsed("".join(out), params)

@@ -97,8 +97,23 @@ WRITTEN = f"{PREFIX}_written"
 # One statement of its own (Bolt: the first of the batch's transaction): one row, the number
 # of positions set (as many as the fence has) or 0.
 FENCE_STATEMENT = _CHECK + f"RETURN count(*) AS {WRITTEN}"
-# The head of a composed query (FalkorDB): one row goes on if the fence holds, none if not.
-FENCE_HEAD = _CHECK + f"WITH {PREFIX}_ok, count(*) AS {WRITTEN} "
+# The end of a composed query (FalkorDB, compose.py), after the batch's writes: if the fence
+# does not hold, a division by zero undoes the whole query (the divisor is computed, so it
+# cannot be folded away when the query is planned). Takes one row in.
+FENCE_TAIL = (
+    f"UNWIND ${PREFIX}_positions AS {PREFIX}_p "
+    f"OPTIONAL MATCH ({PREFIX}_n:{LABEL} {{key: {PREFIX}_p.key}}) "
+    f"WITH sum(CASE WHEN coalesce({PREFIX}_n.next, {ABSENT}) = {PREFIX}_p.expected "
+    f"THEN 1 ELSE 0 END) AS {PREFIX}_ok "
+    f"WITH {PREFIX}_ok, 1 / (CASE WHEN {PREFIX}_ok = size(${PREFIX}_positions) THEN 1 "
+    f"ELSE 0 END) AS {PREFIX}_fence "
+    f"UNWIND ${PREFIX}_positions AS {PREFIX}_p "
+    f"MERGE ({PREFIX}_n:{LABEL} {{key: {PREFIX}_p.key}}) "
+    f"SET {PREFIX}_n.stream = ${PREFIX}_stream, {PREFIX}_n.topic = {PREFIX}_p.topic, "
+    f"{PREFIX}_n.partition = {PREFIX}_p.partition, {PREFIX}_n.next = {PREFIX}_p.next "
+    f"RETURN count(*) AS {WRITTEN}"
+)
+FENCE_FAILED = "Division by zero"  # how FalkorDB reports a failed FENCE_TAIL
 
 READ_POSITIONS = (f"MATCH (n:{LABEL}) WHERE n.stream = $stream "
                   "RETURN n.topic AS topic, n.partition AS partition, n.next AS next")

@@ -267,6 +267,9 @@ class StreamRunner:
         except Interrupted:
             return Ended(RunEnd.STOPPED)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.stopping.is_set() and task is not None and task.uncancel() == 0:
+                return Ended(RunEnd.STOPPED)  # stop() cancelled what it did not wait for
             raise
         except Exception as exc:  # a bug: say so, keep the proxy and other streams alive
             log.exception("stream %s failed", self.name)

@@ -46,6 +46,7 @@ from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, 
 from proxy.streams.compose import NotComposable, compose
 from proxy.streams.grouping import plan_queries
 from proxy.streams.positions import (
+    FENCE_FAILED,
     READ_POSITIONS,
     WRITTEN,
     Fence,
@@ -140,17 +141,20 @@ class FalkorDBWriter:
     a batch of several queries is not, unless it is composed into one (``atomic``, ``fence``:
     see the module docstring). ``owner`` is not used: FalkorDB has no users.
 
-    ``max_subqueries``: the most queries an atomic write of several batches composes into one
-    (beyond it ``NotAtomic``: the caller writes batch by batch). A fenced write composes
-    whatever it is given: it has no other way to be exactly-once.
+    ``max_combined``: the most queries an atomic write of several batches composes into one
+    (beyond it ``NotAtomic``: the caller writes batch by batch); ``max_composed``: the most
+    any composed query holds (a fenced write of a batch with more is refused: FalkorDB's
+    planning time grows faster than linearly with the length of a query).
     """
 
     def __init__(self, backend: QueryBackend, graph: str = "neo4j", *,
-                 group: bool = True, max_subqueries: int = 256) -> None:
+                 group: bool = True, max_combined: int = 256,
+                 max_composed: int = 1000) -> None:
         self.backend = backend
         self.graph = graph
         self.group = group
-        self.max_subqueries = max_subqueries
+        self.max_combined = max_combined
+        self.max_composed = max_composed
         self.description = f"FalkorDB graph {graph!r}"
 
     async def write_batch(self, queries: list[Query], owner: str | None, *,
@@ -177,10 +181,14 @@ class FalkorDBWriter:
 
     async def _write_composed(self, plan: list[Query], fence: Fence | None,
                               grouped: bool) -> None:
-        if fence is None and len(plan) > self.max_subqueries:
+        if fence is None and len(plan) > self.max_combined:
             raise NotAtomic(f"{len(plan)} queries are more than one atomic write composes "
-                            f"({self.max_subqueries})")
+                            f"({self.max_combined})")
         try:
+            if len(plan) > self.max_composed:
+                raise NotComposable(f"the batch makes {len(plan)} queries (after grouping "
+                                    f"into UNWIND queries), more than {self.max_composed}; "
+                                    "use a smaller BATCH_SIZE")
             text, params = compose(plan, fence)
         except NotComposable as exc:
             if fence is None:
@@ -190,12 +198,20 @@ class FalkorDBWriter:
             raise PermanentWriteError(message, code=CANNOT_BE_ATOMIC, detail=message,
                                       rolled_back=True) from None
         try:
-            result = await self.backend.run(self.graph, text, params)
+            await self.backend.run(self.graph, text, params)
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
             if exc.code.startswith("Neo.TransientError"):
                 raise TransientWriteError(exc.message) from None
+            if fence is not None and FENCE_FAILED in exc.message:
+                # The fence's division by zero, or one of the batch's own: the positions
+                # tell (nothing was written either way).
+                found = await self.read_positions(fence.stream, None)
+                if fence.already_applied(found):
+                    return
+                if any(found.get(tp) != fence.expected.get(tp) for tp in fence.next):
+                    raise FenceLost(found) from None
             if len(plan) == 1:
                 message = _rejected(plan[0][0], exc.code, exc.message, 1, 1)
             else:
@@ -205,10 +221,6 @@ class FalkorDBWriter:
                 message, code=exc.code, detail=exc.message,
                 index=0 if len(plan) == 1 and not grouped else None,
                 rolled_back=True) from None
-        if fence is not None and not result.rows:
-            found = await self.read_positions(fence.stream, None)
-            if not fence.already_applied(found):
-                raise FenceLost(found)
 
     async def read_positions(self, stream: str, owner: str | None
                              ) -> dict[TopicPartition, int]:
