@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -60,6 +61,26 @@ from proxy.streams.runner import (
 )
 from proxy.streams.transform import TransformPolicy, TransformRunner, TransformSource
 from proxy.streams.writers import GraphWriter
+
+_TRIM_EVERY = 30.0  # seconds between returns of free heap memory to the system
+
+
+def _trim_heap() -> None:
+    """Give the system back the free memory of the C heap (glibc's ``malloc_trim``): a stream
+    that caught up with a backlog leaves large free areas that the allocator would otherwise
+    keep for good. Nothing happens where that call does not exist."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
+
 
 __all__ = ["DEFAULT_BATCH_INTERVAL_MS", "DEFAULT_BATCH_SIZE", "EngineSettings", "StreamEngine",
            "StreamError", "StreamStatus"]
@@ -246,6 +267,7 @@ class StreamEngine:
             if self._runners.get(runner.name) is not runner:
                 return  # STOP, DROP or shutdown took it over
             del self._runners[runner.name]
+            _trim_heap()
             with contextlib.suppress(CatalogError):
                 await self.catalog.add_progress({runner.name: runner.progress.take()})
                 if ended.how is RunEnd.FAILED:
@@ -258,8 +280,13 @@ class StreamEngine:
                                               limit_batches=None)
 
     async def _flush_loop(self) -> None:
+        trimmed = 0.0
         while True:
             await asyncio.sleep(self.settings.flush_interval)
+            now = asyncio.get_running_loop().time()
+            if now - trimmed >= _TRIM_EVERY:
+                trimmed = now
+                _trim_heap()
             progress = {name: r.progress.take() for name, r in self._runners.items()}
             progress = {k: v for k, v in progress.items() if any(v)}
             try:
@@ -371,6 +398,7 @@ class StreamEngine:
                 return
             if runner is not None:
                 await runner.stop()
+                _trim_heap()
                 await self.catalog.add_progress({name: runner.progress.take()})
                 await self.catalog.update(name, status="stopped", limit_batches=None,
                                           last_error=runner.health.last_error)

@@ -15,8 +15,9 @@ Between the thread and the event loop:
 
 * formed batches wait in a queue whose size is bounded by messages and bytes (``max_messages``,
   ``max_bytes``, counting every batch not yet released by the runner): when it is full the
-  thread pauses its partitions (it keeps polling, so it stays in its group and callbacks run);
-  memory stays bounded however far behind the stream is;
+  thread takes no more messages (librdkafka's own prefetch queue is bounded too,
+  ``queued.max.messages.kbytes``) but keeps polling now and then, so it stays in its group
+  and callbacks run; memory stays bounded however far behind the stream is;
 * every batch carries the consumer's *epoch*, bumped by every seek and rebalance: the runner
   drops batches of an older epoch;
 * a rebalance first asks the runner to quiesce (drop what is not written, finish a write in
@@ -56,13 +57,17 @@ T = TypeVar("T")
 FORCED = ("bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store")
 # Consumer defaults (overridable with kafka_config): read a new group's topic from the start;
 # session.timeout.ms 6000 is Kafka's smallest accepted value and makes a group form in ~3 s;
-# a prefetch queue of 16 MB per consumer at most.
+# a prefetch queue of 16 MB per consumer at most; fetch requests that wait at most 50 ms for
+# data (some brokers, Tansu 0.6 among them, answer a fetch only when its wait is over, not when
+# data arrives: with librdkafka's 500 ms a message waited 130 ms on average before the stream
+# saw it; an idle stream then sends 20 small requests a second).
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     "session.timeout.ms": 6000,
     "max.poll.interval.ms": 300000,
     "enable.partition.eof": False,
     "queued.max.messages.kbytes": 16384,
+    "fetch.wait.max.ms": 50,
 }
 # Consumer-only settings: not given to the admin client (librdkafka would warn about each).
 CONSUMER_ONLY = ("group.", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.",
@@ -72,6 +77,7 @@ CONSUMER_ONLY = ("group.", "session.timeout.ms", "heartbeat.interval.ms", "max.p
 
 _SLICE = 0.1  # longest blocking consume call (seconds): how soon commands and STOP are seen
 _CHUNK = 5000  # most messages taken from librdkafka's queue at once
+_FULL_PAUSE = 0.01  # seconds between polls while the queue of formed batches is full
 _MAX_POLL_EXCEEDED = -147
 _BROKER_DOWN = {-195, -187, -193}  # _TRANSPORT, _ALL_BROKERS_DOWN, _RESOLVE
 _OFFSET_INVALID = -1001
@@ -185,7 +191,6 @@ class StreamConsumer:
         self._held_messages = 0  # formed, not yet released by the runner
         self._held_bytes = 0
         self._held_lock = threading.Lock()
-        self._paused = False
         self._assigned: list[Any] = []
         self._commands: deque[Callable[[], None]] = deque()
         self._commit_requests: deque[tuple[dict[TopicPartition, int], Any]] = deque()
@@ -230,6 +235,13 @@ class StreamConsumer:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.ready(max_messages)
+
+    def ready(self, max_messages: int) -> list[Batch]:
+        """The formed batches waiting, up to ``max_messages`` messages (at least one batch,
+        if any waits); never waits."""
+        if not self._ready:
+            return []
         taken = [self._ready.popleft()]
         count = len(taken[0])
         while self._ready and count + len(self._ready[0]) <= max_messages:
@@ -371,13 +383,13 @@ class StreamConsumer:
         if closed is not None:
             self._emit([closed])
         self._probe(now)
-        full = self._held_messages >= self.max_messages or self._held_bytes >= self.max_bytes
-        if full != self._paused and self._assigned:
-            with contextlib.suppress(Exception):
-                (consumer.pause if full else consumer.resume)(self._assigned)
-            self._paused = full
-        if full:
-            self._take(consumer.consume(num_messages=1, timeout=_SLICE / 2))
+        if self._held_messages >= self.max_messages or self._held_bytes >= self.max_bytes:
+            # Full: take no more (librdkafka's own queue, bounded by queued.max.messages.kbytes,
+            # holds what is fetched), but keep polling now and then: callbacks (commits,
+            # rebalances) run inside consume, and the group must see this member alive. The
+            # message such a poll returns, if any, is kept: the bound is exceeded by a few.
+            time.sleep(_FULL_PAUSE)
+            self._take(consumer.consume(num_messages=1, timeout=0))
             return
         deadline = self.former.deadline
         if deadline is not None:
@@ -645,9 +657,6 @@ class StreamConsumer:
         else:
             consumer.assign(partitions)
             self._assigned = list(partitions)
-        if self._paused and partitions:
-            with contextlib.suppress(Exception):
-                consumer.pause(partitions)
         log.info("stream %s: assigned %s", self.name,
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 

@@ -30,7 +30,7 @@ them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,12 +138,12 @@ def positions_from_rows(rows: Iterable[Iterable[Any]]) -> dict[TopicPartition, i
     return found
 
 
-def next_offsets(messages: Iterable[Any]) -> dict[TopicPartition, int]:
-    """(topic, partition) -> the offset after the last of ``messages`` there."""
+def next_offsets(messages: Sequence[Any]) -> dict[TopicPartition, int]:
+    """(topic, partition) -> the offset after the last of ``messages`` there (they come in
+    the order they were consumed: a partition's offsets grow)."""
     offsets: dict[TopicPartition, int] = {}
-    for message in messages:
+    for message in reversed(messages):
         key = (message.topic(), message.partition())
-        offset = message.offset() + 1
-        if offset > offsets.get(key, -1):
-            offsets[key] = offset
+        if key not in offsets:
+            offsets[key] = message.offset() + 1
     return offsets

@@ -47,6 +47,7 @@ import contextlib
 import enum
 import logging
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ from proxy.streams.batching import Batch
 from proxy.streams.definition import StreamDefinition
 from proxy.streams.executors import Applier, StopAt, dead_letter
 from proxy.streams.outcomes import (
+    DEAD_LETTER_QUERY,
     Accepted,
     Outcome,
     OutcomeError,
@@ -71,7 +73,13 @@ from proxy.streams.outcomes import (
 from proxy.streams.positions import Fence, FenceLost, TopicPartition, next_offsets
 from proxy.streams.producer import Failed, Record
 from proxy.streams.retry import Backoff, Health, Interrupted, Outage, retrying
-from proxy.streams.transform import FailureKind, TransformError, TransformFailed
+from proxy.streams.transform import (
+    AMBIGUOUS,
+    FailureKind,
+    Round,
+    TransformError,
+    TransformFailed,
+)
 from proxy.streams.writers import (
     GraphWriter,
     NotAtomic,
@@ -153,6 +161,7 @@ class Source(Protocol):
     def start(self) -> None: ...
     async def opened(self) -> None: ...
     async def batches(self, max_messages: int) -> list[Batch]: ...
+    def ready(self, max_messages: int) -> list[Batch]: ...
     def release(self, batch: Batch) -> None: ...
     def commit(self, offsets: dict[TopicPartition, int], token: Any) -> None: ...
     async def reseek(self, positions: dict[TopicPartition, int | None], epoch: int) -> None: ...
@@ -167,7 +176,8 @@ class Transformer(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def run(self, batch: list[bytes]) -> list[Query]: ...
-    async def run_many(self, batches: list[list[bytes]]) -> list[list[Query] | TransformFailed]:
+    async def submit(self, batches: list[list[bytes]]) -> Round: ...
+    async def collect(self, batch_round: Round) -> list[list[Query] | TransformFailed] | None:
         ...
 
 
@@ -248,7 +258,7 @@ class StreamRunner:
         self.producer: Producer | None = None
         self._idle = asyncio.Event()  # no write in progress
         self._idle.set()
-        self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
         self._leftover: list[_Item] = []
         self._current: list[Batch] = []  # the batch being applied (Host.write's fence)
         self._in_flight = 0  # batches taken by the transform stage, not yet written
@@ -361,62 +371,126 @@ class StreamRunner:
 
     async def _transform_stage(self, source: Source) -> None:
         try:
-            while True:
-                if self.limit is not None:
-                    # LIMIT n BATCHES: no more in flight than the batches left to write.
-                    while self._in_flight >= self.limit:
-                        self._room.clear()
-                        await self._room.wait()
+            await self._transform_rounds(source)
+        except _Permanent as exc:
+            self._queue.put_nowait([_Item(Batch([], source.epoch, 0), failure=str(exc))])
+        except Exception as exc:  # a bug: the write stage stops the stream with it
+            log.exception("stream %s: the transform stage failed", self.name)
+            self._queue.put_nowait([_Item(Batch([], source.epoch, 0),
+                                          failure=f"internal error: {type(exc).__name__}: {exc}")])
+
+    async def _transform_rounds(self, source: Source) -> None:
+        """Two rounds in flight: the worker transforms one while this reads the other's
+        results. Items go to the write stage's queue, which never blocks: what is in flight
+        anywhere is bounded by the consumer (batches count until the write stage releases
+        them)."""
+        pending: deque[tuple[list[Batch], Round]] = deque()
+        redo: list[Batch] = []  # to transform again (their worker was replaced), first
+        while True:
+            while len(pending) < 2:
+                batches = await self._take(source, redo, wait=not pending)
+                if not batches:
+                    break
+                if redo and batches[0] is redo[0]:
+                    redo = redo[len(batches):]
+                round_ = await self.transform.submit([batch.values() for batch in batches])
+                pending.append((batches, round_))
+            batches, round_ = pending.popleft()
+            results = await self.transform.collect(round_)
+            if results is None:  # an earlier failure replaced its worker: again, in order
+                redo = batches + await self._void(pending) + redo
+                continue
+            items: list[_Item] = []
+            for index, (batch, result) in enumerate(zip(batches, results, strict=False)):
+                if not isinstance(result, TransformFailed):
+                    items.append(await self._interpret(batch, result))
+                    continue
+                # The worker is being replaced: what was sent after this batch did not run.
+                redo = batches[index + 1:] + await self._void(pending) + redo
+                if result.unanswered > 1 and result.kind in AMBIGUOUS:
+                    # Several batches had no reply yet: which one failed? This, alone, tells.
+                    items.append(await self._transform_alone(batch))
+                else:
+                    items.append(await self._after_failure(batch, result))
+                break
+            self._queue.put_nowait(items)
+            if items and items[-1].failure is not None:
+                return
+
+    async def _take(self, source: Source, redo: list[Batch], *, wait: bool) -> list[Batch]:
+        """The next batches to transform: those to do again first, else the formed ones (up
+        to ``max_round_trip`` messages; when ``wait``, at least one batch)."""
+        if redo:
+            taken: list[Batch] = []
+            count = 0
+            for batch in redo:
+                if taken and count + len(batch) > self.settings.max_round_trip:
+                    break
+                taken.append(batch)
+                count += len(batch)
+            return taken
+        while True:
+            if self.limit is not None and self._in_flight >= self.limit:
+                # LIMIT n BATCHES: no more in flight than the batches left to write.
+                if not wait:
+                    return []
+                self._room.clear()
+                await self._room.wait()
+                continue
+            if wait:
                 batches = await source.batches(self.settings.max_round_trip)
                 if not batches:
                     if self.stopping.is_set():
-                        return
+                        raise Interrupted
                     reason = source.fatal or "the Kafka consumer stopped"
                     raise _Permanent(f"Kafka consumer failed: {reason}")
-                fresh = []
-                for batch in batches:
-                    if batch.epoch != source.epoch or (
-                            self.limit is not None and self._in_flight >= self.limit):
-                        source.release(batch)
-                    else:
-                        fresh.append(batch)
-                        self._in_flight += 1
-                while fresh:
-                    items = await self._transform(fresh)
-                    fresh = fresh[len(items):]
-                    await self._queue.put(items)
-                    if items[-1].failure is not None:
-                        return
-        except _Permanent as exc:
-            await self._queue.put([_Item(Batch([], source.epoch, 0), failure=str(exc))])
-        except Exception as exc:  # a bug: the write stage stops the stream with it
-            log.exception("stream %s: the transform stage failed", self.name)
-            await self._queue.put([_Item(Batch([], source.epoch, 0),
-                                         failure=f"internal error: {type(exc).__name__}: {exc}")])
+            else:
+                batches = source.ready(self.settings.max_round_trip)
+                if not batches:
+                    return []
+            fresh = []
+            for batch in batches:
+                if batch.epoch != source.epoch or (
+                        self.limit is not None and self._in_flight >= self.limit):
+                    source.release(batch)
+                else:
+                    fresh.append(batch)
+                    self._in_flight += 1
+            if fresh or not wait:
+                return fresh
+
+    async def _void(self, pending: deque[tuple[list[Batch], Round]]) -> list[Batch]:
+        """Rounds sent to a worker that is being replaced: collected (nothing to read), their
+        batches returned, to be transformed again."""
+        batches: list[Batch] = []
+        while pending:
+            more, round_ = pending.popleft()
+            if await self.transform.collect(round_) is not None:
+                raise RuntimeError("a round sent after a failed one was answered")
+            batches += more
+        return batches
+
+    async def _transform_alone(self, batch: Batch) -> _Item:
+        try:
+            pairs = await self.transform.run(batch.values())
+        except TransformFailed as failure:
+            return await self._after_failure(batch, failure)
+        except TransformError as exc:  # a restarted worker did not load
+            raise _Permanent(f"the transform failed: {exc}") from None
+        return await self._interpret(batch, pairs)
 
     def _written(self, batches: int) -> None:
         """The write stage is done with ``batches`` batches (written or dropped)."""
         self._in_flight -= batches
         self._room.set()
 
-    async def _transform(self, batches: list[Batch]) -> list[_Item]:
-        """Transform ``batches`` in one round trip: items for a prefix of them (up to the
-        first that failed, which is handled by the error policy)."""
-        try:
-            results = await self.transform.run_many([batch.values() for batch in batches])
-        except TransformFailed as exc:  # stop() interrupted it
-            raise _Permanent(f"the transform failed: {exc}") from None
-        except TransformError as exc:  # a restarted worker did not load
-            raise _Permanent(f"the transform failed: {exc}") from None
-        items: list[_Item] = []
-        for batch, result in zip(batches, results, strict=False):
-            if isinstance(result, TransformFailed):
-                items.append(await self._after_failure(batch, result))
-                break
-            items.append(await self._interpret(batch, result))
-        return items
-
     async def _interpret(self, batch: Batch, pairs: list[Query]) -> _Item:
+        if self.builtin is None:
+            for item in pairs:
+                if item[0] == DEAD_LETTER_QUERY:
+                    break
+            else:  # the common case: a batch result that rejects nothing
+                return _Item(batch, split=Split(pairs))
         size = len(batch.messages)
         if self.builtin is not None:
             try:
@@ -559,7 +633,8 @@ class StreamRunner:
             return
         if fence is not None:
             self.known.update(fence.next)
-        source.commit(next_offsets(messages), Counts(len(messages), len(run)))
+        source.commit(dict(fence.next) if fence is not None else next_offsets(messages),
+                      Counts(len(messages), len(run)))
 
     async def _write_one(self, source: Source, item: _Item) -> None:
         """Apply one batch (by the stream's mode and error policy), produce its dead letters

@@ -10,15 +10,19 @@ strictly one request, one reply:
     proxy -> {"op": "run", "batch": [base64, ...]}
     worker <- {"ok": true, "result": [[query, params], ...]}  or  {"ok": false, ...}
     proxy -> {"op": "run_many", "batches": [[base64, ...], ...]}
-    worker <- one reply per batch, in order, each sent as soon as that batch is done:
-              {"ok": true, "texts": [query, ...], "items": [[text index, params], ...]}
-              or {"ok": false, ...}; after a failure the worker runs no further batch of
-              the request (the proxy replaces it, as after any failure)
+    worker <- {"ok": true, "texts": [query, ...], "results": [[[text index, params], ...],
+              ...], "failure": {"ok": false, ...}}, as often as needed, in order: the results
+              of the next batches (each a list of items naming its query text by its index in
+              the frame's ``texts``), and ``failure`` for the batch after them if it failed;
+              after a failure the worker runs no further batch of the request (the proxy
+              replaces it, as after any failure)
 
 ``run_many`` is how a stream that is behind gets several batches transformed in one round
-trip, each still its own ``stream(batch)`` call. Its replies name each distinct query text
-once (``texts``): a batch's queries mostly share a few texts, and sending them once per
-message was most of the reply's size and decoding time.
+trip, each still its own ``stream(batch)`` call. The worker sends the replies it has every
+``REPLY_EVERY`` seconds (and at the end, or at a failure), so a batch that hangs is seen to hang
+within the time limit while a run of quick batches costs few frames. A frame names each
+distinct query text once (``texts``): batches mostly share a few texts, and sending them once
+per message was most of the reply's size and decoding time.
 
 Failure kinds are ``load`` (import failed or no ``stream``), ``exception`` (``stream`` raised),
 ``output`` (``stream`` returned something outside the contract) and ``memory``.
@@ -56,6 +60,7 @@ import linecache
 import os
 import struct
 import sys
+import time
 import traceback
 import types
 from collections.abc import Callable
@@ -161,14 +166,22 @@ def check_result(result: object) -> list[Any]:
     return result
 
 
-def check_compact(texts: object, items: object) -> list[tuple[str, dict[str, Any]]]:
-    """A ``run_many`` reply's result, checked like ``check_result`` (the same messages) and
-    expanded to (query, parameters) pairs."""
-    if not isinstance(texts, list) or not isinstance(items, list):
-        raise OutputError("transform reply has no texts and items lists")
+def check_texts(texts: object) -> list[str]:
+    """A ``run_many`` frame's texts, checked."""
+    if not isinstance(texts, list):
+        raise OutputError("transform reply has no texts list")
     for number, text in enumerate(texts):
         if not isinstance(text, str) or (not text.isascii() and _bad_text(text)):
             raise OutputError(f"transform reply text {number} is not a valid str")
+    return texts
+
+
+def check_compact(texts: list[str], items: object) -> list[tuple[str, dict[str, Any]]]:
+    """A batch's result in a ``run_many`` frame (``texts`` checked by ``check_texts``),
+    checked like ``check_result`` (the same messages) and expanded to (query, parameters)
+    pairs."""
+    if not isinstance(items, list):
+        raise OutputError("transform reply has no items list")
     count = len(texts)
     pairs: list[tuple[str, dict[str, Any]]] = []
     append = pairs.append
@@ -201,16 +214,16 @@ def check_compact(texts: object, items: object) -> list[tuple[str, dict[str, Any
     return pairs
 
 
-def compact_result(result: list[Any]) -> dict[str, Any]:
-    """A checked result as a ``run_many`` reply: each distinct query text once."""
-    texts: dict[str, int] = {}
+def compact_result(result: list[Any], texts: dict[str, int]) -> list[list[Any]]:
+    """A checked result as items of a ``run_many`` frame, its query texts numbered in
+    ``texts`` (shared by the frame)."""
     items: list[list[Any]] = []
     for query, params in result:
         number = texts.get(query)
         if number is None:
             number = texts[query] = len(texts)
         items.append([number, params])
-    return {"ok": True, "texts": list(texts), "items": items}
+    return items
 
 
 _PLAIN = frozenset({type(None), bool, float})
@@ -547,8 +560,6 @@ def sandbox(memory_limit_mb: int, workdir: str) -> list[str]:
 
 # -- the worker's main loop -----------------------------------------------------------------
 
-_OK_PREFIX = b'{"ok":true'
-
 
 class Channel:
     """Blocking frame I/O on the two private protocol descriptors."""
@@ -634,26 +645,63 @@ def _load(message: dict[str, Any], channel: Channel) -> Callable[[list[bytes]], 
 
 
 def _run(stream: Callable[[list[bytes]], Any], batch: list[bytes],
-         filename: str, compact: bool = False) -> tuple[bytes, bool]:
+         filename: str) -> tuple[bytes, bool]:
     """One batch -> (reply frame, whether this worker must exit), never raising for anything
     the transform does."""
+    reply, fatal = _reply(stream, batch, filename)
+    return encode_frame(reply), fatal
+
+
+def _reply(stream: Callable[[list[bytes]], Any], batch: list[bytes], filename: str, *,
+           texts: dict[str, int] | None = None) -> tuple[dict[str, Any], bool]:
+    """One batch -> (its reply, whether this worker must exit). With ``texts``, a success is
+    ``{"ok": true, "items": ...}`` naming texts in it (``compact_result``)."""
     try:
         result = check_result(stream(batch))
-        if compact:
-            return encode_frame(compact_result(result)), False
-        return encode_frame({"ok": True, "result": result}), False
+        if texts is not None:
+            return {"ok": True, "items": compact_result(result, texts)}, False
+        return {"ok": True, "result": result}, False
     except OutputError as exc:
-        return encode_frame({"ok": False, "kind": "output", "error": str(exc)}), False
+        return {"ok": False, "kind": "output", "error": str(exc)}, False
     except MemoryError as exc:
         where = describe_exception(exc, filename)["where"]
         # The heap may be in any state now: the proxy starts a fresh worker.
-        return encode_frame({"ok": False, "kind": "memory", "error": "MemoryError",
-                             "where": where}), True
+        return {"ok": False, "kind": "memory", "error": "MemoryError", "where": where}, True
     except BaseException as exc:
-        return encode_frame({"ok": False, "kind": "exception",
-                             **describe_exception(exc, filename)}), False
+        return {"ok": False, "kind": "exception", **describe_exception(exc, filename)}, False
     finally:
         _flush()
+
+
+REPLY_EVERY = 0.05  # seconds: how long finished replies of a run_many may wait to be sent
+
+
+def _run_many(stream: Callable[[list[bytes]], Any], batches: list[list[str]], filename: str,
+              channel: Channel) -> bool:
+    """Run each batch; send the replies in frames (see the module docstring). False when the
+    worker must exit."""
+    texts: dict[str, int] = {}
+    results: list[list[list[Any]]] = []
+    sent = time.monotonic()
+    for items in batches:
+        reply, fatal = _reply(stream, [base64.b64decode(item) for item in items], filename,
+                              texts=texts)
+        if reply["ok"]:
+            results.append(reply["items"])
+        now = time.monotonic()
+        if not reply["ok"] or fatal or now - sent >= REPLY_EVERY:
+            frame: dict[str, Any] = {"ok": True, "texts": list(texts), "results": results}
+            if not reply["ok"]:
+                frame["failure"] = reply
+            channel.send(frame)
+            texts, results, sent = {}, [], now
+        if fatal:
+            return False
+        if not reply["ok"]:
+            break  # a failed batch ends the request (the proxy starts a new worker)
+    if results:
+        channel.send({"ok": True, "texts": list(texts), "results": results})
+    return True
 
 
 def main(argv: list[str]) -> int:
@@ -675,14 +723,8 @@ def main(argv: list[str]) -> int:
         except EOFError:
             return 0
         if request.get("op") == "run_many":
-            for items in request["batches"]:
-                batch = [base64.b64decode(item) for item in items]
-                reply, fatal = _run(stream, batch, filename, compact=True)
-                channel.send_raw(reply)
-                if fatal:
-                    return 3
-                if not reply.startswith(_OK_PREFIX, HEADER.size):
-                    break  # a failed batch ends the request (the proxy starts a new worker)
+            if not _run_many(stream, request["batches"], filename, channel):
+                return 3
             continue
         batch = [base64.b64decode(item) for item in request["batch"]]
         reply, fatal = _run(stream, batch, filename)

@@ -74,7 +74,9 @@ class FakeSource:
     def __init__(self) -> None:
         self.epoch = 0
         self.fatal: str | None = None
-        self.ready: deque[Batch] = deque()
+        self.formed: deque[Batch] = deque()
+        self.held = 0  # handed over, not released: the consumer's bound (in batches here)
+        self.bound = 10**9
         self.more = asyncio.Event()
         self.next_offset: dict[int, int] = {}
         self.commits: list[dict[TopicPartition, int]] = []
@@ -93,7 +95,7 @@ class FakeSource:
                 offset = self.next_offset.get(partition, 0)
                 self.next_offset[partition] = offset + 1
                 messages.append(Message(value.encode(), offset, partition))
-            self.ready.append(Batch(messages, self.epoch, sum(len(v) for v in values)))
+            self.formed.append(Batch(messages, self.epoch, sum(len(v) for v in values)))
         self.more.set()
 
     def start(self) -> None:
@@ -103,20 +105,33 @@ class FakeSource:
         pass
 
     async def batches(self, max_messages: int) -> list[Batch]:
-        while not self.ready:
+        while not self.waiting():
             if self.closed:
                 return []
             self.more.clear()
             await self.more.wait()
-        taken = [self.ready.popleft()]
+        return self.ready(max_messages)
+
+    def waiting(self) -> bool:
+        """A batch may be handed over: there is one, and the bound allows it."""
+        return bool(self.formed) and self.held < self.bound
+
+    def ready(self, max_messages: int) -> list[Batch]:
+        if not self.waiting():
+            return []
+        taken = [self.formed.popleft()]
         count = len(taken[0])
-        while self.ready and count + len(self.ready[0]) <= max_messages:
-            count += len(self.ready[0])
-            taken.append(self.ready.popleft())
+        while (self.formed and count + len(self.formed[0]) <= max_messages
+               and self.held + len(taken) < self.bound):
+            count += len(self.formed[0])
+            taken.append(self.formed.popleft())
+        self.held += len(taken)
         return taken
 
     def release(self, batch: Batch) -> None:
         self.released += 1
+        self.held -= 1
+        self.more.set()
 
     def commit(self, offsets: dict[TopicPartition, int], token: Any) -> None:
         self.commits.append(dict(offsets))
@@ -133,7 +148,7 @@ class FakeSource:
         self.reseeks.append(dict(positions))
         if epoch == self.epoch:
             self.epoch += 1
-            self.ready.clear()
+            self.formed.clear()
 
     def assignment(self) -> list[TopicPartition]:
         return list(self.assigned)
@@ -162,6 +177,7 @@ class FakeTransform:
         self.fn = fn
         self.round_trips: list[int] = []
         self.calls: list[list[bytes]] = []
+        self.worker = 0
         self.gate: asyncio.Event | None = None
 
     async def start(self) -> None:
@@ -174,8 +190,14 @@ class FakeTransform:
         self.calls.append(batch)
         return self.fn(batch)
 
-    async def run_many(self, batches: list[list[bytes]]) -> list[list[Query] | TransformFailed]:
+    async def submit(self, batches: list[list[bytes]]) -> Any:
         self.round_trips.append(len(batches))
+        return (self.worker, batches)
+
+    async def collect(self, submitted: Any) -> list[list[Query] | TransformFailed] | None:
+        worker, batches = submitted
+        if worker != self.worker:
+            return None  # sent to a worker that a failure replaced: never ran
         if self.gate is not None:
             await self.gate.wait()
         results: list[list[Query] | TransformFailed] = []
@@ -185,6 +207,7 @@ class FakeTransform:
                 results.append(self.fn(batch))
             except TransformFailed as failure:
                 results.append(failure)
+                self.worker += 1  # replaced, as the real runner does after any failure
                 break
         return results
 
@@ -424,16 +447,18 @@ async def test_commits_leave_the_write_path_and_come_in_order() -> None:
 
 
 @asynctest
-async def test_the_transform_stage_does_not_run_far_ahead_of_the_writer() -> None:
+async def test_backpressure_reaches_the_consumer() -> None:
+    """The graph is slow: the batches handed over and not written stay within the consumer's
+    bound (here 4 batches), the rest waits with the consumer, and nothing runs ahead."""
     rig = Rig(round_trip=3)
-    rig.graph.gate = asyncio.Event()  # the graph is slow: nothing is written
+    rig.source.bound = 4
+    rig.graph.gate = asyncio.Event()  # nothing is written
     runner = rig.start()
     for number in range(20):
         rig.source.push([f"{number}.{i}" for i in range(3)])
     await asyncio.sleep(0.2)
-    # One write in progress, two rounds queued, one transformed and waiting to be queued.
-    assert len(rig.transform.round_trips) <= 4
-    assert len(rig.source.ready) >= 15  # the rest is still with the consumer
+    assert rig.source.held == 4 and len(rig.transform.round_trips) == 4
+    assert len(rig.source.formed) == 16
     rig.graph.gate.set()
     await until(lambda: len(rig.graph.applied) == 60)
     assert rig.graph.applied == [f"{n}.{i}" for n in range(20) for i in range(3)]
@@ -549,6 +574,21 @@ async def test_a_failing_transform_with_dead_letters_isolates_the_message() -> N
     assert rig.graph.applied == ["a", "b", "c", "d"]
     assert [r.value for r in rig.producer.records] == [b"boom"]
     assert rig.progress.totals == Counts(messages=5, batches=3, dead_lettered=1)
+    await runner.stop()
+
+
+@asynctest
+async def test_rounds_sent_behind_a_failed_one_are_transformed_again_in_order() -> None:
+    """Two rounds in flight; the first fails at its second batch: the worker is replaced, so
+    the second round never ran; it is sent again, after the failed batch was taken apart."""
+    rig = Rig(error_policy="skip", round_trip=2)
+    rig.source.push(["a"], ["boom"], ["c"], ["d"])
+    runner = rig.start()
+    await until(lambda: rig.progress.totals.messages == 4)
+    assert rig.graph.applied == ["a", "c", "d"]
+    assert rig.transform.round_trips == [2, 2, 2]  # [a, boom], [c, d] (void), [c, d] again
+    assert rig.transform.calls == [[b"a"], [b"boom"], [b"boom"], [b"c"], [b"d"]]
+    assert rig.progress.totals == Counts(messages=4, batches=4, skipped=1)
     await runner.stop()
 
 
