@@ -667,6 +667,8 @@ class StreamConsumer:
         self._revoke(consumer, partitions, lost=True)
 
     def _revoke(self, consumer: Any, partitions: list[Any], *, lost: bool) -> None:
+        log.info("stream %s: %s %s", self.name, "lost" if lost else "revoked",
+                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
         try:
             self._drop_formed()
             if self.hooks is not None:

@@ -261,6 +261,7 @@ class StreamRunner:
         self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
         self._leftover: list[_Item] = []
         self._current: list[Batch] = []  # the batch being applied (Host.write's fence)
+        self._lost: FenceLost | None = None  # a write found the fence lost: seek again
         self._in_flight = 0  # batches taken by the transform stage, not yet written
         self._room = asyncio.Event()
         self.task: asyncio.Task[Ended] = asyncio.get_running_loop().create_task(
@@ -542,6 +543,11 @@ class StreamRunner:
                 self._idle.set()
             if end is not None:
                 return end
+            lost, self._lost = self._lost, None
+            if lost is not None:
+                # Not while busy: seeking needs the consumer's thread, which may be waiting
+                # in a rebalance for this stage to be idle.
+                await self._resync(source, lost)
         return Ended(RunEnd.STOPPED)
 
     async def _next_items(self, transforming: asyncio.Task[None]) -> list[_Item]:
@@ -593,7 +599,8 @@ class StreamRunner:
             except FenceLost as lost:
                 for rest in items[end:]:
                     source.release(rest.batch)
-                await self._resync(source, lost)
+                self._written(len(items) - end)
+                self._lost = lost
                 return None
             finally:
                 for done in run:

@@ -24,6 +24,7 @@ import pytest
 from tests.arcadedb import ArcadeDB
 from tests.streams.conftest import (
     Broker,
+    arcade_proxy,
     create_stream,
     run,
     show,
@@ -31,7 +32,6 @@ from tests.streams.conftest import (
     stream_name,
     wait_until,
 )
-from tests.streams.test_exactly_once import arcade_proxy
 from tests.support import ProxyProcess
 
 pytestmark = pytest.mark.timeout(300)

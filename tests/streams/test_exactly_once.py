@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from neo4j.exceptions import Neo4jError
 from proxy.streams.positions import LABEL, position_key
 from tests.arcadedb import ArcadeDB
 from tests.streams.conftest import (
-    KAFKA_TEST_CONFIG,
     Broker,
+    arcade_proxy,
     create_stream,
     run,
     show,
@@ -28,7 +27,7 @@ from tests.streams.conftest import (
     stream_name,
     wait_until,
 )
-from tests.support import FalkorDBProcess, ProxyProcess
+from tests.support import FalkorDBProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,35 +43,6 @@ def stream(batch):
             out.append(("CREATE (:Rec {body: $body, n: $n})", {"body": body, "n": len(batch)}))
     return out
 '''
-
-
-def arcade_proxy(arcadedb: ArcadeDB, data: Path, transforms: Path,
-                 *extra: str) -> ProxyProcess:
-    return ProxyProcess(
-        "--data-dir", str(data), "--backend", arcadedb.bolt_uri, "--backend-user", "root",
-        "--transform-allowed-dirs", str(transforms), "--kafka-client-config",
-        KAFKA_TEST_CONFIG, "--transform-timeout", "5", *extra,
-        env={"BOLTSTREAM_BACKEND_PASSWORD": arcadedb.auth[1]}, auth=arcadedb.auth).start()
-
-
-@pytest.fixture(scope="module")
-def arcade(arcadedb: ArcadeDB, transforms: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    proxy = arcade_proxy(arcadedb, tmp_path_factory.mktemp("arcade-proxy"), transforms)
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(params=["falkordb", "arcadedb"])
-def backend(request: pytest.FixtureRequest, driver: Any) -> Iterator[Any]:
-    """A driver to a proxy in front of each database."""
-    if request.param == "falkordb":
-        yield driver
-        return
-    proxy = request.getfixturevalue("arcade")
-    arcadedb = request.getfixturevalue("arcadedb")
-    with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
-        yield drv
 
 
 def bodies(driver: Any, prefix: str) -> list[str]:
@@ -229,7 +199,11 @@ def test_a_second_proxy_is_fenced_off(broker: Broker, transforms: Path, tmp_path
         producer.start()
         wait_until(lambda: len(bodies(drivers[0], name)) > 300, message="the first member")
         run(drivers[1], f"START STREAM {name}")
-        time.sleep(1.5)
+        # Once the group has given the second member a partition, the first leaves. (Leaving
+        # while the group is still rebalancing left Tansu 0.6's group without an
+        # assignment, for good, about once in five runs.)
+        wait_until(lambda: show(drivers[1], name)["messages_processed"] > 0, timeout=30,
+                   message="the second member's first batch")
         run(drivers[0], f"STOP STREAM {name}")
         producer.join()
         wait_until(lambda: len(set(bodies(drivers[1], name))) == len(sent), timeout=60,
@@ -237,7 +211,6 @@ def test_a_second_proxy_is_fenced_off(broker: Broker, transforms: Path, tmp_path
         time.sleep(0.5)
         counts = Counter(bodies(drivers[1], name))
         assert counts == Counter(sent), [b for b, n in counts.items() if n > 1][:5]
-        assert show(drivers[1], name)["messages_processed"] > 0
     finally:
         for drv in drivers:
             drv.close()

@@ -1,6 +1,7 @@
 """The tutorial of the manual (seeds/000), step by step, through the proxy with the official
 driver: topic with the messages ``1`` and ``1 2``, the manual's transform, CREATE, SHOW
-(stopped), TEST (the exact table), START, SHOW (running), the graph, STOP, SHOW, DROP."""
+(stopped), TEST (the exact table), START, SHOW (running), the graph, STOP, SHOW, DROP; in
+front of the embedded FalkorDB and of ArcadeDB."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.timeout(60)
 FIRST_FIVE = ["name", "uri", "topic", "transform", "status"]
 
 
-def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path) -> None:
+def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path) -> None:
+    driver = backend
     run(driver, "MATCH (n:Node) DETACH DELETE n")
     broker.produce(topic, ["1", "1 2"])
     name = stream_name("mystream")
@@ -40,7 +42,7 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
     assert [row[k] for k in FIRST_FIVE] == [name, broker.bootstrap, topic, transform, "stopped"]
     assert row["batch_interval"] == 100 and row["batch_size"] == 10
     assert row["consumer_group"] == name
-    assert row["owner"] == "alice"
+    assert row["owner"] == backend.user
     assert row["messages_processed"] == 0
     assert row["last_error"] is None
     # A user transform stops on errors unless the clause says otherwise.
