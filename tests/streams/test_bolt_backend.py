@@ -405,8 +405,9 @@ def test_arcadedb_refusing_the_service_account_stops_the_stream(
             create_stream(drv, name, broker, topic, transforms / "msg.py")
             run(drv, f"START STREAM {name}")
             row = wait_until(lambda: (r := show(drv, name))["status"] == "error" and r)
-            assert "Unauthorized" in row["last_error"] or "authentication" in (
-                row["last_error"].lower())
+            assert row["last_error"] == ("the backend refused the batch: "
+                                         "Neo.ClientError.Security.Unauthorized: "
+                                         "Authentication failed")
             assert broker.committed(name, topic) == {0: -1001}
             run(drv, f"DROP STREAM {name}")
     finally:
