@@ -20,7 +20,11 @@ the failing message is found:
   a message) every message of the run is written again on its own, in order. On a Bolt server
   that is exact (the failed transaction left nothing); on FalkorDB the messages before the
   culprit may be applied twice (as in any replay: ``MERGE`` makes that harmless, and
-  ``builtin:depc`` only merges).
+  ``builtin:depc`` only merges), except for exactly-once streams, whose writes on FalkorDB are
+  one composed query each (all or nothing, as a transaction).
+
+An exactly-once stream's writes also move its positions in the graph (``Host.write``'s
+``through``: the write completes the batch's first ``through`` messages).
 
 A message of several queries that fails on FalkorDB may be half-applied (its queries before
 the failing one stay); on a Bolt server each message's queries are one transaction.

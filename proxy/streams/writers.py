@@ -12,11 +12,13 @@ needs to isolate the failing message of a batch without applying the others twic
 ``GRAPH.RO_QUERY``; on Bolt servers a READ transaction that is always rolled back, and refused
 if the server reports that it wrote anyway (servers that ignore the access mode).
 
-``FalkorDBWriter``: FalkorDB has no multi-statement transactions. A batch's queries run one
-after another, each atomic on its own; if one fails or the proxy dies in the middle, the
-batch is half-applied, its offsets are not committed, and it is applied again, whole, later
-(at-least-once). Transforms should therefore write idempotently (``MERGE``) where duplicates
-matter.
+``FalkorDBWriter``: FalkorDB has no multi-statement transactions, but one query is atomic. A
+single batch of an at-least-once stream runs query after query, each atomic on its own; if one
+fails or the proxy dies in the middle, the batch is half-applied, its offsets are not
+committed, and it is applied again, whole, later (at-least-once: transforms should write
+idempotently, ``MERGE``, where duplicates matter). A combined write of several batches, and
+every write of an exactly-once stream, is composed into one query (``compose.py``): all or
+nothing.
 
 ``BoltWriter``: Neo4j, Memgraph, or any Bolt server, through the official async driver with
 the service account from the proxy's configuration. One explicit transaction per batch.
