@@ -535,6 +535,9 @@ def plan_queries(queries: Sequence[Query]) -> list[Query]:
     """Queries with the same effect as ``queries`` run in order (see the module docstring)."""
     if len(queries) < 2:
         return list(queries)
+    fast = _all_creates_then_all_matches(queries)
+    if fast is not None:
+        return fast
     blocks: list[_Block] = []
     segment = 0  # index of the first block after the last barrier
     cache = _cache
@@ -573,6 +576,75 @@ def plan_queries(queries: Sequence[Query]) -> list[Query]:
     for block in blocks:
         planned.extend(group_runs(block.queries) if block.kind != "X" else block.queries)
     return planned
+
+
+def _all_creates_then_all_matches(queries: Sequence[Query]) -> list[Query] | None:
+    """The plan of the common case in one pass, or None when the general planner must run:
+    every query of kind C or M with all its values known, no C creating relationships, and no
+    M query that a C query after it could feed (a node it creates matches one of the M's
+    patterns). Then every C query can go first and every M query after them (rule 2 of the
+    module docstring, applied to the whole batch at once), each group in its order."""
+    creates: list[Query] = []
+    matches: list[Query] = []
+    kinds: list[bool] = []  # per query: a C query
+    cache = _cache
+    for query in queries:
+        text, params = query
+        shape = cache.get(text) or analyse(text)
+        kind = shape.kind
+        if kind is None or shape.nodes is None or not params.keys() >= shape.params:
+            return None
+        if kind == "C":
+            if shape.relationships:
+                return None
+            creates.append(query)
+            kinds.append(True)
+        else:
+            matches.append(query)
+            kinds.append(False)
+    if not creates or not matches:
+        return group_runs(creates or matches)
+    # From the last query back: the nodes the C queries after each M query create.
+    created: dict[str, set[Any]] = {}
+    for index in range(len(queries) - 1, -1, -1):
+        text, params = queries[index]
+        shape = cache[text]
+        if kinds[index]:
+            for props in _compiled(shape):
+                for key, name, value in props:
+                    if name is not None:
+                        value = params[name]
+                        value_type = type(value)
+                        if not (value_type is str or value_type is int or value_type is bool):
+                            return None
+                    elif value is UNKNOWN:
+                        return None
+                    values = created.get(key)
+                    if values is None:
+                        created[key] = {value}
+                    else:
+                        values.add(value)
+            continue
+        if not created:
+            continue
+        for props in _compiled(shape):
+            if not props:
+                return None
+            feeds = True
+            for key, name, value in props:
+                if name is not None:
+                    value = params[name]
+                    value_type = type(value)
+                    if not (value_type is str or value_type is int or value_type is bool):
+                        return None
+                elif value is UNKNOWN:
+                    return None
+                values = created.get(key)
+                if values is None or value not in values:
+                    feeds = False
+            if feeds:
+                return None
+    return group_runs(creates) + group_runs(matches)
 
 
 def group_runs(queries: Sequence[Query]) -> list[Query]:

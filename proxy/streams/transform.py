@@ -896,10 +896,10 @@ def _sweep_stale_workdirs() -> None:
 
 
 def _encode_batches(batches: list[list[bytes]]) -> bytes:
-    b64 = base64.b64encode
-    return encode_frame({"op": "run_many",
-                         "batches": [[b64(message).decode("ascii") for message in batch]
-                                     for batch in batches]})
+    """A ``run_many`` request: the sizes as JSON, then the bytes as they are (no base64)."""
+    sizes = [[len(message) for message in batch] for batch in batches]
+    data = b"".join(message for batch in batches for message in batch)
+    return encode_frame({"op": "run_many", "sizes": sizes}) + HEADER.pack(len(data)) + data
 
 
 def _encode_batch(batch: list[bytes]) -> bytes:

@@ -9,7 +9,8 @@ strictly one request, one reply:
     worker <- {"ok": true, "sandbox": [...]}  or  {"ok": false, "kind": ..., "error": ...}
     proxy -> {"op": "run", "batch": [base64, ...]}
     worker <- {"ok": true, "result": [[query, params], ...]}  or  {"ok": false, ...}
-    proxy -> {"op": "run_many", "batches": [[base64, ...], ...]}
+    proxy -> {"op": "run_many", "sizes": [[size, ...], ...]}, then one more frame holding the
+             messages' bytes one after another (batch by batch, each message ``size`` long)
     worker <- {"ok": true, "texts": [query, ...], "results": [[[text index, params], ...],
               ...], "failure": {"ok": false, ...}}, as often as needed, in order: the results
               of the next batches (each a list of items naming its query text by its index in
@@ -579,6 +580,10 @@ class Channel:
             remaining -= len(chunk)
         return b"".join(chunks)
 
+    def receive_raw(self) -> bytes:
+        (size,) = HEADER.unpack(self._read_exactly(HEADER.size))
+        return self._read_exactly(size)
+
     def receive(self) -> Any:
         (size,) = HEADER.unpack(self._read_exactly(HEADER.size))
         return decode_payload(self._read_exactly(size))
@@ -676,16 +681,30 @@ def _reply(stream: Callable[[list[bytes]], Any], batch: list[bytes], filename: s
 REPLY_EVERY = 0.05  # seconds: how long finished replies of a run_many may wait to be sent
 
 
-def _run_many(stream: Callable[[list[bytes]], Any], batches: list[list[str]], filename: str,
-              channel: Channel) -> bool:
+def split_batches(sizes: Any, data: bytes) -> list[list[bytes]]:
+    """A ``run_many`` request's batches: the messages cut out of ``data`` by ``sizes``."""
+    batches: list[list[bytes]] = []
+    position = 0
+    for batch_sizes in sizes:
+        batch = []
+        for size in batch_sizes:
+            batch.append(data[position:position + size])
+            position += size
+        batches.append(batch)
+    if position != len(data):
+        raise ValueError("the message sizes do not add up to the data")
+    return batches
+
+
+def _run_many(stream: Callable[[list[bytes]], Any], batches: list[list[bytes]],
+              filename: str, channel: Channel) -> bool:
     """Run each batch; send the replies in frames (see the module docstring). False when the
     worker must exit."""
     texts: dict[str, int] = {}
     results: list[list[list[Any]]] = []
     sent = time.monotonic()
-    for items in batches:
-        reply, fatal = _reply(stream, [base64.b64decode(item) for item in items], filename,
-                              texts=texts)
+    for batch in batches:
+        reply, fatal = _reply(stream, batch, filename, texts=texts)
         if reply["ok"]:
             results.append(reply["items"])
         now = time.monotonic()
@@ -723,7 +742,11 @@ def main(argv: list[str]) -> int:
         except EOFError:
             return 0
         if request.get("op") == "run_many":
-            if not _run_many(stream, request["batches"], filename, channel):
+            try:
+                batches = split_batches(request["sizes"], channel.receive_raw())
+            except EOFError:
+                return 0
+            if not _run_many(stream, batches, filename, channel):
                 return 3
             continue
         batch = [base64.b64decode(item) for item in request["batch"]]
