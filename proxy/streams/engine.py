@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -142,6 +143,7 @@ class StreamEngine:
         self._tests: dict[str, asyncio.Task[list[tuple[str, dict[str, Any]]]]] = {}
         self._preempted: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._trim_due = False
         self._started = False
         self._stopped = False
 
@@ -267,7 +269,7 @@ class StreamEngine:
             if self._runners.get(runner.name) is not runner:
                 return  # STOP, DROP or shutdown took it over
             del self._runners[runner.name]
-            _trim_heap()
+            self._trim_due = True
             with contextlib.suppress(CatalogError):
                 await self.catalog.add_progress({runner.name: runner.progress.take()})
                 if ended.how is RunEnd.FAILED:
@@ -284,7 +286,13 @@ class StreamEngine:
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             now = asyncio.get_running_loop().time()
-            if now - trimmed >= _TRIM_EVERY:
+            if self._trim_due:
+                # A stream ended: what it held is garbage now (some of it in cycles).
+                self._trim_due = False
+                trimmed = now
+                gc.collect()
+                _trim_heap()
+            elif now - trimmed >= _TRIM_EVERY:
                 trimmed = now
                 _trim_heap()
             progress = {name: r.progress.take() for name, r in self._runners.items()}
@@ -366,6 +374,7 @@ class StreamEngine:
             runner = self._runners.pop(name, None)
             if runner is not None:
                 await runner.stop()
+                self._trim_due = True
             await self.catalog.delete(name)
         log.info("dropped stream %s", name)
 
@@ -398,7 +407,7 @@ class StreamEngine:
                 return
             if runner is not None:
                 await runner.stop()
-                _trim_heap()
+                self._trim_due = True
                 await self.catalog.add_progress({name: runner.progress.take()})
                 await self.catalog.update(name, status="stopped", limit_batches=None,
                                           last_error=runner.health.last_error)
