@@ -3,16 +3,14 @@ proxy (its embedded FalkorDB dies with it), separately of the embedded FalkorDB 
 a proxy in front of ArcadeDB. At least once: nothing is lost. Exactly once: every message is
 in the graph exactly once.
 
-Half the messages wait in the topic before the stream starts (batches combine into large
-writes), the other half arrive while it runs (caught up: batches close by size and time).
-The random moments come from a seed printed with each run."""
+Each incarnation of the proxy starts behind (batches combine into large writes) and is killed
+while it catches up. The random moments come from a seed printed with each run."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,48 +52,41 @@ def counts(driver: Any, label: str) -> tuple[int, int]:
     return int(row["n"]), int(row["d"])
 
 
-def produce_in_background(broker: Broker, topic: str) -> threading.Thread:
-    """The first half now; the second half over about six seconds, from a thread."""
-    values = [str(i) for i in range(TOTAL)]
-    half = TOTAL // 2
-    broker.produce(topic, values[:half])
-
-    def rest() -> None:
-        for start in range(half, TOTAL, 2000):
-            broker.produce(topic, values[start:start + 2000])
-            time.sleep(0.12)
-
-    thread = threading.Thread(target=rest, daemon=True)
-    thread.start()
-    return thread
-
-
 def ingest_with_kills(start: Callable[[], ProxyProcess], kill: Callable[[ProxyProcess], None],
                       auth: tuple[str, str], broker: Broker, transforms: Path, label: str,
                       delivery: str) -> tuple[int, int]:
-    """Run a stream of TOTAL messages through ``KILLS`` kills; (nodes, distinct) at the end."""
+    """Run a stream of TOTAL messages through ``KILLS`` kills; (nodes, distinct) at the end.
+
+    A quarter of the messages wait before the stream starts; after each kill, while the proxy
+    is down, another part arrives: every incarnation starts behind, and is killed at a random
+    moment after its first write, while it catches up."""
     seed = random.randrange(2**32)
     print(f"random seed {seed}")
     rng = random.Random(seed)
     name = stream_name(f"crash_{label}")
     topic = broker.create_topic(f"t_{name}", partitions=2)
     script = transform(transforms, label)
+    values = [str(i) for i in range(TOTAL)]
+    first = TOTAL // 4
+    part = (TOTAL - first) // KILLS
+    broker.produce(topic, values[:first])
+    produced = first
     proxy = start()
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=auth) as drv:
             create_stream(drv, name, broker, topic, script, f"DELIVERY {delivery}")
             run(drv, f"START STREAM {name}")
-        producer = produce_in_background(broker, topic)
         for number in range(KILLS):
             with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=auth) as drv:
                 before = counts(drv, label)[0]
-                # Wait until this incarnation writes, then kill at a random moment after.
                 wait_until(lambda drv=drv, before=before: counts(drv, label)[0] > before,
                            timeout=60, interval=0.05, message=f"progress before kill {number}")
-            time.sleep(rng.uniform(0.05, 0.8))
+            time.sleep(rng.uniform(0.0, 0.3))
             kill(proxy)
+            end = TOTAL if number == KILLS - 1 else produced + part
+            broker.produce(topic, values[produced:end])
+            produced = end
             proxy = start()
-        producer.join()
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=auth) as drv:
             wait_until(lambda: counts(drv, label)[1] == TOTAL, timeout=120, interval=0.5,
                        message="every message")

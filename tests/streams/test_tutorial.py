@@ -69,7 +69,11 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     # START STREAM: running; the messages reach the graph.
     assert run(driver, f"START STREAM {name}") == []
     assert show(driver, name)["status"] == "running"
-    wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    try:
+        wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    except AssertionError as exc:  # say where the stream is
+        raise AssertionError(f"{exc}; nodes: {count(driver, '(n:Node)')}; the stream: "
+                             f"{show(driver, name)}") from None
     # The edge query matched node 1 and (no node 2) created nothing, as in the tutorial.
     assert run(driver, "MATCH (n:Node) RETURN n.id AS id") == [{"id": "1"}]
     wait_until(lambda: show(driver, name)["messages_processed"] == 2, message="the counter")
