@@ -46,11 +46,11 @@ from tests.streams.conftest import MANUAL_TRANSFORM  # noqa: E402
 from tests.support import ProxyProcess  # noqa: E402
 
 DIRECT_BATCH = 5000
-CREATE_TRANSFORM = '''\
+CREATE_TRANSFORM = """\
 def stream(batch):
     return [("CREATE (:Item {id: $id})", {"id": item.decode()}) for item in batch]
-'''
-LATENCY_TRANSFORM = '''\
+"""
+LATENCY_TRANSFORM = """\
 def stream(batch):
     out = []
     for item in batch:
@@ -58,7 +58,7 @@ def stream(batch):
         out.append(("CREATE (:Lat {seq: $seq, sent: $sent, seen: timestamp()})",
                     {"seq": int(seq), "sent": int(sent)}))
     return out
-'''
+"""
 
 
 def make_messages(count: int, seed: int = 7) -> list[str]:
@@ -78,8 +78,13 @@ def make_messages(count: int, seed: int = 7) -> list[str]:
 def consume_rate(broker: Broker, topic: str, count: int) -> float:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench-consume",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "bench-consume",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     started = time.perf_counter()
     seen = 0
@@ -92,8 +97,9 @@ def consume_rate(broker: Broker, topic: str, count: int) -> float:
     return count / elapsed
 
 
-async def direct_rates(folder: Path, manual: list[str], items: list[str]
-                       ) -> tuple[float, tuple[int, int], float]:
+async def direct_rates(
+    folder: Path, manual: list[str], items: list[str]
+) -> tuple[float, tuple[int, int], float]:
     """(manual messages/s, (nodes, edges), CREATE-only messages/s) on an embedded FalkorDB
     like the proxy's."""
     from proxy.backends.embedded import EmbeddedFalkorDB
@@ -107,18 +113,27 @@ async def direct_rates(folder: Path, manual: list[str], items: list[str]
         edges = [{"from_id": a, "to_id": b} for a, b in (m.split() for m in manual if " " in m)]
         started = time.perf_counter()
         for i in range(0, len(nodes), DIRECT_BATCH):
-            await backend.run("direct", "UNWIND $rows AS r CREATE (:Node {id: r})",
-                              {"rows": nodes[i:i + DIRECT_BATCH]})
+            await backend.run(
+                "direct",
+                "UNWIND $rows AS r CREATE (:Node {id: r})",
+                {"rows": nodes[i : i + DIRECT_BATCH]},
+            )
         for i in range(0, len(edges), DIRECT_BATCH):
-            await backend.run("direct", "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
-                              "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
-                              {"rows": edges[i:i + DIRECT_BATCH]})
+            await backend.run(
+                "direct",
+                "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
+                "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
+                {"rows": edges[i : i + DIRECT_BATCH]},
+            )
         manual_rate = len(manual) / (time.perf_counter() - started)
         counted = await graph_counts(backend, "direct")
         started = time.perf_counter()
         for i in range(0, len(items), DIRECT_BATCH):
-            await backend.run("items", "UNWIND $rows AS r CREATE (:Item {id: r})",
-                              {"rows": items[i:i + DIRECT_BATCH]})
+            await backend.run(
+                "items",
+                "UNWIND $rows AS r CREATE (:Item {id: r})",
+                {"rows": items[i : i + DIRECT_BATCH]},
+            )
         create_rate = len(items) / (time.perf_counter() - started)
         return manual_rate, counted, create_rate
     finally:
@@ -151,12 +166,15 @@ class Bench:
         with self.driver.session() as session:
             return [record.data() for record in session.run(query, params)]
 
-    def stream(self, name: str, topic: str, transform: str, count: int, options: str
-               ) -> tuple[float, float, float]:
+    def stream(
+        self, name: str, topic: str, transform: str, count: int, options: str
+    ) -> tuple[float, float, float]:
         """(whole rate, steady rate, seconds) of a stream from START to its last commit."""
-        self.run(f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
-                 f"WITH TOPIC '{topic}' WITH TRANSFORM '{self.transforms / transform}' "
-                 f"{options}")
+        self.run(
+            f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
+            f"WITH TOPIC '{topic}' WITH TRANSFORM '{self.transforms / transform}' "
+            f"{options}"
+        )
         started = time.perf_counter()
         self.run(f"START STREAM {name}")
         first: float | None = None
@@ -182,8 +200,9 @@ class Bench:
 
     def clear(self) -> None:
         for label in ("Node", "Item", "Lat"):
-            while self.run(f"MATCH (n:{label}) WITH n LIMIT 200000 DETACH DELETE n "
-                           "RETURN count(n) AS c")[0]["c"]:
+            while self.run(
+                f"MATCH (n:{label}) WITH n LIMIT 200000 DETACH DELETE n RETURN count(n) AS c"
+            )[0]["c"]:
                 pass
 
     def latency(self, seconds: float, rate: int = 100) -> list[float]:
@@ -192,8 +211,10 @@ class Bench:
 
         topic = self.broker.create_topic("latency")
         name = "bench_latency"
-        self.run(f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
-                 f"WITH TOPIC '{topic}' WITH TRANSFORM '{self.transforms / 'latency.py'}'")
+        self.run(
+            f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
+            f"WITH TOPIC '{topic}' WITH TRANSFORM '{self.transforms / 'latency.py'}'"
+        )
         self.run(f"START STREAM {name}")
         producer = Producer({"bootstrap.servers": self.broker.bootstrap, "linger.ms": 0})
         # Warm up: the consumer group forms first.
@@ -221,8 +242,11 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--batch-sizes", default="10,1000,10000",
-                        help="comma-separated BATCH_SIZE values to run the streams with")
+    parser.add_argument(
+        "--batch-sizes",
+        default="10,1000,10000",
+        help="comma-separated BATCH_SIZE values to run the streams with",
+    )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args()
     count = args.messages
@@ -232,13 +256,23 @@ def main() -> None:
         work = Path(tmp)
         transforms = work / "transforms"
         transforms.mkdir()
-        for file, code in (("manual.py", MANUAL_TRANSFORM), ("create.py", CREATE_TRANSFORM),
-                           ("latency.py", LATENCY_TRANSFORM)):
+        for file, code in (
+            ("manual.py", MANUAL_TRANSFORM),
+            ("create.py", CREATE_TRANSFORM),
+            ("latency.py", LATENCY_TRANSFORM),
+        ):
             (transforms / file).write_text(code)
         broker = Broker().start()
-        proxy = ProxyProcess("--data-dir", str(work / "proxy"), "--fsync", "always",
-                             "--transform-allowed-dirs", str(transforms),
-                             "--log-level", "warning").start()
+        proxy = ProxyProcess(
+            "--data-dir",
+            str(work / "proxy"),
+            "--fsync",
+            "always",
+            "--transform-allowed-dirs",
+            str(transforms),
+            "--log-level",
+            "warning",
+        ).start()
         bench = Bench(proxy, broker, transforms)
         try:
             manual = make_messages(count)
@@ -248,48 +282,67 @@ def main() -> None:
             broker.produce(manual_topic, manual)
             create_topic = broker.create_topic("create")
             broker.produce(create_topic, items)
-            print(f"produced {count:,} messages twice in {time.perf_counter() - started:.1f} s "
-                  f"(manual: {sum(' ' not in m for m in manual):,} nodes, "
-                  f"{sum(' ' in m for m in manual):,} edges; CREATE-only: {count:,} nodes)")
+            print(
+                f"produced {count:,} messages twice in {time.perf_counter() - started:.1f} s "
+                f"(manual: {sum(' ' not in m for m in manual):,} nodes, "
+                f"{sum(' ' in m for m in manual):,} edges; CREATE-only: {count:,} nodes)"
+            )
             consume = consume_rate(broker, manual_topic, count)
             direct, expected, direct_create = asyncio.run(
-                direct_rates(work / "direct", manual, items))
+                direct_rates(work / "direct", manual, items)
+            )
             print(f"consume only (confluent-kafka):           {consume:>10,.0f} messages/s")
-            print(f"direct UNWIND, manual data (5,000/query): {direct:>10,.0f} messages/s "
-                  f"({expected[0]:,} nodes, {expected[1]:,} edges)")
-            print(f"direct UNWIND, CREATE-only:               {direct_create:>10,.0f} "
-                  "messages/s")
+            print(
+                f"direct UNWIND, manual data (5,000/query): {direct:>10,.0f} messages/s "
+                f"({expected[0]:,} nodes, {expected[1]:,} edges)"
+            )
+            print(f"direct UNWIND, CREATE-only:               {direct_create:>10,.0f} messages/s")
             bench.run("CREATE INDEX FOR (n:Node) ON (n.id)")
             assert proxy.proc is not None
             rss_before = rss_mb(proxy.proc.pid)
             results: dict[tuple[str, int, str], tuple[float, float, float]] = {}
-            print(f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
-                  f"{'steady/s':>10}{'seconds':>9}  graph")
-            for transform, topic, label in (("manual", manual_topic, "Node"),
-                                            ("create", create_topic, "Item")):
+            print(
+                f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
+                f"{'steady/s':>10}{'seconds':>9}  graph"
+            )
+            for transform, topic, label in (
+                ("manual", manual_topic, "Node"),
+                ("create", create_topic, "Item"),
+            ):
                 for size in batch_sizes:
                     for delivery in ("AT LEAST ONCE", "EXACTLY ONCE"):
                         name = f"bench_{transform}_{size}_{delivery[0]}"
                         whole, steady, seconds = bench.stream(
-                            name, topic, f"{transform}.py", count,
-                            f"BATCH_SIZE {size} DELIVERY {delivery}")
+                            name,
+                            topic,
+                            f"{transform}.py",
+                            count,
+                            f"BATCH_SIZE {size} DELIVERY {delivery}",
+                        )
                         results[(transform, size, delivery)] = (whole, steady, seconds)
                         got = bench.counts(label)
                         want = expected if transform == "manual" else (count, 0)
                         check = "ok" if got == want else f"MISMATCH {got} != {want}"
-                        print(f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
-                              f"{steady:>10,.0f}{seconds:>9.1f}  {check}", flush=True)
+                        print(
+                            f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
+                            f"{steady:>10,.0f}{seconds:>9.1f}  {check}",
+                            flush=True,
+                        )
                         bench.clear()
             latencies = bench.latency(args.latency_seconds)
             time.sleep(2)
             rss_after = rss_mb(proxy.proc.pid)
             p50 = statistics.median(latencies)
             p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-            print(f"\nlatency at 100 messages/s, default settings (BATCH_SIZE 10, "
-                  f"BATCH_INTERVAL 100 ms): p50 {p50:.0f} ms, p99 {p99:.0f} ms "
-                  f"({len(latencies)} messages)")
-            print(f"proxy RSS: {rss_before:.0f} MB before the first stream, {rss_after:.0f} MB "
-                  f"after the last ({rss_after - rss_before:+.0f} MB)")
+            print(
+                f"\nlatency at 100 messages/s, default settings (BATCH_SIZE 10, "
+                f"BATCH_INTERVAL 100 ms): p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+                f"({len(latencies)} messages)"
+            )
+            print(
+                f"proxy RSS: {rss_before:.0f} MB before the first stream, {rss_after:.0f} MB "
+                f"after the last ({rss_after - rss_before:+.0f} MB)"
+            )
             print_aims(results, direct, batch_sizes, p50, rss_after - rss_before)
         finally:
             bench.driver.close()
@@ -297,8 +350,13 @@ def main() -> None:
             broker.stop()
 
 
-def print_aims(results: dict[tuple[str, int, str], tuple[float, float, float]],
-               direct: float, sizes: list[int], p50: float, rss_growth: float) -> None:
+def print_aims(
+    results: dict[tuple[str, int, str], tuple[float, float, float]],
+    direct: float,
+    sizes: list[int],
+    p50: float,
+    rss_growth: float,
+) -> None:
     print("\naims (issue 8), measured in this run:")
 
     def steady(transform: str, size: int, delivery: str = "AT LEAST ONCE") -> float:
@@ -314,13 +372,13 @@ def print_aims(results: dict[tuple[str, int, str], tuple[float, float, float]],
         ratio = steady("manual", 10000) / direct
         line("BATCH_SIZE 10000, manual, steady / direct UNWIND", ratio, ">= 0.7", ratio >= 0.7)
     best = max(steady("create", size) for size in sizes)
-    line("CREATE-only, best steady (thousand messages/s)", best / 1000, ">= 100",
-         best >= 100_000)
+    line("CREATE-only, best steady (thousand messages/s)", best / 1000, ">= 100", best >= 100_000)
     for transform in ("manual", "create"):
         for size in sizes:
             cost = 1 - steady(transform, size, "EXACTLY ONCE") / steady(transform, size)
-            line(f"exactly-once cost, {transform}, BATCH_SIZE {size}", cost, "<= 0.20",
-                 cost <= 0.20)
+            line(
+                f"exactly-once cost, {transform}, BATCH_SIZE {size}", cost, "<= 0.20", cost <= 0.20
+            )
     line("light-load p50 (ms)", p50, "<= 110", p50 <= 110)
     line("proxy RSS growth (MB)", rss_growth, "< 50", rss_growth < 50)
 

@@ -5,9 +5,14 @@ function you feed bytes to and get bytes or values back from, so the proxy's I/O
 timing and every protocol behaviour is testable in memory. The layers, bottom up:
 
 ``handshake`` -> ``chunking`` -> ``packstream`` (+ ``values``) -> ``messages`` -> ``state``
+-> ``connection`` (the server side of a connection: requests out, answers in, bytes out).
+
+Errors are one hierarchy (``errors``), with the Neo4j status codes in one place (``status``)
+and the FAILURE shapes per version in ``failures``.
 """
 
 from bolt.chunking import NOOP, ChunkDecoder, chunk, chunk_into
+from bolt.connection import Received, ServerConnection
 from bolt.errors import (
     AuthenticationError,
     BoltError,
@@ -54,7 +59,6 @@ from bolt.messages import (
     decode_request,
     decode_response,
     encode_failure,
-    encode_failure_metadata,
     encode_record,
     encode_request,
     encode_response,
@@ -103,6 +107,7 @@ __all__ = [
     "Packer",
     "ProtocolError",
     "Pull",
+    "Received",
     "Record",
     "Request",
     "Reset",
@@ -110,6 +115,7 @@ __all__ = [
     "Rollback",
     "Route",
     "Run",
+    "ServerConnection",
     "ServerHandshake",
     "ServerStateMachine",
     "State",
@@ -128,7 +134,6 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode_failure",
-    "encode_failure_metadata",
     "encode_record",
     "encode_request",
     "encode_response",

@@ -1,39 +1,49 @@
 """Errors, with the policy for each on the class.
 
-Every error a Bolt peer can cause or report is a ``BoltError``. The class says what the server
-side should do about it, so the I/O layer never has to guess from the message text:
+Every error a Bolt peer can cause, and every refusal a server sends, is a ``BoltError``. The
+error says what the server side should do about it, so no session has to guess from message
+text:
 
-* ``code`` — the Neo4j status code to put in the FAILURE;
+* ``code`` — the Neo4j status code to put in the FAILURE (``bolt.status``);
 * ``close_connection`` — close after sending the FAILURE (protocol violations, failed auth);
-* ``retriable`` — a driver may retry the unit of work (``Neo.TransientError.*``);
+* ``transient`` — a retry of the same work may succeed (``Neo.TransientError.*``: drivers retry
+  managed transactions on exactly these), derived from ``code``;
 * ``failure(version)`` — the ready FAILURE metadata for the client's protocol version.
 
 ``ProtocolError`` and its subclasses mean the *peer* broke the protocol (bad bytes, a message that
 has no transition in the current state). Neo4j answers those with ``Neo.ClientError.Request.
 Invalid`` and closes the connection (bolt.md §6); the handshake errors close without a FAILURE
 because no Bolt version has been agreed to shape one.
+
+``ClientError`` is a request refused with any status code (the backends' errors are
+``ClientError``s: ``proxy.backends.base.BackendError``); the connection lives on.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bolt import status
 from bolt.failures import failure_metadata
 from bolt.versions import Version
 
 
 class BoltError(Exception):
-    """Base class. Subclasses override the three policy attributes."""
+    """Base class. Subclasses set the policy attributes."""
 
-    code: str = "Neo.DatabaseError.General.UnknownError"
+    code: str = status.UNKNOWN_ERROR
     close_connection: bool = True
-    retriable: bool = False
     # A more precise GQLSTATUS than the one derived from ``code`` (5.7+ FAILUREs), if any.
     gql_status: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def transient(self) -> bool:
+        """True when retrying the same work may succeed (the code is a TransientError)."""
+        return status.is_transient(self.code)
 
     def failure(self, version: Version) -> dict[str, Any]:
         """FAILURE metadata describing this error, in the shape ``version`` expects."""
@@ -43,7 +53,7 @@ class BoltError(Exception):
 class ProtocolError(BoltError):
     """The peer sent something the protocol does not allow. Send FAILURE, then close."""
 
-    code = "Neo.ClientError.Request.Invalid"
+    code = status.REQUEST_INVALID
     close_connection = True
 
 
@@ -72,7 +82,8 @@ class InvalidTransition(ProtocolError):
 
 
 class ClientError(BoltError):
-    """A request the server refuses (bad query, unknown database...). The connection lives on."""
+    """A request the server refuses, with the status code that says why (of any class: client,
+    transient or database error). The connection lives on."""
 
     close_connection = False
 
@@ -86,18 +97,12 @@ class AuthenticationError(ClientError):
 
     close_connection = True
 
-    def __init__(self, message: str, code: str = "Neo.ClientError.Security.Unauthorized") -> None:
+    def __init__(self, message: str, code: str = status.UNAUTHORIZED) -> None:
         super().__init__(code, message)
 
 
-class TransientError(BoltError):
+class TransientError(ClientError):
     """A temporary condition; drivers retry managed transactions on ``Neo.TransientError.*``."""
 
-    close_connection = False
-    retriable = True
-
-    def __init__(
-        self, message: str, code: str = "Neo.TransientError.General.DatabaseUnavailable"
-    ) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, message: str, code: str = status.DATABASE_UNAVAILABLE) -> None:
+        super().__init__(code, message)

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bolt.errors import ProtocolError
-from bolt.failures import failure_metadata as failure_metadata
-from bolt.failures import normalize_failure as normalize_failure
 from bolt.packstream import Packer, Unpacker, hydrate
+from bolt.status import code_of
 from bolt.versions import (
     Version,
     has_logon,
@@ -224,8 +223,7 @@ class Failure:
     @property
     def code(self) -> str:
         """The Neo4j code in either FAILURE shape (``code`` <=5.6, ``neo4j_code`` 5.7+)."""
-        code = self.metadata.get("neo4j_code", self.metadata.get("code"))
-        return code if isinstance(code, str) else "Neo.DatabaseError.General.UnknownError"
+        return code_of(self.metadata)
 
     @property
     def message(self) -> str:
@@ -246,29 +244,40 @@ def peek_tag(payload: bytes | bytearray | memoryview) -> int:
     return payload[1]
 
 
-def peek_run_query(payload: bytes) -> tuple[str, int]:
-    """The query text of a RUN payload and the offset where its parameters start, without
-    decoding the parameters (for classifying; the caller forwards the original bytes).
+def run_query_span(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """Where the query text's UTF-8 bytes are in the RUN payload ``data[start:end]``: ``(begin,
+    stop)``; the parameters start at ``stop``. Nothing is decoded.
 
     Raises ``ProtocolError`` if the payload is not a RUN whose first field is a string.
     """
-    if len(payload) < 3 or payload[0] != 0xB3 or payload[1] != Tag.RUN:
+    if end is None:
+        end = len(data)
+    if end - start < 3 or data[start] != 0xB3 or data[start + 1] != Tag.RUN:
         raise ProtocolError("not a three-field RUN message")
-    marker = payload[2]
+    marker = data[start + 2]
     if 0x80 <= marker <= 0x8F:
-        start, size = 3, marker & 0x0F
-    elif marker == 0xD0 and len(payload) >= 4:
-        start, size = 4, payload[3]
-    elif marker == 0xD1 and len(payload) >= 5:
-        start, size = 5, int.from_bytes(payload[3:5], "big")
-    elif marker == 0xD2 and len(payload) >= 7:
-        start, size = 7, int.from_bytes(payload[3:7], "big")
+        begin, size = start + 3, marker & 0x0F
+    elif marker == 0xD0 and end - start >= 4:
+        begin, size = start + 4, data[start + 3]
+    elif marker == 0xD1 and end - start >= 5:
+        begin, size = start + 5, int.from_bytes(data[start + 3 : start + 5], "big")
+    elif marker == 0xD2 and end - start >= 7:
+        begin, size = start + 7, int.from_bytes(data[start + 3 : start + 7], "big")
     else:
         raise ProtocolError("RUN query must be a string")
-    if start + size > len(payload):
+    if begin + size > end:
         raise ProtocolError("RUN query string is truncated")
+    return begin, begin + size
+
+
+def peek_run_query(data: bytes, start: int = 0, end: int | None = None) -> tuple[str, int]:
+    """The query text of the RUN payload ``data[start:end]`` and the offset where its parameters
+    start, without decoding the parameters (for classifying; the caller forwards the original
+    bytes). Raises ``ProtocolError`` like ``run_query_span``, and for text that is not UTF-8.
+    """
+    begin, stop = run_query_span(data, start, end)
     try:
-        return payload[start : start + size].decode("utf-8"), start + size
+        return data[begin:stop].decode("utf-8"), stop
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"RUN query is not valid UTF-8: {exc}") from None
 
@@ -340,9 +349,7 @@ def request_defined(tag: int, version: Version) -> bool:
     return True
 
 
-def decode_request(
-    payload: bytes | bytearray | memoryview, version: Version, utc_patch: bool = False
-) -> Request:
+def decode_request(payload: bytes | bytearray | memoryview, version: Version) -> Request:
     """Decode a client request for protocol ``version``.
 
     Raises ``ProtocolError`` (close the connection) for an unknown tag, a message that does not
@@ -362,7 +369,7 @@ def decode_request(
         query = _field(f[0], str, "query", name)
         params = _field(f[1], dict, "parameters", name, nullable=True) or {}
         extra = _field(f[2], dict, "extra", name, nullable=True) or {}
-        return Run(query, hydrate(params, version, utc_patch), extra)
+        return Run(query, hydrate(params), extra)
     if tag == Tag.PULL:
         n, qid = _n_qid(_field(f[0], dict, "extra", name), name)
         return Pull(n, qid)
@@ -402,11 +409,7 @@ def decode_request(
 
 
 def decode_response(
-    payload: bytes | bytearray | memoryview,
-    version: Version,
-    utc_patch: bool = False,
-    *,
-    hydrate_values: bool = True,
+    payload: bytes | bytearray | memoryview, version: Version, *, hydrate_values: bool = True
 ) -> Response:
     """Decode a server response. RECORD values are hydrated unless ``hydrate_values=False``."""
     data = payload if type(payload) is bytes else bytes(payload)
@@ -414,7 +417,7 @@ def decode_response(
     if tag == Tag.RECORD:
         _, f = _read_fields(data, (1,))
         values = _field(f[0], list, "data", "RECORD")
-        return Record(hydrate(values, version, utc_patch) if hydrate_values else values)
+        return Record(hydrate(values) if hydrate_values else values)
     if tag == Tag.SUCCESS:
         _, f = _read_fields(data, (1,))
         return Success(_field(f[0], dict, "metadata", "SUCCESS"))
@@ -486,15 +489,9 @@ def encode_record(values: list[Any] | tuple[Any, ...], packer: Packer) -> bytes:
     return bytes(out)
 
 
-def encode_failure(code: str, message: str, version: Version) -> bytes:
-    """FAILURE payload for ``code``/``message`` in the shape ``version`` expects."""
-    out = bytearray(_FAILURE_HEADER)
-    Packer(version).pack_into(out, failure_metadata(code, message, version))
-    return bytes(out)
-
-
-def encode_failure_metadata(metadata: dict[str, Any], packer: Packer) -> bytes:
-    """FAILURE payload from ready metadata (e.g. ``BoltError.failure(version)``)."""
+def encode_failure(metadata: dict[str, Any], packer: Packer) -> bytes:
+    """FAILURE payload from ready metadata (``BoltError.failure(version)``, or a backend's
+    FAILURE after ``normalize_failure``)."""
     out = bytearray(_FAILURE_HEADER)
     packer.pack_into(out, metadata)
     return bytes(out)
@@ -507,7 +504,7 @@ def encode_response(resp: Response, packer: Packer) -> bytes:
     if isinstance(resp, Success):
         return encode_success(resp.metadata, packer)
     if isinstance(resp, Failure):
-        return encode_failure_metadata(resp.metadata, packer)
+        return encode_failure(resp.metadata, packer)
     if isinstance(resp, Ignored):
         return IGNORED_PAYLOAD
     raise TypeError(f"not a response: {resp!r}")

@@ -397,11 +397,6 @@ def _pack_bytes(out: bytearray, v: bytes | bytearray) -> None:
     out += v
 
 
-def pack(value: Any, version: Version | None = None, utc_patch: bool = False) -> bytes:
-    """One-off ``Packer(version, utc_patch).pack(value)``; keep a Packer around on hot paths."""
-    return Packer(version, utc_patch).pack(value)
-
-
 # -- unpacking --------------------------------------------------------------------------------
 
 _U16 = struct.Struct(">H")
@@ -784,13 +779,12 @@ def _hydrate(value: Any) -> Any:
 _CONTAINERS = frozenset({list, dict, Structure})
 
 
-def hydrate(value: Any, version: Version | None = None, utc_patch: bool = False) -> Any:
+def hydrate(value: Any) -> Any:
     """Turn value-level structures (recursively) into ``bolt.values``; unknown tags stay.
 
     The tags say which shape arrived ('F' local vs 'I' UTC seconds, 3- vs 4-field Node), so
-    decoding needs no version: ``version``/``utc_patch`` are accepted for symmetry with
-    ``Packer`` and for future tags that depend on them. Every ``DateTime`` comes back with UTC
-    seconds. A known tag with the wrong shape raises ``PackStreamError``. Containers without
-    structures are returned as the same objects (no copy).
+    decoding needs no version. Every ``DateTime`` comes back with UTC seconds. A known tag with
+    the wrong shape raises ``PackStreamError``. Containers without structures are returned as
+    the same objects (no copy).
     """
     return _hydrate(value)

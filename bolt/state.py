@@ -59,6 +59,10 @@ from bolt.versions import Version, has_logon
 class State(enum.Enum):
     """Server states (Bolt server-state spec)."""
 
+    # Members are singletons: identity hashing keeps table lookups in C (Enum.__hash__ is
+    # Python code, and the relay looks states up on every answer).
+    __hash__ = object.__hash__
+
     NEGOTIATION = "NEGOTIATION"  # handshake done, waiting for HELLO ("CONNECTED" in <5.1 docs)
     AUTHENTICATION = "AUTHENTICATION"  # 5.1+: HELLO done, waiting for LOGON
     READY = "READY"  # idle, may RUN / BEGIN / ROUTE
@@ -73,6 +77,10 @@ class State(enum.Enum):
 class Outcome(enum.Enum):
     """How a request ended, as seen in its summary response."""
 
+    # Members are singletons: identity hashing keeps table lookups in C (Enum.__hash__ is
+    # Python code, and the relay looks states up on every answer).
+    __hash__ = object.__hash__
+
     SUCCESS = "SUCCESS"  # SUCCESS (for PULL/DISCARD: nothing left open)
     HAS_MORE = "HAS_MORE"  # PULL/DISCARD SUCCESS with has_more, or other tx results still open
     FAILURE = "FAILURE"  # FAILURE
@@ -81,6 +89,10 @@ class Outcome(enum.Enum):
 
 class Action(enum.Enum):
     """What to do with a request that has a transition."""
+
+    # Members are singletons: identity hashing keeps table lookups in C (Enum.__hash__ is
+    # Python code, and the relay looks states up on every answer).
+    __hash__ = object.__hash__
 
     PROCESS = "PROCESS"  # run it and report its outcome
     IGNORE = "IGNORE"  # answer IGNORED without running it
@@ -235,10 +247,10 @@ class ServerStateMachine:
         self.version = version
         self.state = State.NEGOTIATION
         # Keyed by plain ints too: callers pass peek_tag() results (IntEnum hashes like int).
-        self._table = cast("dict[tuple[State, int, Outcome], State]", transitions_for(version))
+        self.table = cast("dict[tuple[State, int, Outcome], State]", transitions_for(version))
         # (state, tag) -> action, derived once from the table so on_request is one lookup.
         self._actions: dict[tuple[State, int], Action] = {}
-        for state, tag, outcome in self._table:
+        for state, tag, outcome in self.table:
             action = Action.IGNORE if outcome is Outcome.IGNORED else Action.PROCESS
             self._actions[(state, tag)] = action
 
@@ -284,7 +296,7 @@ class ServerStateMachine:
         state = self.state
         if state is State.DEFUNCT:
             return state
-        new = self._table.get((state, tag, outcome))
+        new = self.table.get((state, tag, outcome))
         if new is None:
             self.state = State.DEFUNCT
             raise InvalidTransition(

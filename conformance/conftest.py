@@ -40,14 +40,20 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def proxy(data_dir: Path) -> Iterator[ProxyProcess]:
-    with ProxyProcess("--data-dir", str(data_dir), "--kafka-client-config", KAFKA_CONFIG,
-                      ) as server:
+    with ProxyProcess(
+        "--data-dir",
+        str(data_dir),
+        "--kafka-client-config",
+        KAFKA_CONFIG,
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def tls_proxy(tmp_path_factory: pytest.TempPathFactory, data_dir: Path,
-              ) -> Iterator[ProxyProcess]:
+def tls_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    data_dir: Path,
+) -> Iterator[ProxyProcess]:
     """A second proxy with TLS on (``--tls-cert``/``--tls-key``, a certificate for 127.0.0.1
     and localhost from a throwaway CA): bolt+s://, bolt+ssc:// and wss:// on its one port. It
     loads the transform from the first proxy's folder, allowed with --transform-allowed-dirs."""
@@ -58,9 +64,18 @@ def tls_proxy(tmp_path_factory: pytest.TempPathFactory, data_dir: Path,
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
     cert.private_key_pem.write_to_path(str(key_file))
-    with ProxyProcess("--data-dir", str(folder / "data"), "--kafka-client-config", KAFKA_CONFIG,
-                      "--tls-cert", str(cert_file), "--tls-key", str(key_file),
-                      "--transform-allowed-dirs", str(data_dir / "transforms")) as server:
+    with ProxyProcess(
+        "--data-dir",
+        str(folder / "data"),
+        "--kafka-client-config",
+        KAFKA_CONFIG,
+        "--tls-cert",
+        str(cert_file),
+        "--tls-key",
+        str(key_file),
+        "--transform-allowed-dirs",
+        str(data_dir / "transforms"),
+    ) as server:
         yield server
 
 

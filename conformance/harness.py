@@ -60,25 +60,29 @@ class ClientRun:
     outcomes: dict[str, Outcome]
     done: bool
     # per step: None when its check passed, else what it raised and the traceback
-    failures: dict[str, tuple[Exception, TracebackType | None] | None] = field(
-        default_factory=dict)
+    failures: dict[str, tuple[Exception, TracebackType | None] | None] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return (f"<ClientRun {self.spec.id}: exit code {self.returncode}, "
-                f"{len(self.outcomes)} steps reported>")
+        return (
+            f"<ClientRun {self.spec.id}: exit code {self.returncode}, "
+            f"{len(self.outcomes)} steps reported>"
+        )
 
     def describe(self) -> str:
         status = f"exit code {self.returncode}"
         if self.returncode is not None and self.returncode < 0:
             status += f" (killed by signal {-self.returncode})"
-        return (f"{' '.join(self.command)}: {status}\n--- stderr (last 4000 chars) ---\n"
-                f"{self.stderr[-4000:]}")
+        return (
+            f"{' '.join(self.command)}: {status}\n--- stderr (last 4000 chars) ---\n"
+            f"{self.stderr[-4000:]}"
+        )
 
     def outcome(self, step: Step) -> Outcome:
         found = self.outcomes.get(step.name)
         if found is None:
-            raise AssertionError(f"{self.spec.id} never reported step {step.name!r}: "
-                                 f"{self.describe()}")
+            raise AssertionError(
+                f"{self.spec.id} never reported step {step.name!r}: {self.describe()}"
+            )
         return found
 
 
@@ -98,29 +102,50 @@ class StreamSetup:
     transform: Path
 
 
-def run_client(spec: ClientSpec, interpreter: str, proxy: ProxyProcess,
-               streams: StreamSetup) -> ClientRun:
+def run_client(
+    spec: ClientSpec, interpreter: str, proxy: ProxyProcess, streams: StreamSetup
+) -> ClientRun:
     label = "Conf" + "".join(ch for ch in spec.id.title() if ch.isalnum()) + uuid.uuid4().hex[:6]
     # each run has its own stream and topic; the topic holds the tutorial's two messages
-    values = {"label": label, "stream": f"{label}_stream", "topic": f"{label}_topic",
-              "broker": streams.broker.bootstrap, "transform": str(streams.transform)}
+    values = {
+        "label": label,
+        "stream": f"{label}_stream",
+        "topic": f"{label}_topic",
+        "broker": streams.broker.bootstrap,
+        "transform": str(streams.transform),
+    }
     streams.broker.create_topic(values["topic"])
     # one record batch each: Tansu's high watermark counts record batches (README), and
     # SHOW STREAMS computes the lag from it
     streams.broker.produce(values["topic"], ["1", "1 2"], one_by_one=True)
     uri = f"{spec.scheme}://{proxy.host}:{proxy.port}"
-    stdin = scenario_input(SCENARIO, values, uri=uri, host=proxy.host, port=proxy.port,
-                           user=proxy.auth[0], password=proxy.auth[1], **spec.options)
+    stdin = scenario_input(
+        SCENARIO,
+        values,
+        uri=uri,
+        host=proxy.host,
+        port=proxy.port,
+        user=proxy.auth[0],
+        password=proxy.auth[1],
+        **spec.options,
+    )
     command = [interpreter, str(spec.program)]
     try:
-        completed = subprocess.run(command, input=stdin, capture_output=True, text=True,
-                                   encoding="utf-8", timeout=spec.timeout, env=_clean_env(),
-                                   cwd=HERE)
+        completed = subprocess.run(
+            command,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=spec.timeout,
+            env=_clean_env(),
+            cwd=HERE,
+        )
         returncode, stdout, stderr = completed.returncode, completed.stdout, completed.stderr
     except subprocess.TimeoutExpired as exc:
         returncode = None
         stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        stderr = (exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or "")
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
         stderr += f"\n[timed out after {spec.timeout} s]"
     header: dict[str, Any] = {}
     outcomes: dict[str, Outcome] = {}
@@ -135,8 +160,9 @@ def run_client(spec: ClientSpec, interpreter: str, proxy: ProxyProcess,
         elif "done" in record:
             done = True
         elif "step" in record:
-            outcomes[record["step"]] = Outcome(record["ok"], record.get("value"),
-                                               record.get("error"), record.get("trace", ""))
+            outcomes[record["step"]] = Outcome(
+                record["ok"], record.get("value"), record.get("error"), record.get("trace", "")
+            )
     run = ClientRun(spec, command, returncode, stdout, stderr, header, outcomes, done)
     ctx: dict[str, Any] = {**values, "user": proxy.auth[0], "address": f"{proxy.host}:{proxy.port}"}
     for step in SCENARIO:
@@ -160,21 +186,29 @@ def check_step(run: ClientRun, step: Step, ctx: dict[str, Any]) -> None:
     if step.kind == "connect" and run.spec.version_prefix:
         version = str(run.header.get("version", ""))
         assert version.startswith(run.spec.version_prefix), (
-            f"{run.spec.id} runs client version {version!r}, "
-            f"not {run.spec.version_prefix}*")
+            f"{run.spec.id} runs client version {version!r}, not {run.spec.version_prefix}*"
+        )
     step.check(outcome, run.spec.profile, ctx)
 
 
 def scenario_test(specs: list[ClientSpec]) -> Callable[..., None]:
     """A test function with one case per (client, step) in scenario order, and a last one per
     client for a clean exit (it closed its connections and the program ended with status 0)."""
-    cases = [pytest.param(spec, step, id=f"{spec.id}-{step.name if step else 'clean_exit'}")
-             for spec in specs for step in [*SCENARIO, None]]
+    cases = [
+        pytest.param(spec, step, id=f"{spec.id}-{step.name if step else 'clean_exit'}")
+        for spec in specs
+        for step in [*SCENARIO, None]
+    ]
 
     @pytest.mark.parametrize(("spec", "step"), cases)
     @pytest.mark.timeout(300)  # the first case of a client may build its virtualenv first
-    def test_scenario(spec: ClientSpec, step: Step | None, request: pytest.FixtureRequest,
-                      stream_setup: StreamSetup, client_runs: dict[str, ClientRun]) -> None:
+    def test_scenario(
+        spec: ClientSpec,
+        step: Step | None,
+        request: pytest.FixtureRequest,
+        stream_setup: StreamSetup,
+        client_runs: dict[str, ClientRun],
+    ) -> None:
         run = client_runs.get(spec.id)
         if run is None:
             interpreter = request.getfixturevalue(spec.interpreter)
@@ -216,9 +250,19 @@ def build_venv(name: str, requirements: Path) -> Path:
         if python.exists() and stamp.exists() and stamp.read_text() == wanted:
             return python
         shutil.rmtree(target, ignore_errors=True)
-        for command in ([sys.executable, "-m", "venv", str(target)],
-                        [str(python), "-m", "pip", "install", "--quiet",
-                         "--disable-pip-version-check", "-r", str(requirements)]):
+        for command in (
+            [sys.executable, "-m", "venv", str(target)],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(requirements),
+            ],
+        ):
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
@@ -235,8 +279,13 @@ def ensure_js_client() -> str:
     lock = JS / "package-lock.json"
     if not installed.exists() or lock.stat().st_mtime > installed.stat().st_mtime:
         with _locked(VENVS / ".npm.lock"):
-            done = subprocess.run([npm, "ci", "--loglevel=error", "--no-audit", "--no-fund"],
-                                  cwd=JS, capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                [npm, "ci", "--loglevel=error", "--no-audit", "--no-fund"],
+                cwd=JS,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"npm ci failed:\n{done.stdout}\n{done.stderr}")
     return node

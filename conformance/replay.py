@@ -26,7 +26,8 @@ class Exchange:
     @property
     def metadata(self) -> dict[str, Any]:
         assert isinstance(self.summary, Success), (
-            f"{type(self.request).__name__} answered {self.summary!r}, not SUCCESS")
+            f"{type(self.request).__name__} answered {self.summary!r}, not SUCCESS"
+        )
         return self.summary.metadata
 
 

@@ -58,7 +58,8 @@ def test_cypher_shell_connect(proxy: ProxyProcess, scheme: str) -> None:
             hello_extra["routing"] = {"address": f"{proxy.host}:{proxy.port}"}
         hello, logon = shell.exchange(
             Hello(hello_extra),
-            Logon({"scheme": "basic", "principal": proxy.auth[0], "credentials": proxy.auth[1]}))
+            Logon({"scheme": "basic", "principal": proxy.auth[0], "credentials": proxy.auth[1]}),
+        )
         # Java's UntrustedServerException / "Unable to extract connection_id" otherwise.
         assert str(hello.metadata.get("server", "")).startswith("Neo4j/"), hello.metadata
         assert isinstance(hello.metadata.get("connection_id"), str), hello.metadata
@@ -82,8 +83,9 @@ def test_cypher_shell_connect(proxy: ProxyProcess, scheme: str) -> None:
         extra["bookmarks"] = [bookmark]
 
         # 2. CALL dbms.licenseAgreementDetails(): .single(); any error is ignored (RESET).
-        run, pull = shell.exchange(Run("CALL dbms.licenseAgreementDetails()", {}, extra),
-                                   Pull(n=1000))
+        run, pull = shell.exchange(
+            Run("CALL dbms.licenseAgreementDetails()", {}, extra), Pull(n=1000)
+        )
         if isinstance(run.summary, Failure):
             # what Neo4j community answers too
             check_failure_5_7(run.summary, "Neo.ClientError.Procedure.ProcedureNotFound")
@@ -96,8 +98,9 @@ def test_cypher_shell_connect(proxy: ProxyProcess, scheme: str) -> None:
             check_pull_summary(pull.metadata)
 
         # 3. The banner's server version.
-        run, pull = shell.exchange(Run("CALL dbms.components() YIELD versions", {}, extra),
-                                   Pull(n=1000))
+        run, pull = shell.exchange(
+            Run("CALL dbms.components() YIELD versions", {}, extra), Pull(n=1000)
+        )
         assert check_run_success(run.metadata) == ["versions"]
         assert len(pull.records) >= 1, pull.records
         versions = pull.records[0][0]

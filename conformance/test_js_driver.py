@@ -12,10 +12,18 @@ PROFILE = Profile(protocol="5.8")
 
 SPECS = [
     ClientSpec("js6-bolt", PROGRAM, PROFILE, interpreter="node", version_prefix="6."),
-    ClientSpec("js6-routing", PROGRAM, PROFILE, interpreter="node", scheme="neo4j",
-               version_prefix="6."),
-    ClientSpec("js6-tls", PROGRAM, PROFILE, interpreter="node", scheme="bolt+ssc",
-               proxy="tls_proxy", version_prefix="6."),
+    ClientSpec(
+        "js6-routing", PROGRAM, PROFILE, interpreter="node", scheme="neo4j", version_prefix="6."
+    ),
+    ClientSpec(
+        "js6-tls",
+        PROGRAM,
+        PROFILE,
+        interpreter="node",
+        scheme="bolt+ssc",
+        proxy="tls_proxy",
+        version_prefix="6.",
+    ),
 ]
 
 test_scenario = scenario_test(SPECS)

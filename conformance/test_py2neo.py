@@ -11,8 +11,14 @@ PROFILE = Profile(protocol="4.3", element_ids=False)
 SPECS = [
     ClientSpec("py2neo-bolt", PROGRAM, PROFILE, version_prefix="2021.2."),
     ClientSpec("py2neo-routing", PROGRAM, PROFILE, scheme="neo4j", version_prefix="2021.2."),
-    ClientSpec("py2neo-tls", PROGRAM, PROFILE, scheme="bolt+ssc", proxy="tls_proxy",
-               version_prefix="2021.2."),
+    ClientSpec(
+        "py2neo-tls",
+        PROGRAM,
+        PROFILE,
+        scheme="bolt+ssc",
+        proxy="tls_proxy",
+        version_prefix="2021.2.",
+    ),
 ]
 
 test_scenario = scenario_test(SPECS)

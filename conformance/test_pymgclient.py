@@ -16,16 +16,33 @@ from tests.support import ProxyProcess
 PROGRAM = CLIENTS / "pymgclient_client.py"
 # pymgclient shows no server agent, protocol version, counters or query type, and its errors
 # carry the server's message only.
-PROFILE = Profile(protocol=None, agent=False, element_ids=False, counters=False,
-                  query_type=False, error_codes=False)
+PROFILE = Profile(
+    protocol=None,
+    agent=False,
+    element_ids=False,
+    counters=False,
+    query_type=False,
+    error_codes=False,
+)
 
 SPECS = [
     ClientSpec("pymgclient-default", PROGRAM, PROFILE, version_prefix="1.6."),
-    ClientSpec("pymgclient-autocommit", PROGRAM, PROFILE, version_prefix="1.6.",
-               options={"autocommit": True}),
+    ClientSpec(
+        "pymgclient-autocommit",
+        PROGRAM,
+        PROFILE,
+        version_prefix="1.6.",
+        options={"autocommit": True},
+    ),
     # sslmode=REQUIRE: TLS without checking the certificate (pymgclient's only TLS mode)
-    ClientSpec("pymgclient-tls", PROGRAM, PROFILE, version_prefix="1.6.", proxy="tls_proxy",
-               options={"tls": True}),
+    ClientSpec(
+        "pymgclient-tls",
+        PROGRAM,
+        PROFILE,
+        version_prefix="1.6.",
+        proxy="tls_proxy",
+        options={"tls": True},
+    ),
 ]
 
 test_scenario = scenario_test(SPECS)
@@ -43,9 +60,16 @@ MGCLIENT_OFFER = bytes.fromhex("00000404 00000304 00000104 00000001")
 def test_query_summary_has_a_boolean_has_more(proxy: ProxyProcess, autocommit: bool) -> None:
     with Replay(proxy.address, [Version(4, 4), Version(4, 3), Version(4, 1)]) as client:
         assert client.negotiate(MGCLIENT_OFFER) == b"\x00\x00\x04\x04"
-        (hello,) = client.exchange(Hello({
-            "user_agent": "mgclient/1.7.0", "scheme": "basic",
-            "principal": proxy.auth[0], "credentials": proxy.auth[1]}))
+        (hello,) = client.exchange(
+            Hello(
+                {
+                    "user_agent": "mgclient/1.7.0",
+                    "scheme": "basic",
+                    "principal": proxy.auth[0],
+                    "credentials": proxy.auth[1],
+                }
+            )
+        )
         assert isinstance(hello.summary, Success), hello.summary
         if not autocommit:  # pymgclient's default: the query text BEGIN first
             begin_run, begin_pull = client.exchange(Run("BEGIN", {}, {}), Pull(n=-1))
@@ -57,4 +81,5 @@ def test_query_summary_has_a_boolean_has_more(proxy: ProxyProcess, autocommit: b
         assert isinstance(pull.summary, Success), pull.summary
         assert type(pull.metadata.get("has_more")) is bool, (
             f"PULL SUCCESS {pull.metadata} has no boolean has_more: pymgclient reads it "
-            "unconditionally (NULL dereference, SIGSEGV in mg_value_bool)")
+            "unconditionally (NULL dereference, SIGSEGV in mg_value_bool)"
+        )

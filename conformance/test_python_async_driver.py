@@ -25,7 +25,8 @@ def scenario(uri: str, auth: tuple[str, str]) -> None:
                 result = await session.run(
                     f"CREATE (a:{label} {{name: 'a', born: date('1990-05-17')}})"
                     f"-[r:KNOWS {{since: 2001}}]->(b:{label} {{name: 'b', tags: ['x', 'y']}}) "
-                    "RETURN a, r, b, {k: [1, 2], m: {n: null}} AS m")
+                    "RETURN a, r, b, {k: [1, 2], m: {n: null}} AS m"
+                )
                 record = await result.single()
                 assert record is not None
                 assert record["a"]["born"] == neo4j.time.Date(1990, 5, 17)
@@ -33,7 +34,8 @@ def scenario(uri: str, auth: tuple[str, str]) -> None:
                 assert record["b"]["tags"] == ["x", "y"]
                 assert record["m"] == {"k": [1, 2], "m": {"n": None}}
                 path_result = await session.run(
-                    f"MATCH p = (:{label} {{name: 'a'}})-[:KNOWS]->(:{label}) RETURN p")
+                    f"MATCH p = (:{label} {{name: 'a'}})-[:KNOWS]->(:{label}) RETURN p"
+                )
                 path = (await path_result.single())["p"]
                 assert [n["name"] for n in path.nodes] == ["a", "b"]
 

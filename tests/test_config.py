@@ -20,8 +20,9 @@ def test_defaults() -> None:
 
 def test_precedence(tmp_path: Path) -> None:
     file = tmp_path / "b.toml"
-    file.write_text('listen = "127.0.0.1:1000"\ndata-dir = "/from/file"\n'
-                    'backend = "falkordb://db:6380/g"\n')
+    file.write_text(
+        'listen = "127.0.0.1:1000"\ndata-dir = "/from/file"\nbackend = "falkordb://db:6380/g"\n'
+    )
     env = {"BOLTSTREAM_LISTEN": "127.0.0.1:2000", "BOLTSTREAM_DATA_DIR": "/from/env"}
     config = load_config(file, env=env, overrides={"listen": "127.0.0.1:3000", "auth": None})
     assert config.listen == "127.0.0.1:3000"  # command line wins
@@ -36,13 +37,16 @@ def test_config_file_from_environment_and_table(tmp_path: Path) -> None:
     assert config.advertised == "proxy.example:7000"
 
 
-@pytest.mark.parametrize("text, message", [
-    ('nope = 1\n', "unknown setting"),
-    ('listen = "host:port"\n', "bad port"),
-    ('backend = "http://x"\n', "unknown backend scheme"),
-    ('auth = "nocolon"\n', "USER:PASSWORD"),
-    ('listen = [\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("nope = 1\n", "unknown setting"),
+        ('listen = "host:port"\n', "bad port"),
+        ('backend = "http://x"\n', "unknown backend scheme"),
+        ('auth = "nocolon"\n', "USER:PASSWORD"),
+        ("listen = [\n", "not valid TOML"),
+    ],
+)
 def test_bad_settings_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     file = tmp_path / "b.toml"
     file.write_text(text)
@@ -74,8 +78,12 @@ def test_users_file(tmp_path: Path) -> None:
 def test_backend_password_from_a_file_env_or_flag(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\nignored second line\n")
-    config = load_config(env={"BOLTSTREAM_BACKEND_PASSWORD_FILE": str(secret),
-                              "BOLTSTREAM_BACKEND_PASSWORD": "other"})
+    config = load_config(
+        env={
+            "BOLTSTREAM_BACKEND_PASSWORD_FILE": str(secret),
+            "BOLTSTREAM_BACKEND_PASSWORD": "other",
+        }
+    )
     assert config.service_password() == "s3cret"  # the file wins
     assert load_config(env={"BOLTSTREAM_BACKEND_PASSWORD": "envpw"}).service_password() == "envpw"
     assert "s3cret" not in repr(config) and "envpw" not in repr(config)

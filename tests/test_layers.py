@@ -21,7 +21,7 @@ from wsproto.events import (
     Request,
 )
 
-from proxy.layers import Sniffer
+from proxy.net.layers import Sniffer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -50,7 +50,9 @@ async def server(ca: trustme.CA) -> AsyncIterator[tuple[int, ssl.SSLContext]]:
     loop = asyncio.get_running_loop()
     srv = await loop.create_server(
         lambda: Sniffer(Echo, tls=server_ctx, discovery=lambda: {"bolt_direct": "x"}),
-        "127.0.0.1", 0)
+        "127.0.0.1",
+        0,
+    )
     yield srv.sockets[0].getsockname()[1], client_ctx
     srv.close()
     await srv.wait_closed()
@@ -76,8 +78,9 @@ async def test_plain_bolt_bytes_pass_straight_through(server) -> None:
 
 async def test_tls_then_bolt(server) -> None:
     port, client_ctx = server
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
-                                                   server_hostname="localhost")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+    )
     writer.write(b"\x60\x60\xb0\x17rest")
     assert await read_until(reader, 13) == b"echo:\x60\x60\xb0\x17rest"
     writer.close()
@@ -89,8 +92,9 @@ class WSClient:
         self.ws = WSConnection(ConnectionType.CLIENT)
 
     async def open(self, subprotocols: list[str] | None = None) -> AcceptConnection:
-        self.writer.write(self.ws.send(Request(host="localhost", target="/",
-                                               subprotocols=subprotocols or [])))
+        self.writer.write(
+            self.ws.send(Request(host="localhost", target="/", subprotocols=subprotocols or []))
+        )
         return await self.next_event()  # type: ignore[return-value]
 
     async def next_event(self) -> object:
@@ -104,7 +108,8 @@ class WSClient:
 
 async def ws_connect(port: int, ctx: ssl.SSLContext | None = None) -> WSClient:
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None)
+        "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None
+    )
     return WSClient(reader, writer)
 
 
@@ -155,14 +160,14 @@ async def test_plain_get_gets_the_discovery_document(server) -> None:
 
 async def test_tls_when_not_configured_is_refused(ca: trustme.CA) -> None:
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: Sniffer(Echo, tls=None, discovery=dict),
-                                   "127.0.0.1", 0)
+    srv = await loop.create_server(lambda: Sniffer(Echo, tls=None, discovery=dict), "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
-                                      server_hostname="localhost")
+        await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
     srv.close()
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from proxy.answers.router import QueryContext, Router
 from proxy.backends.base import QueryResult
-from proxy.router import QueryContext, Router
 
 
 class Probe:

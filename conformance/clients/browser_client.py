@@ -31,12 +31,24 @@ CHROMIUM = "/usr/bin/chromium"
 # Headless, and no traffic of its own: without the background-networking flags Chromium keeps
 # trying to reach Google's services, which this closed network refuses.
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--no-default-browser-check", "--disable-extensions", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
 ]
-TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".mjs": "text/javascript; charset=utf-8", ".json": "application/json"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+}
 
 
 class Page:
@@ -45,8 +57,11 @@ class Page:
     def __init__(self, scenario: dict[str, Any]) -> None:
         bundle = (JS / "node_modules" / scenario["bundle"]).resolve()
         assert bundle.is_relative_to(JS / "node_modules") and bundle.is_file(), bundle
-        self.files = {"/": JS / "browser.html", "/runner.mjs": JS / "runner.mjs",
-                      "/driver.js": bundle}
+        self.files = {
+            "/": JS / "browser.html",
+            "/runner.mjs": JS / "runner.mjs",
+            "/driver.js": bundle,
+        }
         self.scenario = json.dumps(scenario).encode()
         self.finished = threading.Event()
         self.done = False
@@ -120,8 +135,9 @@ def main() -> int:
     scenario = json.load(sys.stdin)
     chromium = scenario.get("chromium", CHROMIUM)
     if not os.access(chromium, os.X_OK):
-        sys.stderr.write(f"{chromium} is missing: ./scripts/setup test installs Debian's "
-                         "chromium\n")
+        sys.stderr.write(
+            f"{chromium} is missing: ./scripts/setup test installs Debian's chromium\n"
+        )
         return 1
     page = Page(scenario)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), page.handler())
@@ -132,10 +148,18 @@ def main() -> int:
         log_path = Path(profile) / "chromium.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [chromium, *FLAGS,
-                 f"--user-data-dir={Path(profile) / 'user-data'}",
-                 *scenario.get("chromium_flags", []), url],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent)
+                [
+                    chromium,
+                    *FLAGS,
+                    f"--user-data-dir={Path(profile) / 'user-data'}",
+                    *scenario.get("chromium_flags", []),
+                    url,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + timeout
         try:
             while not page.finished.wait(0.2):

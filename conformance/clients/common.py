@@ -44,15 +44,22 @@ class Client:
         return decode_params(params, STDLIB_TEMPORAL)
 
     def error(self, exc: BaseException) -> dict[str, Any]:
-        return {"class": type(exc).__name__, "code": getattr(exc, "code", None),
-                "message": str(exc)}
+        return {
+            "class": type(exc).__name__,
+            "code": getattr(exc, "code", None),
+            "message": str(exc),
+        }
 
     def close(self) -> None:
         pass
 
 
-def result(keys: list[str], rows: list[list[Any]], counters: dict[str, Any] | None = None,
-           query_type: str | None = None) -> dict[str, Any]:
+def result(
+    keys: list[str],
+    rows: list[list[Any]],
+    counters: dict[str, Any] | None = None,
+    query_type: str | None = None,
+) -> dict[str, Any]:
     return {"keys": list(keys), "rows": rows, "counters": counters, "query_type": query_type}
 
 
@@ -72,8 +79,9 @@ def fmt_local_time(hour: int, minute: int, second: int, nanosecond: int) -> dict
     return {"$localtime": _clock(hour, minute, second, nanosecond)}
 
 
-def fmt_local_datetime(year: int, month: int, day: int, hour: int, minute: int, second: int,
-                       nanosecond: int) -> dict[str, str]:
+def fmt_local_datetime(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, nanosecond: int
+) -> dict[str, str]:
     date = fmt_date(year, month, day)["$date"]
     return {"$localdatetime": f"{date}T{_clock(hour, minute, second, nanosecond)}"}
 
@@ -86,8 +94,15 @@ def normalize_stdlib(value: Any) -> Any:
     """datetime.date/datetime/time/timedelta, or None if ``value`` is none of them."""
     if isinstance(value, datetime.datetime):
         assert value.tzinfo is None, f"unexpected zoned date-time {value!r}"
-        return fmt_local_datetime(value.year, value.month, value.day, value.hour, value.minute,
-                                  value.second, value.microsecond * 1000)
+        return fmt_local_datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond * 1000,
+        )
     if isinstance(value, datetime.date):
         return fmt_date(value.year, value.month, value.day)
     if isinstance(value, datetime.time):
@@ -115,7 +130,7 @@ def decode_params(value: Any, makers: dict[str, Callable[[Any], Any]]) -> Any:
     """Turn the scenario's ``{"$date": ...}`` parameter forms into the client's own types."""
     if isinstance(value, dict):
         if len(value) == 1:
-            (key, inner), = value.items()
+            ((key, inner),) = value.items()
             if key in makers:
                 return makers[key](inner)
         return {k: decode_params(v, makers) for k, v in value.items()}
@@ -168,8 +183,14 @@ def drive(make_client: Callable[[dict[str, Any]], Client]) -> None:
                     raise ValueError(f"unknown step kind {kind!r}")
                 emit({"step": step["name"], "ok": True, "value": value})
             except Exception as exc:
-                emit({"step": step["name"], "ok": False, "error": client.error(exc),
-                      "trace": traceback.format_exc()})
+                emit(
+                    {
+                        "step": step["name"],
+                        "ok": False,
+                        "error": client.error(exc),
+                        "trace": traceback.format_exc(),
+                    }
+                )
     finally:
         client.close()
     emit({"done": True})

@@ -20,8 +20,14 @@ def _node(n: Node) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         ident = n.id
-    return {"$node": {"id": ident, "eid": n.element_id, "labels": sorted(n.labels),
-                      "props": normalize(dict(n))}}
+    return {
+        "$node": {
+            "id": ident,
+            "eid": n.element_id,
+            "labels": sorted(n.labels),
+            "props": normalize(dict(n)),
+        }
+    }
 
 
 def _rel(r: Relationship) -> dict[str, Any]:
@@ -29,8 +35,16 @@ def _rel(r: Relationship) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         ident, start, end = r.id, r.start_node.id, r.end_node.id
-    return {"$rel": {"id": ident, "eid": r.element_id, "type": r.type, "start": start,
-                     "end": end, "props": normalize(dict(r))}}
+    return {
+        "$rel": {
+            "id": ident,
+            "eid": r.element_id,
+            "type": r.type,
+            "start": start,
+            "end": end,
+            "props": normalize(dict(r)),
+        }
+    }
 
 
 def normalize(value: Any) -> Any:
@@ -39,12 +53,23 @@ def normalize(value: Any) -> Any:
     if isinstance(value, Relationship):
         return _rel(value)
     if isinstance(value, Path):
-        return {"$path": {"nodes": [_node(n) for n in value.nodes],
-                          "rels": [_rel(r) for r in value.relationships]}}
+        return {
+            "$path": {
+                "nodes": [_node(n) for n in value.nodes],
+                "rels": [_rel(r) for r in value.relationships],
+            }
+        }
     if isinstance(value, DateTime):
         assert value.tzinfo is None, f"unexpected zoned date-time {value!r}"
-        return common.fmt_local_datetime(value.year, value.month, value.day, value.hour,
-                                         value.minute, value.second, value.nanosecond)
+        return common.fmt_local_datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.nanosecond,
+        )
     if isinstance(value, Date):
         return common.fmt_date(value.year, value.month, value.day)
     if isinstance(value, Time):
@@ -64,9 +89,12 @@ def _result(result: neo4j.Result) -> dict[str, Any]:
     rows = [[normalize(v) for v in record.values()] for record in result]
     summary = result.consume()
     c = summary.counters
-    counters = {"nodes_created": c.nodes_created, "relationships_created":
-                c.relationships_created, "properties_set": c.properties_set,
-                "labels_added": c.labels_added}
+    counters = {
+        "nodes_created": c.nodes_created,
+        "relationships_created": c.relationships_created,
+        "properties_set": c.properties_set,
+        "labels_added": c.labels_added,
+    }
     return common.result(keys, rows, counters, summary.query_type)
 
 
@@ -85,7 +113,8 @@ class Neo4jPython(common.Client):
     def __init__(self, scenario: dict[str, Any]) -> None:
         self.uri = scenario["uri"]
         self.driver = neo4j.GraphDatabase.driver(
-            self.uri, auth=(scenario["user"], scenario["password"]))
+            self.uri, auth=(scenario["user"], scenario["password"])
+        )
         self.session = self.driver.session()
 
     def connect(self, step: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +123,12 @@ class Neo4jPython(common.Client):
         # what an application shows first: a query through the driver's own helper
         records, summary, keys = self.driver.execute_query("RETURN 1 AS one")
         assert keys == ["one"] and records[0]["one"] == 1, records
-        return {"agent": info.agent, "protocol": "{}.{}".format(*info.protocol_version),
-                "address": str(info.address), "database": summary.database}
+        return {
+            "agent": info.agent,
+            "protocol": "{}.{}".format(*info.protocol_version),
+            "address": str(info.address),
+            "database": summary.database,
+        }
 
     def params(self, params: dict[str, Any]) -> dict[str, Any]:
         return common.decode_params(params, TEMPORAL)

@@ -22,14 +22,27 @@ def _split_seconds(second: float) -> tuple[int, int]:
 
 
 def _node(n: Node) -> dict[str, Any]:
-    return {"$node": {"id": n.identity, "eid": None, "labels": sorted(n.labels),
-                      "props": normalize(dict(n))}}
+    return {
+        "$node": {
+            "id": n.identity,
+            "eid": None,
+            "labels": sorted(n.labels),
+            "props": normalize(dict(n)),
+        }
+    }
 
 
 def _rel(r: Relationship) -> dict[str, Any]:
-    return {"$rel": {"id": r.identity, "eid": None, "type": type(r).__name__,
-                     "start": r.start_node.identity, "end": r.end_node.identity,
-                     "props": normalize(dict(r))}}
+    return {
+        "$rel": {
+            "id": r.identity,
+            "eid": None,
+            "type": type(r).__name__,
+            "start": r.start_node.identity,
+            "end": r.end_node.identity,
+            "props": normalize(dict(r)),
+        }
+    }
 
 
 def normalize(value: Any) -> Any:
@@ -38,13 +51,18 @@ def normalize(value: Any) -> Any:
     if isinstance(value, Relationship):
         return _rel(value)
     if isinstance(value, Path):
-        return {"$path": {"nodes": [_node(n) for n in value.nodes],
-                          "rels": [_rel(r) for r in value.relationships]}}
+        return {
+            "$path": {
+                "nodes": [_node(n) for n in value.nodes],
+                "rels": [_rel(r) for r in value.relationships],
+            }
+        }
     if isinstance(value, DateTime):
         assert value.tzinfo is None, f"unexpected zoned date-time {value!r}"
         second, nanos = _split_seconds(value.second)
-        return common.fmt_local_datetime(value.year, value.month, value.day, value.hour,
-                                         value.minute, second, nanos)
+        return common.fmt_local_datetime(
+            value.year, value.month, value.day, value.hour, value.minute, second, nanos
+        )
     if isinstance(value, Date):
         return common.fmt_date(value.year, value.month, value.day)
     if isinstance(value, Time):
@@ -52,8 +70,9 @@ def normalize(value: Any) -> Any:
         second, nanos = _split_seconds(value.second)
         return common.fmt_local_time(value.hour, value.minute, second, nanos)
     if isinstance(value, Duration):
-        return common.fmt_duration(value.months, value.days, value.seconds,
-                                   round(value.subseconds * 1_000_000_000))
+        return common.fmt_duration(
+            value.months, value.days, value.seconds, round(value.subseconds * 1_000_000_000)
+        )
     if isinstance(value, dict):
         return {k: normalize(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -65,8 +84,10 @@ def _result(cursor: Any) -> dict[str, Any]:
     keys = list(cursor.keys())
     rows = [[normalize(v) for v in record.values()] for record in cursor]
     stats = cursor.stats()
-    counters = {k: stats.get(k, 0) for k in ("nodes_created", "relationships_created",
-                                               "properties_set", "labels_added")}
+    counters = {
+        k: stats.get(k, 0)
+        for k in ("nodes_created", "relationships_created", "properties_set", "labels_added")
+    }
     return common.result(keys, rows, counters, cursor.summary().get("type"))
 
 
@@ -74,8 +95,9 @@ TEMPORAL = {
     "$date": Date.from_iso_format,
     "$localdatetime": DateTime.from_iso_format,
     "$localtime": Time.from_iso_format,
-    "$duration": lambda p: Duration(months=p[0], days=p[1], seconds=p[2],
-                                    subseconds=p[3] / 1_000_000_000),
+    "$duration": lambda p: Duration(
+        months=p[0], days=p[1], seconds=p[2], subseconds=p[3] / 1_000_000_000
+    ),
 }
 
 
@@ -90,8 +112,9 @@ class Py2neo(common.Client):
     def connect(self, step: dict[str, Any]) -> dict[str, Any]:
         # Graph() opens a connection eagerly (HELLO with the credentials); neo4j:// first
         # fetches a routing table with CALL dbms.routing.getRoutingTable on "system".
-        self.graph = Graph(self.scenario["uri"],
-                           auth=(self.scenario["user"], self.scenario["password"]))
+        self.graph = Graph(
+            self.scenario["uri"], auth=(self.scenario["user"], self.scenario["password"])
+        )
         service = self.graph.service
         connector = service.connector
         cx = connector._acquire()  # the public API shows no protocol version
@@ -100,8 +123,12 @@ class Py2neo(common.Client):
         finally:
             cx.release()
         # kernel_version and product come from CALL dbms.components()
-        return {"agent": connector.server_agent, "protocol": protocol,
-                "kernel_version": str(service.kernel_version), "product": service.product}
+        return {
+            "agent": connector.server_agent,
+            "protocol": protocol,
+            "kernel_version": str(service.kernel_version),
+            "product": service.product,
+        }
 
     def _graph(self) -> Graph:
         assert self.graph is not None, "not connected"

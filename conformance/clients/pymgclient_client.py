@@ -21,13 +21,27 @@ import common
 
 
 def _node(n: Any) -> dict[str, Any]:
-    return {"$node": {"id": n.id, "eid": None, "labels": sorted(n.labels),
-                      "props": normalize(n.properties)}}
+    return {
+        "$node": {
+            "id": n.id,
+            "eid": None,
+            "labels": sorted(n.labels),
+            "props": normalize(n.properties),
+        }
+    }
 
 
 def _rel(r: Any) -> dict[str, Any]:
-    return {"$rel": {"id": r.id, "eid": None, "type": r.type, "start": r.start_id,
-                     "end": r.end_id, "props": normalize(r.properties)}}
+    return {
+        "$rel": {
+            "id": r.id,
+            "eid": None,
+            "type": r.type,
+            "start": r.start_id,
+            "end": r.end_id,
+            "props": normalize(r.properties),
+        }
+    }
 
 
 def normalize(value: Any) -> Any:
@@ -36,8 +50,12 @@ def normalize(value: Any) -> Any:
     if isinstance(value, mgclient.Relationship):
         return _rel(value)
     if isinstance(value, mgclient.Path):
-        return {"$path": {"nodes": [_node(n) for n in value.nodes],
-                          "rels": [_rel(r) for r in value.relationships]}}
+        return {
+            "$path": {
+                "nodes": [_node(n) for n in value.nodes],
+                "rels": [_rel(r) for r in value.relationships],
+            }
+        }
     temporal = common.normalize_stdlib(value)
     if temporal is not None:
         return temporal
@@ -60,12 +78,21 @@ class Pymgclient(common.Client):
     def connect(self, step: dict[str, Any]) -> dict[str, Any]:
         s = self.scenario
         sslmode = mgclient.MG_SSLMODE_REQUIRE if s.get("tls") else mgclient.MG_SSLMODE_DISABLE
-        self.conn = mgclient.connect(host=s["host"], port=s["port"], username=s["user"],
-                                     password=s["password"], sslmode=sslmode)
+        self.conn = mgclient.connect(
+            host=s["host"],
+            port=s["port"],
+            username=s["user"],
+            password=s["password"],
+            sslmode=sslmode,
+        )
         default_autocommit = self.conn.autocommit
         self.conn.autocommit = self.autocommit
-        return {"agent": None, "protocol": None, "status": self.conn.status,
-                "default_autocommit": default_autocommit}
+        return {
+            "agent": None,
+            "protocol": None,
+            "status": self.conn.status,
+            "default_autocommit": default_autocommit,
+        }
 
     def _execute(self, query: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         cursor = self.conn.cursor()

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from bolt.errors import ClientError
+from bolt.status import DATABASE_UNAVAILABLE
+
 QueryType = Literal["r", "w", "rw", "s"]
 
 
@@ -31,20 +34,16 @@ class QueryResult:
     plan: dict[str, Any] | None = None
 
 
-class BackendError(Exception):
-    """A query the backend refused, with a Neo4j-style status code for the FAILURE."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class BackendError(ClientError):
+    """A query the backend refused, with the Neo4j status code for the FAILURE (a ``BoltError``:
+    ``failure(version)`` shapes it, ``transient`` says whether retrying may help)."""
 
 
 class BackendUnavailable(BackendError):
-    """The backend could not be reached; the query may be retried later."""
+    """The backend could not be reached; the query may be retried later (always transient)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("Neo.TransientError.General.DatabaseUnavailable", message)
+        super().__init__(DATABASE_UNAVAILABLE, message)
 
 
 class QueryBackend(Protocol):

@@ -341,8 +341,9 @@ class EmbeddedFalkorDB:
                     f"log {self.log_path}:\n{self._tail()}"
                 )
             try:
-                conn = await RespConnection.open(unix_path=self._unix_path, connect_timeout=1.0,
-                                                 password=self._password)
+                conn = await RespConnection.open(
+                    unix_path=self._unix_path, connect_timeout=1.0, password=self._password
+                )
             except RespConnectionError as exc:
                 last = str(exc)
             else:

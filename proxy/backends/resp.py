@@ -246,8 +246,9 @@ class RespConnection(asyncio.Protocol):
             except RespError as exc:
                 conn.close()
                 # Never the password itself: only what the server said.
-                raise RespConnectionError(f"{address} refused the password: {exc.message}"
-                                          ) from None
+                raise RespConnectionError(
+                    f"{address} refused the password: {exc.message}"
+                ) from None
             except BaseException:
                 conn.close()
                 raise

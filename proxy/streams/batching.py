@@ -49,9 +49,9 @@ class BatchFormer:
                 self._deadline = arrived + self.interval
             take = min(self.size - len(self._open), count - start)
             if not self._open and take == self.size:
-                closed.append(messages[start:start + take])  # a whole batch: no copy kept
+                closed.append(messages[start : start + take])  # a whole batch: no copy kept
             else:
-                self._open.extend(messages[start:start + take])
+                self._open.extend(messages[start : start + take])
                 if len(self._open) == self.size:
                     closed.append(self._open)
                     self._open = []

@@ -45,8 +45,19 @@ from proxy.streams.definition import (
     TransformRef,
 )
 
-__all__ = ["CATALOG_FILE", "POLICIES", "SCHEMA_VERSION", "STATUSES", "Catalog", "CatalogError",
-           "PolicyKind", "Status", "StreamExists", "StreamRecord", "StreamState"]
+__all__ = [
+    "CATALOG_FILE",
+    "POLICIES",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Catalog",
+    "CatalogError",
+    "PolicyKind",
+    "Status",
+    "StreamExists",
+    "StreamRecord",
+    "StreamState",
+]
 
 Status = Literal["stopped", "running", "error"]
 STATUSES: tuple[Status, ...] = ("stopped", "running", "error")
@@ -83,14 +94,39 @@ ALTER TABLE streams ADD COLUMN messages_dead_lettered INTEGER NOT NULL DEFAULT 0
 ALTER TABLE streams ADD COLUMN messages_skipped INTEGER NOT NULL DEFAULT 0;
 """
 _V2_COLUMNS = (
-    "name", "uri", "topic", "transform_uri", "transform_code", "transform_sha256",
-    "batch_interval_ms", "batch_size", "consumer_group", "owner", "status", "limit_batches",
-    "last_error", "messages_processed", "batches_processed", "created_at", "updated_at",
-    "error_policy", "dead_letter_topic", "messages_dead_lettered", "messages_skipped",
+    "name",
+    "uri",
+    "topic",
+    "transform_uri",
+    "transform_code",
+    "transform_sha256",
+    "batch_interval_ms",
+    "batch_size",
+    "consumer_group",
+    "owner",
+    "status",
+    "limit_batches",
+    "last_error",
+    "messages_processed",
+    "batches_processed",
+    "created_at",
+    "updated_at",
+    "error_policy",
+    "dead_letter_topic",
+    "messages_dead_lettered",
+    "messages_skipped",
 )
-_STATE_COLUMNS = ("status", "limit_batches", "last_error", "messages_processed",
-                  "batches_processed", "messages_dead_lettered", "messages_skipped",
-                  "created_at", "updated_at")
+_STATE_COLUMNS = (
+    "status",
+    "limit_batches",
+    "last_error",
+    "messages_processed",
+    "batches_processed",
+    "messages_dead_lettered",
+    "messages_skipped",
+    "created_at",
+    "updated_at",
+)
 _COLUMNS = ("name", "definition", *_STATE_COLUMNS)
 _SETTABLE = frozenset(("status", "limit_batches", "last_error"))
 
@@ -155,8 +191,9 @@ class Catalog:
     async def open(self) -> None:
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                 timeout=10.0)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
@@ -195,29 +232,44 @@ class Catalog:
 
     async def get(self, name: str) -> StreamRecord | None:
         def read(db: sqlite3.Connection) -> StreamRecord | None:
-            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM streams WHERE name = ?",
-                             (name,)).fetchone()
+            row = db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM streams WHERE name = ?", (name,)
+            ).fetchone()
             return _record(row) if row is not None else None
 
         return await self._call(read)
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def insert(self, definition: StreamDefinition,
-                     state: StreamState | None = None) -> StreamRecord:
+    async def insert(
+        self, definition: StreamDefinition, state: StreamState | None = None
+    ) -> StreamRecord:
         """Record a new stream (stopped, unless ``state`` says otherwise); ``StreamExists``
         when the name is taken (nothing changes)."""
         now = time.time()
         given = state or StreamState()
-        values = (definition.name, definition.to_json(), given.status, given.limit_batches,
-                  given.last_error, given.messages_processed, given.batches_processed,
-                  given.messages_dead_lettered, given.messages_skipped, now, now)
+        values = (
+            definition.name,
+            definition.to_json(),
+            given.status,
+            given.limit_batches,
+            given.last_error,
+            given.messages_processed,
+            given.batches_processed,
+            given.messages_dead_lettered,
+            given.messages_skipped,
+            now,
+            now,
+        )
 
         def write(db: sqlite3.Connection) -> None:
             try:
                 with _transaction(db):
-                    db.execute(f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
-                               f"({', '.join('?' for _ in _COLUMNS)})", values)
+                    db.execute(
+                        f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
+                        f"({', '.join('?' for _ in _COLUMNS)})",
+                        values,
+                    )
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
                     raise StreamExists(definition.name) from None
@@ -246,8 +298,9 @@ class Catalog:
 
         def write(db: sqlite3.Connection) -> bool:
             with _transaction(db):
-                cursor = db.execute(f"UPDATE streams SET {assignments} WHERE name = ?",
-                                    (*changes.values(), name))
+                cursor = db.execute(
+                    f"UPDATE streams SET {assignments} WHERE name = ?", (*changes.values(), name)
+                )
                 return cursor.rowcount > 0
 
         return await self._call(write)
@@ -262,25 +315,32 @@ class Catalog:
             with _transaction(db):
                 for name, counts in progress.items():
                     messages, batches, dead, skipped = (*counts, 0, 0)[:4]
-                    db.execute("UPDATE streams SET messages_processed = messages_processed + ?, "
-                               "batches_processed = batches_processed + ?, "
-                               "messages_dead_lettered = messages_dead_lettered + ?, "
-                               "messages_skipped = messages_skipped + ? WHERE name = ?",
-                               (messages, batches, dead, skipped, name))
+                    db.execute(
+                        "UPDATE streams SET messages_processed = messages_processed + ?, "
+                        "batches_processed = batches_processed + ?, "
+                        "messages_dead_lettered = messages_dead_lettered + ?, "
+                        "messages_skipped = messages_skipped + ? WHERE name = ?",
+                        (messages, batches, dead, skipped, name),
+                    )
 
         await self._call(write)
 
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
     """Create the schema, or migrate an older one to it (inside the caller's transaction)."""
-    has_meta = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
-                          "name = 'meta'").fetchone() is not None
-    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() if has_meta \
-        else None
+    has_meta = (
+        db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        is not None
+    )
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() if has_meta else None
     version = int(row[0]) if row is not None else None
     if version is not None and version > SCHEMA_VERSION:
-        raise CatalogError(f"stream catalog {path} was written by a newer boltstream "
-                           f"(schema {version}, this one reads {SCHEMA_VERSION})")
+        raise CatalogError(
+            f"stream catalog {path} was written by a newer boltstream "
+            f"(schema {version}, this one reads {SCHEMA_VERSION})"
+        )
     if version is not None and version < SCHEMA_VERSION:
         if version == 1:
             for statement in _MIGRATE_1_TO_2.split(";"):
@@ -306,22 +366,40 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     for row in rows:
         old = dict(zip(_V2_COLUMNS, row, strict=True))
         definition = StreamDefinition(
-            name=old["name"], uri=old["uri"], topic=old["topic"],
-            transform=TransformRef(old["transform_uri"], old["transform_code"],
-                                   old["transform_sha256"]),
-            batch_interval_ms=old["batch_interval_ms"], batch_size=old["batch_size"],
-            consumer_group=old["consumer_group"], owner=old["owner"],
-            error_policy=old["error_policy"], dead_letter_topic=old["dead_letter_topic"])
+            name=old["name"],
+            uri=old["uri"],
+            topic=old["topic"],
+            transform=TransformRef(
+                old["transform_uri"], old["transform_code"], old["transform_sha256"]
+            ),
+            batch_interval_ms=old["batch_interval_ms"],
+            batch_size=old["batch_size"],
+            consumer_group=old["consumer_group"],
+            owner=old["owner"],
+            error_policy=old["error_policy"],
+            dead_letter_topic=old["dead_letter_topic"],
+        )
         try:
             StreamDefinition.from_json(definition.to_json())
         except DefinitionError as exc:  # rolls the whole migration back
             raise CatalogError(f"stream {old['name']!r} cannot be migrated: {exc}") from None
-        db.execute(f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
-                   f"({', '.join('?' for _ in _COLUMNS)})",
-                   (old["name"], definition.to_json(), old["status"], old["limit_batches"],
-                    old["last_error"], old["messages_processed"], old["batches_processed"],
-                    old["messages_dead_lettered"], old["messages_skipped"], old["created_at"],
-                    old["updated_at"]))
+        db.execute(
+            f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
+            f"({', '.join('?' for _ in _COLUMNS)})",
+            (
+                old["name"],
+                definition.to_json(),
+                old["status"],
+                old["limit_batches"],
+                old["last_error"],
+                old["messages_processed"],
+                old["batches_processed"],
+                old["messages_dead_lettered"],
+                old["messages_skipped"],
+                old["created_at"],
+                old["updated_at"],
+            ),
+        )
     db.execute("DROP TABLE streams_v2")
 
 
@@ -358,7 +436,6 @@ def _record(row: tuple[Any, ...]) -> StreamRecord:
     values["status"] = cast(Status, values["status"])
     state = StreamState(**{column: values[column] for column in _STATE_COLUMNS})
     try:
-        return StreamRecord(values["name"], StreamDefinition.from_json(values["definition"]),
-                            state)
+        return StreamRecord(values["name"], StreamDefinition.from_json(values["definition"]), state)
     except DefinitionError as exc:
         return StreamRecord(values["name"], None, state, unreadable=str(exc))

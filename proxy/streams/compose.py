@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.streams.grouping import _TOKENS  # the Cypher tokens the planner reads too
+from grammar import lexer
 from proxy.streams.positions import FENCE_TAIL, PREFIX, Fence, fence_parameters
 
 Query = tuple[str, dict[str, Any]]
@@ -90,10 +90,8 @@ def composable(text: str) -> bool:
 
 def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parsed:
     where = f"query {number + 1} of {total}"
-    tokens = [(m.lastgroup or "", m.group(0), m.start(), m.end())
-              for m in _TOKENS.finditer(text)]
-    significant = [t for t in tokens if t[0] != "space"
-                   and not (t[0] == "skip" and t[1].startswith(("//", "/*")))]
+    tokens = [(m.lastgroup or "", m.group(0), m.start(), m.end()) for m in lexer.tokens(text)]
+    significant = [t for t in tokens if t[0] not in ("space", "comment")]
     while significant and significant[-1][1] == ";":
         significant.pop()
     if not significant:
@@ -120,18 +118,21 @@ def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parse
             continue  # a property key or a label
         word = token.upper()
         if word in _SCHEMA_OBJECTS and before.upper() in ("CREATE", "DROP"):
-            raise NotComposable(f"{where} is an index or constraint command, which FalkorDB "
-                                "runs only on its own")
+            raise NotComposable(
+                f"{where} is an index or constraint command, which FalkorDB runs only on its own"
+            )
         if word in ("RETURN", "UNION"):
-            raise NotComposable(f"{where} returns rows ({word}), so nothing can follow it in "
-                                "the same query")
+            raise NotComposable(
+                f"{where} returns rows ({word}), so nothing can follow it in the same query"
+            )
         if word == "CALL" and after[0] == "word":
             procedure_call = True
         if word == "YIELD":
             procedure_call = False
     if procedure_call:
-        raise NotComposable(f"{where} calls a procedure without YIELD, so nothing can follow "
-                            "it in the same query")
+        raise NotComposable(
+            f"{where} calls a procedure without YIELD, so nothing can follow it in the same query"
+        )
     end = significant[-1][3]
     renamed: dict[str, str] = {}
     out: list[str] = []
@@ -141,7 +142,7 @@ def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parse
             break
         if kind != "param":
             continue
-        name = token[2:-1] if token.startswith("$`") else token[1:]
+        name = token[2:-1] if token.startswith("$`") else token[1:]  # lexer.param_name
         new = renamed.get(name)
         if new is None:
             new = renamed[name] = f"{PREFIX}_p{number}_{len(renamed)}"

@@ -25,8 +25,7 @@ DOCUMENT_VERSION = 1
 
 PolicyKind = Literal["stop", "skip", "dead_letter"]
 POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
-SHOWN_POLICY: dict[PolicyKind, str] = {"stop": "stop", "skip": "skip",
-                                       "dead_letter": "dead letter"}
+SHOWN_POLICY: dict[PolicyKind, str] = {"stop": "stop", "skip": "skip", "dead_letter": "dead letter"}
 
 
 class Delivery(enum.Enum):
@@ -84,8 +83,11 @@ class StreamDefinition:
             "name": self.name,
             "uri": self.uri,
             "topic": self.topic,
-            "transform": {"uri": self.transform.uri, "code": self.transform.code,
-                          "sha256": self.transform.sha256},
+            "transform": {
+                "uri": self.transform.uri,
+                "code": self.transform.code,
+                "sha256": self.transform.sha256,
+            },
             "batch_interval_ms": self.batch_interval_ms,
             "batch_size": self.batch_size,
             "consumer_group": self.consumer_group,
@@ -110,8 +112,10 @@ class StreamDefinition:
         if type(version) is not int or version < 1:
             raise DefinitionError("the stream definition has no valid version")
         if version > DOCUMENT_VERSION:
-            raise DefinitionError(f"the stream definition is of version {version}, written by "
-                                  f"a newer boltstream (this one reads {DOCUMENT_VERSION})")
+            raise DefinitionError(
+                f"the stream definition is of version {version}, written by "
+                f"a newer boltstream (this one reads {DOCUMENT_VERSION})"
+            )
         try:
             transform = document["transform"]
             policy = document["error_policy"]
@@ -119,17 +123,20 @@ class StreamDefinition:
                 raise DefinitionError(f"unknown error policy {policy!r}")
             delivery = Delivery[str(document.get("delivery", "at_least_once")).upper()]
             return cls(
-                name=_text(document["name"]), uri=_text(document["uri"]),
+                name=_text(document["name"]),
+                uri=_text(document["uri"]),
                 topic=_text(document["topic"]),
-                transform=TransformRef(_text(transform["uri"]), _text(transform["code"]),
-                                       _text(transform["sha256"])),
+                transform=TransformRef(
+                    _text(transform["uri"]), _text(transform["code"]), _text(transform["sha256"])
+                ),
                 batch_interval_ms=_count(document["batch_interval_ms"]),
                 batch_size=_count(document["batch_size"]),
                 consumer_group=_text(document["consumer_group"]),
                 owner=_optional_text(document.get("owner")),
                 error_policy=policy,
                 dead_letter_topic=_optional_text(document.get("dead_letter_topic")),
-                delivery=delivery)
+                delivery=delivery,
+            )
         except (KeyError, TypeError) as exc:
             raise DefinitionError(f"the stream definition lacks or mistypes {exc}") from None
 

@@ -83,8 +83,14 @@ def _trim_heap() -> None:
 _malloc_trim: Any = None
 
 
-__all__ = ["DEFAULT_BATCH_INTERVAL_MS", "DEFAULT_BATCH_SIZE", "EngineSettings", "StreamEngine",
-           "StreamError", "StreamStatus"]
+__all__ = [
+    "DEFAULT_BATCH_INTERVAL_MS",
+    "DEFAULT_BATCH_SIZE",
+    "EngineSettings",
+    "StreamEngine",
+    "StreamError",
+    "StreamStatus",
+]
 
 log = logging.getLogger("boltstream.streams")
 
@@ -126,8 +132,13 @@ class StreamEngine:
     transform URIs may be loaded.
     """
 
-    def __init__(self, data_dir: Path, writer: GraphWriter, policy: TransformPolicy,
-                 settings: EngineSettings | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        writer: GraphWriter,
+        policy: TransformPolicy,
+        settings: EngineSettings | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.settings = settings or EngineSettings()
         self.catalog = Catalog(self.data_dir)
@@ -215,43 +226,68 @@ class StreamEngine:
 
     # -- runners ----------------------------------------------------------------------------
 
-    def _launch(self, definition: StreamDefinition, record: StreamRecord,
-                limit: int | None) -> None:
+    def _launch(
+        self, definition: StreamDefinition, record: StreamRecord, limit: int | None
+    ) -> None:
         settings = self.settings
         state = record.state
         health = Health(state.last_error if state.status == "running" else None)
-        progress = Progress(state.messages_processed, state.batches_processed,
-                            state.messages_dead_lettered, state.messages_skipped)
+        progress = Progress(
+            state.messages_processed,
+            state.batches_processed,
+            state.messages_dead_lettered,
+            state.messages_skipped,
+        )
         transform = TransformRunner(
-            TransformSource(definition.transform.uri, definition.transform.code,
-                            definition.transform.sha256),
-            name=definition.name, batch_timeout=settings.transform_timeout,
-            memory_limit_mb=settings.transform_memory_mb)
+            TransformSource(
+                definition.transform.uri, definition.transform.code, definition.transform.sha256
+            ),
+            name=definition.name,
+            batch_timeout=settings.transform_timeout,
+            memory_limit_mb=settings.transform_memory_mb,
+        )
         config = consumer_config(definition, self.kafka_config)
 
         def make_source(runner: StreamRunner, on_committed: Any) -> Source:
             return StreamConsumer(
-                definition.name, config, definition.topic, size=definition.batch_size,
-                interval=definition.batch_interval_ms / 1000.0, health=health,
-                backoff=settings.backoff, max_messages=settings.max_pending_messages,
-                max_bytes=settings.max_pending_bytes, hooks=runner,
-                exactly_once=definition.exactly_once, on_committed=on_committed)
+                definition.name,
+                config,
+                definition.topic,
+                size=definition.batch_size,
+                interval=definition.batch_interval_ms / 1000.0,
+                health=health,
+                backoff=settings.backoff,
+                max_messages=settings.max_pending_messages,
+                max_bytes=settings.max_pending_bytes,
+                hooks=runner,
+                exactly_once=definition.exactly_once,
+                on_committed=on_committed,
+            )
 
         def make_producer() -> StreamProducer:
-            return StreamProducer(definition.name, producer_config(definition,
-                                                                   self.kafka_config))
+            return StreamProducer(definition.name, producer_config(definition, self.kafka_config))
 
         async def on_limit(left: int) -> None:
             with contextlib.suppress(CatalogError):
                 await self.catalog.update(definition.name, limit_batches=left or None)
 
         runner = StreamRunner(
-            definition, writer=self.writer, transform=transform, make_source=make_source,
+            definition,
+            writer=self.writer,
+            transform=transform,
+            make_source=make_source,
             make_producer=make_producer,
-            settings=RunnerSettings(stop_grace=settings.stop_grace, backoff=settings.backoff,
-                                    max_round_trip=settings.max_round_trip,
-                                    max_response_bytes=self.max_message_bytes),
-            progress=progress, health=health, limit=limit, on_limit=on_limit)
+            settings=RunnerSettings(
+                stop_grace=settings.stop_grace,
+                backoff=settings.backoff,
+                max_round_trip=settings.max_round_trip,
+                max_response_bytes=self.max_message_bytes,
+            ),
+            progress=progress,
+            health=health,
+            limit=limit,
+            on_limit=on_limit,
+        )
         self._runners[definition.name] = runner
         task = asyncio.get_running_loop().create_task(self._supervise(runner))
         self._supervisors.add(task)
@@ -273,13 +309,17 @@ class StreamEngine:
             with contextlib.suppress(CatalogError):
                 await self.catalog.add_progress({runner.name: runner.progress.take()})
                 if ended.how is RunEnd.FAILED:
-                    await self.catalog.update(runner.name, status="error",
-                                              last_error=ended.error, limit_batches=None)
+                    await self.catalog.update(
+                        runner.name, status="error", last_error=ended.error, limit_batches=None
+                    )
                 else:
                     log.info("stream %s processed its batch limit and stopped", runner.name)
-                    await self.catalog.update(runner.name, status="stopped",
-                                              last_error=runner.health.last_error,
-                                              limit_batches=None)
+                    await self.catalog.update(
+                        runner.name,
+                        status="stopped",
+                        last_error=runner.health.last_error,
+                        limit_batches=None,
+                    )
 
     async def _flush_loop(self) -> None:
         trimmed = 0.0
@@ -306,19 +346,25 @@ class StreamEngine:
         """The definition, if it may be handed to the Kafka client (a catalog written before
         names were checked may hold anything)."""
         if record.definition is None:
-            raise StreamError("invalid", f"Kafka stream {shown_name(record.name)} cannot be "
-                              f"{what}: {record.unreadable}")
+            raise StreamError(
+                "invalid",
+                f"Kafka stream {shown_name(record.name)} cannot be {what}: {record.unreadable}",
+            )
         definition = record.definition
         try:
             check_client_config(consumer_config(definition, self.kafka_config))
             check_topic(definition.topic)
         except UnsafeValue as exc:
-            raise StreamError("invalid", f"Kafka stream {shown_name(record.name)} cannot be "
-                              f"{what}: {exc}") from None
+            raise StreamError(
+                "invalid", f"Kafka stream {shown_name(record.name)} cannot be {what}: {exc}"
+            ) from None
         if definition.exactly_once and self.settings.exactly_once_refusal is not None:
-            raise StreamError("invalid", f"Kafka stream {shown_name(record.name)} cannot be "
-                              f"{what}: DELIVERY EXACTLY ONCE is not available here: "
-                              f"{self.settings.exactly_once_refusal}")
+            raise StreamError(
+                "invalid",
+                f"Kafka stream {shown_name(record.name)} cannot be "
+                f"{what}: DELIVERY EXACTLY ONCE is not available here: "
+                f"{self.settings.exactly_once_refusal}",
+            )
         return definition
 
     async def _get(self, name: str) -> StreamRecord:
@@ -335,36 +381,62 @@ class StreamEngine:
 
     # -- clauses ----------------------------------------------------------------------------
 
-    async def create(self, name: str, uri: str, topic: str, transform: str, *,
-                     batch_interval_ms: int | None = None, batch_size: int | None = None,
-                     owner: str | None = None, on_error: OnError | None = None,
-                     dead_letter_topic: str | None = None,
-                     delivery: DeliveryText | None = None) -> None:
+    async def create(
+        self,
+        name: str,
+        uri: str,
+        topic: str,
+        transform: str,
+        *,
+        batch_interval_ms: int | None = None,
+        batch_size: int | None = None,
+        owner: str | None = None,
+        on_error: OnError | None = None,
+        dead_letter_topic: str | None = None,
+        delivery: DeliveryText | None = None,
+    ) -> None:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
         self._check_open()
         async with self._locks[name]:
             if await self.catalog.get(name) is not None:
                 raise StreamError("exists", f"Kafka stream {name} already exists.")
             definition = await define(
-                name, uri, topic, transform, consumer_group=self.group_of(name),
-                admin=self.admin, policy=self.policy,
+                name,
+                uri,
+                topic,
+                transform,
+                consumer_group=self.group_of(name),
+                admin=self.admin,
+                policy=self.policy,
                 broker_timeout=self.settings.broker_timeout,
-                batch_interval_ms=batch_interval_ms, batch_size=batch_size, owner=owner,
-                on_error=on_error, dead_letter_topic=dead_letter_topic, delivery=delivery,
-                exactly_once_refusal=self.settings.exactly_once_refusal)
+                batch_interval_ms=batch_interval_ms,
+                batch_size=batch_size,
+                owner=owner,
+                on_error=on_error,
+                dead_letter_topic=dead_letter_topic,
+                delivery=delivery,
+                exactly_once_refusal=self.settings.exactly_once_refusal,
+            )
             try:
                 await self.catalog.insert(definition)
             except StreamExists:
                 raise StreamError("exists", f"Kafka stream {name} already exists.") from None
             except CatalogError as exc:
-                raise StreamError("internal", f"Couldn't persist stream metadata for stream "
-                                  f"{name}: {exc}") from None
-        log.info("created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s, "
-                 "delivery %s)", name, definition.topic, definition.uri,
-                 definition.transform.uri, definition.transform.sha256[:12],
-                 SHOWN_POLICY[definition.error_policy],
-                 f" {definition.dead_letter_topic}" if definition.dead_letter_topic else "",
-                 definition.delivery.shown)
+                raise StreamError(
+                    "internal", f"Couldn't persist stream metadata for stream {name}: {exc}"
+                ) from None
+        log.info(
+            "created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s, "
+            "delivery %s)",
+            name,
+            definition.topic,
+            definition.uri,
+            definition.transform.uri,
+            definition.transform.sha256[:12],
+            SHOWN_POLICY[definition.error_policy],
+            f" {definition.dead_letter_topic}" if definition.dead_letter_topic else "",
+            definition.delivery.shown,
+        )
 
     async def drop(self, name: str) -> None:
         self._check_open()
@@ -382,19 +454,24 @@ class StreamEngine:
         """START STREAM: a running stream is left alone; a stopped or failed one starts."""
         self._check_open()
         if limit_batches is not None and limit_batches < 1:
-            raise StreamError("invalid", f"Starting Kafka stream {name} failed: Batch limit "
-                              "has to be greater than or equal to 1")
+            raise StreamError(
+                "invalid",
+                f"Starting Kafka stream {name} failed: Batch limit "
+                "has to be greater than or equal to 1",
+            )
         async with self._locks[name]:
             record = await self._get(name)
             if name in self._runners:
                 return
             definition = self._startable(record, "started")
-            await self.catalog.update(name, status="running", last_error=None,
-                                      limit_batches=limit_batches)
+            await self.catalog.update(
+                name, status="running", last_error=None, limit_batches=limit_batches
+            )
             record = await self._get(name)
             self._launch(definition, record, limit_batches)
-        log.info("started stream %s%s", name,
-                 f" for {limit_batches} batches" if limit_batches else "")
+        log.info(
+            "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
+        )
 
     async def stop_stream(self, name: str) -> None:
         """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped."""
@@ -409,8 +486,9 @@ class StreamEngine:
                 await runner.stop()
                 self._trim_due = True
                 await self.catalog.add_progress({name: runner.progress.take()})
-                await self.catalog.update(name, status="stopped", limit_batches=None,
-                                          last_error=runner.health.last_error)
+                await self.catalog.update(
+                    name, status="stopped", limit_batches=None, last_error=runner.health.last_error
+                )
             else:
                 await self.catalog.update(name, status="stopped", limit_batches=None)
         log.info("stopped stream %s", name)
@@ -424,8 +502,9 @@ class StreamEngine:
     async def stop_all(self) -> None:
         self._check_open()
         records = await self.catalog.all()
-        results = await asyncio.gather(*(self.stop_stream(r.name) for r in records),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self.stop_stream(r.name) for r in records), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StreamError):
                 raise result
@@ -436,13 +515,16 @@ class StreamEngine:
         live = {}
         for name, runner in self._runners.items():
             totals = runner.progress.totals
-            live[name] = Live(totals.messages, totals.dead_lettered, totals.skipped,
-                              runner.health.last_error)
-        return await show_rows(records, live, self.admin, self.kafka_config,
-                               self.settings.lag_timeout)
+            live[name] = Live(
+                totals.messages, totals.dead_lettered, totals.skipped, runner.health.last_error
+            )
+        return await show_rows(
+            records, live, self.admin, self.kafka_config, self.settings.lag_timeout
+        )
 
-    async def test(self, name: str, limit_batches: int | None = None
-                   ) -> list[tuple[str, dict[str, Any]]]:
+    async def test(
+        self, name: str, limit_batches: int | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """TEST STREAM: consume ``limit_batches`` batches (default 1) from where the stream
         would start, transform them, return the queries. Writes nothing, commits nothing,
         does not join the stream's consumer group. A STOP or DROP of the stream meanwhile
@@ -450,30 +532,43 @@ class StreamEngine:
         self._check_open()
         limit = 1 if limit_batches is None else limit_batches
         if limit < 1:
-            raise StreamError("invalid", f"Testing Kafka stream {name} failed: Batch limit "
-                              "has to be greater than or equal to 1")
+            raise StreamError(
+                "invalid",
+                f"Testing Kafka stream {name} failed: Batch limit "
+                "has to be greater than or equal to 1",
+            )
         async with self._locks[name]:
             record = await self._get(name)
             if name in self._runners:
-                raise StreamError("state", f"Kafka stream {name} is running; stop it before "
-                                  "testing it")
+                raise StreamError(
+                    "state", f"Kafka stream {name} is running; stop it before testing it"
+                )
             definition = self._startable(record, "tested")
             settings = self.settings
-            task = asyncio.get_running_loop().create_task(test_stream(
-                definition, limit, writer=self.writer, kafka_config=self.kafka_config,
-                broker_timeout=settings.broker_timeout, test_timeout=settings.test_timeout,
-                transform_timeout=settings.transform_timeout,
-                transform_memory_mb=settings.transform_memory_mb))
+            task = asyncio.get_running_loop().create_task(
+                test_stream(
+                    definition,
+                    limit,
+                    writer=self.writer,
+                    kafka_config=self.kafka_config,
+                    broker_timeout=settings.broker_timeout,
+                    test_timeout=settings.test_timeout,
+                    transform_timeout=settings.transform_timeout,
+                    transform_memory_mb=settings.transform_memory_mb,
+                )
+            )
             self._tests[name] = task
             try:
                 return await task
             except asyncio.CancelledError:
                 if task.cancelled() and name in self._preempted:
-                    raise StreamError("state", f"TEST STREAM {name} was interrupted: the "
-                                      "stream was stopped or dropped meanwhile") from None
+                    raise StreamError(
+                        "state",
+                        f"TEST STREAM {name} was interrupted: the "
+                        "stream was stopped or dropped meanwhile",
+                    ) from None
                 raise
             finally:
                 self._preempted.discard(name)
                 if self._tests.get(name) is task:
                     del self._tests[name]
-

@@ -56,8 +56,9 @@ class Host(Protocol):
     first ``through`` messages (an exactly-once stream moves its position there in the same
     atomic unit)."""
 
-    async def write(self, queries: list[Query], group: bool, *,
-                    through: int | None = None) -> None: ...
+    async def write(
+        self, queries: list[Query], group: bool, *, through: int | None = None
+    ) -> None: ...
 
     async def read(self, query: str, params: dict[str, Any]) -> QueryResult: ...
 
@@ -79,10 +80,12 @@ class StopAt(Exception):
 
 def source_headers(stream: str, message: Any) -> list[tuple[str, bytes]]:
     """Where a record came from: stream, topic, partition, offset (and timestamp)."""
-    headers = [(HEADER_PREFIX + "stream", stream.encode()),
-               (HEADER_PREFIX + "topic", str(message.topic()).encode()),
-               (HEADER_PREFIX + "partition", str(message.partition()).encode()),
-               (HEADER_PREFIX + "offset", str(message.offset()).encode())]
+    headers = [
+        (HEADER_PREFIX + "stream", stream.encode()),
+        (HEADER_PREFIX + "topic", str(message.topic()).encode()),
+        (HEADER_PREFIX + "partition", str(message.partition()).encode()),
+        (HEADER_PREFIX + "offset", str(message.offset()).encode()),
+    ]
     kind, stamp = message.timestamp()
     if kind != 0 and stamp is not None and stamp >= 0:  # 0: TIMESTAMP_NOT_AVAILABLE
         headers.append((HEADER_PREFIX + "timestamp", str(stamp).encode()))
@@ -101,8 +104,14 @@ def dead_letter(stream: str, topic: str, message: Any, reason: str) -> Record:
 class Applier:
     """Applies one batch's outcomes; see the module docstring."""
 
-    def __init__(self, host: Host, *, stop_on_failure: bool, stream: str = "",
-                 max_response_bytes: int = 1000000) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        stop_on_failure: bool,
+        stream: str = "",
+        max_response_bytes: int = 1000000,
+    ) -> None:
         self.host = host
         self.stop_on_failure = stop_on_failure
         self.stream = stream
@@ -132,8 +141,7 @@ class Applier:
                 self.fail(end, rejected.reason)
             start = end + 1
 
-    async def _write_run(self, outcomes: Sequence[Outcome], lo: int, hi: int,
-                         group: bool) -> None:
+    async def _write_run(self, outcomes: Sequence[Outcome], lo: int, hi: int, group: bool) -> None:
         queries: list[Query] = []
         owners: list[int] = []
         for index in range(lo, hi):
@@ -194,8 +202,10 @@ class Applier:
         value = _dumps(body)
         room = self.max_response_bytes - len(key.encode("utf-8")) - 2048  # headers, framing
         if len(value) > room:
-            message = (f"the result is {len(value)} bytes of JSON, more than a Kafka message "
-                       f"may hold here ({self.max_response_bytes}); ask for fewer rows")
+            message = (
+                f"the result is {len(value)} bytes of JSON, more than a Kafka message "
+                f"may hold here ({self.max_response_bytes}); ask for fewer rows"
+            )
             value = _dumps({**_error_body(INVALID_REQUEST, message), "with_key": key})
         return value
 
@@ -214,8 +224,10 @@ def _request(outcome: Accepted) -> tuple[str, str, str, dict[str, Any], str | No
 
 def _rows_body(result: QueryResult) -> dict[str, Any]:
     fields = list(result.fields)
-    rows = [{field: to_json(value) for field, value in zip(fields, row, strict=False)}
-            for row in result.rows]
+    rows = [
+        {field: to_json(value) for field, value in zip(fields, row, strict=False)}
+        for row in result.rows
+    ]
     return {"ok": True, "fields": fields, "rows": rows}
 
 
@@ -224,5 +236,6 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+        "utf-8"
+    )

@@ -50,32 +50,61 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from grammar import lexer
+
 Query = tuple[str, dict[str, Any]]
 
 ROWS_PARAM = "__boltstream_rows"
 ROW_VAR = "__boltstream_row"
 
-# Tokens of a query text: strings, comments and backquoted names are taken whole; parameters,
-# words and punctuation are what the analysis looks at.
-_TOKENS = re.compile(
-    r"""
-      (?P<skip>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`|//[^\n]*|/\*.*?\*/)
-    | (?P<param>\$(?:`[^`]*`|\w+))
-    | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
-    | (?P<word>[A-Za-z_]\w*)
-    | (?P<space>\s+)
-    | (?P<other>.)
-    """,
-    re.S | re.X,
-)
+# Kinds of the lexer's tokens as the analysis sees them: strings and backquoted names are taken
+# whole ("skip"), comments and spaces are dropped.
+_KIND = {
+    "string": "skip",
+    "name": "skip",
+    "param": "param",
+    "number": "number",
+    "word": "word",
+    "other": "other",
+}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Words that read the graph or start another clause: not allowed inside a C query's patterns.
-_READING_WORDS = {"MATCH", "CALL", "EXISTS", "COUNT", "COLLECT", "RETURN", "WITH", "UNWIND",
-                  "OPTIONAL", "MERGE", "SET", "DELETE", "DETACH", "REMOVE", "FOREACH", "LOAD",
-                  "UNION"}
+_READING_WORDS = {
+    "MATCH",
+    "CALL",
+    "EXISTS",
+    "COUNT",
+    "COLLECT",
+    "RETURN",
+    "WITH",
+    "UNWIND",
+    "OPTIONAL",
+    "MERGE",
+    "SET",
+    "DELETE",
+    "DETACH",
+    "REMOVE",
+    "FOREACH",
+    "LOAD",
+    "UNION",
+}
 # Words allowed at depth 0 in an M query's MATCH/WHERE part, besides the variables it binds.
-_READ_OPERATORS = {"MATCH", "WHERE", "AND", "OR", "NOT", "XOR", "IS", "NULL", "IN", "TRUE",
-                   "FALSE", "STARTS", "ENDS", "CONTAINS"}
+_READ_OPERATORS = {
+    "MATCH",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "XOR",
+    "IS",
+    "NULL",
+    "IN",
+    "TRUE",
+    "FALSE",
+    "STARTS",
+    "ENDS",
+    "CONTAINS",
+}
 
 Token = tuple[str, str]  # (kind, text)
 
@@ -138,11 +167,11 @@ def _tokens(query: str) -> list[Token] | None:
     """Significant tokens (no spaces or comments), or None if a parameter is not a plain
     name."""
     found: list[Token] = []
-    for match in _TOKENS.finditer(query):
-        kind = match.lastgroup or ""
-        text = match.group(0)
-        if kind == "space" or (kind == "skip" and text.startswith(("//", "/*"))):
+    for match in lexer.tokens(query):
+        kind = _KIND.get(match.lastgroup or "")
+        if kind is None:  # a space or a comment
             continue
+        text = match.group(0)
         if kind == "param" and not _IDENT.match(text[1:]):
             return None
         found.append((kind, text))
@@ -174,11 +203,14 @@ def _classify(query: str) -> Shape:
         return Shape("C", params, tuple(created), relationships)
     if first != "MATCH":
         return _NOT_GROUPED
-    creates = [i for i, (kind, text) in enumerate(tokens)
-               if kind == "word" and text.upper() == "CREATE" and _depth_at(tokens, i) == 0]
+    creates = [
+        i
+        for i, (kind, text) in enumerate(tokens)
+        if kind == "word" and text.upper() == "CREATE" and _depth_at(tokens, i) == 0
+    ]
     if len(creates) != 1:
         return _NOT_GROUPED
-    read, write = tokens[:creates[0]], tokens[creates[0] + 1:]
+    read, write = tokens[: creates[0]], tokens[creates[0] + 1 :]
     bound = _bound_variables(read)
     if not _read_only_nodes(read, bound) or not _create_only_relationships(write, bound):
         return _NOT_GROUPED
@@ -267,8 +299,11 @@ def _create_only_relationships(write: Sequence[Token], bound: set[str]) -> bool:
     while i < len(write):
         kind, text = write[i]
         if kind == "other" and text == "(":
-            if (i + 2 >= len(write) or write[i + 2] != ("other", ")")
-                    or write[i + 1][1] not in bound):
+            if (
+                i + 2 >= len(write)
+                or write[i + 2] != ("other", ")")
+                or write[i + 1][1] not in bound
+            ):
                 return False
             i += 3
             continue
@@ -410,8 +445,9 @@ def _compiled(shape: Shape) -> _Compiled:
     return found
 
 
-def _resolved(props: tuple[tuple[str, str | None, Any], ...], params: dict[str, Any]
-              ) -> list[tuple[str, Any]]:
+def _resolved(
+    props: tuple[tuple[str, str | None, Any], ...], params: dict[str, Any]
+) -> list[tuple[str, Any]]:
     """A compiled pattern's (key, value) pairs with this query's parameters."""
     out = []
     for key, name, value in props:
@@ -664,8 +700,10 @@ def group_runs(queries: Sequence[Query]) -> list[Query]:
             if shape.kind is not None and all(p.keys() >= names for _t, p in queries[i:j]):
                 width = len(names)
                 # A query's parameters are its row as they are when it has no others.
-                rows = [p if len(p) == width else {name: p[name] for name in names}
-                        for _t, p in queries[i:j]]
+                rows = [
+                    p if len(p) == width else {name: p[name] for name in names}
+                    for _t, p in queries[i:j]
+                ]
                 out.append((_rewrite(text), {ROWS_PARAM: rows}))
                 i = j
                 continue
@@ -693,7 +731,7 @@ def _rewrite_text(query: str) -> str:
             return f"{ROW_VAR}.{match.group(0)[1:]}"
         return match.group(0)
 
-    body = _TOKENS.sub(replace, query).rstrip()
+    body = lexer.TOKEN.sub(replace, query).rstrip()
     if body.endswith(";"):
         body = body[:-1]
     return f"UNWIND ${ROWS_PARAM} AS {ROW_VAR} {body}"

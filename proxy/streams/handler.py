@@ -5,9 +5,9 @@ only a query that starts like a stream clause is parsed. A query that starts lik
 does not parse is still ours (no backend knows these clauses): ``run`` answers it with
 ``Neo.ClientError.Statement.SyntaxError``, line, column and what was expected.
 
-The clauses run only in auto-commit transactions (``autocommit_only``), in front of any
-backend (``relay``). The user the client authenticated as (``QueryContext.user``) becomes the
-owner of the streams it creates.
+The clauses are answered in front of any backend (``relay``), in auto-commit and explicit
+transactions (``proxy.answers.streams`` says which wait for COMMIT). The user the client
+authenticated as (``QueryContext.user``) becomes the owner of the streams it creates.
 """
 
 from __future__ import annotations
@@ -16,17 +16,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import grammar
+from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
-from proxy.router import QueryContext
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
 # the delivery guarantee.
 SHOW_STREAMS_FIELDS = [
-    "name", "uri", "topic", "transform", "status",
-    "batch_interval", "batch_size", "consumer_group", "owner", "messages_processed", "lag",
-    "last_error", "on_error", "dead_letter_topic", "dead_lettered", "skipped", "delivery",
+    "name",
+    "uri",
+    "topic",
+    "transform",
+    "status",
+    "batch_interval",
+    "batch_size",
+    "consumer_group",
+    "owner",
+    "messages_processed",
+    "lag",
+    "last_error",
+    "on_error",
+    "dead_letter_topic",
+    "dead_lettered",
+    "skipped",
+    "delivery",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -54,7 +68,6 @@ class StreamClauseHandler:
     name = "stream"
     keywords: tuple[str, ...] = grammar.KEYWORDS
     relay = True
-    autocommit_only = True
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
@@ -67,8 +80,9 @@ class StreamClauseHandler:
         except grammar.StreamSyntaxError as exc:
             return BadStreamClause(exc)
 
-    async def run(self, parsed: grammar.StreamClause | BadStreamClause,
-                  ctx: QueryContext) -> QueryResult:
+    async def run(
+        self, parsed: grammar.StreamClause | BadStreamClause, ctx: QueryContext
+    ) -> QueryResult:
         if isinstance(parsed, BadStreamClause):
             raise BackendError(SYNTAX_ERROR, parsed.error.message)
         try:
@@ -82,22 +96,46 @@ class StreamClauseHandler:
         engine = self.engine
         if isinstance(clause, grammar.ShowStreams):
             rows: list[list[Any]] = [
-                [s.name, s.uri, s.topic, s.transform, s.status, s.batch_interval, s.batch_size,
-                 s.consumer_group, s.owner, s.messages_processed, s.lag, s.last_error,
-                 s.on_error, s.dead_letter_topic, s.dead_lettered, s.skipped, s.delivery]
-                for s in await engine.show()]
+                [
+                    s.name,
+                    s.uri,
+                    s.topic,
+                    s.transform,
+                    s.status,
+                    s.batch_interval,
+                    s.batch_size,
+                    s.consumer_group,
+                    s.owner,
+                    s.messages_processed,
+                    s.lag,
+                    s.last_error,
+                    s.on_error,
+                    s.dead_letter_topic,
+                    s.dead_lettered,
+                    s.skipped,
+                    s.delivery,
+                ]
+                for s in await engine.show()
+            ]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
         if isinstance(clause, grammar.TestStream):
             queries = await engine.test(clause.name, clause.limit_batches)
-            return QueryResult(list(TEST_STREAM_FIELDS),
-                               [[query, params] for query, params in queries], type="r")
+            return QueryResult(
+                list(TEST_STREAM_FIELDS), [[query, params] for query, params in queries], type="r"
+            )
         if isinstance(clause, grammar.CreateStream):
-            await engine.create(clause.name, clause.uri, clause.topic, clause.transform,
-                                batch_interval_ms=clause.batch_interval_ms,
-                                batch_size=clause.batch_size, owner=ctx.user or None,
-                                on_error=clause.on_error,
-                                dead_letter_topic=clause.dead_letter_topic,
-                                delivery=clause.delivery)
+            await engine.create(
+                clause.name,
+                clause.uri,
+                clause.topic,
+                clause.transform,
+                batch_interval_ms=clause.batch_interval_ms,
+                batch_size=clause.batch_size,
+                owner=ctx.user or None,
+                on_error=clause.on_error,
+                dead_letter_topic=clause.dead_letter_topic,
+                delivery=clause.delivery,
+            )
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)
         elif isinstance(clause, grammar.StartStream):

@@ -50,16 +50,27 @@ _NOT_MINE = object()
 
 def _bolt_value(value: Any) -> Any:
     if isinstance(value, bv.Node):
-        return _node(value.id, value.element_id or str(value.id), list(value.labels),
-                     value.properties)
+        return _node(
+            value.id, value.element_id or str(value.id), list(value.labels), value.properties
+        )
     if isinstance(value, bv.Relationship):
-        return _relationship(value.id, value.element_id or str(value.id), value.type,
-                             value.start_node_id, value.end_node_id, value.properties)
+        return _relationship(
+            value.id,
+            value.element_id or str(value.id),
+            value.type,
+            value.start_node_id,
+            value.end_node_id,
+            value.properties,
+        )
     if isinstance(value, bv.Path):
         return _bolt_path(value)
     if isinstance(value, bv.UnboundRelationship):
-        return {"id": value.id, "element_id": value.element_id or str(value.id),
-                "type": value.type, "properties": to_json(value.properties)}
+        return {
+            "id": value.id,
+            "element_id": value.element_id or str(value.id),
+            "type": value.type,
+            "properties": to_json(value.properties),
+        }
     if isinstance(value, bv.Date):
         return (dt.date(1970, 1, 1) + dt.timedelta(days=value.days)).isoformat()
     if isinstance(value, bv.LocalTime):
@@ -83,14 +94,25 @@ def _bolt_value(value: Any) -> Any:
 
 
 def _node(node_id: Any, element_id: str, labels: list[str], properties: Any) -> dict[str, Any]:
-    return {"id": node_id, "element_id": element_id, "labels": sorted(labels),
-            "properties": to_json(dict(properties))}
+    return {
+        "id": node_id,
+        "element_id": element_id,
+        "labels": sorted(labels),
+        "properties": to_json(dict(properties)),
+    }
 
 
-def _relationship(rel_id: Any, element_id: str, kind: str, start: Any, end: Any,
-                  properties: Any) -> dict[str, Any]:
-    return {"id": rel_id, "element_id": element_id, "type": kind, "start": start, "end": end,
-            "properties": to_json(dict(properties))}
+def _relationship(
+    rel_id: Any, element_id: str, kind: str, start: Any, end: Any, properties: Any
+) -> dict[str, Any]:
+    return {
+        "id": rel_id,
+        "element_id": element_id,
+        "type": kind,
+        "start": start,
+        "end": end,
+        "properties": to_json(dict(properties)),
+    }
 
 
 def _bolt_path(path: bv.Path) -> dict[str, Any]:
@@ -103,8 +125,11 @@ def _bolt_path(path: bv.Path) -> dict[str, Any]:
         rel = path.relationships[abs(rel_index) - 1]
         node = path.nodes[node_index]
         start, end = (previous, node) if rel_index > 0 else (node, previous)
-        relationships.append(_relationship(rel.id, rel.element_id or str(rel.id), rel.type,
-                                           start.id, end.id, rel.properties))
+        relationships.append(
+            _relationship(
+                rel.id, rel.element_id or str(rel.id), rel.type, start.id, end.id, rel.properties
+            )
+        )
         nodes.append(node)
         previous = node
     return {"nodes": [to_json(node) for node in nodes], "relationships": relationships}
@@ -145,8 +170,7 @@ def _zoned(seconds: int, nanoseconds: int, zone: str) -> str:
 
 
 def _duration(months: int, days: int, seconds: int, nanoseconds: int) -> str:
-    years, months = divmod(months, 12) if months >= 0 else (-((-months) // 12),
-                                                            -((-months) % 12))
+    years, months = divmod(months, 12) if months >= 0 else (-((-months) // 12), -((-months) % 12))
     total = seconds * 1_000_000_000 + nanoseconds
     sign = "-" if total < 0 else ""
     total = abs(total)
@@ -173,12 +197,19 @@ def _driver_value(value: Any) -> Any:
         return _node(_legacy_id(value), value.element_id, list(value.labels), dict(value))
     if isinstance(value, graph.Relationship):
         start, end = value.start_node, value.end_node
-        return _relationship(_legacy_id(value), value.element_id, value.type,
-                             _legacy_id(start) if start is not None else None,
-                             _legacy_id(end) if end is not None else None, dict(value))
+        return _relationship(
+            _legacy_id(value),
+            value.element_id,
+            value.type,
+            _legacy_id(start) if start is not None else None,
+            _legacy_id(end) if end is not None else None,
+            dict(value),
+        )
     if isinstance(value, graph.Path):
-        return {"nodes": [to_json(node) for node in value.nodes],
-                "relationships": [to_json(rel) for rel in value.relationships]}
+        return {
+            "nodes": [to_json(node) for node in value.nodes],
+            "relationships": [to_json(rel) for rel in value.relationships],
+        }
     if isinstance(value, time.Duration):
         return _duration(value.months, value.days, value.seconds, value.nanoseconds)
     if isinstance(value, time.DateTime):

@@ -70,10 +70,22 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch.wait.max.ms": 50,
 }
 # Consumer-only settings: not given to the admin client (librdkafka would warn about each).
-CONSUMER_ONLY = ("group.", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.",
-                 "auto.offset.reset", "enable.auto.", "auto.commit.", "partition.assignment.",
-                 "fetch.", "queued.", "isolation.level", "enable.partition.eof", "check.crcs",
-                 "consume.callback.max.messages")
+CONSUMER_ONLY = (
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.",
+    "auto.offset.reset",
+    "enable.auto.",
+    "auto.commit.",
+    "partition.assignment.",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+)
 
 _SLICE = 0.1  # longest blocking consume call (seconds): how soon commands and STOP are seen
 _CHUNK = 5000  # most messages taken from librdkafka's queue at once
@@ -86,16 +98,28 @@ _OFFSET_INVALID = -1001
 def consumer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {**CONSUMER_DEFAULTS, "client.id": f"boltstream-{definition.name}"}
     config.update({k: v for k, v in base.items() if k not in FORCED})
-    config.update({"bootstrap.servers": definition.uri, "group.id": definition.consumer_group,
-                   "enable.auto.commit": False, "enable.auto.offset.store": False})
+    config.update(
+        {
+            "bootstrap.servers": definition.uri,
+            "group.id": definition.consumer_group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
     return config
 
 
 def admin_config(uri: str, base: Mapping[str, Any]) -> dict[str, Any]:
     """An admin client (or the base of a producer): no consumer-only settings."""
     config = {k: v for k, v in base.items() if k not in FORCED and not k.startswith(CONSUMER_ONLY)}
-    config.update({"bootstrap.servers": uri, "logger": kafka_log,
-                   "error_cb": lambda error: None, "client.id": "boltstream-admin"})
+    config.update(
+        {
+            "bootstrap.servers": uri,
+            "logger": kafka_log,
+            "error_cb": lambda error: None,
+            "client.id": "boltstream-admin",
+        }
+    )
     return config
 
 
@@ -103,8 +127,14 @@ def producer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> di
     """A stream's producer (dead letters, responses): every record acknowledged by all
     in-sync replicas before the batch's offsets are committed."""
     config = admin_config(definition.uri, base)
-    config.update({"client.id": f"boltstream-{definition.name}", "acks": "all",
-                   "message.timeout.ms": DELIVERY_TIMEOUT_MS, "linger.ms": 5})
+    config.update(
+        {
+            "client.id": f"boltstream-{definition.name}",
+            "acks": "all",
+            "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+            "linger.ms": 5,
+        }
+    )
     return config
 
 
@@ -137,8 +167,7 @@ class Hooks(Protocol):
     async def quiesce(self) -> None:
         """Drop every batch not written yet; return once no write is in progress."""
 
-    async def positions(self, partitions: list[TopicPartition]
-                        ) -> dict[TopicPartition, int | None]:
+    async def positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         """Exactly-once: where to start each partition (the position stored in the graph;
         None: none stored). Raises only when the stream stops."""
         ...
@@ -158,12 +187,23 @@ class StreamConsumer:
     (topic, partition, offset) instead of joining the group (TEST STREAM: no commits).
     """
 
-    def __init__(self, name: str, config: dict[str, Any], topic: str, *, size: int,
-                 interval: float, health: Health, backoff: Backoff,
-                 max_messages: int = 50000, max_bytes: int = 16 * 1024 * 1024,
-                 hooks: Hooks | None = None, exactly_once: bool = False,
-                 on_committed: Callable[[list[Any]], None] | None = None,
-                 assign: list[tuple[str, int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: dict[str, Any],
+        topic: str,
+        *,
+        size: int,
+        interval: float,
+        health: Health,
+        backoff: Backoff,
+        max_messages: int = 50000,
+        max_bytes: int = 16 * 1024 * 1024,
+        hooks: Hooks | None = None,
+        exactly_once: bool = False,
+        on_committed: Callable[[list[Any]], None] | None = None,
+        assign: list[tuple[str, int, int]] | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.topic = topic
@@ -200,8 +240,7 @@ class StreamConsumer:
         self._inflight_offsets: dict[TopicPartition, int] = {}
         self._commit_retry_at = 0.0
         self._probe_at = 0.0
-        self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy",
-                                                            ""))
+        self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         self._grace = 5.0
 
     # -- the event loop's side ------------------------------------------------------------------
@@ -211,8 +250,9 @@ class StreamConsumer:
         self._loop = asyncio.get_running_loop()
         self._opened = self._loop.create_future()
         self._done = self._loop.create_future()
-        self._thread = threading.Thread(target=self._main, name=f"stream-{self.name}"[:15],
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"stream-{self.name}"[:15], daemon=True
+        )
         self._thread.start()
 
     async def opened(self) -> None:
@@ -364,8 +404,12 @@ class StreamConsumer:
         config["on_commit"] = self._on_commit
         self._consumer = Consumer(config)
         if self.fixed_assignment is None:
-            self._consumer.subscribe([self.topic], on_assign=self._on_assign,
-                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self._consumer.subscribe(
+                [self.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
         else:
             from confluent_kafka import TopicPartition as KafkaTopicPartition
 
@@ -394,8 +438,9 @@ class StreamConsumer:
         deadline = self.former.deadline
         if deadline is not None:
             wait = min(_SLICE, max(0.0, deadline - now))
-            self._take(consumer.consume(num_messages=self.former.size - self.former.pending,
-                                        timeout=wait))
+            self._take(
+                consumer.consume(num_messages=self.former.size - self.former.pending, timeout=wait)
+            )
             return
         room = max(1, min(_CHUNK, self.max_messages - self._held_messages))
         if not self._take(consumer.consume(num_messages=room, timeout=0)):
@@ -516,8 +561,11 @@ class StreamConsumer:
                 if offset > self._pending.get(key, -1):
                     self._pending[key] = offset
             self._pending_tokens.append(token)
-        if (self._inflight is not None or not self._pending_tokens
-                or time.monotonic() < self._commit_retry_at):
+        if (
+            self._inflight is not None
+            or not self._pending_tokens
+            or time.monotonic() < self._commit_retry_at
+        ):
             return
         if not self._pending:  # nothing to commit (tokens only): answered at once
             self._answer(self._pending_tokens)
@@ -529,9 +577,10 @@ class StreamConsumer:
         tokens, self._pending_tokens = self._pending_tokens, []
         self._inflight, self._inflight_offsets = tokens, offsets
         try:
-            self._consumer.commit(offsets=[KafkaTopicPartition(t, p, o)
-                                           for (t, p), o in offsets.items()],
-                                  asynchronous=True)
+            self._consumer.commit(
+                offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=True,
+            )
         except Exception as exc:
             self._commit_failed(reason_of(exc), retriable=True)
 
@@ -564,8 +613,9 @@ class StreamConsumer:
         # The batches are written; their offsets will be committed with later ones, or they
         # are applied again after a rebalance or a restart.
         log.warning("stream %s: committing offsets failed: %s", self.name, reason)
-        self.health.last_error = (f"committing offsets failed: {reason} (the batch was "
-                                  "written and may be applied again)")
+        self.health.last_error = (
+            f"committing offsets failed: {reason} (the batch was written and may be applied again)"
+        )
         self._answer(tokens)
 
     def _answer(self, tokens: list[Any]) -> None:
@@ -591,14 +641,16 @@ class StreamConsumer:
         self._pending, self._pending_tokens = {}, []
         if offsets:
             try:
-                self._consumer.commit(offsets=[KafkaTopicPartition(t, p, o)
-                                               for (t, p), o in offsets.items()],
-                                      asynchronous=False)
+                self._consumer.commit(
+                    offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=False,
+                )
             except Exception as exc:
-                log.warning("stream %s: committing offsets failed: %s", self.name,
-                            reason_of(exc))
-                self.health.last_error = (f"committing offsets failed: {reason_of(exc)} (the "
-                                          "batch was written and may be applied again)")
+                log.warning("stream %s: committing offsets failed: %s", self.name, reason_of(exc))
+                self.health.last_error = (
+                    f"committing offsets failed: {reason_of(exc)} (the "
+                    "batch was written and may be applied again)"
+                )
         self._answer(tokens)
 
     def _finish(self) -> None:
@@ -609,10 +661,16 @@ class StreamConsumer:
             # Serves the commit callback; whatever it consumes is never committed.
             self._consumer.consume(num_messages=1, timeout=0.05)
         if self.outstanding_commits():
-            log.warning("stream %s: offsets left uncommitted at stop (the batches are written "
-                        "and will be applied again)", self.name)
-            tokens = (self._inflight or []) + self._pending_tokens + [
-                token for _offsets, token in self._commit_requests]
+            log.warning(
+                "stream %s: offsets left uncommitted at stop (the batches are written "
+                "and will be applied again)",
+                self.name,
+            )
+            tokens = (
+                (self._inflight or [])
+                + self._pending_tokens
+                + [token for _offsets, token in self._commit_requests]
+            )
             self._inflight, self._pending_tokens = None, []
             self._pending.clear()
             self._commit_requests.clear()
@@ -657,8 +715,11 @@ class StreamConsumer:
         else:
             consumer.assign(partitions)
             self._assigned = list(partitions)
-        log.info("stream %s: assigned %s", self.name,
-                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+        log.info(
+            "stream %s: assigned %s",
+            self.name,
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
+        )
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._revoke(consumer, partitions, lost=False)
@@ -667,8 +728,12 @@ class StreamConsumer:
         self._revoke(consumer, partitions, lost=True)
 
     def _revoke(self, consumer: Any, partitions: list[Any], *, lost: bool) -> None:
-        log.info("stream %s: %s %s", self.name, "lost" if lost else "revoked",
-                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+        log.info(
+            "stream %s: %s %s",
+            self.name,
+            "lost" if lost else "revoked",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
+        )
         try:
             self._drop_formed()
             if self.hooks is not None:
@@ -680,8 +745,7 @@ class StreamConsumer:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         if self._cooperative:
             consumer.incremental_unassign(partitions)
-            self._assigned = [tp for tp in self._assigned
-                              if (tp.topic, tp.partition) not in gone]
+            self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
         else:
             consumer.unassign()
             self._assigned = []
@@ -695,9 +759,12 @@ def _set_result(future: asyncio.Future[None]) -> None:
 # -- TEST STREAM's start, and the admin client ------------------------------------------------
 
 
-def start_like_group(config: dict[str, Any], topic: str, timeout: float,
-                     positions: Mapping[TopicPartition, int | None] | None = None
-                     ) -> tuple[list[tuple[str, int, int]], bool]:
+def start_like_group(
+    config: dict[str, Any],
+    topic: str,
+    timeout: float,
+    positions: Mapping[TopicPartition, int | None] | None = None,
+) -> tuple[list[tuple[str, int, int]], bool]:
     """Where a stream's next member would start reading ``topic``: per partition the stored
     position (exactly-once), else the group's committed offset, else the reset policy's end.
     Returns (topic, partition, offset) triples and whether the watermarks say there is
@@ -726,8 +793,13 @@ def start_like_group(config: dict[str, Any], topic: str, timeout: float,
             low, high = probe.get_watermark_offsets(tp, timeout=timeout)
             position = offset if offset >= 0 else (high if latest else low)
             empty = empty and position >= high
-            starts.append((topic, tp.partition, offset if offset >= 0 else
-                           (OFFSET_END if latest else OFFSET_BEGINNING)))
+            starts.append(
+                (
+                    topic,
+                    tp.partition,
+                    offset if offset >= 0 else (OFFSET_END if latest else OFFSET_BEGINNING),
+                )
+            )
         return starts, empty
     finally:
         with contextlib.suppress(Exception):
@@ -759,13 +831,17 @@ class TopicAdmin:
 
         def fetch() -> dict[str, int]:
             metadata = admin.list_topics(timeout=timeout)
-            return {name: len(topic.partitions) for name, topic in metadata.topics.items()
-                    if topic.error is None}
+            return {
+                name: len(topic.partitions)
+                for name, topic in metadata.topics.items()
+                if topic.error is None
+            }
 
         return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
-    async def lag(self, definition: StreamDefinition, partitions: int, timeout: float,
-                  reset_latest: bool) -> int:
+    async def lag(
+        self, definition: StreamDefinition, partitions: int, timeout: float, reset_latest: bool
+    ) -> int:
         """Messages in the topic after the group's committed offsets."""
         from confluent_kafka import ConsumerGroupTopicPartitions
         from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -775,13 +851,13 @@ class TopicAdmin:
         parts = [KafkaTopicPartition(definition.topic, p) for p in range(partitions)]
         group = definition.consumer_group
         request = [ConsumerGroupTopicPartitions(group, parts)]
-        committed_future = admin.list_consumer_group_offsets(
-            request, request_timeout=timeout)[group]
+        committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
+            group
+        ]
         latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
         latest = admin.list_offsets({tp: latest_spec for tp in parts}, request_timeout=timeout)
-        earliest = admin.list_offsets({tp: earliest_spec for tp in parts},
-                                      request_timeout=timeout)
+        earliest = admin.list_offsets({tp: earliest_spec for tp in parts}, request_timeout=timeout)
         committed = await asyncio.wrap_future(committed_future)
         done: dict[int, int] = {tp.partition: tp.offset for tp in committed.topic_partitions}
         total = 0
@@ -789,8 +865,9 @@ class TopicAdmin:
             high = (await asyncio.wrap_future(latest[tp])).offset
             position = done.get(tp.partition, -1)
             if position < 0:
-                position = high if reset_latest else (
-                    await asyncio.wrap_future(earliest[tp])).offset
+                position = (
+                    high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
+                )
             total += max(0, high - position)
         return total
 

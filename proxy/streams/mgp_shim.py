@@ -160,8 +160,7 @@ class Messages:
         if not self._valid[0]:
             raise InvalidMessageError("messages are valid only during the transformation call")
         if not 0 <= index < len(self._messages):
-            raise IndexError(f"message index {index} out of range (batch of "
-                             f"{len(self._messages)})")
+            raise IndexError(f"message index {index} out of range (batch of {len(self._messages)})")
         return self._messages[index]
 
 
@@ -170,8 +169,10 @@ class TransCtx:
 
     @property
     def graph(self) -> Any:
-        raise NotSupported("transformations run outside the database here: TransCtx.graph "
-                           "is not available (turn messages into queries instead)")
+        raise NotSupported(
+            "transformations run outside the database here: TransCtx.graph "
+            "is not available (turn messages into queries instead)"
+        )
 
 
 class Record:
@@ -193,8 +194,9 @@ def transformation(func: Any) -> Any:
 
     params = list(inspect.signature(func).parameters.values())
     if len(params) not in (1, 2):
-        raise NotImplementedError("Valid signatures for transformations are (TransCtx, "
-                                  "Messages) or (Messages)")
+        raise NotImplementedError(
+            "Valid signatures for transformations are (TransCtx, Messages) or (Messages)"
+        )
     setattr(func, _TRANSFORMATION, len(params))
     return func
 
@@ -244,23 +246,29 @@ def run_transformation(func: Any, batch: list[dict[str, Any]]) -> list[tuple[str
     timestamp, headers) and return its records as ``(query, parameters)`` pairs."""
     messages = Messages(batch)
     try:
-        result = func(TransCtx(), messages) if getattr(func, _TRANSFORMATION) == 2 else (
-            func(messages))
+        result = (
+            func(TransCtx(), messages) if getattr(func, _TRANSFORMATION) == 2 else (func(messages))
+        )
     finally:
         messages.invalidate()
     records = [result] if isinstance(result, Record) else result
     if not isinstance(records, list | tuple):
-        raise TypeError(f"a transformation returns a Record or a list of them, not "
-                        f"{type(result).__name__}")
+        raise TypeError(
+            f"a transformation returns a Record or a list of them, not {type(result).__name__}"
+        )
     pairs: list[tuple[str, Any]] = []
     for number, record in enumerate(records):
         if not isinstance(record, Record):
-            raise TypeError(f"item {number} of the transformation's result is a "
-                            f"{type(record).__name__}, not an mgp.Record")
+            raise TypeError(
+                f"item {number} of the transformation's result is a "
+                f"{type(record).__name__}, not an mgp.Record"
+            )
         fields = record.fields
         if set(fields) != {"query", "parameters"}:
-            raise TypeError(f"item {number}: a transformation must yield all fields (query, "
-                            f"parameters), got {sorted(fields)}")
+            raise TypeError(
+                f"item {number}: a transformation must yield all fields (query, "
+                f"parameters), got {sorted(fields)}"
+            )
         parameters = fields["parameters"]
         pairs.append((fields["query"], {} if parameters is None else parameters))
     return pairs

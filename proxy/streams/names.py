@@ -39,20 +39,30 @@ def check_stream_name(name: str) -> None:
     if not name:
         raise UnsafeValue("a stream name cannot be empty")
     if len(name) > MAX_STREAM_NAME:
-        raise UnsafeValue(f"a stream name may have at most {MAX_STREAM_NAME} characters "
-                          f"(this one has {len(name)})")
+        raise UnsafeValue(
+            f"a stream name may have at most {MAX_STREAM_NAME} characters "
+            f"(this one has {len(name)})"
+        )
     if not _STREAM_NAME.match(name):
-        raise UnsafeValue(f"{shown(name)} is not a valid stream name: use letters, digits, "
-                          "'_', '.' and '-', starting with a letter, a digit or '_'")
+        raise UnsafeValue(
+            f"{shown(name)} is not a valid stream name: use letters, digits, "
+            "'_', '.' and '-', starting with a letter, a digit or '_'"
+        )
 
 
 def check_topic(topic: str, what: str = "topic") -> None:
     """Raise ``UnsafeValue`` unless ``topic`` is a valid Kafka topic name."""
-    if (not topic or len(topic) > MAX_TOPIC_NAME or topic in (".", "..")
-            or not _TOPIC_NAME.match(topic)):
-        raise UnsafeValue(f"{shown(topic)} is an invalid {what} name: Kafka allows 1 to "
-                          f"{MAX_TOPIC_NAME} ASCII letters, digits, '.', '_' and '-' "
-                          "(not '.' or '..')")
+    if (
+        not topic
+        or len(topic) > MAX_TOPIC_NAME
+        or topic in (".", "..")
+        or not _TOPIC_NAME.match(topic)
+    ):
+        raise UnsafeValue(
+            f"{shown(topic)} is an invalid {what} name: Kafka allows 1 to "
+            f"{MAX_TOPIC_NAME} ASCII letters, digits, '.', '_' and '-' "
+            "(not '.' or '..')"
+        )
 
 
 def check_client_config(config: Mapping[str, Any]) -> None:

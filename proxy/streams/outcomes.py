@@ -66,13 +66,16 @@ def dead_letter_of(item: Query, size: int, where: str) -> tuple[int, str] | None
     if query != DEAD_LETTER_QUERY:
         return None
     index, reason = params.get("index"), params.get("reason")
-    if (set(params) != {"index", "reason"} or type(index) is not int
-            or not isinstance(reason, str)):
-        raise OutcomeError(f"{where} is a dead-letter item, which needs exactly the "
-                           "parameters index (an int) and reason (a str)")
+    if set(params) != {"index", "reason"} or type(index) is not int or not isinstance(reason, str):
+        raise OutcomeError(
+            f"{where} is a dead-letter item, which needs exactly the "
+            "parameters index (an int) and reason (a str)"
+        )
     if not 0 <= index < size:
-        raise OutcomeError(f"{where} is a dead-letter item for message {index}, but the batch "
-                           f"has {size} message{'s' if size != 1 else ''}")
+        raise OutcomeError(
+            f"{where} is a dead-letter item for message {index}, but the batch "
+            f"has {size} message{'s' if size != 1 else ''}"
+        )
     return index, shorten(reason.strip() or "rejected by the transform")
 
 
@@ -96,8 +99,9 @@ def split(pairs: list[Query], size: int) -> Split:
 def per_message(pairs: list[Query], size: int) -> list[Outcome]:
     """A built-in's result: one item per message."""
     if len(pairs) != size:
-        raise OutcomeError(f"the built-in transform returned {len(pairs)} items for {size} "
-                           "messages")
+        raise OutcomeError(
+            f"the built-in transform returned {len(pairs)} items for {size} messages"
+        )
     outcomes: list[Outcome] = []
     for number, item in enumerate(pairs):
         found = dead_letter_of(item, size, f"transform result item {number}")

@@ -57,12 +57,18 @@ class Fence:
     next: Mapping[TopicPartition, int]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"key": position_key(self.stream, topic, partition), "topic": topic,
-                 "partition": partition,
-                 "expected": ABSENT if self.expected.get((topic, partition)) is None
-                 else self.expected[(topic, partition)],
-                 "next": offset}
-                for (topic, partition), offset in sorted(self.next.items())]
+        return [
+            {
+                "key": position_key(self.stream, topic, partition),
+                "topic": topic,
+                "partition": partition,
+                "expected": ABSENT
+                if self.expected.get((topic, partition)) is None
+                else self.expected[(topic, partition)],
+                "next": offset,
+            }
+            for (topic, partition), offset in sorted(self.next.items())
+        ]
 
     def already_applied(self, found: Mapping[TopicPartition, int]) -> bool:
         """Whether ``found`` (the stored positions) says this very write is in the graph."""
@@ -115,8 +121,10 @@ FENCE_TAIL = (
 )
 FENCE_FAILED = "Division by zero"  # how FalkorDB reports a failed FENCE_TAIL
 
-READ_POSITIONS = (f"MATCH (n:{LABEL}) WHERE n.stream = $stream "
-                  "RETURN n.topic AS topic, n.partition AS partition, n.next AS next")
+READ_POSITIONS = (
+    f"MATCH (n:{LABEL}) WHERE n.stream = $stream "
+    "RETURN n.topic AS topic, n.partition AS partition, n.next AS next"
+)
 
 
 def fence_parameters(fence: Fence) -> dict[str, Any]:

@@ -31,10 +31,20 @@ FLUSH_SLACK = 5.0  # seconds flush waits beyond that
 
 # Error codes that retrying will not fix (librdkafka's own negative codes included).
 _PERMANENT = {
-    "UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION", "INVALID_TOPIC_EXCEPTION",
-    "MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE",
-    "TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "INVALID_RECORD",
-    "INVALID_REQUIRED_ACKS", "UNSUPPORTED_VERSION", "_INVALID_ARG", "POLICY_VIOLATION",
+    "UNKNOWN_TOPIC_OR_PART",
+    "_UNKNOWN_TOPIC",
+    "_UNKNOWN_PARTITION",
+    "INVALID_TOPIC_EXCEPTION",
+    "MSG_SIZE_TOO_LARGE",
+    "_MSG_SIZE_TOO_LARGE",
+    "RECORD_LIST_TOO_LARGE",
+    "TOPIC_AUTHORIZATION_FAILED",
+    "CLUSTER_AUTHORIZATION_FAILED",
+    "INVALID_RECORD",
+    "INVALID_REQUIRED_ACKS",
+    "UNSUPPORTED_VERSION",
+    "_INVALID_ARG",
+    "POLICY_VIOLATION",
     "INVALID_CONFIG",
 }
 
@@ -92,9 +102,13 @@ class StreamProducer:
         for index, record in enumerate(records):
             while True:
                 try:
-                    producer.produce(record.topic, record.value, key=record.key,
-                                     headers=record.headers or None,
-                                     on_delivery=functools.partial(done, index))
+                    producer.produce(
+                        record.topic,
+                        record.value,
+                        key=record.key,
+                        headers=record.headers or None,
+                        on_delivery=functools.partial(done, index),
+                    )
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.1)
@@ -106,10 +120,13 @@ class StreamProducer:
                     break
         left = producer.flush(DELIVERY_TIMEOUT_MS / 1000 + FLUSH_SLACK)
         if left:
-            log.warning("stream %s: %d records still undelivered after the timeout", self.name,
-                        left)
-        return [Failed("not acknowledged in time", False) if item is pending else item
-                for item in outcome]
+            log.warning(
+                "stream %s: %d records still undelivered after the timeout", self.name, left
+            )
+        return [
+            Failed("not acknowledged in time", False) if item is pending else item
+            for item in outcome
+        ]
 
     def _close(self) -> None:
         producer, self.producer = self.producer, None
@@ -128,5 +145,6 @@ def _failed(error: Any) -> Failed:
     name = getattr(error, "name", lambda: "")()
     text = error.str() if hasattr(error, "str") else str(error)
     fatal = bool(getattr(error, "fatal", lambda: False)())
-    return Failed(f"{text} ({name})" if name and name not in text else text,
-                  fatal or name in _PERMANENT)
+    return Failed(
+        f"{text} ({name})" if name and name not in text else text, fatal or name in _PERMANENT
+    )

@@ -50,9 +50,16 @@ class Interrupted(Exception):
 class Outage:
     """One kind of transient failure of one stream (see the module docstring)."""
 
-    def __init__(self, stream: str, what: str, health: Health, backoff: Backoff, *,
-                 still_every: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: str,
+        what: str,
+        health: Health,
+        backoff: Backoff,
+        *,
+        still_every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
         self.what = what
         self.health = health
@@ -76,10 +83,17 @@ class Outage:
             log.warning("stream %s: %s failed, retrying: %s", self.stream, self.what, reason)
         elif now - self._logged >= self.still_every:
             self._logged = now
-            log.warning("stream %s: %s still failing after %d attempts in %.0f s: %s",
-                        self.stream, self.what, self.attempts, now - self.since, reason)
-        self.health.last_error = (f"{self.what}: {reason} (transient; retrying, attempt "
-                                  f"{self.attempts})")
+            log.warning(
+                "stream %s: %s still failing after %d attempts in %.0f s: %s",
+                self.stream,
+                self.what,
+                self.attempts,
+                now - self.since,
+                reason,
+            )
+        self.health.last_error = (
+            f"{self.what}: {reason} (transient; retrying, attempt {self.attempts})"
+        )
         return self.backoff.delay(self.attempts)
 
     def recovered(self) -> None:
@@ -87,18 +101,28 @@ class Outage:
         if not self.attempts:
             return
         attempts, self.attempts = self.attempts, 0
-        log.info("stream %s: %s recovered after %d retries in %.1f s", self.stream, self.what,
-                 attempts, self.clock() - self.since)
+        log.info(
+            "stream %s: %s recovered after %d retries in %.1f s",
+            self.stream,
+            self.what,
+            attempts,
+            self.clock() - self.since,
+        )
         error = self.health.last_error
         mark = f"(transient; retrying, attempt {attempts})"
         if error is not None and error.startswith(f"{self.what}: ") and error.endswith(mark):
-            self.health.last_error = (error[: -len(mark)]
-                                      + f"(transient; recovered after {attempts} retries)")
+            self.health.last_error = (
+                error[: -len(mark)] + f"(transient; recovered after {attempts} retries)"
+            )
 
 
-async def retrying(operation: Callable[[], Awaitable[T]], outage: Outage,
-                   transient: type[BaseException] | tuple[type[BaseException], ...], *,
-                   stopping: asyncio.Event | None = None) -> T:
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    outage: Outage,
+    transient: type[BaseException] | tuple[type[BaseException], ...],
+    *,
+    stopping: asyncio.Event | None = None,
+) -> T:
     """Run ``operation`` until it does not raise ``transient``, waiting by ``outage``'s backoff
     between attempts. Raises ``Interrupted`` when ``stopping`` is set during a wait."""
     while True:

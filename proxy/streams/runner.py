@@ -119,8 +119,9 @@ class Progress:
     """A stream's counters: the totals SHOW STREAMS shows, and what the catalog has not been
     told yet. Updated from the consumer thread (as commits are answered): locked."""
 
-    def __init__(self, messages: int = 0, batches: int = 0, dead_lettered: int = 0,
-                 skipped: int = 0) -> None:
+    def __init__(
+        self, messages: int = 0, batches: int = 0, dead_lettered: int = 0, skipped: int = 0
+    ) -> None:
         self._lock = threading.Lock()
         self._total = [messages, batches, dead_lettered, skipped]
         self._pending = [0, 0, 0, 0]
@@ -177,8 +178,7 @@ class Transformer(Protocol):
     async def stop(self) -> None: ...
     async def run(self, batch: list[bytes]) -> list[Query]: ...
     async def submit(self, batches: list[list[bytes]]) -> Round: ...
-    async def collect(self, batch_round: Round) -> list[list[Query] | TransformFailed] | None:
-        ...
+    async def collect(self, batch_round: Round) -> list[list[Query] | TransformFailed] | None: ...
 
 
 class Producer(Protocol):
@@ -219,8 +219,12 @@ class _Item:
     def queries(self) -> list[Query]:
         if self.split is not None:
             return self.split.queries
-        return [query for outcome in self.outcomes or () if isinstance(outcome, Accepted)
-                for query in outcome.queries]
+        return [
+            query
+            for outcome in self.outcomes or ()
+            if isinstance(outcome, Accepted)
+            for query in outcome.queries
+        ]
 
 
 class StreamRunner:
@@ -228,11 +232,20 @@ class StreamRunner:
     ``Ended``. ``stop()`` ends it (after the write in progress). ``progress`` and
     ``health.last_error`` are what SHOW STREAMS shows while it runs."""
 
-    def __init__(self, definition: StreamDefinition, *, writer: GraphWriter,
-                 transform: Transformer, make_source: SourceFactory,
-                 make_producer: Callable[[], Producer], settings: RunnerSettings,
-                 progress: Progress, health: Health | None = None, limit: int | None = None,
-                 on_limit: Callable[[int], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        definition: StreamDefinition,
+        *,
+        writer: GraphWriter,
+        transform: Transformer,
+        make_source: SourceFactory,
+        make_producer: Callable[[], Producer],
+        settings: RunnerSettings,
+        progress: Progress,
+        health: Health | None = None,
+        limit: int | None = None,
+        on_limit: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self.definition = definition
         self.name = definition.name
         self.writer = writer
@@ -265,7 +278,8 @@ class StreamRunner:
         self._in_flight = 0  # batches taken by the transform stage, not yet written
         self._room = asyncio.Event()
         self.task: asyncio.Task[Ended] = asyncio.get_running_loop().create_task(
-            self._main(), name=f"stream {self.name}")
+            self._main(), name=f"stream {self.name}"
+        )
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -302,8 +316,10 @@ class StreamRunner:
 
     async def _run(self) -> Ended:
         if builtin.is_builtin(self.definition.transform.uri) and self.builtin is None:
-            raise _Permanent(f"{self.definition.transform.uri} is not a built-in transform of "
-                             f"this boltstream (it has {builtin.names()})")
+            raise _Permanent(
+                f"{self.definition.transform.uri} is not a built-in transform of "
+                f"this boltstream (it has {builtin.names()})"
+            )
         try:
             await self.transform.start()
         except TransformError as exc:
@@ -315,7 +331,8 @@ class StreamRunner:
         except Exception as exc:
             raise _Permanent(f"cannot create the Kafka consumer: {exc}") from None
         transforming = asyncio.get_running_loop().create_task(
-            self._transform_stage(source), name=f"stream {self.name} transform")
+            self._transform_stage(source), name=f"stream {self.name} transform"
+        )
         try:
             return await self._write_stage(source, transforming)
         finally:
@@ -351,8 +368,7 @@ class StreamRunner:
         wait for the write in progress, if any."""
         await self._idle.wait()
 
-    async def positions(self, partitions: list[TopicPartition]
-                        ) -> dict[TopicPartition, int | None]:
+    async def positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         found = await self._read_positions()
         for tp in partitions:
             self.known[tp] = found.get(tp)
@@ -363,8 +379,9 @@ class StreamRunner:
             return self.writer.read_positions(self.name, self.definition.owner)
 
         try:
-            return await retrying(read, self.read_outage, TransientWriteError,
-                                  stopping=self.stopping)
+            return await retrying(
+                read, self.read_outage, TransientWriteError, stopping=self.stopping
+            )
         except PermanentWriteError as exc:
             raise _Permanent(str(exc)) from None
 
@@ -377,8 +394,14 @@ class StreamRunner:
             self._queue.put_nowait([_Item(Batch([], source.epoch, 0), failure=str(exc))])
         except Exception as exc:  # a bug: the write stage stops the stream with it
             log.exception("stream %s: the transform stage failed", self.name)
-            self._queue.put_nowait([_Item(Batch([], source.epoch, 0),
-                                          failure=f"internal error: {type(exc).__name__}: {exc}")])
+            self._queue.put_nowait(
+                [
+                    _Item(
+                        Batch([], source.epoch, 0),
+                        failure=f"internal error: {type(exc).__name__}: {exc}",
+                    )
+                ]
+            )
 
     async def _transform_rounds(self, source: Source) -> None:
         """Two rounds in flight: the worker transforms one while this reads the other's
@@ -393,7 +416,7 @@ class StreamRunner:
                 if not batches:
                     break
                 if redo and batches[0] is redo[0]:
-                    redo = redo[len(batches):]
+                    redo = redo[len(batches) :]
                 round_ = await self.transform.submit([batch.values() for batch in batches])
                 pending.append((batches, round_))
             batches, round_ = pending.popleft()
@@ -407,7 +430,7 @@ class StreamRunner:
                     items.append(await self._interpret(batch, result))
                     continue
                 # The worker is being replaced: what was sent after this batch did not run.
-                redo = batches[index + 1:] + await self._void(pending) + redo
+                redo = batches[index + 1 :] + await self._void(pending) + redo
                 if result.unanswered > 1 and result.kind in AMBIGUOUS:
                     # Several batches had no reply yet: which one failed? This, alone, tells.
                     items.append(await self._transform_alone(batch))
@@ -452,7 +475,8 @@ class StreamRunner:
             fresh = []
             for batch in batches:
                 if batch.epoch != source.epoch or (
-                        self.limit is not None and self._in_flight >= self.limit):
+                    self.limit is not None and self._in_flight >= self.limit
+                ):
                     source.release(batch)
                 else:
                     fresh.append(batch)
@@ -586,9 +610,12 @@ class StreamRunner:
                 return Ended(RunEnd.FAILED, item.failure)
             end = index + 1
             if item.combinable(self.mode):
-                while (end < len(items) and items[end].combinable(self.mode)
-                       and items[end].batch.epoch == source.epoch
-                       and (self.limit is None or end - index < self.limit)):
+                while (
+                    end < len(items)
+                    and items[end].combinable(self.mode)
+                    and items[end].batch.epoch == source.epoch
+                    and (self.limit is None or end - index < self.limit)
+                ):
                     end += 1
             run = items[index:end]
             try:
@@ -627,12 +654,12 @@ class StreamRunner:
         fence = self._fence(messages) if self.exactly_once else None
 
         def write() -> Awaitable[None]:
-            return self.writer.write_batch(queries, self.definition.owner, group=True,
-                                           atomic=True, fence=fence)
+            return self.writer.write_batch(
+                queries, self.definition.owner, group=True, atomic=True, fence=fence
+            )
 
         try:
-            await retrying(write, self.graph_outage, TransientWriteError,
-                           stopping=self.stopping)
+            await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
         except (NotAtomic, PermanentWriteError) as exc:
             log.debug("stream %s: %d batches written one by one (%s)", self.name, len(run), exc)
             for item in run:
@@ -640,15 +667,21 @@ class StreamRunner:
             return
         if fence is not None:
             self.known.update(fence.next)
-        source.commit(dict(fence.next) if fence is not None else next_offsets(messages),
-                      Counts(len(messages), len(run)))
+        source.commit(
+            dict(fence.next) if fence is not None else next_offsets(messages),
+            Counts(len(messages), len(run)),
+        )
 
     async def _write_one(self, source: Source, item: _Item) -> None:
         """Apply one batch (by the stream's mode and error policy), produce its dead letters
         and responses, commit its offsets."""
         messages = item.batch.messages
-        applier = Applier(self, stop_on_failure=self.policy == "stop", stream=self.name,
-                          max_response_bytes=self.settings.max_response_bytes)
+        applier = Applier(
+            self,
+            stop_on_failure=self.policy == "stop",
+            stream=self.name,
+            max_response_bytes=self.settings.max_response_bytes,
+        )
         stopped: StopAt | None = None
         self._current = [item.batch]
         try:
@@ -665,8 +698,11 @@ class StreamRunner:
         for index, refusal in await self._deliver([r for _, r in responses], "responses"):
             response_index = responses[index][0]
             try:
-                applier.fail(response_index, f"the response could not be produced to topic "
-                             f"{responses[index][1].topic!r}: {refusal.reason}")
+                applier.fail(
+                    response_index,
+                    f"the response could not be produced to topic "
+                    f"{responses[index][1].topic!r}: {refusal.reason}",
+                )
             except StopAt as exc:
                 if stopped is None or exc.index < stopped.index:
                     stopped = exc
@@ -675,27 +711,29 @@ class StreamRunner:
         dead = 0
         if self.policy == "dead_letter" and failures:
             topic = self.definition.dead_letter_topic or ""
-            records = [dead_letter(self.name, topic, messages[f.index], f.reason)
-                       for f in failures]
+            records = [dead_letter(self.name, topic, messages[f.index], f.reason) for f in failures]
             refused = await self._deliver(records, "dead letters")
             if refused:
                 index, refusal = refused[0]
-                raise _Permanent(f"the dead-letter topic {topic!r} refused the record of "
-                                 f"{_position(messages[failures[index].index])}: "
-                                 f"{refusal.reason}")
+                raise _Permanent(
+                    f"the dead-letter topic {topic!r} refused the record of "
+                    f"{_position(messages[failures[index].index])}: "
+                    f"{refusal.reason}"
+                )
             dead = len(records)
         for failure in failures:
             message = messages[failure.index]
             if self.policy == "dead_letter":
-                log.info("stream %s: %s dead-lettered: %s", self.name, _position(message),
-                         failure.reason)
+                log.info(
+                    "stream %s: %s dead-lettered: %s", self.name, _position(message), failure.reason
+                )
             else:
-                log.warning("stream %s: %s skipped: %s", self.name, _position(message),
-                            failure.reason)
+                log.warning(
+                    "stream %s: %s skipped: %s", self.name, _position(message), failure.reason
+                )
         if done and self.exactly_once:
             await self._advance(messages[:done])
-        source.commit(next_offsets(messages[:done]),
-                      Counts(done, 1, dead, len(failures) - dead))
+        source.commit(next_offsets(messages[:done]), Counts(done, 1, dead, len(failures) - dead))
         if stopped is not None:
             raise _Permanent(f"{_position(messages[stopped.index])}: {stopped.reason}")
 
@@ -706,8 +744,9 @@ class StreamRunner:
             rejected = item.split.rejected
             if rejected and self.policy == "stop":
                 index = min(rejected)
-                raise _Permanent(f"{_position(messages[index])}: rejected by the transform: "
-                                 f"{rejected[index]}")
+                raise _Permanent(
+                    f"{_position(messages[index])}: rejected by the transform: {rejected[index]}"
+                )
             try:
                 await self.write(item.split.queries, True, through=len(messages))
             except PermanentWriteError as exc:
@@ -742,8 +781,7 @@ class StreamRunner:
             return self.writer.write_batch([], self.definition.owner, fence=fence)
 
         try:
-            await retrying(write, self.graph_outage, TransientWriteError,
-                           stopping=self.stopping)
+            await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
         except PermanentWriteError as exc:
             raise _Permanent(f"moving the stream's position failed: {exc}") from None
         self.known.update(after)
@@ -751,9 +789,11 @@ class StreamRunner:
     async def _resync(self, source: Source, lost: FenceLost) -> None:
         """Someone else moved our positions: go on from where the graph says."""
         epoch = source.epoch
-        log.warning("stream %s: its positions in the graph are not where it left them (a "
-                    "rebalance, or another proxy running it); going on from the graph's",
-                    self.name)
+        log.warning(
+            "stream %s: its positions in the graph are not where it left them (a "
+            "rebalance, or another proxy running it); going on from the graph's",
+            self.name,
+        )
         found = await self._read_positions()
         assigned = source.assignment() or list(lost.found)
         wanted = {tp: found.get(tp) for tp in assigned}
@@ -762,18 +802,16 @@ class StreamRunner:
 
     # -- executors.Host: writes and reads with retries --------------------------------------
 
-    async def write(self, queries: list[Query], group: bool, *, through: int | None = None
-                    ) -> None:
+    async def write(self, queries: list[Query], group: bool, *, through: int | None = None) -> None:
         """Write to the graph; transient failures retried. Exactly-once: also moves the
         positions past the current batch's first ``through`` messages."""
         fence = None
         if self.exactly_once and self._current:
             messages = self._current[0].messages
-            fence = self._fence(messages[:len(messages) if through is None else through])
+            fence = self._fence(messages[: len(messages) if through is None else through])
 
         def attempt() -> Awaitable[None]:
-            return self.writer.write_batch(queries, self.definition.owner, group=group,
-                                           fence=fence)
+            return self.writer.write_batch(queries, self.definition.owner, group=group, fence=fence)
 
         await retrying(attempt, self.graph_outage, TransientWriteError, stopping=self.stopping)
         if fence is not None:
@@ -785,8 +823,9 @@ class StreamRunner:
         def attempt() -> Awaitable[QueryResult]:
             return self.writer.read(query, params, self.definition.owner)
 
-        return await retrying(attempt, self.read_outage, TransientWriteError,
-                              stopping=self.stopping)
+        return await retrying(
+            attempt, self.read_outage, TransientWriteError, stopping=self.stopping
+        )
 
     async def _deliver(self, records: list[Record], what: str) -> list[tuple[int, Failed]]:
         """Produce ``records``; transient failures retried. The permanent failures, as
@@ -801,7 +840,8 @@ class StreamRunner:
         outage = self.produce_outages.get(what)
         if outage is None:
             outage = self.produce_outages[what] = Outage(
-                self.name, f"producing {what} to Kafka", self.health, self.settings.backoff)
+                self.name, f"producing {what} to Kafka", self.health, self.settings.backoff
+            )
 
         async def attempt() -> None:
             nonlocal pending
@@ -825,4 +865,3 @@ class _Undelivered(Exception):
 
 def _position(message: Any) -> str:
     return f"topic {message.topic()!r} partition {message.partition()} offset {message.offset()}"
-

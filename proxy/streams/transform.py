@@ -158,10 +158,14 @@ class TransformPolicy:
         (relative ones resolve against the current directory). Use ``default(...).merged(...)``
         to add to the default instead of replacing it."""
         host_list = tuple(h.strip().lower() for h in hosts.split(",") if h.strip())
-        dir_list = tuple(Path(d.strip()).expanduser().resolve()
-                         for d in dirs.split(",") if d.strip())
-        return cls(allowed_hosts=tuple(h for h in host_list if h != "*"),
-                   allowed_dirs=dir_list, allow_any_host="*" in host_list)
+        dir_list = tuple(
+            Path(d.strip()).expanduser().resolve() for d in dirs.split(",") if d.strip()
+        )
+        return cls(
+            allowed_hosts=tuple(h for h in host_list if h != "*"),
+            allowed_dirs=dir_list,
+            allow_any_host="*" in host_list,
+        )
 
     def merged(self, other: TransformPolicy) -> TransformPolicy:
         """Everything either policy allows (denials of both still apply)."""
@@ -195,8 +199,10 @@ class TransformPolicy:
         """``path`` must already be absolute and resolved."""
 
         def depth(dirs: tuple[Path, ...]) -> int:
-            return max((len(d.parts) for d in (Path(x).resolve() for x in dirs)
-                        if path.is_relative_to(d)), default=-1)
+            return max(
+                (len(d.parts) for d in (Path(x).resolve() for x in dirs) if path.is_relative_to(d)),
+                default=-1,
+            )
 
         allowed = depth(self.allowed_dirs)  # a directory both allowed and denied is allowed
         return allowed >= 0 and allowed >= depth(self.denied_dirs)
@@ -230,8 +236,9 @@ class _Refused(Exception):
     """Why a fetch failed; becomes the text after "Couldn't get the transform script from X:"."""
 
 
-async def fetch_transform(uri: str, policy: TransformPolicy, *,
-                          timeout: float = 10.0) -> TransformSource:
+async def fetch_transform(
+    uri: str, policy: TransformPolicy, *, timeout: float = 10.0
+) -> TransformSource:
     """Read the script at ``uri`` (``http://``, ``https://``, ``file://`` or a plain path,
     relative to the working directory), check it against ``policy``, size (1 MiB), UTF-8 and
     Python syntax. Raises ``TransformError("Couldn't get the transform script from URI:
@@ -258,14 +265,14 @@ async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> byt
         read = asyncio.to_thread(_http_get, uri, policy, timeout)
     elif scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise _Refused(f"a file URI must not name a host ({parts.netloc!r}); "
-                           "use file:///absolute/path")
+            raise _Refused(
+                f"a file URI must not name a host ({parts.netloc!r}); use file:///absolute/path"
+            )
         read = _checked_file(unquote(parts.path), policy)
     elif scheme == "":
         read = _checked_file(uri, policy)
     else:
-        raise _Refused(f"unsupported scheme {scheme!r}: use http://, https://, file:// or a "
-                       "path")
+        raise _Refused(f"unsupported scheme {scheme!r}: use http://, https://, file:// or a path")
     try:
         return await asyncio.wait_for(read, timeout)
     except TimeoutError:
@@ -316,14 +323,16 @@ class _PolicyRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, policy: TransformPolicy) -> None:
         self.policy = policy
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
         target = urlsplit(newurl)
         if target.scheme.lower() not in ("http", "https") or not target.hostname:
             raise _Refused(f"redirected to {newurl}, which is not an http(s) URL")
         if not self.policy.allows_host(target.hostname):
-            raise _Refused(f"redirected to host {target.hostname!r}, which the transform "
-                           "policy does not allow")
+            raise _Refused(
+                f"redirected to host {target.hostname!r}, which the transform policy does not allow"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -466,8 +475,15 @@ class TransformRunner:
     worker's address-space limit (0: none); ``max_result_bytes`` bounds one reply.
     """
 
-    def __init__(self, source: TransformSource, *, name: str, batch_timeout: float = 30.0,
-                 memory_limit_mb: int = 512, max_result_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        source: TransformSource,
+        *,
+        name: str,
+        batch_timeout: float = 30.0,
+        memory_limit_mb: int = 512,
+        max_result_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.source = source
         self.name = name
         self.batch_timeout = batch_timeout
@@ -522,8 +538,9 @@ class TransformRunner:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def run_many(self, batches: list[list[bytes]]
-                       ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed]:
+    async def run_many(
+        self, batches: list[list[bytes]]
+    ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed]:
         """Transform several batches in one round trip, each with ``stream(batch)`` and its
         own time limit. Returns the result of each batch in order, up to and including the
         first that failed (a ``TransformFailed``; the batches after it were not run, and the
@@ -531,7 +548,7 @@ class TransformRunner:
         longer loads, ``TransformFailed(STOPPED)`` if ``stop()`` interrupted it."""
         results: list[list[tuple[str, dict[str, Any]]] | TransformFailed] = []
         while len(results) < len(batches):
-            rest = batches[len(results):]
+            rest = batches[len(results) :]
             got = await self.collect(await self.submit(rest))
             if got is None:
                 continue  # its worker was replaced before it ran: again
@@ -559,8 +576,9 @@ class TransformRunner:
         longer loads)."""
         return await self._submit(batches, single=False)
 
-    async def collect(self, batch_round: Round
-                      ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed] | None:
+    async def collect(
+        self, batch_round: Round
+    ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed] | None:
         """The results of a submitted round, as ``run_many`` gives them (a failure's
         ``unanswered`` says how many batches were waiting for their reply when it came: more
         than one after a timeout or a crash means the culprit is not known). None when the
@@ -581,7 +599,8 @@ class TransformRunner:
                     results.append(await self._result(reply))
                     continue
                 checked, failure = await self._results(
-                    reply, len(batch_round.batches) - len(results))
+                    reply, len(batch_round.batches) - len(results)
+                )
                 results += checked
                 if failure is not None:
                     raise failure
@@ -616,13 +635,19 @@ class TransformRunner:
             if self._stopped:
                 raise TransformError(f"transform runner {self.name!r} is stopped")
             worker = self._worker
-            if worker is not None and worker.proc.returncode is not None and not any(
-                    r.worker is worker for r in self._rounds):
+            if (
+                worker is not None
+                and worker.proc.returncode is not None
+                and not any(r.worker is worker for r in self._rounds)
+            ):
                 await self._discard(worker)  # died while idle: not this batch's fault
                 worker = None
             worker = worker or await self._start_worker()
-            encode = (functools.partial(_encode_batch, batches[0]) if single
-                      else functools.partial(_encode_batches, batches))
+            encode = (
+                functools.partial(_encode_batch, batches[0])
+                if single
+                else functools.partial(_encode_batches, batches)
+            )
             if sum(len(message) for batch in batches for message in batch) > OFFLOAD_BYTES:
                 frame = await asyncio.to_thread(encode)
             else:
@@ -656,24 +681,44 @@ class TransformRunner:
         _sweep_stale_workdirs()
         workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "HOME": workdir, "TMPDIR": workdir, "MALLOC_ARENA_MAX": "2",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "MALLOC_ARENA_MAX": "2",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
         }
         try:
             # No preexec_fn: it is not safe in a process with threads (asyncio's child
             # watcher, to_thread). The worker limits itself before it runs any user code.
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-B", str(WORKER_SCRIPT), str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=workdir, env=env, start_new_session=True)
+                sys.executable,
+                "-I",
+                "-B",
+                str(WORKER_SCRIPT),
+                str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             raise TransformError(f"cannot start the transform worker: {exc}") from None
         worker = _Worker(proc, workdir, _Log())
         self._worker = worker  # from here on stop() can kill it, even while it loads
-        load = encode_frame({"op": "load", "code": self.source.code, "filename": self.source.uri,
-                             "memory_limit_mb": self.memory_limit_mb})
+        load = encode_frame(
+            {
+                "op": "load",
+                "code": self.source.code,
+                "filename": self.source.uri,
+                "memory_limit_mb": self.memory_limit_mb,
+            }
+        )
         prefix = f"Couldn't load the transform script from {self.source.uri}"
         try:
             reply = await self._exchange(worker, load)
@@ -681,8 +726,12 @@ class TransformRunner:
                 layers = reply.get("sandbox")
                 if isinstance(layers, list):
                     worker.sandbox = tuple(str(layer)[:200] for layer in layers[:20])
-                log.debug("transform %s: worker %d started (%s)", self.name, proc.pid,
-                          ", ".join(worker.sandbox) or "no sandbox")
+                log.debug(
+                    "transform %s: worker %d started (%s)",
+                    self.name,
+                    proc.pid,
+                    ", ".join(worker.sandbox) or "no sandbox",
+                )
                 _warn_if_weak(worker.sandbox)
                 return worker
             raise self._failure(reply)
@@ -711,14 +760,16 @@ class TransformRunner:
                     raise TransformFailed(
                         FailureKind.PROTOCOL,
                         f"transform result is too large: {size} bytes, limit "
-                        f"{self.max_result_bytes}")
+                        f"{self.max_result_bytes}",
+                    )
                 data = await worker.stdout.readexactly(size)
         except TimeoutError:
             worker.kill()
             if self._stopped:
                 raise self._stopped_error() from None
-            raise TransformFailed(FailureKind.TIMEOUT,
-                                  f"transform timed out after {self.batch_timeout:g} s") from None
+            raise TransformFailed(
+                FailureKind.TIMEOUT, f"transform timed out after {self.batch_timeout:g} s"
+            ) from None
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             raise await self._crash(worker) from None
         try:
@@ -727,11 +778,13 @@ class TransformRunner:
             else:
                 reply = decode_payload(data)
         except ValueError as exc:
-            raise TransformFailed(FailureKind.PROTOCOL,
-                                  f"transform worker sent a malformed reply: {exc}") from None
+            raise TransformFailed(
+                FailureKind.PROTOCOL, f"transform worker sent a malformed reply: {exc}"
+            ) from None
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            raise TransformFailed(FailureKind.PROTOCOL,
-                                  "transform worker sent a reply without an ok flag")
+            raise TransformFailed(
+                FailureKind.PROTOCOL, "transform worker sent a reply without an ok flag"
+            )
         return reply
 
     async def _crash(self, worker: _Worker) -> TransformFailed:
@@ -778,23 +831,29 @@ class TransformRunner:
             return f"{headline} at {self._display}, line {frame[1]}, in {frame[2]}"
         return headline
 
-    async def _results(self, frame: dict[str, Any], waiting: int
-                       ) -> tuple[list[list[tuple[str, dict[str, Any]]]], TransformFailed | None]:
+    async def _results(
+        self, frame: dict[str, Any], waiting: int
+    ) -> tuple[list[list[tuple[str, dict[str, Any]]]], TransformFailed | None]:
         """The results in a ``run_many`` frame, and the failure it reports, if any."""
         results = frame.get("results")
         failure = frame.get("failure")
-        if (frame["ok"] is not True or not isinstance(results, list)
-                or not (results or failure) or len(results) + bool(failure) > waiting
-                or not (failure is None or (isinstance(failure, dict)
-                        and failure.get("ok") is False))):
-            raise TransformFailed(FailureKind.PROTOCOL, "transform worker sent a reply that "
-                                  "does not fit the request")
+        if (
+            frame["ok"] is not True
+            or not isinstance(results, list)
+            or not (results or failure)
+            or len(results) + bool(failure) > waiting
+            or not (failure is None or (isinstance(failure, dict) and failure.get("ok") is False))
+        ):
+            raise TransformFailed(
+                FailureKind.PROTOCOL, "transform worker sent a reply that does not fit the request"
+            )
         try:
             texts = check_texts(frame.get("texts"))
             size = sum(len(items) if isinstance(items, list) else 0 for items in results)
             if size > 20000:
                 checked = await asyncio.to_thread(
-                    lambda: [check_compact(texts, items) for items in results])
+                    lambda: [check_compact(texts, items) for items in results]
+                )
             else:
                 checked = [check_compact(texts, items) for items in results]
         except OutputError as exc:
@@ -821,18 +880,19 @@ class TransformRunner:
         at = f" (at {self._display}, {where})" if where else ""
         details = _text(reply, "traceback", 8000)
         if kind == "exception":
-            return TransformFailed(FailureKind.EXCEPTION, f"transform raised {error}{at}",
-                                   details)
+            return TransformFailed(FailureKind.EXCEPTION, f"transform raised {error}{at}", details)
         if kind == "load":
             return TransformFailed(FailureKind.EXCEPTION, f"{error}{at}", details)
         if kind == "output":
             return TransformFailed(FailureKind.BAD_OUTPUT, error)
         if kind == "memory":
             limit = f" (limit {self.memory_limit_mb} MB)" if self.memory_limit_mb else ""
-            return TransformFailed(FailureKind.OUT_OF_MEMORY,
-                                   f"transform ran out of memory{limit}{at}")
-        return TransformFailed(FailureKind.PROTOCOL,
-                               f"transform worker sent an unknown failure kind {kind!r}")
+            return TransformFailed(
+                FailureKind.OUT_OF_MEMORY, f"transform ran out of memory{limit}{at}"
+            )
+        return TransformFailed(
+            FailureKind.PROTOCOL, f"transform worker sent an unknown failure kind {kind!r}"
+        )
 
     def _stopped_error(self) -> TransformFailed:
         return TransformFailed(FailureKind.STOPPED, f"transform runner {self.name!r} was stopped")
@@ -868,11 +928,13 @@ def _warn_if_weak(layers: tuple[str, ...]) -> None:
     if _warned or ("landlock" in text and "seccomp" in text):
         return
     _warned = True
-    log.warning("transform workers run without %s: a transform can read what the proxy's "
-                "user can read%s; sandbox layers in force: %s",
-                "Landlock" if "landlock" not in text else "seccomp",
-                "" if "seccomp" in text else ", open sockets and start processes",
-                ", ".join(layers) or "none")
+    log.warning(
+        "transform workers run without %s: a transform can read what the proxy's "
+        "user can read%s; sandbox layers in force: %s",
+        "Landlock" if "landlock" not in text else "seccomp",
+        "" if "seccomp" in text else ", open sockets and start processes",
+        ", ".join(layers) or "none",
+    )
 
 
 def _sweep_stale_workdirs() -> None:
@@ -903,9 +965,9 @@ def _encode_batches(batches: list[list[bytes]]) -> bytes:
 
 
 def _encode_batch(batch: list[bytes]) -> bytes:
-    return encode_frame({"op": "run",
-                         "batch": [base64.b64encode(message).decode("ascii")
-                                   for message in batch]})
+    return encode_frame(
+        {"op": "run", "batch": [base64.b64encode(message).decode("ascii") for message in batch]}
+    )
 
 
 def _text(reply: dict[str, Any], key: str, limit: int = 2000) -> str:
@@ -925,12 +987,14 @@ def _display_name(uri: str) -> str:
     return PurePosixPath(unquote(path)).name or uri
 
 
-async def check_transform(source: TransformSource, *, timeout: float = 30.0,
-                          memory_limit_mb: int = 512) -> None:
+async def check_transform(
+    source: TransformSource, *, timeout: float = 30.0, memory_limit_mb: int = 512
+) -> None:
     """Load ``source`` in a throwaway worker (what CREATE STREAM verifies), then stop it.
     Raises ``TransformError`` with the reason if it does not load."""
-    runner = TransformRunner(source, name="check", batch_timeout=timeout,
-                             memory_limit_mb=memory_limit_mb)
+    runner = TransformRunner(
+        source, name="check", batch_timeout=timeout, memory_limit_mb=memory_limit_mb
+    )
     try:
         await runner.start()
     finally:

@@ -39,7 +39,7 @@ protocol pipes, points file descriptor 1 at stderr and 0 at /dev/null, so whatev
 transform writes to "stdout" (from Python or C) lands in stderr, which the proxy keeps as a
 bounded log.
 
-Before running any user code the worker limits itself (``_sandbox``): address space, open
+Before running any user code the worker limits itself (``sandbox``): address space, open
 files, file size, no core dumps, dies with its parent (``PR_SET_PDEATHSIG``), no new
 privileges, no capabilities, and, where the kernel has them, Landlock (read-only access to the
 Python installation, read-write to its own empty working directory, no TCP, no signals out of
@@ -134,15 +134,18 @@ def check_result(result: object) -> list[Any]:
     if not isinstance(result, list):
         raise OutputError(
             f"transform result has type {_type_name(result)}, "
-            "must be a list of (query, parameters) pairs")
+            "must be a list of (query, parameters) pairs"
+        )
     for index, item in enumerate(result):
         if not isinstance(item, tuple | list) or len(item) != 2:
             where = f"transform result item {index}"
             if isinstance(item, tuple | list):
                 raise OutputError(
-                    f"{where} has {len(item)} elements, must be a (query, parameters) pair")
+                    f"{where} has {len(item)} elements, must be a (query, parameters) pair"
+                )
             raise OutputError(
-                f"{where} has type {_type_name(item)}, must be a (query, parameters) pair")
+                f"{where} has type {_type_name(item)}, must be a (query, parameters) pair"
+            )
         query, params = item
         if not isinstance(query, str) or (not query.isascii() and _bad_text(query)):
             where = f"transform result item {index}"
@@ -150,8 +153,10 @@ def check_result(result: object) -> list[Any]:
                 raise OutputError(f"{where}: query is not valid Unicode (lone surrogate)")
             raise OutputError(f"{where}: query has type {_type_name(query)}, must be str")
         if not isinstance(params, dict):
-            raise OutputError(f"transform result item {index}: parameters have type "
-                              f"{_type_name(params)}, must be dict")
+            raise OutputError(
+                f"transform result item {index}: parameters have type "
+                f"{_type_name(params)}, must be dict"
+            )
         for key, value in params.items():
             if type(key) is not str or not key.isascii():
                 _check_name(key, index)
@@ -162,8 +167,10 @@ def check_result(result: object) -> list[Any]:
                 _check_value(value, 0)
             except _Bad as bad:
                 path = "".join(reversed(bad.path))
-                raise OutputError(f"transform result item {index}: parameter "
-                                  f"{_short_repr(key)}{path} {bad.problem}") from None
+                raise OutputError(
+                    f"transform result item {index}: parameter "
+                    f"{_short_repr(key)}{path} {bad.problem}"
+                ) from None
     return result
 
 
@@ -188,14 +195,15 @@ def check_compact(texts: list[str], items: object) -> list[tuple[str, dict[str, 
     append = pairs.append
     for index, item in enumerate(items):
         if type(item) is not list or len(item) != 2:
-            raise OutputError(f"transform result item {index} must be a (query, parameters) "
-                              "pair")
+            raise OutputError(f"transform result item {index} must be a (query, parameters) pair")
         number, params = item
         if type(number) is not int or not 0 <= number < count:
             raise OutputError(f"transform result item {index} names no query text")
         if type(params) is not dict:
-            raise OutputError(f"transform result item {index}: parameters have type "
-                              f"{_type_name(params)}, must be dict")
+            raise OutputError(
+                f"transform result item {index}: parameters have type "
+                f"{_type_name(params)}, must be dict"
+            )
         for key, value in params.items():
             if not key.isascii():
                 _check_name(key, index)
@@ -209,8 +217,10 @@ def check_compact(texts: list[str], items: object) -> list[tuple[str, dict[str, 
                 _check_value(value, 0)
             except _Bad as bad:
                 path = "".join(reversed(bad.path))
-                raise OutputError(f"transform result item {index}: parameter "
-                                  f"{_short_repr(key)}{path} {bad.problem}") from None
+                raise OutputError(
+                    f"transform result item {index}: parameter "
+                    f"{_short_repr(key)}{path} {bad.problem}"
+                ) from None
         append((texts[number], params))
     return pairs
 
@@ -242,11 +252,13 @@ class _Bad(Exception):
 def _check_name(key: object, index: int) -> None:
     where = f"transform result item {index}"
     if not isinstance(key, str):
-        raise OutputError(f"{where}: parameter name {_short_repr(key)} has type "
-                          f"{_type_name(key)}, must be str")
+        raise OutputError(
+            f"{where}: parameter name {_short_repr(key)} has type {_type_name(key)}, must be str"
+        )
     if _bad_text(key):
-        raise OutputError(f"{where}: parameter name {_short_repr(key)} is not valid Unicode "
-                          "(lone surrogate)")
+        raise OutputError(
+            f"{where}: parameter name {_short_repr(key)} is not valid Unicode (lone surrogate)"
+        )
 
 
 def _check_value(value: object, depth: int) -> None:
@@ -276,8 +288,9 @@ def _check_value(value: object, depth: int) -> None:
     if isinstance(value, dict):
         for key, element in value.items():
             if not isinstance(key, str):
-                raise _Bad(f"has a key {_short_repr(key)} of type {_type_name(key)}, "
-                           "keys must be str")
+                raise _Bad(
+                    f"has a key {_short_repr(key)} of type {_type_name(key)}, keys must be str"
+                )
             if _bad_text(key):
                 raise _Bad("has a key that is not valid Unicode (lone surrogate)")
             try:
@@ -398,8 +411,11 @@ def _landlock(libc: Any, workdir: str) -> str | None:
     abstract unix sockets beyond the sandbox. Returns a label, or None if unavailable."""
     import ctypes
 
-    abi = int(libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0),
-                           ctypes.c_long(1)))
+    abi = int(
+        libc.syscall(
+            ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1)
+        )
+    )
     if abi < 1:
         return None
     handled_fs = (1 << 13) - 1
@@ -413,23 +429,53 @@ def _landlock(libc: Any, workdir: str) -> str | None:
     scoped = 0b11 if abi >= 6 else 0  # ABSTRACT_UNIX_SOCKET | SIGNAL
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
     attr = ctypes.create_string_buffer(struct.pack("=QQQ", handled_fs, handled_net, scoped)[:size])
-    ruleset = int(libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), attr,
-                               ctypes.c_long(size), ctypes.c_long(0)))
+    ruleset = int(
+        libc.syscall(
+            ctypes.c_long(_LANDLOCK_CREATE_RULESET), attr, ctypes.c_long(size), ctypes.c_long(0)
+        )
+    )
     if ruleset < 0:
         return None
     read = _LL_READ_FILE | _LL_READ_DIR
-    write = (read | _LL_WRITE_FILE | _LL_REMOVE_DIR | _LL_REMOVE_FILE | _LL_MAKE_DIR
-             | _LL_MAKE_REG | _LL_MAKE_SYM | (_LL_REFER | _LL_TRUNCATE) & handled_fs)
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                               sys.base_exec_prefix) if p}
+    write = (
+        read
+        | _LL_WRITE_FILE
+        | _LL_REMOVE_DIR
+        | _LL_REMOVE_FILE
+        | _LL_MAKE_DIR
+        | _LL_MAKE_REG
+        | _LL_MAKE_SYM
+        | (_LL_REFER | _LL_TRUNCATE) & handled_fs
+    )
+    prefixes = {
+        os.path.realpath(p)
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
+        if p
+    }
     # sys.path entries only where packages live: a legacy editable install's .pth can put a
     # project root (and a data directory inside it) on sys.path.
-    packages = {os.path.realpath(p) for p in sys.path if p and (
-        os.path.basename(p) in ("site-packages", "dist-packages")
-        or any(os.path.realpath(p).startswith(prefix + os.sep) for prefix in prefixes))}
+    packages = {
+        os.path.realpath(p)
+        for p in sys.path
+        if p
+        and (
+            os.path.basename(p) in ("site-packages", "dist-packages")
+            or any(os.path.realpath(p).startswith(prefix + os.sep) for prefix in prefixes)
+        )
+    }
     paths: dict[str, int] = {}
-    for entry in [*prefixes, *packages, "/usr", "/lib", "/lib64", "/etc/ld.so.cache",
-                  "/etc/localtime", "/dev/urandom", "/proc/self", "/sys/devices/system/cpu"]:
+    for entry in [
+        *prefixes,
+        *packages,
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/etc/ld.so.cache",
+        "/etc/localtime",
+        "/dev/urandom",
+        "/proc/self",
+        "/sys/devices/system/cpu",
+    ]:
         paths[os.path.realpath(entry)] = read
     paths["/dev/null"] = _LL_READ_FILE | _LL_WRITE_FILE
     paths[os.path.realpath(workdir)] = write
@@ -443,12 +489,23 @@ def _landlock(libc: Any, workdir: str) -> str | None:
                 if not os.path.isdir(path):
                     access &= _LL_FILE_RIGHTS
                 rule = ctypes.create_string_buffer(struct.pack("=Qi", access & handled_fs, fd))
-                libc.syscall(ctypes.c_long(_LANDLOCK_ADD_RULE), ctypes.c_long(ruleset),
-                             ctypes.c_long(1), rule, ctypes.c_long(0))  # PATH_BENEATH
+                libc.syscall(
+                    ctypes.c_long(_LANDLOCK_ADD_RULE),
+                    ctypes.c_long(ruleset),
+                    ctypes.c_long(1),
+                    rule,
+                    ctypes.c_long(0),
+                )  # PATH_BENEATH
             finally:
                 os.close(fd)
-        if int(libc.syscall(ctypes.c_long(_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset),
-                            ctypes.c_long(0))) != 0:
+        if (
+            int(
+                libc.syscall(
+                    ctypes.c_long(_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset), ctypes.c_long(0)
+                )
+            )
+            != 0
+        ):
             return None
     finally:
         os.close(ruleset)
@@ -459,24 +516,68 @@ def _landlock(libc: Any, workdir: str) -> str | None:
 # seccomp: syscalls denied with EPERM (ENOSYS for clone3, so libc falls back to clone, whose
 # flags we can see: threads are allowed, new processes are not).
 _SECCOMP_ARCH: dict[str, tuple[int, dict[str, int]]] = {
-    "x86_64": (0xC000003E, {
-        "socket": 41, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "ptrace": 101,
-        "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
-        "pidfd_getfd": 438, "pidfd_send_signal": 424, "unshare": 272, "setns": 308,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321,
-        "userfaultfd": 323, "perf_event_open": 298, "keyctl": 250, "add_key": 248,
-        "request_key": 249, "tkill": 200,
-        "clone": 56, "clone3": 435, "kill": 62, "tgkill": 234,
-    }),
-    "aarch64": (0xC00000B7, {
-        "socket": 198, "execve": 221, "execveat": 281, "ptrace": 117,
-        "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
-        "pidfd_getfd": 438, "pidfd_send_signal": 424, "unshare": 97, "setns": 268,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 280,
-        "userfaultfd": 282, "perf_event_open": 241, "keyctl": 219, "add_key": 217,
-        "request_key": 218, "tkill": 130,
-        "clone": 220, "clone3": 435, "kill": 129, "tgkill": 131,
-    }),
+    "x86_64": (
+        0xC000003E,
+        {
+            "socket": 41,
+            "fork": 57,
+            "vfork": 58,
+            "execve": 59,
+            "execveat": 322,
+            "ptrace": 101,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "pidfd_open": 434,
+            "pidfd_getfd": 438,
+            "pidfd_send_signal": 424,
+            "unshare": 272,
+            "setns": 308,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "bpf": 321,
+            "userfaultfd": 323,
+            "perf_event_open": 298,
+            "keyctl": 250,
+            "add_key": 248,
+            "request_key": 249,
+            "tkill": 200,
+            "clone": 56,
+            "clone3": 435,
+            "kill": 62,
+            "tgkill": 234,
+        },
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {
+            "socket": 198,
+            "execve": 221,
+            "execveat": 281,
+            "ptrace": 117,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "pidfd_open": 434,
+            "pidfd_getfd": 438,
+            "pidfd_send_signal": 424,
+            "unshare": 97,
+            "setns": 268,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "bpf": 280,
+            "userfaultfd": 282,
+            "perf_event_open": 241,
+            "keyctl": 219,
+            "add_key": 217,
+            "request_key": 218,
+            "tkill": 130,
+            "clone": 220,
+            "clone3": 435,
+            "kill": 129,
+            "tgkill": 131,
+        },
+    ),
 }
 
 
@@ -490,7 +591,9 @@ def seccomp_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]] 
     kill_process = 0x80000000
     arg0 = 16  # offsetof(struct seccomp_data, args[0]), low 32 bits on little-endian
     program = [
-        (ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill_process),
+        (ld, 0, 0, 4),
+        (jeq, 1, 0, audit_arch),
+        (ret, 0, 0, kill_process),
         (ld, 0, 0, 0),
     ]
     if arch == "x86_64":  # the x32 ABI shares the arch value; its numbers have bit 30 set
@@ -501,14 +604,29 @@ def seccomp_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]] 
             program += [(jeq, 0, 1, number), (ret, 0, 0, eperm)]
     program += [(jeq, 0, 1, numbers["clone3"]), (ret, 0, 0, enosys)]
     # clone: allowed only with CLONE_THREAD (a thread, not a process).
-    program += [(jeq, 0, 4, numbers["clone"]), (ld, 0, 0, arg0), (jset, 0, 1, 0x00010000),
-                (ret, 0, 0, allow), (ret, 0, 0, eperm)]
+    program += [
+        (jeq, 0, 4, numbers["clone"]),
+        (ld, 0, 0, arg0),
+        (jset, 0, 1, 0x00010000),
+        (ret, 0, 0, allow),
+        (ret, 0, 0, eperm),
+    ]
     # kill(pid, sig): only ourselves (pid 0 is our own process group: we lead a new session).
-    program += [(jeq, 0, 5, numbers["kill"]), (ld, 0, 0, arg0), (jeq, 2, 0, own_pid),
-                (jeq, 1, 0, 0), (ret, 0, 0, eperm), (ret, 0, 0, allow)]
+    program += [
+        (jeq, 0, 5, numbers["kill"]),
+        (ld, 0, 0, arg0),
+        (jeq, 2, 0, own_pid),
+        (jeq, 1, 0, 0),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, allow),
+    ]
     # tgkill(tgid, tid, sig): only threads of this process.
-    program += [(jeq, 0, 3, numbers["tgkill"]), (ld, 0, 0, arg0), (jeq, 1, 0, own_pid),
-                (ret, 0, 0, eperm)]
+    program += [
+        (jeq, 0, 3, numbers["tgkill"]),
+        (ld, 0, 0, arg0),
+        (jeq, 1, 0, own_pid),
+        (ret, 0, 0, eperm),
+    ]
     program += [(ret, 0, 0, allow)]
     return program
 
@@ -525,10 +643,8 @@ def _seccomp(libc: Any) -> bool:
     raw = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
     filters = ctypes.create_string_buffer(raw)
     # struct sock_fprog {unsigned short len; struct sock_filter *filter;}: native layout.
-    fprog = ctypes.create_string_buffer(struct.pack("@HP", len(program),
-                                                    ctypes.addressof(filters)))
-    return int(libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), fprog,
-                          0, 0)) == 0
+    fprog = ctypes.create_string_buffer(struct.pack("@HP", len(program), ctypes.addressof(filters)))
+    return int(libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), fprog, 0, 0)) == 0
 
 
 def sandbox(memory_limit_mb: int, workdir: str) -> list[str]:
@@ -642,23 +758,36 @@ def _load(message: dict[str, Any], channel: Channel) -> Callable[[list[bytes]], 
     stream = module.__dict__.get("stream")
     if not callable(stream):
         found = "" if stream is None else f" (stream is a {_type_name(stream)})"
-        channel.send({"ok": False, "kind": "load", "where": "", "traceback": "",
-                      "error": f"the script defines no stream(batch) function{found}"})
+        channel.send(
+            {
+                "ok": False,
+                "kind": "load",
+                "where": "",
+                "traceback": "",
+                "error": f"the script defines no stream(batch) function{found}",
+            }
+        )
         return None
     channel.send({"ok": True, "sandbox": layers})
     return stream  # type: ignore[no-any-return]
 
 
-def _run(stream: Callable[[list[bytes]], Any], batch: list[bytes],
-         filename: str) -> tuple[bytes, bool]:
+def _run(
+    stream: Callable[[list[bytes]], Any], batch: list[bytes], filename: str
+) -> tuple[bytes, bool]:
     """One batch -> (reply frame, whether this worker must exit), never raising for anything
     the transform does."""
     reply, fatal = _reply(stream, batch, filename)
     return encode_frame(reply), fatal
 
 
-def _reply(stream: Callable[[list[bytes]], Any], batch: list[bytes], filename: str, *,
-           texts: dict[str, int] | None = None) -> tuple[dict[str, Any], bool]:
+def _reply(
+    stream: Callable[[list[bytes]], Any],
+    batch: list[bytes],
+    filename: str,
+    *,
+    texts: dict[str, int] | None = None,
+) -> tuple[dict[str, Any], bool]:
     """One batch -> (its reply, whether this worker must exit). With ``texts``, a success is
     ``{"ok": true, "items": ...}`` naming texts in it (``compact_result``)."""
     try:
@@ -688,7 +817,7 @@ def split_batches(sizes: Any, data: bytes) -> list[list[bytes]]:
     for batch_sizes in sizes:
         batch = []
         for size in batch_sizes:
-            batch.append(data[position:position + size])
+            batch.append(data[position : position + size])
             position += size
         batches.append(batch)
     if position != len(data):
@@ -696,8 +825,12 @@ def split_batches(sizes: Any, data: bytes) -> list[list[bytes]]:
     return batches
 
 
-def _run_many(stream: Callable[[list[bytes]], Any], batches: list[list[bytes]],
-              filename: str, channel: Channel) -> bool:
+def _run_many(
+    stream: Callable[[list[bytes]], Any],
+    batches: list[list[bytes]],
+    filename: str,
+    channel: Channel,
+) -> bool:
     """Run each batch; send the replies in frames (see the module docstring). False when the
     worker must exit."""
     texts: dict[str, int] = {}

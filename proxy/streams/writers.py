@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from bolt.status import is_transient
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
 from proxy.streams.compose import NotComposable, compose
 from proxy.streams.grouping import plan_queries
@@ -91,8 +92,15 @@ class PermanentWriteError(WriteError):
     transaction). When false (FalkorDB), the queries before ``index`` stayed applied.
     """
 
-    def __init__(self, message: str, *, code: str = UNKNOWN_ERROR, detail: str = "",
-                 index: int | None = None, rolled_back: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = UNKNOWN_ERROR,
+        detail: str = "",
+        index: int | None = None,
+        rolled_back: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.detail = detail or message
@@ -107,9 +115,15 @@ class PermanentWriteError(WriteError):
 class GraphWriter(Protocol):
     description: str
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True, atomic: bool = False,
-                          fence: Fence | None = None) -> None:
+    async def write_batch(
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
+    ) -> None:
         """Apply the queries in order (as fewer UNWIND queries where that provably gives the
         same graph, unless ``group`` is false). ``atomic``: all or nothing, else ``NotAtomic``
         before anything is written. ``fence``: check and set the stream's positions in the same
@@ -117,8 +131,7 @@ class GraphWriter(Protocol):
         Transient/PermanentWriteError."""
         ...
 
-    async def read_positions(self, stream: str, owner: str | None
-                             ) -> dict[TopicPartition, int]:
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
         """The positions of an exactly-once stream stored in the graph (``positions.py``).
         Raise TransientWriteError when the backend cannot be reached."""
         ...
@@ -149,9 +162,15 @@ class FalkorDBWriter:
     planning time grows faster than linearly with the length of a query).
     """
 
-    def __init__(self, backend: QueryBackend, graph: str = "neo4j", *,
-                 group: bool = True, max_combined: int = 256,
-                 max_composed: int = 1000) -> None:
+    def __init__(
+        self,
+        backend: QueryBackend,
+        graph: str = "neo4j",
+        *,
+        group: bool = True,
+        max_combined: int = 256,
+        max_composed: int = 1000,
+    ) -> None:
         self.backend = backend
         self.graph = graph
         self.group = group
@@ -159,9 +178,15 @@ class FalkorDBWriter:
         self.max_composed = max_composed
         self.description = f"FalkorDB graph {graph!r}"
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True, atomic: bool = False,
-                          fence: Fence | None = None) -> None:
+    async def write_batch(
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
+    ) -> None:
         grouped = self.group and group
         plan = plan_queries(queries) if grouped else queries
         if fence is not None or (atomic and len(plan) > 1):
@@ -174,37 +199,45 @@ class FalkorDBWriter:
             except BackendUnavailable as exc:
                 raise TransientWriteError(exc.message) from None
             except BackendError as exc:
-                if exc.code.startswith("Neo.TransientError"):
+                if exc.transient:
                     raise TransientWriteError(exc.message) from None
                 raise PermanentWriteError(
-                    _rejected(text, exc.code, exc.message, number, len(plan)), code=exc.code,
-                    detail=exc.message, index=None if grouped else number - 1,
-                    rolled_back=number == 1) from None
+                    _rejected(text, exc.code, exc.message, number, len(plan)),
+                    code=exc.code,
+                    detail=exc.message,
+                    index=None if grouped else number - 1,
+                    rolled_back=number == 1,
+                ) from None
 
-    async def _write_composed(self, plan: list[Query], fence: Fence | None,
-                              grouped: bool) -> None:
+    async def _write_composed(self, plan: list[Query], fence: Fence | None, grouped: bool) -> None:
         if fence is None and len(plan) > self.max_combined:
-            raise NotAtomic(f"{len(plan)} queries are more than one atomic write composes "
-                            f"({self.max_combined})")
+            raise NotAtomic(
+                f"{len(plan)} queries are more than one atomic write composes ({self.max_combined})"
+            )
         try:
             if len(plan) > self.max_composed:
-                raise NotComposable(f"the batch makes {len(plan)} queries (after grouping "
-                                    f"into UNWIND queries), more than {self.max_composed}; "
-                                    "use a smaller BATCH_SIZE")
+                raise NotComposable(
+                    f"the batch makes {len(plan)} queries (after grouping "
+                    f"into UNWIND queries), more than {self.max_composed}; "
+                    "use a smaller BATCH_SIZE"
+                )
             text, params = compose(plan, fence)
         except NotComposable as exc:
             if fence is None:
                 raise NotAtomic(str(exc)) from None
-            message = (f"DELIVERY EXACTLY ONCE on FalkorDB writes a batch and the stream's "
-                       f"position as one query, and {exc}")
-            raise PermanentWriteError(message, code=CANNOT_BE_ATOMIC, detail=message,
-                                      rolled_back=True) from None
+            message = (
+                f"DELIVERY EXACTLY ONCE on FalkorDB writes a batch and the stream's "
+                f"position as one query, and {exc}"
+            )
+            raise PermanentWriteError(
+                message, code=CANNOT_BE_ATOMIC, detail=message, rolled_back=True
+            ) from None
         try:
             await self.backend.run(self.graph, text, params)
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
-            if exc.code.startswith("Neo.TransientError"):
+            if exc.transient:
                 raise TransientWriteError(exc.message) from None
             if fence is not None and FENCE_FAILED in exc.message:
                 # The fence's division by zero, or one of the batch's own: the positions
@@ -217,28 +250,35 @@ class FalkorDBWriter:
             if len(plan) == 1:
                 message = _rejected(plan[0][0], exc.code, exc.message, 1, 1)
             else:
-                message = (f"the backend rejected the write of {len(plan)} queries as one "
-                           f"atomic query: {exc.code}: {exc.message}")
+                message = (
+                    f"the backend rejected the write of {len(plan)} queries as one "
+                    f"atomic query: {exc.code}: {exc.message}"
+                )
             raise PermanentWriteError(
-                message, code=exc.code, detail=exc.message,
+                message,
+                code=exc.code,
+                detail=exc.message,
                 index=0 if len(plan) == 1 and not grouped else None,
-                rolled_back=True) from None
+                rolled_back=True,
+            ) from None
 
-    async def read_positions(self, stream: str, owner: str | None
-                             ) -> dict[TopicPartition, int]:
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
         try:
-            result = await self.backend.run(self.graph, READ_POSITIONS, {"stream": stream},
-                                            read_only=True)
+            result = await self.backend.run(
+                self.graph, READ_POSITIONS, {"stream": stream}, read_only=True
+            )
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
-            if exc.code.startswith("Neo.TransientError"):
+            if exc.transient:
                 raise TransientWriteError(exc.message) from None
             if "empty key" in exc.message:  # the graph does not exist yet: no positions
                 return {}
-            raise PermanentWriteError(f"reading the stream's positions: {exc.code}: "
-                                      f"{exc.message}", code=exc.code,
-                                      detail=exc.message) from None
+            raise PermanentWriteError(
+                f"reading the stream's positions: {exc.code}: {exc.message}",
+                code=exc.code,
+                detail=exc.message,
+            ) from None
         return positions_from_rows(result.rows)
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
@@ -247,10 +287,15 @@ class FalkorDBWriter:
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
-            if exc.code.startswith("Neo.TransientError"):
+            if exc.transient:
                 raise TransientWriteError(exc.message) from None
-            raise PermanentWriteError(f"{exc.code}: {exc.message}", code=exc.code,
-                                      detail=exc.message, index=0, rolled_back=True) from None
+            raise PermanentWriteError(
+                f"{exc.code}: {exc.message}",
+                code=exc.code,
+                detail=exc.message,
+                index=0,
+                rolled_back=True,
+            ) from None
 
     async def close(self) -> None:
         return None
@@ -282,8 +327,15 @@ class BoltWriter:
     ``imp_user`` (FalkorDB's Bolt port) run the batch as the service account.
     """
 
-    def __init__(self, uri: str, auth: tuple[str, str] | None, database: str | None = None,
-                 *, group: bool = True, connection_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        auth: tuple[str, str] | None,
+        database: str | None = None,
+        *,
+        group: bool = True,
+        connection_timeout: float = 5.0,
+    ) -> None:
         import neo4j
 
         self.uri = uri
@@ -292,12 +344,22 @@ class BoltWriter:
         self.description = f"Bolt server {uri}"
         self._impersonate = True
         self._driver = neo4j.AsyncGraphDatabase.driver(
-            uri, auth=auth, connection_timeout=connection_timeout,
-            max_transaction_retry_time=0.0, user_agent="boltstream-streams")
+            uri,
+            auth=auth,
+            connection_timeout=connection_timeout,
+            max_transaction_retry_time=0.0,
+            user_agent="boltstream-streams",
+        )
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True, atomic: bool = False,
-                          fence: Fence | None = None) -> None:
+    async def write_batch(
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
+    ) -> None:
         """One transaction: always atomic. With a fence, its check and update come first."""
         import neo4j.exceptions as ne
 
@@ -317,16 +379,17 @@ class BoltWriter:
             if not fence.already_applied(found):
                 raise FenceLost(found)
 
-    async def read_positions(self, stream: str, owner: str | None
-                             ) -> dict[TopicPartition, int]:
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
         import neo4j
         import neo4j.exceptions as ne
 
         imp_user = owner if owner and self._impersonate else None
         try:
-            async with self._driver.session(database=self.database,
-                                            impersonated_user=imp_user,
-                                            default_access_mode=neo4j.READ_ACCESS) as session:
+            async with self._driver.session(
+                database=self.database,
+                impersonated_user=imp_user,
+                default_access_mode=neo4j.READ_ACCESS,
+            ) as session:
                 result = await session.run(READ_POSITIONS, {"stream": stream})
                 rows = [list(record.values()) async for record in result]
         except ne.ConfigurationError as exc:
@@ -339,17 +402,19 @@ class BoltWriter:
         except ne.Neo4jError as exc:
             code = exc.code or UNKNOWN_ERROR
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
-            raise PermanentWriteError(f"reading the stream's positions: {code}: {message}",
-                                      code=code, detail=message) from None
+            raise PermanentWriteError(
+                f"reading the stream's positions: {code}: {message}", code=code, detail=message
+            ) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         return positions_from_rows(rows)
 
     def _cannot_impersonate(self, exc: Exception) -> None:
-        log.warning("%s cannot impersonate (%s); stream batches run as the service "
-                    "account", self.uri, exc)
+        log.warning(
+            "%s cannot impersonate (%s); stream batches run as the service account", self.uri, exc
+        )
         self._impersonate = False
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
@@ -363,9 +428,11 @@ class BoltWriter:
         imp_user = owner if owner and self._impersonate else None
         refused = "write queries are refused here (read-only)"
         try:
-            async with self._driver.session(database=self.database,
-                                            impersonated_user=imp_user,
-                                            default_access_mode=neo4j.READ_ACCESS) as session:
+            async with self._driver.session(
+                database=self.database,
+                impersonated_user=imp_user,
+                default_access_mode=neo4j.READ_ACCESS,
+            ) as session:
                 tx = await session.begin_transaction()
                 try:
                     result = await tx.run(query, params)
@@ -382,10 +449,13 @@ class BoltWriter:
                 except ne.Neo4jError as exc:
                     if not wrote:
                         raise
-                    message = (f"{refused}; this server ran it anyway and could not roll it "
-                               f"back: {exc.message or exc}")
-                    raise PermanentWriteError(f"{ACCESS_MODE}: {message}", code=ACCESS_MODE,
-                                              detail=message, index=0) from None
+                    message = (
+                        f"{refused}; this server ran it anyway and could not roll it "
+                        f"back: {exc.message or exc}"
+                    )
+                    raise PermanentWriteError(
+                        f"{ACCESS_MODE}: {message}", code=ACCESS_MODE, detail=message, index=0
+                    ) from None
         except ne.ConfigurationError as exc:
             if imp_user is None or "mpersonat" not in str(exc):
                 raise PermanentWriteError(f"driver configuration: {exc}") from None
@@ -396,27 +466,35 @@ class BoltWriter:
         except ne.Neo4jError as exc:
             code = exc.code or UNKNOWN_ERROR
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
-            raise PermanentWriteError(f"{code}: {message}", code=code, detail=message,
-                                      index=0, rolled_back=True) from None
+            raise PermanentWriteError(
+                f"{code}: {message}", code=code, detail=message, index=0, rolled_back=True
+            ) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         if wrote:
             message = f"{refused}; the transaction was rolled back"
-            raise PermanentWriteError(f"{ACCESS_MODE}: {message}", code=ACCESS_MODE,
-                                      detail=message, index=0, rolled_back=True)
+            raise PermanentWriteError(
+                f"{ACCESS_MODE}: {message}",
+                code=ACCESS_MODE,
+                detail=message,
+                index=0,
+                rolled_back=True,
+            )
         return QueryResult(fields, rows)
 
-    async def _run(self, plan: list[Query], imp_user: str | None, grouped: bool,
-                   fence: Fence | None) -> bool:
+    async def _run(
+        self, plan: list[Query], imp_user: str | None, grouped: bool, fence: Fence | None
+    ) -> bool:
         """Run the transaction; False when the fence did not hold (rolled back)."""
         import neo4j.exceptions as ne
 
         number = 0  # the query being run (1-based), 0 outside the loop
         try:
-            async with self._driver.session(database=self.database,
-                                            impersonated_user=imp_user) as session:
+            async with self._driver.session(
+                database=self.database, impersonated_user=imp_user
+            ) as session:
                 tx = await session.begin_transaction()
                 try:
                     if fence is not None:
@@ -437,21 +515,33 @@ class BoltWriter:
                         await tx.close()
         except ne.ConfigurationError:
             raise
-        except (ne.ServiceUnavailable, ne.SessionExpired, ne.IncompleteCommit,
-                ne.SessionError, OSError) as exc:
+        except (
+            ne.ServiceUnavailable,
+            ne.SessionExpired,
+            ne.IncompleteCommit,
+            ne.SessionError,
+            OSError,
+        ) as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         except ne.Neo4jError as exc:
             code = exc.code or "Neo.DatabaseError.General.UnknownError"
             message = exc.message or str(exc)
-            if exc.is_retryable() or code.startswith("Neo.TransientError"):
+            if exc.is_retryable() or is_transient(code):
                 raise TransientWriteError(f"{code}: {message}") from None
             if number:
                 raise PermanentWriteError(
-                    _rejected(plan[number - 1][0], code, message, number, len(plan)), code=code,
-                    detail=message, index=None if grouped else number - 1,
-                    rolled_back=True) from None
-            raise PermanentWriteError(f"the backend refused the batch: {code}: {message}",
-                                      code=code, detail=message, rolled_back=True) from None
+                    _rejected(plan[number - 1][0], code, message, number, len(plan)),
+                    code=code,
+                    detail=message,
+                    index=None if grouped else number - 1,
+                    rolled_back=True,
+                ) from None
+            raise PermanentWriteError(
+                f"the backend refused the batch: {code}: {message}",
+                code=code,
+                detail=message,
+                rolled_back=True,
+            ) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         return True

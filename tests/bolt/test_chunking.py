@@ -131,8 +131,9 @@ def test_buffer_compacts_after_many_messages() -> None:
     d.receive_data(RECORD_WIRE * 20000 + RECORD_WIRE[:3])
     assert len(drain(d)) == 20000
     assert d.buffered == 3
-    assert len(d._buf) < 70 * 1024  # consumed bytes were released
     d.receive_data(RECORD_WIRE[3:])
+    # the read's consumed bytes are released once more data comes: only the rest is kept
+    assert len(d._buf) < 70 * 1024
     assert drain(d) == [RECORD_WIRE[2:-2]]
 
 
@@ -204,3 +205,30 @@ def split_wire(wire: bytes) -> list[bytes]:
             start, in_msg = pos, True
         pos += 2 + n
     return out
+
+
+@pytest.mark.parametrize("one_byte", [False, True])
+def test_split_gives_spans_of_whole_messages(one_byte: bool) -> None:
+    multi = chunk(b"\xb1\x71" + bytes(300), max_chunk_size=1)  # a tag in its own chunk
+    stream = NOOP + RUN_WIRE + PULL_WIRE + NOOP + multi + RESET_WIRE
+    d = ChunkDecoder()
+    got: list[tuple[int, bytes]] = []
+    pieces = [stream[i : i + 1] for i in range(len(stream))] if one_byte else [stream]
+    for piece in pieces:
+        d.receive_data(piece)
+        data, spans = d.split()
+        got += [(tag, data[start:end]) for tag, start, end in spans]
+    assert got == [(0x10, RUN_WIRE), (0x3F, PULL_WIRE), (0x71, multi), (0x0F, RESET_WIRE)]
+    assert d.buffered == 0
+
+
+def test_split_hands_back_the_received_bytes_object() -> None:
+    d = ChunkDecoder()
+    data = RUN_WIRE + PULL_WIRE
+    d.receive_data(data)
+    out, spans = d.split()
+    assert out is data  # a relay can pass it on without copying
+    assert [(start, end) for _, start, end in spans] == [
+        (0, len(RUN_WIRE)),
+        (len(RUN_WIRE), len(data)),
+    ]

@@ -29,7 +29,7 @@ def test_protocol_errors_close_with_request_invalid(cls: type[ProtocolError]) ->
     assert isinstance(err, BoltError)
     assert err.code == "Neo.ClientError.Request.Invalid"
     assert err.close_connection is True
-    assert err.retriable is False
+    assert err.transient is False
     assert err.failure(V44) == {"code": "Neo.ClientError.Request.Invalid", "message": "boom"}
 
 
@@ -40,7 +40,7 @@ def test_nesting_too_deep_is_a_packstream_error() -> None:
 def test_client_error_keeps_connection_and_code() -> None:
     err = ClientError("Neo.ClientError.Statement.SyntaxError", "bad query")
     assert err.close_connection is False
-    assert err.retriable is False
+    assert err.transient is False
     assert err.message == "bad query"
     assert str(err) == "bad query"
     assert err.failure(V56) == {"code": "Neo.ClientError.Statement.SyntaxError",
@@ -51,9 +51,9 @@ def test_client_error_keeps_connection_and_code() -> None:
     assert "code" not in gql
 
 
-def test_transient_error_is_retriable() -> None:
+def test_transient_error_is_transient() -> None:
     err = TransientError("busy")
-    assert err.retriable is True
+    assert err.transient is True
     assert err.close_connection is False
     assert err.code.startswith("Neo.TransientError.")
     assert err.failure(V57)["diagnostic_record"]["_classification"] == "TRANSIENT_ERROR"

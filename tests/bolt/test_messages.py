@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bolt import values as bv
 from bolt.errors import PackStreamError, ProtocolError
+from bolt.failures import failure_metadata, normalize_failure
 from bolt.messages import (
     IGNORED_PAYLOAD,
     Begin,
@@ -34,13 +35,10 @@ from bolt.messages import (
     decode_request,
     decode_response,
     encode_failure,
-    encode_failure_metadata,
     encode_record,
     encode_request,
     encode_response,
     encode_success,
-    failure_metadata,
-    normalize_failure,
     peek_tag,
     request_defined,
 )
@@ -269,7 +267,8 @@ def test_record_values_are_hydrated_per_version() -> None:
 
 @pytest.mark.parametrize("version", [V44, V57])
 def test_failure_roundtrip(version: Version) -> None:
-    payload = encode_failure("Neo.ClientError.Statement.SyntaxError", "bad", version)
+    metadata = failure_metadata("Neo.ClientError.Statement.SyntaxError", "bad", version)
+    payload = encode_failure(metadata, Packer(version))
     assert peek_tag(payload) == Tag.FAILURE
     failure = decode_response(payload, version)
     assert isinstance(failure, Failure)
@@ -294,7 +293,7 @@ def test_failure_accessors_with_garbage() -> None:
 def test_encode_response(resp: Any) -> None:
     payload = encode_response(resp, Packer(V58))
     assert decode_response(payload, V58) == resp
-    assert encode_failure_metadata({"code": "x"}, Packer()) == encode_response(
+    assert encode_failure({"code": "x"}, Packer()) == encode_response(
         Failure({"code": "x"}), Packer()
     )
 

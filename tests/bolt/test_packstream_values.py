@@ -32,7 +32,7 @@ def s(text: str) -> bytes:
 
 
 def roundtrip(value: Any, version: Version | None, utc_patch: bool = False) -> Any:
-    return hydrate(unpack(Packer(version, utc_patch).pack(value)), version, utc_patch)
+    return hydrate(unpack(Packer(version, utc_patch).pack(value)))
 
 
 # -- graph structures ---------------------------------------------------------------------------

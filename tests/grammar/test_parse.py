@@ -109,20 +109,38 @@ def test_batch_options_both_spellings_either_order(
         ("ON ERROR STOP", {"on_error": "stop"}),
         ("on error skip", {"on_error": "skip"}),
         ("ON ERROR DEAD LETTER 'dlq'", {"on_error": "dead letter", "dead_letter_topic": "dlq"}),
-        ('On Error Dead Letter "a.b-c_d"',
-         {"on_error": "dead letter", "dead_letter_topic": "a.b-c_d"}),
-        ("ON/* c */ERROR // c\n DEAD\nLETTER'x'", {"on_error": "dead letter",
-                                                    "dead_letter_topic": "x"}),
+        (
+            'On Error Dead Letter "a.b-c_d"',
+            {"on_error": "dead letter", "dead_letter_topic": "a.b-c_d"},
+        ),
+        (
+            "ON/* c */ERROR // c\n DEAD\nLETTER'x'",
+            {"on_error": "dead letter", "dead_letter_topic": "x"},
+        ),
         ("ON ERROR SKIP BATCH_SIZE 7", {"on_error": "skip", "batch_size": 7}),
         ("BATCH_SIZE 7 ON ERROR SKIP", {"on_error": "skip", "batch_size": 7}),
-        ("BATCH INTERVAL 5 ON ERROR STOP BATCH SIZE 7",
-         {"on_error": "stop", "batch_interval_ms": 5, "batch_size": 7}),
-        ("ON ERROR DEAD LETTER 'd' BATCH_SIZE 7 BATCH_INTERVAL 5",
-         {"on_error": "dead letter", "dead_letter_topic": "d", "batch_interval_ms": 5,
-          "batch_size": 7}),
-        ("BATCH_SIZE 7 BATCH_INTERVAL 5 ON ERROR DEAD LETTER ''",
-         {"on_error": "dead letter", "dead_letter_topic": "", "batch_interval_ms": 5,
-          "batch_size": 7}),
+        (
+            "BATCH INTERVAL 5 ON ERROR STOP BATCH SIZE 7",
+            {"on_error": "stop", "batch_interval_ms": 5, "batch_size": 7},
+        ),
+        (
+            "ON ERROR DEAD LETTER 'd' BATCH_SIZE 7 BATCH_INTERVAL 5",
+            {
+                "on_error": "dead letter",
+                "dead_letter_topic": "d",
+                "batch_interval_ms": 5,
+                "batch_size": 7,
+            },
+        ),
+        (
+            "BATCH_SIZE 7 BATCH_INTERVAL 5 ON ERROR DEAD LETTER ''",
+            {
+                "on_error": "dead letter",
+                "dead_letter_topic": "",
+                "batch_interval_ms": 5,
+                "batch_size": 7,
+            },
+        ),
     ],
 )
 def test_on_error_option_in_any_position(options: str, expected: dict[str, object]) -> None:
@@ -134,13 +152,24 @@ def test_on_error_option_in_any_position(options: str, expected: dict[str, objec
     [
         ("DELIVERY EXACTLY ONCE", {"delivery": "exactly once"}),
         ("delivery at least once", {"delivery": "at least once"}),
-        ("BATCH_SIZE 7 DELIVERY EXACTLY ONCE ON ERROR SKIP",
-         {"delivery": "exactly once", "batch_size": 7, "on_error": "skip"}),
-        ("DELIVERY/* c */EXACTLY // c\n ONCE BATCH INTERVAL 5",
-         {"delivery": "exactly once", "batch_interval_ms": 5}),
-        ("ON ERROR DEAD LETTER 'd' DELIVERY AT LEAST ONCE BATCH_INTERVAL 5 BATCH_SIZE 1",
-         {"on_error": "dead letter", "dead_letter_topic": "d", "delivery": "at least once",
-          "batch_interval_ms": 5, "batch_size": 1}),
+        (
+            "BATCH_SIZE 7 DELIVERY EXACTLY ONCE ON ERROR SKIP",
+            {"delivery": "exactly once", "batch_size": 7, "on_error": "skip"},
+        ),
+        (
+            "DELIVERY/* c */EXACTLY // c\n ONCE BATCH INTERVAL 5",
+            {"delivery": "exactly once", "batch_interval_ms": 5},
+        ),
+        (
+            "ON ERROR DEAD LETTER 'd' DELIVERY AT LEAST ONCE BATCH_INTERVAL 5 BATCH_SIZE 1",
+            {
+                "on_error": "dead letter",
+                "dead_letter_topic": "d",
+                "delivery": "at least once",
+                "batch_interval_ms": 5,
+                "batch_size": 1,
+            },
+        ),
     ],
 )
 def test_delivery_option_in_any_position(options: str, expected: dict[str, object]) -> None:
@@ -151,16 +180,20 @@ def test_every_option_once_in_every_order() -> None:
     """The options are ``option*`` in the grammar: any order, each once, none required."""
     import itertools
 
-    options = {"BATCH_INTERVAL 5": {"batch_interval_ms": 5}, "BATCH SIZE 6": {"batch_size": 6},
-               "ON ERROR SKIP": {"on_error": "skip"},
-               "DELIVERY EXACTLY ONCE": {"delivery": "exactly once"}}
+    options = {
+        "BATCH_INTERVAL 5": {"batch_interval_ms": 5},
+        "BATCH SIZE 6": {"batch_size": 6},
+        "ON ERROR SKIP": {"on_error": "skip"},
+        "DELIVERY EXACTLY ONCE": {"delivery": "exactly once"},
+    }
     for size in range(len(options) + 1):
         for chosen in itertools.permutations(options, size):
             expected: dict[str, object] = {}
             for text in chosen:
                 expected.update(options[text])
-            parses_to(f"{CREATE_HEAD} {' '.join(chosen)}",
-                      CreateStream("s", "k", "t", "x", **expected))  # type: ignore[arg-type]
+            parses_to(
+                f"{CREATE_HEAD} {' '.join(chosen)}", CreateStream("s", "k", "t", "x", **expected)
+            )  # type: ignore[arg-type]
 
 
 def test_on_error_is_left_to_the_engine_when_absent() -> None:
@@ -169,9 +202,11 @@ def test_on_error_is_left_to_the_engine_when_absent() -> None:
     assert created.on_error is None and created.dead_letter_topic is None
     built_in = parse_stream_clause(
         "CREATE STREAM d AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'builtin:depc' "
-        "ON ERROR DEAD LETTER 't.dlq'")
-    assert built_in == CreateStream("d", "k", "t", "builtin:depc", on_error="dead letter",
-                                    dead_letter_topic="t.dlq")
+        "ON ERROR DEAD LETTER 't.dlq'"
+    )
+    assert built_in == CreateStream(
+        "d", "k", "t", "builtin:depc", on_error="dead letter", dead_letter_topic="t.dlq"
+    )
 
 
 @pytest.mark.parametrize(

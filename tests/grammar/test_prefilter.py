@@ -17,7 +17,7 @@ from grammar import (
     looks_like_stream_clause,
     parse_stream_clause,
 )
-from proxy.router import QueryContext, Router
+from proxy.answers.router import QueryContext, Router
 
 STREAM_CLAUSES = [
     "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'x'",

@@ -25,8 +25,21 @@ from grammar import (
 )
 
 IDENTIFIER = re.compile(r"[^\W\d]\w*")
-GAPS = [" ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "/**/", "/* c */", "/* a\nb */",
-        "/* // */", "// c\n", "//\n"]
+GAPS = [
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+    "/**/",
+    "/* c */",
+    "/* a\nb */",
+    "/* // */",
+    "// c\n",
+    "//\n",
+]
 
 identifiers = st.from_regex(IDENTIFIER, fullmatch=True).filter(lambda s: len(s) <= 30)
 names = st.one_of(identifiers, st.text(min_size=1, max_size=20))
@@ -35,13 +48,25 @@ counts = st.one_of(st.integers(1, 1000), st.integers(1, 2**63 - 1))
 optional_counts = st.none() | counts
 
 on_errors = st.one_of(
-    st.just((None, None)), st.just(("stop", None)), st.just(("skip", None)),
-    st.tuples(st.just("dead letter"), texts))
+    st.just((None, None)),
+    st.just(("stop", None)),
+    st.just(("skip", None)),
+    st.tuples(st.just("dead letter"), texts),
+)
 deliveries = st.sampled_from([None, "at least once", "exactly once"])
 create_streams = st.builds(
     lambda name, uri, topic, transform, interval, size, on_error, delivery: CreateStream(
-        name, uri, topic, transform, interval, size, on_error[0], on_error[1], delivery),
-    names, texts, texts, texts, optional_counts, optional_counts, on_errors, deliveries)
+        name, uri, topic, transform, interval, size, on_error[0], on_error[1], delivery
+    ),
+    names,
+    texts,
+    texts,
+    texts,
+    optional_counts,
+    optional_counts,
+    on_errors,
+    deliveries,
+)
 clauses: st.SearchStrategy[StreamClause] = st.one_of(
     create_streams,
     st.builds(DropStream, names),
@@ -119,10 +144,15 @@ def rendered(draw: DrawFn, clause: StreamClause) -> str:
             words("WITH", "TRANSFORM")
             parts.append(string_text(draw, clause.transform))
             options: list[tuple[str, object]] = [
-                (o, v) for o, v in (("INTERVAL", clause.batch_interval_ms),
-                                    ("SIZE", clause.batch_size),
-                                    ("ON ERROR", clause.on_error),
-                                    ("DELIVERY", clause.delivery)) if v is not None]
+                (o, v)
+                for o, v in (
+                    ("INTERVAL", clause.batch_interval_ms),
+                    ("SIZE", clause.batch_size),
+                    ("ON ERROR", clause.on_error),
+                    ("DELIVERY", clause.delivery),
+                )
+                if v is not None
+            ]
             for option, value in draw(st.permutations(options)):
                 if option == "DELIVERY":
                     words("DELIVERY", *str(value).upper().split())
@@ -191,18 +221,72 @@ def test_random_text_raises_only_stream_syntax_error(text: str) -> None:
 
 
 VOCABULARY = [
-    "CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "STREAM", "STREAMS", "ALL", "AS", "LOAD",
-    "DATA", "KAFKA", "WITH", "TOPIC", "TRANSFORM", "BATCH_INTERVAL", "BATCH_SIZE", "BATCH",
-    "INTERVAL", "SIZE", "LIMIT", "BATCHES", "ON", "ERROR", "SKIP", "DEAD", "LETTER",
-    "s", "`q`", "``", "`", "'k'", '"t"', "'", '"', "'\\",
-    "'\\q'", "'\\u'", "5", "0", "-1", "1.5", "010", "99999999999999999999", ";", "$p", "(", ")",
-    "/*", "*/", "//", "\n", "-", ".", "\\",
+    "CREATE",
+    "DROP",
+    "SHOW",
+    "START",
+    "STOP",
+    "TEST",
+    "STREAM",
+    "STREAMS",
+    "ALL",
+    "AS",
+    "LOAD",
+    "DATA",
+    "KAFKA",
+    "WITH",
+    "TOPIC",
+    "TRANSFORM",
+    "BATCH_INTERVAL",
+    "BATCH_SIZE",
+    "BATCH",
+    "INTERVAL",
+    "SIZE",
+    "LIMIT",
+    "BATCHES",
+    "ON",
+    "ERROR",
+    "SKIP",
+    "DEAD",
+    "LETTER",
+    "s",
+    "`q`",
+    "``",
+    "`",
+    "'k'",
+    '"t"',
+    "'",
+    '"',
+    "'\\",
+    "'\\q'",
+    "'\\u'",
+    "5",
+    "0",
+    "-1",
+    "1.5",
+    "010",
+    "99999999999999999999",
+    ";",
+    "$p",
+    "(",
+    ")",
+    "/*",
+    "*/",
+    "//",
+    "\n",
+    "-",
+    ".",
+    "\\",
 ]
 
 
 @settings(max_examples=500, deadline=None)  # a busy machine stalls any one example
-@given(st.lists(st.tuples(st.sampled_from(VOCABULARY), st.sampled_from(["", " ", "\n", "/**/"])),
-                max_size=20))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(VOCABULARY), st.sampled_from(["", " ", "\n", "/**/"])),
+        max_size=20,
+    )
+)
 def test_token_soup_raises_only_stream_syntax_error(soup: list[tuple[str, str]]) -> None:
     check_only_syntax_errors("".join(token + gap for token, gap in soup))
 

@@ -22,7 +22,8 @@ def test_arcadedb_speaks_bolt_and_rolls_back(arcadedb: ArcadeDB) -> None:
             tx.rollback()
             session.run("CREATE (:Kept {v: 2})").consume()
         records, _, _ = driver.execute_query(
-            "MATCH (n) RETURN labels(n)[0] AS label, n.v AS v", database_=db)
+            "MATCH (n) RETURN labels(n)[0] AS label, n.v AS v", database_=db
+        )
         assert [(r["label"], r["v"]) for r in records] == [("Kept", 2)]
         # Another database is another graph.
         other = arcadedb.create_database("other")

@@ -19,8 +19,9 @@ LIMIT = 4096
 
 
 @pytest.fixture(scope="module", params=["embedded", "relay"])
-def small_proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[ProxyProcess]:
+def small_proxy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
     """A proxy with a 4 KB message limit, so an oversize message is cheap to make."""
     auth = ("neo4j", "x")
     if request.param == "embedded":

@@ -20,9 +20,14 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def children_of(pid: int) -> list[int]:
@@ -58,8 +63,15 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 def test_help_explains_every_flag() -> None:
     result = run_cli("serve", "--help")
     assert result.returncode == 0
-    for flag in ("--listen", "--backend", "--data-dir", "--advertised-address", "--config",
-                 "--auth", "BOLTSTREAM_"):
+    for flag in (
+        "--listen",
+        "--backend",
+        "--data-dir",
+        "--advertised-address",
+        "--config",
+        "--auth",
+        "BOLTSTREAM_",
+    ):
         assert flag in result.stdout
 
 
@@ -178,8 +190,17 @@ def test_an_existing_data_dir_open_to_others_is_tightened(tmp_path: Path) -> Non
 
 
 def test_backend_password_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
-    done = run_cli("serve", "--backend", "bolt://127.0.0.1:1", "--backend-user", "svc",
-                   "--backend-password", "hunter2", "--data-dir", str(tmp_path))
+    done = run_cli(
+        "serve",
+        "--backend",
+        "bolt://127.0.0.1:1",
+        "--backend-user",
+        "svc",
+        "--backend-password",
+        "hunter2",
+        "--data-dir",
+        str(tmp_path),
+    )
     assert done.returncode == 1  # nothing listens there
     assert "visible to every local user" in done.stderr
     assert "hunter2" not in done.stderr

@@ -31,7 +31,8 @@ def test_connect_time_queries(driver: neo4j.Driver) -> None:
     assert components[0]["versions"][0].startswith("5.")
     assert components[0]["edition"] == "community"
     assert run(driver, "CALL dbms.components() YIELD versions") == [
-        {"versions": components[0]["versions"]}]
+        {"versions": components[0]["versions"]}
+    ]
     assert run(driver, "CALL dbms.clientConfig()", "system") == []
     user = run(driver, "CALL dbms.showCurrentUser()", "system")
     assert user == [{"username": "neo4j", "roles": ["admin"], "flags": []}]
@@ -61,15 +62,21 @@ def test_database_name_selects_the_graph_case_insensitively(driver: neo4j.Driver
 def test_browser_meta_query(driver: neo4j.Driver) -> None:
     graph = "meta" + uuid.uuid4().hex[:6]
     run(driver, "CREATE (:Alpha {p1: 1})-[:LINKS {p2: 2}]->(:Beta)", graph)
-    rows = run(driver,
-               "CALL db.labels() YIELD label RETURN {name:'labels', data:COLLECT(label)[..1000]} "
-               "AS result UNION ALL CALL db.relationshipTypes() YIELD relationshipType RETURN "
-               "{name:'relationshipTypes', data:COLLECT(relationshipType)[..1000]} AS result "
-               "UNION ALL CALL db.propertyKeys() YIELD propertyKey RETURN {name:'propertyKeys', "
-               "data:COLLECT(propertyKey)[..1000]} AS result", graph)
+    rows = run(
+        driver,
+        "CALL db.labels() YIELD label RETURN {name:'labels', data:COLLECT(label)[..1000]} "
+        "AS result UNION ALL CALL db.relationshipTypes() YIELD relationshipType RETURN "
+        "{name:'relationshipTypes', data:COLLECT(relationshipType)[..1000]} AS result "
+        "UNION ALL CALL db.propertyKeys() YIELD propertyKey RETURN {name:'propertyKeys', "
+        "data:COLLECT(propertyKey)[..1000]} AS result",
+        graph,
+    )
     by_name = {row["result"]["name"]: set(row["result"]["data"]) for row in rows}
-    assert by_name == {"labels": {"Alpha", "Beta"}, "relationshipTypes": {"LINKS"},
-                       "propertyKeys": {"p1", "p2"}}
+    assert by_name == {
+        "labels": {"Alpha", "Beta"},
+        "relationshipTypes": {"LINKS"},
+        "propertyKeys": {"p1", "p2"},
+    }
 
 
 def test_show_procedures_lists_what_falkordb_has(driver: neo4j.Driver) -> None:

@@ -18,6 +18,7 @@ from bolt.messages import (
     Logon,
     Pull,
     Reset,
+    Rollback,
     Route,
     Run,
     Success,
@@ -71,8 +72,10 @@ def connect(proxy: ProxyProcess) -> RawBolt:
 
 
 def login(client: RawBolt) -> None:
-    client.send(Hello({"user_agent": "test/1", "bolt_agent": {"product": "test/1"}}),
-                Logon({"scheme": "basic", "principal": "u", "credentials": "p"}))
+    client.send(
+        Hello({"user_agent": "test/1", "bolt_agent": {"product": "test/1"}}),
+        Logon({"scheme": "basic", "principal": "u", "credentials": "p"}),
+    )
     assert isinstance(client.recv(), Success)
     assert isinstance(client.recv(), Success)
 
@@ -112,12 +115,23 @@ def test_run_with_every_value_type_reaches_the_backend_byte_exact(stub) -> None:
     seen: list[StubConnection] = []
     version = Version(*server.version)
     params = {
-        "null": None, "bool": True, "int": -(2**63), "float": 1.5, "str": "it's \"q\"",
-        "bytes": b"\x00\xff", "list": [1, [2, [3]]], "map": {"a": {"b": {}}},
-        "date": Date(19000), "time": Time(1, 3600), "local_time": LocalTime(5),
-        "local_datetime": LocalDateTime(1, 2), "datetime": DateTime(10, 20, -3600),
-        "zoned": DateTimeZoneId(10, 20, "Europe/Paris"), "duration": Duration(1, 2, 3, 4),
-        "point2d": Point2D(7203, 1.0, 2.0), "point3d": Point3D(9157, 1.0, 2.0, 3.0),
+        "null": None,
+        "bool": True,
+        "int": -(2**63),
+        "float": 1.5,
+        "str": 'it\'s "q"',
+        "bytes": b"\x00\xff",
+        "list": [1, [2, [3]]],
+        "map": {"a": {"b": {}}},
+        "date": Date(19000),
+        "time": Time(1, 3600),
+        "local_time": LocalTime(5),
+        "local_datetime": LocalDateTime(1, 2),
+        "datetime": DateTime(10, 20, -3600),
+        "zoned": DateTimeZoneId(10, 20, "Europe/Paris"),
+        "duration": Duration(1, 2, 3, 4),
+        "point2d": Point2D(7203, 1.0, 2.0),
+        "point3d": Point3D(9157, 1.0, 2.0, 3.0),
     }
     run_bytes = chunk(encode_request(Run("RETURN $p AS p", {"p": params}, {}), version))
 
@@ -147,9 +161,12 @@ def test_pipelined_transaction_in_one_write(stub) -> None:
         serve_login(conn)
         for tag in (Tag.BEGIN, Tag.RUN, Tag.PULL, Tag.COMMIT):
             conn.expect(tag)
-        conn.send(SUCCESS_EMPTY + response(Tag.SUCCESS, {"fields": [], "qid": 0})
-                  + response(Tag.SUCCESS, {"type": "w"})
-                  + response(Tag.SUCCESS, {"bookmark": "bm-1"}))
+        conn.send(
+            SUCCESS_EMPTY
+            + response(Tag.SUCCESS, {"fields": [], "qid": 0})
+            + response(Tag.SUCCESS, {"type": "w"})
+            + response(Tag.SUCCESS, {"bookmark": "bm-1"})
+        )
 
     server.scripts.put(script)
     with connect(proxy) as client:
@@ -166,9 +183,16 @@ def test_failure_is_translated_for_the_client_version(stub) -> None:
     # The backend uses the format of the *other* generation on purpose: 5.4 clients must see
     # `code`, 5.7 clients `neo4j_code` with a GQL status.
     legacy = server.version < (5, 7)
-    sent = ({"neo4j_code": "Neo.ClientError.Statement.SyntaxError", "message": "bad",
-             "gql_status": "42001", "description": "error: syntax error"} if legacy
-            else {"code": "Neo.ClientError.Statement.SyntaxError", "message": "bad"})
+    sent = (
+        {
+            "neo4j_code": "Neo.ClientError.Statement.SyntaxError",
+            "message": "bad",
+            "gql_status": "42001",
+            "description": "error: syntax error",
+        }
+        if legacy
+        else {"code": "Neo.ClientError.Statement.SyntaxError", "message": "bad"}
+    )
 
     def script(conn: StubConnection) -> None:
         serve_login(conn)
@@ -235,3 +259,104 @@ def test_backend_offer_is_what_client_and_proxy_share(stub) -> None:
     assert offer[4:8] == bytes([0, 2, 8, 5])  # 5.8..5.6
     assert offer[8:12] == bytes([0, 4, 4, 5])  # 5.4..5.0
     assert offer[12:16] == bytes([0, 2, 4, 4])  # 4.4..4.2
+
+
+def test_a_transaction_of_stream_clauses_never_reaches_the_backend(stub) -> None:
+    """BEGIN, SHOW STREAMS, STOP ALL STREAMS and COMMIT (then the same with ROLLBACK) are all
+    answered by the proxy: the backend sees nothing after LOGON."""
+    server, proxy = stub
+    seen: list[StubConnection] = []
+
+    def script(conn: StubConnection) -> None:
+        seen.append(conn)
+        serve_login(conn)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        for end in (Commit(), Rollback()):
+            client.send(
+                Begin({"db": "neo4j"}),
+                Run("SHOW STREAMS", {}, {}),
+                Pull(-1, -1),
+                Run("STOP ALL STREAMS", {}, {}),
+                Pull(-1, -1),
+                end,
+            )
+            begin, show, shown, stop, stopped, ended = (client.recv() for _ in range(6))
+            assert all(isinstance(r, Success) for r in (begin, show, shown, stop, stopped, ended))
+            assert (show.metadata["qid"], stop.metadata["qid"]) == (0, 1)
+            assert show.metadata["fields"][:2] == ["name", "uri"]
+            assert stopped.metadata["type"] == "s"
+        client.send(Goodbye())
+        assert client.is_closed()
+    assert seen and seen[0].finished.wait(5)
+    assert [payload[1] for payload in seen[0].received] == [Tag.HELLO, Tag.LOGON]
+
+
+def test_mixed_transaction_translates_qids(stub) -> None:
+    """A local statement took qid 0, so the backend's first result (its qid 0) is the client's
+    qid 1: the RUN SUCCESS and the PULL are translated; the held BEGIN goes first."""
+    server, proxy = stub
+    seen: list[StubConnection] = []
+
+    def script(conn: StubConnection) -> None:
+        seen.append(conn)
+        serve_login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.expect(Tag.RUN)
+        conn.send(SUCCESS_EMPTY + response(Tag.SUCCESS, {"fields": ["x"], "qid": 0}))
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.RECORD, [1]) + response(Tag.SUCCESS, {"type": "r"}))
+        conn.expect(Tag.COMMIT)
+        conn.send(response(Tag.SUCCESS, {"bookmark": "bm-2"}))
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(
+            Begin({}),
+            Run("SHOW STREAMS", {}, {}),
+            Run("RETURN 1 AS x", {}, {}),
+            Pull(-1, 1),
+            Pull(-1, 0),
+            Commit(),
+        )
+        begin, local_run, backend_run = client.recv(), client.recv(), client.recv()
+        record, pulled = client.recv(), client.recv()
+        local_pull = client.recv()
+        commit = client.recv()
+    assert isinstance(begin, Success) and begin.metadata == {}
+    assert local_run.metadata["qid"] == 0 and backend_run.metadata["qid"] == 1
+    assert record.values == [1] and pulled.metadata == {"type": "r"}
+    assert isinstance(local_pull, Success) and local_pull.metadata["type"] == "r"
+    assert commit.metadata == {"bookmark": "bm-2"}
+    assert seen and seen[0].finished.wait(5)
+    pull = next(p for p in seen[0].received if p[1] == Tag.PULL)
+    assert pull == encode_request(Pull(-1, 0), Version(*server.version))  # qid 1 -> 0
+
+
+def test_a_held_begin_that_fails_fails_the_statement(stub) -> None:
+    server, proxy = stub
+    refused = {"code": "Neo.ClientError.Database.DatabaseNotFound", "message": "no db"}
+
+    def script(conn: StubConnection) -> None:
+        serve_login(conn)
+        conn.expect(Tag.BEGIN)
+        conn.expect(Tag.RUN)
+        conn.expect(Tag.PULL)
+        conn.send(response(Tag.FAILURE, refused) + response(Tag.IGNORED) + response(Tag.IGNORED))
+        conn.expect(Tag.RESET)
+        conn.send(SUCCESS_EMPTY)
+
+    server.scripts.put(script)
+    with connect(proxy) as client:
+        login(client)
+        client.send(Begin({"db": "nope"}), Run("RETURN 1", {}, {}), Pull(-1, -1))
+        begin, run, pull = client.recv(), client.recv(), client.recv()
+        client.send(Reset())
+        reset = client.recv()
+    assert isinstance(begin, Success)
+    assert isinstance(run, Failure) and run.code == refused["code"] and run.message == "no db"
+    assert isinstance(pull, Ignored) and isinstance(reset, Success)
+    assert not server.errors

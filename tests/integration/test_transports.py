@@ -28,8 +28,9 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture(scope="module")
-def tls_proxy(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA
-              ) -> Iterator[tuple[ProxyProcess, Path]]:
+def tls_proxy(
+    tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA
+) -> Iterator[tuple[ProxyProcess, Path]]:
     folder = tmp_path_factory.mktemp("tls")
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file, ca_file = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
@@ -39,8 +40,9 @@ def tls_proxy(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA
             out.write(extra.bytes())
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
-    with ProxyProcess("--data-dir", str(folder / "data"), "--tls-cert", str(cert_file),
-                      "--tls-key", str(key_file)) as proxy:
+    with ProxyProcess(
+        "--data-dir", str(folder / "data"), "--tls-cert", str(cert_file), "--tls-key", str(key_file)
+    ) as proxy:
         yield proxy, ca_file
 
 
@@ -48,9 +50,12 @@ def test_encrypted_bolt_with_a_trusted_certificate(tls_proxy) -> None:
     proxy, ca_file = tls_proxy
     # bolt+s:// trusts only the system store; a custom CA goes with bolt:// + encrypted.
     uri = f"bolt://localhost:{proxy.port}"
-    with neo4j.GraphDatabase.driver(uri, auth=proxy.auth, encrypted=True,
-                                    trusted_certificates=neo4j.TrustCustomCAs(str(ca_file))
-                                    ) as driver:
+    with neo4j.GraphDatabase.driver(
+        uri,
+        auth=proxy.auth,
+        encrypted=True,
+        trusted_certificates=neo4j.TrustCustomCAs(str(ca_file)),
+    ) as driver:
         records, _, _ = driver.execute_query("RETURN 'secret' AS s")
     assert records[0]["s"] == "secret"
 
@@ -58,8 +63,9 @@ def test_encrypted_bolt_with_a_trusted_certificate(tls_proxy) -> None:
 def test_bolt_ssc_and_neo4j_ssc_with_a_self_signed_view(tls_proxy) -> None:
     proxy, _ = tls_proxy
     for scheme in ("bolt+ssc", "neo4j+ssc"):
-        with neo4j.GraphDatabase.driver(f"{scheme}://127.0.0.1:{proxy.port}",
-                                        auth=proxy.auth) as driver:
+        with neo4j.GraphDatabase.driver(
+            f"{scheme}://127.0.0.1:{proxy.port}", auth=proxy.auth
+        ) as driver:
             records, _, _ = driver.execute_query("RETURN 1 AS one")
         assert records[0]["one"] == 1
 
@@ -75,8 +81,9 @@ class WebSocketBolt:
     """Bolt over a WebSocket, the way the JavaScript driver sends it from a browser: the
     handshake in one message, then each write as a message of at most ``frame`` bytes."""
 
-    def __init__(self, address: tuple[str, int], *, context: ssl.SSLContext | None = None,
-                 frame: int = 1400) -> None:
+    def __init__(
+        self, address: tuple[str, int], *, context: ssl.SSLContext | None = None, frame: int = 1400
+    ) -> None:
         raw = socket.create_connection(address, timeout=10)
         self.sock = context.wrap_socket(raw, server_hostname="localhost") if context else raw
         self.ws = WSConnection(ConnectionType.CLIENT)
@@ -101,7 +108,7 @@ class WebSocketBolt:
 
     def send(self, data: bytes) -> None:
         for start in range(0, len(data), self.frame):
-            self.sock.sendall(self.ws.send(BytesMessage(data=data[start:start + self.frame])))
+            self.sock.sendall(self.ws.send(BytesMessage(data=data[start : start + self.frame])))
 
     def handshake(self) -> None:
         self.send(MAGIC + bytes.fromhex("00070705 00020404 00000104 00000003"))
@@ -131,12 +138,22 @@ def test_bolt_over_websocket(tls_proxy, ca: trustme.CA, secure: bool, frame: int
     client = WebSocketBolt(proxy.address, context=context, frame=frame)
     client.handshake()
     assert client.version == Version(5, 7)
-    client.request(Hello({"user_agent": "neo4j-javascript/5.26.0"}),
-                   Logon({"scheme": "basic", "principal": "neo4j", "credentials": "x"}),
-                   Run("UNWIND range(1, 3) AS x RETURN x", {}, {}), Pull(1000, -1))
+    client.request(
+        Hello({"user_agent": "neo4j-javascript/5.26.0"}),
+        Logon({"scheme": "basic", "principal": "neo4j", "credentials": "x"}),
+        Run("UNWIND range(1, 3) AS x RETURN x", {}, {}),
+        Pull(1000, -1),
+    )
     replies = [client.response() for _ in range(7)]
-    assert [type(r) for r in replies] == [Success, Success, Success, Record, Record, Record,
-                                          Success]
+    assert [type(r) for r in replies] == [
+        Success,
+        Success,
+        Success,
+        Record,
+        Record,
+        Record,
+        Success,
+    ]
     assert [r.values for r in replies if isinstance(r, Record)] == [[1], [2], [3]]
 
 

@@ -50,7 +50,7 @@ EMBEDDED_ONLY: dict[str, Any] = {
     "nan": float("nan"),
     "tiny_float": -2.25e-300,
     "infinity": float("inf"),
-    "quotes_and_escapes": "it's \"quoted\" \\ back\nslash\ttab",
+    "quotes_and_escapes": 'it\'s "quoted" \\ back\nslash\ttab',
     "long_string": "x" * 70_000,
     "long_list": list(range(5_000)),
     "odd_keys": {"with space": 1, "dash-key": 2, "ünï": 3},
@@ -94,8 +94,7 @@ def test_every_falkordb_type_round_trips(embedded_proxy: ProxyProcess, name: str
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
-def test_types_falkordb_lacks_are_refused_clearly(embedded_proxy: ProxyProcess,
-                                                  name: str) -> None:
+def test_types_falkordb_lacks_are_refused_clearly(embedded_proxy: ProxyProcess, name: str) -> None:
     with pytest.raises(CypherTypeError, match="FalkorDB"):
         round_trip(embedded_proxy, UNSUPPORTED[name])
 
@@ -103,8 +102,9 @@ def test_types_falkordb_lacks_are_refused_clearly(embedded_proxy: ProxyProcess,
 def test_graph_values_and_temporal_results(embedded_proxy: ProxyProcess) -> None:
     with neo4j.GraphDatabase.driver(embedded_proxy.bolt_uri, auth=embedded_proxy.auth) as driver:
         with driver.session() as session:
-            session.run("CREATE (a:PV {k: 1})-[:R {w: 2}]->(b:PV {k: 2})<-[:R {w: 3}]-"
-                        "(c:PV {k: 3})").consume()
+            session.run(
+                "CREATE (a:PV {k: 1})-[:R {w: 2}]->(b:PV {k: 2})<-[:R {w: 3}]-(c:PV {k: 3})"
+            ).consume()
             record = session.run(
                 "MATCH p = (:PV {k: 1})-[:R]->(:PV)<-[:R]-(:PV {k: 3}) "
                 "RETURN p, date('2024-03-01') AS d, point({latitude: 1.0, longitude: 2.0}) AS pt"

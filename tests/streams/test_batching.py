@@ -19,17 +19,22 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def batch_sizes(driver: Any, prefix: str) -> dict[str, int]:
-    rows = run(driver, "MATCH (r:Rec) WHERE r.body STARTS WITH $p RETURN r.body AS body, "
-                       "r.n AS n", p=prefix)
+    rows = run(
+        driver,
+        "MATCH (r:Rec) WHERE r.body STARTS WITH $p RETURN r.body AS body, r.n AS n",
+        p=prefix,
+    )
     return {row["body"]: row["n"] for row in rows}
 
 
-def test_batch_size_closes_batches_first(driver: Any, broker: Broker, topic: str,
-                                         transforms: Path) -> None:
+def test_batch_size_closes_batches_first(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     name = stream_name()
     broker.produce(topic, [f"{name}:{i}" for i in range(9)])
-    create_stream(driver, name, broker, topic, transforms / "create.py",
-                  "BATCH_INTERVAL 30000 BATCH_SIZE 3")
+    create_stream(
+        driver, name, broker, topic, transforms / "create.py", "BATCH_INTERVAL 30000 BATCH_SIZE 3"
+    )
     run(driver, f"START STREAM {name}")
     wait_until(lambda: len(batch_sizes(driver, name)) == 9, message="9 messages")
     # Three full batches: the size closed them (the 30 s interval would have made one of 9).
@@ -38,11 +43,13 @@ def test_batch_size_closes_batches_first(driver: Any, broker: Broker, topic: str
     run(driver, f"DROP STREAM {name}")
 
 
-def test_batch_interval_closes_batches_first(driver: Any, broker: Broker, topic: str,
-                                             transforms: Path) -> None:
+def test_batch_interval_closes_batches_first(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     name = stream_name()
-    create_stream(driver, name, broker, topic, transforms / "create.py",
-                  "BATCH_INTERVAL 400 BATCH_SIZE 1000")
+    create_stream(
+        driver, name, broker, topic, transforms / "create.py", "BATCH_INTERVAL 400 BATCH_SIZE 1000"
+    )
     run(driver, f"START STREAM {name}")
     broker.produce(topic, [f"{name}:a{i}" for i in range(5)])
     wait_until(lambda: len(batch_sizes(driver, name)) == 5, message="5 messages")
@@ -56,16 +63,20 @@ def test_batch_interval_closes_batches_first(driver: Any, broker: Broker, topic:
     run(driver, f"DROP STREAM {name}")
 
 
-def test_limit_batches_then_stops_by_itself(driver: Any, broker: Broker, topic: str,
-                                            transforms: Path) -> None:
+def test_limit_batches_then_stops_by_itself(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     name = stream_name()
     broker.produce(topic, [f"{name}:{i}" for i in range(10)])
     create_stream(driver, name, broker, topic, transforms / "create.py", "BATCH_SIZE 2")
     run(driver, f"START STREAM {name} LIMIT 2 BATCHES")
     # The status and the count are saved by the stream's task as it ends: wait for both.
-    row = wait_until(lambda: (r := show(driver, name))["status"] == "stopped"
-                     and r["messages_processed"] == 4 and r,
-                     message="the stream to stop by itself after 4 messages")
+    row = wait_until(
+        lambda: (
+            (r := show(driver, name))["status"] == "stopped" and r["messages_processed"] == 4 and r
+        ),
+        message="the stream to stop by itself after 4 messages",
+    )
     assert row["messages_processed"] == 4
     assert len(batch_sizes(driver, name)) == 4
     assert broker.committed(name, topic) == {0: 4}  # stopped: the last commit is done
@@ -75,12 +86,14 @@ def test_limit_batches_then_stops_by_itself(driver: Any, broker: Broker, topic: 
     run(driver, f"START STREAM {name}")
     wait_until(lambda: len(batch_sizes(driver, name)) == 10, message="the rest")
     assert broker.committed(name, topic) == {0: 10} or wait_until(
-        lambda: broker.committed(name, topic) == {0: 10})
+        lambda: broker.committed(name, topic) == {0: 10}
+    )
     run(driver, f"DROP STREAM {name}")
 
 
-def test_test_stream_limit_batches(driver: Any, broker: Broker, topic: str,
-                                   transforms: Path) -> None:
+def test_test_stream_limit_batches(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     name = stream_name()
     broker.produce(topic, [f"m{i}" for i in range(7)])
     create_stream(driver, name, broker, topic, transforms / "create.py", "BATCH_SIZE 2")
@@ -99,8 +112,9 @@ def test_test_stream_limit_batches(driver: Any, broker: Broker, topic: str,
     run(driver, f"DROP STREAM {name}")
 
 
-def test_test_stream_reads_from_the_committed_offsets(driver: Any, broker: Broker, topic: str,
-                                                      transforms: Path) -> None:
+def test_test_stream_reads_from_the_committed_offsets(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     name = stream_name()
     broker.produce(topic, [f"{name}:{i}" for i in range(3)])
     create_stream(driver, name, broker, topic, transforms / "create.py")
@@ -113,8 +127,9 @@ def test_test_stream_reads_from_the_committed_offsets(driver: Any, broker: Broke
     run(driver, f"DROP STREAM {name}")
 
 
-def test_partitions_are_all_read_and_kept_in_order(driver: Any, broker: Broker,
-                                                   transforms: Path) -> None:
+def test_partitions_are_all_read_and_kept_in_order(
+    driver: Any, broker: Broker, transforms: Path
+) -> None:
     name = stream_name()
     topic = broker.create_topic(f"parts_{name}", partitions=3)
     for p in range(3):
@@ -123,10 +138,14 @@ def test_partitions_are_all_read_and_kept_in_order(driver: Any, broker: Broker,
     run(driver, f"START STREAM {name}")
     wait_until(lambda: len(batch_sizes(driver, name)) == 60, message="60 messages")
     assert broker.committed(name, topic, 3) == {0: 20, 1: 20, 2: 20} or wait_until(
-        lambda: broker.committed(name, topic, 3) == {0: 20, 1: 20, 2: 20})
+        lambda: broker.committed(name, topic, 3) == {0: 20, 1: 20, 2: 20}
+    )
     # Per partition, the nodes were created in offset order (FalkorDB ids grow).
-    rows = run(driver, "MATCH (r:Rec) WHERE r.body STARTS WITH $p RETURN r.body AS b "
-                       "ORDER BY id(r)", p=name)
+    rows = run(
+        driver,
+        "MATCH (r:Rec) WHERE r.body STARTS WITH $p RETURN r.body AS b ORDER BY id(r)",
+        p=name,
+    )
     for p in range(3):
         seen = [int(row["b"].split(":")[2]) for row in rows if row["b"].split(":")[1] == str(p)]
         assert seen == list(range(20))

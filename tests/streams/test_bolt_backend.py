@@ -50,23 +50,33 @@ def graph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProc
     folder = tmp_path_factory.mktemp("bolt-backend")
     users = folder / "users"
     users.write_text(f"alice:pw\nsvc:{SECRET}\n")
-    with ProxyProcess("--data-dir", str(folder / "data"), "--fsync", "everysec",
-                      "--users-file", str(users)) as server:
+    with ProxyProcess(
+        "--data-dir", str(folder / "data"), "--fsync", "everysec", "--users-file", str(users)
+    ) as server:
         yield server
 
 
 def relay(tmp: Path, transforms: Path, backend: ProxyProcess, password: str) -> ProxyProcess:
     """A proxy in front of ``backend`` whose service account comes from the environment."""
     return ProxyProcess(
-        "--data-dir", str(tmp), "--backend", backend.bolt_uri,
-        "--transform-allowed-dirs", str(transforms),
-        "--kafka-client-config", KAFKA_TEST_CONFIG, "--log-level", "debug",
+        "--data-dir",
+        str(tmp),
+        "--backend",
+        backend.bolt_uri,
+        "--transform-allowed-dirs",
+        str(transforms),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+        "--log-level",
+        "debug",
         env={"BOLTSTREAM_BACKEND_USER": "svc", "BOLTSTREAM_BACKEND_PASSWORD": password},
-        auth=("alice", "pw")).start()
+        auth=("alice", "pw"),
+    ).start()
 
 
-def test_batches_use_the_service_account(graph_server: ProxyProcess, broker: Broker, topic: str,
-                                         transforms: Path, tmp_path: Path) -> None:
+def test_batches_use_the_service_account(
+    graph_server: ProxyProcess, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     proxy = relay(tmp_path / "proxy", transforms, graph_server, SECRET)
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "pw")) as drv:
@@ -75,8 +85,10 @@ def test_batches_use_the_service_account(graph_server: ProxyProcess, broker: Bro
             create_stream(drv, name, broker, topic, transforms / "msg.py")
             assert show(drv, name)["owner"] == "alice"  # the relay's client principal
             run(drv, f"START STREAM {name}")
-            wait_until(lambda: count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'")
-                       == 25, message="the messages in the backend")
+            wait_until(
+                lambda: count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'") == 25,
+                message="the messages in the backend",
+            )
             shown = run(drv, "SHOW STREAMS")
             run(drv, f"STOP STREAM {name}")
         with neo4j.GraphDatabase.driver(graph_server.bolt_uri, auth=("alice", "pw")) as drv:
@@ -90,9 +102,9 @@ def test_batches_use_the_service_account(graph_server: ProxyProcess, broker: Bro
     assert SECRET not in proxy.log_text()
 
 
-def test_a_refused_service_account_stops_the_stream(graph_server: ProxyProcess, broker: Broker,
-                                                    topic: str, transforms: Path,
-                                                    tmp_path: Path) -> None:
+def test_a_refused_service_account_stops_the_stream(
+    graph_server: ProxyProcess, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     proxy = relay(tmp_path / "proxy", transforms, graph_server, "wrong")
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "pw")) as drv:
@@ -157,9 +169,14 @@ def test_one_transaction_per_batch_as_the_owner(stub: StubBoltServer) -> None:
     async def write() -> None:
         writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
         try:
-            await writer.write_batch([("CREATE (:A {x: $x})", {"x": 1}),
-                                      ("CREATE (:A {x: $x})", {"x": 2}),
-                                      ("MERGE (:B)", {})], "alice")
+            await writer.write_batch(
+                [
+                    ("CREATE (:A {x: $x})", {"x": 1}),
+                    ("CREATE (:A {x: $x})", {"x": 2}),
+                    ("MERGE (:B)", {}),
+                ],
+                "alice",
+            )
         finally:
             await writer.close()
 
@@ -167,8 +184,10 @@ def test_one_transaction_per_batch_as_the_owner(stub: StubBoltServer) -> None:
     assert not stub.errors, stub.errors
     assert seen["begin"]["imp_user"] == "alice"
     assert seen["runs"] == [
-        ["UNWIND $__boltstream_rows AS __boltstream_row CREATE (:A {x: __boltstream_row.x})",
-         {"__boltstream_rows": [{"x": 1}, {"x": 2}]}],
+        [
+            "UNWIND $__boltstream_rows AS __boltstream_row CREATE (:A {x: __boltstream_row.x})",
+            {"__boltstream_rows": [{"x": 1}, {"x": 2}]},
+        ],
         ["MERGE (:B)", {}],
     ]
 
@@ -177,8 +196,15 @@ def test_refused_impersonation_is_permanent(stub: StubBoltServer) -> None:
     def script(conn: StubConnection) -> None:
         login(conn)
         conn.expect(Tag.BEGIN)
-        conn.send(reply(Tag.FAILURE, {"code": "Neo.ClientError.Security.Forbidden",
-                                      "message": "Impersonation of user 'bob' denied"}))
+        conn.send(
+            reply(
+                Tag.FAILURE,
+                {
+                    "code": "Neo.ClientError.Security.Forbidden",
+                    "message": "Impersonation of user 'bob' denied",
+                },
+            )
+        )
         conn.expect(Tag.RESET)
         conn.send(reply(Tag.SUCCESS, {}))
 
@@ -272,6 +298,7 @@ def test_a_read_that_wrote_is_refused_and_rolled_back(stub: StubBoltServer) -> N
     """A server that ignores the READ access mode (Memgraph, FalkorDB's Bolt port) runs a
     write: the summary says so, the answer is an AccessMode error, and the transaction is
     rolled back (which undoes it wherever the server can roll back)."""
+
     def script(conn: StubConnection) -> None:
         login(conn)
         conn.expect(Tag.BEGIN)
@@ -301,8 +328,12 @@ def test_an_ungrouped_failure_names_its_query(stub: StubBoltServer) -> None:
         conn.expect(Tag.PULL)
         conn.send(reply(Tag.SUCCESS, {}))
         conn.expect(Tag.RUN)
-        conn.send(reply(Tag.FAILURE, {"code": "Neo.ClientError.Statement.ArithmeticError",
-                                      "message": "/ by zero"}))
+        conn.send(
+            reply(
+                Tag.FAILURE,
+                {"code": "Neo.ClientError.Statement.ArithmeticError", "message": "/ by zero"},
+            )
+        )
         while conn.next_payload() is not None:  # whatever the driver does to clean up
             conn.send(reply(Tag.SUCCESS, {}))
 
@@ -311,8 +342,9 @@ def test_an_ungrouped_failure_names_its_query(stub: StubBoltServer) -> None:
     async def write() -> None:
         writer = BoltWriter(f"bolt://127.0.0.1:{stub.port}", ("svc", "pw"))
         try:
-            await writer.write_batch([("CREATE (:A)", {}), ("RETURN 1/0", {}),
-                                      ("CREATE (:B)", {})], None, group=False)
+            await writer.write_batch(
+                [("CREATE (:A)", {}), ("RETURN 1/0", {}), ("CREATE (:B)", {})], None, group=False
+            )
         finally:
             await writer.close()
 
@@ -323,8 +355,9 @@ def test_an_ungrouped_failure_names_its_query(stub: StubBoltServer) -> None:
     assert error.reason == "Neo.ClientError.Statement.ArithmeticError: / by zero"
 
 
-def test_requests_through_a_bolt_backend(graph_server: ProxyProcess, broker: Broker,
-                                         transforms: Path, tmp_path: Path) -> None:
+def test_requests_through_a_bolt_backend(
+    graph_server: ProxyProcess, broker: Broker, transforms: Path, tmp_path: Path
+) -> None:
     """builtin:request in front of a Bolt server: reads answered as the stream's owner; a write
     is refused. This backend (boltstream on FalkorDB) ignores the READ access mode and cannot
     roll a write back: the answer says so rather than pretending nothing happened."""
@@ -335,21 +368,33 @@ def test_requests_through_a_bolt_backend(graph_server: ProxyProcess, broker: Bro
         run(drv, f"CREATE (:{label} {{name: 'a', n: 1}})")
     requests = broker.create_topic(f"bolt_requests_{label}")
     responses = broker.create_topic(f"bolt_responses_{label}")
-    broker.produce(requests, [
-        json.dumps({"to": responses, "with_key": "read",
+    broker.produce(
+        requests,
+        [
+            json.dumps(
+                {
+                    "to": responses,
+                    "with_key": "read",
                     "command": f"MATCH (n:{label}) RETURN n, n.n + $d AS m",
-                    "params": {"d": 1}}),
-        json.dumps({"to": responses, "with_key": "write",
-                    "command": f"CREATE (:{label} {{name: 'evil'}})"}),
-    ])
+                    "params": {"d": 1},
+                }
+            ),
+            json.dumps(
+                {
+                    "to": responses,
+                    "with_key": "write",
+                    "command": f"CREATE (:{label} {{name: 'evil'}})",
+                }
+            ),
+        ],
+    )
     proxy = relay(tmp_path / "proxy", transforms, graph_server, SECRET)
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("alice", "pw")) as drv:
             name = stream_name("bolt_server")
             create_stream(drv, name, broker, requests, "builtin:request")
             run(drv, f"START STREAM {name}")
-            wait_until(lambda: show(drv, name)["messages_processed"] == 2,
-                       message="both requests")
+            wait_until(lambda: show(drv, name)["messages_processed"] == 2, message="both requests")
             run(drv, f"DROP STREAM {name}")
     finally:
         proxy.stop()
@@ -361,15 +406,16 @@ def test_requests_through_a_bolt_backend(graph_server: ProxyProcess, broker: Bro
     assert body["write"]["error"]["code"] == "Neo.ClientError.Statement.AccessMode"
     assert body["write"]["error"]["message"].startswith(
         "write queries are refused here (read-only); this server ran it anyway and could not "
-        "roll it back: Cannot roll back: the backing FalkorDB has no multi-statement")
+        "roll it back: Cannot roll back: the backing FalkorDB has no multi-statement"
+    )
 
 
 # -- against ArcadeDB: a Bolt database with real transactions ----------------------------------
 
 
-def test_batches_reach_arcadedb_as_the_service_account(arcadedb: ArcadeDB, broker: Broker,
-                                                       topic: str, transforms: Path,
-                                                       tmp_path: Path) -> None:
+def test_batches_reach_arcadedb_as_the_service_account(
+    arcadedb: ArcadeDB, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     proxy = arcade_proxy(arcadedb, tmp_path / "proxy", transforms, "--log-level", "debug")
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
@@ -378,8 +424,10 @@ def test_batches_reach_arcadedb_as_the_service_account(arcadedb: ArcadeDB, broke
             create_stream(drv, name, broker, topic, transforms / "msg.py", "BATCH_SIZE 4")
             assert show(drv, name)["owner"] == "root"
             run(drv, f"START STREAM {name}")
-            wait_until(lambda: count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'")
-                       == 25, message="the messages in ArcadeDB")
+            wait_until(
+                lambda: count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'") == 25,
+                message="the messages in ArcadeDB",
+            )
             run(drv, f"DROP STREAM {name}")
         with neo4j.GraphDatabase.driver(arcadedb.bolt_uri, auth=arcadedb.auth) as direct:
             assert count(direct, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'") == 25
@@ -391,13 +439,22 @@ def test_batches_reach_arcadedb_as_the_service_account(arcadedb: ArcadeDB, broke
 
 
 def test_arcadedb_refusing_the_service_account_stops_the_stream(
-        arcadedb: ArcadeDB, broker: Broker, topic: str, transforms: Path,
-        tmp_path: Path) -> None:
+    arcadedb: ArcadeDB, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     proxy = ProxyProcess(
-        "--data-dir", str(tmp_path / "proxy"), "--backend", arcadedb.bolt_uri,
-        "--backend-user", "root", "--transform-allowed-dirs", str(transforms),
-        "--kafka-client-config", KAFKA_TEST_CONFIG,
-        env={"BOLTSTREAM_BACKEND_PASSWORD": "wrong"}, auth=arcadedb.auth).start()
+        "--data-dir",
+        str(tmp_path / "proxy"),
+        "--backend",
+        arcadedb.bolt_uri,
+        "--backend-user",
+        "root",
+        "--transform-allowed-dirs",
+        str(transforms),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+        env={"BOLTSTREAM_BACKEND_PASSWORD": "wrong"},
+        auth=arcadedb.auth,
+    ).start()
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
             name = stream_name("arcade_refused")
@@ -405,9 +462,11 @@ def test_arcadedb_refusing_the_service_account_stops_the_stream(
             create_stream(drv, name, broker, topic, transforms / "msg.py")
             run(drv, f"START STREAM {name}")
             row = wait_until(lambda: (r := show(drv, name))["status"] == "error" and r)
-            assert row["last_error"] == ("the backend refused the batch: "
-                                         "Neo.ClientError.Security.Unauthorized: "
-                                         "Authentication failed")
+            assert row["last_error"] == (
+                "the backend refused the batch: "
+                "Neo.ClientError.Security.Unauthorized: "
+                "Authentication failed"
+            )
             assert broker.committed(name, topic) == {0: -1001}
             run(drv, f"DROP STREAM {name}")
     finally:
@@ -428,8 +487,10 @@ def test_a_refused_write_leaves_nothing_in_arcadedb(arcadedb: ArcadeDB) -> None:
                 with pytest.raises(PermanentWriteError) as caught:
                     await writer.write_batch(
                         [(f"CREATE (:{label} {{i: $i}})", {"i": i}) for i in range(5)]
-                        + [(f"MATCH (n:{label}) SET n.x = 1 / $zero", {"zero": 0})], None,
-                        group=group)
+                        + [(f"MATCH (n:{label}) SET n.x = 1 / $zero", {"zero": 0})],
+                        None,
+                        group=group,
+                    )
                 errors.append(caught.value)
         finally:
             await writer.close()

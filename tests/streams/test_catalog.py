@@ -28,9 +28,15 @@ from proxy.streams.definition import (
 pytestmark = pytest.mark.timeout(30)
 
 DEFINITION = StreamDefinition(
-    name="s", uri="localhost:9092", topic="t",
+    name="s",
+    uri="localhost:9092",
+    topic="t",
     transform=TransformRef("/x/t.py", "def stream(b):\n    return []\n", "ab"),
-    batch_interval_ms=100, batch_size=10, consumer_group="s", owner="alice")
+    batch_interval_ms=100,
+    batch_size=10,
+    consumer_group="s",
+    owner="alice",
+)
 
 
 def test_records_survive_reopening(tmp_path: Path) -> None:
@@ -41,8 +47,9 @@ def test_records_survive_reopening(tmp_path: Path) -> None:
         assert stored.state.created_at > 0 and stored.state.status == "stopped"
         with pytest.raises(StreamExists):
             await catalog.insert(replace(DEFINITION, uri="other:1"))
-        await catalog.insert(replace(DEFINITION, name="a", owner=None,
-                                     delivery=Delivery.EXACTLY_ONCE))
+        await catalog.insert(
+            replace(DEFINITION, name="a", owner=None, delivery=Delivery.EXACTLY_ONCE)
+        )
         assert await catalog.update("s", status="running", limit_batches=3)
         assert not await catalog.update("missing", status="running")
         await catalog.add_progress({"s": (25, 3), "a": (0, 0)})
@@ -55,8 +62,12 @@ def test_records_survive_reopening(tmp_path: Path) -> None:
         s = await catalog.get("s")
         assert s is not None and s.definition is not None
         assert s.definition == DEFINITION  # the whole definition, as created
-        assert (s.state.status, s.state.limit_batches, s.state.messages_processed,
-                s.state.batches_processed) == ("running", 3, 25, 3)
+        assert (
+            s.state.status,
+            s.state.limit_batches,
+            s.state.messages_processed,
+            s.state.batches_processed,
+        ) == ("running", 3, 25, 3)
         a = records[0].definition
         assert a is not None and a.owner is None and a.delivery is Delivery.EXACTLY_ONCE
         assert await catalog.delete("s")
@@ -86,12 +97,15 @@ def test_the_definition_is_one_json_document_never_shown_whole(tmp_path: Path) -
     assert repr(DEFINITION) == "StreamDefinition(name='s')"
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("not json", "not JSON"),
-    ("[]", "not a JSON object"),
-    ('{"version": 99}', "newer boltstream"),
-    ('{"version": 1, "name": "s"}', "lacks or mistypes"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("not json", "not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"version": 99}', "newer boltstream"),
+        ('{"version": 1, "name": "s"}', "lacks or mistypes"),
+    ],
+)
 def test_unreadable_definitions_are_refused_with_a_reason(text: str, problem: str) -> None:
     with pytest.raises(DefinitionError, match=problem):
         StreamDefinition.from_json(text)
@@ -165,7 +179,9 @@ INSERT INTO streams VALUES ('old', 'k:9092', 't', '/x/t.py', 'code', 'ab', 100, 
 """
 
 # What schema 2 added (the second release), verbatim, and a stream it wrote.
-SCHEMA_2 = SCHEMA_1.replace("INSERT INTO meta VALUES ('schema', '1');", "") + """
+SCHEMA_2 = (
+    SCHEMA_1.replace("INSERT INTO meta VALUES ('schema', '1');", "")
+    + """
 ALTER TABLE streams ADD COLUMN error_policy TEXT NOT NULL DEFAULT 'stop'
     CHECK (error_policy IN ('stop', 'skip', 'dead_letter'));
 ALTER TABLE streams ADD COLUMN dead_letter_topic TEXT;
@@ -176,6 +192,7 @@ INSERT INTO streams VALUES ('deps', 'k:9092', 'depc', 'builtin:depc', 'depc code
                             5, 'bs-deps', NULL, 'error', 3, 'poison', 9, 2, 3.0, 4.0,
                             'dead_letter', 'depc.dlq', 4, 1);
 """
+)
 
 
 def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
@@ -188,15 +205,23 @@ def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         old = await catalog.get("old")
         assert old is not None and old.definition is not None
         # What it did before error policies and delivery guarantees existed.
-        assert (old.state.status, old.state.messages_processed, old.state.batches_processed,
-                old.definition.owner) == ("running", 42, 7, "alice")
-        assert (old.definition.error_policy, old.definition.dead_letter_topic,
-                old.state.messages_dead_lettered, old.state.messages_skipped) == (
-            "stop", None, 0, 0)
+        assert (
+            old.state.status,
+            old.state.messages_processed,
+            old.state.batches_processed,
+            old.definition.owner,
+        ) == ("running", 42, 7, "alice")
+        assert (
+            old.definition.error_policy,
+            old.definition.dead_letter_topic,
+            old.state.messages_dead_lettered,
+            old.state.messages_skipped,
+        ) == ("stop", None, 0, 0)
         assert old.definition.delivery is Delivery.AT_LEAST_ONCE
         assert old.definition.transform == TransformRef("/x/t.py", "code", "ab")
-        await catalog.insert(replace(DEFINITION, name="new", error_policy="dead_letter",
-                                     dead_letter_topic="dlq"))
+        await catalog.insert(
+            replace(DEFINITION, name="new", error_policy="dead_letter", dead_letter_topic="dlq")
+        )
         await catalog.add_progress({"new": (5, 1, 2, 0), "old": (1, 1)})
         await catalog.close()
 
@@ -204,9 +229,12 @@ def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         await catalog.open()
         new, old = await catalog.get("new"), await catalog.get("old")
         assert new is not None and old is not None and new.definition is not None
-        assert (new.definition.error_policy, new.definition.dead_letter_topic,
-                new.state.messages_processed, new.state.messages_dead_lettered) == (
-            "dead_letter", "dlq", 5, 2)
+        assert (
+            new.definition.error_policy,
+            new.definition.dead_letter_topic,
+            new.state.messages_processed,
+            new.state.messages_dead_lettered,
+        ) == ("dead_letter", "dlq", 5, 2)
         assert (old.state.messages_processed, old.state.batches_processed) == (43, 8)
         await catalog.close()
 
@@ -227,21 +255,37 @@ def test_a_version_2_catalog_is_migrated_in_one_transaction(tmp_path: Path) -> N
         deps, old = await catalog.get("deps"), await catalog.get("old")
         assert deps is not None and deps.definition is not None
         assert deps.definition == StreamDefinition(
-            name="deps", uri="k:9092", topic="depc",
-            transform=TransformRef("builtin:depc", "depc code", "cd"), batch_interval_ms=50,
-            batch_size=5, consumer_group="bs-deps", owner=None, error_policy="dead_letter",
-            dead_letter_topic="depc.dlq", delivery=Delivery.AT_LEAST_ONCE)
+            name="deps",
+            uri="k:9092",
+            topic="depc",
+            transform=TransformRef("builtin:depc", "depc code", "cd"),
+            batch_interval_ms=50,
+            batch_size=5,
+            consumer_group="bs-deps",
+            owner=None,
+            error_policy="dead_letter",
+            dead_letter_topic="depc.dlq",
+            delivery=Delivery.AT_LEAST_ONCE,
+        )
         assert deps.state == StreamState(
-            status="error", limit_batches=3, last_error="poison", messages_processed=9,
-            batches_processed=2, messages_dead_lettered=4, messages_skipped=1, created_at=3.0,
-            updated_at=4.0)
+            status="error",
+            limit_batches=3,
+            last_error="poison",
+            messages_processed=9,
+            batches_processed=2,
+            messages_dead_lettered=4,
+            messages_skipped=1,
+            created_at=3.0,
+            updated_at=4.0,
+        )
         assert old is not None and old.state.status == "running"
         await catalog.close()
 
     asyncio.run(scenario())
     with sqlite3.connect(tmp_path / CATALOG_FILE) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master "
-                                               "WHERE type = 'table'")}
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         assert tables == {"meta", "streams"}
 
 

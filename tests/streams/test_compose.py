@@ -72,11 +72,13 @@ def on(falkordb: EmbeddedFalkorDB, check: Any) -> None:
     asyncio.run(run())
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(batches=combined())
-def test_composed_equals_one_by_one(falkordb: EmbeddedFalkorDB,
-                                    batches: list[list[Query]]) -> None:
+def test_composed_equals_one_by_one(falkordb: EmbeddedFalkorDB, batches: list[list[Query]]) -> None:
     async def check(backend: FalkorDBBackend) -> None:
         n = next(_graphs)
         one, composed = f"cseq{n}", f"ccomp{n}"
@@ -107,16 +109,19 @@ def test_a_failing_query_undoes_the_whole_write(falkordb: EmbeddedFalkorDB) -> N
     on(falkordb, check)
 
 
-@pytest.mark.parametrize("text", [
-    "CREATE INDEX FOR (n:Node) ON (n.id)",
-    "DROP INDEX ON :Node(id)",
-    "EXPLAIN CREATE (:N)",
-    "CYPHER x=1 CREATE (:N)",
-    "CREATE (:N); CREATE (:M)",
-    "MATCH (n:Node {id: $id}) RETURN n",
-    "CREATE (:U) RETURN 1 AS a UNION CREATE (:U) RETURN 2 AS a",
-    "CALL db.labels()",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CREATE INDEX FOR (n:Node) ON (n.id)",
+        "DROP INDEX ON :Node(id)",
+        "EXPLAIN CREATE (:N)",
+        "CYPHER x=1 CREATE (:N)",
+        "CREATE (:N); CREATE (:M)",
+        "MATCH (n:Node {id: $id}) RETURN n",
+        "CREATE (:U) RETURN 1 AS a UNION CREATE (:U) RETURN 2 AS a",
+        "CALL db.labels()",
+    ],
+)
 def test_what_cannot_be_composed(text: str) -> None:
     assert not composable(text)
     with pytest.raises(NotComposable):
@@ -128,8 +133,12 @@ def test_what_can_be_composed() -> None:
         assert composable(text), text
     assert composable("CALL db.labels() YIELD label CREATE (:L {name: label})")
     assert composable("MATCH (n {return: 1}) SET n.return = 2")  # keys named like keywords
-    text, params = compose([("CREATE (:N {a: $a, b: $`b c`})", {"a": 1, "b c": 2, "unused": 3}),
-                            ("MATCH (n {a: '$a'}) SET n.b = $a", {"a": 4})])
+    text, params = compose(
+        [
+            ("CREATE (:N {a: $a, b: $`b c`})", {"a": 1, "b c": 2, "unused": 3}),
+            ("MATCH (n {a: '$a'}) SET n.b = $a", {"a": 4}),
+        ]
+    )
     assert params == {"__boltstream_p0_0": 1, "__boltstream_p0_1": 2, "__boltstream_p1_0": 4}
     assert "'$a'" in text  # strings are not parameters
 
@@ -141,9 +150,9 @@ def test_atomic_writes_too_large_or_impossible_say_so(falkordb: EmbeddedFalkorDB
         with pytest.raises(NotAtomic, match="more than one atomic write composes"):
             await writer.write_batch(merges, None, atomic=True)
         with pytest.raises(NotAtomic, match="index or constraint"):
-            await writer.write_batch([("CREATE (:A)", {}),
-                                      ("CREATE INDEX FOR (n:A) ON (n.x)", {})], None,
-                                     atomic=True)
+            await writer.write_batch(
+                [("CREATE (:A)", {}), ("CREATE INDEX FOR (n:A) ON (n.x)", {})], None, atomic=True
+            )
         assert await snapshot(backend, "notatomic") == ([], [])
         # Without asking for atomicity, the same writes go query by query, as before.
         await writer.write_batch(merges, None)
@@ -180,8 +189,11 @@ def test_the_fence(falkordb: EmbeddedFalkorDB) -> None:
         assert labels.rows == [[2]]
         # A query the fence cannot be composed with: refused, clearly, nothing written.
         with pytest.raises(PermanentWriteError, match="DELIVERY EXACTLY ONCE on FalkorDB"):
-            await writer.write_batch([("CREATE INDEX FOR (n:Node) ON (n.id)", {})], None,
-                                     fence=Fence("s", {("t", 0): 7}, {("t", 0): 8}))
+            await writer.write_batch(
+                [("CREATE INDEX FOR (n:Node) ON (n.id)", {})],
+                None,
+                fence=Fence("s", {("t", 0): 7}, {("t", 0): 8}),
+            )
         assert await writer.read_positions("s", None) == {("t", 0): 7, ("t", 1): 4}
 
     on(falkordb, check)

@@ -41,8 +41,9 @@ KILLS = 5
 def transform(folder: Path, label: str) -> Path:
     path = folder / f"crash_{label}.py"
     query = f"CREATE (:{label} {{i: $i}})"
-    path.write_text(f"def stream(batch):\n"
-                    f"    return [({query!r}, {{'i': int(m)}}) for m in batch]\n")
+    path.write_text(
+        f"def stream(batch):\n    return [({query!r}, {{'i': int(m)}}) for m in batch]\n"
+    )
     return path
 
 
@@ -52,9 +53,15 @@ def counts(driver: Any, label: str) -> tuple[int, int]:
     return int(row["n"]), int(row["d"])
 
 
-def ingest_with_kills(start: Callable[[], ProxyProcess], kill: Callable[[ProxyProcess], None],
-                      auth: tuple[str, str], broker: Broker, transforms: Path, label: str,
-                      delivery: str) -> tuple[int, int]:
+def ingest_with_kills(
+    start: Callable[[], ProxyProcess],
+    kill: Callable[[ProxyProcess], None],
+    auth: tuple[str, str],
+    broker: Broker,
+    transforms: Path,
+    label: str,
+    delivery: str,
+) -> tuple[int, int]:
     """Run a stream of TOTAL messages through ``KILLS`` kills; (nodes, distinct) at the end.
 
     A quarter of the messages wait before the stream starts; after each kill, while the proxy
@@ -79,8 +86,12 @@ def ingest_with_kills(start: Callable[[], ProxyProcess], kill: Callable[[ProxyPr
         for number in range(KILLS):
             with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=auth) as drv:
                 before = counts(drv, label)[0]
-                wait_until(lambda drv=drv, before=before: counts(drv, label)[0] > before,
-                           timeout=60, interval=0.05, message=f"progress before kill {number}")
+                wait_until(
+                    lambda drv=drv, before=before: counts(drv, label)[0] > before,
+                    timeout=60,
+                    interval=0.05,
+                    message=f"progress before kill {number}",
+                )
             time.sleep(rng.uniform(0.0, 0.3))
             kill(proxy)
             end = TOTAL if number == KILLS - 1 else produced + part
@@ -88,12 +99,21 @@ def ingest_with_kills(start: Callable[[], ProxyProcess], kill: Callable[[ProxyPr
             produced = end
             proxy = start()
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=auth) as drv:
-            wait_until(lambda: counts(drv, label)[1] == TOTAL, timeout=120, interval=0.5,
-                       message="every message")
+            wait_until(
+                lambda: counts(drv, label)[1] == TOTAL,
+                timeout=120,
+                interval=0.5,
+                message="every message",
+            )
             row = show(drv, name)
             assert row["status"] == "running" and row["delivery"] == delivery.lower()
-            wait_until(lambda: broker.committed(name, topic, 2) and
-                       sum(broker.committed(name, topic, 2).values()) == TOTAL, timeout=30)
+            wait_until(
+                lambda: (
+                    broker.committed(name, topic, 2)
+                    and sum(broker.committed(name, topic, 2).values()) == TOTAL
+                ),
+                timeout=30,
+            )
             time.sleep(0.5)
             result = counts(drv, label)
             run(drv, f"DROP STREAM {name}")
@@ -111,8 +131,11 @@ def kill_falkordb(proxy: ProxyProcess) -> None:
     proxy, which starts FalkorDB again from its append-only file."""
     assert proxy.proc is not None
     children = Path(f"/proc/{proxy.proc.pid}/task/{proxy.proc.pid}/children").read_text()
-    servers = [int(pid) for pid in children.split()
-               if "redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()]
+    servers = [
+        int(pid)
+        for pid in children.split()
+        if "redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    ]
     assert len(servers) == 1, children
     os.kill(servers[0], signal.SIGKILL)
     time.sleep(0.3)  # the stream sees the outage
@@ -120,12 +143,19 @@ def kill_falkordb(proxy: ProxyProcess) -> None:
 
 
 @pytest.mark.parametrize("delivery", ["AT LEAST ONCE", "EXACTLY ONCE"])
-def test_kill_9_of_the_proxy(broker: Broker, transforms: Path, tmp_path: Path,
-                             delivery: str) -> None:
+def test_kill_9_of_the_proxy(
+    broker: Broker, transforms: Path, tmp_path: Path, delivery: str
+) -> None:
     label = f"P{os.getpid()}{delivery[0]}"
     nodes, distinct = ingest_with_kills(
-        lambda: start_proxy(tmp_path / "data", transforms), kill_proxy, ("u", "x"), broker,
-        transforms, label, delivery)
+        lambda: start_proxy(tmp_path / "data", transforms),
+        kill_proxy,
+        ("u", "x"),
+        broker,
+        transforms,
+        label,
+        delivery,
+    )
     assert distinct == TOTAL  # nothing lost
     if delivery == "EXACTLY ONCE":
         assert nodes == TOTAL  # nothing twice
@@ -133,22 +163,36 @@ def test_kill_9_of_the_proxy(broker: Broker, transforms: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("delivery", ["AT LEAST ONCE", "EXACTLY ONCE"])
-def test_kill_9_of_the_embedded_falkordb(broker: Broker, transforms: Path, tmp_path: Path,
-                                         delivery: str) -> None:
+def test_kill_9_of_the_embedded_falkordb(
+    broker: Broker, transforms: Path, tmp_path: Path, delivery: str
+) -> None:
     label = f"F{os.getpid()}{delivery[0]}"
     nodes, distinct = ingest_with_kills(
-        lambda: start_proxy(tmp_path / "data", transforms), kill_falkordb, ("u", "x"), broker,
-        transforms, label, delivery)
+        lambda: start_proxy(tmp_path / "data", transforms),
+        kill_falkordb,
+        ("u", "x"),
+        broker,
+        transforms,
+        label,
+        delivery,
+    )
     assert distinct == TOTAL
     if delivery == "EXACTLY ONCE":
         assert nodes == TOTAL
     print(f"{delivery}: {nodes - TOTAL} messages applied twice")
 
 
-def test_kill_9_of_a_proxy_in_front_of_arcadedb(arcadedb: ArcadeDB, broker: Broker,
-                                               transforms: Path, tmp_path: Path) -> None:
+def test_kill_9_of_a_proxy_in_front_of_arcadedb(
+    arcadedb: ArcadeDB, broker: Broker, transforms: Path, tmp_path: Path
+) -> None:
     label = f"A{os.getpid()}"
     nodes, distinct = ingest_with_kills(
-        lambda: arcade_proxy(arcadedb, tmp_path / "data", transforms), kill_proxy,
-        arcadedb.auth, broker, transforms, label, "EXACTLY ONCE")
+        lambda: arcade_proxy(arcadedb, tmp_path / "data", transforms),
+        kill_proxy,
+        arcadedb.auth,
+        broker,
+        transforms,
+        label,
+        "EXACTLY ONCE",
+    )
     assert (nodes, distinct) == (TOTAL, TOTAL)

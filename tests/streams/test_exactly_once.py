@@ -32,7 +32,7 @@ from tests.support import FalkorDBProcess
 pytestmark = pytest.mark.timeout(120)
 
 # ``poison`` in a message: a query the backend refuses when it runs (division by zero).
-POISON_TRANSFORM = '''\
+POISON_TRANSFORM = """\
 def stream(batch):
     out = []
     for item in batch:
@@ -42,32 +42,35 @@ def stream(batch):
         else:
             out.append(("CREATE (:Rec {body: $body, n: $n})", {"body": body, "n": len(batch)}))
     return out
-'''
+"""
 
 
 def bodies(driver: Any, prefix: str) -> list[str]:
-    rows = run(driver, "MATCH (r:Rec) WHERE r.body STARTS WITH $p RETURN r.body AS b",
-               p=prefix)
+    rows = run(driver, "MATCH (r:Rec) WHERE r.body STARTS WITH $p RETURN r.body AS b", p=prefix)
     return [row["b"] for row in rows]
 
 
 def positions(driver: Any, name: str) -> dict[int, int]:
-    rows = run(driver, f"MATCH (p:{LABEL}) WHERE p.stream = $s RETURN p.partition AS partition, "
-                       "p.next AS next", s=name)
+    rows = run(
+        driver,
+        f"MATCH (p:{LABEL}) WHERE p.stream = $s RETURN p.partition AS partition, p.next AS next",
+        s=name,
+    )
     return {row["partition"]: row["next"] for row in rows}
 
 
-def test_delivery_is_an_option_shown_by_show_streams(driver: Any, broker: Broker, topic: str,
-                                                     transforms: Path) -> None:
+def test_delivery_is_an_option_shown_by_show_streams(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     name, plain = stream_name("eo"), stream_name("alo")
-    create_stream(driver, name, broker, topic, transforms / "create.py",
-                  "DELIVERY EXACTLY ONCE")
+    create_stream(driver, name, broker, topic, transforms / "create.py", "DELIVERY EXACTLY ONCE")
     create_stream(driver, plain, broker, topic, transforms / "create.py")
     assert show(driver, name)["delivery"] == "exactly once"
     assert show(driver, plain)["delivery"] == "at least once"
     with pytest.raises(Neo4jError) as caught:
-        create_stream(driver, stream_name("req"), broker, topic, "builtin:request",
-                      "DELIVERY EXACTLY ONCE")
+        create_stream(
+            driver, stream_name("req"), broker, topic, "builtin:request", "DELIVERY EXACTLY ONCE"
+        )
     assert caught.value.code == "Neo.ClientError.Statement.ArgumentError"
     assert "writes nothing to the graph" in (caught.value.message or "")
     for stream in (name, plain):
@@ -75,27 +78,35 @@ def test_delivery_is_an_option_shown_by_show_streams(driver: Any, broker: Broker
 
 
 def test_exactly_once_stores_positions_and_resumes_from_them(
-        backend: Any, broker: Broker, transforms: Path) -> None:
+    backend: Any, broker: Broker, transforms: Path
+) -> None:
     name = stream_name("eo_resume")
     topic = broker.create_topic(f"t_{name}", partitions=2)
     sent = [f"{name}:{i}" for i in range(300)]
     broker.produce(topic, sent)
-    create_stream(backend, name, broker, topic, transforms / "create.py", "BATCH_SIZE 7",
-                  "DELIVERY EXACTLY ONCE")
+    create_stream(
+        backend,
+        name,
+        broker,
+        topic,
+        transforms / "create.py",
+        "BATCH_SIZE 7",
+        "DELIVERY EXACTLY ONCE",
+    )
     run(backend, f"START STREAM {name}")
     wait_until(lambda: len(bodies(backend, name)) >= 300, message="every message")
     wait_until(lambda: sum(positions(backend, name).values()) == 300, message="the positions")
     assert Counter(bodies(backend, name)) == Counter(sent)
     # Kafka's committed offsets follow (asynchronously), informational.
-    wait_until(lambda: broker.committed(name, topic, 2) == positions(backend, name),
-               message="the commits")
+    wait_until(
+        lambda: broker.committed(name, topic, 2) == positions(backend, name), message="the commits"
+    )
     run(backend, f"STOP STREAM {name}")
     run(backend, f"DROP STREAM {name}")
     # The positions stay; a stream created again under the name goes on from them.
     later = [f"{name}:later{i}" for i in range(20)]
     broker.produce(topic, later)
-    create_stream(backend, name, broker, topic, transforms / "create.py",
-                  "DELIVERY EXACTLY ONCE")
+    create_stream(backend, name, broker, topic, transforms / "create.py", "DELIVERY EXACTLY ONCE")
     run(backend, f"START STREAM {name}")
     wait_until(lambda: len(bodies(backend, name)) >= 320, message="the later messages")
     time.sleep(0.5)
@@ -103,17 +114,22 @@ def test_exactly_once_stores_positions_and_resumes_from_them(
     run(backend, f"DROP STREAM {name}")
 
 
-def test_a_start_seeks_to_the_positions_in_the_graph(backend: Any, broker: Broker,
-                                                     topic: str, transforms: Path) -> None:
+def test_a_start_seeks_to_the_positions_in_the_graph(
+    backend: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     """The graph, not Kafka, says where an exactly-once stream starts: here positions written
     by hand, ahead of the group's offsets (none)."""
     name = stream_name("eo_seek")
     sent = [f"{name}:{i}" for i in range(10)]
     broker.produce(topic, sent)
-    create_stream(backend, name, broker, topic, transforms / "create.py",
-                  "DELIVERY EXACTLY ONCE")
-    run(backend, f"CREATE (:{LABEL} {{key: $key, stream: $s, topic: $t, partition: 0, "
-                 "next: 6})", key=position_key(name, topic, 0), s=name, t=topic)
+    create_stream(backend, name, broker, topic, transforms / "create.py", "DELIVERY EXACTLY ONCE")
+    run(
+        backend,
+        f"CREATE (:{LABEL} {{key: $key, stream: $s, topic: $t, partition: 0, next: 6}})",
+        key=position_key(name, topic, 0),
+        s=name,
+        t=topic,
+    )
     assert [r["params"]["body"] for r in run(backend, f"TEST STREAM {name}")] == sent[6:]
     run(backend, f"START STREAM {name}")
     wait_until(lambda: len(bodies(backend, name)) == 4, message="messages 6 to 9")
@@ -123,13 +139,13 @@ def test_a_start_seeks_to_the_positions_in_the_graph(backend: Any, broker: Broke
 
 
 def test_a_lost_fence_makes_the_stream_go_on_from_the_graph(
-        backend: Any, broker: Broker, topic: str, transforms: Path) -> None:
+    backend: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
     """Someone else moves the stream's position while it runs (here by hand: as another proxy
     that applied five messages would): the stream's next write finds the fence lost, writes
     nothing, and goes on from the position in the graph."""
     name = stream_name("eo_lost")
-    create_stream(backend, name, broker, topic, transforms / "create.py",
-                  "DELIVERY EXACTLY ONCE")
+    create_stream(backend, name, broker, topic, transforms / "create.py", "DELIVERY EXACTLY ONCE")
     run(backend, f"START STREAM {name}")
     first = [f"{name}:{i}" for i in range(10)]
     broker.produce(topic, first)
@@ -146,8 +162,8 @@ def test_a_lost_fence_makes_the_stream_go_on_from_the_graph(
 
 @pytest.mark.parametrize("delivery", ["AT LEAST ONCE", "EXACTLY ONCE"])
 def test_a_refused_combined_write_applies_every_good_batch_once(
-        arcadedb: ArcadeDB, broker: Broker, transforms: Path, tmp_path: Path,
-        delivery: str) -> None:
+    arcadedb: ArcadeDB, broker: Broker, transforms: Path, tmp_path: Path, delivery: str
+) -> None:
     """Sixty messages waiting: twelve batches of five, written together; two poison messages
     make that combined write fail; it falls back to one batch at a time, then message by
     message in the two bad batches: every good message is applied exactly once, on both
@@ -162,12 +178,23 @@ def test_a_refused_combined_write_applies_every_good_batch_once(
             sent = [f"{name}:{i}" + (":poison" if i in (10, 35) else "") for i in range(60)]
             broker.produce(topic, sent)
             with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=auth) as drv:
-                create_stream(drv, name, broker, topic, transforms / "poison.py",
-                              "BATCH_SIZE 5", "ON ERROR SKIP", f"DELIVERY {delivery}")
+                create_stream(
+                    drv,
+                    name,
+                    broker,
+                    topic,
+                    transforms / "poison.py",
+                    "BATCH_SIZE 5",
+                    "ON ERROR SKIP",
+                    f"DELIVERY {delivery}",
+                )
                 run(drv, f"START STREAM {name}")
-                row = wait_until(lambda drv=drv, name=name: (
-                    r := show(drv, name))["messages_processed"] == 60 and r,
-                    message="every message")
+                row = wait_until(
+                    lambda drv=drv, name=name: (
+                        (r := show(drv, name))["messages_processed"] == 60 and r
+                    ),
+                    message="every message",
+                )
                 assert row["skipped"] == 2
                 good = [body for body in sent if not body.endswith(":poison")]
                 assert Counter(bodies(drv, name)) == Counter(good)
@@ -193,8 +220,15 @@ def test_a_second_proxy_is_fenced_off(broker: Broker, transforms: Path, tmp_path
     producer = threading.Thread(target=produce_over, args=(broker, topic, sent, 4.0))
     try:
         for drv in drivers:
-            create_stream(drv, name, broker, topic, transforms / "create.py", "BATCH_SIZE 5",
-                          "DELIVERY EXACTLY ONCE")
+            create_stream(
+                drv,
+                name,
+                broker,
+                topic,
+                transforms / "create.py",
+                "BATCH_SIZE 5",
+                "DELIVERY EXACTLY ONCE",
+            )
         run(drivers[0], f"START STREAM {name}")
         producer.start()
         wait_until(lambda: len(bodies(drivers[0], name)) > 300, message="the first member")
@@ -202,12 +236,18 @@ def test_a_second_proxy_is_fenced_off(broker: Broker, transforms: Path, tmp_path
         # Once the group has given the second member a partition, the first leaves. (Leaving
         # while the group is still rebalancing left Tansu 0.6's group without an
         # assignment, for good, about once in five runs.)
-        wait_until(lambda: show(drivers[1], name)["messages_processed"] > 0, timeout=30,
-                   message="the second member's first batch")
+        wait_until(
+            lambda: show(drivers[1], name)["messages_processed"] > 0,
+            timeout=30,
+            message="the second member's first batch",
+        )
         run(drivers[0], f"STOP STREAM {name}")
         producer.join()
-        wait_until(lambda: len(set(bodies(drivers[1], name))) == len(sent), timeout=60,
-                   message="every message")
+        wait_until(
+            lambda: len(set(bodies(drivers[1], name))) == len(sent),
+            timeout=60,
+            message="every message",
+        )
         time.sleep(0.5)
         counts = Counter(bodies(drivers[1], name))
         assert counts == Counter(sent), [b for b, n in counts.items() if n > 1][:5]
@@ -223,5 +263,5 @@ def produce_over(broker: Broker, topic: str, values: list[str], seconds: float) 
     """Produce ``values`` evenly over about ``seconds``."""
     chunk = max(1, len(values) // int(seconds * 20))
     for start in range(0, len(values), chunk):
-        broker.produce(topic, values[start:start + chunk])
+        broker.produce(topic, values[start : start + chunk])
         time.sleep(0.05)

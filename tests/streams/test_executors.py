@@ -30,8 +30,7 @@ class FakeBackend:
     calls: int = 0
     rows: dict[str, QueryResult] = field(default_factory=dict)
 
-    async def write(self, queries: list[Query], group: bool, *,
-                    through: int | None = None) -> None:
+    async def write(self, queries: list[Query], group: bool, *, through: int | None = None) -> None:
         self.calls += 1
         done: list[str] = []
         for position, (text, _params) in enumerate(queries):
@@ -39,16 +38,20 @@ class FakeBackend:
                 if not self.transactions:
                     self.applied += done
                 raise PermanentWriteError(
-                    f"rejected {text}", code="Neo.ClientError.Statement.SyntaxError",
-                    detail=f"no {text}", index=None if group else position,
-                    rolled_back=self.transactions or position == 0)
+                    f"rejected {text}",
+                    code="Neo.ClientError.Statement.SyntaxError",
+                    detail=f"no {text}",
+                    index=None if group else position,
+                    rolled_back=self.transactions or position == 0,
+                )
             done.append(text)
         self.applied += done
 
     async def read(self, query: str, params: dict[str, Any]) -> QueryResult:
         if query in self.bad:
-            raise PermanentWriteError("refused", code=ACCESS_MODE, detail="read only",
-                                      index=0, rolled_back=True)
+            raise PermanentWriteError(
+                "refused", code=ACCESS_MODE, detail="read only", index=0, rolled_back=True
+            )
         return self.rows.get(query, QueryResult(["x"], [[params.get("x")]]))
 
 
@@ -59,8 +62,9 @@ def ok(*texts: str) -> Accepted:
 BATCH: list[Outcome] = [ok("A"), ok("B"), ok("BAD"), ok("D"), Rejected("invalid"), ok("F")]
 
 
-def apply(backend: FakeBackend, outcomes: list[Outcome], *, group: bool,
-          stop: bool = False) -> Applier:
+def apply(
+    backend: FakeBackend, outcomes: list[Outcome], *, group: bool, stop: bool = False
+) -> Applier:
     applier = Applier(backend, stop_on_failure=stop)
     asyncio.run(applier.write_outcomes(outcomes, group=group))
     return applier
@@ -73,7 +77,8 @@ def test_ungrouped_isolation_applies_every_other_message_exactly_once(transactio
     assert backend.applied == ["A", "B", "D", "F"]
     assert [(f.index, f.reason) for f in applier.failures] == [
         (2, "the backend rejected it: Neo.ClientError.Statement.SyntaxError: no BAD"),
-        (4, "invalid")]
+        (4, "invalid"),
+    ]
 
 
 def test_grouped_isolation_on_a_transactional_backend_is_exact() -> None:
@@ -94,7 +99,8 @@ def test_grouped_isolation_on_falkordb_may_apply_earlier_messages_twice() -> Non
 
 @pytest.mark.parametrize("transactions", [False, True], ids=["falkordb", "bolt"])
 def test_stop_fails_at_the_first_failure_with_the_messages_before_it_done(
-        transactions: bool) -> None:
+    transactions: bool,
+) -> None:
     backend = FakeBackend(transactions)
     with pytest.raises(StopAt) as caught:
         apply(backend, BATCH, group=False, stop=True)
@@ -127,9 +133,14 @@ def test_no_failure_is_one_call() -> None:
 
 
 class Message:
-    def __init__(self, value: bytes, offset: int = 5, topic: str = "requests",
-                 key: bytes | None = b"k", headers: list[tuple[str, bytes]] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        value: bytes,
+        offset: int = 5,
+        topic: str = "requests",
+        key: bytes | None = b"k",
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._value, self._offset, self._topic = value, offset, topic
         self._key, self._headers = key, headers
 
@@ -160,8 +171,15 @@ def test_a_dead_letter_keeps_key_value_and_headers_and_says_where_and_why() -> N
     record = dead_letter("s1", "dlq", message, "bad: " + "x" * 2000)
     assert (record.topic, record.key, record.value) == ("dlq", b"\x00key", b"\xff raw")
     names = [name for name, _ in record.headers]
-    assert names == ["trace", "boltstream.stream", "boltstream.topic", "boltstream.partition",
-                     "boltstream.offset", "boltstream.timestamp", "boltstream.error"]
+    assert names == [
+        "trace",
+        "boltstream.stream",
+        "boltstream.topic",
+        "boltstream.partition",
+        "boltstream.offset",
+        "boltstream.timestamp",
+        "boltstream.error",
+    ]
     headers = dict(record.headers)
     assert headers["boltstream.stream"] == b"s1"
     assert headers["boltstream.topic"] == b"requests"
@@ -182,22 +200,29 @@ def test_serve_answers_each_request_or_fails_it() -> None:
         request("r", "k1", "CREATE (:X)", params={}),
         Rejected("no to"),
         request("requests", "k3", "RETURN 1", params={}),
-        request("r", "k4", "", error="unknown field \"x\""),
+        request("r", "k4", "", error='unknown field "x"'),
         request("r", "k5", "BIG", params={}),
     ]
     messages = [Message(b"{}", offset=i) for i in range(len(outcomes))]
     applier = Applier(backend, stop_on_failure=False, stream="srv", max_response_bytes=8000)
     asyncio.run(applier.serve(outcomes, messages))
     assert [(f.index, f.reason) for f in applier.failures] == [
-        (2, "no to"), (3, "the response topic 'requests' is the request topic")]
+        (2, "no to"),
+        (3, "the response topic 'requests' is the request topic"),
+    ]
     responses = {index: record for index, record in applier.responses}
     assert sorted(responses) == [0, 1, 4, 5]
     bodies = {index: json.loads(record.value or b"") for index, record in responses.items()}
     assert bodies[0] == {"ok": True, "fields": ["x"], "rows": [{"x": 7}], "with_key": "k0"}
-    assert bodies[1] == {"ok": False, "error": {"code": ACCESS_MODE, "message": "read only"},
-                         "with_key": "k1"}
-    assert bodies[4]["error"] == {"code": "Neo.ClientError.Request.Invalid",
-                                  "message": "unknown field \"x\""}
+    assert bodies[1] == {
+        "ok": False,
+        "error": {"code": ACCESS_MODE, "message": "read only"},
+        "with_key": "k1",
+    }
+    assert bodies[4]["error"] == {
+        "code": "Neo.ClientError.Request.Invalid",
+        "message": 'unknown field "x"',
+    }
     assert bodies[5]["ok"] is False and "ask for fewer rows" in bodies[5]["error"]["message"]
     assert (responses[0].topic, responses[0].key) == ("r", b"k0")
     assert dict(responses[0].headers)["boltstream.offset"] == b"0"

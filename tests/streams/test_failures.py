@@ -27,7 +27,8 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def test_bad_transforms_and_queries_stop_only_their_stream(
-        driver: Any, broker: Broker, transforms: Path) -> None:
+    driver: Any, broker: Broker, transforms: Path
+) -> None:
     cases = {
         "raises.py": (["ok1", "boom", "ok2"], "ValueError: cannot digest boom"),
         "hangs.py": (["ok1", "hang", "ok2"], "timed out after 5 s"),
@@ -49,8 +50,11 @@ def test_bad_transforms_and_queries_stop_only_their_stream(
 
     for transform, (name, topic) in streams.items():
         reason = cases[transform][1]
-        row = wait_until(lambda name=name: (r := show(driver, name))["status"] == "error" and r,
-                         timeout=30, message=f"{transform} to fail")
+        row = wait_until(
+            lambda name=name: (r := show(driver, name))["status"] == "error" and r,
+            timeout=30,
+            message=f"{transform} to fail",
+        )
         assert reason in row["last_error"], (transform, row["last_error"])
         committed = broker.committed(name, topic)
         if transform in ("raises.py", "hangs.py"):
@@ -66,16 +70,20 @@ def test_bad_transforms_and_queries_stop_only_their_stream(
 
     # The healthy stream and the proxy carry on.
     broker.produce(healthy_topic, [f"{healthy}:after"])
-    wait_until(lambda: count(driver, "(m:Msg)", f"WHERE m.body = '{healthy}:after'") == 1,
-               message="the healthy stream")
+    wait_until(
+        lambda: count(driver, "(m:Msg)", f"WHERE m.body = '{healthy}:after'") == 1,
+        message="the healthy stream",
+    )
     assert show(driver, healthy)["status"] == "running"
     assert run(driver, "RETURN 1 AS one") == [{"one": 1}]
 
     # A failed stream restarts from the failed batch (it was not committed): same error.
     raising, raising_topic = streams["raises.py"]
     run(driver, f"START STREAM {raising}")
-    row = wait_until(lambda: (r := show(driver, raising))["status"] == "error" and r,
-                     message="the same failure again")
+    row = wait_until(
+        lambda: (r := show(driver, raising))["status"] == "error" and r,
+        message="the same failure again",
+    )
     assert "cannot digest boom" in row["last_error"]
     assert broker.committed(raising, raising_topic) == {0: 1}
     # STOP on a failed stream makes it stopped, and TEST shows the poison batch's failure.
@@ -105,10 +113,12 @@ def restart_on_same_port(old: FalkorDBProcess) -> FalkorDBProcess:
     return new.start()
 
 
-def test_backend_unavailable_is_retried(broker: Broker, topic: str, transforms: Path,
-                                        tmp_path: Path, falkordb: FalkorDBProcess) -> None:
-    proxy: ProxyProcess = start_proxy(tmp_path / "proxy", transforms, "--backend",
-                                      f"falkordb://127.0.0.1:{falkordb.port}")
+def test_backend_unavailable_is_retried(
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path, falkordb: FalkorDBProcess
+) -> None:
+    proxy: ProxyProcess = start_proxy(
+        tmp_path / "proxy", transforms, "--backend", f"falkordb://127.0.0.1:{falkordb.port}"
+    )
     restarted: FalkorDBProcess | None = None
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
@@ -120,15 +130,16 @@ def test_backend_unavailable_is_retried(broker: Broker, topic: str, transforms: 
 
             falkordb.stop()
             broker.produce(topic, [f"{name}:2", f"{name}:3"])
-            row = wait_until(lambda: "retrying" in ((r := show(drv, name))["last_error"] or "")
-                             and r, message="the retry to show")
+            row = wait_until(
+                lambda: "retrying" in ((r := show(drv, name))["last_error"] or "") and r,
+                message="the retry to show",
+            )
             assert row["status"] == "running"
             assert row["last_error"].startswith("writing to the graph: ")
             assert broker.committed(name, topic) == {0: 1}
 
             restarted = restart_on_same_port(falkordb)  # empty: the old one kept nothing
-            wait_until(lambda: count(drv, "(m:Msg)") == 2, timeout=30,
-                       message="the retried batch")
+            wait_until(lambda: count(drv, "(m:Msg)") == 2, timeout=30, message="the retried batch")
             row = wait_until(lambda: (r := show(drv, name))["messages_processed"] == 3 and r)
             assert row["status"] == "running"
             assert "recovered" in row["last_error"]
@@ -141,8 +152,7 @@ def test_backend_unavailable_is_retried(broker: Broker, topic: str, transforms: 
         shutil.rmtree(falkordb.data_dir, ignore_errors=True)
 
 
-def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path,
-                                          driver: Any) -> None:
+def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path, driver: Any) -> None:
     """A broker that goes away: the stream stays running and says what it retries; when the
     broker is back, it says so and carries on."""
     own = Broker().start()
@@ -155,8 +165,11 @@ def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path,
         own.produce(topic, [f"{name}:1"])
         wait_until(lambda: show(driver, name)["messages_processed"] == 1)
         own.stop()
-        row = wait_until(lambda: (r := show(driver, name))["last_error"] and r, timeout=30,
-                         message="the broker error to show")
+        row = wait_until(
+            lambda: (r := show(driver, name))["last_error"] and r,
+            timeout=30,
+            message="the broker error to show",
+        )
         assert row["status"] == "running"
         assert row["last_error"].startswith("reading from Kafka: ")
         assert "retrying" in row["last_error"]
@@ -165,8 +178,11 @@ def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path,
         again.port = own.port
         again.start()  # in-memory: a new, empty broker at the same address
         again.create_topic("gone")
-        row = wait_until(lambda: "recovered" in ((r := show(driver, name))["last_error"] or "")
-                         and r, timeout=30, message="the recovery to show")
+        row = wait_until(
+            lambda: "recovered" in ((r := show(driver, name))["last_error"] or "") and r,
+            timeout=30,
+            message="the recovery to show",
+        )
         assert row["status"] == "running"
         run(driver, f"DROP STREAM {name}")
     finally:

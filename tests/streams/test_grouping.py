@@ -26,27 +26,30 @@ NODE = "CREATE (:Node {id: $id})"
 EDGE = "MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)"
 
 
-@pytest.mark.parametrize("query, kind", [
-    (NODE, "C"),
-    (EDGE, "M"),
-    ("CREATE (a:A {x: $x})-[:R {w: 1}]->(b:B {y: 'two'}), (a)-[:S]->(b);", "C"),
-    ("create (:N {id: toInteger($id)})", "C"),
-    ("CREATE (a {x: 'MATCH $y'}) // $z", "C"),
-    ("MATCH (n:Node), (m:Node) WHERE n.id = $a AND m.id = $b CREATE (n)-[:E]->(m)", "M"),
-    ("MATCH (n {id: $a}), (m {id: $b}) CREATE (n)-[:E {w: $w}]->(m)", "M"),
-    ("CREATE (n:N {id: $id}) RETURN n", None),
-    ("MERGE (n:N {id: $id})", None),
-    ("CREATE (:N {c: COUNT { MATCH (x) RETURN x }})", None),
-    ("CREATE (:N {c: size([(x)-->() | x])})", None),
-    ("MATCH (n:Node) WHERE n.id = $a AND m.id = $b CREATE (n)-[:E]->(m)", None),  # m unbound
-    ("MATCH (n:Node {id: $a}) CREATE (n)-[:E]->(:X)", None),  # creates a node
-    ("MATCH (n)-[:E]->(m) CREATE (n)-[:E]->(m)", None),  # reads relationships
-    ("MATCH (n {id: $a}) SET n.x = 1 CREATE (n)-[:E]->(n)", None),
-    ("MATCH (n {id:$a}) WITH n MATCH (m) CREATE (n)-[:E]->(m)", None),
-    ("CREATE (n {id: $id}); CREATE (m)", None),
-    ("create (:N {id: $`x y`})", None),
-    ("RETURN $x", None),
-])
+@pytest.mark.parametrize(
+    "query, kind",
+    [
+        (NODE, "C"),
+        (EDGE, "M"),
+        ("CREATE (a:A {x: $x})-[:R {w: 1}]->(b:B {y: 'two'}), (a)-[:S]->(b);", "C"),
+        ("create (:N {id: toInteger($id)})", "C"),
+        ("CREATE (a {x: 'MATCH $y'}) // $z", "C"),
+        ("MATCH (n:Node), (m:Node) WHERE n.id = $a AND m.id = $b CREATE (n)-[:E]->(m)", "M"),
+        ("MATCH (n {id: $a}), (m {id: $b}) CREATE (n)-[:E {w: $w}]->(m)", "M"),
+        ("CREATE (n:N {id: $id}) RETURN n", None),
+        ("MERGE (n:N {id: $id})", None),
+        ("CREATE (:N {c: COUNT { MATCH (x) RETURN x }})", None),
+        ("CREATE (:N {c: size([(x)-->() | x])})", None),
+        ("MATCH (n:Node) WHERE n.id = $a AND m.id = $b CREATE (n)-[:E]->(m)", None),  # m unbound
+        ("MATCH (n:Node {id: $a}) CREATE (n)-[:E]->(:X)", None),  # creates a node
+        ("MATCH (n)-[:E]->(m) CREATE (n)-[:E]->(m)", None),  # reads relationships
+        ("MATCH (n {id: $a}) SET n.x = 1 CREATE (n)-[:E]->(n)", None),
+        ("MATCH (n {id:$a}) WITH n MATCH (m) CREATE (n)-[:E]->(m)", None),
+        ("CREATE (n {id: $id}); CREATE (m)", None),
+        ("create (:N {id: $`x y`})", None),
+        ("RETURN $x", None),
+    ],
+)
 def test_shapes(query: str, kind: str | None) -> None:
     assert analyse(query).kind == kind
 
@@ -63,29 +66,34 @@ def test_the_tutorial_batch_becomes_two_queries() -> None:
     batch = [node(str(i)) for i in range(5)] + [edge(str(i), str(i + 1)) for i in range(4)]
     planned = plan_queries(batch)
     assert len(planned) == 2
-    assert planned[0][0] == f"UNWIND ${ROWS_PARAM} AS __boltstream_row CREATE (:Node {{id: " \
-                            "__boltstream_row.id})"
+    assert (
+        planned[0][0] == f"UNWIND ${ROWS_PARAM} AS __boltstream_row CREATE (:Node {{id: "
+        "__boltstream_row.id})"
+    )
     assert planned[0][1] == {ROWS_PARAM: [{"id": str(i)} for i in range(5)]}
 
 
 def test_queries_move_only_past_what_they_cannot_see() -> None:
     # e(1,2) must stay before v2 (it would match node 2), the rest can gather.
-    planned = plan_queries([node(1), edge(1, 2), node(2), edge(1, 2), node(3), edge(5, 6),
-                            node(4)])
+    planned = plan_queries([node(1), edge(1, 2), node(2), edge(1, 2), node(3), edge(5, 6), node(4)])
     assert [(q, p.get(ROWS_PARAM, p)) for q, p in planned] == [
         (NODE, {"id": 1}),
         (EDGE, {"from_id": 1, "to_id": 2}),
-        (f"UNWIND ${ROWS_PARAM} AS __boltstream_row CREATE (:Node {{id: __boltstream_row.id}})",
-         [{"id": 2}, {"id": 3}, {"id": 4}]),
-        ("UNWIND $__boltstream_rows AS __boltstream_row MATCH (n:Node {id: "
-         "__boltstream_row.from_id}), (m:Node {id: __boltstream_row.to_id}) CREATE "
-         "(n)-[:Edge]->(m)", [{"from_id": 1, "to_id": 2}, {"from_id": 5, "to_id": 6}]),
+        (
+            f"UNWIND ${ROWS_PARAM} AS __boltstream_row CREATE (:Node {{id: __boltstream_row.id}})",
+            [{"id": 2}, {"id": 3}, {"id": 4}],
+        ),
+        (
+            "UNWIND $__boltstream_rows AS __boltstream_row MATCH (n:Node {id: "
+            "__boltstream_row.from_id}), (m:Node {id: __boltstream_row.to_id}) CREATE "
+            "(n)-[:Edge]->(m)",
+            [{"from_id": 1, "to_id": 2}, {"from_id": 5, "to_id": 6}],
+        ),
     ]
 
 
 def test_missing_parameters_and_other_queries_are_left_alone() -> None:
-    batch = [node(1), (NODE, {}), node(2), ("MERGE (:Node {id: $id})", {"id": 3}), node(4),
-             node(5)]
+    batch = [node(1), (NODE, {}), node(2), ("MERGE (:Node {id: $id})", {"id": 3}), node(4), node(5)]
     planned = plan_queries(batch)
     assert planned[:4] == batch[:4]
     assert len(planned) == 5 and planned[4][1] == {ROWS_PARAM: [{"id": 4}, {"id": 5}]}
@@ -100,8 +108,10 @@ TEMPLATES: list[tuple[str, tuple[str, ...]]] = [
     ("CREATE (:Node {id: 2})", ()),
     (EDGE, ("from_id", "to_id")),
     ("MATCH (n {id: $from_id}) CREATE (n)-[:Self {w: $w}]->(n)", ("from_id", "w")),
-    ("MATCH (n:Node), (m:Other) WHERE n.id = $from_id AND m.k = $to_id "
-     "CREATE (n)-[:Link]->(m)", ("from_id", "to_id")),
+    (
+        "MATCH (n:Node), (m:Other) WHERE n.id = $from_id AND m.k = $to_id CREATE (n)-[:Link]->(m)",
+        ("from_id", "to_id"),
+    ),
     ("MATCH (n:Node) CREATE (n)-[:All]->(n)", ()),
     ("MERGE (:Node {id: $id})", ("id",)),
     ("MATCH (n:Node {id: $id}) SET n.touched = true", ("id",)),
@@ -120,10 +130,14 @@ def batches(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def snapshot(backend: FalkorDBBackend, graph: str) -> tuple[list[Any], list[Any]]:
-    nodes = await backend.run(graph, "MATCH (n) RETURN id(n), labels(n), properties(n) "
-                                     "ORDER BY id(n)", {})
-    edges = await backend.run(graph, "MATCH (a)-[r]->(b) RETURN id(r), type(r), id(a), id(b), "
-                                     "properties(r) ORDER BY id(r)", {})
+    nodes = await backend.run(
+        graph, "MATCH (n) RETURN id(n), labels(n), properties(n) ORDER BY id(n)", {}
+    )
+    edges = await backend.run(
+        graph,
+        "MATCH (a)-[r]->(b) RETURN id(r), type(r), id(a), id(b), properties(r) ORDER BY id(r)",
+        {},
+    )
     return nodes.rows, edges.rows
 
 
@@ -135,11 +149,15 @@ def falkordb(falkordb_server: EmbeddedFalkorDB) -> Iterator[EmbeddedFalkorDB]:  
     yield falkordb_server
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(batch=batches())
-def test_planned_equals_sequential(falkordb: EmbeddedFalkorDB,
-                                   batch: list[tuple[str, dict[str, Any]]]) -> None:
+def test_planned_equals_sequential(
+    falkordb: EmbeddedFalkorDB, batch: list[tuple[str, dict[str, Any]]]
+) -> None:
     async def check() -> None:
         backend = falkordb.make_backend(owns_server=False)
         await backend.start()
@@ -164,9 +182,11 @@ def test_writer_errors(falkordb: EmbeddedFalkorDB) -> None:
             writer = FalkorDBWriter(backend, "errors")
             with pytest.raises(PermanentWriteError) as caught:
                 await writer.write_batch([node(1), ("RETURN RETURN", {})], "owner")
-            assert str(caught.value).startswith("the backend rejected query 2 of 2 "
-                                                "(RETURN RETURN): Neo.ClientError.Statement."
-                                                "SyntaxError: ")
+            assert str(caught.value).startswith(
+                "the backend rejected query 2 of 2 "
+                "(RETURN RETURN): Neo.ClientError.Statement."
+                "SyntaxError: "
+            )
             with pytest.raises(PermanentWriteError, match="ParameterMissing"):
                 await writer.write_batch([(NODE, {})], None)
         finally:

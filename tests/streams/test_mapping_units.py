@@ -53,10 +53,12 @@ class FakeMessage:
 
 
 def message(value: Any, key: Any = None, **kw: Any) -> FakeMessage:
-    raw = None if value is None else (value if isinstance(value, bytes) else
-                                      json.dumps(value).encode())
-    raw_key = None if key is None else (key if isinstance(key, bytes) else
-                                        json.dumps(key).encode())
+    raw = (
+        None
+        if value is None
+        else (value if isinstance(value, bytes) else json.dumps(value).encode())
+    )
+    raw_key = None if key is None else (key if isinstance(key, bytes) else json.dumps(key).encode())
     return FakeMessage(raw, raw_key, **kw)
 
 
@@ -64,13 +66,23 @@ def message(value: Any, key: Any = None, **kw: Any) -> FakeMessage:
 
 
 def test_decode_binds_everything_the_connector_binds_and_more() -> None:
-    event = decode(FakeMessage(b'{"id": 1}', b'{"k": 2}', [("h", b"v"), ("bin", b"\xff"),
-                                                             ("h", b"last")],
-                               where=("people", 3, 41)))
-    assert event.row() == {"value": {"id": 1}, "key": {"k": 2},
-                           "header": {"h": "last", "bin": "/w=="},
-                           "timestamp": 1700000000000, "topic": "people", "partition": 3,
-                           "offset": 41}
+    event = decode(
+        FakeMessage(
+            b'{"id": 1}',
+            b'{"k": 2}',
+            [("h", b"v"), ("bin", b"\xff"), ("h", b"last")],
+            where=("people", 3, 41),
+        )
+    )
+    assert event.row() == {
+        "value": {"id": 1},
+        "key": {"k": 2},
+        "header": {"h": "last", "bin": "/w=="},
+        "timestamp": 1700000000000,
+        "topic": "people",
+        "partition": 3,
+        "offset": 41,
+    }
     assert not event.tombstone
 
 
@@ -81,10 +93,17 @@ def test_tombstone_is_a_null_value_not_an_empty_one() -> None:
     assert decode(FakeMessage(b"", b"7"), ValueFormat.TEXT).value == ""
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"{", "not JSON"), (b'{"a": 1, "a": 2}', "twice"), (b"NaN", "not standard JSON"),
-    (b"\xff", "not UTF-8"), (b"1" + b"0" * 30, "64-bit"), (b"[" * 5000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{", "not JSON"),
+        (b'{"a": 1, "a": 2}', "twice"),
+        (b"NaN", "not standard JSON"),
+        (b"\xff", "not UTF-8"),
+        (b"1" + b"0" * 30, "64-bit"),
+        (b"[" * 5000, "nested too deeply"),
+    ],
+)
 def test_bad_json_values_are_bad_messages(raw: bytes, reason: str) -> None:
     with pytest.raises(BadMessage, match=reason):
         decode(FakeMessage(raw))
@@ -107,8 +126,9 @@ def test_names_are_quoted(name: str) -> None:
     assert quote(name) == f"`{name}`"
 
 
-@pytest.mark.parametrize("name", ["", "  ", "A`B", "A`) DETACH DELETE (n) //", "a\nb", "\x00",
-                                  "x" * 201, 5, None, ["A"]])
+@pytest.mark.parametrize(
+    "name", ["", "  ", "A`B", "A`) DETACH DELETE (n) //", "a\nb", "\x00", "x" * 201, 5, None, ["A"]]
+)
 def test_names_that_could_break_out_are_refused(name: Any) -> None:
     with pytest.raises(BadName):
         quote(name)
@@ -121,28 +141,43 @@ def test_storable_values() -> None:
 
 def test_combine_joins_runs_of_one_shape_in_order() -> None:
     a, b = "UNWIND $__boltstream_events AS ev A", "UNWIND $__boltstream_events AS ev B"
-    queries = [(a, {EVENTS: [1]}), (a, {EVENTS: [2]}), (b, {EVENTS: [3]}),
-               ("RETURN 1", {}), (a, {EVENTS: [4]}), (a, {EVENTS: [5]}),
-               (a, {EVENTS: [6], "other": 1})]
-    assert combine(queries) == [(a, {EVENTS: [1, 2]}), (b, {EVENTS: [3]}), ("RETURN 1", {}),
-                                (a, {EVENTS: [4, 5]}), (a, {EVENTS: [6], "other": 1})]
+    queries = [
+        (a, {EVENTS: [1]}),
+        (a, {EVENTS: [2]}),
+        (b, {EVENTS: [3]}),
+        ("RETURN 1", {}),
+        (a, {EVENTS: [4]}),
+        (a, {EVENTS: [5]}),
+        (a, {EVENTS: [6], "other": 1}),
+    ]
+    assert combine(queries) == [
+        (a, {EVENTS: [1, 2]}),
+        (b, {EVENTS: [3]}),
+        ("RETURN 1", {}),
+        (a, {EVENTS: [4, 5]}),
+        (a, {EVENTS: [6], "other": 1}),
+    ]
     assert queries[0] == (a, {EVENTS: [1]})  # the input is not changed
 
 
 def test_combine_never_puts_one_entity_twice_in_a_query() -> None:
     a = "UNWIND $__boltstream_events AS ev A"
-    queries = [(a, {EVENTS: [1], IDENTITY: frozenset({"x"})}),
-               (a, {EVENTS: [2], IDENTITY: frozenset({"y"})}),
-               (a, {EVENTS: [3], IDENTITY: frozenset({"x", "z"})}),  # x again: a new query
-               (a, {EVENTS: [4], IDENTITY: frozenset()}),
-               (a, {EVENTS: [5], IDENTITY: frozenset({"y"})})]
+    queries = [
+        (a, {EVENTS: [1], IDENTITY: frozenset({"x"})}),
+        (a, {EVENTS: [2], IDENTITY: frozenset({"y"})}),
+        (a, {EVENTS: [3], IDENTITY: frozenset({"x", "z"})}),  # x again: a new query
+        (a, {EVENTS: [4], IDENTITY: frozenset()}),
+        (a, {EVENTS: [5], IDENTITY: frozenset({"y"})}),
+    ]
     assert combine(queries) == [(a, {EVENTS: [1, 2]}), (a, {EVENTS: [3, 4, 5]})]
 
 
 def test_keyed_messages_of_one_entity_are_kept_apart() -> None:
     template = Template("MERGE (p:P {id: event.id}) SET p.v = event.v")
-    outcomes = [template.outcome(decode(message({"id": 1, "v": v}, key=k)))
-                for v, k in ((1, "a"), (2, "b"), (3, "a"), (4, None), (5, None))]
+    outcomes = [
+        template.outcome(decode(message({"id": 1, "v": v}, key=k)))
+        for v, k in ((1, "a"), (2, "b"), (3, "a"), (4, None), (5, None))
+    ]
     queries = [q for o in outcomes for q in o.queries]  # type: ignore[union-attr]
     assert [len(p[EVENTS]) for _, p in combine(queries)] == [2, 3]
     pattern = PatternMapper([parse_pattern("(:P{!id})")])
@@ -160,8 +195,16 @@ def test_template_binds_the_message_like_the_connector() -> None:
     assert isinstance(outcome, Accepted)
     ((text, params),) = outcome.queries
     assert text.startswith(f"UNWIND ${EVENTS} AS __boltstream_event WITH ")
-    for binding in ("AS event", "AS __value", "AS __key", "AS __header", "AS __timestamp",
-                    "AS __topic", "AS __partition", "AS __offset"):
+    for binding in (
+        "AS event",
+        "AS __value",
+        "AS __key",
+        "AS __header",
+        "AS __timestamp",
+        "AS __topic",
+        "AS __partition",
+        "AS __offset",
+    ):
         assert binding in text
     assert text.endswith("SET p.name = __value.name")
     assert params[EVENTS][0]["value"] == {"id": 1, "name": "Ann"}
@@ -183,20 +226,37 @@ def outcome_rows(outcome: Any) -> list[dict[str, Any]]:
 
 def test_node_pattern_rows_take_keys_then_every_other_field() -> None:
     mapper = PatternMapper([parse_pattern("(:User{!id: userId, -secret})")])
-    value = {"userId": 1, "name": "John", "secret": "x",
-             "address": {"city": "London", "zip": {"code": "N1"}}}
+    value = {
+        "userId": 1,
+        "name": "John",
+        "secret": "x",
+        "address": {"city": "London", "zip": {"code": "N1"}},
+    }
     (row,) = outcome_rows(mapper.outcome(decode(message(value))))
-    assert row == {"k": [1], "p": {"name": "John", "address.city": "London",
-                                   "address.zip.code": "N1"}}
+    assert row == {
+        "k": [1],
+        "p": {"name": "John", "address.city": "London", "address.zip.code": "N1"},
+    }
 
 
 def test_relationship_pattern_wildcard_leaves_out_what_the_nodes_used() -> None:
-    mapper = PatternMapper([parse_pattern(
-        "(:User{!id: userId})-[:BOUGHT]->(:Product{!id: productId, name: productName})")])
+    mapper = PatternMapper(
+        [
+            parse_pattern(
+                "(:User{!id: userId})-[:BOUGHT]->(:Product{!id: productId, name: productName})"
+            )
+        ]
+    )
     value = {"userId": 1, "productId": 9, "productName": "Tea", "price": 3.5}
     (row,) = outcome_rows(mapper.outcome(decode(message(value))))
-    assert row == {"sk": [1], "sp": {}, "ek": [9], "ep": {"name": "Tea"}, "k": [],
-                   "p": {"price": 3.5}}
+    assert row == {
+        "sk": [1],
+        "sp": {},
+        "ek": [9],
+        "ep": {"name": "Tea"},
+        "k": [],
+        "p": {"price": 3.5},
+    }
 
 
 def test_keys_are_found_in_the_value_then_the_key() -> None:
@@ -207,7 +267,8 @@ def test_keys_are_found_in_the_value_then_the_key() -> None:
     assert missing == Rejected("Key 'id' could not be located in the message.")
     explicit = PatternMapper([parse_pattern("(:User{!id: __key.id})")])
     assert explicit.outcome(decode(message({"id": 1}))) == Rejected(
-        "Key 'id' could not be located in the keys.")
+        "Key 'id' could not be located in the keys."
+    )
 
 
 def test_tombstones_delete_what_the_key_names() -> None:
@@ -220,9 +281,12 @@ def test_tombstones_delete_what_the_key_names() -> None:
 
 
 def test_several_patterns_per_topic_in_one_query() -> None:
-    mapper = PatternMapper([parse_pattern("(:User{!id: userId})"),
-                            parse_pattern("(:User{!id: userId})-[:LIVES_IN]->"
-                                          "(:City{!name: city})")])
+    mapper = PatternMapper(
+        [
+            parse_pattern("(:User{!id: userId})"),
+            parse_pattern("(:User{!id: userId})-[:LIVES_IN]->(:City{!name: city})"),
+        ]
+    )
     outcome = mapper.outcome(decode(message({"userId": 1, "city": "Oslo"})))
     assert isinstance(outcome, Accepted)
     ((text, params),) = outcome.queries
@@ -242,8 +306,9 @@ def test_pattern_messages_that_cannot_be_stored_are_bad() -> None:
 def test_merge_and_replace_options_change_the_set_clause() -> None:
     text_of = lambda mapper: mapper.outcome(decode(message({"id": 1}))).queries[0][0]  # noqa: E731
     replace = text_of(PatternMapper([parse_pattern("(:U{!id})")]))
-    merge = text_of(PatternMapper([parse_pattern("(:U{!id})")],
-                                  PatternOptions(merge_node_properties=True)))
+    merge = text_of(
+        PatternMapper([parse_pattern("(:U{!id})")], PatternOptions(merge_node_properties=True))
+    )
     assert "SET n = ev.p, n.`id` = ev.k[0]" in replace
     assert "SET n += ev.p" in merge
 
@@ -251,31 +316,86 @@ def test_merge_and_replace_options_change_the_set_clause() -> None:
 # -- CUD -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("doc", "fragment"), [
-    ({"type": "node", "op": "create", "labels": ["Foo", "Bar"], "properties": {"id": 1}},
-     "CREATE (n:`Foo`:`Bar`) SET n += ev.p"),
-    ({"type": "NODE", "op": "Merge", "labels": ["Foo"], "ids": {"id": 1},
-      "properties": {"x": 2}}, "MERGE (n:`Foo` {`id`: ev.k[0]}) SET n += ev.p"),
-    ({"type": "node", "op": "update", "ids": {"id": 1}, "properties": {}},
-     "MATCH (n {`id`: ev.k[0]}) SET n += ev.p"),
-    ({"type": "node", "op": "delete", "labels": ["Foo"], "ids": {"id": 1}, "detach": True},
-     "MATCH (n:`Foo` {`id`: ev.k[0]}) DETACH DELETE n"),
-    ({"type": "node", "op": "delete", "ids": {"_id": 3}}, "MATCH (n) WHERE id(n) = ev.k DELETE"),
-    ({"type": "node", "op": "delete", "ids": {"_elementId": "3"}},
-     "WHERE toString(id(n)) = ev.k DELETE n"),
-    ({"type": "relationship", "op": "merge", "rel_type": "BOUGHT",
-      "from": {"labels": ["User"], "ids": {"userId": 1}, "op": "merge"},
-      "to": {"labels": ["Product"], "ids": {"productId": 100}}, "properties": {"price": 10}},
-     "MERGE (s:`User` {`userId`: ev.s[0]}) WITH ev, s MATCH (e:`Product` "
-     "{`productId`: ev.e[0]}) WITH ev, s, e MERGE (s)-[r:`BOUGHT`]->(e) SET r += ev.p"),
-    ({"type": "relationship", "op": "create", "rel_type": "R", "from": {"ids": {"a": 1}},
-      "to": {"ids": {"b": 2}}, "properties": {}}, "CREATE (s)-[r:`R`]->(e) SET r += ev.p"),
-    ({"type": "relationship", "op": "update", "rel_type": "R", "from": {"ids": {"a": 1}},
-      "to": {"ids": {"b": 2}}, "ids": {"k": 5}, "properties": {"x": 1}},
-     "MATCH (s)-[r:`R` {`k`: ev.k[0]}]->(e) SET r += ev.p"),
-    ({"type": "relationship", "op": "delete", "rel_type": "R", "from": {"ids": {"a": 1}},
-      "to": {"ids": {"b": 2}}}, "MATCH (s)-[r:`R`]->(e) DELETE r"),
-])
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        (
+            {"type": "node", "op": "create", "labels": ["Foo", "Bar"], "properties": {"id": 1}},
+            "CREATE (n:`Foo`:`Bar`) SET n += ev.p",
+        ),
+        (
+            {
+                "type": "NODE",
+                "op": "Merge",
+                "labels": ["Foo"],
+                "ids": {"id": 1},
+                "properties": {"x": 2},
+            },
+            "MERGE (n:`Foo` {`id`: ev.k[0]}) SET n += ev.p",
+        ),
+        (
+            {"type": "node", "op": "update", "ids": {"id": 1}, "properties": {}},
+            "MATCH (n {`id`: ev.k[0]}) SET n += ev.p",
+        ),
+        (
+            {"type": "node", "op": "delete", "labels": ["Foo"], "ids": {"id": 1}, "detach": True},
+            "MATCH (n:`Foo` {`id`: ev.k[0]}) DETACH DELETE n",
+        ),
+        (
+            {"type": "node", "op": "delete", "ids": {"_id": 3}},
+            "MATCH (n) WHERE id(n) = ev.k DELETE",
+        ),
+        (
+            {"type": "node", "op": "delete", "ids": {"_elementId": "3"}},
+            "WHERE toString(id(n)) = ev.k DELETE n",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "merge",
+                "rel_type": "BOUGHT",
+                "from": {"labels": ["User"], "ids": {"userId": 1}, "op": "merge"},
+                "to": {"labels": ["Product"], "ids": {"productId": 100}},
+                "properties": {"price": 10},
+            },
+            "MERGE (s:`User` {`userId`: ev.s[0]}) WITH ev, s MATCH (e:`Product` "
+            "{`productId`: ev.e[0]}) WITH ev, s, e MERGE (s)-[r:`BOUGHT`]->(e) SET r += ev.p",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "create",
+                "rel_type": "R",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {"b": 2}},
+                "properties": {},
+            },
+            "CREATE (s)-[r:`R`]->(e) SET r += ev.p",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "update",
+                "rel_type": "R",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {"b": 2}},
+                "ids": {"k": 5},
+                "properties": {"x": 1},
+            },
+            "MATCH (s)-[r:`R` {`k`: ev.k[0]}]->(e) SET r += ev.p",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "delete",
+                "rel_type": "R",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {"b": 2}},
+            },
+            "MATCH (s)-[r:`R`]->(e) DELETE r",
+        ),
+    ],
+)
 def test_cud_operations(doc: dict[str, Any], fragment: str) -> None:
     outcome = CudMapper(FALKORDB).outcome(decode(message(doc)))
     assert isinstance(outcome, Accepted), outcome
@@ -283,28 +403,75 @@ def test_cud_operations(doc: dict[str, Any], fragment: str) -> None:
     assert fragment in text
 
 
-@pytest.mark.parametrize(("doc", "reason"), [
-    ({"type": "node", "op": "create"}, "properties is required"),
-    ({"type": "node", "op": "create", "properties": {}, "ids": {"a": 1}}, "ids is not allowed"),
-    ({"type": "node", "op": "merge", "ids": {}, "properties": {}}, "at least one ID"),
-    ({"type": "node", "op": "upsert", "ids": {"a": 1}}, "op must be one of"),
-    ({"type": "vertex", "op": "create", "properties": {}}, "type must be one of"),
-    ({"type": "node", "op": "delete", "ids": {"a": 1}, "detach": "yes"}, "boolean"),
-    ({"type": "node", "op": "create", "properties": {"m": {"a": 1}}}, "a map"),
-    ({"type": "node", "op": "create", "labels": ["A`B"], "properties": {}}, "backtick"),
-    ({"type": "node", "op": "create", "labels": "A", "properties": {}}, "list of strings"),
-    ({"type": "relationship", "op": "create", "rel_type": "", "from": {"ids": {"a": 1}},
-      "to": {"ids": {"b": 1}}, "properties": {}}, "'rel_type' must be specified"),
-    ({"type": "relationship", "op": "create", "rel_type": "R", "from": {"ids": {"a": 1}},
-      "to": {"ids": {"b": 1}, "extra": 1}, "properties": {}}, "to.extra is not allowed"),
-    ({"type": "relationship", "op": "delete", "rel_type": "R",
-      "from": {"ids": {"a": 1}, "op": "merge"}, "to": {"ids": {"b": 1}}}, "MATCH"),
-    ({"type": "relationship", "op": "create", "rel_type": "R", "from": {"ids": {"a": 1}},
-      "to": {"ids": {}}, "properties": {}}, "at least one ID"),
-    ({"type": "relationship", "op": "create", "rel_type": "R` DETACH", "from": {"ids": {"a": 1}},
-      "to": {"ids": {"b": 1}}, "properties": {}}, "backtick"),
-    ([1, 2], "must be a map"),
-])
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ({"type": "node", "op": "create"}, "properties is required"),
+        ({"type": "node", "op": "create", "properties": {}, "ids": {"a": 1}}, "ids is not allowed"),
+        ({"type": "node", "op": "merge", "ids": {}, "properties": {}}, "at least one ID"),
+        ({"type": "node", "op": "upsert", "ids": {"a": 1}}, "op must be one of"),
+        ({"type": "vertex", "op": "create", "properties": {}}, "type must be one of"),
+        ({"type": "node", "op": "delete", "ids": {"a": 1}, "detach": "yes"}, "boolean"),
+        ({"type": "node", "op": "create", "properties": {"m": {"a": 1}}}, "a map"),
+        ({"type": "node", "op": "create", "labels": ["A`B"], "properties": {}}, "backtick"),
+        ({"type": "node", "op": "create", "labels": "A", "properties": {}}, "list of strings"),
+        (
+            {
+                "type": "relationship",
+                "op": "create",
+                "rel_type": "",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {"b": 1}},
+                "properties": {},
+            },
+            "'rel_type' must be specified",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "create",
+                "rel_type": "R",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {"b": 1}, "extra": 1},
+                "properties": {},
+            },
+            "to.extra is not allowed",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "delete",
+                "rel_type": "R",
+                "from": {"ids": {"a": 1}, "op": "merge"},
+                "to": {"ids": {"b": 1}},
+            },
+            "MATCH",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "create",
+                "rel_type": "R",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {}},
+                "properties": {},
+            },
+            "at least one ID",
+        ),
+        (
+            {
+                "type": "relationship",
+                "op": "create",
+                "rel_type": "R` DETACH",
+                "from": {"ids": {"a": 1}},
+                "to": {"ids": {"b": 1}},
+                "properties": {},
+            },
+            "backtick",
+        ),
+        ([1, 2], "must be a map"),
+    ],
+)
 def test_cud_validation_is_strict(doc: Any, reason: str) -> None:
     outcome = CudMapper().outcome(decode(message(doc)))
     assert isinstance(outcome, Rejected), outcome

@@ -38,14 +38,23 @@ def load(code: str) -> types.ModuleType:
 
 
 def batch(*values: bytes | None, key: bytes | None = b"k") -> list[dict[str, Any]]:
-    return [{"value": v, "key": key, "topic": "movies", "partition": 2, "offset": 40 + i,
-             "timestamp": 1700000000000 + i, "headers": [("h", b"x")]}
-            for i, v in enumerate(values)]
+    return [
+        {
+            "value": v,
+            "key": key,
+            "topic": "movies",
+            "partition": 2,
+            "offset": 40 + i,
+            "timestamp": 1700000000000 + i,
+            "headers": [("h", b"x")],
+        }
+        for i, v in enumerate(values)
+    ]
 
 
 # The shape of Memgraph's documented example modules: JSON payloads, several records per
 # message, mgp.Nullable[mgp.Map] in the signature, a read procedure in the same file.
-MOVIELENS = '''
+MOVIELENS = """
     import json
     import mgp
 
@@ -82,31 +91,41 @@ MOVIELENS = '''
     @mgp.read_proc
     def procedure(context: mgp.ProcCtx, vertex: mgp.Vertex) -> mgp.Record(n=mgp.Number):
         return mgp.Record(n=1)
-'''
+"""
 
 
 def test_a_memgraph_module_runs_unchanged(mgp: types.ModuleType) -> None:
     module = load(MOVIELENS)
     rating = mgp.find_transformation(module, "rating")
-    pairs = mgp.run_transformation(rating, batch(
-        b'{"userId": 1, "movieId": 10, "title": "Heat", "genres": ["Crime", "Drama"]}'))
+    pairs = mgp.run_transformation(
+        rating,
+        batch(b'{"userId": 1, "movieId": 10, "title": "Heat", "genres": ["Crime", "Drama"]}'),
+    )
     assert pairs == [
-        ("MERGE (u:User {id: $userId}) MERGE (m:Movie {id: $movieId, title: $title})",
-         {"userId": 1, "movieId": 10, "title": "Heat"}),
-        ("MERGE (m:Movie {id: $movieId}) MERGE (g:Genre {name: $genre})",
-         {"movieId": 10, "genre": "Crime"}),
-        ("MERGE (m:Movie {id: $movieId}) MERGE (g:Genre {name: $genre})",
-         {"movieId": 10, "genre": "Drama"}),
+        (
+            "MERGE (u:User {id: $userId}) MERGE (m:Movie {id: $movieId, title: $title})",
+            {"userId": 1, "movieId": 10, "title": "Heat"},
+        ),
+        (
+            "MERGE (m:Movie {id: $movieId}) MERGE (g:Genre {name: $genre})",
+            {"movieId": 10, "genre": "Crime"},
+        ),
+        (
+            "MERGE (m:Movie {id: $movieId}) MERGE (g:Genre {name: $genre})",
+            {"movieId": 10, "genre": "Drama"},
+        ),
     ]
     context = mgp.find_transformation(module, "with_context")
     assert mgp.run_transformation(context, batch(b"x")) == [
-        ("CREATE (:Meta {t: $t, o: $o, k: $k, ts: $ts, src: $s})",
-         {"t": "movies", "o": 40, "k": "k", "ts": 1700000000000, "s": "kafka"})]
+        (
+            "CREATE (:Meta {t: $t, o: $o, k: $k, ts: $ts, src: $s})",
+            {"t": "movies", "o": 40, "k": "k", "ts": 1700000000000, "s": "kafka"},
+        )
+    ]
 
 
-def test_messages_expire_after_the_call_and_the_graph_is_not_there(
-        mgp: types.ModuleType) -> None:
-    module = load('''
+def test_messages_expire_after_the_call_and_the_graph_is_not_there(mgp: types.ModuleType) -> None:
+    module = load("""
         import mgp
         kept = []
 
@@ -118,7 +137,7 @@ def test_messages_expire_after_the_call_and_the_graph_is_not_there(
         @mgp.transformation
         def read_graph(context, messages):
             return [mgp.Record(query="RETURN 1", parameters={"n": len(context.graph.vertices)})]
-    ''')
+    """)
     assert mgp.run_transformation(mgp.find_transformation(module, "keep"), batch(b"a")) == []
     with pytest.raises(mgp.InvalidMessageError):
         module.kept[0].payload()
@@ -127,7 +146,7 @@ def test_messages_expire_after_the_call_and_the_graph_is_not_there(
 
 
 def test_null_payloads_and_bad_results(mgp: types.ModuleType) -> None:
-    module = load('''
+    module = load("""
         import mgp
 
         @mgp.transformation
@@ -148,9 +167,8 @@ def test_null_payloads_and_bad_results(mgp: types.ModuleType) -> None:
 
         def undecorated(messages):
             return []
-    ''')
-    pairs = mgp.run_transformation(mgp.find_transformation(module, "echo"),
-                                   batch(None, key=None))
+    """)
+    pairs = mgp.run_transformation(mgp.find_transformation(module, "echo"), batch(None, key=None))
     assert pairs == [("Q", {}), ("P", {"v": b"", "k": b"", "p": 2, "h": [("h", b"x")]})]
     with pytest.raises(TypeError, match="yield all fields"):
         mgp.run_transformation(mgp.find_transformation(module, "missing_field"), batch(b"a"))
@@ -161,10 +179,10 @@ def test_null_payloads_and_bad_results(mgp: types.ModuleType) -> None:
     with pytest.raises(LookupError, match="no transformation"):
         mgp.find_transformation(module, "nope")
     with pytest.raises(NotImplementedError, match="Valid signatures"):
-        load('''
+        load("""
             import mgp
 
             @mgp.transformation
             def bad(a, b, c):
                 return []
-        ''')
+        """)

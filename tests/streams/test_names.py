@@ -39,8 +39,10 @@ pytestmark = pytest.mark.timeout(90)
 ARGUMENT_ERROR = "Neo.ClientError.Statement.ArgumentError"
 
 
-@pytest.mark.parametrize("name", ["\x00", "\t", " ", "a\x00b", "", "-a", "a b", "a/b",
-                                  "x" * 129, "x" * 5000, "a\nb", "é\x7f"])
+@pytest.mark.parametrize(
+    "name",
+    ["\x00", "\t", " ", "a\x00b", "", "-a", "a b", "a/b", "x" * 129, "x" * 5000, "a\nb", "é\x7f"],
+)
 def test_bad_stream_names_are_refused(name: str) -> None:
     with pytest.raises(UnsafeValue):
         check_stream_name(name)
@@ -57,24 +59,38 @@ def test_bad_topics_are_refused(topic: str) -> None:
         check_topic(topic)
 
 
-@pytest.mark.parametrize("config", [
-    {"group.id": ""}, {"group.id": "\x00"}, {"group.id": "\t"}, {"group.id": "  "},
-    {"group.id": "ok", "client.id": "a\x00b"}, {"bootstrap.servers": "h:1\x00"},
-    {"sasl.\x00": "x"},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"group.id": ""},
+        {"group.id": "\x00"},
+        {"group.id": "\t"},
+        {"group.id": "  "},
+        {"group.id": "ok", "client.id": "a\x00b"},
+        {"bootstrap.servers": "h:1\x00"},
+        {"sasl.\x00": "x"},
+    ],
+)
 def test_configs_that_would_crash_or_mislead_librdkafka(config: dict[str, Any]) -> None:
     with pytest.raises(UnsafeValue):
         check_client_config(config)
 
 
 def test_a_normal_config_passes() -> None:
-    check_client_config({"bootstrap.servers": "127.0.0.1:9092", "group.id": "g",
-                         "session.timeout.ms": 6000, "enable.auto.commit": False})
+    check_client_config(
+        {
+            "bootstrap.servers": "127.0.0.1:9092",
+            "group.id": "g",
+            "session.timeout.ms": 6000,
+            "enable.auto.commit": False,
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["`\x00`", "`\t`", "` `", "`a\x00b`", "`" + "n" * 5000 + "`"])
 def test_create_refuses_names_the_kafka_client_cannot_take(
-        driver: Any, broker: Broker, topic: str, transforms: Path, name: str) -> None:
+    driver: Any, broker: Broker, topic: str, transforms: Path, name: str
+) -> None:
     with pytest.raises(Neo4jError) as caught:
         create_stream(driver, name, broker, topic, transforms / "manual.py")
     assert caught.value.code == ARGUMENT_ERROR
@@ -85,12 +101,19 @@ def test_create_refuses_names_the_kafka_client_cannot_take(
 
 
 def test_a_running_stream_with_a_bad_name_from_an_old_catalog_does_not_take_the_proxy_down(
-        broker: Broker, topic: str, transforms: Path, tmp_path: Path) -> None:
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     code = (transforms / "manual.py").read_text()
-    bad = StreamDefinition(name="\x00", uri=broker.bootstrap, topic=topic,
-                           transform=TransformRef(str(transforms / "manual.py"), code, "0" * 64),
-                           batch_interval_ms=100, batch_size=10, consumer_group="\x00")
+    bad = StreamDefinition(
+        name="\x00",
+        uri=broker.bootstrap,
+        topic=topic,
+        transform=TransformRef(str(transforms / "manual.py"), code, "0" * 64),
+        batch_interval_ms=100,
+        batch_size=10,
+        consumer_group="\x00",
+    )
 
     async def seed() -> None:
         catalog = Catalog(data)
@@ -105,8 +128,11 @@ def test_a_running_stream_with_a_bad_name_from_an_old_catalog_does_not_take_the_
         proxy = start_proxy(data, transforms)
         try:
             with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("a", "x")) as drv:
-                row = wait_until(lambda drv=drv: (r := show(drv, "\x00"))["status"] == "error"
-                                 and r, timeout=30, message="the bad stream marked error")
+                row = wait_until(
+                    lambda drv=drv: (r := show(drv, "\x00"))["status"] == "error" and r,
+                    timeout=30,
+                    message="the bad stream marked error",
+                )
                 assert "control character" in row["last_error"]
                 with pytest.raises(Neo4jError) as caught:
                     run(drv, "TEST STREAM `\x00`")

@@ -31,8 +31,9 @@ def bodies(driver: Any) -> list[str]:
     return [row["b"] for row in run(driver, "MATCH (r:Rec) RETURN r.body AS b")]
 
 
-def test_kill_9_mid_stream_loses_nothing(broker: Broker, topic: str, transforms: Path,
-                                         tmp_path: Path) -> None:
+def test_kill_9_mid_stream_loses_nothing(
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     """A kill -9 while messages keep coming: nothing is lost, and the only messages applied
     twice are ones whose offsets were not committed yet (written, commit still under way)."""
     total = 3000
@@ -50,8 +51,9 @@ def test_kill_9_mid_stream_loses_nothing(broker: Broker, topic: str, transforms:
             stopped = stream_name("stays_stopped")
             create_stream(drv, stopped, broker, topic, transforms / "create.py")
             run(drv, f"START STREAM {name}")
-            wait_until(lambda: len(bodies(drv)) > 200, timeout=30, interval=0.02,
-                       message="progress")
+            wait_until(
+                lambda: len(bodies(drv)) > 200, timeout=30, interval=0.02, message="progress"
+            )
             late.start()  # the rest arrives while the stream runs, and when it is killed
             time.sleep(0.3)
         proxy.stop(signal.SIGKILL)
@@ -102,12 +104,13 @@ def test_kill_9_mid_stream_loses_nothing(broker: Broker, topic: str, transforms:
 def produce_slowly(broker: Broker, topic: str, values: list[str]) -> None:
     """About 2,000 messages a second, in small record batches."""
     for start in range(0, len(values), 100):
-        broker.produce(topic, values[start:start + 100])
+        broker.produce(topic, values[start : start + 100])
         time.sleep(0.05)
 
 
-def test_limit_and_error_states_survive_a_restart(broker: Broker, topic: str, transforms: Path,
-                                                  tmp_path: Path) -> None:
+def test_limit_and_error_states_survive_a_restart(
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
     name = stream_name("failing")
     broker.produce(topic, ["boom"])
     data = tmp_path / "data"
@@ -128,16 +131,16 @@ def test_limit_and_error_states_survive_a_restart(broker: Broker, topic: str, tr
         proxy.stop()
 
 
-def test_two_proxies_share_a_streams_partitions(broker: Broker, transforms: Path,
-                                                tmp_path: Path) -> None:
+def test_two_proxies_share_a_streams_partitions(
+    broker: Broker, transforms: Path, tmp_path: Path
+) -> None:
     """A stream of the same name on two proxies is one consumer group: the partitions are
     split between them, and together they apply every message."""
     name = stream_name("shared")
     topic = broker.create_topic(f"shared_{name}", partitions=2)
     first = start_proxy(tmp_path / "one", transforms)
     second = start_proxy(tmp_path / "two", transforms)
-    drivers = [neo4j.GraphDatabase.driver(p.bolt_uri, auth=("erin", "x"))
-               for p in (first, second)]
+    drivers = [neo4j.GraphDatabase.driver(p.bolt_uri, auth=("erin", "x")) for p in (first, second)]
     try:
         for drv in drivers:
             create_stream(drv, name, broker, topic, transforms / "create.py")
@@ -159,8 +162,11 @@ def test_two_proxies_share_a_streams_partitions(broker: Broker, transforms: Path
         more = {f"{name}:after:{i}" for i in range(40)}
         broker.produce(topic, sorted(more))  # spread over both partitions
         expected |= more
-        wait_until(lambda: set(bodies(drivers[0])) | set(bodies(drivers[1])) >= expected,
-                   timeout=30, message="every message on one proxy or the other")
+        wait_until(
+            lambda: set(bodies(drivers[0])) | set(bodies(drivers[1])) >= expected,
+            timeout=30,
+            message="every message on one proxy or the other",
+        )
         counts = [show(drv, name)["messages_processed"] for drv in drivers]
         assert all(c > 0 for c in counts), counts
     finally:

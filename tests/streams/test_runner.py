@@ -121,8 +121,11 @@ class FakeSource:
             return []
         taken = [self.formed.popleft()]
         count = len(taken[0])
-        while (self.formed and count + len(self.formed[0]) <= max_messages
-               and self.held + len(taken) < self.bound):
+        while (
+            self.formed
+            and count + len(self.formed[0]) <= max_messages
+            and self.held + len(taken) < self.bound
+        ):
             count += len(self.formed[0])
             taken.append(self.formed.popleft())
         self.held += len(taken)
@@ -228,9 +231,15 @@ class FakeGraph:
         self.gate: asyncio.Event | None = None
         self.positions: dict[TopicPartition, int] = {}
 
-    async def write_batch(self, queries: list[Query], owner: str | None, *,
-                          group: bool = True, atomic: bool = False,
-                          fence: Fence | None = None) -> None:
+    async def write_batch(
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
+    ) -> None:
         self.writes.append((len(queries), atomic, fence))
         if self.gate is not None:
             await self.gate.wait()
@@ -239,22 +248,26 @@ class FakeGraph:
             raise TransientWriteError("the backend is away")
         if atomic and self.refuse_atomic:
             raise NotAtomic("cannot")
-        if fence is not None and any(self.positions.get(tp) != fence.expected.get(tp)
-                                     for tp in fence.next):
+        if fence is not None and any(
+            self.positions.get(tp) != fence.expected.get(tp) for tp in fence.next
+        ):
             if fence.already_applied(self.positions):
                 return
             raise FenceLost(self.positions)
         for index, (_text, params) in enumerate(queries):
             if params.get("v") in self.bad:
-                raise PermanentWriteError(f"no {params['v']}", code="Neo.ClientError.X",
-                                          detail=f"no {params['v']}",
-                                          index=None if group else index, rolled_back=True)
+                raise PermanentWriteError(
+                    f"no {params['v']}",
+                    code="Neo.ClientError.X",
+                    detail=f"no {params['v']}",
+                    index=None if group else index,
+                    rolled_back=True,
+                )
         self.applied += [params["v"] for _text, params in queries]
         if fence is not None:
             self.positions.update(fence.next)
 
-    async def read_positions(self, stream: str, owner: str | None
-                             ) -> dict[TopicPartition, int]:
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
         return dict(self.positions)
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
@@ -276,16 +289,23 @@ class FakeProducer:
         pass
 
 
-DEFINITION = StreamDefinition(name="s", uri="k:9092", topic="t",
-                              transform=TransformRef("/x/t.py", "", ""), batch_interval_ms=100,
-                              batch_size=3, consumer_group="s")
+DEFINITION = StreamDefinition(
+    name="s",
+    uri="k:9092",
+    topic="t",
+    transform=TransformRef("/x/t.py", "", ""),
+    batch_interval_ms=100,
+    batch_size=3,
+    consumer_group="s",
+)
 
 
 class Rig:
     """A runner over the fakes."""
 
-    def __init__(self, *, limit: int | None = None, round_trip: int = 10000,
-                 **definition: Any) -> None:
+    def __init__(
+        self, *, limit: int | None = None, round_trip: int = 10000, **definition: Any
+    ) -> None:
         self.source = FakeSource()
         self.transform = FakeTransform()
         self.graph = FakeGraph()
@@ -297,17 +317,24 @@ class Rig:
         self.runner: StreamRunner | None = None
 
     def start(self) -> StreamRunner:
-        def make_source(runner: StreamRunner, on_committed: Callable[[list[Any]], None]
-                        ) -> FakeSource:
+        def make_source(
+            runner: StreamRunner, on_committed: Callable[[list[Any]], None]
+        ) -> FakeSource:
             self.source.on_committed = on_committed
             return self.source
 
         self.runner = StreamRunner(
-            self.definition, writer=self.graph, transform=self.transform,
-            make_source=make_source, make_producer=lambda: self.producer,
-            settings=RunnerSettings(stop_grace=5.0, backoff=Backoff(0.001, 0.004),
-                                    max_round_trip=self.round_trip),
-            progress=self.progress, limit=self.limit)
+            self.definition,
+            writer=self.graph,
+            transform=self.transform,
+            make_source=make_source,
+            make_producer=lambda: self.producer,
+            settings=RunnerSettings(
+                stop_grace=5.0, backoff=Backoff(0.001, 0.004), max_round_trip=self.round_trip
+            ),
+            progress=self.progress,
+            limit=self.limit,
+        )
         return self.runner
 
     async def ended(self) -> Ended:
@@ -361,8 +388,13 @@ async def test_a_caught_up_stream_writes_batch_by_batch_in_order() -> None:
         await until(lambda number=number: len(rig.graph.applied) == number + 1)
     assert rig.graph.applied == [f"m{n}" for n in range(5)]
     assert [n for n, _atomic, _fence in rig.graph.writes] == [1] * 5
-    assert rig.source.commits == [{("t", 0): 1}, {("t", 1): 1}, {("t", 0): 2}, {("t", 1): 2},
-                                  {("t", 0): 3}]
+    assert rig.source.commits == [
+        {("t", 0): 1},
+        {("t", 1): 1},
+        {("t", 0): 2},
+        {("t", 1): 2},
+        {("t", 0): 3},
+    ]
     await runner.stop()
 
 
@@ -389,8 +421,9 @@ async def test_a_refused_combined_write_falls_back_to_batches_and_messages() -> 
     await until(lambda: rig.progress.totals.messages == 9)
     assert sorted(rig.graph.applied) == sorted("abcdfghi")
     assert len(rig.graph.applied) == 8  # nothing twice
-    assert rig.graph.applied.index("d") < rig.graph.applied.index("f") < rig.graph.applied.index(
-        "g")
+    assert (
+        rig.graph.applied.index("d") < rig.graph.applied.index("f") < rig.graph.applied.index("g")
+    )
     assert rig.progress.totals == Counts(messages=9, batches=3, skipped=1)
     assert rig.source.commits[-1] == {("t", 0): 9}
     await runner.stop()
@@ -418,7 +451,11 @@ async def test_writes_that_cannot_be_one_unit_go_batch_by_batch() -> None:
     await until(lambda: len(rig.graph.applied) == 3)
     assert rig.graph.applied == ["a", "b", "c"]
     assert [(n, atomic) for n, atomic, _fence in rig.graph.writes] == [
-        (3, True), (1, False), (1, False), (1, False)]
+        (3, True),
+        (1, False),
+        (1, False),
+        (1, False),
+    ]
     await runner.stop()
 
 
@@ -525,15 +562,17 @@ async def test_stop_during_retries_commits_nothing() -> None:
 
 @asynctest
 async def test_transient_failures_are_retried_and_logged_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="boltstream.streams")
     rig = Rig()
     rig.graph.transient = 25
     runner = rig.start()
     rig.source.push(["a"])
     await until(lambda: rig.graph.applied == ["a"])
-    assert runner.health.last_error == ("writing to the graph: the backend is away (transient; "
-                                        "recovered after 25 retries)")
+    assert runner.health.last_error == (
+        "writing to the graph: the backend is away (transient; recovered after 25 retries)"
+    )
     lines = [r.getMessage() for r in caplog.records if r.name == "boltstream.streams"]
     assert len([line for line in lines if "failed, retrying" in line]) == 1
     assert len([line for line in lines if "recovered after 25 retries" in line]) == 1

@@ -54,8 +54,10 @@ MANUAL = MANUAL_TRANSFORM
 
 MANUAL_RESULT = [
     ("CREATE (:Node {id: $id})", {"id": "1"}),
-    ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
-     {"from_id": "1", "to_id": "2"}),
+    (
+        "MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+        {"from_id": "1", "to_id": "2"},
+    ),
 ]
 
 
@@ -63,6 +65,7 @@ def asynctest(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         asyncio.run(fn(*args, **kwargs))
+
     return wrapper
 
 
@@ -81,9 +84,12 @@ def policy_for(*dirs: Path) -> TransformPolicy:
 
 def failing(body: str, prelude: str = "") -> str:
     """A transform that runs ``body`` for the batch [b"boom"] and works for any other."""
-    return (textwrap.dedent(prelude) + "\ndef stream(batch):\n    if batch == [b'boom']:\n"
-            + textwrap.indent(textwrap.dedent(body), "        ")
-            + "\n    return [('ok', {'n': len(batch)})]\n")
+    return (
+        textwrap.dedent(prelude)
+        + "\ndef stream(batch):\n    if batch == [b'boom']:\n"
+        + textwrap.indent(textwrap.dedent(body), "        ")
+        + "\n    return [('ok', {'n': len(batch)})]\n"
+    )
 
 
 async def recovers(r: TransformRunner, failed_pid: int | None) -> None:
@@ -102,31 +108,52 @@ class TestCheckResult:
         assert check_result(result) is result
 
     def test_all_allowed_types_nested(self) -> None:
-        value = {"n": None, "b": True, "i": -(2**63), "f": 1.5, "s": "é", "l": [1, [2, {"k": []}]],
-                 "d": {"x": {"y": "z"}}, "nan": math.nan, "inf": -math.inf}
+        value = {
+            "n": None,
+            "b": True,
+            "i": -(2**63),
+            "f": 1.5,
+            "s": "é",
+            "l": [1, [2, {"k": []}]],
+            "d": {"x": {"y": "z"}},
+            "nan": math.nan,
+            "inf": -math.inf,
+        }
         assert check_result([("q", value)]) == [("q", value)]
 
-    @pytest.mark.parametrize(("result", "message"), [
-        ({"q": {}}, "transform result has type dict, must be a list"),
-        (["q"], "transform result item 0 has type str, must be a (query, parameters) pair"),
-        ([("q", {}, 1)], "transform result item 0 has 3 elements"),
-        ([("q", {}), (b"q", {})], "transform result item 1: query has type bytes, must be str"),
-        ([("q", [])], "transform result item 0: parameters have type list, must be dict"),
-        ([("q", {1: 2})], "transform result item 0: parameter name 1 has type int, must be str"),
-        ([("q", {}), ("q", {}), ("q", {}), ("q", {"when": datetime.datetime(2020, 1, 1)})],
-         "transform result item 3: parameter 'when' has type datetime, allowed: none, bool, int, "
-         "float, str, list, dict"),
-        ([("q", {"s": {1, 2}})], "transform result item 0: parameter 's' has type set"),
-        ([("q", {"b": b"x"})], "transform result item 0: parameter 'b' has type bytes"),
-        ([("q", {"t": (1, 2)})], "transform result item 0: parameter 't' has type tuple"),
-        ([("q", {"a": [1, {"b": [{2}]}]})],
-         "transform result item 0: parameter 'a'[1]['b'][0] has type set"),
-        ([("q", {"d": {3: "x"}})],
-         "transform result item 0: parameter 'd' has a key 3 of type int"),
-        ([("q", {"i": 2**63})], "parameter 'i' is an int outside the 64-bit range"),
-        ([("q", {"s": "\ud800"})], "parameter 's' is a str that is not valid Unicode"),
-        ([("\udfff", {})], "query is not valid Unicode"),
-    ])
+    @pytest.mark.parametrize(
+        ("result", "message"),
+        [
+            ({"q": {}}, "transform result has type dict, must be a list"),
+            (["q"], "transform result item 0 has type str, must be a (query, parameters) pair"),
+            ([("q", {}, 1)], "transform result item 0 has 3 elements"),
+            ([("q", {}), (b"q", {})], "transform result item 1: query has type bytes, must be str"),
+            ([("q", [])], "transform result item 0: parameters have type list, must be dict"),
+            (
+                [("q", {1: 2})],
+                "transform result item 0: parameter name 1 has type int, must be str",
+            ),
+            (
+                [("q", {}), ("q", {}), ("q", {}), ("q", {"when": datetime.datetime(2020, 1, 1)})],
+                "transform result item 3: parameter 'when' has type datetime, allowed: none, "
+                "bool, int, float, str, list, dict",
+            ),
+            ([("q", {"s": {1, 2}})], "transform result item 0: parameter 's' has type set"),
+            ([("q", {"b": b"x"})], "transform result item 0: parameter 'b' has type bytes"),
+            ([("q", {"t": (1, 2)})], "transform result item 0: parameter 't' has type tuple"),
+            (
+                [("q", {"a": [1, {"b": [{2}]}]})],
+                "transform result item 0: parameter 'a'[1]['b'][0] has type set",
+            ),
+            (
+                [("q", {"d": {3: "x"}})],
+                "transform result item 0: parameter 'd' has a key 3 of type int",
+            ),
+            ([("q", {"i": 2**63})], "parameter 'i' is an int outside the 64-bit range"),
+            ([("q", {"s": "\ud800"})], "parameter 's' is a str that is not valid Unicode"),
+            ([("\udfff", {})], "query is not valid Unicode"),
+        ],
+    )
     def test_bad_output_is_named(self, result: Any, message: str) -> None:
         with pytest.raises(OutputError) as failure:
             check_result(result)
@@ -139,15 +166,22 @@ class TestCheckResult:
             check_result([("q", {"loop": loop})])
 
     values = st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-        | st.floats(allow_nan=False) | st.text(),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=5), children, max_size=4),
-        max_leaves=20)
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False)
+        | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.tuples(st.text(), st.dictionaries(st.text(), values, max_size=4)),
-                    max_size=5))
+    @given(
+        st.lists(st.tuples(st.text(), st.dictionaries(st.text(), values, max_size=4)), max_size=5)
+    )
     def test_valid_results_round_trip_through_frames(self, result: list[Any]) -> None:
         checked = check_result(result)
         frame = encode_frame({"ok": True, "result": checked})
@@ -178,12 +212,27 @@ class TestCheckResult:
 class TestPolicy:
     def test_hosts(self) -> None:
         policy = TransformPolicy(
-            allowed_hosts=("loopback", "Example.COM", "*.corp.net", "10.1.2.3"))
-        for host in ("localhost", "127.0.0.1", "127.9.9.9", "::1", "[::1]", "example.com",
-                     "a.corp.net", "10.1.2.3"):
+            allowed_hosts=("loopback", "Example.COM", "*.corp.net", "10.1.2.3")
+        )
+        for host in (
+            "localhost",
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "[::1]",
+            "example.com",
+            "a.corp.net",
+            "10.1.2.3",
+        ):
             assert policy.allows_host(host), host
-        for host in ("evil.com", "example.com.evil.com", "corp.net.evil", "10.1.2.4",
-                     "localhost.evil.com", "169.254.169.254"):
+        for host in (
+            "evil.com",
+            "example.com.evil.com",
+            "corp.net.evil",
+            "10.1.2.4",
+            "localhost.evil.com",
+            "169.254.169.254",
+        ):
             assert not policy.allows_host(host), host
         assert TransformPolicy(allow_any_host=True).allows_host("anything.example")
         assert not TransformPolicy().allows_host("localhost")
@@ -196,8 +245,9 @@ class TestPolicy:
         assert not policy.allow_any_host
         assert TransformPolicy.from_strings("*", "").allow_any_host
 
-    def test_default_keeps_the_data_dir_private(self, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_default_keeps_the_data_dir_private(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.chdir(tmp_path)
         data = tmp_path / "data"
         policy = TransformPolicy.default(data)
@@ -237,8 +287,7 @@ class _Handler(SimpleHTTPRequestHandler):
 def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "www"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(_Handler, directory=str(root)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -260,8 +309,9 @@ class TestFetch:
             assert await r.run([b"1", b"1 2"]) == MANUAL_RESULT
 
     @asynctest
-    async def test_plain_paths_absolute_and_relative(self, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    async def test_plain_paths_absolute_and_relative(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         (tmp_path / "sub").mkdir()
         (tmp_path / "sub" / "manual.py").write_text(MANUAL)
         monkeypatch.chdir(tmp_path)
@@ -272,8 +322,9 @@ class TestFetch:
         assert relative.uri == "sub/manual.py"
 
     @asynctest
-    async def test_http_from_a_local_server(self, http_root: tuple[str, Path],
-                                            tmp_path: Path) -> None:
+    async def test_http_from_a_local_server(
+        self, http_root: tuple[str, Path], tmp_path: Path
+    ) -> None:
         base, root = http_root
         (root / "manual.py").write_text(MANUAL)
         policy = TransformPolicy.default(tmp_path / "data")  # loopback is allowed by default
@@ -291,13 +342,16 @@ class TestFetch:
         for path, reason in [
             ("/missing.py", "HTTP 404"),
             ("/big.py", "larger than 1024 KiB"),
-            ("/redirect-out", "redirected to host 'example.invalid', which the transform "
-                              "policy does not allow"),
+            (
+                "/redirect-out",
+                "redirected to host 'example.invalid', which the transform policy does not allow",
+            ),
         ]:
             with pytest.raises(TransformError) as failure:
                 await fetch_transform(base + path, policy)
             assert str(failure.value).startswith(
-                f"Couldn't get the transform script from {base}{path}: ")
+                f"Couldn't get the transform script from {base}{path}: "
+            )
             assert reason in str(failure.value)
 
     @asynctest
@@ -305,15 +359,18 @@ class TestFetch:
         policy = TransformPolicy.default(tmp_path / "data")
         with pytest.raises(TransformError) as failure:
             await fetch_transform("http://example.com/t.py", policy)
-        assert str(failure.value) == ("Couldn't get the transform script from "
-                                      "http://example.com/t.py: host 'example.com' is not "
-                                      "allowed by the transform policy")
+        assert str(failure.value) == (
+            "Couldn't get the transform script from "
+            "http://example.com/t.py: host 'example.com' is not "
+            "allowed by the transform policy"
+        )
         (tmp_path / "data").mkdir()
         secret = tmp_path / "data" / "users.toml"
         secret.write_text("x = 1\n")
         for uri in (str(secret), "/etc/passwd", "file:///etc/hostname"):
-            with pytest.raises(TransformError, match="outside the directories the transform "
-                                                     "policy allows"):
+            with pytest.raises(
+                TransformError, match="outside the directories the transform policy allows"
+            ):
                 await fetch_transform(uri, policy)
         # A symbolic link inside an allowed directory does not lead outside it.
         allowed = tmp_path / "ok"
@@ -343,8 +400,11 @@ class TestFetch:
             with pytest.raises(TransformError) as failure:
                 await fetch_transform(uri, policy)
             assert str(failure.value) == f"Couldn't get the transform script from {uri}: {reason}"
-        for uri, reason in [("ftp://h/t.py", "unsupported scheme 'ftp'"),
-                            ("file://host/t.py", "must not name a host"), ("", "empty")]:
+        for uri, reason in [
+            ("ftp://h/t.py", "unsupported scheme 'ftp'"),
+            ("file://host/t.py", "must not name a host"),
+            ("", "empty"),
+        ]:
             with pytest.raises(TransformError, match=reason):
                 await fetch_transform(uri, policy)
 
@@ -373,9 +433,11 @@ class TestLoad:
     async def test_no_stream_function(self) -> None:
         with pytest.raises(TransformError) as failure:
             await check_transform(source("def transform(batch):\n    return []\n"))
-        assert str(failure.value) == ("Couldn't load the transform script from "
-                                      "file:///transforms/t.py: the script defines no "
-                                      "stream(batch) function")
+        assert str(failure.value) == (
+            "Couldn't load the transform script from "
+            "file:///transforms/t.py: the script defines no "
+            "stream(batch) function"
+        )
         with pytest.raises(TransformError, match=r"\(stream is a int\)"):
             await check_transform(source("stream = 3\n"))
 
@@ -390,10 +452,11 @@ class TestLoad:
         with pytest.raises(TransformError) as failure:
             await check_transform(source(code))
         message = str(failure.value)
-        assert message.startswith("Couldn't load the transform script from file:///transforms/"
-                                  "t.py: json.decoder.JSONDecodeError: Expecting property name")
-        assert message.endswith("(at t.py, line 2, in <module>: "
-                                "CONFIG = json.loads(\"{not json\"))")
+        assert message.startswith(
+            "Couldn't load the transform script from file:///transforms/"
+            "t.py: json.decoder.JSONDecodeError: Expecting property name"
+        )
+        assert message.endswith('(at t.py, line 2, in <module>: CONFIG = json.loads("{not json"))')
         with pytest.raises(TransformError, match=r"SystemExit: 3"):
             await check_transform(source("import sys\nsys.exit(3)\n"))
 
@@ -443,22 +506,33 @@ class TestRun:
             assert failure.value.kind is FailureKind.EXCEPTION
             assert str(failure.value) == (
                 "transform raised ValueError: invalid literal for int() with base 10: b'x' "
-                "(at t.py, line 2, in parse: return int(item))")
+                "(at t.py, line 2, in parse: return int(item))"
+            )
             assert "Traceback" in failure.value.details
             assert 'File "file:///transforms/t.py", line 5, in stream' in failure.value.details
             assert r.pid is None  # a fresh worker for the next batch: no state left behind
             assert await r.run([b"2"]) == [("q", {"n": 2})]
 
-    @pytest.mark.parametrize(("expression", "message"), [
-        ("{1, 2}", "transform result item 1: parameter 'v' has type set, allowed: none, bool, "
-                   "int, float, str, list, dict"),
-        ("b'raw'", "transform result item 1: parameter 'v' has type bytes"),
-        ("__import__('datetime').datetime.now()", "transform result item 1: parameter 'v' has "
-                                                  "type datetime"),
-        ("[1, {'k': object()}]", "transform result item 1: parameter 'v'[1]['k'] has type "
-                                 "object"),
-        ("{2: 'two'}", "transform result item 1: parameter 'v' has a key 2 of type int"),
-    ])
+    @pytest.mark.parametrize(
+        ("expression", "message"),
+        [
+            (
+                "{1, 2}",
+                "transform result item 1: parameter 'v' has type set, allowed: none, bool, "
+                "int, float, str, list, dict",
+            ),
+            ("b'raw'", "transform result item 1: parameter 'v' has type bytes"),
+            (
+                "__import__('datetime').datetime.now()",
+                "transform result item 1: parameter 'v' has type datetime",
+            ),
+            (
+                "[1, {'k': object()}]",
+                "transform result item 1: parameter 'v'[1]['k'] has type object",
+            ),
+            ("{2: 'two'}", "transform result item 1: parameter 'v' has a key 2 of type int"),
+        ],
+    )
     @asynctest
     async def test_bad_output_types_are_named(self, expression: str, message: str) -> None:
         code = failing(f'return [("ok", {{"v": 1}}), ("bad", {{"v": {expression}}})]')
@@ -470,15 +544,18 @@ class TestRun:
             assert str(failure.value).startswith(message)
             await recovers(r, pid)
 
-    @pytest.mark.parametrize(("body", "message"), [
-        ("[(b'CREATE ()', {})]", "transform result item 0: query has type bytes, must be str"),
-        ("[(None, {})]", "transform result item 0: query has type NoneType, must be str"),
-        ("[('q', {1: 'x'})]", "transform result item 0: parameter name 1 has type int"),
-        ("(('q', {}),)", "transform result has type tuple, must be a list"),
-        ("None", "transform result has type NoneType, must be a list"),
-        ("['q']", "transform result item 0 has type str, must be a (query, parameters) pair"),
-        ("[('q', {}, {})]", "transform result item 0 has 3 elements"),
-    ])
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            ("[(b'CREATE ()', {})]", "transform result item 0: query has type bytes, must be str"),
+            ("[(None, {})]", "transform result item 0: query has type NoneType, must be str"),
+            ("[('q', {1: 'x'})]", "transform result item 0: parameter name 1 has type int"),
+            ("(('q', {}),)", "transform result has type tuple, must be a list"),
+            ("None", "transform result has type NoneType, must be a list"),
+            ("['q']", "transform result item 0 has type str, must be a (query, parameters) pair"),
+            ("[('q', {}, {})]", "transform result item 0 has 3 elements"),
+        ],
+    )
     @asynctest
     async def test_bad_output_shapes_are_named(self, body: str, message: str) -> None:
         async with runner(f"def stream(batch):\n    return {body}\n") as r:
@@ -498,9 +575,19 @@ class TestRun:
             """
         async with runner(code) as r:
             (first, second) = await r.run([b""])
-        assert first == ("q", {"n": None, "b": False, "i": 2**63 - 1, "f": 0.1, "s": "ü",
-                               "l": [1, "a", [None]], "d": {"x": {"y": [1.5]}},
-                               "inf": math.inf})
+        assert first == (
+            "q",
+            {
+                "n": None,
+                "b": False,
+                "i": 2**63 - 1,
+                "f": 0.1,
+                "s": "ü",
+                "l": [1, "a", [None]],
+                "d": {"x": {"y": [1.5]}},
+                "inf": math.inf,
+            },
+        )
         assert second == ("r", {})
 
     @asynctest
@@ -524,8 +611,7 @@ class TestRun:
             await asyncio.sleep(0.1)
             log = r.log_tail()
         assert 64 * 1024 - 200 < len(log) <= 64 * 1024  # bounded
-        assert log.endswith("x\nto the real stdout\n\x00\x00\x00\x05raw write to fd 1\n"
-                            "to stderr\n")
+        assert log.endswith("x\nto the real stdout\n\x00\x00\x00\x05raw write to fd 1\nto stderr\n")
 
     @asynctest
     async def test_hanging_batch_times_out_and_recovers(self) -> None:
@@ -557,8 +643,9 @@ class TestRun:
             with pytest.raises(TransformFailed) as failure:
                 await r.run([b"boom"])
             assert failure.value.kind is FailureKind.CRASH
-            assert str(failure.value) == ("transform worker exited with status 7; its last "
-                                          "output: about to exit")
+            assert str(failure.value) == (
+                "transform worker exited with status 7; its last output: about to exit"
+            )
             await recovers(r, pid)
 
     @asynctest
@@ -569,8 +656,10 @@ class TestRun:
             with pytest.raises(TransformFailed) as failure:
                 await r.run([b"boom"])
             assert failure.value.kind is FailureKind.CRASH
-            assert str(failure.value) == ("transform worker was killed by SIGSEGV (Segmentation "
-                                          "fault at t.py, line 4, in stream)")
+            assert str(failure.value) == (
+                "transform worker was killed by SIGSEGV (Segmentation "
+                "fault at t.py, line 4, in stream)"
+            )
             assert "Fatal Python error" in failure.value.details
             await recovers(r, pid)
 
@@ -581,10 +670,13 @@ class TestRun:
             await asyncio.sleep(0.2)
             assert await r.run([b"1"]) == MANUAL_RESULT[:1]
 
-    @pytest.mark.parametrize("hog", [
-        "bytearray(400 * 1024 * 1024)",
-        "[str(i) * 100 for i in range(10**8)]",
-    ])
+    @pytest.mark.parametrize(
+        "hog",
+        [
+            "bytearray(400 * 1024 * 1024)",
+            "[str(i) * 100 for i in range(10**8)]",
+        ],
+    )
     @asynctest
     async def test_memory_hog(self, hog: str) -> None:
         code = failing(f"data = {hog}")
@@ -594,7 +686,8 @@ class TestRun:
                 await r.run([b"boom"])
             assert failure.value.kind is FailureKind.OUT_OF_MEMORY
             assert str(failure.value).startswith(
-                "transform ran out of memory (limit 200 MB) (at t.py, line 4, in ")
+                "transform ran out of memory (limit 200 MB) (at t.py, line 4, in "
+            )
             await recovers(r, pid)
 
     @asynctest
@@ -647,10 +740,17 @@ class TestRun:
         fast = "def stream(batch):\n    return [('B', {'first': batch[0].decode()})]\n"
         async with runner(slow) as a, runner(fast) as b:
             assert a.pid != b.pid
-            results = list(await asyncio.gather(a.run([b"x", b"y"]), b.run([b"z"]),
-                                                a.run([b"w"]), b.run([b"v"])))
-        assert results == [[("A", {"n": 2})], [("B", {"first": "z"})], [("A", {"n": 1})],
-                           [("B", {"first": "v"})]]
+            results = list(
+                await asyncio.gather(
+                    a.run([b"x", b"y"]), b.run([b"z"]), a.run([b"w"]), b.run([b"v"])
+                )
+            )
+        assert results == [
+            [("A", {"n": 2})],
+            [("B", {"first": "z"})],
+            [("A", {"n": 1})],
+            [("B", {"first": "v"})],
+        ]
 
     @asynctest
     async def test_one_batch_at_a_time(self) -> None:
@@ -718,8 +818,10 @@ class TestRun:
             messages = [b"1", b"1 2"] * 2500
             result = await r.run(messages)
             assert len(result) == 5000
-            assert result[1] == ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) "
-                                 "CREATE (n)-[:Edge]->(m)", {"from_id": "1", "to_id": "2"})
+            assert result[1] == (
+                "MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+                {"from_id": "1", "to_id": "2"},
+            )
 
     @asynctest
     async def test_several_batches_in_one_round_trip(self) -> None:
@@ -729,8 +831,10 @@ class TestRun:
             pid = r.pid
             batches = [[b"1", b"1 2"], [], [b"7"] * 3] * 400
             results = await r.run_many(batches)
-            assert results == [MANUAL_RESULT, [], [("CREATE (:Node {id: $id})",
-                                                   {"id": "7"})] * 3] * 400
+            assert (
+                results
+                == [MANUAL_RESULT, [], [("CREATE (:Node {id: $id})", {"id": "7"})] * 3] * 400
+            )
             assert r.pid == pid
 
     @asynctest
@@ -855,8 +959,9 @@ class TestIsolation:
         assert seen["flags"] == 1 and seen["path0"] != ""
         assert not Path(seen["cwd"]).exists()  # removed on stop
 
-    def test_worker_dies_with_its_parent(self, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_worker_dies_with_its_parent(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         parent = textwrap.dedent(f"""\
             import asyncio, sys
             sys.path.insert(0, {str(ROOT)!r})
@@ -871,9 +976,13 @@ class TestIsolation:
 
             asyncio.run(main())
             """)
-        proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE,
-                                text=True, cwd=tmp_path,
-                                env={**os.environ, "TMPDIR": str(tmp_path)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", parent],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )
         try:
             assert proc.stdout is not None
             worker = int(proc.stdout.readline())
@@ -900,9 +1009,12 @@ class TestIsolation:
 def test_worker_module_imports_only_the_standard_library() -> None:
     """The proxy imports the worker module for its helpers, and the worker runs it with -I:
     it must not need the proxy package (or anything else off sys.path)."""
-    code = ("import sys, runpy; sys.argv = ['w']; "
-            f"m = runpy.run_path({str(ROOT / 'proxy/streams/transform_worker.py')!r}); "
-            "print(sorted(n for n in sys.modules if n.startswith('proxy')))")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         check=True, cwd="/")
+    code = (
+        "import sys, runpy; sys.argv = ['w']; "
+        f"m = runpy.run_path({str(ROOT / 'proxy/streams/transform_worker.py')!r}); "
+        "print(sorted(n for n in sys.modules if n.startswith('proxy')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
     assert json.loads(out.stdout.strip().replace("'", '"')) == []

@@ -25,8 +25,11 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     transform = str(transforms / "manual.py")
 
     # CREATE STREAM: no rows, stream recorded, stopped.
-    rows = run(driver, f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
-                       f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}'")
+    rows = run(
+        driver,
+        f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+        f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}'",
+    )
     assert rows == []
 
     with driver.session() as session:
@@ -34,9 +37,21 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         keys = result.keys()
         records = [r.data() for r in result if r["name"] == name]
     assert keys[:5] == FIRST_FIVE
-    assert keys == [*FIRST_FIVE, "batch_interval", "batch_size", "consumer_group", "owner",
-                    "messages_processed", "lag", "last_error", "on_error", "dead_letter_topic",
-                    "dead_lettered", "skipped", "delivery"]
+    assert keys == [
+        *FIRST_FIVE,
+        "batch_interval",
+        "batch_size",
+        "consumer_group",
+        "owner",
+        "messages_processed",
+        "lag",
+        "last_error",
+        "on_error",
+        "dead_letter_topic",
+        "dead_lettered",
+        "skipped",
+        "delivery",
+    ]
     assert len(records) == 1
     row = records[0]
     assert [row[k] for k in FIRST_FIVE] == [name, broker.bootstrap, topic, transform, "stopped"]
@@ -46,8 +61,12 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     assert row["messages_processed"] == 0
     assert row["last_error"] is None
     # A user transform stops on errors unless the clause says otherwise.
-    assert (row["on_error"], row["dead_letter_topic"], row["dead_lettered"], row["skipped"]) \
-        == ("stop", None, 0, 0)
+    assert (row["on_error"], row["dead_letter_topic"], row["dead_lettered"], row["skipped"]) == (
+        "stop",
+        None,
+        0,
+        0,
+    )
     assert row["delivery"] == "at least once"  # the default
 
     # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
@@ -57,8 +76,10 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         table = [(r["query"], r["params"]) for r in result]
     assert table == [
         ("CREATE (:Node {id: $id})", {"id": "1"}),
-        ("MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
-         {"from_id": "1", "to_id": "2"}),
+        (
+            "MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+            {"from_id": "1", "to_id": "2"},
+        ),
     ]
     assert count(driver, "(n:Node)") == 0
     assert broker.committed(name, topic) == {0: -1001}  # nothing committed (OFFSET_INVALID)
@@ -72,18 +93,22 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     try:
         wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
     except AssertionError as exc:  # say where the stream is
-        raise AssertionError(f"{exc}; nodes: {count(driver, '(n:Node)')}; the stream: "
-                             f"{show(driver, name)}") from None
+        raise AssertionError(
+            f"{exc}; nodes: {count(driver, '(n:Node)')}; the stream: {show(driver, name)}"
+        ) from None
     # The edge query matched node 1 and (no node 2) created nothing, as in the tutorial.
     assert run(driver, "MATCH (n:Node) RETURN n.id AS id") == [{"id": "1"}]
     wait_until(lambda: show(driver, name)["messages_processed"] == 2, message="the counter")
     assert broker.committed(name, topic) == {0: 2}
     # A later message arrives while it runs.
     broker.produce(topic, ["2", "1 2"])
-    wait_until(lambda: count(driver, "(:Node {id: '1'})-[:Edge]->(:Node {id: '2'})") == 1,
-               message="the edge")
-    row = wait_until(lambda: (r := show(driver, name))["messages_processed"] == 4 and r,
-                     message="the counter")
+    wait_until(
+        lambda: count(driver, "(:Node {id: '1'})-[:Edge]->(:Node {id: '2'})") == 1,
+        message="the edge",
+    )
+    row = wait_until(
+        lambda: (r := show(driver, name))["messages_processed"] == 4 and r, message="the counter"
+    )
     assert row["status"] == "running" and row["lag"] == 0 and row["last_error"] is None
 
     # STOP STREAM: stopped; DROP STREAM: gone.
@@ -91,3 +116,44 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     assert show(driver, name)["status"] == "stopped"
     assert run(driver, f"DROP STREAM {name}") == []
     assert all(row["name"] != name for row in run(driver, "SHOW STREAMS"))
+
+
+def test_the_tutorial_through_execute_query(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
+    """The same tutorial with ``execute_query``, which runs each statement in a managed
+    transaction (BEGIN, RUN, PULL, COMMIT), as Neo4j Browser's editor does."""
+
+    def query(text: str) -> list[dict[str, Any]]:
+        records, _summary, _keys = driver.execute_query(text)
+        return [record.data() for record in records]
+
+    def status(name: str) -> dict[str, Any]:
+        (row,) = [row for row in query("SHOW STREAMS") if row["name"] == name]
+        return row
+
+    query("MATCH (n:Node) DETACH DELETE n")
+    broker.produce(topic, ["1", "1 2"])
+    name = stream_name("mystream")
+    assert (
+        query(
+            f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+            f"WITH TOPIC '{topic}' WITH TRANSFORM '{transforms / 'manual.py'}'"
+        )
+        == []
+    )
+    assert status(name)["status"] == "stopped" and status(name)["owner"] == "alice"
+    assert [(r["query"], r["params"]) for r in query(f"TEST STREAM {name}")] == [
+        ("CREATE (:Node {id: $id})", {"id": "1"}),
+        (
+            "MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]->(m)",
+            {"from_id": "1", "to_id": "2"},
+        ),
+    ]
+    assert query(f"START STREAM {name}") == []
+    assert status(name)["status"] == "running"
+    wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    assert query(f"STOP STREAM {name}") == []
+    assert status(name)["status"] == "stopped"
+    assert query(f"DROP STREAM {name}") == []
+    assert all(row["name"] != name for row in query("SHOW STREAMS"))

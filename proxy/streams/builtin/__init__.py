@@ -70,13 +70,29 @@ def _without_common(code: str) -> str:
 
 
 BUILTINS: dict[str, Builtin] = {
-    b.name: b for b in (
-        Builtin("depc", "write", None, ("dead_letter",),
-                "DepC dependency messages (nested or flat) merged into the graph"),
-        Builtin("command", "command", "stop", POLICIES,
-                "replication: each message is a Cypher command, applied in offset order"),
-        Builtin("request", "request", "skip", POLICIES,
-                "read queries from Kafka, answered on the response topic each one names"),
+    b.name: b
+    for b in (
+        Builtin(
+            "depc",
+            "write",
+            None,
+            ("dead_letter",),
+            "DepC dependency messages (nested or flat) merged into the graph",
+        ),
+        Builtin(
+            "command",
+            "command",
+            "stop",
+            POLICIES,
+            "replication: each message is a Cypher command, applied in offset order",
+        ),
+        Builtin(
+            "request",
+            "request",
+            "skip",
+            POLICIES,
+            "read queries from Kafka, answered on the response topic each one names",
+        ),
     )
 }
 
@@ -89,7 +105,7 @@ def lookup(uri: str) -> Builtin | None:
     """The built-in a ``builtin:NAME`` URI names (the prefix in any case), or None."""
     if not is_builtin(uri):
         return None
-    return BUILTINS.get(uri[len(PREFIX):])
+    return BUILTINS.get(uri[len(PREFIX) :])
 
 
 def names() -> str:

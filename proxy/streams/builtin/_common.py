@@ -21,8 +21,9 @@ class Invalid(Exception):
     """Why a message is rejected (the text goes to the dead-letter record)."""
 
 
-def per_message(batch: list[bytes], one: Callable[[bytes], tuple[str, dict[str, Any]]]
-                ) -> list[tuple[str, dict[str, Any]]]:
+def per_message(
+    batch: list[bytes], one: Callable[[bytes], tuple[str, dict[str, Any]]]
+) -> list[tuple[str, dict[str, Any]]]:
     """One item per message, in order: ``one(message)``, or its dead-letter item."""
     result: list[tuple[str, dict[str, Any]]] = []
     for index, raw in enumerate(batch):

@@ -40,9 +40,11 @@ def command_of(message: Any) -> tuple[str, dict[str, Any]]:
         raise Invalid("the message must be a JSON object with a command")
     unknown = [key for key in message if key not in KEYS]
     if unknown:
-        raise Invalid(f"unknown field{'s' if len(unknown) > 1 else ''} "
-                      f"{', '.join(json.dumps(k) for k in unknown[:5])} "
-                      f"(allowed: {', '.join(KEYS)})")
+        raise Invalid(
+            f"unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(json.dumps(k) for k in unknown[:5])} "
+            f"(allowed: {', '.join(KEYS)})"
+        )
     command = message.get("command")
     if not isinstance(command, str) or not command.strip():
         raise Invalid("command must be a non-empty string (a Cypher query)")

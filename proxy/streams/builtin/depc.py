@@ -61,8 +61,18 @@ NAME = re.compile(r"[!#-&(-\[\]-_a-~]+")
 NESTED_KEYS = ("source", "target", "rel")
 NODE_KEYS = ("label", "name", "props")
 PROPS_KEYS = ("from", "to")
-FLAT_KEYS = ("source_label", "source_name", "source_from", "source_to", "target_label",
-             "target_name", "target_from", "target_to", "rel_from", "rel_to")
+FLAT_KEYS = (
+    "source_label",
+    "source_name",
+    "source_from",
+    "source_to",
+    "target_label",
+    "target_name",
+    "target_from",
+    "target_to",
+    "rel_from",
+    "rel_to",
+)
 SHOWN = 60  # characters of a bad value quoted in a reason
 
 
@@ -109,9 +119,11 @@ def _node(value: Any, where: str) -> dict[str, Any]:
     for key in ("label", "name"):
         if key not in value:
             raise Invalid(f"{where} needs both label and name ({where}.{key} is missing)")
-    return {"label": _label(value["label"], f"{where}.label"),
-            "name": _name(value["name"], f"{where}.name"),
-            "props": _props(value["props"], f"{where}.props") if "props" in value else {}}
+    return {
+        "label": _label(value["label"], f"{where}.label"),
+        "name": _name(value["name"], f"{where}.name"),
+        "props": _props(value["props"], f"{where}.props") if "props" in value else {},
+    }
 
 
 def _props(value: Any, where: str) -> dict[str, int]:
@@ -130,13 +142,16 @@ def _flat(message: dict[str, Any]) -> dict[str, Any]:
     _known(message, FLAT_KEYS, "the message")
     for key in ("source_label", "source_name"):
         if key not in message:
-            raise Invalid(f"the message has no source: {key} is missing (a message needs "
-                          "source_label and source_name, or a source object)")
+            raise Invalid(
+                f"the message has no source: {key} is missing (a message needs "
+                "source_label and source_name, or a source object)"
+            )
     parsed: dict[str, Any] = {"source": _flat_node(message, "source")}
     has_label, has_name = "target_label" in message, "target_name" in message
     if has_label != has_name:
-        given, missing = ("target_label", "target_name") if has_label else ("target_name",
-                                                                              "target_label")
+        given, missing = (
+            ("target_label", "target_name") if has_label else ("target_name", "target_label")
+        )
         raise Invalid(f"a target needs both label and name: {given} without {missing}")
     if has_label:
         parsed["target"] = _flat_node(message, "target")
@@ -160,29 +175,35 @@ def _flat_node(message: dict[str, Any], side: str) -> dict[str, Any]:
         props["from"] = _integer(message[f"{side}_from"], f"{side}_from", 0)
     if f"{side}_to" in message:
         props["to"] = _integer(message[f"{side}_to"], f"{side}_to", 1)
-    return {"label": _label(message[f"{side}_label"], f"{side}_label"),
-            "name": _name(message[f"{side}_name"], f"{side}_name"), "props": props}
+    return {
+        "label": _label(message[f"{side}_label"], f"{side}_label"),
+        "name": _name(message[f"{side}_name"], f"{side}_name"),
+        "props": props,
+    }
 
 
 def _known(value: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = [key for key in value if key not in allowed]
     if unknown:
         listed = ", ".join(_show(key) for key in unknown[:5])
-        raise Invalid(f"{where} has unknown field{'s' if len(unknown) > 1 else ''} {listed} "
-                      f"(allowed: {', '.join(allowed)})")
+        raise Invalid(
+            f"{where} has unknown field{'s' if len(unknown) > 1 else ''} {listed} "
+            f"(allowed: {', '.join(allowed)})"
+        )
 
 
 def _label(value: Any, where: str) -> str:
     if not isinstance(value, str) or not LABEL.fullmatch(value):
-        raise Invalid(f"{where} must be a string matching ^[A-Z]+[a-zA-Z0-9]*$, not "
-                      f"{_show(value)}")
+        raise Invalid(f"{where} must be a string matching ^[A-Z]+[a-zA-Z0-9]*$, not {_show(value)}")
     return value
 
 
 def _name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise Invalid(f"{where} must be a non-empty string of printable ASCII without space, "
-                      f"quotes, backslash or backtick, not {_show(value)}")
+        raise Invalid(
+            f"{where} must be a non-empty string of printable ASCII without space, "
+            f"quotes, backslash or backtick, not {_show(value)}"
+        )
     return value
 
 
@@ -198,8 +219,15 @@ def _integer(value: Any, where: str, minimum: int) -> int:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -229,9 +257,14 @@ def query_of(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {"source_name": source["name"], "source_props": source["props"]}
     target = message.get("target")
     if target is not None:
-        text += (f" MERGE (t:{_quoted(target['label'])} {{name: $target_name}})"
-                 f" SET t += $target_props"
-                 f" MERGE (s)-[r:{RELATIONSHIP}]->(t) SET r += $rel_props")
-        params.update(target_name=target["name"], target_props=target["props"],
-                      rel_props=message.get("rel", {}))
+        text += (
+            f" MERGE (t:{_quoted(target['label'])} {{name: $target_name}})"
+            f" SET t += $target_props"
+            f" MERGE (s)-[r:{RELATIONSHIP}]->(t) SET r += $rel_props"
+        )
+        params.update(
+            target_name=target["name"],
+            target_props=target["props"],
+            rel_props=message.get("rel", {}),
+        )
     return text, params

@@ -49,9 +49,11 @@ def request_of(message: Any) -> tuple[str, dict[str, Any]]:
     command = message.get("command")
     params = message.get("params", {})
     if unknown:
-        envelope["error"] = (f"unknown field{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(json.dumps(k) for k in unknown[:5])} "
-                             f"(allowed: {', '.join(KEYS)})")
+        envelope["error"] = (
+            f"unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(json.dumps(k) for k in unknown[:5])} "
+            f"(allowed: {', '.join(KEYS)})"
+        )
     elif not isinstance(command, str) or not command.strip() or bad_text(command):
         envelope["error"] = "command must be a non-empty string (a Cypher query)"
     elif not isinstance(params, dict):

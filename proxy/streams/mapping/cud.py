@@ -116,23 +116,27 @@ class CudMapper:
         row["p"] = _properties(doc["properties"], "properties")
         if op == "merge":
             if _special(doc["ids"]):
-                raise BadMessage("a node merge needs property ids, not _id or _elementId "
-                                 "(nothing to create a node from)")
+                raise BadMessage(
+                    "a node merge needs property ids, not _id or _elementId "
+                    "(nothing to create a node from)"
+                )
             return cypher.unwind(f"MERGE {match} SET n += ev.p"), row
         return cypher.unwind(f"MATCH {match} SET n += ev.p"), row
 
-    def _find(self, var: str, labels: str, ids: Any, where: str, row: str
-              ) -> tuple[str, Any]:
+    def _find(self, var: str, labels: str, ids: Any, where: str, row: str) -> tuple[str, Any]:
         """(pattern with WHERE if needed, the row's key values) to find a node by ``ids``."""
         keys = _ids(ids, where, required=True)
         if PHYSICAL_ID in keys:
             return f"({var}{labels}) WHERE id({var}) = {row}", _integer(keys[PHYSICAL_ID], where)
         if ELEMENT_ID in keys:
-            return (f"({var}{labels}) WHERE {self.dialect.element_id.format(var)} = {row}",
-                    _string(keys[ELEMENT_ID], where))
+            return (
+                f"({var}{labels}) WHERE {self.dialect.element_id.format(var)} = {row}",
+                _string(keys[ELEMENT_ID], where),
+            )
         names = list(keys)
-        props = ", ".join(f"{cypher.quote(name, 'id key')}: {row}[{i}]"
-                          for i, name in enumerate(names))
+        props = ", ".join(
+            f"{cypher.quote(name, 'id key')}: {row}[{i}]" for i, name in enumerate(names)
+        )
         return f"({var}{labels} {{{props}}})", [keys[name] for name in names]
 
     # -- relationships ------------------------------------------------------------------------
@@ -154,8 +158,9 @@ class CudMapper:
             row["k"] = _string(rel_ids[ELEMENT_ID], "ids")
         elif rel_ids:
             names = list(rel_ids)
-            props = ", ".join(f"{cypher.quote(n, 'id key')}: ev.k[{i}]"
-                              for i, n in enumerate(names))
+            props = ", ".join(
+                f"{cypher.quote(n, 'id key')}: ev.k[{i}]" for i, n in enumerate(names)
+            )
             rel_pattern, row["k"] = f"[r:{typed} {{{props}}}]", [rel_ids[n] for n in names]
         if op != "delete":
             row["p"] = _properties(doc["properties"], "properties")
@@ -164,27 +169,25 @@ class CudMapper:
             return cypher.unwind(f"{nodes} CREATE (s)-[r:{typed}]->(e) SET r += ev.p"), row
         if op == "merge":
             if rel_where:
-                raise BadMessage("a relationship merge needs property ids, not _id or "
-                                 "_elementId")
+                raise BadMessage("a relationship merge needs property ids, not _id or _elementId")
             return cypher.unwind(f"{nodes} MERGE (s)-{rel_pattern}->(e) SET r += ev.p"), row
         tail = "SET r += ev.p" if op == "update" else "DELETE r"
         return cypher.unwind(f"{nodes} MATCH (s)-{rel_pattern}->(e){rel_where} {tail}"), row
 
-    def _reference(self, ref: Any, where: str, var: str, row: str, op: str
-                   ) -> tuple[str, Any]:
+    def _reference(self, ref: Any, where: str, var: str, row: str, op: str) -> tuple[str, Any]:
         if not isinstance(ref, dict):
             raise BadMessage(f"{where} must be a map, not {cypher.kind(ref)}")
         _fields(ref, *_REF_FIELDS, where + ".")
         lookup = _word(ref.get("op", "match"), f"{where}.op", ("match", "merge"))
         if op == "delete" and lookup != "match":
-            raise BadMessage("'from' and 'to' must have 'op' as 'MATCH' for relationship "
-                             "deletion operations.")
+            raise BadMessage(
+                "'from' and 'to' must have 'op' as 'MATCH' for relationship deletion operations."
+            )
         labels = _labels(ref.get("labels"), f"{where}.labels")
         pattern, keys = self._find(var, labels, ref["ids"], f"{where}.ids", row)
         if lookup == "merge":
             if _special(ref["ids"]):
-                raise BadMessage(f"{where} with op merge needs property ids, not _id or "
-                                 "_elementId")
+                raise BadMessage(f"{where} with op merge needs property ids, not _id or _elementId")
             return f"MERGE {pattern}", keys
         return f"MATCH {pattern}", keys
 
@@ -206,8 +209,9 @@ def _entities(doc: dict[str, Any]) -> tuple[str, ...]:
 def _word(value: Any, where: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.lower() not in allowed:
         shown = repr(value) if isinstance(value, str) else cypher.kind(value)
-        raise BadMessage(f"{where} must be one of {', '.join(allowed)} (any case), not "
-                         f"{shown[:40]}")
+        raise BadMessage(
+            f"{where} must be one of {', '.join(allowed)} (any case), not {shown[:40]}"
+        )
     return value.lower()
 
 
@@ -262,6 +266,8 @@ def _properties(value: Any, where: str) -> dict[str, Any]:
         raise BadMessage(f"{where} must be a map, not {cypher.kind(value)}")
     for name, item in value.items():
         if not cypher.storable(item):
-            raise BadMessage(f"{where}.{name} is {cypher.kind(item)}; a graph stores only "
-                             "plain values and lists of them")
+            raise BadMessage(
+                f"{where}.{name} is {cypher.kind(item)}; a graph stores only "
+                "plain values and lists of them"
+            )
     return value

@@ -67,15 +67,23 @@ def storable(value: Any) -> bool:
     if value is None or isinstance(value, bool | int | float | str):
         return True
     if isinstance(value, list):
-        return all(item is not None and isinstance(item, bool | int | float | str)
-                   for item in value)
+        return all(
+            item is not None and isinstance(item, bool | int | float | str) for item in value
+        )
     return False
 
 
 def kind(value: Any) -> str:
     """What a JSON value is, for reasons."""
-    names = {dict: "a map", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "a map",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

@@ -70,9 +70,15 @@ class Event:
     tombstone: bool = False
 
     def row(self) -> dict[str, Any]:
-        return {"value": self.value, "key": self.key, "header": self.headers,
-                "timestamp": self.timestamp, "topic": self.topic,
-                "partition": self.partition, "offset": self.offset}
+        return {
+            "value": self.value,
+            "key": self.key,
+            "header": self.headers,
+            "timestamp": self.timestamp,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
 
 
 def decode(message: RawMessage, fmt: ValueFormat = ValueFormat.JSON) -> Event:
@@ -83,10 +89,16 @@ def decode(message: RawMessage, fmt: ValueFormat = ValueFormat.JSON) -> Event:
     if raw is not None:
         value = _value(raw, fmt)
     kind, stamp = message.timestamp()
-    return Event(value=value, key=_key(message.key()), headers=_headers(message.headers()),
-                 timestamp=stamp if kind != 0 and stamp is not None and stamp >= 0 else None,
-                 topic=str(message.topic()), partition=int(message.partition() or 0),
-                 offset=int(message.offset() or 0), tombstone=tombstone)
+    return Event(
+        value=value,
+        key=_key(message.key()),
+        headers=_headers(message.headers()),
+        timestamp=stamp if kind != 0 and stamp is not None and stamp >= 0 else None,
+        topic=str(message.topic()),
+        partition=int(message.partition() or 0),
+        offset=int(message.offset() or 0),
+        tombstone=tombstone,
+    )
 
 
 def _value(raw: bytes, fmt: ValueFormat) -> Any:

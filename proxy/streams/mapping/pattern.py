@@ -54,8 +54,7 @@ class PatternOptions:
 class PatternMapper:
     """Maps messages through one or more parsed patterns; ``outcome(event)`` per message."""
 
-    def __init__(self, patterns: Sequence[Pattern], options: PatternOptions | None = None
-                 ) -> None:
+    def __init__(self, patterns: Sequence[Pattern], options: PatternOptions | None = None) -> None:
         if not patterns:
             raise ValueError("at least one pattern")
         self.patterns = tuple(patterns)
@@ -98,8 +97,9 @@ class PatternMapper:
             if len(numbers) == 1:
                 text = cypher.unwind(bodies[numbers[0]].replace(ROW, "ev"))
             else:
-                calls = " ".join(f"CALL {{ WITH ev {bodies[n].replace(ROW, f'ev.m{n}')} }}"
-                                 for n in numbers)
+                calls = " ".join(
+                    f"CALL {{ WITH ev {bodies[n].replace(ROW, f'ev.m{n}')} }}" for n in numbers
+                )
                 text = cypher.unwind(calls)
             self._texts[key] = text
         return text
@@ -120,8 +120,9 @@ def _flatten_message(event: Event) -> dict[str, Any]:
         flat[_KEY] = event.key
     if not event.tombstone:
         if not isinstance(event.value, dict):
-            raise BadMessage(f"the value must be a map for a pattern, not "
-                             f"{cypher.kind(event.value)}")
+            raise BadMessage(
+                f"the value must be a map for a pattern, not {cypher.kind(event.value)}"
+            )
         _flatten(event.value, _VALUE, flat)
     return flat
 
@@ -135,8 +136,9 @@ def _flatten(value: dict[str, Any], prefix: str, into: dict[str, Any]) -> None:
             into[path] = item
 
 
-def _row(pattern: Pattern, flat: dict[str, Any], tombstone: bool,
-         entities: set[str]) -> dict[str, Any]:
+def _row(
+    pattern: Pattern, flat: dict[str, Any], tombstone: bool, entities: set[str]
+) -> dict[str, Any]:
     """The row of ``pattern`` for the message; adds what it merges and sets to ``entities``
     (an endpoint only when the row sets properties of it beyond its keys)."""
     used: set[str] = set()
@@ -150,26 +152,44 @@ def _row(pattern: Pattern, flat: dict[str, Any], tombstone: bool,
     start_keys = _keys(pattern.start.selection, flat, tombstone, used)
     end_keys = _keys(pattern.end.selection, flat, tombstone, used)
     keys = _keys(pattern.selection, flat, tombstone, used)
-    entities.add(cypher.identity("rel", pattern.type, pattern.start.labels, start_keys, keys,
-                                 pattern.end.labels, end_keys))
+    entities.add(
+        cypher.identity(
+            "rel",
+            pattern.type,
+            pattern.start.labels,
+            start_keys,
+            keys,
+            pattern.end.labels,
+            end_keys,
+        )
+    )
     for node, node_keys in ((pattern.start, start_keys), (pattern.end, end_keys)):
         if node.selection.include:
             entities.add(cypher.identity("node", node.labels, node_keys))
     if tombstone:
         return {"sk": start_keys, "ek": end_keys, "k": keys}
-    return {"sk": start_keys, "sp": _properties(pattern.start.selection, flat, used),
-            "ek": end_keys, "ep": _properties(pattern.end.selection, flat, used),
-            "k": keys, "p": _properties(pattern.selection, flat, used)}
+    return {
+        "sk": start_keys,
+        "sp": _properties(pattern.start.selection, flat, used),
+        "ek": end_keys,
+        "ep": _properties(pattern.end.selection, flat, used),
+        "k": keys,
+        "p": _properties(pattern.selection, flat, used),
+    }
 
 
-def _keys(selection: Selection, flat: dict[str, Any], tombstone: bool,
-          used: set[str]) -> list[Any]:
+def _keys(selection: Selection, flat: dict[str, Any], tombstone: bool, used: set[str]) -> list[Any]:
     values = []
     for mapping in selection.keys:
         found = _lookup_key(mapping, flat, tombstone)
         if found is None:
-            where = ("the keys" if mapping.source.startswith(_KEY) else
-                     "the values" if mapping.source.startswith(_VALUE) else "the message")
+            where = (
+                "the keys"
+                if mapping.source.startswith(_KEY)
+                else "the values"
+                if mapping.source.startswith(_VALUE)
+                else "the message"
+            )
             bare = mapping.source
             for prefix in _EXPLICIT:
                 bare = bare.removeprefix(prefix)
@@ -181,12 +201,11 @@ def _keys(selection: Selection, flat: dict[str, Any], tombstone: bool,
     return values
 
 
-def _lookup_key(mapping: Mapping, flat: dict[str, Any], tombstone: bool
-                ) -> tuple[str, Any] | None:
+def _lookup_key(mapping: Mapping, flat: dict[str, Any], tombstone: bool) -> tuple[str, Any] | None:
     source = mapping.source
     if source.startswith(_EXPLICIT) or source in (_TIMESTAMP, _KEY):
         if tombstone and source.startswith(_VALUE + "."):
-            source = _KEY + source[len(_VALUE):]
+            source = _KEY + source[len(_VALUE) :]
         candidates = [source]
     else:
         candidates = [f"{_VALUE}.{source}", f"{_KEY}.{source}"]
@@ -206,8 +225,11 @@ def _properties(selection: Selection, flat: dict[str, Any], used: set[str]) -> d
                 props[path[start:]] = value
     for mapping in selection.include:
         source = mapping.source
-        path = source if source.startswith(_EXPLICIT) or source == _TIMESTAMP else (
-            f"{_VALUE}.{source}")
+        path = (
+            source
+            if source.startswith(_EXPLICIT) or source == _TIMESTAMP
+            else (f"{_VALUE}.{source}")
+        )
         if path in flat:
             used.add(path)
             props[mapping.name] = flat[path]
@@ -216,7 +238,7 @@ def _properties(selection: Selection, flat: dict[str, Any], used: set[str]) -> d
         for found, value in flat.items():
             if found.startswith(nested):
                 used.add(found)
-                props[mapping.name + found[len(path):]] = value
+                props[mapping.name + found[len(path) :]] = value
     for name in selection.exclude:
         props.pop(name, None)
         for found in [k for k in props if k.startswith(name + ".")]:
@@ -228,8 +250,10 @@ def _properties(selection: Selection, flat: dict[str, Any], used: set[str]) -> d
 
 def _check_storable(name: str, value: Any) -> None:
     if not cypher.storable(value):
-        raise BadMessage(f"property {name!r} would be {cypher.kind(value)} that holds maps "
-                         "or nulls; a graph stores only plain values and lists of them")
+        raise BadMessage(
+            f"property {name!r} would be {cypher.kind(value)} that holds maps "
+            "or nulls; a graph stores only plain values and lists of them"
+        )
 
 
 # -- the queries: bodies over one row, ROW standing for where the row is ---------------------
@@ -238,10 +262,14 @@ def _check_storable(name: str, value: Any) -> None:
 ROW = "\x00"
 
 
-
 def _key_map(keys: Sequence[Mapping], row: str) -> str:
-    return "{" + ", ".join(f"{cypher.quote(m.name, 'property key')}: {row}[{i}]"
-                           for i, m in enumerate(keys)) + "}"
+    return (
+        "{"
+        + ", ".join(
+            f"{cypher.quote(m.name, 'property key')}: {row}[{i}]" for i, m in enumerate(keys)
+        )
+        + "}"
+    )
 
 
 def _node_match(var: str, node: NodePattern, keys: str) -> str:
@@ -250,29 +278,32 @@ def _node_match(var: str, node: NodePattern, keys: str) -> str:
 
 def _upsert_body(pattern: Pattern, options: PatternOptions) -> str:
     if isinstance(pattern, NodePattern):
-        return (f"MERGE {_node_match('n', pattern, ROW + '.k')} "
-                + _set_props("n", pattern.selection.keys, ROW + ".k", ROW + ".p",
-                             options.merge_node_properties))
+        return f"MERGE {_node_match('n', pattern, ROW + '.k')} " + _set_props(
+            "n", pattern.selection.keys, ROW + ".k", ROW + ".p", options.merge_node_properties
+        )
     rel: RelationshipPattern = pattern
     node_merge = options.merge_node_properties
     rel_keys = rel.selection.keys
-    return (f"MERGE {_node_match('s', rel.start, ROW + '.sk')} "
-            + _set_props("s", rel.start.selection.keys, ROW + ".sk", ROW + ".sp", node_merge)
-            + f" MERGE {_node_match('e', rel.end, ROW + '.ek')} "
-            + _set_props("e", rel.end.selection.keys, ROW + ".ek", ROW + ".ep", node_merge)
-            + f" MERGE (s)-[r:{cypher.quote(rel.type, 'relationship type')}"
-            + (f" {_key_map(rel_keys, ROW + '.k')}" if rel_keys else "") + "]->(e) "
-            + _set_props("r", rel_keys, ROW + ".k", ROW + ".p",
-                         options.merge_relationship_properties))
+    return (
+        f"MERGE {_node_match('s', rel.start, ROW + '.sk')} "
+        + _set_props("s", rel.start.selection.keys, ROW + ".sk", ROW + ".sp", node_merge)
+        + f" MERGE {_node_match('e', rel.end, ROW + '.ek')} "
+        + _set_props("e", rel.end.selection.keys, ROW + ".ek", ROW + ".ep", node_merge)
+        + f" MERGE (s)-[r:{cypher.quote(rel.type, 'relationship type')}"
+        + (f" {_key_map(rel_keys, ROW + '.k')}" if rel_keys else "")
+        + "]->(e) "
+        + _set_props("r", rel_keys, ROW + ".k", ROW + ".p", options.merge_relationship_properties)
+    )
 
 
-def _set_props(var: str, keys: Sequence[Mapping], key_row: str, prop_row: str,
-               merge: bool) -> str:
+def _set_props(var: str, keys: Sequence[Mapping], key_row: str, prop_row: str, merge: bool) -> str:
     if merge:
         return f"SET {var} += {prop_row}"
     # Replace: the properties, then the keys again (they are left out of the properties).
-    key_sets = "".join(f", {var}.{cypher.quote(m.name, 'property key')} = {key_row}[{i}]"
-                       for i, m in enumerate(keys))
+    key_sets = "".join(
+        f", {var}.{cypher.quote(m.name, 'property key')} = {key_row}[{i}]"
+        for i, m in enumerate(keys)
+    )
     return f"SET {var} = {prop_row}{key_sets}"
 
 
@@ -281,7 +312,9 @@ def _delete_body(pattern: Pattern) -> str:
         return f"MATCH {_node_match('n', pattern, ROW + '.k')} DETACH DELETE n"
     rel = pattern
     rel_keys = rel.selection.keys
-    return (f"MATCH {_node_match('s', rel.start, ROW + '.sk')}"
-            f"-[r:{cypher.quote(rel.type, 'relationship type')}"
-            + (f" {_key_map(rel_keys, ROW + '.k')}" if rel_keys else "")
-            + f"]->{_node_match('e', rel.end, ROW + '.ek')} DELETE r")
+    return (
+        f"MATCH {_node_match('s', rel.start, ROW + '.sk')}"
+        f"-[r:{cypher.quote(rel.type, 'relationship type')}"
+        + (f" {_key_map(rel_keys, ROW + '.k')}" if rel_keys else "")
+        + f"]->{_node_match('e', rel.end, ROW + '.ek')} DELETE r"
+    )

@@ -27,10 +27,12 @@ from proxy.streams.outcomes import Accepted, Outcome
 
 MAX_TEMPLATE = 64 * 1024  # characters
 _ROW = "__boltstream_event"
-_BINDINGS = (f"WITH {_ROW}.value AS event, {_ROW}.value AS __value, {_ROW}.key AS __key, "
-             f"{_ROW}.header AS __header, {_ROW}.timestamp AS __timestamp, "
-             f"{_ROW}.topic AS __topic, {_ROW}.partition AS __partition, "
-             f"{_ROW}.offset AS __offset")
+_BINDINGS = (
+    f"WITH {_ROW}.value AS event, {_ROW}.value AS __value, {_ROW}.key AS __key, "
+    f"{_ROW}.header AS __header, {_ROW}.timestamp AS __timestamp, "
+    f"{_ROW}.topic AS __topic, {_ROW}.partition AS __partition, "
+    f"{_ROW}.offset AS __offset"
+)
 
 
 class BadTemplate(ValueError):

@@ -1,9 +1,10 @@
-"""The asyncio server: accepts connections, does the Bolt handshake, starts one session each.
+"""The listener: accepts connections, does the Bolt handshake, starts one session each.
 
-Each accepted socket starts with ``_Handshaker``, a protocol that feeds the sans-IO
-``ServerHandshake``. Once the versions are settled the socket is handed over: to a
-``RelaySession`` (protocol callbacks, the fast path) in front of a Bolt backend, or to a
-``LocalSession`` (a task reading through an asyncio stream) in front of FalkorDB.
+Each accepted socket goes through ``proxy.net.layers.Sniffer`` (TLS, WebSocket or plain Bolt)
+and then ``_Handshaker``, a protocol that feeds the sans-IO ``ServerHandshake``. Once the
+versions are settled the socket is handed over, as its protocol, to a session around a
+``ServerConnection``: a ``RelaySession`` in front of a Bolt backend, or a ``LocalSession`` in
+front of a query backend (FalkorDB).
 
 A connection's problems stay with that connection: a bad handshake, a protocol violation or an
 unexpected exception in its session closes it, logs one line with its connection id, and
@@ -19,30 +20,26 @@ import socket
 from dataclasses import replace
 from typing import Any
 
+from bolt.connection import ServerConnection
 from bolt.errors import HandshakeError
-from bolt.handshake import ServerHandshake
+from bolt.handshake import NO_VERSION, ServerHandshake
 from bolt.versions import SUPPORTED_VERSIONS, Version
 from proxy import NEO4J_COMPAT_VERSION
-from proxy.auth import Authenticator
+from proxy.answers.router import LocalHandler, Router
+from proxy.answers.system import query_backend_handlers, relay_handlers
+from proxy.answers.transactions import ShowTransactionsHandler, TerminateTransactionsHandler
 from proxy.backends.base import QueryBackend
 from proxy.config import Config
-from proxy.layers import Sniffer
-from proxy.local_session import LocalSession, SessionEnv
-from proxy.relay import (
-    BackendLink,
-    BackendUnreachable,
-    RelayEnv,
-    RelaySession,
-    attach_client,
-    open_backend,
-)
-from proxy.router import LocalHandler, Router
-from proxy.system import query_backend_handlers, relay_handlers
-from proxy.wire import BoltWire
+from proxy.net.backend import BackendLink, BackendUnreachable, open_backend
+from proxy.net.layers import Sniffer
+from proxy.session.auth import Authenticator
+from proxy.session.core import Session
+from proxy.session.local import LocalEnv, LocalSession
+from proxy.session.registry import Registry
+from proxy.session.relay import RelayEnv, RelaySession
 
 log = logging.getLogger("boltstream")
 HANDSHAKE_TIMEOUT = 30.0
-NO_VERSION = b"\x00\x00\x00\x00"
 
 
 class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
@@ -133,26 +130,43 @@ class _Handshaker(asyncio.Protocol):
 class BoltServer:
     """Serves Bolt on one address in front of one backend."""
 
-    def __init__(self, config: Config, *, query_backend: QueryBackend | None,
-                 extra_handlers: list[LocalHandler] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        query_backend: QueryBackend | None,
+        extra_handlers: list[LocalHandler] | None = None,
+    ) -> None:
         self.config = config
         self.query_backend = query_backend
+        self.registry = Registry()
         handlers = [*(extra_handlers or []), *relay_handlers()]
         self.relay_env: RelayEnv | None = None
-        self.local_env: SessionEnv | None = None
+        self.local_env: LocalEnv | None = None
         if query_backend is None:
-            self.relay_env = RelayEnv(backend=config.backend_uri,
-                                      router=Router(handlers, relay=True),
-                                      advertised_address=config.advertised,
-                                      max_message_size=config.max_message_size)
+            self.relay_env = RelayEnv(
+                router=Router(handlers, relay=True),
+                advertised_address=config.advertised,
+                max_message_size=config.max_message_size,
+                registry=self.registry,
+                backend=config.backend_uri,
+            )
         else:
             graph = config.backend_uri.graph if config.backend_uri.kind == "falkordb" else "neo4j"
-            handlers += query_backend_handlers(graph)
-            self.local_env = SessionEnv(backend=query_backend,
-                                        router=Router(handlers, relay=False),
-                                        authenticator=Authenticator(config.users()),
-                                        advertised_address=config.advertised,
-                                        default_db=graph)
+            handlers += [
+                *query_backend_handlers(graph),
+                ShowTransactionsHandler(),
+                TerminateTransactionsHandler(),
+            ]
+            self.local_env = LocalEnv(
+                router=Router(handlers, relay=False),
+                advertised_address=config.advertised,
+                max_message_size=config.max_message_size,
+                registry=self.registry,
+                default_db=graph,
+                backend=query_backend,
+                authenticator=Authenticator(config.users()),
+            )
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,8 +175,12 @@ class BoltServer:
         """What Neo4j answers to a plain HTTP GET on its Bolt port (Browser reads it)."""
         env = self.relay_env or self.local_env
         address = env.advertised_address if env is not None else self.config.advertised
-        return {"bolt_direct": f"bolt://{address}", "bolt_routing": f"neo4j://{address}",
-                "neo4j_version": NEO4J_COMPAT_VERSION, "neo4j_edition": "community"}
+        return {
+            "bolt_direct": f"bolt://{address}",
+            "bolt_routing": f"neo4j://{address}",
+            "neo4j_version": NEO4J_COMPAT_VERSION,
+            "neo4j_edition": "community",
+        }
 
     def next_id(self) -> str:
         return f"bolt-{next(self._ids)}"
@@ -183,7 +201,10 @@ class BoltServer:
         tls = self.config.tls_context()
         self._server = await loop.create_server(
             lambda: Sniffer(lambda: _Handshaker(self), tls=tls, discovery=self.discovery),
-            host, port, reuse_address=True)
+            host,
+            port,
+            reuse_address=True,
+        )
         if port == 0 and not self.config.advertised_address:
             # A picked port: routing tables must name the port we actually got.
             advertised = replace(self.config, listen=f"{host}:{self.address[1]}").advertised
@@ -224,8 +245,9 @@ class BoltServer:
             offered = set(offer.versions())
             wanted = [v for v in SUPPORTED_VERSIONS if v in offered]
             if not wanted:
-                clog.info("client offers no version we speak: %s",
-                          [str(v) for v in offer.versions()])
+                clog.info(
+                    "client offers no version we speak: %s", [str(v) for v in offer.versions()]
+                )
                 conn.transport.write(NO_VERSION)
                 return
             try:
@@ -235,8 +257,9 @@ class BoltServer:
                 conn.transport.write(NO_VERSION)
                 return
             if link.version is None:
-                clog.warning("backend %s accepts none of %s", relay.backend.raw,
-                             [str(v) for v in wanted])
+                clog.warning(
+                    "backend %s accepts none of %s", relay.backend.raw, [str(v) for v in wanted]
+                )
                 conn.transport.write(NO_VERSION)
                 return
             # A legacy reply: the backend was not offered the manifest, so a manifest-style
@@ -246,32 +269,33 @@ class BoltServer:
             if link is not None:
                 link.transport.close()
             if not conn.lost:
-                clog.info("no common Bolt version with the client (offered %s)",
-                          [str(v) for v in offer.versions()])
+                clog.info(
+                    "no common Bolt version with the client (offered %s)",
+                    [str(v) for v in offer.versions()],
+                )
             return
         clog.debug("Bolt %s agreed", version)
         leftover = conn.handshake.leftover()
+        connection = ServerConnection(version, max_message_size=self.config.max_message_size)
+        session: Session
         if link is not None:
             assert relay is not None
-            session = RelaySession(conn.transport, link, version, relay, log=clog)
-            attach_client(conn.transport, session)
-            if leftover:
-                session.on_client_data(leftover)
-            await session.wait_closed()
-            return
-        assert self.local_env is not None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        conn.transport.set_protocol(protocol)
-        protocol.connection_made(conn.transport)
+            session = RelaySession(
+                conn.transport, link, connection, relay, connection_id=conn.cid, log=clog
+            )
+        else:
+            assert self.local_env is not None
+            session = LocalSession(
+                conn.transport,
+                connection,
+                self.local_env,
+                connection_id=conn.cid,
+                manifest_used=conn.handshake.manifest_used,
+                log=clog,
+            )
+        conn.transport.set_protocol(session)
         if conn.lost:
-            reader.feed_eof()
-        if leftover:
-            reader.feed_data(leftover)
-        writer = asyncio.StreamWriter(conn.transport, protocol, reader, loop)
-        wire = BoltWire(reader, writer, max_message_size=self.config.max_message_size, log=clog)
-        local = LocalSession(wire, version, self.local_env, connection_id=conn.cid,
-                             manifest_used=conn.handshake.manifest_used, log=clog)
-        await local.serve()
-        await wire.close()
+            session.close("client left during the handshake")
+        elif leftover:
+            session.data_received(leftover)
+        await session.wait_closed()

@@ -17,26 +17,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bolt.errors import ClientError
+from bolt.status import SYNTAX_ERROR
 from proxy import NEO4J_COMPAT_VERSION
-from proxy.backends.base import BackendError, QueryResult
-from proxy.router import LocalHandler, QueryContext
+from proxy.answers.router import LocalHandler, QueryContext
+from proxy.backends.base import QueryResult
 
 ROUTING_TTL_SECONDS = 300
 
-_TAIL = r"(?:\s+YIELD\s+(?P<yield>.+?))?(?:\s+WHERE\s+(?P<where>.+?))?\s*;?\s*$"
-_CALL = re.compile(r"^\s*CALL\s+(?P<proc>[A-Za-z_][\w.]*)\s*\((?P<args>[^()]*)\)" + _TAIL,
-                   re.IGNORECASE | re.DOTALL)
+TAIL = r"(?:\s+YIELD\s+(?P<yield>.+?))?(?:\s+WHERE\s+(?P<where>.+?))?\s*;?\s*$"
+_CALL = re.compile(
+    r"^\s*CALL\s+(?P<proc>[A-Za-z_][\w.]*)\s*\((?P<args>[^()]*)\)" + TAIL, re.IGNORECASE | re.DOTALL
+)
 _SHOW_DB = re.compile(
     r"^\s*SHOW\s+(?:(?P<which>DEFAULT|HOME)\s+DATABASE|DATABASES|DATABASE\s+(?P<name>[`\w.-]+))"
-    + _TAIL, re.IGNORECASE | re.DOTALL)
-_SHOW_LIST = re.compile(r"^\s*SHOW\s+(?:ALL\s+|BUILT\s+IN\s+|USER\s+DEFINED\s+)?"
-                        r"(?P<what>PROCEDURES|FUNCTIONS)" + _TAIL, re.IGNORECASE | re.DOTALL)
-_SHOW_USER = re.compile(r"^\s*SHOW\s+CURRENT\s+USER" + _TAIL, re.IGNORECASE | re.DOTALL)
+    + TAIL,
+    re.IGNORECASE | re.DOTALL,
+)
+_SHOW_LIST = re.compile(
+    r"^\s*SHOW\s+(?:ALL\s+|BUILT\s+IN\s+|USER\s+DEFINED\s+)?"
+    r"(?P<what>PROCEDURES|FUNCTIONS)" + TAIL,
+    re.IGNORECASE | re.DOTALL,
+)
+_SHOW_USER = re.compile(r"^\s*SHOW\s+CURRENT\s+USER" + TAIL, re.IGNORECASE | re.DOTALL)
 _YIELD_ITEM = re.compile(r"^\s*(?P<col>\w+)(?:\s+AS\s+(?P<alias>\w+))?\s*$", re.IGNORECASE)
 _WHERE = re.compile(r"^\s*(?P<col>\w+)\s*=\s*(?:'(?P<s>[^']*)'|\"(?P<d>[^\"]*)\"|\$(?P<p>\w+))\s*$")
 _BROWSER_META = re.compile(
     r"^\s*CALL\s+db\.labels\(\)\s+YIELD\s+label\s+RETURN\s+\{\s*name\s*:\s*'labels'.*"
-    r"db\.relationshipTypes\(\).*db\.propertyKeys\(\)", re.IGNORECASE | re.DOTALL)
+    r"db\.relationshipTypes\(\).*db\.propertyKeys\(\)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class UnsupportedClause(ValueError):
@@ -74,8 +84,7 @@ def project(fields: list[str], rows: list[list[Any]], tail: Tail, ctx: QueryCont
     if tail.where is not None:
         column, literal, parameter = tail.where
         if column not in fields:
-            raise BackendError("Neo.ClientError.Statement.SyntaxError",
-                               f"Variable `{column}` not defined")
+            raise ClientError(SYNTAX_ERROR, f"Variable `{column}` not defined")
         wanted = ctx.parameters.get(parameter) if parameter else literal
         index = fields.index(column)
         rows = [row for row in rows if row[index] == wanted]
@@ -84,11 +93,11 @@ def project(fields: list[str], rows: list[list[Any]], tail: Tail, ctx: QueryCont
     indexes = []
     for column, _alias in tail.yield_items:
         if column not in fields:
-            raise BackendError("Neo.ClientError.Statement.SyntaxError",
-                               f"Unknown procedure output: `{column}`")
+            raise ClientError(SYNTAX_ERROR, f"Unknown procedure output: `{column}`")
         indexes.append(fields.index(column))
-    return QueryResult([alias for _c, alias in tail.yield_items],
-                       [[row[i] for i in indexes] for row in rows])
+    return QueryResult(
+        [alias for _c, alias in tail.yield_items], [[row[i] for i in indexes] for row in rows]
+    )
 
 
 def routing_servers(address: str) -> list[dict[str, Any]]:
@@ -109,8 +118,9 @@ def _ping(ctx: QueryContext) -> ProcedureResult:
 
 
 def _components(ctx: QueryContext) -> ProcedureResult:
-    return ProcedureResult(["name", "versions", "edition"],
-                           [["Neo4j Kernel", [NEO4J_COMPAT_VERSION], "community"]])
+    return ProcedureResult(
+        ["name", "versions", "edition"], [["Neo4j Kernel", [NEO4J_COMPAT_VERSION], "community"]]
+    )
 
 
 def _current_user(ctx: QueryContext) -> ProcedureResult:
@@ -122,8 +132,9 @@ def _client_config(ctx: QueryContext) -> ProcedureResult:
 
 
 def _routing_table(ctx: QueryContext) -> ProcedureResult:
-    return ProcedureResult(["ttl", "servers"],
-                           [[ROUTING_TTL_SECONDS, routing_servers(ctx.advertised_address)]])
+    return ProcedureResult(
+        ["ttl", "servers"], [[ROUTING_TTL_SECONDS, routing_servers(ctx.advertised_address)]]
+    )
 
 
 # Procedures the proxy answers for backends without them. The routing procedures are in
@@ -170,8 +181,19 @@ class ProcedureHandler:
 
 
 SHOW_DATABASES_FIELDS = [
-    "name", "type", "aliases", "access", "address", "role", "writer", "requestedStatus",
-    "currentStatus", "statusMessage", "default", "home", "constituents",
+    "name",
+    "type",
+    "aliases",
+    "access",
+    "address",
+    "role",
+    "writer",
+    "requestedStatus",
+    "currentStatus",
+    "statusMessage",
+    "default",
+    "home",
+    "constituents",
 ]
 
 
@@ -196,8 +218,9 @@ class ShowDatabasesHandler:
         name = found.group("name")
         return (found.group("which"), name.strip("`").lower() if name else None, tail)
 
-    async def run(self, parsed: tuple[str | None, str | None, Tail],
-                  ctx: QueryContext) -> QueryResult:
+    async def run(
+        self, parsed: tuple[str | None, str | None, Tail], ctx: QueryContext
+    ) -> QueryResult:
         which, only, tail = parsed
         assert ctx.backend is not None
         graphs = {g.lower() for g in await ctx.backend.list_graphs()}
@@ -205,11 +228,23 @@ class ShowDatabasesHandler:
         rows: list[list[Any]] = []
         for name in ["system", *sorted(graphs - {"system"})]:
             is_default = name == self.default_graph
-            rows.append([
-                name, "system" if name == "system" else "standard", [], "read-write",
-                ctx.advertised_address, "primary", True, "online", "online", "",
-                is_default, is_default, [],
-            ])
+            rows.append(
+                [
+                    name,
+                    "system" if name == "system" else "standard",
+                    [],
+                    "read-write",
+                    ctx.advertised_address,
+                    "primary",
+                    True,
+                    "online",
+                    "online",
+                    "",
+                    is_default,
+                    is_default,
+                    [],
+                ]
+            )
         if which is not None:
             rows = [row for row in rows if row[10]]
         if only is not None:
@@ -275,9 +310,11 @@ class BrowserMetaHandler:
     async def run(self, parsed: bool, ctx: QueryContext) -> QueryResult:
         assert ctx.backend is not None
         rows = []
-        for name, procedure in (("labels", "db.labels"),
-                                ("relationshipTypes", "db.relationshipTypes"),
-                                ("propertyKeys", "db.propertyKeys")):
+        for name, procedure in (
+            ("labels", "db.labels"),
+            ("relationshipTypes", "db.relationshipTypes"),
+            ("propertyKeys", "db.propertyKeys"),
+        ):
             listed = await ctx.backend.run(ctx.db, f"CALL {procedure}()", {})
             rows.append([{"name": name, "data": [row[0] for row in listed.rows][:1000]}])
         return QueryResult(["result"], rows)

@@ -31,12 +31,13 @@ class Authenticator:
             return principal if isinstance(principal, str) and principal else "neo4j"
         credentials = token.get("credentials")
         if scheme != "basic" or not isinstance(principal, str) or not isinstance(credentials, str):
-            raise AuthenticationError("The client is unauthorized due to authentication "
-                                      "failure: this server requires basic authentication.")
+            raise AuthenticationError(
+                "The client is unauthorized due to authentication "
+                "failure: this server requires basic authentication."
+            )
         expected = self.users.get(principal)
         # Compare even for unknown users so the timing does not tell which names exist.
         ok = hmac.compare_digest((expected or "\0").encode(), credentials.encode())
         if expected is None or not ok:
-            raise AuthenticationError(
-                "The client is unauthorized due to authentication failure.")
+            raise AuthenticationError("The client is unauthorized due to authentication failure.")
         return principal

@@ -165,8 +165,11 @@ class TLSLayer(Layer):
                 self._flush()
                 return
             except ssl.SSLError as exc:
-                log.warning("TLS handshake failed from %s: %s",
-                            self.get_extra_info("peername"), exc.reason or exc)
+                log.warning(
+                    "TLS handshake failed from %s: %s",
+                    self.get_extra_info("peername"),
+                    exc.reason or exc,
+                )
                 self._flush()
                 self.close()
                 return
@@ -227,8 +230,9 @@ class TLSLayer(Layer):
 class WebSocketLayer(Layer):
     """Bolt over WebSocket (RFC 6455) with wsproto; a plain GET gets the discovery document."""
 
-    def __init__(self, upper: asyncio.BaseProtocol, discovery: Callable[[], dict[str, Any]]
-                 ) -> None:
+    def __init__(
+        self, upper: asyncio.BaseProtocol, discovery: Callable[[], dict[str, Any]]
+    ) -> None:
         super().__init__(upper)
         self.ws = WSConnection(ConnectionType.SERVER)
         self.discovery = discovery
@@ -253,8 +257,10 @@ class WebSocketLayer(Layer):
             elif isinstance(event, BytesMessage):
                 payload += event.data
             elif isinstance(event, TextMessage):
-                log.warning("WebSocket text message from %s: Bolt needs binary messages",
-                            self.get_extra_info("peername"))
+                log.warning(
+                    "WebSocket text message from %s: Bolt needs binary messages",
+                    self.get_extra_info("peername"),
+                )
                 self._close_ws(1003, "Bolt over WebSocket uses binary messages")
                 return
             elif isinstance(event, Ping):
@@ -273,10 +279,12 @@ class WebSocketLayer(Layer):
         hint = exc.event_hint
         if isinstance(hint, RejectConnection) and hint.status_code == 400 and not self.open:
             # CORS open, so a Browser page served from elsewhere can read it (discoveryURL).
-            head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Access-Control-Allow-Origin: *\r\n"
-                    b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-                    b"Connection: close\r\n\r\n")
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Access-Control-Allow-Origin: *\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+                b"Connection: close\r\n\r\n"
+            )
             self.lower.write(head + body)
         else:
             log.info("bad WebSocket traffic from %s: %s", self.get_extra_info("peername"), exc)
@@ -314,9 +322,14 @@ class Sniffer(asyncio.Protocol):
     """The first protocol on an accepted socket: picks TLS, WebSocket or Bolt from the first
     bytes, stacks the layer, and passes the bytes to ``make_bolt()``'s protocol."""
 
-    def __init__(self, make_bolt: Callable[[], asyncio.Protocol], *,
-                 tls: ssl.SSLContext | None, discovery: Callable[[], dict[str, Any]],
-                 under_tls: bool = False) -> None:
+    def __init__(
+        self,
+        make_bolt: Callable[[], asyncio.Protocol],
+        *,
+        tls: ssl.SSLContext | None,
+        discovery: Callable[[], dict[str, Any]],
+        under_tls: bool = False,
+    ) -> None:
         self.make_bolt = make_bolt
         self.tls = tls
         self.discovery = discovery
@@ -336,8 +349,10 @@ class Sniffer(asyncio.Protocol):
         protocol: asyncio.Protocol
         if head[0] == TLS_RECORD_HANDSHAKE and not self.under_tls:
             if self.tls is None:
-                log.warning("TLS connection from %s, but TLS is not configured (--tls-cert)",
-                            self.transport.get_extra_info("peername"))
+                log.warning(
+                    "TLS connection from %s, but TLS is not configured (--tls-cert)",
+                    self.transport.get_extra_info("peername"),
+                )
                 self.transport.close()
                 return
             inner = Sniffer(self.make_bolt, tls=None, discovery=self.discovery, under_tls=True)

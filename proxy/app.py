@@ -1,0 +1,182 @@
+"""The application: builds the backend, the stream engine and the Bolt server from a ``Config``
+and runs them until SIGINT or SIGTERM (``serve``; the command line is ``proxy.cli``).
+
+What goes where: ``proxy.net`` accepts connections (TLS, WebSocket, the Bolt handshake) and
+connects to Bolt backends; ``proxy.session`` holds the per-connection sessions; ``proxy.answers``
+what the proxy answers itself; ``proxy.backends`` the query backends (FalkorDB); and
+``proxy.streams`` the Kafka stream engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import replace
+
+from bolt.versions import SUPPORTED_VERSIONS
+from proxy import __version__
+from proxy.backends.base import QueryBackend
+from proxy.backends.embedded import make_private_dir
+from proxy.config import Config
+from proxy.net.backend import BackendUnreachable, open_backend
+from proxy.net.listener import BoltServer
+from proxy.streams.catalog import CatalogError
+from proxy.streams.engine import EngineSettings, StreamEngine
+from proxy.streams.handler import StreamClauseHandler
+from proxy.streams.transform import TransformPolicy
+from proxy.streams.writers import BoltWriter, FalkorDBWriter, GraphWriter
+
+log = logging.getLogger("boltstream")
+# The ready line is printed whatever --log-level says: scripts and users wait for it.
+ready_log = logging.getLogger("boltstream.ready")
+ready_log.setLevel(logging.INFO)
+
+
+class StartupError(Exception):
+    pass
+
+
+async def serve(config: Config) -> int:
+    uri = config.backend_uri
+    query_backend: QueryBackend | None = None
+    embedded = None
+    engine: StreamEngine | None = None
+    description = ""
+    try:
+        try:  # the stream catalog lives here whatever the backend; the database's data too
+            make_private_dir(config.data_dir)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot create the data directory {config.data_dir}: {exc.strerror or exc}"
+            ) from exc
+        if uri.kind == "embedded":
+            from proxy.backends.embedded import EmbeddedError, EmbeddedFalkorDB
+
+            # Unix socket only, with a generated password: nothing reaches the graph
+            # without going through the proxy's authentication.
+            embedded = EmbeddedFalkorDB(config.data_dir, fsync=config.fsync, tcp_port=None)
+            try:
+                await embedded.start()
+            except EmbeddedError as exc:
+                raise StartupError(str(exc)) from exc
+            query_backend = embedded.make_backend()
+            description = f"embedded FalkorDB (data in {config.data_dir.resolve()})"
+        elif uri.kind == "falkordb":
+            from proxy.backends.falkordb import FalkorDBBackend
+
+            query_backend = FalkorDBBackend(uri.host, uri.port, default_graph=uri.graph)
+            description = f"FalkorDB at {uri.host}:{uri.port}, graph {uri.graph}"
+        else:
+            await _check_bolt_backend(config)
+            description = f"Bolt server at {uri.raw}"
+        if query_backend is not None:
+            try:
+                await query_backend.start()
+            except Exception as exc:  # any failure to reach it is fatal at startup
+                raise StartupError(f"cannot reach the backend: {exc}") from exc
+        engine = _stream_engine(config, query_backend)
+        server = BoltServer(
+            config, query_backend=query_backend, extra_handlers=[StreamClauseHandler(engine)]
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        try:
+            await engine.start()
+        except CatalogError as exc:
+            await server.close()
+            raise StartupError(str(exc)) from exc
+        host, port = server.address
+        authenticator = server.local_env.authenticator if server.local_env else None
+        auth = (
+            "auth: passed through to the backend"
+            if authenticator is None
+            else authenticator.description
+        )
+        ready_log.info(
+            "boltstream %s ready on bolt://%s:%d (WebSocket too%s), backend: %s, %s",
+            __version__,
+            host,
+            port,
+            "; TLS: bolt+s:// and wss://" if config.tls_cert else "; TLS off",
+            description,
+            auth,
+        )
+        await _wait_for_signal()
+        log.info("shutting down")
+        await engine.stop()
+        await server.close()
+        return 0
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                await engine.stop()
+        if query_backend is not None:
+            with contextlib.suppress(Exception):
+                await query_backend.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def _stream_engine(config: Config, query_backend: QueryBackend | None) -> StreamEngine:
+    """The stream engine: it writes to the FalkorDB graph the proxy serves, or through the
+    Bolt driver with the service account; its catalog lives in the data dir."""
+    writer: GraphWriter
+    uri = config.backend_uri
+    if query_backend is not None:
+        writer = FalkorDBWriter(query_backend, uri.graph if uri.kind == "falkordb" else "neo4j")
+    else:
+        auth = (config.backend_user, config.service_password()) if config.backend_user else None
+        if auth is None:
+            log.warning(
+                "no backend_user configured: stream batches go to %s without credentials", uri.raw
+            )
+        writer = BoltWriter(uri.raw, auth)
+    settings = EngineSettings(
+        kafka_config=config.kafka_client_config,
+        group_prefix=config.stream_group_prefix,
+        transform_timeout=config.transform_timeout,
+    )
+    return StreamEngine(config.data_dir, writer, transform_policy(config), settings)
+
+
+def transform_policy(config: Config) -> TransformPolicy:
+    """The safe default, with the configured hosts and/or directories in place of its own."""
+    policy = TransformPolicy.default(config.data_dir)
+    given = TransformPolicy.from_strings(
+        config.transform_allowed_hosts, config.transform_allowed_dirs
+    )
+    if config.transform_allowed_hosts.strip():
+        policy = replace(
+            policy, allowed_hosts=given.allowed_hosts, allow_any_host=given.allow_any_host
+        )
+    if config.transform_allowed_dirs.strip():
+        policy = replace(policy, allowed_dirs=given.allowed_dirs)
+    return policy
+
+
+async def _check_bolt_backend(config: Config) -> None:
+    try:
+        link = await open_backend(config.backend_uri, list(SUPPORTED_VERSIONS))
+    except BackendUnreachable as exc:
+        raise StartupError(str(exc)) from exc
+    link.transport.close()
+    if link.version is None:
+        raise StartupError(
+            f"{config.backend_uri.raw} speaks none of the Bolt versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}"
+        )
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
