@@ -210,6 +210,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
     arcadedb = request.getfixturevalue("arcadedb")
     with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
         drv.user = arcadedb.auth[0]
+        drv.proxy, drv.arcadedb = proxy, arcadedb
         yield drv
 
 

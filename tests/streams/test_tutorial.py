@@ -93,8 +93,17 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     try:
         wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
     except AssertionError as exc:  # say where the stream is
+        direct = ""
+        if hasattr(backend, "arcadedb"):
+            import neo4j
+
+            with neo4j.GraphDatabase.driver(
+                backend.arcadedb.bolt_uri, auth=backend.arcadedb.auth
+            ) as straight:
+                direct = f"; straight to ArcadeDB: {count(straight, '(n:Node)')} nodes"
+            direct += "; proxy log: " + backend.proxy.log_text()[-3000:]
         raise AssertionError(
-            f"{exc}; nodes: {count(driver, '(n:Node)')}; the stream: {show(driver, name)}"
+            f"{exc}; nodes: {count(driver, '(n:Node)')}; the stream: {show(driver, name)}{direct}"
         ) from None
     # The edge query matched node 1 and (no node 2) created nothing, as in the tutorial.
     assert run(driver, "MATCH (n:Node) RETURN n.id AS id") == [{"id": "1"}]
