@@ -45,6 +45,7 @@ whole; in a backend with transactions (BoltWriter) nothing of it remains at all.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,24 @@ class Shape:
     params: frozenset[str] = frozenset()
     nodes: tuple[NodePattern, ...] | None = None
     relationships: bool = False  # a C query that creates relationships too
+
+    @functools.cached_property
+    def compiled(self) -> _Compiled:
+        """Per node pattern: (key, parameter name or None, the value when there is no
+        parameter), the planner's fast form of ``nodes``."""
+        patterns = []
+        for pattern in self.nodes or ():
+            props: list[tuple[str, str | None, Any]] = []
+            for key, (how, what) in pattern.props:
+                if how == "param":
+                    props.append((key, what, None))
+                else:
+                    props.append((key, None, _known(what) if how == "value" else UNKNOWN))
+            patterns.append(tuple(props))
+        return tuple(patterns)
+
+
+_Compiled = tuple[tuple[tuple[str, str | None, Any], ...], ...]
 
 
 _NOT_GROUPED = Shape(None)
@@ -419,30 +438,10 @@ def _known(value: Any) -> Any:
     return UNKNOWN
 
 
-# Per pattern: (key, parameter name or None, the value when there is no parameter).
-_Compiled = tuple[tuple[tuple[str, str | None, Any], ...], ...]
-_compiled_cache: dict[int, _Compiled] = {}
-
-
 def _compiled(shape: Shape) -> _Compiled:
-    """``shape.nodes`` as tuples ready for ``_resolved`` (shapes are cached per text, so this
-    is computed once per text)."""
-    found = _compiled_cache.get(id(shape))
-    if found is None:
-        patterns = []
-        for pattern in shape.nodes or ():
-            props: list[tuple[str, str | None, Any]] = []
-            for key, (how, what) in pattern.props:
-                if how == "param":
-                    props.append((key, what, None))
-                else:
-                    props.append((key, None, _known(what) if how == "value" else UNKNOWN))
-            patterns.append(tuple(props))
-        found = tuple(patterns)
-        if len(_compiled_cache) > 2000:
-            _compiled_cache.clear()
-        _compiled_cache[id(shape)] = found
-    return found
+    """``shape.nodes`` as tuples ready for ``_resolved`` (computed once per shape, and shapes
+    are cached per text)."""
+    return shape.compiled
 
 
 def _resolved(
