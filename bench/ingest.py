@@ -1,26 +1,29 @@
-"""Stream ingestion, end to end, next to its two bounds: reading Kafka and writing the graph.
+"""Stream ingestion, end to end, next to its bounds: reading Kafka and writing the graph.
 
-    .venv/bin/python bench/ingest.py [--messages 200000] [--batch-sizes 10,1000]
+    .venv/bin/python bench/ingest.py [--messages 1000000] [--batch-sizes 10,1000,10000]
 
-Starts its own Tansu broker and FalkorDB on loopback, and ``boltstream serve --backend
-falkordb://...`` in front of that FalkorDB. Produces N messages in the tutorial's format
-(seeds/000): ``ID`` (a node) or ``ID1 ID2`` (an edge between two nodes that appeared
-earlier), about half each. Then, in one run:
+Starts its own Tansu broker and ``boltstream serve`` on its embedded FalkorDB (``appendfsync
+always``, as users run it), and in one run measures, side by side:
 
-1. **consume**: the rate of merely reading the topic with confluent-kafka (one consumer,
-   assigned to the partition from the beginning, no group, no commits);
-2. **direct**: the rate of writing the same data straight to FalkorDB with UNWIND batches of
-   5,000 rows (all nodes, then all edges; every edge names earlier nodes, so the graph is the
-   same as message order gives), through the proxy's own RESP client, no proxy in between;
-3. **stream**: for each ``--batch-sizes`` value, a stream with the manual's transform over the
-   topic through the proxy (``CREATE STREAM ... BATCH_SIZE b``, ``START STREAM``), timed from
-   START until the consumer group has committed all N offsets. The rate is given over that
-   whole time and over the steady part (first commit to last: without the ~3 s a new
-   consumer group takes to form).
+1. **consume**: merely reading the topic with confluent-kafka (one consumer assigned to the
+   partition from the beginning, no group, no commits);
+2. **direct**: writing the same data straight to a second embedded FalkorDB of the same kind
+   (``appendfsync always``) with UNWIND queries of 5,000 rows, through the proxy's own RESP
+   client, no proxy in between: for the manual's data all nodes, then all edges (every edge
+   names earlier nodes, so the graph is the one message order gives); for the CREATE-only
+   data, the nodes;
+3. **stream**: for each transform (the manual's, and a CREATE-only one: a node per message),
+   each ``--batch-sizes`` value and each delivery guarantee, a stream over the topic through
+   the proxy, timed from START until the group has committed every offset: *whole* (START to
+   the last commit, the consumer group forming included) and *steady* (first commit to last);
+4. **latency**: a trickle of 100 messages/s to a stream at the default settings; each message
+   carries the time it was produced, its node the time FalkorDB wrote it (``timestamp()``):
+   p50 and p99 of the difference;
+5. the proxy's RSS before the first stream and after the last.
 
-Each target graph gets an index on ``:Node(id)`` first (the transform's edge query matches
-nodes by id; without an index every edge is a full scan, for every path alike). The graphs
-are checked to be equal (node and edge counts) at the end.
+Each aim of issue 8 is printed as a ratio measured in this run. An index on ``:Node(id)``
+exists in both graphs (the manual's edge query matches nodes by id). The graphs are checked
+(node and edge counts) after every stream.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -39,9 +43,22 @@ sys.path.insert(0, str(ROOT))
 
 from tests.streams.broker import Broker  # noqa: E402
 from tests.streams.conftest import MANUAL_TRANSFORM  # noqa: E402
-from tests.support import FalkorDBProcess, ProxyProcess  # noqa: E402
+from tests.support import ProxyProcess  # noqa: E402
 
 DIRECT_BATCH = 5000
+CREATE_TRANSFORM = """\
+def stream(batch):
+    return [("CREATE (:Item {id: $id})", {"id": item.decode()}) for item in batch]
+"""
+LATENCY_TRANSFORM = """\
+def stream(batch):
+    out = []
+    for item in batch:
+        seq, sent = item.decode().split(":")
+        out.append(("CREATE (:Lat {seq: $seq, sent: $sent, seen: timestamp()})",
+                    {"seq": int(seq), "sent": int(sent)}))
+    return out
+"""
 
 
 def make_messages(count: int, seed: int = 7) -> list[str]:
@@ -80,15 +97,20 @@ def consume_rate(broker: Broker, topic: str, count: int) -> float:
     return count / elapsed
 
 
-async def direct_rate(port: int, messages: list[str]) -> tuple[float, int, int]:
-    from proxy.backends.falkordb import FalkorDBBackend
+async def direct_rates(
+    folder: Path, manual: list[str], items: list[str]
+) -> tuple[float, tuple[int, int], float]:
+    """(manual messages/s, (nodes, edges), CREATE-only messages/s) on an embedded FalkorDB
+    like the proxy's."""
+    from proxy.backends.embedded import EmbeddedFalkorDB
 
-    backend = FalkorDBBackend("127.0.0.1", port, default_graph="direct")
+    server = EmbeddedFalkorDB(folder, fsync="always")
+    backend = server.make_backend()
     await backend.start()
     try:
         await backend.run("direct", "CREATE INDEX FOR (n:Node) ON (n.id)", {})
-        nodes = [m for m in messages if " " not in m]
-        edges = [{"from_id": a, "to_id": b} for a, b in (m.split() for m in messages if " " in m)]
+        nodes = [m for m in manual if " " not in m]
+        edges = [{"from_id": a, "to_id": b} for a, b in (m.split() for m in manual if " " in m)]
         started = time.perf_counter()
         for i in range(0, len(nodes), DIRECT_BATCH):
             await backend.run(
@@ -103,9 +125,17 @@ async def direct_rate(port: int, messages: list[str]) -> tuple[float, int, int]:
                 "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
                 {"rows": edges[i : i + DIRECT_BATCH]},
             )
-        elapsed = time.perf_counter() - started
+        manual_rate = len(manual) / (time.perf_counter() - started)
         counted = await graph_counts(backend, "direct")
-        return len(messages) / elapsed, *counted
+        started = time.perf_counter()
+        for i in range(0, len(items), DIRECT_BATCH):
+            await backend.run(
+                "items",
+                "UNWIND $rows AS r CREATE (:Item {id: r})",
+                {"rows": items[i : i + DIRECT_BATCH]},
+            )
+        create_rate = len(items) / (time.perf_counter() - started)
+        return manual_rate, counted, create_rate
     finally:
         await backend.close()
 
@@ -116,56 +146,108 @@ async def graph_counts(backend: Any, graph: str) -> tuple[int, int]:
     return nodes.rows[0][0], edges.rows[0][0]
 
 
-def stream_rate(
-    proxy: ProxyProcess,
-    broker: Broker,
-    topic: str,
-    transform: Path,
-    count: int,
-    batch_size: int,
-    graph: str,
-) -> tuple[float, float, float]:
-    import neo4j
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
-    name = f"bench_{batch_size}"
-    with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("bench", "x")) as driver:
-        with driver.session(database=graph) as session:
-            session.run("CREATE INDEX FOR (n:Node) ON (n.id)").consume()
-        with driver.session() as session:
-            session.run(
-                f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
-                f"WITH TOPIC '{topic}' WITH TRANSFORM '{transform}' "
-                f"BATCH_SIZE {batch_size}"
-            ).consume()
-            started = time.perf_counter()
-            session.run(f"START STREAM {name}").consume()
+
+class Bench:
+    def __init__(self, proxy: ProxyProcess, broker: Broker, transforms: Path) -> None:
+        import neo4j
+
+        self.proxy = proxy
+        self.broker = broker
+        self.transforms = transforms
+        self.driver = neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("bench", "x"))
+
+    def run(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        with self.driver.session() as session:
+            return [record.data() for record in session.run(query, params)]
+
+    def stream(
+        self, name: str, topic: str, transform: str, count: int, options: str
+    ) -> tuple[float, float, float]:
+        """(whole rate, steady rate, seconds) of a stream from START to its last commit."""
+        self.run(
+            f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
+            f"WITH TOPIC '{topic}' WITH TRANSFORM '{self.transforms / transform}' "
+            f"{options}"
+        )
+        started = time.perf_counter()
+        self.run(f"START STREAM {name}")
         first: float | None = None
-        done = 0
+        first_done = done = 0
         while done < count:
             time.sleep(0.05)
-            done = max(0, broker.committed(name, topic).get(0, 0))
+            done = max(0, self.broker.committed(name, topic).get(0, 0))
             if done and first is None:
-                first = time.perf_counter()
-                first_done = done
+                first, first_done = time.perf_counter(), done
         ended = time.perf_counter()
-        with driver.session() as session:
-            status = next(r.data() for r in session.run("SHOW STREAMS") if r["name"] == name)
-            session.run(f"STOP STREAM {name}").consume()
-            session.run(f"DROP STREAM {name}").consume()
-    assert status["status"] == "running" and status["last_error"] is None, status
-    assert first is not None
-    steady = (count - first_done) / (ended - first) if ended > first else float("nan")
-    return count / (ended - started), steady, ended - started
+        status = next(r for r in self.run("SHOW STREAMS") if r["name"] == name)
+        self.run(f"STOP STREAM {name}")
+        self.run(f"DROP STREAM {name}")
+        assert status["status"] == "running" and status["last_error"] is None, status
+        assert first is not None
+        steady = (count - first_done) / (ended - first) if ended > first else float("nan")
+        return count / (ended - started), steady, ended - started
+
+    def counts(self, label: str) -> tuple[int, int]:
+        nodes = self.run(f"MATCH (n:{label}) RETURN count(n) AS c")[0]["c"]
+        edges = self.run("MATCH ()-[e:Edge]->() RETURN count(e) AS c")[0]["c"]
+        return nodes, edges
+
+    def clear(self) -> None:
+        for label in ("Node", "Item", "Lat"):
+            while self.run(
+                f"MATCH (n:{label}) WITH n LIMIT 200000 DETACH DELETE n RETURN count(n) AS c"
+            )[0]["c"]:
+                pass
+
+    def latency(self, seconds: float, rate: int = 100) -> list[float]:
+        """Produce-to-visible times (ms) of a trickle at ``rate`` messages/s."""
+        from confluent_kafka import Producer
+
+        topic = self.broker.create_topic("latency")
+        name = "bench_latency"
+        self.run(
+            f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
+            f"WITH TOPIC '{topic}' WITH TRANSFORM '{self.transforms / 'latency.py'}'"
+        )
+        self.run(f"START STREAM {name}")
+        producer = Producer({"bootstrap.servers": self.broker.bootstrap, "linger.ms": 0})
+        # Warm up: the consumer group forms first.
+        producer.produce(topic, f"-1:{time.time_ns() // 1_000_000}".encode())
+        producer.flush(10)
+        while not self.run("MATCH (n:Lat) RETURN count(n) AS c")[0]["c"]:
+            time.sleep(0.05)
+        total = int(seconds * rate)
+        started = time.perf_counter()
+        for seq in range(total):
+            due = started + seq / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            producer.produce(topic, f"{seq}:{time.time_ns() // 1_000_000}".encode())
+            producer.poll(0)
+        producer.flush(10)
+        while self.run("MATCH (n:Lat) WHERE n.seq >= 0 RETURN count(n) AS c")[0]["c"] < total:
+            time.sleep(0.1)
+        rows = self.run("MATCH (n:Lat) WHERE n.seq >= 0 RETURN n.seen - n.sent AS ms")
+        self.run(f"DROP STREAM {name}")
+        return sorted(float(row["ms"]) for row in rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument(
         "--batch-sizes",
         default="10,1000,10000",
-        help="comma-separated BATCH_SIZE values to run the stream with",
+        help="comma-separated BATCH_SIZE values to run the streams with",
     )
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args()
     count = args.messages
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
@@ -174,78 +256,131 @@ def main() -> None:
         work = Path(tmp)
         transforms = work / "transforms"
         transforms.mkdir()
-        transform = transforms / "manual.py"
-        transform.write_text(MANUAL_TRANSFORM)
+        for file, code in (
+            ("manual.py", MANUAL_TRANSFORM),
+            ("create.py", CREATE_TRANSFORM),
+            ("latency.py", LATENCY_TRANSFORM),
+        ):
+            (transforms / file).write_text(code)
         broker = Broker().start()
-        falkordb = FalkorDBProcess(work / "falkordb").start()
         proxy = ProxyProcess(
-            "--backend",
-            f"falkordb://127.0.0.1:{falkordb.port}/stream",
             "--data-dir",
             str(work / "proxy"),
+            "--fsync",
+            "always",
             "--transform-allowed-dirs",
             str(transforms),
+            "--log-level",
+            "warning",
         ).start()
+        bench = Bench(proxy, broker, transforms)
         try:
-            topic = broker.create_topic("ingest")
-            messages = make_messages(count)
+            manual = make_messages(count)
+            items = [str(i) for i in range(count)]
             started = time.perf_counter()
-            broker.produce(topic, messages)
+            manual_topic = broker.create_topic("manual")
+            broker.produce(manual_topic, manual)
+            create_topic = broker.create_topic("create")
+            broker.produce(create_topic, items)
             print(
-                f"produced {count} messages in {time.perf_counter() - started:.1f} s "
-                f"({sum(' ' not in m for m in messages)} nodes, "
-                f"{sum(' ' in m for m in messages)} edges)"
+                f"produced {count:,} messages twice in {time.perf_counter() - started:.1f} s "
+                f"(manual: {sum(' ' not in m for m in manual):,} nodes, "
+                f"{sum(' ' in m for m in manual):,} edges; CREATE-only: {count:,} nodes)"
             )
-
-            rate = consume_rate(broker, topic, count)
-            print(f"consume only (confluent-kafka):        {rate:>10,.0f} messages/s")
-            rate, nodes, edges = asyncio.run(direct_rate(falkordb.port, messages))
+            consume = consume_rate(broker, manual_topic, count)
+            direct, expected, direct_create = asyncio.run(
+                direct_rates(work / "direct", manual, items)
+            )
+            print(f"consume only (confluent-kafka):           {consume:>10,.0f} messages/s")
             print(
-                f"direct UNWIND writes (5,000 per query): {rate:>10,.0f} messages/s "
-                f"({nodes} nodes, {edges} edges)"
+                f"direct UNWIND, manual data (5,000/query): {direct:>10,.0f} messages/s "
+                f"({expected[0]:,} nodes, {expected[1]:,} edges)"
             )
-            for index, size in enumerate(batch_sizes):
-                graph = "stream" if index == 0 else f"stream{index}"
-                if index:
-                    restart = ProxyProcess(
-                        "--backend",
-                        f"falkordb://127.0.0.1:{falkordb.port}/{graph}",
-                        "--data-dir",
-                        str(work / f"proxy{index}"),
-                        "--transform-allowed-dirs",
-                        str(transforms),
-                    )
-                    proxy.stop()
-                    proxy = restart.start()
-                total, steady, seconds = stream_rate(
-                    proxy, broker, topic, transform, count, size, graph
-                )
-                counted = asyncio.run(_counts(falkordb.port, graph))
-                print(
-                    f"stream, BATCH_SIZE {size:<5} end to end:  {total:>10,.0f} messages/s "
-                    f"({seconds:.1f} s; steady {steady:,.0f}/s; "
-                    f"{counted[0]} nodes, {counted[1]} edges)"
-                )
-                if counted != (nodes, edges):
-                    print(
-                        f"  MISMATCH: the stream's graph differs from the direct one: "
-                        f"{counted} != {(nodes, edges)}"
-                    )
+            print(f"direct UNWIND, CREATE-only:               {direct_create:>10,.0f} messages/s")
+            bench.run("CREATE INDEX FOR (n:Node) ON (n.id)")
+            assert proxy.proc is not None
+            rss_before = rss_mb(proxy.proc.pid)
+            results: dict[tuple[str, int, str], tuple[float, float, float]] = {}
+            print(
+                f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
+                f"{'steady/s':>10}{'seconds':>9}  graph"
+            )
+            for transform, topic, label in (
+                ("manual", manual_topic, "Node"),
+                ("create", create_topic, "Item"),
+            ):
+                for size in batch_sizes:
+                    for delivery in ("AT LEAST ONCE", "EXACTLY ONCE"):
+                        name = f"bench_{transform}_{size}_{delivery[0]}"
+                        whole, steady, seconds = bench.stream(
+                            name,
+                            topic,
+                            f"{transform}.py",
+                            count,
+                            f"BATCH_SIZE {size} DELIVERY {delivery}",
+                        )
+                        results[(transform, size, delivery)] = (whole, steady, seconds)
+                        got = bench.counts(label)
+                        want = expected if transform == "manual" else (count, 0)
+                        check = "ok" if got == want else f"MISMATCH {got} != {want}"
+                        print(
+                            f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
+                            f"{steady:>10,.0f}{seconds:>9.1f}  {check}",
+                            flush=True,
+                        )
+                        bench.clear()
+            latencies = bench.latency(args.latency_seconds)
+            time.sleep(2)
+            rss_after = rss_mb(proxy.proc.pid)
+            p50 = statistics.median(latencies)
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            print(
+                f"\nlatency at 100 messages/s, default settings (BATCH_SIZE 10, "
+                f"BATCH_INTERVAL 100 ms): p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+                f"({len(latencies)} messages)"
+            )
+            print(
+                f"proxy RSS: {rss_before:.0f} MB before the first stream, {rss_after:.0f} MB "
+                f"after the last ({rss_after - rss_before:+.0f} MB)"
+            )
+            print_aims(results, direct, batch_sizes, p50, rss_after - rss_before)
         finally:
+            bench.driver.close()
             proxy.stop()
-            falkordb.stop()
             broker.stop()
 
 
-async def _counts(port: int, graph: str) -> tuple[int, int]:
-    from proxy.backends.falkordb import FalkorDBBackend
+def print_aims(
+    results: dict[tuple[str, int, str], tuple[float, float, float]],
+    direct: float,
+    sizes: list[int],
+    p50: float,
+    rss_growth: float,
+) -> None:
+    print("\naims (issue 8), measured in this run:")
 
-    backend = FalkorDBBackend("127.0.0.1", port, default_graph=graph)
-    await backend.start()
-    try:
-        return await graph_counts(backend, graph)
-    finally:
-        await backend.close()
+    def steady(transform: str, size: int, delivery: str = "AT LEAST ONCE") -> float:
+        return results[(transform, size, delivery)][1]
+
+    def line(text: str, value: float, aim: str, met: bool) -> None:
+        print(f"  {text:<58} {value:>8.2f}  (aim {aim}) {'met' if met else 'MISSED'}")
+
+    if 10 in sizes:
+        ratio = steady("manual", 10) / direct
+        line("BATCH_SIZE 10, manual, steady / direct UNWIND", ratio, ">= 0.5", ratio >= 0.5)
+    if 10000 in sizes:
+        ratio = steady("manual", 10000) / direct
+        line("BATCH_SIZE 10000, manual, steady / direct UNWIND", ratio, ">= 0.7", ratio >= 0.7)
+    best = max(steady("create", size) for size in sizes)
+    line("CREATE-only, best steady (thousand messages/s)", best / 1000, ">= 100", best >= 100_000)
+    for transform in ("manual", "create"):
+        for size in sizes:
+            cost = 1 - steady(transform, size, "EXACTLY ONCE") / steady(transform, size)
+            line(
+                f"exactly-once cost, {transform}, BATCH_SIZE {size}", cost, "<= 0.20", cost <= 0.20
+            )
+    line("light-load p50 (ms)", p50, "<= 110", p50 <= 110)
+    line("proxy RSS growth (MB)", rss_growth, "< 50", rss_growth < 50)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ Use, for every RUN::
     else:
         ...                                  # forward the query
 
-The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual; ``ON ERROR`` is
-boltstream's own)::
+The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual; ``ON ERROR`` and
+``DELIVERY`` are boltstream's own)::
 
     CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
         [BATCH_INTERVAL ms] [BATCH_SIZE count]      -- BATCH INTERVAL / BATCH SIZE too
         [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
+        [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]
                                                     -- the options in any order, each once
     DROP STREAM name
     SHOW STREAMS
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from grammar.clauses import (
     CreateStream,
+    Delivery,
     DropStream,
     OnError,
     ShowStreams,
@@ -54,6 +56,7 @@ KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST")
 __all__ = [
     "KEYWORDS",
     "CreateStream",
+    "Delivery",
     "DropStream",
     "OnError",
     "ShowStreams",

@@ -12,16 +12,19 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 OnError: TypeAlias = Literal["stop", "skip", "dead letter"]
+Delivery: TypeAlias = Literal["at least once", "exactly once"]
 
 
 @dataclass(frozen=True, slots=True)
 class CreateStream:
     """``CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
     [BATCH_INTERVAL ms] [BATCH_SIZE count]
-    [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']`` (options in any order).
+    [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
+    [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]`` (options in any order, each once).
 
     ``on_error`` is None when the clause leaves it out (the engine picks the default for the
     transform); ``dead_letter_topic`` is set exactly when ``on_error`` is ``"dead letter"``.
+    ``delivery`` is None when left out (the engine's default: at least once).
     """
 
     name: str
@@ -32,6 +35,7 @@ class CreateStream:
     batch_size: int | None = None  # >= 1 when given
     on_error: OnError | None = None
     dead_letter_topic: str | None = None
+    delivery: Delivery | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
 from grammar.clauses import (
     CreateStream,
+    Delivery,
     DropStream,
     OnError,
     ShowStreams,
@@ -64,6 +65,14 @@ _OPTION_OF_TERMINAL = {
     "_SIZE": "BATCH_SIZE",  # only ever after BATCH
     "_LIMIT": "LIMIT",
     "_ON": "ON ERROR",
+    "_DELIVERY": "DELIVERY",
+}
+# The first keyword of each option of CREATE STREAM, as expected lists show it.
+_OPTION_OF_PHRASE = {
+    "BATCH_INTERVAL": "BATCH_INTERVAL",
+    "BATCH_SIZE": "BATCH_SIZE",
+    "ON": "ON ERROR",
+    "DELIVERY": "DELIVERY",
 }
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
 _FOUND_MAX_CHARS = 40
@@ -112,6 +121,12 @@ class _Build(Transformer[Token, Any]):
 
     def on_error_dead_letter(self, children: list[Token]) -> tuple[str, tuple[OnError, str]]:
         return ("on_error", ("dead letter", _string_value(children[0])))
+
+    def delivery_at_least_once(self, children: list[Token]) -> tuple[str, Delivery]:
+        return ("delivery", "at least once")
+
+    def delivery_exactly_once(self, children: list[Token]) -> tuple[str, Delivery]:
+        return ("delivery", "exactly once")
 
     def create_stream(self, children: list[Any]) -> CreateStream:
         name, uri, topic, transform, *options = children
@@ -182,6 +197,7 @@ def parse_stream_clause(query: str) -> StreamClause:
         # iter_parse feeds each token to the parser after yielding it.
         for token in interactive.iter_parse():
             _check(query, token, accepted)
+            _check_repeat(query, token, accepted)
             accepted.append(token)
         end = len(query)
         line, column = _line_column(query, end)
@@ -261,6 +277,14 @@ def _escaped_char(escape: re.Match[str]) -> str | None:
     return chr(code)
 
 
+def _check_repeat(query: str, token: Token, accepted: list[Token]) -> None:
+    """Raise at the start of an option that the clause already gave (the grammar takes any
+    number of options, in any order: counting them is done here)."""
+    repeated = _repeated_option(token, accepted)
+    if repeated is not None:
+        raise _repeat_error(query, token, accepted, *repeated)
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
@@ -271,17 +295,22 @@ def _unexpected_token(query: str, token: Token, accepted: list[Token]) -> Stream
     found = query[position : token.end_pos if token.end_pos is not None else position]
     repeated = _repeated_option(token, accepted)
     if repeated is not None:
-        option, before = repeated
-        position = _start_pos(accepted[before]) if before < len(accepted) else position
-        found = " ".join([*accepted[before:], token])
-        return _error(
-            query,
-            position,
-            f"Invalid input '{_shorten(found)}'",
-            _expected_after(accepted[:before]),
-            f"{option} is given more than once",
-        )
+        return _repeat_error(query, token, accepted, *repeated)
     return _error(query, position, f"Invalid input '{_shorten(found)}'", _expected_after(accepted))
+
+
+def _repeat_error(
+    query: str, token: Token, accepted: list[Token], option: str, before: int
+) -> StreamSyntaxError:
+    position = _start_pos(accepted[before]) if before < len(accepted) else _start_pos(token)
+    found = " ".join([*accepted[before:], token])
+    return _error(
+        query,
+        position,
+        f"Invalid input '{_shorten(found)}'",
+        _expected_after(accepted[:before]),
+        f"{option} is given more than once",
+    )
 
 
 def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | None:
@@ -333,7 +362,13 @@ def _expected_after(accepted: list[Token]) -> list[str]:
     if expected is None:
         phrases = set(_phrases(interactive, _MAX_PHRASE_WORDS))
         expected = _EXPECTED_BY_STACK[stack] = tuple(sorted(phrases, key=_expected_order))
-    return list(expected)
+    given = {_OPTION_OF_TERMINAL[t.type] for t in accepted if t.type in _OPTION_OF_TERMINAL}
+    if not given:
+        return list(expected)
+    # The grammar accepts any option again; a repeat is an error, so it is not expected.
+    return [
+        phrase for phrase in expected if _OPTION_OF_PHRASE.get(phrase.split(" ", 1)[0]) not in given
+    ]
 
 
 def _expected_order(phrase: str) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from proxy.config import Config
 from proxy.net.backend import BackendUnreachable, open_backend
 from proxy.net.listener import BoltServer
 from proxy.streams.catalog import CatalogError
-from proxy.streams.engine import StreamEngine
+from proxy.streams.engine import EngineSettings, StreamEngine
 from proxy.streams.handler import StreamClauseHandler
 from proxy.streams.transform import TransformPolicy
 from proxy.streams.writers import BoltWriter, FalkorDBWriter, GraphWriter
@@ -138,14 +138,12 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
                 "no backend_user configured: stream batches go to %s without credentials", uri.raw
             )
         writer = BoltWriter(uri.raw, auth)
-    return StreamEngine(
-        config.data_dir,
-        writer,
-        transform_policy(config),
+    settings = EngineSettings(
         kafka_config=config.kafka_client_config,
         group_prefix=config.stream_group_prefix,
         transform_timeout=config.transform_timeout,
     )
+    return StreamEngine(config.data_dir, writer, transform_policy(config), settings)
 
 
 def transform_policy(config: Config) -> TransformPolicy:

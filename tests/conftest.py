@@ -28,6 +28,8 @@ SERVICE_FIXTURES = frozenset(
         "falkordb_server",
         "streams_proxy",
         "graph_server",
+        "arcade",
+        "backend",
     }
 )
 # What starts one in a module's own code (getfixturevalue: a fixture chosen at run time).

@@ -1,23 +1,26 @@
 """The stream catalog: every stream's definition and state, in SQLite in the data dir.
 
-One row per stream holds what ``CREATE STREAM`` said, the transform source pinned at CREATE
-(the code itself, not only its URI, so a later change at the URI cannot change a stream; for a
-built-in transform, ``builtin:NAME``, the code shipped with the product at CREATE), the error
-policy (``stop``, ``skip`` or ``dead_letter`` with its topic), the owner, the status
-(``stopped``, ``running`` or ``error``), the remaining ``LIMIT`` batches, the last error and
-counters (messages, batches, dead-lettered and skipped messages). Offsets are not here: they
-live in the Kafka consumer group, where the broker keeps them and where other proxies running
-the same stream see them.
+One row per stream. The *definition* (what ``CREATE STREAM`` said, the transform's code pinned
+at CREATE, the owner, the delivery guarantee: ``definition.StreamDefinition``) is stored whole
+as a versioned JSON document, next to the columns the catalog queries (``name``, ``status``).
+The *state* is what changes while the stream lives: the status (``stopped``, ``running`` or
+``error``), the remaining ``LIMIT`` batches, the last error and counters (messages, batches,
+dead-lettered and skipped messages).
+
+Offsets are not here: they live in the Kafka consumer group, where the broker keeps them and
+where other proxies running the same stream see them; a stream with ``DELIVERY EXACTLY ONCE``
+keeps its positions in the graph itself, next to the data (``positions.py``).
 
 Every change is one SQLite transaction (WAL journal, ``synchronous=FULL``), so a ``kill -9``
 leaves either the old or the new state, never half of one. Status changes are written when
 they happen; counters are written by the engine from time to time (they are informational,
 and a crash may lose the last second of them).
 
-Schema versions: 1 (the first release), 2 (error policy and the dead-letter/skip counters).
-Opening a version-1 catalog migrates it in place, in one transaction: existing streams get
-``error_policy = 'stop'`` (what they did before) and zero counters. A catalog of a newer version
-than this code knows is refused, untouched.
+Schema versions: 1 (the first release), 2 (error policy and the dead-letter/skip counters), 3
+(the definition as one JSON document, apart from the state). Opening an older catalog migrates
+it in place, in one transaction (streams created before a feature existed get what they did
+before it: ``error_policy`` stop, delivery at least once, zero counters). A catalog of a newer
+version than this code knows is refused, untouched.
 
 SQLite calls block, so the catalog runs them on one private thread and exposes coroutines.
 """
@@ -30,16 +33,36 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from proxy.streams.definition import (
+    POLICIES,
+    DefinitionError,
+    PolicyKind,
+    StreamDefinition,
+    TransformRef,
+)
+
+__all__ = [
+    "CATALOG_FILE",
+    "POLICIES",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Catalog",
+    "CatalogError",
+    "PolicyKind",
+    "Status",
+    "StreamExists",
+    "StreamRecord",
+    "StreamState",
+]
+
 Status = Literal["stopped", "running", "error"]
 STATUSES: tuple[Status, ...] = ("stopped", "running", "error")
-PolicyKind = Literal["stop", "skip", "dead_letter"]
-POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
 CATALOG_FILE = "streams.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -48,28 +71,17 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS streams (
-    name               TEXT PRIMARY KEY,
-    uri                TEXT NOT NULL,
-    topic              TEXT NOT NULL,
-    transform_uri      TEXT NOT NULL,
-    transform_code     TEXT NOT NULL,
-    transform_sha256   TEXT NOT NULL,
-    batch_interval_ms  INTEGER NOT NULL CHECK (batch_interval_ms > 0),
-    batch_size         INTEGER NOT NULL CHECK (batch_size > 0),
-    consumer_group     TEXT NOT NULL,
-    owner              TEXT,
-    status             TEXT NOT NULL CHECK (status IN ('stopped', 'running', 'error')),
-    limit_batches      INTEGER,
-    last_error         TEXT,
-    messages_processed INTEGER NOT NULL DEFAULT 0,
-    batches_processed  INTEGER NOT NULL DEFAULT 0,
-    created_at         REAL NOT NULL,
-    updated_at         REAL NOT NULL,
-    error_policy       TEXT NOT NULL DEFAULT 'stop'
-                       CHECK (error_policy IN ('stop', 'skip', 'dead_letter')),
-    dead_letter_topic  TEXT,
+    name                   TEXT PRIMARY KEY,
+    definition             TEXT NOT NULL,
+    status                 TEXT NOT NULL CHECK (status IN ('stopped', 'running', 'error')),
+    limit_batches          INTEGER CHECK (limit_batches IS NULL OR limit_batches > 0),
+    last_error             TEXT,
+    messages_processed     INTEGER NOT NULL DEFAULT 0,
+    batches_processed      INTEGER NOT NULL DEFAULT 0,
     messages_dead_lettered INTEGER NOT NULL DEFAULT 0,
-    messages_skipped   INTEGER NOT NULL DEFAULT 0
+    messages_skipped       INTEGER NOT NULL DEFAULT 0,
+    created_at             REAL NOT NULL,
+    updated_at             REAL NOT NULL
 );
 """
 # Version 1 -> 2: the columns after updated_at. (ADD COLUMN keeps existing rows, with the
@@ -81,7 +93,7 @@ ALTER TABLE streams ADD COLUMN dead_letter_topic TEXT;
 ALTER TABLE streams ADD COLUMN messages_dead_lettered INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE streams ADD COLUMN messages_skipped INTEGER NOT NULL DEFAULT 0;
 """
-_COLUMNS = (
+_V2_COLUMNS = (
     "name",
     "uri",
     "topic",
@@ -104,6 +116,19 @@ _COLUMNS = (
     "messages_dead_lettered",
     "messages_skipped",
 )
+_STATE_COLUMNS = (
+    "status",
+    "limit_batches",
+    "last_error",
+    "messages_processed",
+    "batches_processed",
+    "messages_dead_lettered",
+    "messages_skipped",
+    "created_at",
+    "updated_at",
+)
+_COLUMNS = ("name", "definition", *_STATE_COLUMNS)
+_SETTABLE = frozenset(("status", "limit_batches", "last_error"))
 
 
 class CatalogError(Exception):
@@ -115,31 +140,31 @@ class StreamExists(CatalogError):
 
 
 @dataclass(frozen=True)
-class StreamRecord:
-    """One stream as recorded. ``limit_batches``: batches left of ``START ... LIMIT n``.
-    ``dead_letter_topic`` is set exactly when ``error_policy`` is ``dead_letter``."""
+class StreamState:
+    """What changes while a stream exists. ``limit_batches``: batches left of ``START ...
+    LIMIT n``; ``last_error``: why it failed (status ``error``) or what it last retried."""
 
-    name: str
-    uri: str
-    topic: str
-    transform_uri: str
-    transform_code: str
-    transform_sha256: str
-    batch_interval_ms: int
-    batch_size: int
-    consumer_group: str
-    owner: str | None
-    status: Status
+    status: Status = "stopped"
     limit_batches: int | None = None
     last_error: str | None = None
     messages_processed: int = 0
     batches_processed: int = 0
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    error_policy: PolicyKind = "stop"
-    dead_letter_topic: str | None = None
     messages_dead_lettered: int = 0
     messages_skipped: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One stream as recorded: its definition, and its state. ``definition`` is None when
+    the stored document cannot be read (``unreadable`` says why): such a stream can be shown
+    and dropped, not run."""
+
+    name: str
+    definition: StreamDefinition | None
+    state: StreamState
+    unreadable: str | None = None
 
 
 class Catalog:
@@ -173,24 +198,7 @@ class Catalog:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 with _transaction(db):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-                    if row is None:
-                        db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                    elif int(row[0]) > SCHEMA_VERSION:
-                        raise CatalogError(
-                            f"stream catalog {self.path} was written by a newer boltstream "
-                            f"(schema {row[0]}, this one reads {SCHEMA_VERSION})"
-                        )
-                    elif int(row[0]) == 1:
-                        for statement in _MIGRATE_1_TO_2.split(";"):
-                            if statement.strip():
-                                db.execute(statement)
-                        db.execute(
-                            "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
-                        )
+                    _prepare(db, self.path)
             except BaseException:
                 db.close()
                 raise
@@ -233,13 +241,28 @@ class Catalog:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def insert(self, record: StreamRecord) -> StreamRecord:
-        """Record a new stream; ``StreamExists`` when the name is taken (nothing changes)."""
+    async def insert(
+        self, definition: StreamDefinition, state: StreamState | None = None
+    ) -> StreamRecord:
+        """Record a new stream (stopped, unless ``state`` says otherwise); ``StreamExists``
+        when the name is taken (nothing changes)."""
         now = time.time()
-        record = replace(record, created_at=now, updated_at=now)
+        given = state or StreamState()
+        values = (
+            definition.name,
+            definition.to_json(),
+            given.status,
+            given.limit_batches,
+            given.last_error,
+            given.messages_processed,
+            given.batches_processed,
+            given.messages_dead_lettered,
+            given.messages_skipped,
+            now,
+            now,
+        )
 
         def write(db: sqlite3.Connection) -> None:
-            values = [getattr(record, column) for column in _COLUMNS]
             try:
                 with _transaction(db):
                     db.execute(
@@ -249,11 +272,11 @@ class Catalog:
                     )
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
-                    raise StreamExists(record.name) from None
+                    raise StreamExists(definition.name) from None
                 raise
 
         await self._call(write)
-        return record
+        return _record(values)
 
     async def delete(self, name: str) -> bool:
         def write(db: sqlite3.Connection) -> bool:
@@ -263,14 +286,13 @@ class Catalog:
         return await self._call(write)
 
     async def update(self, name: str, /, **changes: Any) -> bool:
-        """Change some columns of one stream (one transaction). False if it does not exist."""
-        unknown = set(changes) - set(_COLUMNS) - {"name"}
-        if unknown or "name" in changes:
-            raise ValueError(f"cannot update {sorted(unknown | ({'name'} & set(changes)))}")
+        """Change the state of one stream: ``status``, ``limit_batches``, ``last_error`` (one
+        transaction). False if it does not exist. The definition never changes."""
+        unknown = set(changes) - _SETTABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
         if "status" in changes and changes["status"] not in STATUSES:
             raise ValueError(f"bad status {changes['status']!r}")
-        if "error_policy" in changes and changes["error_policy"] not in POLICIES:
-            raise ValueError(f"bad error policy {changes['error_policy']!r}")
         changes["updated_at"] = time.time()
         assignments = ", ".join(f"{column} = ?" for column in changes)
 
@@ -304,6 +326,83 @@ class Catalog:
         await self._call(write)
 
 
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    """Create the schema, or migrate an older one to it (inside the caller's transaction)."""
+    has_meta = (
+        db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        is not None
+    )
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() if has_meta else None
+    version = int(row[0]) if row is not None else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"stream catalog {path} was written by a newer boltstream "
+            f"(schema {version}, this one reads {SCHEMA_VERSION})"
+        )
+    if version is not None and version < SCHEMA_VERSION:
+        if version == 1:
+            for statement in _MIGRATE_1_TO_2.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        _migrate_2_to_3(db)
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    if version is None:
+        db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif version < SCHEMA_VERSION:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+
+
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Each version-2 row becomes a definition document plus its state (same transaction)."""
+    rows = db.execute(f"SELECT {', '.join(_V2_COLUMNS)} FROM streams").fetchall()
+    db.execute("ALTER TABLE streams RENAME TO streams_v2")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    for row in rows:
+        old = dict(zip(_V2_COLUMNS, row, strict=True))
+        definition = StreamDefinition(
+            name=old["name"],
+            uri=old["uri"],
+            topic=old["topic"],
+            transform=TransformRef(
+                old["transform_uri"], old["transform_code"], old["transform_sha256"]
+            ),
+            batch_interval_ms=old["batch_interval_ms"],
+            batch_size=old["batch_size"],
+            consumer_group=old["consumer_group"],
+            owner=old["owner"],
+            error_policy=old["error_policy"],
+            dead_letter_topic=old["dead_letter_topic"],
+        )
+        try:
+            StreamDefinition.from_json(definition.to_json())
+        except DefinitionError as exc:  # rolls the whole migration back
+            raise CatalogError(f"stream {old['name']!r} cannot be migrated: {exc}") from None
+        db.execute(
+            f"INSERT INTO streams ({', '.join(_COLUMNS)}) VALUES "
+            f"({', '.join('?' for _ in _COLUMNS)})",
+            (
+                old["name"],
+                definition.to_json(),
+                old["status"],
+                old["limit_batches"],
+                old["last_error"],
+                old["messages_processed"],
+                old["batches_processed"],
+                old["messages_dead_lettered"],
+                old["messages_skipped"],
+                old["created_at"],
+                old["updated_at"],
+            ),
+        )
+    db.execute("DROP TABLE streams_v2")
+
+
 def _owner_only(path: Path) -> None:
     """The catalog holds stream definitions (and, later, credentials): owner only, also for
     a catalog an older version created readable by everyone. New files get it from the
@@ -335,5 +434,8 @@ class _transaction:
 def _record(row: tuple[Any, ...]) -> StreamRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["status"] = cast(Status, values["status"])
-    values["error_policy"] = cast(PolicyKind, values["error_policy"])
-    return StreamRecord(**values)
+    state = StreamState(**{column: values[column] for column in _STATE_COLUMNS})
+    try:
+        return StreamRecord(values["name"], StreamDefinition.from_json(values["definition"]), state)
+    except DefinitionError as exc:
+        return StreamRecord(values["name"], None, state, unreadable=str(exc))

@@ -20,7 +20,11 @@ the failing message is found:
   a message) every message of the run is written again on its own, in order. On a Bolt server
   that is exact (the failed transaction left nothing); on FalkorDB the messages before the
   culprit may be applied twice (as in any replay: ``MERGE`` makes that harmless, and
-  ``builtin:depc`` only merges).
+  ``builtin:depc`` only merges), except for exactly-once streams, whose writes on FalkorDB are
+  one composed query each (all or nothing, as a transaction).
+
+An exactly-once stream's writes also move its positions in the graph (``Host.write``'s
+``through``: the write completes the batch's first ``through`` messages).
 
 A message of several queries that fails on FalkorDB may be half-applied (its queries before
 the failing one stay); on a Bolt server each message's queries are one transaction.
@@ -48,9 +52,13 @@ HEADER_PREFIX = "boltstream."
 
 class Host(Protocol):
     """What the applier needs from the runner: writes and reads, transient failures retried
-    (only ``PermanentWriteError`` comes out)."""
+    (only ``PermanentWriteError`` comes out). ``through``: the write completes the batch's
+    first ``through`` messages (an exactly-once stream moves its position there in the same
+    atomic unit)."""
 
-    async def write(self, queries: list[Query], group: bool) -> None: ...
+    async def write(
+        self, queries: list[Query], group: bool, *, through: int | None = None
+    ) -> None: ...
 
     async def read(self, query: str, params: dict[str, Any]) -> QueryResult: ...
 
@@ -144,7 +152,7 @@ class Applier:
         if not queries:
             return
         try:
-            await self.host.write(queries, group)
+            await self.host.write(queries, group, through=hi)
         except PermanentWriteError as exc:
             if hi - lo == 1:
                 self.fail(lo, f"the backend rejected it: {exc.reason}")

@@ -45,6 +45,7 @@ whole; in a backend with transactions (BoltWriter) nothing of it remains at all.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,24 @@ class Shape:
     params: frozenset[str] = frozenset()
     nodes: tuple[NodePattern, ...] | None = None
     relationships: bool = False  # a C query that creates relationships too
+
+    @functools.cached_property
+    def compiled(self) -> _Compiled:
+        """Per node pattern: (key, parameter name or None, the value when there is no
+        parameter), the planner's fast form of ``nodes``."""
+        patterns = []
+        for pattern in self.nodes or ():
+            props: list[tuple[str, str | None, Any]] = []
+            for key, (how, what) in pattern.props:
+                if how == "param":
+                    props.append((key, what, None))
+                else:
+                    props.append((key, None, _known(what) if how == "value" else UNKNOWN))
+            patterns.append(tuple(props))
+        return tuple(patterns)
+
+
+_Compiled = tuple[tuple[tuple[str, str | None, Any], ...], ...]
 
 
 _NOT_GROUPED = Shape(None)
@@ -403,14 +422,41 @@ def _value(tokens: Sequence[Token], i: int) -> tuple[tuple[str, Any], int]:
 
 
 # -- the planner ------------------------------------------------------------------------------
+#
+# This runs for every query of every batch written, so it is written for speed: a query's
+# patterns are compiled once per text (``_compiled``), a block keeps its bookkeeping only while
+# another query may still be checked against it (the last block), and brings it up to date
+# only when one is (``_Block.catch_up``).
 
 
 def _known(value: Any) -> Any:
     """A value for equality checks: ints, strings and bools as they are (Python's ``==``
     equates at least what Cypher's ``=`` does for them); anything else UNKNOWN."""
-    if isinstance(value, (str, int)) and not isinstance(value, float):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:
         return value
     return UNKNOWN
+
+
+def _compiled(shape: Shape) -> _Compiled:
+    """``shape.nodes`` as tuples ready for ``_resolved`` (computed once per shape, and shapes
+    are cached per text)."""
+    return shape.compiled
+
+
+def _resolved(
+    props: tuple[tuple[str, str | None, Any], ...], params: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """A compiled pattern's (key, value) pairs with this query's parameters."""
+    out = []
+    for key, name, value in props:
+        if name is not None:
+            value = params.get(name, UNKNOWN)
+            kind = type(value)
+            if not (kind is str or kind is int or kind is bool):
+                value = UNKNOWN
+        out.append((key, value))
+    return out
 
 
 def _resolve(pattern: NodePattern, params: dict[str, Any]) -> dict[str, Any]:
@@ -429,57 +475,93 @@ def _resolve(pattern: NodePattern, params: dict[str, Any]) -> dict[str, Any]:
 class _Block:
     kind: Literal["C", "M", "X"]
     queries: list[Query] = field(default_factory=list)
+    shapes: list[Shape] = field(default_factory=list)
+    # Bookkeeping of the first ``seen`` queries (brought up to date by ``catch_up``):
     # C blocks: (key, value) of the created nodes' properties; ``wild`` if one is unknown.
     # M blocks: (key, value) -> the required properties of patterns probed by that pair;
     #           ``wild`` if a pattern matches anything as far as the planner knows.
     created: set[tuple[str, Any]] = field(default_factory=set)
-    patterns: dict[tuple[str, Any], list[dict[str, Any]]] = field(default_factory=dict)
+    patterns: dict[tuple[str, Any], list[list[tuple[str, Any]]]] = field(default_factory=dict)
     wild: bool = False
+    seen: int = 0
 
     def add(self, query: Query, shape: Shape) -> None:
         self.queries.append(query)
-        if self.kind == "C":
-            if shape.nodes is None or shape.relationships:
+        self.shapes.append(shape)
+
+    def catch_up(self) -> None:
+        if self.wild:
+            self.seen = len(self.queries)
+            return
+        queries, shapes = self.queries, self.shapes
+        creates = self.kind == "C"
+        created, patterns = self.created, self.patterns
+        for index in range(self.seen, len(queries)):
+            shape = shapes[index]
+            if shape.nodes is None or (creates and shape.relationships):
                 self.wild = True
-                return
-            for pattern in shape.nodes:
-                for key, value in _resolve(pattern, query[1]).items():
+                break
+            params = queries[index][1]
+            for props in _compiled(shape):
+                wanted = []
+                for key, name, value in props:
+                    if name is not None:
+                        value = params.get(name, UNKNOWN)
+                        kind = type(value)
+                        if not (kind is str or kind is int or kind is bool):
+                            value = UNKNOWN
                     if value is UNKNOWN:
                         self.wild = True
+                        break
+                    if creates:
+                        created.add((key, value))
                     else:
-                        self.created.add((key, value))
-        elif self.kind == "M":
-            if shape.nodes is None:
-                self.wild = True
-                return
-            for pattern in shape.nodes:
-                wanted = _resolve(pattern, query[1])
-                if not wanted or any(v is UNKNOWN for v in wanted.values()):
-                    self.wild = True
-                    continue
-                probe = next(iter(wanted.items()))
-                self.patterns.setdefault(probe, []).append(wanted)
+                        wanted.append((key, value))
+                if self.wild:
+                    break
+                if not creates:
+                    if not wanted:
+                        self.wild = True
+                        break
+                    patterns.setdefault(wanted[0], []).append(wanted)
+            if self.wild:
+                break
+        self.seen = len(queries)
 
     def conflicts(self, query: Query, shape: Shape) -> bool:
         """Whether ``query`` (of the other kind) may not move across this block."""
+        self.catch_up()
         if self.wild or shape.nodes is None or shape.relationships:
             return True
+        params = query[1]
         if self.kind == "C":  # an M query: could one of its patterns match a created node?
-            for pattern in shape.nodes:
-                wanted = _resolve(pattern, query[1])
-                if not wanted or any(v is UNKNOWN for v in wanted.values()):
+            created = self.created
+            for props in _compiled(shape):
+                if not props:
                     return True
-                if all(item in self.created for item in wanted.items()):
+                matches = True
+                for key, name, value in props:
+                    if name is not None:
+                        value = params.get(name, UNKNOWN)
+                        kind = type(value)
+                        if not (kind is str or kind is int or kind is bool):
+                            return True
+                    elif value is UNKNOWN:
+                        return True
+                    if matches and (key, value) not in created:
+                        matches = False
+                if matches:
                     return True
             return False
         # A C query: could one of this block's patterns match a node it creates?
-        for pattern in shape.nodes:
-            props = _resolve(pattern, query[1])
-            if any(v is UNKNOWN for v in props.values()):
-                return True
-            for item in props.items():
+        for props in _compiled(shape):
+            created_props = dict(_resolved(props, params))
+            for value in created_props.values():
+                if value is UNKNOWN:
+                    return True
+            for item in created_props.items():
                 for wanted in self.patterns.get(item, ()):
-                    if all(props.get(k, UNKNOWN) == v for k, v in wanted.items()):
+                    if all(created_props.get(k, UNKNOWN) == v for k, v in wanted):
                         return True
         return False
 
@@ -488,15 +570,20 @@ def plan_queries(queries: Sequence[Query]) -> list[Query]:
     """Queries with the same effect as ``queries`` run in order (see the module docstring)."""
     if len(queries) < 2:
         return list(queries)
+    fast = _all_creates_then_all_matches(queries)
+    if fast is not None:
+        return fast
     blocks: list[_Block] = []
     segment = 0  # index of the first block after the last barrier
+    cache = _cache
     for query in queries:
-        shape = analyse(query[0])
+        text = query[0]
+        shape = cache.get(text) or analyse(text)
         kind = shape.kind
-        if kind is not None and not set(query[1]) >= shape.params:
+        if kind is not None and not query[1].keys() >= shape.params:
             kind = None
         if kind is None:
-            if blocks and blocks[-1].kind == "X" and blocks[-1].queries[-1][0] == query[0]:
+            if blocks and blocks[-1].kind == "X" and blocks[-1].queries[-1][0] == text:
                 blocks[-1].queries.append(query)
             else:
                 blocks.append(_Block("X", [query]))
@@ -526,6 +613,75 @@ def plan_queries(queries: Sequence[Query]) -> list[Query]:
     return planned
 
 
+def _all_creates_then_all_matches(queries: Sequence[Query]) -> list[Query] | None:
+    """The plan of the common case in one pass, or None when the general planner must run:
+    every query of kind C or M with all its values known, no C creating relationships, and no
+    M query that a C query after it could feed (a node it creates matches one of the M's
+    patterns). Then every C query can go first and every M query after them (rule 2 of the
+    module docstring, applied to the whole batch at once), each group in its order."""
+    creates: list[Query] = []
+    matches: list[Query] = []
+    kinds: list[bool] = []  # per query: a C query
+    cache = _cache
+    for query in queries:
+        text, params = query
+        shape = cache.get(text) or analyse(text)
+        kind = shape.kind
+        if kind is None or shape.nodes is None or not params.keys() >= shape.params:
+            return None
+        if kind == "C":
+            if shape.relationships:
+                return None
+            creates.append(query)
+            kinds.append(True)
+        else:
+            matches.append(query)
+            kinds.append(False)
+    if not creates or not matches:
+        return group_runs(creates or matches)
+    # From the last query back: the nodes the C queries after each M query create.
+    created: dict[str, set[Any]] = {}
+    for index in range(len(queries) - 1, -1, -1):
+        text, params = queries[index]
+        shape = cache[text]
+        if kinds[index]:
+            for props in _compiled(shape):
+                for key, name, value in props:
+                    if name is not None:
+                        value = params[name]
+                        value_type = type(value)
+                        if not (value_type is str or value_type is int or value_type is bool):
+                            return None
+                    elif value is UNKNOWN:
+                        return None
+                    values = created.get(key)
+                    if values is None:
+                        created[key] = {value}
+                    else:
+                        values.add(value)
+            continue
+        if not created:
+            continue
+        for props in _compiled(shape):
+            if not props:
+                return None
+            feeds = True
+            for key, name, value in props:
+                if name is not None:
+                    value = params[name]
+                    value_type = type(value)
+                    if not (value_type is str or value_type is int or value_type is bool):
+                        return None
+                elif value is UNKNOWN:
+                    return None
+                values = created.get(key)
+                if values is None or value not in values:
+                    feeds = False
+            if feeds:
+                return None
+    return group_runs(creates) + group_runs(matches)
+
+
 def group_runs(queries: Sequence[Query]) -> list[Query]:
     """Each run of at least two consecutive queries with the same C or M text, every one
     carrying all the text's parameters, as one UNWIND query; the rest unchanged."""
@@ -539,8 +695,14 @@ def group_runs(queries: Sequence[Query]) -> list[Query]:
             j += 1
         if j - i >= 2:
             shape = analyse(text)
-            if shape.kind is not None and all(set(p) >= shape.params for _t, p in queries[i:j]):
-                rows = [{name: p[name] for name in shape.params} for _t, p in queries[i:j]]
+            names = shape.params
+            if shape.kind is not None and all(p.keys() >= names for _t, p in queries[i:j]):
+                width = len(names)
+                # A query's parameters are its row as they are when it has no others.
+                rows = [
+                    p if len(p) == width else {name: p[name] for name in names}
+                    for _t, p in queries[i:j]
+                ]
                 out.append((_rewrite(text), {ROWS_PARAM: rows}))
                 i = j
                 continue
@@ -549,9 +711,20 @@ def group_runs(queries: Sequence[Query]) -> list[Query]:
     return out
 
 
+_rewritten: dict[str, str] = {}
+
+
 def _rewrite(query: str) -> str:
     """``query`` with each ``$name`` replaced by ``__boltstream_row.name``, under UNWIND."""
+    found = _rewritten.get(query)
+    if found is None:
+        found = _rewritten[query] = _rewrite_text(query)
+        if len(_rewritten) > 1000:
+            _rewritten.clear()
+    return found
 
+
+def _rewrite_text(query: str) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.lastgroup == "param":
             return f"{ROW_VAR}.{match.group(0)[1:]}"

@@ -21,7 +21,8 @@ from proxy.backends.base import BackendError, QueryResult
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
-# The first twelve are the legacy columns, in their order; the error-policy ones follow.
+# The first twelve are the legacy columns, in their order; the error-policy ones follow, then
+# the delivery guarantee.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -39,6 +40,7 @@ SHOW_STREAMS_FIELDS = [
     "dead_letter_topic",
     "dead_lettered",
     "skipped",
+    "delivery",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -111,6 +113,7 @@ class StreamClauseHandler:
                     s.dead_letter_topic,
                     s.dead_lettered,
                     s.skipped,
+                    s.delivery,
                 ]
                 for s in await engine.show()
             ]
@@ -131,6 +134,7 @@ class StreamClauseHandler:
                 owner=ctx.user or None,
                 on_error=clause.on_error,
                 dead_letter_topic=clause.dead_letter_topic,
+                delivery=clause.delivery,
             )
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)

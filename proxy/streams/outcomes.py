@@ -80,6 +80,11 @@ def dead_letter_of(item: Query, size: int, where: str) -> tuple[int, str] | None
 
 
 def split(pairs: list[Query], size: int) -> Split:
+    for item in pairs:
+        if item[0] == DEAD_LETTER_QUERY:
+            break
+    else:
+        return Split(pairs)  # nothing rejected (the common case, without a copy)
     queries: list[Query] = []
     rejected: dict[int, str] = {}
     for number, item in enumerate(pairs):

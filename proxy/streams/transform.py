@@ -15,6 +15,9 @@ Lifecycle, as the stream engine uses it:
 3. Every batch: ``pairs = await runner.run(messages)``. ``TransformFailed`` says why a batch
    failed (the user's exception with its line, bad output naming the item, timeout, crash,
    out of memory); the runner then replaces its worker, so the next ``run`` starts clean.
+   Several batches in one round trip: ``await runner.run_many(batches)`` (each batch is still
+   one ``stream(batch)`` call, with its own time limit; the result of each, up to the first
+   that failed).
 4. ``STOP``/``DROP``: ``await runner.stop()`` (idempotent; interrupts a running batch).
 
 Isolation: the script never runs in the proxy. Each runner owns one worker process
@@ -35,6 +38,7 @@ import asyncio
 import base64
 import contextlib
 import enum
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -57,7 +61,9 @@ from proxy import __version__
 from proxy.streams.transform_worker import (
     HEADER,
     OutputError,
+    check_compact,
     check_result,
+    check_texts,
     decode_payload,
     encode_frame,
 )
@@ -95,12 +101,19 @@ class FailureKind(enum.Enum):
 
 class TransformFailed(TransformError):
     """One batch failed. ``kind`` says how; ``details`` holds what is worth logging (the
-    user's traceback, the tail of the worker's output) but too long for a client message."""
+    user's traceback, the tail of the worker's output) but too long for a client message.
+    ``unanswered``: how many batches of its round had no reply yet when it came (``collect``).
+    """
 
     def __init__(self, kind: FailureKind, message: str, details: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.details = details
+        self.unanswered = 1
+
+
+# Failures that may have come from any batch of a round still waiting for its reply.
+AMBIGUOUS = (FailureKind.TIMEOUT, FailureKind.CRASH, FailureKind.PROTOCOL)
 
 
 # -- policy ---------------------------------------------------------------------------------
@@ -393,6 +406,19 @@ class _Log:
         return self.data.decode("utf-8", "replace")
 
 
+class Round:
+    """Batches submitted to a worker whose replies are not read yet (``TransformRunner.submit``).
+    ``single``: one batch, sent with the ``run`` op; ``failure``: sending it failed; ``stale``:
+    the worker was replaced before its replies were read."""
+
+    def __init__(self, batches: list[list[bytes]], worker: _Worker, single: bool) -> None:
+        self.batches = batches
+        self.worker = worker
+        self.single = single
+        self.failure: TransformFailed | None = None
+        self.stale = False
+
+
 class _Worker:
     """One worker process: its pipes, its stderr pump and its working directory."""
 
@@ -464,7 +490,9 @@ class TransformRunner:
         self.memory_limit_mb = memory_limit_mb
         self.max_result_bytes = max_result_bytes
         self._worker: _Worker | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # starting workers and sending requests
+        self._rounds: list[Round] = []  # submitted, not collected yet, in order
+        self._turns = asyncio.Event()
         self._stopped = False
         self._closing: set[asyncio.Task[None]] = set()
         self._display = _display_name(source.uri)
@@ -510,33 +538,142 @@ class TransformRunner:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    async def run_many(
+        self, batches: list[list[bytes]]
+    ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed]:
+        """Transform several batches in one round trip, each with ``stream(batch)`` and its
+        own time limit. Returns the result of each batch in order, up to and including the
+        first that failed (a ``TransformFailed``; the batches after it were not run, and the
+        worker is replaced). Raises ``TransformError`` if the worker had to be restarted and no
+        longer loads, ``TransformFailed(STOPPED)`` if ``stop()`` interrupted it."""
+        results: list[list[tuple[str, dict[str, Any]]] | TransformFailed] = []
+        while len(results) < len(batches):
+            rest = batches[len(results) :]
+            got = await self.collect(await self.submit(rest))
+            if got is None:
+                continue  # its worker was replaced before it ran: again
+            results += got
+            failure = got[-1] if got else None
+            if isinstance(failure, TransformFailed):
+                if failure.unanswered <= 1 or failure.kind not in AMBIGUOUS:
+                    break
+                # Several batches had no reply yet: which one failed? The first, alone,
+                # tells; the rest go on in a new round trip.
+                results.pop()
+                try:
+                    results.append(await self.run(batches[len(results)]))
+                except TransformFailed as alone:
+                    if alone.kind is FailureKind.STOPPED:
+                        raise
+                    results.append(alone)
+                    break
+        return results
+
+    async def submit(self, batches: list[list[bytes]]) -> Round:
+        """Send ``batches`` to the worker now; their replies are read by ``collect``, in the
+        order the rounds were submitted. Two rounds in flight keep the worker busy while the
+        caller reads the previous one. Raises ``TransformError`` (stopped, or the worker no
+        longer loads)."""
+        return await self._submit(batches, single=False)
+
+    async def collect(
+        self, batch_round: Round
+    ) -> list[list[tuple[str, dict[str, Any]]] | TransformFailed] | None:
+        """The results of a submitted round, as ``run_many`` gives them (a failure's
+        ``unanswered`` says how many batches were waiting for their reply when it came: more
+        than one after a timeout or a crash means the culprit is not known). None when the
+        round was never run: an earlier round's failure replaced the worker it was sent to;
+        submit its batches again. Rounds are read in the order they were submitted. Raises
+        ``TransformFailed(STOPPED)`` if ``stop()`` interrupted it."""
+        results: list[list[tuple[str, dict[str, Any]]] | TransformFailed] = []
+        try:
+            await self._turn(batch_round)
+            if batch_round.stale:
+                return None
+            worker = batch_round.worker
+            if batch_round.failure is not None:
+                raise batch_round.failure
+            while len(results) < len(batch_round.batches):
+                reply = await self._receive(worker)
+                if batch_round.single:
+                    results.append(await self._result(reply))
+                    continue
+                checked, failure = await self._results(
+                    reply, len(batch_round.batches) - len(results)
+                )
+                results += checked
+                if failure is not None:
+                    raise failure
+        except asyncio.CancelledError:
+            self._discard_soon(batch_round.worker)
+            raise
+        except TransformFailed as failure:
+            failure.unanswered = len(batch_round.batches) - len(results)
+            await self._discard(batch_round.worker)
+            if failure.kind is FailureKind.STOPPED:
+                raise
+            results.append(failure)
+        finally:
+            self._done_with(batch_round)
+        return results
+
     async def run(self, batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
         """Transform one batch of message values. Raises ``TransformFailed`` (see
         ``FailureKind``) or, if the worker had to be restarted and no longer loads,
         ``TransformError``."""
+        while True:
+            results = await self.collect(await self._submit([batch], single=True))
+            if results is None:
+                continue
+            (result,) = results
+            if isinstance(result, TransformFailed):
+                raise result
+            return result
+
+    async def _submit(self, batches: list[list[bytes]], *, single: bool) -> Round:
         async with self._lock:
             if self._stopped:
                 raise TransformError(f"transform runner {self.name!r} is stopped")
             worker = self._worker
-            if worker is not None and worker.proc.returncode is not None:
-                # Died while idle (killed from outside): not this batch's fault.
-                await self._discard(worker)
+            if (
+                worker is not None
+                and worker.proc.returncode is not None
+                and not any(r.worker is worker for r in self._rounds)
+            ):
+                await self._discard(worker)  # died while idle: not this batch's fault
                 worker = None
             worker = worker or await self._start_worker()
-            if sum(len(message) for message in batch) > OFFLOAD_BYTES:
-                frame = await asyncio.to_thread(_encode_batch, batch)
+            encode = (
+                functools.partial(_encode_batch, batches[0])
+                if single
+                else functools.partial(_encode_batches, batches)
+            )
+            if sum(len(message) for batch in batches for message in batch) > OFFLOAD_BYTES:
+                frame = await asyncio.to_thread(encode)
             else:
-                frame = _encode_batch(batch)
+                frame = encode()
+            batch_round = Round(batches, worker, single)
+            self._rounds.append(batch_round)
+            # No drain: the worker reads a request when it is done with the one before, and
+            # the caller must be free to read that one's replies meanwhile.
             try:
-                reply = await self._exchange(worker, frame)
-                return await self._result(reply)
-            except asyncio.CancelledError:
-                # The worker may still answer this batch later; it cannot serve the next one.
-                self._discard_soon(worker)
-                raise
-            except TransformFailed:
-                await self._discard(worker)
-                raise
+                worker.stdin.write(frame)
+            except (ConnectionError, RuntimeError):
+                batch_round.failure = await self._crash(worker)
+            return batch_round
+
+    async def _turn(self, batch_round: Round) -> None:
+        """Wait until the rounds submitted before this one are collected."""
+        while self._rounds and self._rounds[0] is not batch_round:
+            if batch_round not in self._rounds:
+                return
+            self._turns.clear()
+            await self._turns.wait()
+
+    def _done_with(self, batch_round: Round) -> None:
+        with contextlib.suppress(ValueError):
+            self._rounds.remove(batch_round)
+        self._turns.set()
 
     # -- internals --
 
@@ -609,10 +746,15 @@ class TransformRunner:
 
     async def _exchange(self, worker: _Worker, frame: bytes) -> dict[str, Any]:
         """Send one frame, read one reply, within ``batch_timeout``."""
+        return await self._receive(worker, frame)
+
+    async def _receive(self, worker: _Worker, frame: bytes | None = None) -> dict[str, Any]:
+        """Read one reply (after sending ``frame``, if given), within ``batch_timeout``."""
         try:
             async with asyncio.timeout(self.batch_timeout):
-                worker.stdin.write(frame)
-                await worker.stdin.drain()
+                if frame is not None:
+                    worker.stdin.write(frame)
+                    await worker.stdin.drain()
                 (size,) = HEADER.unpack(await worker.stdout.readexactly(HEADER.size))
                 if size > self.max_result_bytes:
                     raise TransformFailed(
@@ -689,6 +831,35 @@ class TransformRunner:
             return f"{headline} at {self._display}, line {frame[1]}, in {frame[2]}"
         return headline
 
+    async def _results(
+        self, frame: dict[str, Any], waiting: int
+    ) -> tuple[list[list[tuple[str, dict[str, Any]]]], TransformFailed | None]:
+        """The results in a ``run_many`` frame, and the failure it reports, if any."""
+        results = frame.get("results")
+        failure = frame.get("failure")
+        if (
+            frame["ok"] is not True
+            or not isinstance(results, list)
+            or not (results or failure)
+            or len(results) + bool(failure) > waiting
+            or not (failure is None or (isinstance(failure, dict) and failure.get("ok") is False))
+        ):
+            raise TransformFailed(
+                FailureKind.PROTOCOL, "transform worker sent a reply that does not fit the request"
+            )
+        try:
+            texts = check_texts(frame.get("texts"))
+            size = sum(len(items) if isinstance(items, list) else 0 for items in results)
+            if size > 20000:
+                checked = await asyncio.to_thread(
+                    lambda: [check_compact(texts, items) for items in results]
+                )
+            else:
+                checked = [check_compact(texts, items) for items in results]
+        except OutputError as exc:
+            raise TransformFailed(FailureKind.BAD_OUTPUT, str(exc)) from None
+        return checked, None if failure is None else self._failure(failure)
+
     async def _result(self, reply: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if reply["ok"] is not True:
             raise self._failure(reply)
@@ -726,14 +897,20 @@ class TransformRunner:
     def _stopped_error(self) -> TransformFailed:
         return TransformFailed(FailureKind.STOPPED, f"transform runner {self.name!r} was stopped")
 
-    async def _discard(self, worker: _Worker) -> None:
+    def _forget(self, worker: _Worker) -> None:
+        """``worker`` is being replaced: rounds sent to it and not read will never be."""
         if self._worker is worker:
             self._worker = None
+        for batch_round in self._rounds:
+            if batch_round.worker is worker:
+                batch_round.stale = True
+
+    async def _discard(self, worker: _Worker) -> None:
+        self._forget(worker)
         await worker.close()
 
     def _discard_soon(self, worker: _Worker) -> None:
-        if self._worker is worker:
-            self._worker = None
+        self._forget(worker)
         worker.kill()
         task = asyncio.get_running_loop().create_task(worker.close())
         self._closing.add(task)
@@ -778,6 +955,13 @@ def _sweep_stale_workdirs() -> None:
             shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             continue
+
+
+def _encode_batches(batches: list[list[bytes]]) -> bytes:
+    """A ``run_many`` request: the sizes as JSON, then the bytes as they are (no base64)."""
+    sizes = [[len(message) for message in batch] for batch in batches]
+    data = b"".join(message for batch in batches for message in batch)
+    return encode_frame({"op": "run_many", "sizes": sizes}) + HEADER.pack(len(data)) + data
 
 
 def _encode_batch(batch: list[bytes]) -> bytes:

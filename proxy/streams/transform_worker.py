@@ -9,6 +9,21 @@ strictly one request, one reply:
     worker <- {"ok": true, "sandbox": [...]}  or  {"ok": false, "kind": ..., "error": ...}
     proxy -> {"op": "run", "batch": [base64, ...]}
     worker <- {"ok": true, "result": [[query, params], ...]}  or  {"ok": false, ...}
+    proxy -> {"op": "run_many", "sizes": [[size, ...], ...]}, then one more frame holding the
+             messages' bytes one after another (batch by batch, each message ``size`` long)
+    worker <- {"ok": true, "texts": [query, ...], "results": [[[text index, params], ...],
+              ...], "failure": {"ok": false, ...}}, as often as needed, in order: the results
+              of the next batches (each a list of items naming its query text by its index in
+              the frame's ``texts``), and ``failure`` for the batch after them if it failed;
+              after a failure the worker runs no further batch of the request (the proxy
+              replaces it, as after any failure)
+
+``run_many`` is how a stream that is behind gets several batches transformed in one round
+trip, each still its own ``stream(batch)`` call. The worker sends the replies it has every
+``REPLY_EVERY`` seconds (and at the end, or at a failure), so a batch that hangs is seen to hang
+within the time limit while a run of quick batches costs few frames. A frame names each
+distinct query text once (``texts``): batches mostly share a few texts, and sending them once
+per message was most of the reply's size and decoding time.
 
 Failure kinds are ``load`` (import failed or no ``stream``), ``exception`` (``stream`` raised),
 ``output`` (``stream`` returned something outside the contract) and ``memory``.
@@ -46,6 +61,7 @@ import linecache
 import os
 import struct
 import sys
+import time
 import traceback
 import types
 from collections.abc import Callable
@@ -156,6 +172,69 @@ def check_result(result: object) -> list[Any]:
                     f"{_short_repr(key)}{path} {bad.problem}"
                 ) from None
     return result
+
+
+def check_texts(texts: object) -> list[str]:
+    """A ``run_many`` frame's texts, checked."""
+    if not isinstance(texts, list):
+        raise OutputError("transform reply has no texts list")
+    for number, text in enumerate(texts):
+        if not isinstance(text, str) or (not text.isascii() and _bad_text(text)):
+            raise OutputError(f"transform reply text {number} is not a valid str")
+    return texts
+
+
+def check_compact(texts: list[str], items: object) -> list[tuple[str, dict[str, Any]]]:
+    """A batch's result in a ``run_many`` frame (``texts`` checked by ``check_texts``),
+    checked like ``check_result`` (the same messages) and expanded to (query, parameters)
+    pairs."""
+    if not isinstance(items, list):
+        raise OutputError("transform reply has no items list")
+    count = len(texts)
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    append = pairs.append
+    for index, item in enumerate(items):
+        if type(item) is not list or len(item) != 2:
+            raise OutputError(f"transform result item {index} must be a (query, parameters) pair")
+        number, params = item
+        if type(number) is not int or not 0 <= number < count:
+            raise OutputError(f"transform result item {index} names no query text")
+        if type(params) is not dict:
+            raise OutputError(
+                f"transform result item {index}: parameters have type "
+                f"{_type_name(params)}, must be dict"
+            )
+        for key, value in params.items():
+            if not key.isascii():
+                _check_name(key, index)
+            kind = type(value)
+            if kind is str:
+                if value.isascii():
+                    continue
+            elif kind in _PLAIN or (kind is int and INT64_MIN <= value <= INT64_MAX):
+                continue
+            try:
+                _check_value(value, 0)
+            except _Bad as bad:
+                path = "".join(reversed(bad.path))
+                raise OutputError(
+                    f"transform result item {index}: parameter "
+                    f"{_short_repr(key)}{path} {bad.problem}"
+                ) from None
+        append((texts[number], params))
+    return pairs
+
+
+def compact_result(result: list[Any], texts: dict[str, int]) -> list[list[Any]]:
+    """A checked result as items of a ``run_many`` frame, its query texts numbered in
+    ``texts`` (shared by the frame)."""
+    items: list[list[Any]] = []
+    for query, params in result:
+        number = texts.get(query)
+        if number is None:
+            number = texts[query] = len(texts)
+        items.append([number, params])
+    return items
 
 
 _PLAIN = frozenset({type(None), bool, float})
@@ -617,6 +696,10 @@ class Channel:
             remaining -= len(chunk)
         return b"".join(chunks)
 
+    def receive_raw(self) -> bytes:
+        (size,) = HEADER.unpack(self._read_exactly(HEADER.size))
+        return self._read_exactly(size)
+
     def receive(self) -> Any:
         (size,) = HEADER.unpack(self._read_exactly(HEADER.size))
         return decode_payload(self._read_exactly(size))
@@ -694,23 +777,83 @@ def _run(
 ) -> tuple[bytes, bool]:
     """One batch -> (reply frame, whether this worker must exit), never raising for anything
     the transform does."""
+    reply, fatal = _reply(stream, batch, filename)
+    return encode_frame(reply), fatal
+
+
+def _reply(
+    stream: Callable[[list[bytes]], Any],
+    batch: list[bytes],
+    filename: str,
+    *,
+    texts: dict[str, int] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """One batch -> (its reply, whether this worker must exit). With ``texts``, a success is
+    ``{"ok": true, "items": ...}`` naming texts in it (``compact_result``)."""
     try:
-        result = stream(batch)
-        return encode_frame({"ok": True, "result": check_result(result)}), False
+        result = check_result(stream(batch))
+        if texts is not None:
+            return {"ok": True, "items": compact_result(result, texts)}, False
+        return {"ok": True, "result": result}, False
     except OutputError as exc:
-        return encode_frame({"ok": False, "kind": "output", "error": str(exc)}), False
+        return {"ok": False, "kind": "output", "error": str(exc)}, False
     except MemoryError as exc:
         where = describe_exception(exc, filename)["where"]
         # The heap may be in any state now: the proxy starts a fresh worker.
-        return encode_frame(
-            {"ok": False, "kind": "memory", "error": "MemoryError", "where": where}
-        ), True
+        return {"ok": False, "kind": "memory", "error": "MemoryError", "where": where}, True
     except BaseException as exc:
-        return encode_frame(
-            {"ok": False, "kind": "exception", **describe_exception(exc, filename)}
-        ), False
+        return {"ok": False, "kind": "exception", **describe_exception(exc, filename)}, False
     finally:
         _flush()
+
+
+REPLY_EVERY = 0.05  # seconds: how long finished replies of a run_many may wait to be sent
+
+
+def split_batches(sizes: Any, data: bytes) -> list[list[bytes]]:
+    """A ``run_many`` request's batches: the messages cut out of ``data`` by ``sizes``."""
+    batches: list[list[bytes]] = []
+    position = 0
+    for batch_sizes in sizes:
+        batch = []
+        for size in batch_sizes:
+            batch.append(data[position : position + size])
+            position += size
+        batches.append(batch)
+    if position != len(data):
+        raise ValueError("the message sizes do not add up to the data")
+    return batches
+
+
+def _run_many(
+    stream: Callable[[list[bytes]], Any],
+    batches: list[list[bytes]],
+    filename: str,
+    channel: Channel,
+) -> bool:
+    """Run each batch; send the replies in frames (see the module docstring). False when the
+    worker must exit."""
+    texts: dict[str, int] = {}
+    results: list[list[list[Any]]] = []
+    sent = time.monotonic()
+    for batch in batches:
+        reply, fatal = _reply(stream, batch, filename, texts=texts)
+        if reply["ok"]:
+            results.append(reply["items"])
+        now = time.monotonic()
+        if not reply["ok"] or fatal or now - sent >= REPLY_EVERY:
+            frame: dict[str, Any] = {"ok": True, "texts": list(texts), "results": results}
+            if not reply["ok"]:
+                frame["failure"] = reply
+            channel.send(frame)
+            texts, results, sent = {}, [], now
+        if fatal:
+            return False
+        if not reply["ok"]:
+            break  # a failed batch ends the request (the proxy starts a new worker)
+    if results:
+        channel.send({"ok": True, "texts": list(texts), "results": results})
+    return True
 
 
 def main(argv: list[str]) -> int:
@@ -731,6 +874,14 @@ def main(argv: list[str]) -> int:
             request = channel.receive()
         except EOFError:
             return 0
+        if request.get("op") == "run_many":
+            try:
+                batches = split_batches(request["sizes"], channel.receive_raw())
+            except EOFError:
+                return 0
+            if not _run_many(stream, batches, filename, channel):
+                return 3
+            continue
         batch = [base64.b64decode(item) for item in request["batch"]]
         reply, fatal = _run(stream, batch, filename)
         channel.send_raw(reply)

@@ -12,11 +12,13 @@ needs to isolate the failing message of a batch without applying the others twic
 ``GRAPH.RO_QUERY``; on Bolt servers a READ transaction that is always rolled back, and refused
 if the server reports that it wrote anyway (servers that ignore the access mode).
 
-``FalkorDBWriter``: FalkorDB has no multi-statement transactions. A batch's queries run one
-after another, each atomic on its own; if one fails or the proxy dies in the middle, the
-batch is half-applied, its offsets are not committed, and it is applied again, whole, later
-(at-least-once). Transforms should therefore write idempotently (``MERGE``) where duplicates
-matter.
+``FalkorDBWriter``: FalkorDB has no multi-statement transactions, but one query is atomic. A
+single batch of an at-least-once stream runs query after query, each atomic on its own; if one
+fails or the proxy dies in the middle, the batch is half-applied, its offsets are not
+committed, and it is applied again, whole, later (at-least-once: transforms should write
+idempotently, ``MERGE``, where duplicates matter). A combined write of several batches, and
+every write of an exactly-once stream, is composed into one query (``compose.py``): all or
+nothing.
 
 ``BoltWriter``: Neo4j, Memgraph, or any Bolt server, through the official async driver with
 the service account from the proxy's configuration. One explicit transaction per batch.
@@ -25,7 +27,16 @@ Batches run as the stream's owner (``imp_user``) where the backend can impersona
 
 Both writers send a batch as fewer ``UNWIND $rows AS row ...`` queries when that provably
 gives the same result (``grouping.plan_queries``): transforms typically produce one query per
-message, and one round trip per query is the bottleneck of ingestion.
+message, and one round trip per query is the bottleneck of ingestion. The queries given may be
+those of several consecutive batches (a combined write): the plan over their concatenation is
+the same graph as the batches one after the other.
+
+**Atomic writes and fences.** ``write_batch(..., atomic=True)`` asks for all or nothing: a Bolt
+transaction always is; on FalkorDB the planned queries become one composed query
+(``compose.py``), or ``NotAtomic`` says that they cannot (the caller then writes one batch at a
+time). ``fence=`` (exactly-once streams, ``positions.py``) makes the write also check and set
+the stream's positions in the graph, in the same atomic unit, and raise ``FenceLost`` when the
+stored positions are not the expected ones (nothing written). ``read_positions`` reads them.
 """
 
 from __future__ import annotations
@@ -35,7 +46,18 @@ from typing import Any, Protocol
 
 from bolt.status import is_transient
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
+from proxy.streams.compose import NotComposable, compose
 from proxy.streams.grouping import plan_queries
+from proxy.streams.positions import (
+    FENCE_FAILED,
+    READ_POSITIONS,
+    WRITTEN,
+    Fence,
+    FenceLost,
+    TopicPartition,
+    fence_statement,
+    positions_from_rows,
+)
 
 log = logging.getLogger("boltstream.streams")
 
@@ -44,6 +66,8 @@ Query = tuple[str, dict[str, Any]]
 
 ACCESS_MODE = "Neo.ClientError.Statement.AccessMode"
 UNKNOWN_ERROR = "Neo.DatabaseError.General.UnknownError"
+# A batch that an exactly-once stream cannot write as one atomic unit with its position.
+CANNOT_BE_ATOMIC = "Neo.ClientError.Statement.NotSupported"
 
 
 class WriteError(Exception):
@@ -52,6 +76,11 @@ class WriteError(Exception):
 
 class TransientWriteError(WriteError):
     """Retrying later may succeed (backend unavailable, transient database error)."""
+
+
+class NotAtomic(WriteError):
+    """An atomic write was asked for and these queries cannot be one (FalkorDB: a query that
+    cannot be a subquery, or too many queries). Nothing was written."""
 
 
 class PermanentWriteError(WriteError):
@@ -87,11 +116,24 @@ class GraphWriter(Protocol):
     description: str
 
     async def write_batch(
-        self, queries: list[Query], owner: str | None, *, group: bool = True
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
     ) -> None:
-        """Apply one batch's queries in order (as fewer UNWIND queries where that provably
-        gives the same graph, unless ``group`` is false). Raise Transient/PermanentWriteError.
-        """
+        """Apply the queries in order (as fewer UNWIND queries where that provably gives the
+        same graph, unless ``group`` is false). ``atomic``: all or nothing, else ``NotAtomic``
+        before anything is written. ``fence``: check and set the stream's positions in the same
+        atomic unit; ``FenceLost`` if they moved (nothing written). Raise
+        Transient/PermanentWriteError."""
+        ...
+
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
+        """The positions of an exactly-once stream stored in the graph (``positions.py``).
+        Raise TransientWriteError when the backend cannot be reached."""
         ...
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
@@ -110,21 +152,46 @@ class GraphWriter(Protocol):
 
 
 class FalkorDBWriter:
-    """Batches to one FalkorDB graph through the proxy's ``QueryBackend`` (no transactions:
-    a batch can be half-applied, and is then applied again whole; see the module docstring).
-    ``owner`` is not used: FalkorDB has no users."""
+    """Batches to one FalkorDB graph through the proxy's ``QueryBackend``. Each query is atomic;
+    a batch of several queries is not, unless it is composed into one (``atomic``, ``fence``:
+    see the module docstring). ``owner`` is not used: FalkorDB has no users.
 
-    def __init__(self, backend: QueryBackend, graph: str = "neo4j", *, group: bool = True) -> None:
+    ``max_combined``: the most queries an atomic write of several batches composes into one
+    (beyond it ``NotAtomic``: the caller writes batch by batch); ``max_composed``: the most
+    any composed query holds (a fenced write of a batch with more is refused: FalkorDB's
+    planning time grows faster than linearly with the length of a query).
+    """
+
+    def __init__(
+        self,
+        backend: QueryBackend,
+        graph: str = "neo4j",
+        *,
+        group: bool = True,
+        max_combined: int = 256,
+        max_composed: int = 1000,
+    ) -> None:
         self.backend = backend
         self.graph = graph
         self.group = group
+        self.max_combined = max_combined
+        self.max_composed = max_composed
         self.description = f"FalkorDB graph {graph!r}"
 
     async def write_batch(
-        self, queries: list[Query], owner: str | None, *, group: bool = True
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         grouped = self.group and group
         plan = plan_queries(queries) if grouped else queries
+        if fence is not None or (atomic and len(plan) > 1):
+            await self._write_composed(plan, fence, grouped)
+            return
         for number, (text, params) in enumerate(plan, 1):
             try:
                 # One FalkorDB query is atomic: a runtime error undoes what it did.
@@ -141,6 +208,78 @@ class FalkorDBWriter:
                     index=None if grouped else number - 1,
                     rolled_back=number == 1,
                 ) from None
+
+    async def _write_composed(self, plan: list[Query], fence: Fence | None, grouped: bool) -> None:
+        if fence is None and len(plan) > self.max_combined:
+            raise NotAtomic(
+                f"{len(plan)} queries are more than one atomic write composes ({self.max_combined})"
+            )
+        try:
+            if len(plan) > self.max_composed:
+                raise NotComposable(
+                    f"the batch makes {len(plan)} queries (after grouping "
+                    f"into UNWIND queries), more than {self.max_composed}; "
+                    "use a smaller BATCH_SIZE"
+                )
+            text, params = compose(plan, fence)
+        except NotComposable as exc:
+            if fence is None:
+                raise NotAtomic(str(exc)) from None
+            message = (
+                f"DELIVERY EXACTLY ONCE on FalkorDB writes a batch and the stream's "
+                f"position as one query, and {exc}"
+            )
+            raise PermanentWriteError(
+                message, code=CANNOT_BE_ATOMIC, detail=message, rolled_back=True
+            ) from None
+        try:
+            await self.backend.run(self.graph, text, params)
+        except BackendUnavailable as exc:
+            raise TransientWriteError(exc.message) from None
+        except BackendError as exc:
+            if exc.transient:
+                raise TransientWriteError(exc.message) from None
+            if fence is not None and FENCE_FAILED in exc.message:
+                # The fence's division by zero, or one of the batch's own: the positions
+                # tell (nothing was written either way).
+                found = await self.read_positions(fence.stream, None)
+                if fence.already_applied(found):
+                    return
+                if any(found.get(tp) != fence.expected.get(tp) for tp in fence.next):
+                    raise FenceLost(found) from None
+            if len(plan) == 1:
+                message = _rejected(plan[0][0], exc.code, exc.message, 1, 1)
+            else:
+                message = (
+                    f"the backend rejected the write of {len(plan)} queries as one "
+                    f"atomic query: {exc.code}: {exc.message}"
+                )
+            raise PermanentWriteError(
+                message,
+                code=exc.code,
+                detail=exc.message,
+                index=0 if len(plan) == 1 and not grouped else None,
+                rolled_back=True,
+            ) from None
+
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
+        try:
+            result = await self.backend.run(
+                self.graph, READ_POSITIONS, {"stream": stream}, read_only=True
+            )
+        except BackendUnavailable as exc:
+            raise TransientWriteError(exc.message) from None
+        except BackendError as exc:
+            if exc.transient:
+                raise TransientWriteError(exc.message) from None
+            if "empty key" in exc.message:  # the graph does not exist yet: no positions
+                return {}
+            raise PermanentWriteError(
+                f"reading the stream's positions: {exc.code}: {exc.message}",
+                code=exc.code,
+                detail=exc.message,
+            ) from None
+        return positions_from_rows(result.rows)
 
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
         try:
@@ -213,20 +352,64 @@ class BoltWriter:
         )
 
     async def write_batch(
-        self, queries: list[Query], owner: str | None, *, group: bool = True
+        self,
+        queries: list[Query],
+        owner: str | None,
+        *,
+        group: bool = True,
+        atomic: bool = False,
+        fence: Fence | None = None,
     ) -> None:
+        """One transaction: always atomic. With a fence, its check and update come first."""
         import neo4j.exceptions as ne
 
         grouped = self.group and group
         plan = plan_queries(queries) if grouped else queries
         imp_user = owner if owner and self._impersonate else None
         try:
-            await self._run(plan, imp_user, grouped)
+            fenced = await self._run(plan, imp_user, grouped, fence)
         except ne.ConfigurationError as exc:
             if imp_user is None or "mpersonat" not in str(exc):
                 raise PermanentWriteError(f"driver configuration: {exc}") from None
             self._cannot_impersonate(exc)
-            await self.write_batch(queries, owner, group=group)
+            await self.write_batch(queries, owner, group=group, atomic=atomic, fence=fence)
+            return
+        if fence is not None and not fenced:
+            found = await self.read_positions(fence.stream, owner)
+            if not fence.already_applied(found):
+                raise FenceLost(found)
+
+    async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
+        import neo4j
+        import neo4j.exceptions as ne
+
+        imp_user = owner if owner and self._impersonate else None
+        try:
+            async with self._driver.session(
+                database=self.database,
+                impersonated_user=imp_user,
+                default_access_mode=neo4j.READ_ACCESS,
+            ) as session:
+                result = await session.run(READ_POSITIONS, {"stream": stream})
+                rows = [list(record.values()) async for record in result]
+        except ne.ConfigurationError as exc:
+            if imp_user is None or "mpersonat" not in str(exc):
+                raise PermanentWriteError(f"driver configuration: {exc}") from None
+            self._cannot_impersonate(exc)
+            return await self.read_positions(stream, owner)
+        except (ne.ServiceUnavailable, ne.SessionExpired, ne.SessionError, OSError) as exc:
+            raise TransientWriteError(f"{self.uri}: {exc}") from None
+        except ne.Neo4jError as exc:
+            code = exc.code or UNKNOWN_ERROR
+            message = exc.message or str(exc)
+            if exc.is_retryable() or is_transient(code):
+                raise TransientWriteError(f"{code}: {message}") from None
+            raise PermanentWriteError(
+                f"reading the stream's positions: {code}: {message}", code=code, detail=message
+            ) from None
+        except ne.DriverError as exc:
+            raise TransientWriteError(f"{self.uri}: {exc}") from None
+        return positions_from_rows(rows)
 
     def _cannot_impersonate(self, exc: Exception) -> None:
         log.warning(
@@ -301,7 +484,10 @@ class BoltWriter:
             )
         return QueryResult(fields, rows)
 
-    async def _run(self, plan: list[Query], imp_user: str | None, grouped: bool) -> None:
+    async def _run(
+        self, plan: list[Query], imp_user: str | None, grouped: bool, fence: Fence | None
+    ) -> bool:
+        """Run the transaction; False when the fence did not hold (rolled back)."""
         import neo4j.exceptions as ne
 
         number = 0  # the query being run (1-based), 0 outside the loop
@@ -311,6 +497,13 @@ class BoltWriter:
             ) as session:
                 tx = await session.begin_transaction()
                 try:
+                    if fence is not None:
+                        text, params = fence_statement(fence)
+                        result = await tx.run(text, params)
+                        record = await result.single()
+                        if record is None or record[WRITTEN] != len(fence.next):
+                            await tx.rollback()
+                            return False
                     for text, params in plan:
                         number += 1
                         result = await tx.run(text, params)
@@ -351,6 +544,7 @@ class BoltWriter:
             ) from None
         except ne.DriverError as exc:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
+        return True
 
     async def close(self) -> None:
         await self._driver.close()

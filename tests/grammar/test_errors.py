@@ -23,6 +23,8 @@ ANY_CLAUSE = [
 END = ["';'", "end of input"]
 ON_ERROR = ["ON ERROR DEAD LETTER", "ON ERROR SKIP", "ON ERROR STOP"]
 ON_ERROR_TEXT = "ON ERROR DEAD LETTER, ON ERROR SKIP, ON ERROR STOP"
+DELIVERY = ["DELIVERY AT LEAST ONCE", "DELIVERY EXACTLY ONCE"]
+DELIVERY_TEXT = "DELIVERY AT LEAST ONCE, DELIVERY EXACTLY ONCE"
 
 
 def error_of(query: str) -> StreamSyntaxError:
@@ -85,10 +87,11 @@ CASES = [
     (
         f"{HEAD} BATCH_LIMIT 5",
         f"Invalid input 'BATCH_LIMIT' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {ON_ERROR_TEXT}, ';' or end of input",
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
+        "input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *ON_ERROR, *END],
     ),
     # -- counts
     (
@@ -220,7 +223,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH_SIZE 1 BATCH  size 2",
@@ -228,7 +231,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH INTERVAL 1 BATCH_SIZE 2 BATCH_INTERVAL 3",
@@ -236,7 +239,30 @@ CASES = [
         "BATCH_INTERVAL is given more than once",
         1,
         AFTER_HEAD + 30,
-        [*ON_ERROR, *END],
+        [*DELIVERY, *ON_ERROR, *END],
+    ),
+    (
+        f"{HEAD} DELIVERY EXACTLY ONCE BATCH_SIZE 1 DELIVERY AT LEAST ONCE",
+        f"Invalid input 'DELIVERY' (line 1, column {AFTER_HEAD + 35}): "
+        "DELIVERY is given more than once",
+        1,
+        AFTER_HEAD + 35,
+        ["BATCH_INTERVAL", *ON_ERROR, *END],
+    ),
+    (
+        f"{HEAD} DELIVERY EXACTLY TWICE",
+        f"Invalid input 'TWICE' (line 1, column {AFTER_HEAD + 17}): expected ONCE",
+        1,
+        AFTER_HEAD + 17,
+        ["ONCE"],
+    ),
+    (
+        f"{HEAD} DELIVERY",
+        f"Unexpected end of input (line 1, column {AFTER_HEAD + 8}): "
+        "expected AT LEAST ONCE or EXACTLY ONCE",
+        1,
+        AFTER_HEAD + 8,
+        ["AT LEAST ONCE", "EXACTLY ONCE"],
     ),
     # -- ON ERROR
     (
@@ -244,14 +270,14 @@ CASES = [
         f"Invalid input 'ON' (line 1, column {AFTER_HEAD + 14}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 14,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON ERROR SKIP BATCH_SIZE 1 BATCH_INTERVAL 2 on error stop",
         f"Invalid input 'on' (line 1, column {AFTER_HEAD + 44}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 44,
-        END,
+        [*DELIVERY, *END],
     ),
     (
         f"{HEAD} ON",
@@ -448,10 +474,11 @@ CASES = [
     (
         f"{HEAD} garbage",
         f"Invalid input 'garbage' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {ON_ERROR_TEXT}, ';' or end of input",
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
+        "input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         "SHOW STREAMS /* never closed",

@@ -147,6 +147,55 @@ def test_on_error_option_in_any_position(options: str, expected: dict[str, objec
     parses_to(f"{CREATE_HEAD} {options};", CreateStream("s", "k", "t", "x", **expected))
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("DELIVERY EXACTLY ONCE", {"delivery": "exactly once"}),
+        ("delivery at least once", {"delivery": "at least once"}),
+        (
+            "BATCH_SIZE 7 DELIVERY EXACTLY ONCE ON ERROR SKIP",
+            {"delivery": "exactly once", "batch_size": 7, "on_error": "skip"},
+        ),
+        (
+            "DELIVERY/* c */EXACTLY // c\n ONCE BATCH INTERVAL 5",
+            {"delivery": "exactly once", "batch_interval_ms": 5},
+        ),
+        (
+            "ON ERROR DEAD LETTER 'd' DELIVERY AT LEAST ONCE BATCH_INTERVAL 5 BATCH_SIZE 1",
+            {
+                "on_error": "dead letter",
+                "dead_letter_topic": "d",
+                "delivery": "at least once",
+                "batch_interval_ms": 5,
+                "batch_size": 1,
+            },
+        ),
+    ],
+)
+def test_delivery_option_in_any_position(options: str, expected: dict[str, object]) -> None:
+    parses_to(f"{CREATE_HEAD} {options}", CreateStream("s", "k", "t", "x", **expected))
+
+
+def test_every_option_once_in_every_order() -> None:
+    """The options are ``option*`` in the grammar: any order, each once, none required."""
+    import itertools
+
+    options = {
+        "BATCH_INTERVAL 5": {"batch_interval_ms": 5},
+        "BATCH SIZE 6": {"batch_size": 6},
+        "ON ERROR SKIP": {"on_error": "skip"},
+        "DELIVERY EXACTLY ONCE": {"delivery": "exactly once"},
+    }
+    for size in range(len(options) + 1):
+        for chosen in itertools.permutations(options, size):
+            expected: dict[str, object] = {}
+            for text in chosen:
+                expected.update(options[text])
+            parses_to(
+                f"{CREATE_HEAD} {' '.join(chosen)}", CreateStream("s", "k", "t", "x", **expected)
+            )  # type: ignore[arg-type]
+
+
 def test_on_error_is_left_to_the_engine_when_absent() -> None:
     created = parse_stream_clause(f"{CREATE_HEAD} BATCH_SIZE 3")
     assert isinstance(created, CreateStream)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.arcadedb import ArcadeDB
 from tests.streams.broker import Broker
 from tests.support import ProxyProcess
 
@@ -159,6 +160,57 @@ def driver(streams_proxy: ProxyProcess) -> Iterator[Any]:
     import neo4j
 
     with neo4j.GraphDatabase.driver(streams_proxy.bolt_uri, auth=("alice", "pw")) as drv:
+        yield drv
+
+
+def arcade_proxy(arcadedb: ArcadeDB, data: Path, transforms: Path, *extra: str) -> ProxyProcess:
+    """A proxy in front of ArcadeDB (its default database), writing stream batches as root;
+    clients log in as ArcadeDB's users (``arcadedb.auth``)."""
+    return ProxyProcess(
+        "--data-dir",
+        str(data),
+        "--backend",
+        arcadedb.bolt_uri,
+        "--backend-user",
+        "root",
+        "--transform-allowed-dirs",
+        str(transforms),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+        "--transform-timeout",
+        "5",
+        *extra,
+        env={"BOLTSTREAM_BACKEND_PASSWORD": arcadedb.auth[1]},
+        auth=arcadedb.auth,
+    ).start()
+
+
+@pytest.fixture(scope="session")
+def arcade(
+    arcadedb: ArcadeDB, transforms: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    """One proxy in front of ArcadeDB for the session, like ``streams_proxy``."""
+    proxy = arcade_proxy(arcadedb, tmp_path_factory.mktemp("arcade-proxy"), transforms)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(params=["falkordb", "arcadedb"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A driver to a proxy in front of each real database: the embedded FalkorDB (the
+    session proxy, user alice) and ArcadeDB (user root). ``backend.user`` is the user."""
+    import neo4j
+
+    if request.param == "falkordb":
+        drv = request.getfixturevalue("driver")
+        drv.user = "alice"
+        yield drv
+        return
+    proxy = request.getfixturevalue("arcade")
+    arcadedb = request.getfixturevalue("arcadedb")
+    with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
+        drv.user = arcadedb.auth[0]
+        drv.proxy, drv.arcadedb = proxy, arcadedb
         yield drv
 
 

@@ -2,9 +2,10 @@
 proxy's service account, one transaction each, as the stream's owner where the backend can
 impersonate.
 
-The Bolt backend here is a second boltstream (embedded FalkorDB, with users): a real Bolt
-server that checks credentials. The scripted stub server shows the exact messages the writer
-sends (impersonation, one transaction per batch)."""
+The Bolt backends here: a second boltstream (embedded FalkorDB, with users), a real Bolt server
+that checks credentials, and ArcadeDB, a real Bolt database with transactions. The scripted
+stub server shows the exact messages the writer sends (impersonation, one transaction per
+batch)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from bolt.packstream import Packer, Structure, unpack
 from bolt.versions import Version
 from proxy.streams.catalog import CATALOG_FILE
 from proxy.streams.writers import BoltWriter, PermanentWriteError
+from tests.arcadedb import ArcadeDB
 from tests.streams.conftest import (
     KAFKA_TEST_CONFIG,
     Broker,
+    arcade_proxy,
     count,
     create_stream,
     run,
@@ -36,7 +39,7 @@ from tests.streams.conftest import (
 from tests.stubserver import StubBoltServer, StubConnection
 from tests.support import ProxyProcess
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 SECRET = "s3cret-service-password"
 
@@ -405,3 +408,96 @@ def test_requests_through_a_bolt_backend(
         "write queries are refused here (read-only); this server ran it anyway and could not "
         "roll it back: Cannot roll back: the backing FalkorDB has no multi-statement"
     )
+
+
+# -- against ArcadeDB: a Bolt database with real transactions ----------------------------------
+
+
+def test_batches_reach_arcadedb_as_the_service_account(
+    arcadedb: ArcadeDB, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
+    proxy = arcade_proxy(arcadedb, tmp_path / "proxy", transforms, "--log-level", "debug")
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
+            name = stream_name("arcade")
+            broker.produce(topic, [f"{name}:{i}" for i in range(25)])
+            create_stream(drv, name, broker, topic, transforms / "msg.py", "BATCH_SIZE 4")
+            assert show(drv, name)["owner"] == "root"
+            run(drv, f"START STREAM {name}")
+            wait_until(
+                lambda: count(drv, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'") == 25,
+                message="the messages in ArcadeDB",
+            )
+            run(drv, f"DROP STREAM {name}")
+        with neo4j.GraphDatabase.driver(arcadedb.bolt_uri, auth=arcadedb.auth) as direct:
+            assert count(direct, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}'") == 25
+    finally:
+        proxy.stop()
+    password = arcadedb.auth[1]
+    assert password not in proxy.log_text()
+    assert password.encode() not in (tmp_path / "proxy" / CATALOG_FILE).read_bytes()
+
+
+def test_arcadedb_refusing_the_service_account_stops_the_stream(
+    arcadedb: ArcadeDB, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
+    proxy = ProxyProcess(
+        "--data-dir",
+        str(tmp_path / "proxy"),
+        "--backend",
+        arcadedb.bolt_uri,
+        "--backend-user",
+        "root",
+        "--transform-allowed-dirs",
+        str(transforms),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+        env={"BOLTSTREAM_BACKEND_PASSWORD": "wrong"},
+        auth=arcadedb.auth,
+    ).start()
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
+            name = stream_name("arcade_refused")
+            broker.produce(topic, [f"{name}:1"])
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            run(drv, f"START STREAM {name}")
+            row = wait_until(lambda: (r := show(drv, name))["status"] == "error" and r)
+            assert row["last_error"] == (
+                "the backend refused the batch: "
+                "Neo.ClientError.Security.Unauthorized: "
+                "Authentication failed"
+            )
+            assert broker.committed(name, topic) == {0: -1001}
+            run(drv, f"DROP STREAM {name}")
+    finally:
+        proxy.stop()
+
+
+def test_a_refused_write_leaves_nothing_in_arcadedb(arcadedb: ArcadeDB) -> None:
+    """One transaction per write: a query that fails undoes the ones before it, grouped or
+    not, so the applier's isolation writes each other message exactly once (test_executors.py
+    shows how with a fake; this is the real database)."""
+    label = f"Undo{os.getpid()}"
+
+    async def write() -> tuple[PermanentWriteError, PermanentWriteError]:
+        writer = BoltWriter(arcadedb.bolt_uri, arcadedb.auth)
+        errors = []
+        try:
+            for group in (True, False):
+                with pytest.raises(PermanentWriteError) as caught:
+                    await writer.write_batch(
+                        [(f"CREATE (:{label} {{i: $i}})", {"i": i}) for i in range(5)]
+                        + [(f"MATCH (n:{label}) SET n.x = 1 / $zero", {"zero": 0})],
+                        None,
+                        group=group,
+                    )
+                errors.append(caught.value)
+        finally:
+            await writer.close()
+        return errors[0], errors[1]
+
+    grouped, ungrouped = asyncio.run(write())
+    assert grouped.rolled_back and grouped.index is None
+    assert (ungrouped.rolled_back, ungrouped.index) == (True, 5)
+    with neo4j.GraphDatabase.driver(arcadedb.bolt_uri, auth=arcadedb.auth) as direct:
+        assert count(direct, f"(n:{label})") == 0

@@ -251,3 +251,93 @@ def test_show_streams_through_neo4j_scheme(streams_proxy: Any) -> None:
         _records, summary, query_keys = drv.execute_query("SHOW STREAMS")
     assert keys[:5] == ["name", "uri", "topic", "transform", "status"]
     assert query_keys == keys and summary.query_type == "r"
+
+
+# -- bounds, TEST's time limit, STOP and DROP before a TEST (issue 14) --------------------------
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("BATCH_SIZE 1000001", "BATCH_SIZE must be between 1 and 1000000 messages, not 1000001"),
+        ("BATCH_SIZE 9223372036854775807", "BATCH_SIZE must be between 1 and 1000000 messages"),
+        (
+            "BATCH_INTERVAL 3600001",
+            "BATCH_INTERVAL must be between 1 and 3600000 milliseconds (one hour), not 3600001",
+        ),
+    ],
+)
+def test_batch_options_have_bounds(
+    driver: Any, broker: Broker, topic: str, transforms: Path, option: str, message: str
+) -> None:
+    name = stream_name()
+    error = fails(
+        driver,
+        f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+        f"WITH TOPIC '{topic}' WITH TRANSFORM '{transforms / 'msg.py'}' "
+        f"{option}",
+    )
+    assert error.code == "Neo.ClientError.Statement.ArgumentError"
+    assert error.message.startswith(f"Failed to initialize Kafka stream {name} : {message}")
+    assert name not in names(driver)
+    create_stream(
+        driver,
+        name,
+        broker,
+        topic,
+        transforms / "msg.py",
+        "BATCH_SIZE 1000000 BATCH_INTERVAL 3600000",
+    )  # the bounds themselves
+    run(driver, f"DROP STREAM {name}")
+
+
+def test_test_stream_keeps_its_time_limit_whatever_the_interval(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
+    """An hour's interval and fewer messages than a batch: TEST returns what the open batch
+    holds when its own time limit is up, instead of waiting for the interval."""
+    name = stream_name()
+    broker.produce(topic, [f"{name}:1", f"{name}:2"])
+    create_stream(
+        driver, name, broker, topic, transforms / "msg.py", "BATCH_INTERVAL 3600000 BATCH_SIZE 100"
+    )
+    rows = run(driver, f"TEST STREAM {name}")
+    assert [r["params"]["body"] for r in rows] == [f"{name}:1", f"{name}:2"]
+    run(driver, f"DROP STREAM {name}")
+
+
+@pytest.mark.parametrize("clause", ["STOP STREAM", "DROP STREAM"])
+def test_stop_and_drop_preempt_a_test_in_progress(
+    driver: Any, broker: Broker, topic: str, transforms: Path, clause: str
+) -> None:
+    import threading
+
+    name = stream_name()
+    broker.produce(topic, [f"{name}:1"])
+    create_stream(
+        driver, name, broker, topic, transforms / "msg.py", "BATCH_INTERVAL 3600000 BATCH_SIZE 100"
+    )
+    outcome: dict[str, Any] = {}
+
+    def test_it() -> None:
+        try:
+            outcome["rows"] = run(driver, f"TEST STREAM {name}")
+        except Neo4jError as exc:
+            outcome["error"] = exc
+
+    tester = threading.Thread(target=test_it)
+    tester.start()
+    time.sleep(1.0)  # the TEST is waiting for its batch to fill
+    run(driver, f"{clause} {name}")
+    tester.join(30)
+    # The clause did not queue behind the TEST (which would then have shown the message):
+    # it interrupted it.
+    assert "rows" not in outcome, outcome
+    error = outcome["error"]
+    assert error.code == "Neo.ClientError.Statement.SemanticError"
+    assert error.message == (
+        f"TEST STREAM {name} was interrupted: the stream was stopped or dropped meanwhile"
+    )
+    if clause == "STOP STREAM":
+        run(driver, f"DROP STREAM {name}")
+    assert name not in names(driver)

@@ -30,7 +30,7 @@ class FakeBackend:
     calls: int = 0
     rows: dict[str, QueryResult] = field(default_factory=dict)
 
-    async def write(self, queries: list[Query], group: bool) -> None:
+    async def write(self, queries: list[Query], group: bool, *, through: int | None = None) -> None:
         self.calls += 1
         done: list[str] = []
         for position, (text, _params) in enumerate(queries):

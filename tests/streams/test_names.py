@@ -16,7 +16,8 @@ import neo4j
 import pytest
 from neo4j.exceptions import Neo4jError
 
-from proxy.streams.catalog import Catalog, StreamRecord
+from proxy.streams.catalog import Catalog, StreamState
+from proxy.streams.definition import StreamDefinition, TransformRef
 from proxy.streams.names import (
     UnsafeValue,
     check_client_config,
@@ -104,24 +105,20 @@ def test_a_running_stream_with_a_bad_name_from_an_old_catalog_does_not_take_the_
 ) -> None:
     data = tmp_path / "data"
     code = (transforms / "manual.py").read_text()
-    bad = StreamRecord(
+    bad = StreamDefinition(
         name="\x00",
         uri=broker.bootstrap,
         topic=topic,
-        transform_uri=str(transforms / "manual.py"),
-        transform_code=code,
-        transform_sha256="0" * 64,
+        transform=TransformRef(str(transforms / "manual.py"), code, "0" * 64),
         batch_interval_ms=100,
         batch_size=10,
         consumer_group="\x00",
-        owner=None,
-        status="running",
     )
 
     async def seed() -> None:
         catalog = Catalog(data)
         await catalog.open()
-        await catalog.insert(bad)
+        await catalog.insert(bad, StreamState(status="running"))
         await catalog.close()
 
     asyncio.run(seed())

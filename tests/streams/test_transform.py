@@ -823,6 +823,63 @@ class TestRun:
                 {"from_id": "1", "to_id": "2"},
             )
 
+    @asynctest
+    async def test_several_batches_in_one_round_trip(self) -> None:
+        """run_many: one stream(batch) call per batch, a result per batch, in order; a run of
+        quick batches costs one frame or a few."""
+        async with runner(MANUAL) as r:
+            pid = r.pid
+            batches = [[b"1", b"1 2"], [], [b"7"] * 3] * 400
+            results = await r.run_many(batches)
+            assert (
+                results
+                == [MANUAL_RESULT, [], [("CREATE (:Node {id: $id})", {"id": "7"})] * 3] * 400
+            )
+            assert r.pid == pid
+
+    @asynctest
+    async def test_several_batches_stop_at_the_first_that_fails(self) -> None:
+        code = """\
+            def stream(batch):
+                if batch == [b"boom"]:
+                    raise ValueError("no")
+                if batch == [b"bad"]:
+                    return [("q", {"x": b"bytes"})]
+                return [("q", {"n": len(batch)})]
+            """
+        async with runner(code) as r:
+            for bad, kind in ((b"boom", FailureKind.EXCEPTION), (b"bad", FailureKind.BAD_OUTPUT)):
+                pid = r.pid
+                results = await r.run_many([[b"a"], [b"b", b"c"], [bad], [b"never"]])
+                assert results[:2] == [[("q", {"n": 1})], [("q", {"n": 2})]]
+                assert len(results) == 3 and isinstance(results[2], TransformFailed)
+                assert results[2].kind is kind
+                assert r.pid is None and not _alive(pid)  # replaced, as after any failure
+
+    @asynctest
+    async def test_a_batch_that_hangs_or_crashes_among_several_is_named(self) -> None:
+        """Replies of quick batches may still be waiting in the worker when a later batch
+        hangs or kills it: the batch to blame is found by running the first unanswered one
+        alone, and the batches after the culprit are not run."""
+        code = """\
+            import os, time
+            def stream(batch):
+                if batch == [b"hang"]:
+                    while True:
+                        time.sleep(0.01)
+                if batch == [b"die"]:
+                    os._exit(9)
+                return [("q", {"m": batch[0].decode()})]
+            """
+        async with runner(code, batch_timeout=1) as r:
+            for culprit, kind in ((b"hang", FailureKind.TIMEOUT), (b"die", FailureKind.CRASH)):
+                fine = [[str(i).encode()] for i in range(5)]
+                results = await r.run_many([*fine, [culprit], [b"after"]])
+                assert results[:5] == [[("q", {"m": str(i)})] for i in range(5)]
+                assert len(results) == 6 and isinstance(results[5], TransformFailed)
+                assert results[5].kind is kind
+            assert await r.run_many([[b"x"]]) == [[("q", {"m": "x"})]]
+
 
 # -- isolation ------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The tutorial of the manual (seeds/000), step by step, through the proxy with the official
 driver: topic with the messages ``1`` and ``1 2``, the manual's transform, CREATE, SHOW
-(stopped), TEST (the exact table), START, SHOW (running), the graph, STOP, SHOW, DROP."""
+(stopped), TEST (the exact table), START, SHOW (running), the graph, STOP, SHOW, DROP; in
+front of the embedded FalkorDB and of ArcadeDB."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.timeout(60)
 FIRST_FIVE = ["name", "uri", "topic", "transform", "status"]
 
 
-def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path) -> None:
+def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path) -> None:
+    driver = backend
     run(driver, "MATCH (n:Node) DETACH DELETE n")
     broker.produce(topic, ["1", "1 2"])
     name = stream_name("mystream")
@@ -48,13 +50,14 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
         "dead_letter_topic",
         "dead_lettered",
         "skipped",
+        "delivery",
     ]
     assert len(records) == 1
     row = records[0]
     assert [row[k] for k in FIRST_FIVE] == [name, broker.bootstrap, topic, transform, "stopped"]
     assert row["batch_interval"] == 100 and row["batch_size"] == 10
     assert row["consumer_group"] == name
-    assert row["owner"] == "alice"
+    assert row["owner"] == backend.user
     assert row["messages_processed"] == 0
     assert row["last_error"] is None
     # A user transform stops on errors unless the clause says otherwise.
@@ -64,6 +67,7 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
         0,
         0,
     )
+    assert row["delivery"] == "at least once"  # the default
 
     # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
     with driver.session() as session:
@@ -86,7 +90,21 @@ def test_the_tutorial(driver: Any, broker: Broker, topic: str, transforms: Path)
     # START STREAM: running; the messages reach the graph.
     assert run(driver, f"START STREAM {name}") == []
     assert show(driver, name)["status"] == "running"
-    wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    try:
+        wait_until(lambda: count(driver, "(n:Node)") == 1, message="the node")
+    except AssertionError as exc:  # say where the stream is
+        direct = ""
+        if hasattr(backend, "arcadedb"):
+            import neo4j
+
+            with neo4j.GraphDatabase.driver(
+                backend.arcadedb.bolt_uri, auth=backend.arcadedb.auth
+            ) as straight:
+                direct = f"; straight to ArcadeDB: {count(straight, '(n:Node)')} nodes"
+            direct += "; proxy log: " + backend.proxy.log_text()[-3000:]
+        raise AssertionError(
+            f"{exc}; nodes: {count(driver, '(n:Node)')}; the stream: {show(driver, name)}{direct}"
+        ) from None
     # The edge query matched node 1 and (no node 2) created nothing, as in the tutorial.
     assert run(driver, "MATCH (n:Node) RETURN n.id AS id") == [{"id": "1"}]
     wait_until(lambda: show(driver, name)["messages_processed"] == 2, message="the counter")

@@ -1,0 +1,875 @@
+"""Kafka for the streams: client settings, and a consumer confined to a thread of its own.
+
+**Settings.** ``consumer_config``, ``producer_config`` and ``admin_config`` build the
+librdkafka configuration of each client from the proxy's ``--kafka-client-config`` and the
+stream's definition; the engine owns a few keys (``FORCED``). Every configuration goes through
+``names.check_client_config`` right before a client is built from it: a value librdkafka
+cannot take can abort the whole process inside the C code.
+
+**StreamConsumer.** librdkafka calls block, so each stream's consumer lives on a thread of its
+own, and only that thread ever touches it (thread-confined). The thread consumes, forms
+batches by the documented rule (``batching.BatchFormer``), and hands them to the event loop; it
+also commits the offsets the runner gives it, asynchronously and in order (one commit in
+flight at a time; later requests merge into the next), and runs the rebalance callbacks.
+Between the thread and the event loop:
+
+* formed batches wait in a queue whose size is bounded by messages and bytes (``max_messages``,
+  ``max_bytes``, counting every batch not yet released by the runner): when it is full the
+  thread takes no more messages (librdkafka's own prefetch queue is bounded too,
+  ``queued.max.messages.kbytes``) but keeps polling now and then, so it stays in its group
+  and callbacks run; memory stays bounded however far behind the stream is;
+* every batch carries the consumer's *epoch*, bumped by every seek and rebalance: the runner
+  drops batches of an older epoch;
+* a rebalance first asks the runner to quiesce (drop what is not written, finish a write in
+  progress), commits what is written (at-least-once), and, for exactly-once streams, asks the
+  runner for the positions stored in the graph and starts the new partitions there.
+
+Broker outages are watched here: librdkafka reconnects by itself (with its own backoff); each
+connection failure it reports is an attempt of the ``reading from Kafka`` outage
+(``retry.Outage``), and while the outage lasts the thread probes the broker with a metadata
+request, backed off exponentially, to see it come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
+
+from proxy.streams.batching import Batch, BatchFormer
+from proxy.streams.definition import StreamDefinition
+from proxy.streams.names import check_client_config, check_topic
+from proxy.streams.positions import TopicPartition
+from proxy.streams.producer import DELIVERY_TIMEOUT_MS
+from proxy.streams.retry import Backoff, Health, Outage
+
+log = logging.getLogger("boltstream.streams")
+T = TypeVar("T")
+
+# Settings the engine always sets on a stream's consumer: not overridable.
+FORCED = ("bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store")
+# Consumer defaults (overridable with kafka_config): read a new group's topic from the start;
+# session.timeout.ms 6000 is Kafka's smallest accepted value and makes a group form in ~3 s;
+# a prefetch queue of 16 MB per consumer at most; fetch requests that wait at most 50 ms for
+# data (some brokers, Tansu 0.6 among them, answer a fetch only when its wait is over, not when
+# data arrives: with librdkafka's 500 ms a message waited 130 ms on average before the stream
+# saw it; an idle stream then sends 20 small requests a second).
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "session.timeout.ms": 6000,
+    "max.poll.interval.ms": 300000,
+    "enable.partition.eof": False,
+    "queued.max.messages.kbytes": 16384,
+    "fetch.wait.max.ms": 50,
+}
+# Consumer-only settings: not given to the admin client (librdkafka would warn about each).
+CONSUMER_ONLY = (
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.",
+    "auto.offset.reset",
+    "enable.auto.",
+    "auto.commit.",
+    "partition.assignment.",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+)
+
+_SLICE = 0.1  # longest blocking consume call (seconds): how soon commands and STOP are seen
+_CHUNK = 5000  # most messages taken from librdkafka's queue at once
+_FULL_PAUSE = 0.01  # seconds between polls while the queue of formed batches is full
+_MAX_POLL_EXCEEDED = -147
+_BROKER_DOWN = {-195, -187, -193}  # _TRANSPORT, _ALL_BROKERS_DOWN, _RESOLVE
+_OFFSET_INVALID = -1001
+
+
+def consumer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {**CONSUMER_DEFAULTS, "client.id": f"boltstream-{definition.name}"}
+    config.update({k: v for k, v in base.items() if k not in FORCED})
+    config.update(
+        {
+            "bootstrap.servers": definition.uri,
+            "group.id": definition.consumer_group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    return config
+
+
+def admin_config(uri: str, base: Mapping[str, Any]) -> dict[str, Any]:
+    """An admin client (or the base of a producer): no consumer-only settings."""
+    config = {k: v for k, v in base.items() if k not in FORCED and not k.startswith(CONSUMER_ONLY)}
+    config.update(
+        {
+            "bootstrap.servers": uri,
+            "logger": kafka_log,
+            "error_cb": lambda error: None,
+            "client.id": "boltstream-admin",
+        }
+    )
+    return config
+
+
+def producer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream's producer (dead letters, responses): every record acknowledged by all
+    in-sync replicas before the batch's offsets are committed."""
+    config = admin_config(definition.uri, base)
+    config.update(
+        {
+            "client.id": f"boltstream-{definition.name}",
+            "acks": "all",
+            "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+            "linger.ms": 5,
+        }
+    )
+    return config
+
+
+class _KafkaLog(logging.LoggerAdapter[logging.Logger]):
+    """librdkafka's own log lines, at debug level: what matters reaches SHOW STREAMS."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(msg, *args)
+
+
+kafka_log = _KafkaLog(logging.getLogger("boltstream.kafka"), {})
+
+
+def reason_of(exc: BaseException) -> str:
+    """The text of a KafkaException (or any exception)."""
+    error: Any = exc.args[0] if exc.args else None
+    if hasattr(error, "str"):
+        return str(error.str())
+    return str(exc) or type(exc).__name__
+
+
+class TopicMissing(Exception):
+    """The topic does not exist (found by listing all topics: nothing was created)."""
+
+
+class Hooks(Protocol):
+    """What the consumer thread asks its runner at a rebalance (run on the event loop)."""
+
+    async def quiesce(self) -> None:
+        """Drop every batch not written yet; return once no write is in progress."""
+
+    async def positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """Exactly-once: where to start each partition (the position stored in the graph;
+        None: none stored). Raises only when the stream stops."""
+        ...
+
+
+class _Closing(Exception):
+    """The consumer is being closed: a callback gives up."""
+
+
+class StreamConsumer:
+    """One stream's Kafka consumer, on its own thread (see the module docstring).
+
+    The runner: ``start()``, ``await opened()``, then ``await batches()`` repeatedly,
+    ``release(batch)`` when done with each, ``commit(offsets, token)`` after writing; finally
+    ``await close()``. ``on_committed(tokens)`` is called (on the consumer's thread) with the
+    tokens of every commit the broker answered, in order. ``assign``: start at these
+    (topic, partition, offset) instead of joining the group (TEST STREAM: no commits).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: dict[str, Any],
+        topic: str,
+        *,
+        size: int,
+        interval: float,
+        health: Health,
+        backoff: Backoff,
+        max_messages: int = 50000,
+        max_bytes: int = 16 * 1024 * 1024,
+        hooks: Hooks | None = None,
+        exactly_once: bool = False,
+        on_committed: Callable[[list[Any]], None] | None = None,
+        assign: list[tuple[str, int, int]] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.topic = topic
+        self.former = BatchFormer(size, interval)
+        self.health = health
+        self.backoff = backoff
+        self.max_messages = max(max_messages, size)
+        self.max_bytes = max_bytes
+        self.hooks = hooks
+        self.exactly_once = exactly_once
+        self.on_committed = on_committed
+        self.fixed_assignment = assign
+        self.epoch = 0
+        self.fatal: str | None = None  # a fatal librdkafka error: the stream must stop
+        self.broker = Outage(name, "reading from Kafka", health, backoff)
+        self.committing = Outage(name, "committing offsets", health, backoff)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._consumer: Any = None
+        self._ready: deque[Batch] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._closing = threading.Event()
+        self._held_messages = 0  # formed, not yet released by the runner
+        self._held_bytes = 0
+        self._held_lock = threading.Lock()
+        self._assigned: list[Any] = []
+        self._commands: deque[Callable[[], None]] = deque()
+        self._commit_requests: deque[tuple[dict[TopicPartition, int], Any]] = deque()
+        self._pending: dict[TopicPartition, int] = {}
+        self._pending_tokens: list[Any] = []
+        self._inflight: list[Any] | None = None  # tokens of the commit the broker has now
+        self._inflight_offsets: dict[TopicPartition, int] = {}
+        self._commit_retry_at = 0.0
+        self._probe_at = 0.0
+        self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
+        self._grace = 5.0
+
+    # -- the event loop's side ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread; it opens the consumer (``await opened()`` for the outcome)."""
+        self._loop = asyncio.get_running_loop()
+        self._opened = self._loop.create_future()
+        self._done = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._main, name=f"stream-{self.name}"[:15], daemon=True
+        )
+        self._thread.start()
+
+    async def opened(self) -> None:
+        """Wait until the consumer exists; raises what creating it raised."""
+        assert self._opened is not None
+        await asyncio.shield(self._opened)
+
+    async def batches(self, max_messages: int) -> list[Batch]:
+        """Wait for at least one formed batch; take the formed batches, up to
+        ``max_messages`` messages (at least one batch). Empty when the consumer stopped."""
+        while not self._ready:
+            if self._closing.is_set() or self.fatal or (self._done and self._done.done()):
+                return []
+            assert self._loop is not None
+            self._waiter = self._loop.create_future()
+            if self._ready:
+                self._waiter = None
+                break
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.ready(max_messages)
+
+    def ready(self, max_messages: int) -> list[Batch]:
+        """The formed batches waiting, up to ``max_messages`` messages (at least one batch,
+        if any waits); never waits."""
+        if not self._ready:
+            return []
+        taken = [self._ready.popleft()]
+        count = len(taken[0])
+        while self._ready and count + len(self._ready[0]) <= max_messages:
+            batch = self._ready.popleft()
+            count += len(batch)
+            taken.append(batch)
+        return taken
+
+    def release(self, batch: Batch) -> None:
+        """The runner is done with ``batch`` (written or dropped): room for more."""
+        with self._held_lock:
+            self._held_messages -= len(batch.messages)
+            self._held_bytes -= batch.nbytes
+
+    def commit(self, offsets: dict[TopicPartition, int], token: Any) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition) after what is queued;
+        ``token`` comes back through ``on_committed`` once the broker answered."""
+        self._commit_requests.append((offsets, token))
+
+    def flush(self) -> None:
+        """Close the open batch now, whatever its size (TEST STREAM's time limit)."""
+        self._commands.append(self._flush_now)
+
+    async def reseek(self, positions: Mapping[TopicPartition, int | None], epoch: int) -> None:
+        """Drop what was consumed and formed, and start each partition of ``positions`` there
+        (None: at the group's committed offset). Ignored when the epoch moved past ``epoch``
+        meanwhile (a rebalance set the positions again)."""
+        done: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                if self.epoch == epoch:
+                    self._seek(positions)
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self._commands.append(run)
+        await asyncio.wrap_future(done)
+
+    def outstanding_commits(self) -> bool:
+        return bool(self._commit_requests or self._pending or self._inflight is not None)
+
+    async def drain_commits(self, timeout: float) -> bool:
+        """Wait until every requested commit was answered (True) or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding_commits():
+            if time.monotonic() > deadline or (self._done and self._done.done()):
+                return not self.outstanding_commits()
+            await asyncio.sleep(0.01)
+        return True
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop the thread: commit what was requested (within ``grace`` seconds), leave the
+        group, close the consumer. Idempotent."""
+        self._grace = grace
+        self._closing.set()
+        self._wake()
+        if self._done is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._done)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [(tp.topic, tp.partition) for tp in self._assigned]
+
+    # -- the thread -----------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            try:
+                self._open()
+            except BaseException as exc:
+                self._resolve(self._opened, exc)
+                return
+            self._resolve(self._opened, None)
+            while not self._closing.is_set() and self.fatal is None:
+                self._step()
+            self._finish()
+        except BaseException as exc:  # a bug: say so, the runner stops the stream
+            log.exception("stream %s: the Kafka consumer thread failed", self.name)
+            self.fatal = f"internal error in the Kafka consumer: {type(exc).__name__}: {exc}"
+        finally:
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    consumer.close()  # leaves the group; commits nothing (auto commit off)
+            self._resolve(self._done, None)
+            self._wake()
+
+    def _resolve(self, future: asyncio.Future[None] | None, exc: BaseException | None) -> None:
+        loop = self._loop
+        if future is None or loop is None:
+            return
+
+        def set_it() -> None:
+            if future.done():
+                return
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(set_it)
+
+    def _wake(self) -> None:
+        waiter, loop = self._waiter, self._loop
+        if waiter is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set_result, waiter)
+
+    def _open(self) -> None:
+        from confluent_kafka import Consumer
+
+        check_client_config(self.config)  # raises rather than letting librdkafka abort
+        check_topic(self.topic)
+        config = dict(self.config)
+        config["error_cb"] = self._on_error
+        config["logger"] = kafka_log
+        config["on_commit"] = self._on_commit
+        self._consumer = Consumer(config)
+        if self.fixed_assignment is None:
+            self._consumer.subscribe(
+                [self.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+            parts = [KafkaTopicPartition(t, p, o) for t, p, o in self.fixed_assignment]
+            self._consumer.assign(parts)
+            self._assigned = parts
+
+    def _step(self) -> None:
+        consumer = self._consumer
+        while self._commands:
+            self._commands.popleft()()
+        self._serve_commits()
+        now = time.monotonic()
+        closed = self.former.due(now)
+        if closed is not None:
+            self._emit([closed])
+        self._probe(now)
+        if self._held_messages >= self.max_messages or self._held_bytes >= self.max_bytes:
+            # Full: take no more (librdkafka's own queue, bounded by queued.max.messages.kbytes,
+            # holds what is fetched), but keep polling now and then: callbacks (commits,
+            # rebalances) run inside consume, and the group must see this member alive. The
+            # message such a poll returns, if any, is kept: the bound is exceeded by a few.
+            time.sleep(_FULL_PAUSE)
+            self._take(consumer.consume(num_messages=1, timeout=0))
+            return
+        deadline = self.former.deadline
+        if deadline is not None:
+            wait = min(_SLICE, max(0.0, deadline - now))
+            self._take(
+                consumer.consume(num_messages=self.former.size - self.former.pending, timeout=wait)
+            )
+            return
+        room = max(1, min(_CHUNK, self.max_messages - self._held_messages))
+        if not self._take(consumer.consume(num_messages=room, timeout=0)):
+            self._take(consumer.consume(num_messages=1, timeout=_SLICE))
+
+    def _take(self, messages: list[Any]) -> bool:
+        """Feed what ``consume`` returned to the former; True if there was a message."""
+        if not messages:
+            return False
+        good = messages
+        for message in messages:
+            if message.error() is not None:
+                good = [m for m in messages if m.error() is None]
+                for bad in messages:
+                    if bad.error() is not None:
+                        self._message_error(bad.error())
+                break
+        if not good:
+            return False
+        if self.broker.ongoing:
+            self.broker.recovered()
+        closed = self.former.add(good, time.monotonic())
+        if closed:
+            self._emit(closed)
+        return True
+
+    def _emit(self, closed: list[list[Any]]) -> None:
+        batches = []
+        for messages in closed:
+            nbytes = 0
+            for message in messages:
+                value = message.value()
+                if value is not None:
+                    nbytes += len(value)
+            batches.append(Batch(messages, self.epoch, nbytes))
+            with self._held_lock:
+                self._held_messages += len(messages)
+                self._held_bytes += nbytes
+        self._ready.extend(batches)
+        self._wake()
+
+    def _flush_now(self) -> None:
+        batch = self.former.flush()
+        if batch is not None:
+            self._emit([batch])
+
+    def _drop_formed(self) -> None:
+        """A seek or a rebalance: what was consumed but not handed over is void."""
+        self.epoch += 1
+        self.former.clear()
+        while self._ready:
+            self.release(self._ready.popleft())
+
+    def _seek(self, positions: Mapping[TopicPartition, int | None]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        self._drop_formed()
+        committed: dict[TopicPartition, int] = {}
+        missing = [KafkaTopicPartition(t, p) for (t, p), o in positions.items() if o is None]
+        if missing:
+            for tp in self._consumer.committed(missing, timeout=10):
+                committed[(tp.topic, tp.partition)] = tp.offset
+        parts = []
+        for (topic, partition), offset in positions.items():
+            start = offset if offset is not None else committed.get((topic, partition), -1)
+            if start is None or start < 0:
+                reset = str(self.config.get("auto.offset.reset", "earliest")).lower()
+                start = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
+            parts.append(KafkaTopicPartition(topic, partition, start))
+        try:
+            for part in parts:
+                self._consumer.seek(part)
+        except Exception:  # not fetching yet: setting the assignment again starts it there
+            if self._cooperative:
+                self._consumer.incremental_unassign(parts)
+                self._consumer.incremental_assign(parts)
+            else:
+                self._consumer.assign(parts)
+                self._assigned = parts
+
+    # -- errors and outages ---------------------------------------------------------------------
+
+    def _on_error(self, error: Any) -> None:
+        if error.fatal():
+            self.fatal = error.str()
+            return
+        if error.code() in _BROKER_DOWN:
+            self.broker.failed(error.str())
+            self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
+
+    def _message_error(self, error: Any) -> None:
+        if error.fatal():
+            self.fatal = error.str()
+        elif error.code() != _MAX_POLL_EXCEEDED:  # librdkafka rejoins by itself
+            self.broker.failed(error.str())
+            self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
+
+    def _probe(self, now: float) -> None:
+        """While the broker is out: ask it for metadata now and then (backed off); an answer
+        ends the outage."""
+        if not self.broker.ongoing or now < self._probe_at:
+            return
+        try:
+            self._consumer.list_topics(timeout=1.0)  # all topics: creates none
+        except Exception as exc:
+            self.broker.failed(reason_of(exc))
+            self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
+            return
+        self.broker.recovered()
+
+    # -- commits --------------------------------------------------------------------------------
+
+    def _serve_commits(self) -> None:
+        while self._commit_requests:
+            offsets, token = self._commit_requests.popleft()
+            for key, offset in offsets.items():
+                if offset > self._pending.get(key, -1):
+                    self._pending[key] = offset
+            self._pending_tokens.append(token)
+        if (
+            self._inflight is not None
+            or not self._pending_tokens
+            or time.monotonic() < self._commit_retry_at
+        ):
+            return
+        if not self._pending:  # nothing to commit (tokens only): answered at once
+            self._answer(self._pending_tokens)
+            self._pending_tokens = []
+            return
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        offsets, self._pending = self._pending, {}
+        tokens, self._pending_tokens = self._pending_tokens, []
+        self._inflight, self._inflight_offsets = tokens, offsets
+        try:
+            self._consumer.commit(
+                offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=True,
+            )
+        except Exception as exc:
+            self._commit_failed(reason_of(exc), retriable=True)
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        answered = {(tp.topic, tp.partition): tp.offset for tp in partitions or []}
+        if self._inflight is None or answered != self._inflight_offsets:
+            return  # a synchronous commit of ours (rebalance, close): already handled
+        if error is None:
+            failed = [tp for tp in partitions if tp.error is not None]
+            if failed:
+                error = failed[0].error
+        if error is None:
+            tokens, self._inflight, self._inflight_offsets = self._inflight, None, {}
+            self.committing.recovered()
+            self._answer(tokens)
+            return
+        retriable = bool(getattr(error, "retriable", lambda: False)())
+        self._commit_failed(error.str(), retriable=retriable)
+
+    def _commit_failed(self, reason: str, *, retriable: bool) -> None:
+        tokens, offsets = self._inflight or [], self._inflight_offsets
+        self._inflight, self._inflight_offsets = None, {}
+        if retriable and not self._closing.is_set():
+            for key, offset in offsets.items():
+                if offset > self._pending.get(key, -1):
+                    self._pending[key] = offset
+            self._pending_tokens = tokens + self._pending_tokens
+            self._commit_retry_at = time.monotonic() + self.committing.failed(reason)
+            return
+        # The batches are written; their offsets will be committed with later ones, or they
+        # are applied again after a rebalance or a restart.
+        log.warning("stream %s: committing offsets failed: %s", self.name, reason)
+        self.health.last_error = (
+            f"committing offsets failed: {reason} (the batch was written and may be applied again)"
+        )
+        self._answer(tokens)
+
+    def _answer(self, tokens: list[Any]) -> None:
+        if tokens and self.on_committed is not None:
+            self.on_committed(tokens)
+
+    def _commit_now(self) -> None:
+        """Commit every requested offset synchronously (a rebalance takes the partitions)."""
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        while self._commit_requests:
+            offsets, token = self._commit_requests.popleft()
+            for key, offset in offsets.items():
+                if offset > self._pending.get(key, -1):
+                    self._pending[key] = offset
+            self._pending_tokens.append(token)
+        offsets = {**self._inflight_offsets}
+        for key, offset in self._pending.items():
+            if offset > offsets.get(key, -1):
+                offsets[key] = offset
+        tokens = (self._inflight or []) + self._pending_tokens
+        self._inflight, self._inflight_offsets = None, {}
+        self._pending, self._pending_tokens = {}, []
+        if offsets:
+            try:
+                self._consumer.commit(
+                    offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=False,
+                )
+            except Exception as exc:
+                log.warning("stream %s: committing offsets failed: %s", self.name, reason_of(exc))
+                self.health.last_error = (
+                    f"committing offsets failed: {reason_of(exc)} (the "
+                    "batch was written and may be applied again)"
+                )
+        self._answer(tokens)
+
+    def _finish(self) -> None:
+        """Closing: wait (within the grace) for the commits requested so far."""
+        deadline = time.monotonic() + getattr(self, "_grace", 5.0)
+        while self.outstanding_commits() and time.monotonic() < deadline:
+            self._serve_commits()
+            # Serves the commit callback; whatever it consumes is never committed.
+            self._consumer.consume(num_messages=1, timeout=0.05)
+        if self.outstanding_commits():
+            log.warning(
+                "stream %s: offsets left uncommitted at stop (the batches are written "
+                "and will be applied again)",
+                self.name,
+            )
+            tokens = (
+                (self._inflight or [])
+                + self._pending_tokens
+                + [token for _offsets, token in self._commit_requests]
+            )
+            self._inflight, self._pending_tokens = None, []
+            self._pending.clear()
+            self._commit_requests.clear()
+            self._answer(tokens)
+
+    # -- rebalances -----------------------------------------------------------------------------
+
+    def _hook(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a coroutine of the runner on the event loop and wait for it here. If it fails
+        the stream cannot go on (``fatal``) and the callback gives up (``_Closing``)."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(make(), self._loop)
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except TimeoutError:
+                if self._closing.is_set():
+                    future.cancel()
+                    raise _Closing from None
+            except BaseException as exc:
+                if not self._closing.is_set():
+                    self.fatal = f"at a rebalance: {exc or type(exc).__name__}"
+                raise _Closing from None
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        try:
+            self._drop_formed()
+            if self.hooks is not None:
+                self._hook(self.hooks.quiesce)
+            if self.exactly_once and self.hooks is not None and partitions:
+                wanted = [(tp.topic, tp.partition) for tp in partitions]
+                hooks = self.hooks
+                found = self._hook(functools.partial(hooks.positions, wanted))
+                for tp in partitions:
+                    offset = found.get((tp.topic, tp.partition))
+                    tp.offset = offset if offset is not None else _OFFSET_INVALID
+        except _Closing:
+            return
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+            self._assigned = [*self._assigned, *partitions]
+        else:
+            consumer.assign(partitions)
+            self._assigned = list(partitions)
+        log.info(
+            "stream %s: assigned %s",
+            self.name,
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
+        )
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._revoke(consumer, partitions, lost=False)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._revoke(consumer, partitions, lost=True)
+
+    def _revoke(self, consumer: Any, partitions: list[Any], *, lost: bool) -> None:
+        log.info(
+            "stream %s: %s %s",
+            self.name,
+            "lost" if lost else "revoked",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
+        )
+        try:
+            self._drop_formed()
+            if self.hooks is not None:
+                self._hook(self.hooks.quiesce)
+            if not lost:
+                self._commit_now()
+        except _Closing:
+            pass
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        if self._cooperative:
+            consumer.incremental_unassign(partitions)
+            self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
+        else:
+            consumer.unassign()
+            self._assigned = []
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# -- TEST STREAM's start, and the admin client ------------------------------------------------
+
+
+def start_like_group(
+    config: dict[str, Any],
+    topic: str,
+    timeout: float,
+    positions: Mapping[TopicPartition, int | None] | None = None,
+) -> tuple[list[tuple[str, int, int]], bool]:
+    """Where a stream's next member would start reading ``topic``: per partition the stored
+    position (exactly-once), else the group's committed offset, else the reset policy's end.
+    Returns (topic, partition, offset) triples and whether the watermarks say there is
+    nothing to read from there. Raises ``TopicMissing``. Blocks: run it off the event loop.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    check_client_config(config)
+    check_topic(topic)
+    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+    try:
+        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise TopicMissing(topic)
+        parts = [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
+        committed = probe.committed(parts, timeout=timeout)
+        reset = str(config.get("auto.offset.reset", "earliest")).lower()
+        latest = reset in ("latest", "largest", "end")
+        starts: list[tuple[str, int, int]] = []
+        empty = True
+        for tp in committed:
+            stored = (positions or {}).get((topic, tp.partition))
+            offset = stored if stored is not None else tp.offset
+            low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+            position = offset if offset >= 0 else (high if latest else low)
+            empty = empty and position >= high
+            starts.append(
+                (
+                    topic,
+                    tp.partition,
+                    offset if offset >= 0 else (OFFSET_END if latest else OFFSET_BEGINNING),
+                )
+            )
+        return starts, empty
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+class TopicAdmin:
+    """Admin clients, one per bootstrap address: topic lists and consumer lag. Blocking calls
+    run on the default executor."""
+
+    def __init__(self, base_config: Mapping[str, Any]) -> None:
+        self.base_config = dict(base_config)
+        self._admins: dict[str, Any] = {}
+
+    def _admin(self, uri: str) -> Any:
+        admin = self._admins.get(uri)
+        if admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            config = admin_config(uri, self.base_config)
+            check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
+            admin = self._admins[uri] = AdminClient(config)
+        return admin
+
+    async def topics(self, uri: str, timeout: float) -> dict[str, int]:
+        """Topic name -> partition count, from a metadata request for ALL topics (asking for
+        one topic by name would create it on brokers that auto-create)."""
+        admin = self._admin(uri)
+
+        def fetch() -> dict[str, int]:
+            metadata = admin.list_topics(timeout=timeout)
+            return {
+                name: len(topic.partitions)
+                for name, topic in metadata.topics.items()
+                if topic.error is None
+            }
+
+        return await asyncio.get_running_loop().run_in_executor(None, fetch)
+
+    async def lag(
+        self, definition: StreamDefinition, partitions: int, timeout: float, reset_latest: bool
+    ) -> int:
+        """Messages in the topic after the group's committed offsets."""
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+        admin = self._admin(definition.uri)
+        parts = [KafkaTopicPartition(definition.topic, p) for p in range(partitions)]
+        group = definition.consumer_group
+        request = [ConsumerGroupTopicPartitions(group, parts)]
+        committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
+            group
+        ]
+        latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+        latest = admin.list_offsets({tp: latest_spec for tp in parts}, request_timeout=timeout)
+        earliest = admin.list_offsets({tp: earliest_spec for tp in parts}, request_timeout=timeout)
+        committed = await asyncio.wrap_future(committed_future)
+        done: dict[int, int] = {tp.partition: tp.offset for tp in committed.topic_partitions}
+        total = 0
+        for tp in parts:
+            high = (await asyncio.wrap_future(latest[tp])).offset
+            position = done.get(tp.partition, -1)
+            if position < 0:
+                position = (
+                    high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
+                )
+            total += max(0, high - position)
+        return total
+
+    def close(self) -> None:
+        self._admins.clear()

@@ -1,0 +1,157 @@
+"""Where an exactly-once stream is: its positions, stored in the graph with the data.
+
+A stream with ``DELIVERY EXACTLY ONCE`` keeps, for each (topic, partition) it reads, the offset
+of the next message to apply, in a node of the graph it writes to::
+
+    (:__BoltstreamPosition {key: '["stream","topic",0]', stream: 'stream', topic: 'topic',
+                            partition: 0, next: 1234})
+
+and every write of a batch updates those nodes in the same atomic unit as the batch's own
+writes (a Bolt transaction; on FalkorDB one query, ``compose.py``). A starting stream, and a
+consumer that is given a partition by a rebalance, seeks to the stored positions, so whatever
+crashed where, a message is applied once: before the unit committed, neither its data nor the
+position moved; after, both did.
+
+**The fence.** Each write says which positions it expects to find (what it last wrote or
+read) and updates them only if they are exactly that; otherwise the unit changes nothing and
+the writer raises ``FenceLost`` with what it found. That stops the duplicates a stale writer
+would make: a proxy whose partition moved to another member during a rebalance, or a second
+proxy running the same stream. ``FenceLost`` whose found positions are exactly the ones this
+write would have set means the unit was already applied (an earlier attempt that timed out
+did commit): the write succeeded. Anything else: the caller re-reads the positions, seeks
+there and carries on.
+
+The label starts with ``__Boltstream``: boltstream reserves it (and ``__boltstream`` names of
+variables and parameters). ``DROP STREAM`` leaves the nodes, so a stream created again under
+the same name resumes where it was. Mind that a query matching every node (``MATCH (n)``) sees
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+LABEL = "__BoltstreamPosition"
+PREFIX = "__boltstream"  # reserved for names of variables and parameters
+TopicPartition = tuple[str, int]
+ABSENT = -1  # the expected position of a partition that has no node yet
+
+Query = tuple[str, dict[str, Any]]
+
+
+def position_key(stream: str, topic: str, partition: int) -> str:
+    """The ``key`` property: unambiguous whatever the names hold."""
+    return json.dumps([stream, topic, partition], ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a write of stream ``stream`` expects to find and sets: for each partition it
+    touches, the stored next offset (``None``: no node yet) and the next offset after it."""
+
+    stream: str
+    expected: Mapping[TopicPartition, int | None]
+    next: Mapping[TopicPartition, int]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": position_key(self.stream, topic, partition),
+                "topic": topic,
+                "partition": partition,
+                "expected": ABSENT
+                if self.expected.get((topic, partition)) is None
+                else self.expected[(topic, partition)],
+                "next": offset,
+            }
+            for (topic, partition), offset in sorted(self.next.items())
+        ]
+
+    def already_applied(self, found: Mapping[TopicPartition, int]) -> bool:
+        """Whether ``found`` (the stored positions) says this very write is in the graph."""
+        return all(found.get(tp) == offset for tp, offset in self.next.items())
+
+
+class FenceLost(Exception):
+    """The stored positions are not what the write expected: nothing was written.
+    ``found``: the positions stored now (for this stream)."""
+
+    def __init__(self, found: Mapping[TopicPartition, int]) -> None:
+        super().__init__(f"the stream's positions in the graph moved: {dict(found)}")
+        self.found = dict(found)
+
+
+# The fence as Cypher: count the positions that are as expected; go on (with one row) only if
+# all are, then set them. Written so that no backend can push the check into the match (the
+# comparison sits inside an aggregation), and so that a failed check leaves zero rows: every
+# clause after it runs on nothing.
+_CHECK = (
+    f"UNWIND ${PREFIX}_positions AS {PREFIX}_p "
+    f"OPTIONAL MATCH ({PREFIX}_n:{LABEL} {{key: {PREFIX}_p.key}}) "
+    f"WITH sum(CASE WHEN coalesce({PREFIX}_n.next, {ABSENT}) = {PREFIX}_p.expected "
+    f"THEN 1 ELSE 0 END) AS {PREFIX}_ok "
+    f"WHERE {PREFIX}_ok = size(${PREFIX}_positions) "
+    f"UNWIND ${PREFIX}_positions AS {PREFIX}_p "
+    f"MERGE ({PREFIX}_n:{LABEL} {{key: {PREFIX}_p.key}}) "
+    f"SET {PREFIX}_n.stream = ${PREFIX}_stream, {PREFIX}_n.topic = {PREFIX}_p.topic, "
+    f"{PREFIX}_n.partition = {PREFIX}_p.partition, {PREFIX}_n.next = {PREFIX}_p.next "
+)
+WRITTEN = f"{PREFIX}_written"
+# One statement of its own (Bolt: the first of the batch's transaction): one row, the number
+# of positions set (as many as the fence has) or 0.
+FENCE_STATEMENT = _CHECK + f"RETURN count(*) AS {WRITTEN}"
+# The end of a composed query (FalkorDB, compose.py), after the batch's writes: if the fence
+# does not hold, a division by zero undoes the whole query (the divisor is computed, so it
+# cannot be folded away when the query is planned). Takes one row in.
+FENCE_TAIL = (
+    f"UNWIND ${PREFIX}_positions AS {PREFIX}_p "
+    f"OPTIONAL MATCH ({PREFIX}_n:{LABEL} {{key: {PREFIX}_p.key}}) "
+    f"WITH sum(CASE WHEN coalesce({PREFIX}_n.next, {ABSENT}) = {PREFIX}_p.expected "
+    f"THEN 1 ELSE 0 END) AS {PREFIX}_ok "
+    f"WITH {PREFIX}_ok, 1 / (CASE WHEN {PREFIX}_ok = size(${PREFIX}_positions) THEN 1 "
+    f"ELSE 0 END) AS {PREFIX}_fence "
+    f"UNWIND ${PREFIX}_positions AS {PREFIX}_p "
+    f"MERGE ({PREFIX}_n:{LABEL} {{key: {PREFIX}_p.key}}) "
+    f"SET {PREFIX}_n.stream = ${PREFIX}_stream, {PREFIX}_n.topic = {PREFIX}_p.topic, "
+    f"{PREFIX}_n.partition = {PREFIX}_p.partition, {PREFIX}_n.next = {PREFIX}_p.next "
+    f"RETURN count(*) AS {WRITTEN}"
+)
+FENCE_FAILED = "Division by zero"  # how FalkorDB reports a failed FENCE_TAIL
+
+READ_POSITIONS = (
+    f"MATCH (n:{LABEL}) WHERE n.stream = $stream "
+    "RETURN n.topic AS topic, n.partition AS partition, n.next AS next"
+)
+
+
+def fence_parameters(fence: Fence) -> dict[str, Any]:
+    return {f"{PREFIX}_positions": fence.rows(), f"{PREFIX}_stream": fence.stream}
+
+
+def fence_statement(fence: Fence) -> Query:
+    return FENCE_STATEMENT, fence_parameters(fence)
+
+
+def positions_from_rows(rows: Iterable[Iterable[Any]]) -> dict[TopicPartition, int]:
+    """``READ_POSITIONS`` rows -> {(topic, partition): next}; rows of another shape are
+    ignored (a user may have written anything under the label)."""
+    found: dict[TopicPartition, int] = {}
+    for row in rows:
+        topic, partition, offset = [*list(row), None, None, None][:3]
+        if isinstance(topic, str) and type(partition) is int and type(offset) is int:
+            found[(topic, partition)] = offset
+    return found
+
+
+def next_offsets(messages: Sequence[Any]) -> dict[TopicPartition, int]:
+    """(topic, partition) -> the offset after the last of ``messages`` there (they come in
+    the order they were consumed: a partition's offsets grow)."""
+    offsets: dict[TopicPartition, int] = {}
+    for message in reversed(messages):
+        key = (message.topic(), message.partition())
+        if key not in offsets:
+            offsets[key] = message.offset() + 1
+    return offsets

@@ -1,0 +1,867 @@
+"""One running stream: a pipeline of stages working at the same time.
+
+::
+
+    consume + form batches  ->  transform  ->  write  ->  commit
+    (Kafka thread, kafka.py)   (worker)       (graph)     (Kafka thread, asynchronous)
+
+* **Consume** (``Source``, the stream's consumer thread): forms batches by the documented rule
+  (``batching.py``) and holds them in a queue bounded by messages and bytes.
+* **Transform** (a task): takes the formed batches waiting, up to ``max_round_trip``
+  messages, and sends them to the transform's worker in one round trip (``run_many``: one
+  ``stream(batch)`` call per batch, one result per batch). A failed batch is handled by the
+  error policy (stop there, or run each of its messages alone to find the failing ones).
+* **Write** (a task, the only writer of the stream): takes the transformed batches waiting and
+  writes consecutive ones that need no per-message care *together*: one backend round trip
+  (Bolt: one transaction; FalkorDB: one composed query), planned as fewer UNWIND queries over
+  their concatenation (``grouping.py``: the same graph as one batch after the other). If that
+  combined write is refused, it writes them one batch at a time, and a batch that fails is
+  taken apart message by message (``executors.Applier``), so error policies apply exactly as
+  for a single batch. Batches with rejected messages, the built-ins' command and request
+  modes, go one at a time.
+* **Commit** (the consumer thread): after each write the runner hands the written offsets to
+  the consumer, which commits them asynchronously and in order; the write stage goes on at
+  once. Counters (``Progress``) count a batch when the broker has its offsets.
+
+Order: the transform stage and the write stage each take batches in the order they were
+formed, so each partition's messages reach the graph in offset order. Backpressure: the write
+stage takes what is there, the transform stage waits when two rounds are waiting to be
+written, and the consumer pauses when its queue is full.
+
+**Delivery.** At least once: offsets are committed only after the write returned, so a crash
+replays what was not committed. Exactly once (``positions.py``): every write also moves the
+stream's positions stored in the graph, in the same atomic unit, fenced by the positions the
+runner expects there; the consumer starts each partition at its stored position. A lost fence
+(another member wrote those partitions) makes the runner drop what it has not written, read
+the positions again and seek there.
+
+**Failures.** Transient ones (backend or broker away) are retried through ``retry.Outage``;
+permanent ones go to the error policy; ``STOP`` ends the run with ``Outcome.FAILED``. A STOP
+of the stream ends the run after the write in progress, if any (its commit included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from proxy.backends.base import QueryResult
+from proxy.streams import builtin
+from proxy.streams.batching import Batch
+from proxy.streams.definition import StreamDefinition
+from proxy.streams.executors import Applier, StopAt, dead_letter
+from proxy.streams.outcomes import (
+    DEAD_LETTER_QUERY,
+    Accepted,
+    Outcome,
+    OutcomeError,
+    Query,
+    Rejected,
+    Split,
+    per_message,
+    shorten,
+    single,
+    split,
+)
+from proxy.streams.positions import Fence, FenceLost, TopicPartition, next_offsets
+from proxy.streams.producer import Failed, Record
+from proxy.streams.retry import Backoff, Health, Interrupted, Outage, retrying
+from proxy.streams.transform import (
+    AMBIGUOUS,
+    FailureKind,
+    Round,
+    TransformError,
+    TransformFailed,
+)
+from proxy.streams.writers import (
+    GraphWriter,
+    NotAtomic,
+    PermanentWriteError,
+    TransientWriteError,
+)
+
+log = logging.getLogger("boltstream.streams")
+
+
+class RunEnd(enum.Enum):
+    """How a run ended."""
+
+    STOPPED = "stopped"  # STOP, DROP or shutdown
+    FINISHED = "finished"  # START ... LIMIT n BATCHES wrote its n batches
+    FAILED = "failed"  # a permanent failure; ``Ended.error`` says which
+
+
+@dataclass(frozen=True)
+class Ended:
+    how: RunEnd
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one write added: messages (dead-lettered and skipped ones included), batches,
+    dead-lettered messages, skipped messages."""
+
+    messages: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+
+
+class Progress:
+    """A stream's counters: the totals SHOW STREAMS shows, and what the catalog has not been
+    told yet. Updated from the consumer thread (as commits are answered): locked."""
+
+    def __init__(
+        self, messages: int = 0, batches: int = 0, dead_lettered: int = 0, skipped: int = 0
+    ) -> None:
+        self._lock = threading.Lock()
+        self._total = [messages, batches, dead_lettered, skipped]
+        self._pending = [0, 0, 0, 0]
+
+    def add(self, counts: Counts) -> None:
+        delta = (counts.messages, counts.batches, counts.dead_lettered, counts.skipped)
+        with self._lock:
+            for i, value in enumerate(delta):
+                self._total[i] += value
+                self._pending[i] += value
+
+    @property
+    def totals(self) -> Counts:
+        with self._lock:
+            return Counts(*self._total)
+
+    def take(self) -> tuple[int, int, int, int]:
+        """(messages, batches, dead-lettered, skipped) added since the last call."""
+        with self._lock:
+            pending, self._pending = self._pending, [0, 0, 0, 0]
+        return pending[0], pending[1], pending[2], pending[3]
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    stop_grace: float = 15.0  # how long a STOP waits for the write in progress and commits
+    backoff: Backoff = field(default_factory=Backoff)
+    max_round_trip: int = 10000  # messages per transform round trip and per combined write
+    max_response_bytes: int = 1000000  # builtin:request responses (Kafka's message.max.bytes)
+
+
+class Source(Protocol):
+    """The consuming side of a stream (``kafka.StreamConsumer``; tests use fakes)."""
+
+    epoch: int
+    fatal: str | None
+
+    def start(self) -> None: ...
+    async def opened(self) -> None: ...
+    async def batches(self, max_messages: int) -> list[Batch]: ...
+    def ready(self, max_messages: int) -> list[Batch]: ...
+    def release(self, batch: Batch) -> None: ...
+    def commit(self, offsets: dict[TopicPartition, int], token: Any) -> None: ...
+    async def reseek(self, positions: dict[TopicPartition, int | None], epoch: int) -> None: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    async def drain_commits(self, timeout: float) -> bool: ...
+    async def close(self, grace: float = 5.0) -> None: ...
+
+
+class Transformer(Protocol):
+    """The stream's transform (``transform.TransformRunner``)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def run(self, batch: list[bytes]) -> list[Query]: ...
+    async def submit(self, batches: list[list[bytes]]) -> Round: ...
+    async def collect(self, batch_round: Round) -> list[list[Query] | TransformFailed] | None: ...
+
+
+class Producer(Protocol):
+    """Dead letters and responses (``producer.StreamProducer``)."""
+
+    async def deliver(self, records: list[Record]) -> list[Failed | None]: ...
+    async def close(self) -> None: ...
+
+
+# (runner as the consumer's hooks, the consumer's on_committed callback) -> the source
+SourceFactory = Callable[["StreamRunner", Callable[[list[Any]], None]], Source]
+
+
+class _Permanent(Exception):
+    """Ends the run with ``RunEnd.FAILED``."""
+
+
+@dataclass
+class _Item:
+    """A transformed batch, ready to be written: a user transform's batch result (``split``),
+    the outcome of each message (built-ins; user transforms taken apart after a failure), or
+    the failure that stops the stream at this batch (``failure``: nothing of it is written)."""
+
+    batch: Batch
+    split: Split | None = None
+    outcomes: list[Outcome] | None = None
+    failure: str | None = None
+
+    def combinable(self, mode: str) -> bool:
+        """Written with its neighbours in one round trip: nothing in it needs per-message
+        care (no rejected message, not a command or request)."""
+        if mode != "write" or self.failure is not None:
+            return False
+        if self.split is not None:
+            return not self.split.rejected
+        return self.outcomes is not None and all(isinstance(o, Accepted) for o in self.outcomes)
+
+    def queries(self) -> list[Query]:
+        if self.split is not None:
+            return self.split.queries
+        return [
+            query
+            for outcome in self.outcomes or ()
+            if isinstance(outcome, Accepted)
+            for query in outcome.queries
+        ]
+
+
+class StreamRunner:
+    """Runs one stream until stopped, finished (LIMIT) or failed: ``task`` ends with an
+    ``Ended``. ``stop()`` ends it (after the write in progress). ``progress`` and
+    ``health.last_error`` are what SHOW STREAMS shows while it runs."""
+
+    def __init__(
+        self,
+        definition: StreamDefinition,
+        *,
+        writer: GraphWriter,
+        transform: Transformer,
+        make_source: SourceFactory,
+        make_producer: Callable[[], Producer],
+        settings: RunnerSettings,
+        progress: Progress,
+        health: Health | None = None,
+        limit: int | None = None,
+        on_limit: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        self.definition = definition
+        self.name = definition.name
+        self.writer = writer
+        self.transform = transform
+        self.make_source = make_source
+        self.make_producer = make_producer
+        self.settings = settings
+        self.progress = progress
+        self.health = health or Health()
+        self.limit = limit  # batches left to write (START ... LIMIT)
+        self.on_limit = on_limit
+        self.builtin = builtin.lookup(definition.transform.uri)
+        self.mode: builtin.Mode = self.builtin.mode if self.builtin else "write"
+        self.policy = definition.error_policy
+        self.exactly_once = definition.exactly_once
+        self.known: dict[TopicPartition, int | None] = {}  # positions in the graph
+        self.stopping = asyncio.Event()
+        backoff = settings.backoff
+        self.graph_outage = Outage(self.name, "writing to the graph", self.health, backoff)
+        self.read_outage = Outage(self.name, "reading from the graph", self.health, backoff)
+        self.produce_outages: dict[str, Outage] = {}
+        self.source: Source | None = None
+        self.producer: Producer | None = None
+        self._idle = asyncio.Event()  # no write in progress
+        self._idle.set()
+        self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
+        self._leftover: list[_Item] = []
+        self._current: list[Batch] = []  # the batch being applied (Host.write's fence)
+        self._lost: FenceLost | None = None  # a write found the fence lost: seek again
+        self._in_flight = 0  # batches taken by the transform stage, not yet written
+        self._room = asyncio.Event()
+        self.task: asyncio.Task[Ended] = asyncio.get_running_loop().create_task(
+            self._main(), name=f"stream {self.name}"
+        )
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def _main(self) -> Ended:
+        try:
+            return await self._run()
+        except _Permanent as exc:
+            log.error("stream %s stopped on an error: %s", self.name, exc)
+            return Ended(RunEnd.FAILED, str(exc))
+        except Interrupted:
+            return Ended(RunEnd.STOPPED)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.stopping.is_set() and task is not None and task.uncancel() == 0:
+                return Ended(RunEnd.STOPPED)  # stop() cancelled what it did not wait for
+            raise
+        except Exception as exc:  # a bug: say so, keep the proxy and other streams alive
+            log.exception("stream %s failed", self.name)
+            return Ended(RunEnd.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            await asyncio.shield(self._release())
+
+    async def _release(self) -> None:
+        source, self.source = self.source, None
+        producer, self.producer = self.producer, None
+        if source is not None:
+            with contextlib.suppress(Exception):
+                await source.close(self.settings.stop_grace)
+        with contextlib.suppress(Exception):
+            await self.transform.stop()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.close()
+
+    async def _run(self) -> Ended:
+        if builtin.is_builtin(self.definition.transform.uri) and self.builtin is None:
+            raise _Permanent(
+                f"{self.definition.transform.uri} is not a built-in transform of "
+                f"this boltstream (it has {builtin.names()})"
+            )
+        try:
+            await self.transform.start()
+        except TransformError as exc:
+            raise _Permanent(f"the transform could not be loaded: {exc}") from None
+        source = self.source = self.make_source(self, self._committed)
+        source.start()
+        try:
+            await source.opened()
+        except Exception as exc:
+            raise _Permanent(f"cannot create the Kafka consumer: {exc}") from None
+        transforming = asyncio.get_running_loop().create_task(
+            self._transform_stage(source), name=f"stream {self.name} transform"
+        )
+        try:
+            return await self._write_stage(source, transforming)
+        finally:
+            transforming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await transforming
+
+    def _committed(self, tokens: list[Any]) -> None:
+        """The broker has the offsets of these writes (called on the consumer's thread)."""
+        for token in tokens:
+            if isinstance(token, Counts):
+                self.progress.add(token)
+
+    async def stop(self) -> None:
+        """End the run: after the write in progress and its commit, if one is under way;
+        else at once. Waits at most ``stop_grace`` for the write."""
+        self.stopping.set()
+        if self._idle.is_set():
+            self.task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), self.settings.stop_grace)
+        except TimeoutError:
+            self.task.cancel()
+        except (asyncio.CancelledError, Exception):
+            pass
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+    # -- the consumer's hooks (rebalances) --------------------------------------------------------
+
+    async def quiesce(self) -> None:
+        """A rebalance: the batches not written are void (the consumer bumped its epoch);
+        wait for the write in progress, if any."""
+        await self._idle.wait()
+
+    async def positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        found = await self._read_positions()
+        for tp in partitions:
+            self.known[tp] = found.get(tp)
+        return {tp: found.get(tp) for tp in partitions}
+
+    async def _read_positions(self) -> dict[TopicPartition, int]:
+        def read() -> Awaitable[dict[TopicPartition, int]]:
+            return self.writer.read_positions(self.name, self.definition.owner)
+
+        try:
+            return await retrying(
+                read, self.read_outage, TransientWriteError, stopping=self.stopping
+            )
+        except PermanentWriteError as exc:
+            raise _Permanent(str(exc)) from None
+
+    # -- the transform stage --------------------------------------------------------------------
+
+    async def _transform_stage(self, source: Source) -> None:
+        try:
+            await self._transform_rounds(source)
+        except _Permanent as exc:
+            self._queue.put_nowait([_Item(Batch([], source.epoch, 0), failure=str(exc))])
+        except Exception as exc:  # a bug: the write stage stops the stream with it
+            log.exception("stream %s: the transform stage failed", self.name)
+            self._queue.put_nowait(
+                [
+                    _Item(
+                        Batch([], source.epoch, 0),
+                        failure=f"internal error: {type(exc).__name__}: {exc}",
+                    )
+                ]
+            )
+
+    async def _transform_rounds(self, source: Source) -> None:
+        """Two rounds in flight: the worker transforms one while this reads the other's
+        results. Items go to the write stage's queue, which never blocks: what is in flight
+        anywhere is bounded by the consumer (batches count until the write stage releases
+        them)."""
+        pending: deque[tuple[list[Batch], Round]] = deque()
+        redo: list[Batch] = []  # to transform again (their worker was replaced), first
+        while True:
+            while len(pending) < 2:
+                batches = await self._take(source, redo, wait=not pending)
+                if not batches:
+                    break
+                if redo and batches[0] is redo[0]:
+                    redo = redo[len(batches) :]
+                round_ = await self.transform.submit([batch.values() for batch in batches])
+                pending.append((batches, round_))
+            batches, round_ = pending.popleft()
+            results = await self.transform.collect(round_)
+            if results is None:  # an earlier failure replaced its worker: again, in order
+                redo = batches + await self._void(pending) + redo
+                continue
+            items: list[_Item] = []
+            for index, (batch, result) in enumerate(zip(batches, results, strict=False)):
+                if not isinstance(result, TransformFailed):
+                    items.append(await self._interpret(batch, result))
+                    continue
+                # The worker is being replaced: what was sent after this batch did not run.
+                redo = batches[index + 1 :] + await self._void(pending) + redo
+                if result.unanswered > 1 and result.kind in AMBIGUOUS:
+                    # Several batches had no reply yet: which one failed? This, alone, tells.
+                    items.append(await self._transform_alone(batch))
+                else:
+                    items.append(await self._after_failure(batch, result))
+                break
+            self._queue.put_nowait(items)
+            if items and items[-1].failure is not None:
+                return
+
+    async def _take(self, source: Source, redo: list[Batch], *, wait: bool) -> list[Batch]:
+        """The next batches to transform: those to do again first, else the formed ones (up
+        to ``max_round_trip`` messages; when ``wait``, at least one batch)."""
+        if redo:
+            taken: list[Batch] = []
+            count = 0
+            for batch in redo:
+                if taken and count + len(batch) > self.settings.max_round_trip:
+                    break
+                taken.append(batch)
+                count += len(batch)
+            return taken
+        while True:
+            if self.limit is not None and self._in_flight >= self.limit:
+                # LIMIT n BATCHES: no more in flight than the batches left to write.
+                if not wait:
+                    return []
+                self._room.clear()
+                await self._room.wait()
+                continue
+            if wait:
+                batches = await source.batches(self.settings.max_round_trip)
+                if not batches:
+                    if self.stopping.is_set():
+                        raise Interrupted
+                    reason = source.fatal or "the Kafka consumer stopped"
+                    raise _Permanent(f"Kafka consumer failed: {reason}")
+            else:
+                batches = source.ready(self.settings.max_round_trip)
+                if not batches:
+                    return []
+            fresh = []
+            for batch in batches:
+                if batch.epoch != source.epoch or (
+                    self.limit is not None and self._in_flight >= self.limit
+                ):
+                    source.release(batch)
+                else:
+                    fresh.append(batch)
+                    self._in_flight += 1
+            if fresh or not wait:
+                return fresh
+
+    async def _void(self, pending: deque[tuple[list[Batch], Round]]) -> list[Batch]:
+        """Rounds sent to a worker that is being replaced: collected (nothing to read), their
+        batches returned, to be transformed again."""
+        batches: list[Batch] = []
+        while pending:
+            more, round_ = pending.popleft()
+            if await self.transform.collect(round_) is not None:
+                raise RuntimeError("a round sent after a failed one was answered")
+            batches += more
+        return batches
+
+    async def _transform_alone(self, batch: Batch) -> _Item:
+        try:
+            pairs = await self.transform.run(batch.values())
+        except TransformFailed as failure:
+            return await self._after_failure(batch, failure)
+        except TransformError as exc:  # a restarted worker did not load
+            raise _Permanent(f"the transform failed: {exc}") from None
+        return await self._interpret(batch, pairs)
+
+    def _written(self, batches: int) -> None:
+        """The write stage is done with ``batches`` batches (written or dropped)."""
+        self._in_flight -= batches
+        self._room.set()
+
+    async def _interpret(self, batch: Batch, pairs: list[Query]) -> _Item:
+        if self.builtin is None:
+            for item in pairs:
+                if item[0] == DEAD_LETTER_QUERY:
+                    break
+            else:  # the common case: a batch result that rejects nothing
+                return _Item(batch, split=Split(pairs))
+        size = len(batch.messages)
+        if self.builtin is not None:
+            try:
+                return _Item(batch, outcomes=per_message(pairs, size))
+            except OutcomeError as exc:
+                return _Item(batch, failure=f"the transform broke the built-in contract: {exc}")
+        try:
+            return _Item(batch, split=split(pairs, size))
+        except OutcomeError as exc:
+            if self.policy == "stop":
+                return _Item(batch, failure=f"the transform failed: {exc}")
+            return _Item(batch, outcomes=await self._isolate(batch.values()))
+
+    async def _after_failure(self, batch: Batch, failure: TransformFailed) -> _Item:
+        if failure.kind is FailureKind.STOPPED or (self.policy == "stop" and self.builtin is None):
+            return _Item(batch, failure=f"the transform failed: {failure}")
+        # Which message made it fail? (A built-in fails on a message only by crashing or
+        # timing out on it.) Each message alone tells.
+        return _Item(batch, outcomes=await self._isolate(batch.values()))
+
+    async def _isolate(self, values: list[bytes]) -> list[Outcome]:
+        """The outcome of each message, from the transform run on that message alone."""
+        outcomes: list[Outcome] = []
+        for value in values:
+            try:
+                pairs = await self.transform.run([value])
+            except TransformFailed as exc:
+                if exc.kind is FailureKind.STOPPED:
+                    raise _Permanent(f"the transform failed: {exc}") from None
+                outcomes.append(Rejected(shorten(f"the transform failed: {exc}")))
+                continue
+            except TransformError as exc:
+                raise _Permanent(f"the transform failed: {exc}") from None
+            try:
+                outcomes.append(per_message(pairs, 1)[0] if self.builtin else single(pairs))
+            except OutcomeError as exc:
+                outcomes.append(Rejected(shorten(f"the transform failed: {exc}")))
+        return outcomes
+
+    # -- the write stage ------------------------------------------------------------------------
+
+    async def _write_stage(self, source: Source, transforming: asyncio.Task[None]) -> Ended:
+        while not self.stopping.is_set():
+            items = await self._next_items(transforming)
+            self._idle.clear()
+            try:
+                end = await self._write_items(source, items)
+            finally:
+                self._idle.set()
+            if end is not None:
+                return end
+            lost, self._lost = self._lost, None
+            if lost is not None:
+                # Not while busy: seeking needs the consumer's thread, which may be waiting
+                # in a rebalance for this stage to be idle.
+                await self._resync(source, lost)
+        return Ended(RunEnd.STOPPED)
+
+    async def _next_items(self, transforming: asyncio.Task[None]) -> list[_Item]:
+        """The transformed batches waiting (at least one), up to ``max_round_trip``
+        messages (at least one batch)."""
+        items, self._leftover = self._leftover, []
+        if not items:
+            items = await self._queue.get()
+        count = sum(len(item.batch) for item in items)
+        while count < self.settings.max_round_trip and not self._queue.empty():
+            more = self._queue.get_nowait()
+            items += more
+            count += sum(len(item.batch) for item in more)
+        keep: list[_Item] = []
+        total = 0
+        for index, item in enumerate(items):
+            total += len(item.batch)
+            if keep and total > self.settings.max_round_trip:
+                self._leftover = items[index:]
+                break
+            keep.append(item)
+        return keep
+
+    async def _write_items(self, source: Source, items: list[_Item]) -> Ended | None:
+        index = 0
+        while index < len(items):
+            item = items[index]
+            if item.batch.epoch != source.epoch and item.failure is None:
+                source.release(item.batch)  # a seek or rebalance voided it
+                self._written(1)
+                index += 1
+                continue
+            if item.failure is not None:
+                if self.stopping.is_set():
+                    return Ended(RunEnd.STOPPED)
+                return Ended(RunEnd.FAILED, item.failure)
+            end = index + 1
+            if item.combinable(self.mode):
+                while (
+                    end < len(items)
+                    and items[end].combinable(self.mode)
+                    and items[end].batch.epoch == source.epoch
+                    and (self.limit is None or end - index < self.limit)
+                ):
+                    end += 1
+            run = items[index:end]
+            try:
+                if len(run) > 1:
+                    await self._write_combined(source, run)
+                else:
+                    await self._write_one(source, item)
+            except FenceLost as lost:
+                for rest in items[end:]:
+                    source.release(rest.batch)
+                self._written(len(items) - end)
+                self._lost = lost
+                return None
+            finally:
+                for done in run:
+                    source.release(done.batch)
+                self._written(len(run))
+            index = end
+            if self.limit is not None:
+                self.limit -= len(run)
+                if self.on_limit is not None:
+                    await self.on_limit(max(self.limit, 0))
+                if self.limit <= 0:
+                    await source.drain_commits(self.settings.stop_grace)
+                    return Ended(RunEnd.FINISHED)
+            if self.stopping.is_set():
+                for rest in items[index:]:
+                    source.release(rest.batch)
+                return Ended(RunEnd.STOPPED)
+        return None
+
+    async def _write_combined(self, source: Source, run: list[_Item]) -> None:
+        """Several batches in one round trip; one at a time if that is refused."""
+        queries = [query for item in run for query in item.queries()]
+        messages = [message for item in run for message in item.batch.messages]
+        fence = self._fence(messages) if self.exactly_once else None
+
+        def write() -> Awaitable[None]:
+            return self.writer.write_batch(
+                queries, self.definition.owner, group=True, atomic=True, fence=fence
+            )
+
+        try:
+            await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
+        except (NotAtomic, PermanentWriteError) as exc:
+            log.debug("stream %s: %d batches written one by one (%s)", self.name, len(run), exc)
+            for item in run:
+                await self._write_one(source, item)
+            return
+        if fence is not None:
+            self.known.update(fence.next)
+        source.commit(
+            dict(fence.next) if fence is not None else next_offsets(messages),
+            Counts(len(messages), len(run)),
+        )
+
+    async def _write_one(self, source: Source, item: _Item) -> None:
+        """Apply one batch (by the stream's mode and error policy), produce its dead letters
+        and responses, commit its offsets."""
+        messages = item.batch.messages
+        applier = Applier(
+            self,
+            stop_on_failure=self.policy == "stop",
+            stream=self.name,
+            max_response_bytes=self.settings.max_response_bytes,
+        )
+        stopped: StopAt | None = None
+        self._current = [item.batch]
+        try:
+            try:
+                await self._apply(item, applier)
+            except StopAt as exc:
+                stopped = exc
+        finally:
+            self._current = []
+        done = stopped.index if stopped else len(messages)
+        # Responses of the requests before the end, then the dead letters: acknowledged by
+        # the broker before any offset is committed.
+        responses = [(i, r) for i, r in applier.responses if i < done]
+        for index, refusal in await self._deliver([r for _, r in responses], "responses"):
+            response_index = responses[index][0]
+            try:
+                applier.fail(
+                    response_index,
+                    f"the response could not be produced to topic "
+                    f"{responses[index][1].topic!r}: {refusal.reason}",
+                )
+            except StopAt as exc:
+                if stopped is None or exc.index < stopped.index:
+                    stopped = exc
+        done = stopped.index if stopped else len(messages)
+        failures = [f for f in applier.failures if f.index < done]
+        dead = 0
+        if self.policy == "dead_letter" and failures:
+            topic = self.definition.dead_letter_topic or ""
+            records = [dead_letter(self.name, topic, messages[f.index], f.reason) for f in failures]
+            refused = await self._deliver(records, "dead letters")
+            if refused:
+                index, refusal = refused[0]
+                raise _Permanent(
+                    f"the dead-letter topic {topic!r} refused the record of "
+                    f"{_position(messages[failures[index].index])}: "
+                    f"{refusal.reason}"
+                )
+            dead = len(records)
+        for failure in failures:
+            message = messages[failure.index]
+            if self.policy == "dead_letter":
+                log.info(
+                    "stream %s: %s dead-lettered: %s", self.name, _position(message), failure.reason
+                )
+            else:
+                log.warning(
+                    "stream %s: %s skipped: %s", self.name, _position(message), failure.reason
+                )
+        if done and self.exactly_once:
+            await self._advance(messages[:done])
+        source.commit(next_offsets(messages[:done]), Counts(done, 1, dead, len(failures) - dead))
+        if stopped is not None:
+            raise _Permanent(f"{_position(messages[stopped.index])}: {stopped.reason}")
+
+    async def _apply(self, item: _Item, applier: Applier) -> None:
+        messages = item.batch.messages
+        if item.outcomes is None:
+            assert item.split is not None
+            rejected = item.split.rejected
+            if rejected and self.policy == "stop":
+                index = min(rejected)
+                raise _Permanent(
+                    f"{_position(messages[index])}: rejected by the transform: {rejected[index]}"
+                )
+            try:
+                await self.write(item.split.queries, True, through=len(messages))
+            except PermanentWriteError as exc:
+                if self.policy == "stop":
+                    raise _Permanent(str(exc)) from None
+                # Which message? Run the transform on each alone, write each alone.
+                outcomes = await self._isolate(item.batch.values())
+                await applier.write_outcomes(outcomes, group=True)
+                return
+            for index in sorted(rejected):
+                applier.fail(index, rejected[index])
+        elif self.mode == "request":
+            await applier.serve(item.outcomes, messages)
+        else:
+            await applier.write_outcomes(item.outcomes, group=self.mode == "write")
+
+    # -- exactly once -----------------------------------------------------------------------------
+
+    def _fence(self, messages: list[Any]) -> Fence:
+        after = next_offsets(messages)
+        return Fence(self.name, {tp: self.known.get(tp) for tp in after}, after)
+
+    async def _advance(self, messages: list[Any]) -> None:
+        """Move the stored positions past ``messages`` if the batch's writes did not (its last
+        messages were skipped or dead-lettered, or wrote nothing)."""
+        after = next_offsets(messages)
+        if all(self.known.get(tp) == offset for tp, offset in after.items()):
+            return
+        fence = Fence(self.name, {tp: self.known.get(tp) for tp in after}, after)
+
+        def write() -> Awaitable[None]:
+            return self.writer.write_batch([], self.definition.owner, fence=fence)
+
+        try:
+            await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
+        except PermanentWriteError as exc:
+            raise _Permanent(f"moving the stream's position failed: {exc}") from None
+        self.known.update(after)
+
+    async def _resync(self, source: Source, lost: FenceLost) -> None:
+        """Someone else moved our positions: go on from where the graph says."""
+        epoch = source.epoch
+        log.warning(
+            "stream %s: its positions in the graph are not where it left them (a "
+            "rebalance, or another proxy running it); going on from the graph's",
+            self.name,
+        )
+        found = await self._read_positions()
+        assigned = source.assignment() or list(lost.found)
+        wanted = {tp: found.get(tp) for tp in assigned}
+        self.known.update(wanted)
+        await source.reseek(wanted, epoch)
+
+    # -- executors.Host: writes and reads with retries --------------------------------------
+
+    async def write(self, queries: list[Query], group: bool, *, through: int | None = None) -> None:
+        """Write to the graph; transient failures retried. Exactly-once: also moves the
+        positions past the current batch's first ``through`` messages."""
+        fence = None
+        if self.exactly_once and self._current:
+            messages = self._current[0].messages
+            fence = self._fence(messages[: len(messages) if through is None else through])
+
+        def attempt() -> Awaitable[None]:
+            return self.writer.write_batch(queries, self.definition.owner, group=group, fence=fence)
+
+        await retrying(attempt, self.graph_outage, TransientWriteError, stopping=self.stopping)
+        if fence is not None:
+            self.known.update(fence.next)
+
+    async def read(self, query: str, params: dict[str, Any]) -> QueryResult:
+        """Run a read-only query; transient failures retried."""
+
+        def attempt() -> Awaitable[QueryResult]:
+            return self.writer.read(query, params, self.definition.owner)
+
+        return await retrying(
+            attempt, self.read_outage, TransientWriteError, stopping=self.stopping
+        )
+
+    async def _deliver(self, records: list[Record], what: str) -> list[tuple[int, Failed]]:
+        """Produce ``records``; transient failures retried. The permanent failures, as
+        (position in ``records``, failure)."""
+        if not records:
+            return []
+        if self.producer is None:
+            self.producer = self.make_producer()
+        producer = self.producer
+        pending = list(range(len(records)))
+        refused: list[tuple[int, Failed]] = []
+        outage = self.produce_outages.get(what)
+        if outage is None:
+            outage = self.produce_outages[what] = Outage(
+                self.name, f"producing {what} to Kafka", self.health, self.settings.backoff
+            )
+
+        async def attempt() -> None:
+            nonlocal pending
+            results = await producer.deliver([records[i] for i in pending])
+            retry: list[tuple[int, Failed]] = []
+            for index, result in zip(pending, results, strict=True):
+                if result is None:
+                    continue
+                (refused if result.permanent else retry).append((index, result))
+            pending = [index for index, _ in retry]
+            if retry:
+                raise _Undelivered(retry[0][1].reason)
+
+        await retrying(attempt, outage, _Undelivered, stopping=self.stopping)
+        return sorted(refused, key=lambda entry: entry[0])
+
+
+class _Undelivered(Exception):
+    """Some records were not acknowledged for a reason that may pass."""
+
+
+def _position(message: Any) -> str:
+    return f"topic {message.topic()!r} partition {message.partition()} offset {message.offset()}"
