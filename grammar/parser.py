@@ -160,7 +160,7 @@ class _Build(Transformer[Token, Any]):
     def delivery_exactly_once(self, children: list[Token]) -> tuple[str, Delivery]:
         return ("delivery", "exactly once")
 
-    def transform(self, children: list[Token]) -> tuple[str, str]:
+    def with_transform(self, children: list[Token]) -> tuple[str, str]:
         return ("transform", _string_value(children[0]))
 
     def cypher(self, children: list[Token]) -> tuple[str, str]:

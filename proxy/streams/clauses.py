@@ -37,6 +37,7 @@ from proxy.streams.kafka import (
     reason_of,
     start_like_group,
 )
+from proxy.streams.mapping.mapper import BadMapping, Mapper, MappingOptions, build_spec
 from proxy.streams.names import UnsafeValue, check_client_config, check_stream_name, check_topic
 from proxy.streams.retry import Backoff, Health
 from proxy.streams.transform import (
@@ -47,7 +48,7 @@ from proxy.streams.transform import (
     check_transform,
     fetch_transform,
 )
-from proxy.streams.writers import GraphWriter, WriteError
+from proxy.streams.writers import GraphWriter, WriteError, mapping_dialect
 
 ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform", "internal"]
 OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
@@ -101,7 +102,7 @@ async def define(
     name: str,
     uri: str,
     topic: str,
-    transform: str,
+    transform: str | None,
     *,
     consumer_group: str,
     admin: TopicAdmin,
@@ -114,10 +115,11 @@ async def define(
     dead_letter_topic: str | None = None,
     delivery: DeliveryText | None = None,
     exactly_once_refusal: str | None = None,
+    mapping: MappingOptions | None = None,
 ) -> StreamDefinition:
     """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
     definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
-    (None: it can)."""
+    (None: it can). A stream runs ``transform`` or, when that is None, the ``mapping``."""
     fail = f"Failed to initialize Kafka stream {name} : "
     try:
         check_stream_name(name)
@@ -127,8 +129,12 @@ async def define(
         raise StreamError(
             "invalid", f"Failed to initialize Kafka stream {shown_name(name)} : {exc}"
         ) from None
-    shipped = builtin.lookup(transform)
-    if builtin.is_builtin(transform) and shipped is None:
+    try:
+        spec = build_spec(transform, mapping or MappingOptions())
+    except BadMapping as exc:
+        raise StreamError("invalid", f"{fail}{exc}") from None
+    shipped = builtin.lookup(transform) if transform is not None else None
+    if transform is not None and builtin.is_builtin(transform) and shipped is None:
         raise StreamError(
             "external",
             f"Couldn't get the transform script from {transform}: "
@@ -178,18 +184,24 @@ async def define(
         raise StreamError(
             "external", f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found"
         )
-    try:
-        source = (
-            shipped.source() if shipped is not None else await fetch_transform(transform, policy)
-        )
-        await check_transform(source)
-    except TransformError as exc:
-        raise StreamError("external", str(exc)) from None
+    pinned = None
+    if transform is not None:
+        try:
+            source = (
+                shipped.source()
+                if shipped is not None
+                else await fetch_transform(transform, policy)
+            )
+            await check_transform(source)
+        except TransformError as exc:
+            raise StreamError("external", str(exc)) from None
+        pinned = TransformRef(source.uri, source.code, source.sha256)
     return StreamDefinition(
         name=name,
         uri=uri,
         topic=topic,
-        transform=TransformRef(source.uri, source.code, source.sha256),
+        transform=pinned,
+        mapping=spec,
         batch_interval_ms=interval,
         batch_size=size,
         consumer_group=consumer_group,
@@ -322,7 +334,7 @@ async def show_rows(
                 name=record.name,
                 uri=definition.uri,
                 topic=definition.topic,
-                transform=definition.transform.uri,
+                transform=definition.source_shown,
                 status=status,
                 batch_interval=definition.batch_interval_ms,
                 batch_size=definition.batch_size,
@@ -388,20 +400,29 @@ async def test_stream(
     read), and stops early when no batch came within max(1 s, two intervals) of the last one;
     when the time is up, the open batch, if any, is the last batch, whatever its interval."""
     name = definition.name
-    transform = TransformRunner(
-        TransformSource(
-            definition.transform.uri, definition.transform.code, definition.transform.sha256
-        ),
-        name=f"{name} (test)",
-        batch_timeout=transform_timeout,
-        memory_limit_mb=transform_memory_mb,
-    )
+    transform: TransformRunner | None = None
+    mapper: Mapper | None = None
+    if definition.transform is not None:
+        transform = TransformRunner(
+            TransformSource(
+                definition.transform.uri, definition.transform.code, definition.transform.sha256
+            ),
+            name=f"{name} (test)",
+            batch_timeout=transform_timeout,
+            memory_limit_mb=transform_memory_mb,
+        )
     config = consumer_config(definition, kafka_config)
     consumer: StreamConsumer | None = None
     started = time.monotonic()
     try:
+        if definition.mapping is not None:
+            try:
+                mapper = Mapper(definition.mapping, mapping_dialect(writer))
+            except BadMapping as exc:
+                raise StreamError("invalid", f"Kafka stream {name}: {exc}") from None
         try:
-            await transform.start()
+            if transform is not None:
+                await transform.start()
         except TransformError as exc:
             raise StreamError(
                 "transform", f"Kafka stream {name}: the transform could not be loaded: {exc}"
@@ -470,6 +491,10 @@ async def test_stream(
                     formed = await asyncio.wait_for(consumer.batches(definition.batch_size), 0.5)
             for batch in (formed or [])[: limit - batches]:
                 batches += 1
+                if mapper is not None:
+                    rows += mapper.test_rows(batch.messages)
+                    continue
+                assert transform is not None
                 try:
                     rows += await transform.run(batch.values())
                 except TransformError as exc:
@@ -482,5 +507,6 @@ async def test_stream(
     finally:
         if consumer is not None:
             await consumer.close(grace=0)
-        with contextlib.suppress(Exception):
-            await transform.stop()
+        if transform is not None:
+            with contextlib.suppress(Exception):
+                await transform.stop()

@@ -49,6 +49,7 @@ from proxy.streams.kafka import (
     consumer_config,
     producer_config,
 )
+from proxy.streams.mapping.mapper import MappingOptions
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
 from proxy.streams.producer import StreamProducer
 from proxy.streams.retry import Backoff, Health
@@ -249,14 +250,18 @@ class StreamEngine:
             state.messages_dead_lettered,
             state.messages_skipped,
         )
-        transform = TransformRunner(
-            TransformSource(
-                definition.transform.uri, definition.transform.code, definition.transform.sha256
-            ),
-            name=definition.name,
-            batch_timeout=settings.transform_timeout,
-            memory_limit_mb=settings.transform_memory_mb,
-        )
+        transform = None
+        if definition.transform is not None:  # else a mapping, run by the runner itself
+            transform = TransformRunner(
+                TransformSource(
+                    definition.transform.uri,
+                    definition.transform.code,
+                    definition.transform.sha256,
+                ),
+                name=definition.name,
+                batch_timeout=settings.transform_timeout,
+                memory_limit_mb=settings.transform_memory_mb,
+            )
         config = consumer_config(definition, self.kafka_config)
 
         def make_source(runner: StreamRunner, on_committed: Any) -> Source:
@@ -397,7 +402,7 @@ class StreamEngine:
         name: str,
         uri: str,
         topic: str,
-        transform: str,
+        transform: str | None,
         *,
         batch_interval_ms: int | None = None,
         batch_size: int | None = None,
@@ -405,8 +410,10 @@ class StreamEngine:
         on_error: OnError | None = None,
         dead_letter_topic: str | None = None,
         delivery: DeliveryText | None = None,
+        mapping: MappingOptions | None = None,
     ) -> None:
-        """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
+        """CREATE STREAM: check everything, then record the stream (stopped) atomically. The
+        stream runs ``transform``, or (None) the ``mapping``."""
         self._check_open()
         async with self._locks[name]:
             if await self.catalog.get(name) is not None:
@@ -427,6 +434,7 @@ class StreamEngine:
                 dead_letter_topic=dead_letter_topic,
                 delivery=delivery,
                 exactly_once_refusal=self.settings.exactly_once_refusal,
+                mapping=mapping,
             )
             try:
                 await self.catalog.insert(definition)
@@ -442,8 +450,8 @@ class StreamEngine:
             name,
             definition.topic,
             definition.uri,
-            definition.transform.uri,
-            definition.transform.sha256[:12],
+            definition.source_shown[:200],
+            definition.transform.sha256[:12] if definition.transform else "-",
             SHOWN_POLICY[definition.error_policy],
             f" {definition.dead_letter_topic}" if definition.dead_letter_topic else "",
             definition.delivery.shown,

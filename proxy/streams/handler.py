@@ -20,6 +20,7 @@ from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
+from proxy.streams.mapping.mapper import MappingOptions
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
 # the delivery guarantee.
@@ -135,6 +136,13 @@ class StreamClauseHandler:
                 on_error=clause.on_error,
                 dead_letter_topic=clause.dead_letter_topic,
                 delivery=clause.delivery,
+                mapping=MappingOptions(
+                    template=clause.cypher,
+                    patterns=clause.patterns,
+                    value_format=clause.value_format,
+                    merge_node_properties=clause.merge_node_properties,
+                    merge_relationship_properties=clause.merge_relationship_properties,
+                ),
             )
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)

@@ -48,6 +48,7 @@ from bolt.status import is_transient
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
 from proxy.streams.compose import NotComposable, compose
 from proxy.streams.grouping import plan_queries
+from proxy.streams.mapping.cud import BOLT, FALKORDB, Dialect
 from proxy.streams.positions import (
     FENCE_FAILED,
     READ_POSITIONS,
@@ -149,6 +150,11 @@ class GraphWriter(Protocol):
 # ============================================================================================
 # FalkorDB
 # ============================================================================================
+
+
+def mapping_dialect(writer: object) -> Dialect:
+    """How CUD messages find entities by element id on the graph ``writer`` writes to."""
+    return FALKORDB if isinstance(writer, FalkorDBWriter) else BOLT
 
 
 class FalkorDBWriter:
