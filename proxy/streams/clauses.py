@@ -60,6 +60,8 @@ DEFAULT_BATCH_SIZE = 10
 # million messages per call; an interval beyond an hour is a stream that never writes.
 MAX_BATCH_SIZE = 1_000_000
 MAX_BATCH_INTERVAL_MS = 3_600_000
+# What users of the Neo4j Connector for Kafka try first (its strategies' names).
+_MAPPING_BUILTINS = {"builtin:cypher", "builtin:pattern", "builtin:cud"}
 _POLICY_OF: dict[str, PolicyKind] = {"stop": "stop", "skip": "skip", "dead letter": "dead_letter"}
 
 
@@ -138,7 +140,13 @@ async def define(
         raise StreamError(
             "external",
             f"Couldn't get the transform script from {transform}: "
-            f"there is no such built-in transform ({builtin.names()})",
+            f"there is no such built-in transform ({builtin.names()})"
+            + (
+                "; Cypher templates, patterns and CUD messages need no transform: "
+                "WITH CYPHER 'template', WITH PATTERN 'pattern' or WITH FORMAT CUD"
+                if transform.lower() in _MAPPING_BUILTINS
+                else ""
+            ),
         )
     error_policy = _policy(name, shipped, on_error, dead_letter_topic, topic)
     interval = DEFAULT_BATCH_INTERVAL_MS if batch_interval_ms is None else batch_interval_ms

@@ -637,3 +637,15 @@ def test_exactly_once_template(driver: Any, broker: Broker, topic: str) -> None:
     )
     assert stored == [{"next": 60}]
     run(driver, f"DROP STREAM {name}")
+
+
+def test_the_connector_strategy_names_as_transforms_point_to_the_mapping_options(
+    driver: Any, broker: Broker, topic: str
+) -> None:
+    error = refusal(
+        driver,
+        f"CREATE STREAM {stream_name('bcud')} AS LOAD DATA KAFKA '{broker.bootstrap}' "
+        f"WITH TOPIC '{topic}' WITH TRANSFORM 'builtin:cud'",
+    )
+    assert "there is no such built-in transform" in (error.message or "")
+    assert "WITH FORMAT CUD" in (error.message or "")
