@@ -1,5 +1,6 @@
-"""Streams without Python, end to end: the real broker, the proxy on its embedded FalkorDB, the
-official neo4j driver. The Neo4j Connector for Kafka's own examples for each strategy
+"""Streams without Python, end to end: the real broker, the proxy on its embedded FalkorDB (and
+on ArcadeDB, a Bolt database with transactions, for CUD and exactly-once), the official neo4j
+driver. The Neo4j Connector for Kafka's own examples for each strategy
 (neo4j_kafka.md 1.3, 1.4, 1.6, 2.2), tombstones, every CUD operation, several patterns on one
 topic, bad messages under each error policy, injection attempts, TEST STREAM, exactly-once.
 
@@ -305,7 +306,8 @@ def test_merge_node_properties_option(driver: Any, broker: Broker, topic: str) -
 # -- CUD ------------------------------------------------------------------------------------------
 
 
-def test_every_cud_operation(driver: Any, broker: Broker, topic: str) -> None:
+def test_every_cud_operation(backend: Any, broker: Broker, topic: str) -> None:
+    driver = backend  # the embedded FalkorDB, and ArcadeDB (Bolt, transactions)
     foo, user, product = label("Foo"), label("User"), label("Product")
     name = stream_name("cud")
     rel = {"type": "relationship", "rel_type": "BOUGHT"}
@@ -607,7 +609,8 @@ def test_test_stream_shows_bad_messages_as_dead_letter_items(
 # -- exactly once -------------------------------------------------------------------------------
 
 
-def test_exactly_once_template(driver: Any, broker: Broker, topic: str) -> None:
+def test_exactly_once_template(backend: Any, broker: Broker, topic: str) -> None:
+    driver = backend  # the embedded FalkorDB, and ArcadeDB (Bolt, transactions)
     rec = label("Rec")
     name = stream_name("eotpl")
     template = f"CREATE (:{rec} {{n: event.n}})"  # CREATE: a replay would show twice

@@ -11,10 +11,10 @@ seen by the template as
 
 The query run is ``UNWIND $__boltstream_events AS __boltstream_event WITH <bindings> <the
 template>``: one row per message, in order, one round trip per batch (runs of messages are
-joined by ``cypher.combine``). A message that cannot be decoded is rejected alone; the
-template itself is checked only by the backend (the proxy does not parse Cypher), so a
-template that does not run fails its batch, and the error policy then finds the messages it
-fails on one at a time. Messages with the same Kafka key never share one query (FalkorDB's
+joined by ``cypher.combine``). A message that cannot be decoded is rejected alone. CREATE
+checks the template lexically (``mapper.check_template``); beyond that only the backend can
+(the proxy does not parse Cypher), so a template that does not run fails its batch, and the
+error policy then finds the messages it fails on one at a time. Messages with the same Kafka key never share one query (FalkorDB's
 MERGE does not keep row order within a query; see ``cypher``): a keyed topic's updates to one
 entity apply in order.
 """
