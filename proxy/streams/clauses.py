@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bolt.status import SEMANTIC_ERROR, SYNTAX_ERROR
 from proxy.streams import builtin
 from proxy.streams.catalog import StreamRecord
 from proxy.streams.definition import (
     SHOWN_POLICY,
     Delivery,
+    MappingSpec,
     PolicyKind,
     StreamDefinition,
     TransformRef,
@@ -37,8 +39,10 @@ from proxy.streams.kafka import (
     reason_of,
     start_like_group,
 )
+from proxy.streams.mapping.cypher import EVENTS
 from proxy.streams.mapping.mapper import BadMapping, Mapper, MappingOptions, build_spec
 from proxy.streams.names import UnsafeValue, check_client_config, check_stream_name, check_topic
+from proxy.streams.outcomes import shorten
 from proxy.streams.retry import Backoff, Health
 from proxy.streams.transform import (
     TransformError,
@@ -48,7 +52,12 @@ from proxy.streams.transform import (
     check_transform,
     fetch_transform,
 )
-from proxy.streams.writers import GraphWriter, WriteError, mapping_dialect
+from proxy.streams.writers import (
+    GraphWriter,
+    PermanentWriteError,
+    WriteError,
+    mapping_dialect,
+)
 
 ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform", "internal"]
 OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
@@ -118,10 +127,12 @@ async def define(
     delivery: DeliveryText | None = None,
     exactly_once_refusal: str | None = None,
     mapping: MappingOptions | None = None,
+    writer: GraphWriter | None = None,
 ) -> StreamDefinition:
     """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
     definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
-    (None: it can). A stream runs ``transform`` or, when that is None, the ``mapping``."""
+    (None: it can). A stream runs ``transform`` or, when that is None, the ``mapping``; a
+    template is also EXPLAINed by the backend ``writer`` writes to (when given)."""
     fail = f"Failed to initialize Kafka stream {name} : "
     try:
         check_stream_name(name)
@@ -192,6 +203,8 @@ async def define(
         raise StreamError(
             "external", f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found"
         )
+    if spec is not None and writer is not None:
+        await _explain_template(fail, spec, writer, owner, broker_timeout)
     pinned = None
     if transform is not None:
         try:
@@ -218,6 +231,35 @@ async def define(
         dead_letter_topic=dead_letter_topic if error_policy == "dead_letter" else None,
         delivery=chosen,
     )
+
+
+async def _explain_template(
+    fail: str, spec: MappingSpec, writer: GraphWriter, owner: str | None, timeout: float
+) -> None:
+    """Ask the backend to EXPLAIN a template's batch query (over no rows), and refuse the
+    template if the backend finds it wrong (a syntax or semantic error) while it explains a
+    plain query: a backend without EXPLAIN, away, or slow to answer refuses nothing."""
+    query = Mapper(spec).template_query
+    if query is None:
+        return
+
+    async def explain(text: str) -> None:
+        await asyncio.wait_for(writer.read(f"EXPLAIN {text}", {EVENTS: []}, owner), timeout)
+
+    try:
+        await explain(query)
+    except PermanentWriteError as exc:
+        if exc.code not in (SYNTAX_ERROR, SEMANTIC_ERROR):
+            return
+        try:
+            await explain(f"UNWIND ${EVENTS} AS x RETURN x")
+        except Exception:
+            return  # no EXPLAIN here: the template's error says nothing
+        raise StreamError(
+            "invalid", f"{fail}the backend refuses the Cypher template: {shorten(exc.detail)}"
+        ) from None
+    except (TimeoutError, WriteError):
+        return
 
 
 def _policy(

@@ -435,6 +435,7 @@ class StreamEngine:
                 delivery=delivery,
                 exactly_once_refusal=self.settings.exactly_once_refusal,
                 mapping=mapping,
+                writer=self.writer,
             )
             try:
                 await self.catalog.insert(definition)

@@ -567,6 +567,10 @@ def test_hostile_labels_types_and_keys_never_become_cypher(
         ("WITH TRANSFORM 'builtin:depc' WITH CYPHER 'CREATE ()'", "not both"),
         ("WITH CYPHER 'CREATE (n) SET n.x = $x'", "uses the parameter $x"),
         ("WITH CYPHER 'CREATE (:N {a: 1)'", "unmatched '}'"),
+        (  # lexically fine; FalkorDB's EXPLAIN finds it wrong
+            "WITH CYPHER 'CREATE (n:N) SET n.x = nope'",
+            "the backend refuses the Cypher template: 'nope' not defined",
+        ),
         ("WITH PATTERN '(:N{id})'", "the pattern '(:N{id})' is invalid"),
         ("WITH PATTERN '(:N{!id})' WITH FORMAT TEXT", "does not go with WITH PATTERN"),
         ("WITH FORMAT CUD MERGE NODE PROPERTIES", "applies to WITH PATTERN only"),

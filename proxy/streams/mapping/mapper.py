@@ -183,6 +183,11 @@ class Mapper:
         else:
             self._strategy = CudMapper(dialect)
 
+    @property
+    def template_query(self) -> str | None:
+        """The batch query of a template stream (its rows in ``$__boltstream_events``)."""
+        return self._strategy.query if isinstance(self._strategy, Template) else None
+
     def outcome(self, message: RawMessage) -> Outcome:
         """One message's queries, or why it is rejected."""
         try:

@@ -14,9 +14,9 @@ template>``: one row per message, in order, one round trip per batch (runs of me
 joined by ``cypher.combine``). A message that cannot be decoded is rejected alone. CREATE
 checks the template lexically (``mapper.check_template``); beyond that only the backend can
 (the proxy does not parse Cypher), so a template that does not run fails its batch, and the
-error policy then finds the messages it fails on one at a time. Messages with the same Kafka key never share one query (FalkorDB's
-MERGE does not keep row order within a query; see ``cypher``): a keyed topic's updates to one
-entity apply in order.
+error policy then finds the messages it fails on one at a time. Messages with the same Kafka
+key never share one query (FalkorDB's MERGE does not keep row order within a query; see
+``cypher``): a keyed topic's updates to one entity apply in order.
 """
 
 from __future__ import annotations
