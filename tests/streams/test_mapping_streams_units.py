@@ -352,3 +352,66 @@ async def test_exactly_once_mapping_writes_are_fenced() -> None:
     assert rig.graph.positions == {("t", 0): 4}
     assert all(fence is not None for _n, _atomic, fence in rig.graph.writes)
     await runner.stop()
+
+
+# -- CREATE asks the backend to EXPLAIN a template ------------------------------------------------
+
+
+class ExplainingWriter(RowGraph):
+    """Answers EXPLAIN: ``refuse`` (code, detail) for the template, ``plain`` whether a plain
+    query is explained (a backend without EXPLAIN refuses it too)."""
+
+    def __init__(self, refuse: tuple[str, str] | None, plain: bool = True) -> None:
+        super().__init__()
+        self.refuse, self.plain = refuse, plain
+        self.asked: list[str] = []
+
+    async def read(self, query: str, params: dict[str, Any], owner: str | None) -> Any:
+        self.asked.append(query)
+        assert params == {EVENTS: []}
+        is_plain = query.endswith(" AS x RETURN x")
+        if (is_plain and not self.plain) or (not is_plain and self.refuse is not None):
+            code, detail = self.refuse or ("Neo.ClientError.Statement.SyntaxError", "no")
+            raise PermanentWriteError(detail, code=code, detail=detail)
+        return None
+
+
+def explain(writer: ExplainingWriter) -> str | None:
+    import asyncio
+
+    from proxy.streams.clauses import StreamError, _explain_template
+
+    async def check() -> None:
+        await _explain_template("F : ", MappingSpec("cypher", template=TEMPLATE), writer, None, 1)
+
+    try:
+        asyncio.run(check())
+    except StreamError as exc:
+        return exc.message
+    return None
+
+
+def test_a_template_the_backend_explains_passes() -> None:
+    writer = ExplainingWriter(None)
+    assert explain(writer) is None
+    (asked,) = writer.asked
+    assert asked.startswith(f"EXPLAIN UNWIND ${EVENTS} AS ") and asked.endswith(TEMPLATE)
+
+
+def test_a_template_the_backend_finds_wrong_is_refused() -> None:
+    writer = ExplainingWriter(("Neo.ClientError.Statement.SyntaxError", "'nope' not defined"))
+    assert explain(writer) == "F : the backend refuses the Cypher template: 'nope' not defined"
+
+
+@pytest.mark.parametrize(
+    ("refuse", "plain"),
+    [
+        (("Neo.ClientError.Statement.SyntaxError", "EXPLAIN? never heard of it"), False),
+        (("Neo.DatabaseError.General.UnknownError", "something else"), True),
+        (("Neo.ClientError.Security.Forbidden", "not allowed to read"), True),
+    ],
+)
+def test_a_backend_without_explain_or_other_errors_refuse_nothing(
+    refuse: tuple[str, str], plain: bool
+) -> None:
+    assert explain(ExplainingWriter(refuse, plain)) is None
