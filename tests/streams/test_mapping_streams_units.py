@@ -222,7 +222,7 @@ def test_test_rows_are_the_joined_queries_with_a_dead_letter_item_per_bad_messag
     ]
     assert rows[1][1]["index"] == 2
     assert rows[1][1]["reason"].startswith("the message cannot be read: ")
-    assert [row["offset"] for row in rows[2][1][EVENTS]] == [3]
+    assert rows[2][1][EVENTS] == [{"value": {"id": 3, "name": "c"}}]
     assert all(set(params) <= {EVENTS, "index", "reason"} for _, params in rows)
 
 

@@ -190,7 +190,10 @@ def test_keyed_messages_of_one_entity_are_kept_apart() -> None:
 
 
 def test_template_binds_the_message_like_the_connector() -> None:
-    template = Template("MERGE (p:Person {id: event.id}) SET p.name = __value.name;")
+    template = Template(
+        "MERGE (p:Person {id: event.id}) SET p.name = __value.name, p.k = __key, "
+        "p.h = __header.h, p.t = __timestamp, p.w = [__topic, __partition, __offset];"
+    )
     outcome = template.outcome(decode(message({"id": 1, "name": "Ann"})))
     assert isinstance(outcome, Accepted)
     ((text, params),) = outcome.queries
@@ -206,8 +209,24 @@ def test_template_binds_the_message_like_the_connector() -> None:
         "AS __offset",
     ):
         assert binding in text
-    assert text.endswith("SET p.name = __value.name")
+    assert text.endswith("p.w = [__topic, __partition, __offset]")
     assert params[EVENTS][0]["value"] == {"id": 1, "name": "Ann"}
+
+
+def test_template_binds_and_sends_only_what_it_names() -> None:
+    template = Template("CREATE (:N {id: event.id, s: '__key', `__offset`: 1}) // __topic")
+    outcome = template.outcome(decode(message({"id": 1}, key="k")))
+    assert isinstance(outcome, Accepted)
+    ((text, params),) = outcome.queries
+    assert text == (
+        f"UNWIND ${EVENTS} AS __boltstream_event WITH __boltstream_event.value AS event "
+        "CREATE (:N {id: event.id, s: '__key', `__offset`: 1}) // __topic"
+    )
+    assert params[EVENTS] == [{"value": {"id": 1}}]
+    alone = Template("CREATE (:Tick)").outcome(decode(message({"id": 1})))
+    assert isinstance(alone, Accepted)
+    assert alone.queries[0][0] == f"UNWIND ${EVENTS} AS __boltstream_event CREATE (:Tick)"
+    assert alone.queries[0][1][EVENTS] == [{}]
 
 
 @pytest.mark.parametrize("text", ["", "  ;  ", "x" * 70000, "RETURN 1\x00"])
