@@ -15,9 +15,10 @@ The semantics are the Neo4j Connector for Kafka's (neo4j_kafka.md 1.4; its
   keys); ``-field`` removes a field and its nested fields.
 * Writing: a node pattern is ``MERGE (n:Labels {keys}) SET n = props + keys`` (properties
   replaced), or with ``MERGE NODE PROPERTIES`` ``SET n += props`` (merged). A relationship
-  pattern merges both nodes the same way (their explicit properties only), then ``MERGE
-  (start)-[r:TYPE {keys}]->(end)`` with ``SET r = props + keys`` or, with ``MERGE RELATIONSHIP
-  PROPERTIES``, ``SET r += props``.
+  pattern merges both nodes the same way (their explicit properties only; a node that names
+  no property beyond its keys is merged on its keys and otherwise left alone, where the
+  connector would wipe its other properties), then ``MERGE (start)-[r:TYPE {keys}]->(end)``
+  with ``SET r = props + keys`` or, with ``MERGE RELATIONSHIP PROPERTIES``, ``SET r += props``.
 * A tombstone (a null value) deletes what the key names: ``MATCH (n:Labels {keys}) DETACH
   DELETE n`` for a node pattern, ``MATCH (start {keys})-[r:TYPE {keys}]->(end {keys})
   DELETE r`` for a relationship pattern.
@@ -286,14 +287,25 @@ def _upsert_body(pattern: Pattern, options: PatternOptions) -> str:
     rel_keys = rel.selection.keys
     return (
         f"MERGE {_node_match('s', rel.start, ROW + '.sk')} "
-        + _set_props("s", rel.start.selection.keys, ROW + ".sk", ROW + ".sp", node_merge)
-        + f" MERGE {_node_match('e', rel.end, ROW + '.ek')} "
-        + _set_props("e", rel.end.selection.keys, ROW + ".ek", ROW + ".ep", node_merge)
-        + f" MERGE (s)-[r:{cypher.quote(rel.type, 'relationship type')}"
+        + _set_endpoint("s", rel.start, ROW + ".sk", ROW + ".sp", node_merge)
+        + f"MERGE {_node_match('e', rel.end, ROW + '.ek')} "
+        + _set_endpoint("e", rel.end, ROW + ".ek", ROW + ".ep", node_merge)
+        + f"MERGE (s)-[r:{cypher.quote(rel.type, 'relationship type')}"
         + (f" {_key_map(rel_keys, ROW + '.k')}" if rel_keys else "")
         + "]->(e) "
         + _set_props("r", rel_keys, ROW + ".k", ROW + ".p", options.merge_relationship_properties)
     )
+
+
+def _set_endpoint(var: str, node: NodePattern, key_row: str, prop_row: str, merge: bool) -> str:
+    """A relationship's node: its properties set as a node pattern's are, unless the pattern
+    names none (keys only: ``(:User{!id})``), when it is only merged on its keys. The
+    connector replaces such a node's properties with its keys alone, which wipes what another
+    topic or pattern gave the node (with several patterns on one topic, the node pattern's
+    properties); a node that names no property is not this pattern's to change."""
+    if not node.selection.include:
+        return ""
+    return _set_props(var, node.selection.keys, key_row, prop_row, merge) + " "
 
 
 def _set_props(var: str, keys: Sequence[Mapping], key_row: str, prop_row: str, merge: bool) -> str:
