@@ -415,3 +415,15 @@ def test_a_backend_without_explain_or_other_errors_refuse_nothing(
     refuse: tuple[str, str], plain: bool
 ) -> None:
     assert explain(ExplainingWriter(refuse, plain)) is None
+
+
+def test_a_relationship_node_naming_only_keys_is_merged_not_wiped() -> None:
+    mapper = Mapper(
+        MappingSpec("pattern", patterns=("(:U{!id})-[:R{since}]->(:C{!name, country})",))
+    )
+    (outcome,) = mapper.outcomes([message({"id": 1, "name": "x", "country": "y", "since": 2})])
+    assert not isinstance(outcome, Rejected)
+    ((text, _params),) = outcome.queries
+    assert "SET s" not in text  # (:U{!id}): keys only, left alone beyond them
+    assert "SET e = ev.ep, e.`name` = ev.ek[0]" in text  # (:C{!name, country}): replaced
+    assert "SET r = ev.p" in text
