@@ -24,11 +24,11 @@ The semantics are the Neo4j Connector for Kafka's (neo4j_kafka.md 1.4; its
   DELETE r`` for a relationship pattern.
 
 Beyond the connector: a stream may have several patterns (neo4j-streams#269); each message
-is applied to every pattern, in the order given, in one query per run of messages (each
-pattern a ``CALL { ... }`` over the same row). A tombstone applies to the patterns whose keys
-its key holds, and is a bad message if there is none. Property values must be storable (no
-maps left after flattening, no lists of maps); anything else makes the message bad, with the
-field named.
+is applied to every pattern, in the order given: its queries are one ``cypher.compound``,
+which ``cypher.combine`` writes as one query per pattern for a block of messages. A
+tombstone applies to the patterns whose keys its key holds, and is a bad message if there is
+none. Property values must be storable (no maps left after flattening, no lists of maps);
+anything else makes the message bad, with the field named.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class PatternMapper:
         self.options = options or PatternOptions()
         self._upserts = [_upsert_body(p, self.options) for p in self.patterns]
         self._deletes = [_delete_body(p) for p in self.patterns]
-        self._texts: dict[tuple[int, ...], str] = {}
+        self._texts: dict[tuple[int, bool], str] = {}
 
     def outcome(self, event: Event) -> Outcome:
         try:
@@ -84,25 +84,24 @@ class PatternMapper:
                 return Rejected("tombstone: " + problems[0])
         elif problems:
             return Rejected(problems[0])
-        numbers = tuple(number for number, _ in parts)
-        text = self._text(numbers, event.tombstone)
         if len(parts) == 1:
-            return Accepted([cypher.one(text, parts[0][1], entities)])
-        return Accepted([cypher.one(text, {f"m{n}": row for n, row in parts}, entities)])
+            number, row = parts[0]
+            return Accepted([cypher.one(self._text(number, event.tombstone), row, entities)])
+        touched = set(entities)  # and the relationships' nodes, which rows only match
+        for number, row in parts:
+            pattern = self.patterns[number]
+            if isinstance(pattern, RelationshipPattern):
+                touched.add(cypher.identity("node", pattern.start.labels, row["sk"]))
+                touched.add(cypher.identity("node", pattern.end.labels, row["ek"]))
+        texts = [(self._text(number, event.tombstone), row) for number, row in parts]
+        return Accepted([cypher.compound(texts, touched)])
 
-    def _text(self, numbers: tuple[int, ...], tombstone: bool) -> str:
-        key = (*numbers, -1 if tombstone else -2)
+    def _text(self, number: int, tombstone: bool) -> str:
+        key = (number, tombstone)
         text = self._texts.get(key)
         if text is None:
             bodies = self._deletes if tombstone else self._upserts
-            if len(numbers) == 1:
-                text = cypher.unwind(bodies[numbers[0]].replace(ROW, "ev"))
-            else:
-                calls = " ".join(
-                    f"CALL {{ WITH ev {bodies[n].replace(ROW, f'ev.m{n}')} }}" for n in numbers
-                )
-                text = cypher.unwind(calls)
-            self._texts[key] = text
+            text = self._texts[key] = cypher.unwind(bodies[number].replace(ROW, "ev"))
         return text
 
 
