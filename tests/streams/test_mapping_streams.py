@@ -19,8 +19,10 @@ from neo4j.exceptions import ClientError
 from proxy.streams.mapping.cypher import EVENTS
 from proxy.streams.outcomes import DEAD_LETTER_QUERY
 from proxy.streams.positions import LABEL
+from tests.integration.falkordb_fixtures import falkordb_server
 from tests.streams.conftest import Broker, run, show, stream_name, wait_until
 
+__all__ = ["falkordb_server"]
 pytestmark = pytest.mark.timeout(120)
 _labels = itertools.count(1)
 ARGUMENT_ERROR = "Neo.ClientError.Statement.ArgumentError"
@@ -348,6 +350,11 @@ def test_every_cud_operation(backend: Any, broker: Broker, topic: str) -> None:
                 "properties": {"price": 10},
             },
         ),
+    ]
+    # In a second round: the relationship type is then known to the graph (on FalkorDB, a
+    # write that creates a type and matches it in one composed query does not see it:
+    # test_falkordb_composed_write_misses_relationship_types_new_to_the_graph).
+    later: list[tuple[Any, Any]] = [
         (None, {**rel, **ends, "op": "update", "properties": {"currency": "EUR"}}),
         (None, {**rel, **ends, "op": "create", "rel_type": "VIEWED", "properties": {"at": 5}}),
         ("a key", None),  # a tombstone: no operation, nothing changes
@@ -357,6 +364,9 @@ def test_every_cud_operation(backend: Any, broker: Broker, topic: str) -> None:
     create(driver, name, broker, topic, "WITH FORMAT CUD", "BATCH_SIZE 3")
     assert show(driver, name)["transform"] == "FORMAT CUD"
     run(driver, f"START STREAM {name}")
+    processed(driver, name, len(documents))
+    produce(broker, topic, later)
+    documents += later
     processed(driver, name, len(documents))
     assert run(driver, f"MATCH (n:{foo}) RETURN n.id AS id, n.n AS n") == [{"id": 1, "n": "one"}]
     assert run(
@@ -533,15 +543,16 @@ def test_hostile_labels_types_and_keys_never_become_cypher(
                     "properties": {},
                 },
             ),
-            # A property key is a parameter map's key: stored as it is, never parsed.
+            # A property key travels in a parameter map, but FalkorDB cannot take every key:
+            # refused like a label.
             (None, {"type": "node", "op": "create", "labels": [canary], "properties": {evil: 2}}),
         ],
     )
     create(driver, name, broker, topic, "WITH FORMAT CUD", "ON ERROR SKIP")
     run(driver, f"START STREAM {name}")
     row = processed(driver, name, 4)
-    assert row["skipped"] == 2  # the backtick in a label and in an id key
-    assert run(driver, f"MATCH (c:{canary}) RETURN count(c) AS c") == [{"c": 2}]
+    assert row["skipped"] == 3  # the backtick in a label, an id key, a property key
+    assert run(driver, f"MATCH (c:{canary}) RETURN count(c) AS c") == [{"c": 1}]
     # The relationship type with brackets but no backtick is a (strange) type, quoted.
     assert run(driver, f"MATCH (:{canary})-[r]->(:{canary}) RETURN type(r) AS t") == [
         {"t": "R]->() WITH 1 AS x MATCH (c) DETACH DELETE c //"}
@@ -566,7 +577,7 @@ def test_hostile_labels_types_and_keys_never_become_cypher(
         ("", "a stream needs WITH TRANSFORM 'uri' or a mapping: WITH CYPHER"),
         ("WITH TRANSFORM 'builtin:depc' WITH CYPHER 'CREATE ()'", "not both"),
         ("WITH CYPHER 'CREATE (n) SET n.x = $x'", "uses the parameter $x"),
-        ("WITH CYPHER 'CREATE (:N {a: 1)'", "unmatched '}'"),
+        ("WITH CYPHER 'CREATE (:N {a: 1)'", "unmatched ')' at column 17"),
         (  # lexically fine; FalkorDB's EXPLAIN finds it wrong
             "WITH CYPHER 'CREATE (n:N) SET n.x = nope'",
             "the backend refuses the Cypher template: 'nope' not defined",
@@ -656,3 +667,50 @@ def test_the_connector_strategy_names_as_transforms_point_to_the_mapping_options
     )
     assert "there is no such built-in transform" in (error.message or "")
     assert "WITH FORMAT CUD" in (error.message or "")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FalkorDB 4.16 plans a composed query whole: a relationship type that an earlier "
+    "part creates, new to the graph, is matched by no later part (README, known gaps)",
+)
+def test_falkordb_composed_write_misses_relationship_types_new_to_the_graph(
+    falkordb_server: Any,
+) -> None:
+    """A CUD merge then update of one new relationship type, written as one atomic (composed)
+    write, as a stream behind on its topic writes waiting batches: the update is lost."""
+    import asyncio
+
+    from proxy.streams.definition import MappingSpec
+    from proxy.streams.mapping.cud import FALKORDB
+    from proxy.streams.mapping.mapper import Mapper
+    from proxy.streams.writers import FalkorDBWriter
+    from tests.streams.test_mapping_units import message
+
+    rel_type = label("NEW_TYPE")
+    ends = {
+        "from": {"labels": ["U"], "ids": {"id": 1}, "op": "merge"},
+        "to": {"labels": ["V"], "ids": {"id": 1}, "op": "merge"},
+    }
+    rel = {"type": "relationship", "rel_type": rel_type, **ends}
+    mapper = Mapper(MappingSpec("cud"), FALKORDB)
+    outcomes = mapper.outcomes(
+        [
+            message({**rel, "op": "merge", "properties": {"a": 1}}),
+            message({**rel, "op": "update", "properties": {"b": 2}}),
+        ]
+    )
+    queries = mapper.prepare([q for o in outcomes for q in o.queries])  # type: ignore[union-attr]
+
+    async def scenario() -> list[list[Any]]:
+        backend = falkordb_server.make_backend(owns_server=False, pool_size=1)
+        await backend.start()
+        try:
+            graph = label("composed")
+            await FalkorDBWriter(backend, graph).write_batch(queries, None, atomic=True)
+            result = await backend.run(graph, f"MATCH ()-[r:{rel_type}]->() RETURN r.a, r.b", {})
+            return [list(row) for row in result.rows]
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()) == [[1, 2]]

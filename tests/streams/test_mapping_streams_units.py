@@ -427,3 +427,17 @@ def test_a_relationship_node_naming_only_keys_is_merged_not_wiped() -> None:
     assert "SET s" not in text  # (:U{!id}): keys only, left alone beyond them
     assert "SET e = ev.ep, e.`name` = ev.ek[0]" in text  # (:C{!name, country}): replaced
     assert "SET r = ev.p" in text
+
+
+def test_property_keys_from_messages_are_checked_like_labels() -> None:
+    evil = "x`}) DETACH DELETE n //"
+    cud = Mapper(MappingSpec("cud")).outcome(
+        message({"type": "node", "op": "create", "labels": ["A"], "properties": {evil: 1}})
+    )
+    assert isinstance(cud, Rejected)
+    assert "property key" in cud.reason and "backtick" in cud.reason
+    pattern = Mapper(MappingSpec("pattern", patterns=("(:P{!id, *})",))).outcome(
+        message({"id": 1, "nested": {evil: 2}})
+    )
+    assert isinstance(pattern, Rejected)
+    assert "property key 'nested.x`}) DETACH" in pattern.reason

@@ -249,6 +249,10 @@ def _properties(selection: Selection, flat: dict[str, Any], used: set[str]) -> d
 
 
 def _check_storable(name: str, value: Any) -> None:
+    try:
+        cypher.quote(name, "property key")  # FalkorDB cannot take every key
+    except cypher.BadName as exc:
+        raise BadMessage(str(exc)) from None
     if not cypher.storable(value):
         raise BadMessage(
             f"property {name!r} would be {cypher.kind(value)} that holds maps "
