@@ -441,3 +441,19 @@ def test_property_keys_from_messages_are_checked_like_labels() -> None:
     )
     assert isinstance(pattern, Rejected)
     assert "property key 'nested.x`}) DETACH" in pattern.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "types"),
+    [
+        ("MATCH (a)-[r:T]->(b) SET r.x = 1", {"T": "T"}),
+        ("MERGE (s)-[:`BOUGHT`]->(e)", {"BOUGHT": "`BOUGHT`"}),
+        ("MATCH (a)-[:A|B]-(c), (c)<-[x:C|:D*1..2]-(d)", {"A": "A", "B": "B", "C": "C", "D": "D"}),
+        ("RETURN [1, 2][0], ev.k[0], {a: 1}, [x IN l | x]", {}),
+        ("MATCH (a)-[]->(b)-->(c)-[r]-(d) RETURN 1", {}),
+    ],
+)
+def test_relationship_types_a_composed_query_names(text: str, types: dict[str, str]) -> None:
+    from proxy.streams.compose import relationship_types
+
+    assert relationship_types(text) == types
