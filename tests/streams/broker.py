@@ -99,10 +99,10 @@ class Broker:
         count = 0
         for value in values:
             data = value.encode() if isinstance(value, str) else value
-            extra: dict[str, int] = {} if partition is None else {"partition": partition}
+            where = -1 if partition is None else partition  # -1: the partitioner chooses
             while True:
                 try:
-                    producer.produce(topic, data, **extra)
+                    producer.produce(topic, data, partition=where)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.1)
