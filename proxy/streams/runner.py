@@ -10,7 +10,10 @@
 * **Transform** (a task): takes the formed batches waiting, up to ``max_round_trip``
   messages, and sends them to the transform's worker in one round trip (``run_many``: one
   ``stream(batch)`` call per batch, one result per batch). A failed batch is handled by the
-  error policy (stop there, or run each of its messages alone to find the failing ones).
+  error policy (stop there, or run each of its messages alone to find the failing ones). A
+  stream with a mapping instead of a transform (a Cypher template, patterns, CUD:
+  ``mapping/``) maps each batch here, in the proxy, one outcome per message; its queries are
+  joined into UNWIND queries (``Mapper.prepare``) wherever they are written.
 * **Write** (a task, the only writer of the stream): takes the transformed batches waiting and
   writes consecutive ones that need no per-message care *together*: one backend round trip
   (Bolt: one transaction; FalkorDB: one composed query), planned as fewer UNWIND queries over
