@@ -19,10 +19,11 @@ from bolt.versions import SUPPORTED_VERSIONS
 from proxy import __version__
 from proxy.backends.base import QueryBackend
 from proxy.backends.embedded import make_private_dir
-from proxy.config import Config
+from proxy.config import Config, parse_address
 from proxy.net.backend import BackendUnreachable, open_backend
 from proxy.net.listener import BoltServer
 from proxy.streams.catalog import CatalogError
+from proxy.streams.cluster import ClusterCatalog, ClusterSettings
 from proxy.streams.engine import EngineSettings, StreamEngine
 from proxy.streams.handler import StreamClauseHandler
 from proxy.streams.transform import TransformPolicy
@@ -84,12 +85,17 @@ async def serve(config: Config) -> int:
             await server.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        host, port = server.address
+        if config.cluster:
+            member = config.cluster_member or _member_name(config, port)
+            engine.member = member
+            if isinstance(engine.catalog, ClusterCatalog):
+                engine.catalog.member = member
         try:
             await engine.start()
         except CatalogError as exc:
             await server.close()
             raise StartupError(str(exc)) from exc
-        host, port = server.address
         authenticator = server.local_env.authenticator if server.local_env else None
         auth = (
             "auth: passed through to the backend"
@@ -143,7 +149,29 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
         group_prefix=config.stream_group_prefix,
         transform_timeout=config.transform_timeout,
     )
-    return StreamEngine(config.data_dir, writer, transform_policy(config), settings)
+    catalog = None
+    if config.cluster:  # the member's name is set once the listener has its port
+        catalog = ClusterCatalog(
+            ClusterSettings(
+                name=config.cluster,
+                bootstrap=config.cluster_bootstrap,
+                member=config.cluster_member,
+                kafka_config=config.kafka_client_config,
+                replication=config.cluster_replication,
+            )
+        )
+    return StreamEngine(
+        config.data_dir, writer, transform_policy(config), settings, catalog=catalog
+    )
+
+
+def _member_name(config: Config, port: int) -> str:
+    """The advertised address; by default the listen host with the port the listener got
+    (``--listen HOST:0``)."""
+    if config.advertised_address:
+        return config.advertised
+    host, _port = parse_address(config.advertised)
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 def transform_policy(config: Config) -> TransformPolicy:
