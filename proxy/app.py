@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from dataclasses import replace
 
 from bolt.versions import SUPPORTED_VERSIONS
 from proxy import __version__
 from proxy.backends.base import QueryBackend
 from proxy.backends.embedded import make_private_dir
-from proxy.config import Config, parse_address
+from proxy.config import Config
 from proxy.net.backend import BackendUnreachable, open_backend
 from proxy.net.listener import BoltServer
 from proxy.streams.catalog import CatalogError
@@ -167,10 +168,13 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
 
 def _member_name(config: Config, port: int) -> str:
     """The advertised address; by default the listen host with the port the listener got
-    (``--listen HOST:0``)."""
+    (``--listen HOST:0``), the machine's name for a wildcard host (members on several
+    machines must not all call themselves localhost)."""
     if config.advertised_address:
         return config.advertised
-    host, _port = parse_address(config.advertised)
+    host, _port = config.listen_address
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
     return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 

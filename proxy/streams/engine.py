@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from proxy.streams.catalog import (
+    CATALOG_FILE,
     Catalog,
     CatalogError,
     MemberStatus,
     StreamCatalog,
     StreamExists,
     StreamRecord,
+    StreamState,
 )
 from proxy.streams.clauses import (
     DEFAULT_BATCH_INTERVAL_MS,
@@ -196,6 +198,8 @@ class StreamEngine:
         _limit_arenas()
         await self.catalog.open()
         self._started = True
+        if self.catalog.shared:
+            await self._adopt_local_streams()
         self.catalog.subscribe(self._changed)
         resumed = []
         for record in await self.catalog.all():
@@ -206,6 +210,52 @@ class StreamEngine:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         if resumed:
             log.info("resumed streams: %s", ", ".join(resumed))
+
+    async def _adopt_local_streams(self) -> None:
+        """A proxy that stood alone joins a cluster: the streams of its own catalog join the
+        cluster's (with their status; a name the cluster has already stays the cluster's),
+        and the SQLite file is renamed, so they are adopted once (a DROP in the cluster is not
+        undone at the next start). Counters start again from zero."""
+        path = self.data_dir / CATALOG_FILE
+        if not path.exists():
+            return
+        local = Catalog(self.data_dir)
+        await local.open()
+        try:
+            records = await local.all()
+        finally:
+            await local.close()
+        adopted, refused = [], []
+        for record in records:
+            if record.definition is None or await self.catalog.get(record.name) is not None:
+                refused.append(record.name)
+                continue
+            state = StreamState(
+                status=record.state.status,
+                limit_batches=record.state.limit_batches,
+                last_error=record.state.last_error,
+            )
+            try:
+                await self.catalog.insert(record.definition, state)
+                adopted.append(record.name)
+            except StreamExists:
+                refused.append(record.name)
+        moved = path.with_name(f"{CATALOG_FILE}.adopted-by-cluster")
+        for suffix in ("", "-wal", "-shm"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(moved.with_name(moved.name + suffix))
+        if adopted:
+            log.info(
+                "streams of this proxy's own catalog joined the cluster: %s", ", ".join(adopted)
+            )
+        if refused:
+            log.warning(
+                "streams of this proxy's own catalog left out of the cluster (a stream of "
+                "that name exists there, or the definition is unreadable): %s; they stay in %s",
+                ", ".join(refused),
+                moved,
+            )
 
     async def _resume(self, record: StreamRecord) -> bool:
         try:
