@@ -384,10 +384,13 @@ class ClusterCatalog:
         return name
 
     def _forget_status(self, name: str) -> None:
+        """A dropped stream: what members said of it is void; this member's report goes."""
+        reported = (self.member, name) in self._reports
         for member, stream in list(self._reports):
             if stream == name:
                 del self._reports[(member, stream)]
-        if self._own.pop(name, None) is not None and self._producer is not None:
+        self._own.pop(name, None)
+        if reported and self._producer is not None:
             with contextlib.suppress(Exception):
                 self._producer.produce(self.status_topic, None, key=_pair_key(self.member, name))
 
@@ -408,15 +411,20 @@ class ClusterCatalog:
             at=float(document["at"]),
         )
         self._reports[(member, stream)] = report
-        entry = self._streams.get(stream)
-        if (
-            member == self.member
-            and stream not in self._own
-            and entry is not None
-            and entry.incarnation == report.incarnation
-        ):
-            # This member's counters from before its restart go on from there.
-            self._own[stream] = list(report.counters)
+
+    def _own_counts(self, name: str) -> list[int]:
+        """This member's counters for stream ``name``: after a restart they go on from what
+        it last published."""
+        own = self._own.get(name)
+        if own is None:
+            entry = self._streams.get(name)
+            report = self._reports.get((self.member, name))
+            if report is not None and entry is not None and report.incarnation == entry.incarnation:
+                own = list(report.counters)
+            else:
+                own = [0] * _COUNTERS
+            self._own[name] = own
+        return own
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -436,9 +444,7 @@ class ClusterCatalog:
                 and report.incarnation == entry.incarnation
             ):
                 totals = [a + b for a, b in zip(totals, report.counters, strict=True)]
-        own = self._own.get(entry.name)
-        if own is not None:
-            totals = [a + b for a, b in zip(totals, own, strict=True)]
+        totals = [a + b for a, b in zip(totals, self._own_counts(entry.name), strict=True)]
         state = StreamState(
             status=entry.status,  # type: ignore[arg-type]
             limit_batches=entry.limit_batches,
@@ -538,7 +544,7 @@ class ClusterCatalog:
         for name, counts in progress.items():
             if name not in self._streams:
                 continue
-            own = self._own.setdefault(name, [0] * _COUNTERS)
+            own = self._own_counts(name)
             for i, value in enumerate((*counts, 0, 0)[:_COUNTERS]):
                 own[i] += value
 
@@ -568,7 +574,7 @@ class ClusterCatalog:
                 "stream": name,
                 "incarnation": entry.incarnation,
                 "partitions": [list(tp) for tp in (status.partitions if status else [])],
-                "counters": self._own.get(name, [0] * _COUNTERS),
+                "counters": self._own_counts(name),
                 "last_error": status.last_error if status else None,
                 "at": now,
             }
