@@ -184,9 +184,8 @@ class ClusterCatalog:
 
         self._loop = asyncio.get_running_loop()
         try:
-            check_client_config(
-                {k: v for k, v in self._producer_config().items() if isinstance(v, str)}
-            )
+            for config in (self._producer_config(), self._consumer_config()):
+                check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
             await self._loop.run_in_executor(self._writes, self._ensure_topics)
             self._producer = Producer(self._producer_config())
         except CatalogError:
