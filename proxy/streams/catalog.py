@@ -198,6 +198,7 @@ class StreamCatalog(Protocol):
     async def add_progress(self, progress: Mapping[str, tuple[int, ...]]) -> None: ...
     async def heartbeat(self, running: Mapping[str, MemberStatus]) -> None: ...
     def subscribe(self, callback: Callable[[str], None]) -> None: ...
+    async def sync(self, timeout: float = 1.0) -> bool: ...
     def members(self, name: str) -> dict[str, MemberStatus]: ...
 
 
@@ -362,6 +363,10 @@ class Catalog:
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Nothing changes this catalog but this proxy."""
+
+    async def sync(self, timeout: float = 1.0) -> bool:
+        """Always up to date: every write is this proxy's own."""
+        return True
 
     def members(self, name: str) -> dict[str, MemberStatus]:
         """Nobody else runs this proxy's streams (the engine knows its own)."""

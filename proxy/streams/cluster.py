@@ -145,6 +145,7 @@ class ClusterCatalog:
         self._closing = threading.Event()
         self._caught_up: asyncio.Future[None] | None = None
         self._producer: Any = None
+        self._probe: Any = None  # a consumer asking for the catalog's end (the writes' thread)
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="cluster-catalog")
         self._opened = False
 
@@ -267,6 +268,9 @@ class ClusterCatalog:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await asyncio.get_running_loop().run_in_executor(self._writes, producer.flush, 5.0)
+        if self._probe is not None:
+            probe, self._probe = self._probe, None
+            await asyncio.get_running_loop().run_in_executor(self._writes, probe.close)
         self._writes.shutdown(wait=False)
         for _offset, waiter in self._waiters:
             if not waiter.done():
@@ -473,6 +477,39 @@ class ClusterCatalog:
             ):
                 found[member] = MemberStatus(sorted(report.partitions), report.last_error)
         return found
+
+    async def sync(self, timeout: float = 1.0) -> bool:
+        """Wait until this member applied every catalog record written so far, by any member
+        (the topic's end, asked of the broker); False if that took longer than ``timeout``.
+        A clause on this member then sees a change just made on another."""
+        if self._loop is None or self._producer is None:
+            return False
+
+        def end() -> int:
+            from confluent_kafka import Consumer, TopicPartition
+
+            if self._probe is None:
+                self._probe = Consumer(self._consumer_config())
+            _low, high = self._probe.get_watermark_offsets(
+                TopicPartition(self.catalog_topic, 0), timeout=timeout
+            )
+            return int(high)
+
+        try:
+            high = await asyncio.wait_for(self._loop.run_in_executor(self._writes, end), timeout)
+        except Exception:  # the broker is slow or away: what this member has is all there is
+            return False
+        # Every catalog record is a record batch of its own (each write is flushed alone), so
+        # the end is exact also on brokers that report the last batch's base offset + 1.
+        if high - 1 <= self._applied:
+            return True
+        waiter = self._loop.create_future()
+        self._waiters.append((high - 1, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except (TimeoutError, CatalogError):
+            return False
+        return True
 
     # -- writes ----------------------------------------------------------------------------------
 

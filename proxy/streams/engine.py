@@ -510,6 +510,9 @@ class StreamEngine:
         return definition
 
     async def _get(self, name: str) -> StreamRecord:
+        # A shared catalog: first whatever other members changed up to now (one request for
+        # the catalog topic's end), so that a clause sees what was done elsewhere just before.
+        await self.catalog.sync()
         record = await self.catalog.get(name)
         if record is None:
             raise StreamError("not_found", f"Kafka stream {name} doesn't exist.")
@@ -540,6 +543,7 @@ class StreamEngine:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
         self._check_open()
         async with self._locks[name]:
+            await self.catalog.sync()  # a CREATE of that name on another member just now
             if await self.catalog.get(name) is not None:
                 raise StreamError("exists", f"Kafka stream {name} already exists.")
             definition = await define(
@@ -637,12 +641,14 @@ class StreamEngine:
 
     async def start_all(self) -> None:
         self._check_open()
+        await self.catalog.sync()
         for record in await self.catalog.all():
             with contextlib.suppress(StreamError):  # dropped meanwhile, or not startable
                 await self.start_stream(record.name)
 
     async def stop_all(self) -> None:
         self._check_open()
+        await self.catalog.sync()
         records = await self.catalog.all()
         results = await asyncio.gather(
             *(self.stop_stream(r.name) for r in records), return_exceptions=True
@@ -655,6 +661,7 @@ class StreamEngine:
         self._check_open()
         shared = self.catalog.shared
         if shared:  # this member's counters first: the catalog sums every member's
+            await self.catalog.sync(self.settings.lag_timeout)  # changes made elsewhere
             progress = {name: r.progress.take() for name, r in self._runners.items()}
             await self.catalog.add_progress({k: v for k, v in progress.items() if any(v)})
         records = await self.catalog.all()
