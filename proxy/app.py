@@ -87,11 +87,10 @@ async def serve(config: Config) -> int:
         except OSError as exc:
             raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
         host, port = server.address
-        if config.cluster:
-            member = config.cluster_member or _member_name(config, port)
-            engine.member = member
-            if isinstance(engine.catalog, ClusterCatalog):
-                engine.catalog.member = member
+        # The name SHOW STREAMS' holders give this proxy (and, in a cluster, its member name).
+        engine.member = config.cluster_member or _member_name(config, port)
+        if isinstance(engine.catalog, ClusterCatalog):
+            engine.catalog.member = engine.member
         try:
             await engine.start()
         except CatalogError as exc:
