@@ -91,6 +91,12 @@ async def serve(config: Config) -> int:
         engine.member = config.cluster_member or _member_name(config, port)
         if isinstance(engine.catalog, ClusterCatalog):
             engine.catalog.member = engine.member
+            if uri.kind == "embedded":
+                log.warning(
+                    "cluster %s with the embedded FalkorDB: each member writes the partitions "
+                    "it holds to its own graph; give every member the same --backend",
+                    config.cluster,
+                )
         try:
             await engine.start()
         except CatalogError as exc:
