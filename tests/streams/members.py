@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tests.streams.broker import Broker
+from tests.streams.conftest import KAFKA_TEST_CONFIG, wait_until
 from tests.support import ProxyProcess
-
-KAFKA_TEST_CONFIG = "session.timeout.ms=2000,heartbeat.interval.ms=500"
 
 # One small node per message: the run's tag, the partition (from the message), the body.
 CLUSTER_TRANSFORM = """\
@@ -121,11 +119,4 @@ def holders(driver: Any, name: str) -> dict[str, list[int]]:
 
 
 def wait_for(check: Any, timeout: float, message: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {message}; last value: {last!r}")
+    return wait_until(check, timeout, interval, message)
