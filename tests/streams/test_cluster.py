@@ -168,6 +168,33 @@ def test_catalog_changes_on_one_member_are_seen_on_the_others(
     for driver in drivers:
         wait_for(lambda d=driver: stream_row(d, name) is None, 2.0, "the stream gone")
 
+    # Two members CREATE one name at the same moment: one wins, on every member.
+    twin = f"twin_{members.cluster}"
+    other = broker.create_topic(f"t2_{name}", partitions=1)
+    outcomes: dict[str, str] = {}
+
+    def creating(index: int, on: str) -> None:
+        try:
+            create(drivers[index], twin, broker, on, cluster_transform)
+            outcomes[on] = "created"
+        except neo4j.exceptions.Neo4jError as exc:
+            outcomes[on] = exc.message or ""
+
+    racers = [
+        threading.Thread(target=creating, args=(0, topic)),
+        threading.Thread(target=creating, args=(1, other)),
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    winners = [on for on, outcome in outcomes.items() if outcome == "created"]
+    assert len(winners) == 1, outcomes
+    assert "already exists" in outcomes[other if winners == [topic] else topic]
+    for driver in drivers:
+        row = wait_for(lambda d=driver: stream_row(d, twin), 2.0, "the winner everywhere")
+        assert row["topic"] == winners[0]
+
 
 @pytest.mark.parametrize("delivery", ["EXACTLY ONCE", "AT LEAST ONCE"])
 def test_members_share_partitions_and_survive_a_kill(
