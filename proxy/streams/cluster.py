@@ -463,10 +463,11 @@ class ClusterCatalog:
 
     def members(self, name: str) -> dict[str, MemberStatus]:
         """The live members running stream ``name``: member -> what it holds (partitions),
-        its last error; a member silent for ``member_timeout`` seconds is left out."""
+        its last error; a member silent for ``member_timeout`` seconds is left out, and
+        nobody holds a stream that is not running."""
         entry = self._streams.get(name)
-        if entry is None:
-            return {}
+        if entry is None or entry.status != "running":
+            return {}  # stopped: its members' last words are about a run that is over
         now = time.time()
         found = {}
         for (member, stream), report in sorted(self._reports.items()):

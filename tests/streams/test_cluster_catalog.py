@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
@@ -15,66 +14,7 @@ import pytest
 from proxy.streams.catalog import MemberStatus, StreamExists
 from proxy.streams.cluster import CATALOG_FORMAT, ClusterCatalog, ClusterSettings
 from proxy.streams.definition import StreamDefinition, TransformRef
-
-
-class _Message:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def offset(self) -> int:
-        return self._offset
-
-
-class SharedLog:
-    """Both topics of one cluster, in memory. ``produce`` appends (and acknowledges); every
-    member is handed the records in log order, at each ``flush`` or ``deliver``."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, int, bytes | None, bytes | None]] = []
-        self.offsets: dict[str, int] = {}
-        self.members: list[tuple[ClusterCatalog, list[int]]] = []
-        self.lock = threading.Lock()
-
-    def join(self, catalog: ClusterCatalog) -> None:
-        catalog._loop = asyncio.get_running_loop()
-        catalog._producer = _Producer(self)
-        self.members.append((catalog, [0]))
-
-    def append(self, topic: str, key: bytes | None, value: bytes | None) -> int:
-        with self.lock:
-            offset = self.offsets.get(topic, 0)
-            self.offsets[topic] = offset + 1
-            self.records.append((topic, offset, key, value))
-            return offset
-
-    def deliver(self) -> None:
-        with self.lock:
-            for catalog, index in self.members:
-                fresh = self.records[index[0] :]
-                index[0] = len(self.records)
-                if fresh:
-                    assert catalog._loop is not None
-                    catalog._loop.call_soon_threadsafe(catalog._apply, list(fresh))
-
-
-class _Producer:
-    def __init__(self, log: SharedLog) -> None:
-        self.log = log
-
-    def produce(
-        self, topic: str, value: bytes | None, key: bytes | None = None, on_delivery: Any = None
-    ) -> None:
-        offset = self.log.append(topic, key, value)
-        if on_delivery is not None:
-            on_delivery(None, _Message(offset))
-
-    def flush(self, timeout: float = 0) -> int:
-        self.log.deliver()
-        return 0
-
-    def poll(self, timeout: float = 0) -> int:
-        self.log.deliver()
-        return 0
+from tests.streams.memlog import SharedLog
 
 
 def member(log: SharedLog, name: str, **settings: Any) -> ClusterCatalog:
@@ -202,6 +142,9 @@ async def test_counters_add_up_over_members_and_silent_members_hold_nothing() ->
     log = SharedLog()
     one, two = member(log, "a:1", member_timeout=0.5), member(log, "b:1", member_timeout=0.5)
     await one.insert(definition("s1"))
+    await settle()
+    assert one.members("s1") == {}  # stopped: nobody holds it
+    await one.update("s1", status="running")
     await settle()
     await one.add_progress({"s1": (10, 1)})
     await two.add_progress({"s1": (5, 2, 1, 1)})
