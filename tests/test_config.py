@@ -117,3 +117,12 @@ def test_cluster_settings() -> None:
 def test_bad_cluster_settings_say_what_is_wrong(overrides: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env={}, overrides=overrides)
+
+
+def test_backend_database_names_the_bolt_database_streams_write_to() -> None:
+    bolt = {"BOLTSTREAM_BACKEND": "bolt://h:7687"}
+    assert load_config(env=bolt).backend_database == ""  # the server's default
+    assert load_config(env={**bolt, "BOLTSTREAM_BACKEND_DATABASE": "g"}).backend_database == "g"
+    assert load_config(env=bolt, overrides={"backend_database": "x"}).backend_database == "x"
+    with pytest.raises(ConfigError, match="Bolt backend; FalkorDB streams write to the graph"):
+        load_config(env={}, overrides={"backend_database": "x"})  # embedded FalkorDB
