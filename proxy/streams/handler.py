@@ -23,7 +23,7 @@ from proxy.streams.engine import StreamEngine, StreamError
 from proxy.streams.mapping.mapper import MappingOptions
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee.
+# the delivery guarantee, then which member (proxy) holds which partitions of the topic.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -42,6 +42,7 @@ SHOW_STREAMS_FIELDS = [
     "dead_lettered",
     "skipped",
     "delivery",
+    "holders",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -115,6 +116,7 @@ class StreamClauseHandler:
                     s.dead_lettered,
                     s.skipped,
                     s.delivery,
+                    s.holders,
                 ]
                 for s in await engine.show()
             ]
