@@ -26,7 +26,7 @@ from proxy.streams.mapping.cypher import BadName
 from proxy.streams.mapping.pattern import PatternMapper, PatternOptions
 from proxy.streams.mapping.template import Template
 from proxy.streams.outcomes import Accepted, Outcome, Rejected
-from tests.arcadedb import ArcadeDB, arcadedb_missing
+from tests.arcadedb import ArcadeDB
 from tests.integration.falkordb_fixtures import falkordb_server
 from tests.streams.test_mapping_units import message
 
@@ -88,29 +88,13 @@ class ArcadeGraph:
         self.driver.close()
 
 
-@pytest.fixture(scope="module")
-def mapping_arcadedb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArcadeDB]:
-    """An ArcadeDB of this module's own: the session's server serves the proxies of the
-    stream tests through its default database, and after this module had created its ten
-    databases there, the proxies' stream writes and their clients' reads no longer met in
-    one database (seen in the full suite: writes counted, nothing to read)."""
-    missing = arcadedb_missing()
-    if missing is not None:
-        pytest.fail(missing)
-    server = ArcadeDB(tmp_path_factory.mktemp("arcadedb-mapping")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["falkordb", "arcadedb"])
 def graph(request: pytest.FixtureRequest) -> Iterator[Graph]:
     made: FalkorGraph | ArcadeGraph
     if request.param == "falkordb":
         made = FalkorGraph(request.getfixturevalue("falkordb_server"))
     else:
-        made = ArcadeGraph(request.getfixturevalue("mapping_arcadedb"))
+        made = ArcadeGraph(request.getfixturevalue("arcadedb"))
     yield made
     made.close()
 
