@@ -164,6 +164,7 @@ class Session(asyncio.Protocol):
         self.current: Activity | None = None  # the auto-commit query running, if tracked
         self.query_backend: QueryBackend | None = None  # what local answers may ask (FalkorDB)
         self.task: asyncio.Task[None] | None = None
+        self.first_waiting: Awaitable[None] | None = None  # the task's, before its first step
         # Requests split off the client's bytes but not yet handed out (a relay takes the ones
         # it forwards as they are; the rest wait here, in order).
         self.backlog: deque[Received] = deque()
@@ -272,7 +273,7 @@ class Session(asyncio.Protocol):
         while not self.closing:
             if not self.writable.is_set():
                 # The client is not reading its answers: the task waits for it before going on.
-                self.task = asyncio.get_running_loop().create_task(self._serve(self._drained()))
+                self._start_task(self._drained())
                 return
             try:
                 request = self.next_request()
@@ -285,10 +286,18 @@ class Session(asyncio.Protocol):
                 self.fail(exc)
                 continue
             if waiting is not None:
-                self.task = asyncio.get_running_loop().create_task(self._serve(waiting))
+                self._start_task(waiting)
                 return
 
+    def _start_task(self, waiting: Awaitable[None]) -> None:
+        # Until the task takes its first step, ``waiting`` is only held here: a close before
+        # that step cancels a task whose coroutine never ran, and ``close`` then closes
+        # ``waiting`` itself (else it would be finalised as a coroutine never awaited).
+        self.first_waiting = waiting
+        self.task = asyncio.get_running_loop().create_task(self._serve(waiting))
+
     async def _serve(self, waiting: Awaitable[None]) -> None:
+        self.first_waiting = None
         try:
             await self._settle(waiting)
             while not self.closing:
@@ -404,6 +413,9 @@ class Session(asyncio.Protocol):
         self.writable.set()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+            unstarted, self.first_waiting = self.first_waiting, None
+            if asyncio.iscoroutine(unstarted):
+                unstarted.close()  # the task never ran: nothing else will close it
         self.env.registry.remove(self)
         if not self.finished.done():
             self.finished.set_result(None)

@@ -255,6 +255,8 @@ async def fetch_transform(
 async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> bytes:
     if not uri.strip():
         raise _Refused("the URI is empty")
+    if _has_control(uri):
+        raise _Refused("the URI holds a control character")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
@@ -279,7 +281,15 @@ async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> byt
         raise _Refused(f"timed out after {timeout:g} s") from None
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 async def _checked_file(text: str, policy: TransformPolicy) -> bytes:
+    # No path the OS can take holds a NUL (os.path raises ValueError on one), and file:// URIs
+    # may spell one as %00: refuse control characters after unquoting too.
+    if _has_control(text):
+        raise _Refused("the path holds a control character")
     # Resolve first and judge the real location: a symbolic link inside an allowed directory
     # pointing outside it is refused. Refuse before looking, so the answer for a file outside
     # the policy does not reveal whether it exists.

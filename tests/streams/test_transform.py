@@ -404,6 +404,11 @@ class TestFetch:
             ("ftp://h/t.py", "unsupported scheme 'ftp'"),
             ("file://host/t.py", "must not name a host"),
             ("", "empty"),
+            # No path holds a NUL (os.path raised ValueError, a traceback at ERROR): fuzz
+            # corpus create-stream-transform-with-nul.
+            (str(tmp_path / "a\x00b.py"), "the URI holds a control character"),
+            ("file://" + str(tmp_path / "a%00b.py"), "the path holds a control character"),
+            ("http://localhost/a\nb.py", "the URI holds a control character"),
         ]:
             with pytest.raises(TransformError, match=reason):
                 await fetch_transform(uri, policy)
