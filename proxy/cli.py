@@ -101,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="default info"
     )
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=int,
+        help="most client connections served at once; past it a client's first request gets "
+        "a TransientError saying so (default 1000, 0: no limit)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="close an authenticated connection with nothing in flight that sends nothing for "
+        "this long (default 3600, 0: never). The limits on the stages before it are settings "
+        "too (README: Connection limits)",
+    )
     streams = serve.add_argument_group("streams")
     streams.add_argument(
         "--backend-user",
@@ -180,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 "kafka_client_config": args.kafka_client_config,
                 "transform_timeout": args.transform_timeout,
                 "stream_group_prefix": args.stream_group_prefix,
+                "max_connections": args.max_connections,
+                "idle_timeout": args.idle_timeout,
             },
         )
     except ConfigError as exc:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.net.limits import ConnectionLimits
+
 
 class ConfigError(Exception):
     """A setting that cannot be used; the message says which and why."""
@@ -110,6 +112,15 @@ class Config:
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
+    # Time limits (seconds, 0: none) on the stages of a connection the client controls, and
+    # the most connections served at once (proxy.net.limits; README "Connection limits").
+    first_byte_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    upgrade_request_timeout: float = 10.0
+    bolt_handshake_timeout: float = 10.0
+    authentication_timeout: float = 30.0
+    idle_timeout: float = 3600.0
+    max_connections: int = 1000
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -142,6 +153,17 @@ class Config:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the TLS certificate {self.tls_cert}: {exc}") from None
         return context
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            first_byte=self.first_byte_timeout,
+            tls_handshake=self.tls_handshake_timeout,
+            upgrade_request=self.upgrade_request_timeout,
+            bolt_handshake=self.bolt_handshake_timeout,
+            authentication=self.authentication_timeout,
+            idle=self.idle_timeout,
+            max_connections=self.max_connections,
+        )
 
     def users(self) -> dict[str, str]:
         """Configured users (name -> password). Empty means: accept any credentials."""
@@ -177,6 +199,11 @@ class Config:
             raise ConfigError("fsync must be always, everysec or no")
         if self.max_message_size < 1024:
             raise ConfigError("max_message_size must be at least 1024 bytes")
+        for name in _TIMEOUTS:
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be 0 (no limit) or a positive number of seconds")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be 0 (no limit) or a positive integer")
         if not self.transform_timeout > 0:
             raise ConfigError("transform_timeout must be a positive number of seconds")
         self.service_password()
@@ -198,6 +225,14 @@ class Config:
 
 
 _FIELD_NAMES = {f.name for f in fields(Config)}
+_TIMEOUTS = (
+    "first_byte_timeout",
+    "tls_handshake_timeout",
+    "upgrade_request_timeout",
+    "bolt_handshake_timeout",
+    "authentication_timeout",
+    "idle_timeout",
+)
 
 
 def parse_kafka_config(text: str) -> dict[str, str]:
@@ -222,12 +257,12 @@ def _coerce(name: str, value: Any) -> Any:
         return ",".join(str(item) for item in value)
     if name in ("data_dir", "users_file", "tls_cert", "tls_key", "backend_password_file"):
         return Path(str(value)) if value not in (None, "") else None
-    if name == "transform_timeout":
+    if name == "transform_timeout" or name in _TIMEOUTS:
         try:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
-    if name == "max_message_size":
+    if name in ("max_message_size", "max_connections"):
         try:
             return int(value)
         except (TypeError, ValueError):

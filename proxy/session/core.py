@@ -58,13 +58,14 @@ from typing import Any
 from bolt.connection import Received, ServerConnection
 from bolt.errors import BoltError, ClientError, ProtocolError
 from bolt.messages import Discard, Pull, Route, Run
-from bolt.state import Action
+from bolt.state import Action, State
 from bolt.status import REQUEST_INVALID, TRANSACTION_TERMINATED
 from bolt.versions import Version
 from proxy.answers.router import Classified, QueryContext, Router
 from proxy.answers.streams import deferred_until_commit, failed_at_commit
 from proxy.answers.system import ROUTING_TTL_SECONDS, routing_servers
 from proxy.backends.base import QueryBackend, QueryResult
+from proxy.net.limits import Watch
 from proxy.session.registry import Activity, Registry
 from proxy.session.results import ResultStream
 
@@ -72,6 +73,8 @@ V5_8 = Version(5, 8)
 # Bytes of requests waiting to be taken before the client stops being read (while the task
 # works on one); the decoder's own limit still bounds a single message.
 INPUT_HIGH_WATER = 1 << 20
+
+_NOT_AUTHENTICATED = (State.NEGOTIATION, State.AUTHENTICATION, State.DEFUNCT)
 
 Waiting = Awaitable[None] | None  # what a request handler returns: None when it is answered
 
@@ -177,6 +180,10 @@ class Session(asyncio.Protocol):
         self._caught_up: asyncio.Future[None] | None = None
         self.closing = False
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # For the connection's watch (proxy.net.limits): when the client last sent something,
+        # and what to tell when this session ends.
+        self.last_read = time.monotonic()
+        self.watch: Watch | None = None
         env.registry.add(self)
 
     async def wait_closed(self) -> None:
@@ -222,6 +229,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_read = time.monotonic()
         self.conn.receive_data(data)
         if self.task is None:
             try:
@@ -401,10 +409,20 @@ class Session(asyncio.Protocol):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def authenticated(self) -> bool:
+        """Past HELLO (and LOGON on 5.1+): the connection's watch then applies the idle limit."""
+        return self.conn.state not in _NOT_AUTHENTICATED
+
+    def in_flight(self) -> bool:
+        """A request awaits its answer (the idle limit does not apply)."""
+        return self.conn.unanswered > 0 or self.task is not None or self.busy()
+
     def close(self, reason: str) -> None:
         if self.closing:
             return
         self.closing = True
+        if self.watch is not None:
+            self.watch.closed()
         self.log.debug("closing: %s", reason)
         self.out.flush()
         self.transport.close()

@@ -135,6 +135,7 @@ class RelaySession(Session):
         (``handle``, in order)."""
         if self.closing:
             return
+        self.last_read = time.monotonic()
         try:
             self._client_data(data)
         except Exception:
