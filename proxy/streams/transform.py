@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from proxy import __version__
+from proxy.spawn import PipedProcess, spawn_piped
 from proxy.streams.transform_worker import (
     HEADER,
     OutputError,
@@ -432,12 +433,11 @@ class Round:
 class _Worker:
     """One worker process: its pipes, its stderr pump and its working directory."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, workdir: str, log: _Log) -> None:
+    def __init__(self, proc: PipedProcess, workdir: str, log: _Log) -> None:
         self.proc = proc
         self.workdir = workdir
         self.log = log
         self.sandbox: tuple[str, ...] = ()
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         self.stdin: asyncio.StreamWriter = proc.stdin
         self.stdout: asyncio.StreamReader = proc.stdout
         self.pump = asyncio.create_task(self._pump(proc.stderr))
@@ -701,20 +701,13 @@ class TransformRunner:
             "OPENBLAS_NUM_THREADS": "1",
         }
         try:
-            # No preexec_fn: it is not safe in a process with threads (asyncio's child
-            # watcher, to_thread). The worker limits itself before it runs any user code.
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-B",
-                str(WORKER_SCRIPT),
-                str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            # Never fork() here: see proxy/spawn.py (the proxy once hung in uvloop's spawn).
+            # No preexec_fn either: the worker limits itself before it runs any user code.
+            proc = await spawn_piped(
+                [sys.executable, "-I", "-B", str(WORKER_SCRIPT), str(os.getpid())],
                 cwd=workdir,
                 env=env,
-                start_new_session=True,
+                new_session=True,
             )
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
