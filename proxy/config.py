@@ -121,6 +121,9 @@ class Config:
     authentication_timeout: float = 30.0
     idle_timeout: float = 3600.0
     max_connections: int = 1000
+    # Seconds the proxy waits for FalkorDB's reply to one query (0: for ever); past it the
+    # query fails with a TransientError and a stream retries it (README: Outages).
+    backend_query_timeout: float = 300.0
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -153,6 +156,10 @@ class Config:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the TLS certificate {self.tls_cert}: {exc}") from None
         return context
+
+    @property
+    def reply_timeout(self) -> float | None:
+        return self.backend_query_timeout or None
 
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(
@@ -232,6 +239,7 @@ _TIMEOUTS = (
     "bolt_handshake_timeout",
     "authentication_timeout",
     "idle_timeout",
+    "backend_query_timeout",
 )
 
 

@@ -189,7 +189,9 @@ class EmbeddedFalkorDB:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def make_backend(self, *, pool_size: int = 4, owns_server: bool = True) -> FalkorDBBackend:
+    def make_backend(
+        self, *, pool_size: int = 4, owns_server: bool = True, reply_timeout: float | None = None
+    ) -> FalkorDBBackend:
         """A backend for this server. With ``owns_server`` its ``start()`` also starts the
         server and its ``close()`` stops it, so it is a complete ``QueryBackend``."""
         return FalkorDBBackend(
@@ -197,6 +199,7 @@ class EmbeddedFalkorDB:
             self._port or 6379,
             unix_path=self._unix_path,
             pool_size=pool_size,
+            reply_timeout=reply_timeout,
             server=self if owns_server else None,
             password=self._password,
         )

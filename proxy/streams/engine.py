@@ -527,7 +527,11 @@ class StreamEngine:
         for name, runner in self._runners.items():
             totals = runner.progress.totals
             live[name] = Live(
-                totals.messages, totals.dead_lettered, totals.skipped, runner.health.last_error
+                totals.messages,
+                totals.dead_lettered,
+                totals.skipped,
+                runner.health.last_error,
+                runner.health.detail(),
             )
         return await show_rows(
             records, live, self.admin, self.kafka_config, self.settings.lag_timeout
