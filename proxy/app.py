@@ -98,6 +98,12 @@ async def serve(config: Config) -> int:
             if authenticator is None
             else authenticator.description
         )
+        if authenticator is not None and authenticator.plaintext_users():
+            log.warning(
+                "%d user(s) configured with a plain-text password: store a hash with "
+                "`boltstream passwd USERS_FILE USER` (README: Security)",
+                len(authenticator.plaintext_users()),
+            )
         ready_log.info(
             "boltstream %s ready on bolt://%s:%d (WebSocket too%s), backend: %s, %s",
             __version__,

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.net.limits import ConnectionLimits
+from proxy.session.auth import check_stored
 
 
 class ConfigError(Exception):
@@ -173,7 +174,8 @@ class Config:
         )
 
     def users(self) -> dict[str, str]:
-        """Configured users (name -> password). Empty means: accept any credentials."""
+        """Configured users (name -> scrypt hash or plain password, ``proxy.session.auth``).
+        Empty means: accept any credentials."""
         found: dict[str, str] = {}
         if self.auth:
             user, sep, password = self.auth.partition(":")
@@ -191,7 +193,13 @@ class Config:
                     continue
                 user, sep, password = line.partition(":")
                 if not sep or not user:
-                    raise ConfigError(f"{self.users_file}:{number}: expected USER:PASSWORD")
+                    raise ConfigError(
+                        f"{self.users_file}:{number}: expected USER:HASH (boltstream passwd) "
+                        "or USER:PASSWORD"
+                    )
+                problem = check_stored(password)
+                if problem is not None:
+                    raise ConfigError(f"{self.users_file}:{number}: {problem}")
                 found[user] = password
         return found
 

@@ -260,3 +260,36 @@ async def test_past_max_connections_a_client_is_told_why(ca: trustme.CA, tmp_pat
         writer.close()
     finally:
         await served.server.close()
+
+
+async def test_a_hashed_users_file_over_the_wire_and_the_throttle(
+    ca: trustme.CA, tmp_path: Any
+) -> None:
+    """HELLO/LOGON against a users file with a hash, through a real socket: the right
+    password gets in, five wrong ones in a row lock that address out (AuthenticationRateLimit)
+    even for the right password."""
+    from proxy.session.auth import hash_password
+
+    users = tmp_path / "users"
+    users.write_text(f"ann:{hash_password('right', n=16, r=1, p=1)}\n")
+    served = await serve(ca, tmp_path, users_file=users)
+
+    async def login(password: str) -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(OFFER_54 + request(Hello({"user_agent": "t/1"})))
+        writer.write(
+            request(Logon({"scheme": "basic", "principal": "ann", "credentials": password}))
+        )
+        await asyncio.wait_for(reader.readexactly(4), 5)
+        _, answer = await messages(reader, 2)
+        writer.close()
+        return {"tag": answer.tag, **(answer.fields[0] if answer.fields else {})}
+
+    try:
+        assert (await login("right"))["tag"] == Tag.SUCCESS
+        for _ in range(5):
+            assert (await login("wrong"))["code"] == "Neo.ClientError.Security.Unauthorized"
+        locked = await login("right")
+        assert locked["code"] == "Neo.ClientError.Security.AuthenticationRateLimit"
+    finally:
+        await served.server.close()
