@@ -33,6 +33,8 @@ LIMIT = 0.4  # seconds, every stage
 MAGIC = b"\x60\x60\xb0\x17"
 OFFER_54 = MAGIC + bytes.fromhex("00000405 00000000 00000000 00000000")
 V54 = Version(5, 4)
+LARGE = 100_000  # rows of the large result
+PAD = "p" * 200
 
 
 class SlowBackend:
@@ -42,6 +44,8 @@ class SlowBackend:
 
     def __init__(self) -> None:
         self.delay = 0.0
+        self.seen: list[int] = []  # for "RETURN 2": how far the large results were paged
+        self.server: BoltServer | None = None
 
     async def start(self) -> None:
         pass
@@ -53,6 +57,14 @@ class SlowBackend:
         self, graph: str, query: str, params: dict[str, Any], *, read_only: bool = False
     ) -> QueryResult:
         await asyncio.sleep(self.delay)
+        if query.startswith("UNWIND"):
+            # ~20 MB: more than the sockets' buffers hold, so the sender must wait.
+            return QueryResult(["x", "pad"], [[i, PAD] for i in range(LARGE)])
+        if query == "RETURN 2" and self.server is not None:
+            for session in self.server.registry.sessions():
+                stream = getattr(session, "autocommit", None)
+                if stream is not None:
+                    self.seen.append(stream.position)
         return QueryResult(["x"], [[1]])
 
     async def list_graphs(self) -> list[str]:
@@ -93,6 +105,7 @@ async def serve(ca: trustme.CA, tmp_path: Any, **settings: Any) -> Served:
     )
     backend = SlowBackend()
     server = BoltServer(config, query_backend=backend)
+    backend.server = server
     await server.start()
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
@@ -130,31 +143,29 @@ async def closed_after(reader: asyncio.StreamReader, within: float) -> float:
 
 
 async def messages(reader: asyncio.StreamReader, count: int) -> list[Any]:
-    """``count`` whole Bolt messages from the proxy, decoded."""
+    """``count`` whole Bolt messages from the proxy, decoded (reads no further)."""
     found: list[Any] = []
     buffer = b""
+    at = 0
+    payload = bytearray()
     while len(found) < count:
-        buffer += await asyncio.wait_for(reader.read(65536), 5)
-        while True:
-            payload, rest = _one_message(buffer)
-            if payload is None:
-                break
-            found.append(unpack(payload))
-            buffer = rest
-    return found
-
-
-def _one_message(data: bytes) -> tuple[bytes | None, bytes]:
-    payload, at = b"", 0
-    while at + 2 <= len(data):
-        size = int.from_bytes(data[at : at + 2], "big")
-        if size == 0:
-            return payload, data[at + 2 :]
-        if at + 2 + size > len(data):
-            return None, data
-        payload += data[at + 2 : at + 2 + size]
+        if len(buffer) - at < 2:
+            buffer = buffer[at:] + await asyncio.wait_for(reader.read(1 << 16), 10)
+            at = 0
+            continue
+        size = int.from_bytes(buffer[at : at + 2], "big")
+        if len(buffer) - at < 2 + size:
+            buffer = buffer[at:] + await asyncio.wait_for(reader.read(1 << 16), 10)
+            at = 0
+            continue
+        if size:
+            payload += buffer[at + 2 : at + 2 + size]
+        else:
+            found.append(unpack(bytes(payload)))
+            payload.clear()
         at += 2 + size
-    return None, data
+    assert at == len(buffer), "more than asked for"
+    return found
 
 
 STALLS = {
@@ -293,3 +304,29 @@ async def test_a_hashed_users_file_over_the_wire_and_the_throttle(
         assert locked["code"] == "Neo.ClientError.Security.AuthenticationRateLimit"
     finally:
         await served.server.close()
+
+
+async def test_a_large_result_does_not_hold_other_connections_up(served: Served) -> None:
+    """One client pulls 100,000 records and does not read them; another's query is answered
+    meanwhile, while the large result is still being encoded (it goes out in slices, and
+    waits for its client), not after all of it was."""
+    big_reader, big_writer = await asyncio.open_connection("127.0.0.1", served.port)
+    big_writer.write(OFFER_54 + LOGIN)
+    await asyncio.wait_for(big_reader.readexactly(4), 5)
+    await messages(big_reader, 2)
+    big_writer.write(request(Run("UNWIND range(1, $n) AS x RETURN x", {}, {})))
+    big_writer.write(request(Pull(-1, -1)))
+    await asyncio.sleep(0.3)  # the big one is paging, its client reads nothing
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(OFFER_54 + LOGIN)
+    await asyncio.wait_for(reader.readexactly(4), 5)
+    await messages(reader, 2)
+    writer.write(request(Run("RETURN 2", {}, {})) + request(Pull(-1, -1)))
+    assert [m.tag for m in await messages(reader, 3)] == [Tag.SUCCESS, Tag.RECORD, Tag.SUCCESS]
+    assert served.backend.seen and 0 < served.backend.seen[0] < LARGE
+    writer.close()
+    # And the big one gets all of its records, in order, then its summary.
+    got = await messages(big_reader, LARGE + 2)
+    assert [m.fields[0][0] for m in got[1:-1]] == list(range(LARGE))
+    assert got[-1].tag == Tag.SUCCESS and got[-1].fields[0]["has_more"] is False
+    big_writer.close()

@@ -67,7 +67,7 @@ from proxy.answers.system import ROUTING_TTL_SECONDS, routing_servers
 from proxy.backends.base import QueryBackend, QueryResult
 from proxy.net.limits import Watch
 from proxy.session.registry import Activity, Registry
-from proxy.session.results import ResultStream
+from proxy.session.results import SLICE, ResultStream
 
 V5_8 = Version(5, 8)
 # Bytes of requests waiting to be taken before the client stops being read (while the task
@@ -565,14 +565,15 @@ class Session(asyncio.Protocol):
             metadata["db"] = db
         self.out.add(self.conn.success(metadata))
 
-    def page(self, request: Received) -> None:
+    def page(self, request: Received) -> Waiting:
         """PULL / DISCARD of a result answered here."""
         message = self.conn.decode(request)
         assert isinstance(message, Pull | Discard)
-        self.page_result(message, message.qid)
+        return self.page_result(message, message.qid)
 
-    def page_result(self, message: Pull | Discard, qid: int) -> None:
+    def page_result(self, message: Pull | Discard, qid: int) -> Waiting:
         tx = self.tx
+        stream: ResultStream | None
         if tx is not None and tx.explicit:
             if qid == -1 and tx.streams:
                 qid = max(tx.streams)
@@ -581,17 +582,40 @@ class Session(asyncio.Protocol):
                 raise ClientError(
                     REQUEST_INVALID, f"No open result with qid {qid} in this transaction."
                 )
-            if not stream.page(
-                message.n, records=isinstance(message, Pull), conn=self.conn, out=self.out
-            ):
+        else:
+            stream = self.autocommit
+            if stream is None:
+                raise ClientError(REQUEST_INVALID, "No open result to pull from.")
+        records = isinstance(message, Pull)
+        if records and stream.count(message.n) > SLICE:
+            return self._page_in_slices(stream, message.n, qid)
+        more = stream.page(message.n, records=records, conn=self.conn, out=self.out)
+        self._paged(stream, qid, more)
+        return None
+
+    async def _page_in_slices(self, stream: ResultStream, n: int, qid: int) -> None:
+        more = await stream.page_in_slices(n, conn=self.conn, out=self.out, pause=self._breathe)
+        if not self.closing:
+            self._paged(stream, qid, more)
+
+    async def _breathe(self) -> bool:
+        """Between two slices of a large page: write them, let other connections run, and
+        wait while the client does not read. False once the connection is closing."""
+        self.flush()
+        await asyncio.sleep(0)
+        if not self.writable.is_set():
+            await self.writable.wait()
+        return not self.closing
+
+    def _paged(self, stream: ResultStream, qid: int, more: bool) -> None:
+        if more:
+            return
+        tx = self.tx
+        if tx is not None and tx.explicit:
+            if tx.streams.get(qid) is stream:
                 del tx.streams[qid]
             return
-        stream = self.autocommit
-        if stream is None:
-            raise ClientError(REQUEST_INVALID, "No open result to pull from.")
-        if not stream.page(
-            message.n, records=isinstance(message, Pull), conn=self.conn, out=self.out
-        ):
+        if self.autocommit is stream:
             self.autocommit = None
             if tx is None:
                 self.current = None

@@ -188,9 +188,9 @@ class LocalSession(Session):
 
     # -- queries -----------------------------------------------------------------------------
 
-    def _page(self, request: Received) -> None:
+    def _page(self, request: Received) -> Waiting:
         self.check_terminated()
-        self.page(request)
+        return self.page(request)
 
     def _run(self, request: Received) -> Waiting:
         self.check_terminated()
