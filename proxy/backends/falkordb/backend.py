@@ -252,7 +252,7 @@ class FalkorDBBackend:
         rows: list[list[Any]] | None = None
         for attempt in range(3):
             try:
-                rows = Decoder(schema).rows(raw_rows)
+                rows = await _decode_rows(Decoder(schema), raw_rows)
                 break
             except UnknownSchemaId:
                 # New labels/types/keys (this query or a concurrent writer made them).
@@ -414,3 +414,19 @@ def _restore_names(column: str, inlined: tuple[tuple[str, str], ...]) -> str:
 
 if TYPE_CHECKING:
     _conforms: QueryBackend = FalkorDBBackend()  # mypy checks the protocol here
+
+
+# Rows decoded between two returns to the event loop: a result of a million rows must not
+# hold other connections up while it is decoded (``proxy.session.results.SLICE`` does the
+# same for encoding).
+_DECODE_SLICE = 5000
+
+
+async def _decode_rows(decoder: Decoder, raw_rows: list[Any]) -> list[list[Any]]:
+    if len(raw_rows) <= _DECODE_SLICE:
+        return decoder.rows(raw_rows)
+    rows: list[list[Any]] = []
+    for start in range(0, len(raw_rows), _DECODE_SLICE):
+        rows += decoder.rows(raw_rows[start : start + _DECODE_SLICE])
+        await asyncio.sleep(0)
+    return rows
