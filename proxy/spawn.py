@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # Run by ``die_with_parent``: ask for SIGKILL when the parent dies (Linux), make sure it has
 # not died already, then become the real program. Runs after exec, in a fresh interpreter.
@@ -120,6 +121,40 @@ class PipedProcess:
         readable()  # it may have exited before the reader was added
 
 
+class _PipeReader(asyncio.StreamReaderProtocol):
+    """A read pipe's protocol that lets its transport close at EOF (uvloop keeps a pipe open
+    when ``eof_received`` returns True, as ``StreamReaderProtocol``'s does: a descriptor per
+    worker would leak)."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
+
+
+class _LoopOwnedFd:
+    """A pipe end handed to uvloop. libuv closes the descriptor itself when the transport
+    closes, and uvloop then calls ``close()`` on the object it was given as well: on a real
+    file object that is a second ``close()`` of a number another thread may have reused
+    meanwhile (a Kafka client's socket, the next worker's pipe). So this object's ``close``
+    does nothing; the stdlib loop, which leaves closing to the object, gets real file objects.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        pass
+
+
+def _pipe_end(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
+    if type(loop).__module__.startswith("uvloop"):
+        return _LoopOwnedFd(fd)
+    return os.fdopen(fd, mode, buffering=0)
+
+
 async def spawn_piped(
     argv: Sequence[str],
     *,
@@ -129,35 +164,55 @@ async def spawn_piped(
 ) -> PipedProcess:
     """Start ``argv`` (vfork + exec: safe with threads running) with pipes on its stdin,
     stdout and stderr. Raises ``OSError`` when it cannot be started."""
-    popen = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-        start_new_session=new_session,
-        close_fds=True,
-        bufsize=0,
-    )
-    assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+    loop = asyncio.get_running_loop()
+    # The pipes are made here, not by Popen: Popen would wrap the parent's ends in file
+    # objects of its own, which would close the descriptors again (see _LoopOwnedFd).
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = os.pipe()
+    parent_ends = [stdin_write, stdout_read, stderr_read]
     try:
-        loop = asyncio.get_running_loop()
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=stdin_read,
+            stdout=stdout_write,
+            stderr=stderr_write,
+            env=env,
+            cwd=cwd,
+            start_new_session=new_session,
+            close_fds=True,
+        )
+    except BaseException:
+        for fd in parent_ends:
+            os.close(fd)
+        raise
+    finally:
+        for fd in (stdin_read, stdout_write, stderr_write):
+            os.close(fd)
+    handed: list[int] = []
+    try:
         stdout = asyncio.StreamReader(loop=loop)
         await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(stdout, loop=loop), popen.stdout
+            lambda: _PipeReader(stdout, loop=loop), _pipe_end(stdout_read, "rb", loop)
         )
+        handed.append(stdout_read)
         stderr = asyncio.StreamReader(loop=loop)
         await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(stderr, loop=loop), popen.stderr
+            lambda: _PipeReader(stderr, loop=loop), _pipe_end(stderr_read, "rb", loop)
         )
+        handed.append(stderr_read)
         transport, protocol = await loop.connect_write_pipe(
             lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop),
-            popen.stdin,
+            _pipe_end(stdin_write, "wb", loop),
         )
+        handed.append(stdin_write)
         stdin = asyncio.StreamWriter(transport, protocol, None, loop)
     except BaseException:
         popen.kill()
         popen.wait()
+        for fd in parent_ends:
+            if fd not in handed:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         raise
     return PipedProcess(popen, stdin, stdout, stderr)

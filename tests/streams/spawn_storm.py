@@ -4,7 +4,8 @@ run; report how many started, and whether any child ran Python code between fork
 Run as ``python -m tests.streams.spawn_storm WORKERS`` (``test_spawn.py`` does). Prints one
 JSON line: ``started``, ``after_fork_hooks`` (bytes written by an ``os.register_at_fork``
 hook in children: each one is a child that ran ``PyOS_AfterFork_Child``, the call the proxy
-once hung in), ``seconds``, ``threads``.
+once hung in), ``fds_grown`` (descriptors held after the workers stopped, more than before),
+``seconds``, ``threads``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ async def storm(workers: int) -> dict[str, Any]:
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     source = TransformSource.from_code("storm.py", CODE)
+    fds_before = len(os.listdir("/proc/self/fd"))
     started = 0
     began = time.monotonic()
     try:
@@ -99,8 +101,10 @@ async def storm(workers: int) -> dict[str, Any]:
         hooks = len(os.read(read_end, 65536))
     except BlockingIOError:
         hooks = 0
+    await asyncio.sleep(0.2)
     return {
         "started": started,
+        "fds_grown": len(os.listdir("/proc/self/fd")) - fds_before,
         "after_fork_hooks": hooks,
         "seconds": round(time.monotonic() - began, 2),
         "threads": threading.active_count(),
