@@ -101,3 +101,12 @@ def test_connection_limits_from_file_and_environment(tmp_path: Path) -> None:
     for name, value in (("bolt_handshake_timeout", "-1"), ("max_connections", "-2")):
         with pytest.raises(ConfigError, match=name):
             load_config(env={"BOLTSTREAM_" + name.upper(): value})
+
+
+def test_backend_database_names_the_bolt_database_streams_write_to() -> None:
+    bolt = {"BOLTSTREAM_BACKEND": "bolt://h:7687"}
+    assert load_config(env=bolt).backend_database == ""  # the server's default
+    assert load_config(env={**bolt, "BOLTSTREAM_BACKEND_DATABASE": "g"}).backend_database == "g"
+    assert load_config(env=bolt, overrides={"backend_database": "x"}).backend_database == "x"
+    with pytest.raises(ConfigError, match="Bolt backend; FalkorDB streams write to the graph"):
+        load_config(env={}, overrides={"backend_database": "x"})  # embedded FalkorDB
