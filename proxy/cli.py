@@ -176,6 +176,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="consumer group id of a stream = PREFIX + stream name (default: no prefix)",
     )
+    cluster = serve.add_argument_group(
+        "cluster", "several proxies sharing one set of streams (see README, Clusters)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="join cluster NAME: the stream catalog is shared through the Kafka topic "
+        "__boltstream_NAME_catalog, and running streams run on every member (default: this "
+        "proxy stands alone, catalog in DATA_DIR)",
+    )
+    cluster.add_argument(
+        "--cluster-bootstrap",
+        metavar="HOST:PORT,...",
+        help="the Kafka broker(s) that keep the cluster's catalog and status topics",
+    )
+    cluster.add_argument(
+        "--cluster-member",
+        metavar="NAME",
+        help="this proxy's name in the cluster, unique and stable across restarts "
+        "(default: its advertised host:port)",
+    )
+    cluster.add_argument(
+        "--cluster-replication",
+        metavar="N",
+        type=int,
+        help="replication factor of the topics the cluster creates (default: the broker's)",
+    )
     passwd = commands.add_parser(
         "passwd",
         help="set a user's password in a users file (stored as an scrypt hash)",
@@ -222,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 "stream_group_prefix": args.stream_group_prefix,
                 "max_connections": args.max_connections,
                 "idle_timeout": args.idle_timeout,
+                "cluster": args.cluster,
+                "cluster_bootstrap": args.cluster_bootstrap,
+                "cluster_member": args.cluster_member,
+                "cluster_replication": args.cluster_replication,
             },
         )
     except ConfigError as exc:

@@ -22,7 +22,8 @@ from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee, then what a running stream's outages are (``retry.Health``).
+# the delivery guarantee, then which member (proxy) holds which partitions of the topic,
+# then what a running stream's outages are (``retry.Health``).
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -41,6 +42,7 @@ SHOW_STREAMS_FIELDS = [
     "dead_lettered",
     "skipped",
     "delivery",
+    "holders",
     "status_detail",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
@@ -115,6 +117,7 @@ class StreamClauseHandler:
                     s.dead_lettered,
                     s.skipped,
                     s.delivery,
+                    s.holders,
                     s.status_detail,
                 ]
                 for s in await engine.show()
