@@ -23,7 +23,8 @@ from proxy.streams.engine import StreamEngine, StreamError
 from proxy.streams.mapping.mapper import MappingOptions
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee, then which member (proxy) holds which partitions of the topic.
+# the delivery guarantee, then which member (proxy) holds which partitions of the topic,
+# then what a running stream's outages are (``retry.Health``).
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -43,6 +44,7 @@ SHOW_STREAMS_FIELDS = [
     "skipped",
     "delivery",
     "holders",
+    "status_detail",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -117,6 +119,7 @@ class StreamClauseHandler:
                     s.skipped,
                     s.delivery,
                     s.holders,
+                    s.status_detail,
                 ]
                 for s in await engine.show()
             ]
