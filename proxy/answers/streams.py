@@ -25,6 +25,7 @@ from proxy.streams.handler import StreamClauseHandler
 
 CHANGES_STREAMS: tuple[type[Any], ...] = (
     grammar.CreateStream,
+    grammar.CreateKafkaStream,
     grammar.DropStream,
     grammar.StartStream,
     grammar.StopStream,

@@ -10,8 +10,9 @@ document whole, plus the few columns it queries, so an option added later is a f
 new document version, not a new catalog column. ``from_json`` reads every version this code
 knows and refuses newer ones.
 
-Definitions will hold secrets later (Kafka credentials): ``repr`` shows the name only, and a
-definition never goes into a log line.
+Definitions hold secrets (``credentials``, per-stream Kafka settings such as
+``sasl.password``): ``repr`` shows the name only, a definition never goes into a log line, and
+what is shown of it goes through ``shown_credentials`` (keys, values redacted).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2  # 2: several topics, per-stream settings, transformation modules
+REDACTED = "<REDACTED>"
+Settings = tuple[tuple[str, str], ...]
 
 PolicyKind = Literal["stop", "skip", "dead_letter"]
 POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
@@ -56,7 +59,14 @@ class TransformRef:
 @dataclass(frozen=True)
 class StreamDefinition:
     """One stream, as created. ``dead_letter_topic`` is set exactly when ``error_policy`` is
-    ``dead_letter``."""
+    ``dead_letter``.
+
+    ``topic`` is the first topic, ``more_topics`` the others (``topics``: all). ``configs`` and
+    ``credentials`` are librdkafka settings of this stream's clients, over the proxy's
+    ``--kafka-client-config`` (the engine's own keys excluded, ``kafka.FORCED``).
+    ``transformation``: ``module.procedure`` when the transform is a Memgraph transformation
+    module (``transform.code`` is the module's file), None for a ``stream(batch)`` script.
+    """
 
     name: str
     uri: str  # Kafka bootstrap servers
@@ -69,6 +79,32 @@ class StreamDefinition:
     error_policy: PolicyKind = "stop"
     dead_letter_topic: str | None = None
     delivery: Delivery = Delivery.AT_LEAST_ONCE
+    more_topics: tuple[str, ...] = ()
+    configs: Settings = ()
+    credentials: Settings = field(default=(), repr=False)
+    transformation: str | None = None
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic, *self.more_topics)
+
+    @property
+    def shown_topics(self) -> str:
+        """The topics as SHOW STREAMS' ``topic`` column shows them: comma-separated."""
+        return ",".join(self.topics)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The stream's own librdkafka settings: configs, then credentials (which win)."""
+        return {**dict(self.configs), **dict(self.credentials)}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values, for redacting them out of any text shown or logged."""
+        return tuple(value for _key, value in self.credentials if value)
+
+    def shown_credentials(self) -> dict[str, str]:
+        return {key: REDACTED for key, _value in self.credentials}
 
     def __repr__(self) -> str:  # never the code, and later never credentials
         return f"StreamDefinition(name={self.name!r})"
@@ -95,6 +131,10 @@ class StreamDefinition:
             "error_policy": self.error_policy,
             "dead_letter_topic": self.dead_letter_topic,
             "delivery": self.delivery.name.lower(),
+            "more_topics": list(self.more_topics),
+            "configs": [list(pair) for pair in self.configs],
+            "credentials": [list(pair) for pair in self.credentials],
+            "transformation": self.transformation,
         }
         return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -136,6 +176,10 @@ class StreamDefinition:
                 error_policy=policy,
                 dead_letter_topic=_optional_text(document.get("dead_letter_topic")),
                 delivery=delivery,
+                more_topics=tuple(_text(t) for t in document.get("more_topics", [])),
+                configs=_settings(document.get("configs", [])),
+                credentials=_settings(document.get("credentials", [])),
+                transformation=_optional_text(document.get("transformation")),
             )
         except (KeyError, TypeError) as exc:
             raise DefinitionError(f"the stream definition lacks or mistypes {exc}") from None
@@ -145,6 +189,17 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a text field ({type(value).__name__})")
     return value
+
+
+def _settings(value: Any) -> Settings:
+    if not isinstance(value, list):
+        raise TypeError("a settings field")
+    pairs = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TypeError("a settings pair")
+        pairs.append((_text(pair[0]), _text(pair[1])))
+    return tuple(pairs)
 
 
 def _optional_text(value: Any) -> str | None:

@@ -129,6 +129,10 @@ class EngineSettings:
     max_pending_bytes: int = 16 * 1024 * 1024
     max_round_trip: int = 10000  # messages per transform round trip and per combined write
     exactly_once_refusal: str | None = None
+    # Memgraph 2.x: the brokers of a CREATE KAFKA STREAM without BOOTSTRAP_SERVERS, and where
+    # TRANSFORM module.procedure finds module.py (None: DATA_DIR/transformations).
+    bootstrap_servers: str = ""
+    transformations_dir: Path | None = None
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -235,6 +239,10 @@ class StreamEngine:
     def group_of(self, name: str) -> str:
         return self.settings.group_prefix + name
 
+    @property
+    def transformations_dir(self) -> Path:
+        return self.settings.transformations_dir or self.data_dir / "transformations"
+
     # -- runners ----------------------------------------------------------------------------
 
     def _launch(
@@ -256,6 +264,7 @@ class StreamEngine:
             name=definition.name,
             batch_timeout=settings.transform_timeout,
             memory_limit_mb=settings.transform_memory_mb,
+            transformation=definition.transformation,
         )
         config = consumer_config(definition, self.kafka_config)
 
@@ -263,7 +272,7 @@ class StreamEngine:
             return StreamConsumer(
                 definition.name,
                 config,
-                definition.topic,
+                definition.topics,
                 size=definition.batch_size,
                 interval=definition.batch_interval_ms / 1000.0,
                 health=health,
@@ -364,7 +373,8 @@ class StreamEngine:
         definition = record.definition
         try:
             check_client_config(consumer_config(definition, self.kafka_config))
-            check_topic(definition.topic)
+            for topic in definition.topics:
+                check_topic(topic)
         except UnsafeValue as exc:
             raise StreamError(
                 "invalid", f"Kafka stream {shown_name(record.name)} cannot be {what}: {exc}"
@@ -395,7 +405,7 @@ class StreamEngine:
     async def create(
         self,
         name: str,
-        uri: str,
+        uri: str | None,
         topic: str,
         transform: str,
         *,
@@ -405,9 +415,26 @@ class StreamEngine:
         on_error: OnError | None = None,
         dead_letter_topic: str | None = None,
         delivery: DeliveryText | None = None,
+        more_topics: tuple[str, ...] = (),
+        consumer_group: str | None = None,
+        configs: tuple[tuple[str, str], ...] = (),
+        credentials: tuple[tuple[str, str], ...] = (),
+        transformation: str | None = None,
     ) -> None:
-        """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
+        """CREATE STREAM: check everything, then record the stream (stopped) atomically.
+        ``uri`` None: the proxy's ``bootstrap_servers`` (Memgraph 2.x without
+        BOOTSTRAP_SERVERS); ``transformation``: ``module.procedure`` in the transformations
+        directory (``transform`` is then ignored); ``consumer_group`` None: the prefix and the
+        stream's name."""
         self._check_open()
+        if uri is None:
+            uri = self.settings.bootstrap_servers
+            if not uri.strip():
+                raise StreamError(
+                    "invalid",
+                    f"Failed to initialize Kafka stream {shown_name(name)} : no "
+                    "BOOTSTRAP_SERVERS given, and the proxy has no --kafka-bootstrap-servers",
+                )
         async with self._locks[name]:
             if await self.catalog.get(name) is not None:
                 raise StreamError("exists", f"Kafka stream {name} already exists.")
@@ -416,7 +443,13 @@ class StreamEngine:
                 uri,
                 topic,
                 transform,
-                consumer_group=self.group_of(name),
+                consumer_group=self.group_of(name) if consumer_group is None else consumer_group,
+                more_topics=more_topics,
+                configs=configs,
+                credentials=credentials,
+                transformation=transformation,
+                transformations_dir=self.transformations_dir,
+                kafka_config=self.kafka_config,
                 admin=self.admin,
                 policy=self.policy,
                 broker_timeout=self.settings.broker_timeout,
@@ -440,7 +473,7 @@ class StreamEngine:
             "created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s, "
             "delivery %s)",
             name,
-            definition.topic,
+            definition.shown_topics,
             definition.uri,
             definition.transform.uri,
             definition.transform.sha256[:12],
@@ -461,8 +494,14 @@ class StreamEngine:
             await self.catalog.delete(name)
         log.info("dropped stream %s", name)
 
-    async def start_stream(self, name: str, limit_batches: int | None = None) -> None:
-        """START STREAM: a running stream is left alone; a stopped or failed one starts."""
+    async def start_stream(
+        self, name: str, limit_batches: int | None = None, wait: float | None = None
+    ) -> None:
+        """START STREAM: a running stream is left alone; a stopped or failed one starts.
+
+        ``wait`` (Memgraph 2.x's ``START STREAM name BATCH_LIMIT n [TIMEOUT ms]``): return once
+        the ``limit_batches`` batches are written, raise the stream's error if it fails, and
+        after ``wait`` seconds stop the stream and raise ``Timeout reached``."""
         self._check_open()
         if limit_batches is not None and limit_batches < 1:
             raise StreamError(
@@ -473,6 +512,8 @@ class StreamEngine:
         async with self._locks[name]:
             record = await self._get(name)
             if name in self._runners:
+                if wait is not None:
+                    raise StreamError("state", f"Kafka stream {name} is already running")
                 return
             definition = self._startable(record, "started")
             await self.catalog.update(
@@ -480,9 +521,25 @@ class StreamEngine:
             )
             record = await self._get(name)
             self._launch(definition, record, limit_batches)
+            runner = self._runners[name]
         log.info(
             "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
         )
+        if wait is None:
+            return
+        try:
+            ended = await asyncio.wait_for(asyncio.shield(runner.task), wait)
+        except TimeoutError:
+            if self._runners.get(name) is runner:
+                with contextlib.suppress(StreamError):
+                    await self.stop_stream(name)
+            raise StreamError(
+                "external", f"Starting Kafka stream {name} failed: Timeout reached"
+            ) from None
+        if ended.how is RunEnd.FAILED:
+            raise StreamError("external", f"Kafka stream {name} failed: {ended.error}")
+        if ended.how is RunEnd.STOPPED:
+            raise StreamError("state", f"Kafka stream {name} was stopped before its batch limit")
 
     async def stop_stream(self, name: str) -> None:
         """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped."""
@@ -534,12 +591,13 @@ class StreamEngine:
         )
 
     async def test(
-        self, name: str, limit_batches: int | None = None
+        self, name: str, limit_batches: int | None = None, timeout: float | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
         """TEST STREAM: consume ``limit_batches`` batches (default 1) from where the stream
         would start, transform them, return the queries. Writes nothing, commits nothing,
         does not join the stream's consumer group. A STOP or DROP of the stream meanwhile
-        ends it with an error."""
+        ends it with an error. ``timeout`` (seconds): the longest it takes (CHECK STREAM's
+        TIMEOUT), else the engine's ``test_timeout``."""
         self._check_open()
         limit = 1 if limit_batches is None else limit_batches
         if limit < 1:
@@ -563,7 +621,7 @@ class StreamEngine:
                     writer=self.writer,
                     kafka_config=self.kafka_config,
                     broker_timeout=settings.broker_timeout,
-                    test_timeout=settings.test_timeout,
+                    test_timeout=settings.test_timeout if timeout is None else timeout,
                     transform_timeout=settings.transform_timeout,
                     transform_memory_mb=settings.transform_memory_mb,
                 )

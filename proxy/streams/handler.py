@@ -22,7 +22,7 @@ from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee.
+# the delivery guarantee, then Memgraph 2.x's.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -41,6 +41,13 @@ SHOW_STREAMS_FIELDS = [
     "dead_lettered",
     "skipped",
     "delivery",
+    # Memgraph 2.x's columns that the ones above do not already say (its batch_interval,
+    # batch_size and owner are above; its topics, consumer group and bootstrap servers too).
+    "type",
+    "transformation_name",
+    "is running",
+    "configs",
+    "credentials",  # keys only: every value is <REDACTED>
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -55,6 +62,9 @@ ERROR_CODES = {
     "internal": "Neo.DatabaseError.General.UnknownError",
 }
 SYNTAX_ERROR = "Neo.ClientError.Statement.SyntaxError"
+UNSUPPORTED = "Neo.ClientError.Statement.SemanticError"
+CHECK_STREAM_TIMEOUT = 30.0  # seconds: Memgraph's default TIMEOUT of CHECK STREAM
+START_STREAM_TIMEOUT = 30.0  # seconds: Memgraph's default TIMEOUT of START ... BATCH_LIMIT
 
 
 @dataclass(frozen=True)
@@ -114,15 +124,27 @@ class StreamClauseHandler:
                     s.dead_lettered,
                     s.skipped,
                     s.delivery,
+                    "kafka",
+                    s.transformation_name,
+                    s.status == "running",
+                    s.configs or {},
+                    s.credentials or {},
                 ]
                 for s in await engine.show()
             ]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
-        if isinstance(clause, grammar.TestStream):
-            queries = await engine.test(clause.name, clause.limit_batches)
+        if isinstance(clause, grammar.TestStream | grammar.CheckStream):
+            timeout = None
+            if isinstance(clause, grammar.CheckStream):
+                timeout = (
+                    CHECK_STREAM_TIMEOUT if clause.timeout_ms is None else clause.timeout_ms / 1000
+                )
+            queries = await engine.test(clause.name, clause.limit_batches, timeout)
             return QueryResult(
                 list(TEST_STREAM_FIELDS), [[query, params] for query, params in queries], type="r"
             )
+        if isinstance(clause, grammar.UnsupportedStreamClause):
+            raise BackendError(UNSUPPORTED, f"{clause.clause}: {clause.reason}")
         if isinstance(clause, grammar.CreateStream):
             await engine.create(
                 clause.name,
@@ -135,11 +157,39 @@ class StreamClauseHandler:
                 on_error=clause.on_error,
                 dead_letter_topic=clause.dead_letter_topic,
                 delivery=clause.delivery,
+                more_topics=clause.more_topics,
+                consumer_group=clause.consumer_group,
+                configs=clause.configs,
+                credentials=clause.credentials,
+            )
+        elif isinstance(clause, grammar.CreateKafkaStream):
+            first, *more = clause.topics
+            await engine.create(
+                clause.name,
+                clause.bootstrap_servers,
+                first,
+                clause.transform,
+                batch_interval_ms=clause.batch_interval_ms,
+                batch_size=clause.batch_size,
+                owner=ctx.user or None,
+                on_error=clause.on_error,
+                dead_letter_topic=clause.dead_letter_topic,
+                delivery=clause.delivery,
+                more_topics=tuple(more),
+                consumer_group=clause.consumer_group,
+                configs=clause.configs,
+                credentials=clause.credentials,
+                transformation=clause.transform if clause.module else None,
             )
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)
         elif isinstance(clause, grammar.StartStream):
-            await engine.start_stream(clause.name, clause.limit_batches)
+            wait = None
+            if clause.wait:
+                wait = (
+                    START_STREAM_TIMEOUT if clause.timeout_ms is None else clause.timeout_ms / 1000
+                )
+            await engine.start_stream(clause.name, clause.limit_batches, wait)
         elif isinstance(clause, grammar.StopStream):
             await engine.stop_stream(clause.name)
         elif isinstance(clause, grammar.StartAllStreams):

@@ -417,7 +417,7 @@ class StreamRunner:
                     break
                 if redo and batches[0] is redo[0]:
                     redo = redo[len(batches) :]
-                round_ = await self.transform.submit([batch.values() for batch in batches])
+                round_ = await self.transform.submit([self._inputs(batch) for batch in batches])
                 pending.append((batches, round_))
             batches, round_ = pending.popleft()
             results = await self.transform.collect(round_)
@@ -497,7 +497,7 @@ class StreamRunner:
 
     async def _transform_alone(self, batch: Batch) -> _Item:
         try:
-            pairs = await self.transform.run(batch.values())
+            pairs = await self.transform.run(self._inputs(batch))
         except TransformFailed as failure:
             return await self._after_failure(batch, failure)
         except TransformError as exc:  # a restarted worker did not load
@@ -527,16 +527,21 @@ class StreamRunner:
         except OutcomeError as exc:
             if self.policy == "stop":
                 return _Item(batch, failure=f"the transform failed: {exc}")
-            return _Item(batch, outcomes=await self._isolate(batch.values()))
+            return _Item(batch, outcomes=await self._isolate(self._inputs(batch)))
 
     async def _after_failure(self, batch: Batch, failure: TransformFailed) -> _Item:
         if failure.kind is FailureKind.STOPPED or (self.policy == "stop" and self.builtin is None):
             return _Item(batch, failure=f"the transform failed: {failure}")
         # Which message made it fail? (A built-in fails on a message only by crashing or
         # timing out on it.) Each message alone tells.
-        return _Item(batch, outcomes=await self._isolate(batch.values()))
+        return _Item(batch, outcomes=await self._isolate(self._inputs(batch)))
 
-    async def _isolate(self, values: list[bytes]) -> list[Outcome]:
+    def _inputs(self, batch: Batch) -> list[Any]:
+        """What the transform is given: the messages themselves when it reads their metadata
+        (``TransformRunner.metadata``), else their values."""
+        return batch.messages if getattr(self.transform, "metadata", False) else batch.values()
+
+    async def _isolate(self, values: list[Any]) -> list[Outcome]:
         """The outcome of each message, from the transform run on that message alone."""
         outcomes: list[Outcome] = []
         for value in values:
@@ -753,7 +758,7 @@ class StreamRunner:
                 if self.policy == "stop":
                     raise _Permanent(str(exc)) from None
                 # Which message? Run the transform on each alone, write each alone.
-                outcomes = await self._isolate(item.batch.values())
+                outcomes = await self._isolate(self._inputs(item.batch))
                 await applier.write_outcomes(outcomes, group=True)
                 return
             for index in sorted(rejected):
