@@ -20,6 +20,7 @@ from typing import Any
 
 import grammar
 from bolt.errors import BoltError, ClientError
+from grammar import procedures
 from proxy.answers.router import LocalHandler
 from proxy.streams.handler import StreamClauseHandler
 
@@ -31,6 +32,7 @@ CHANGES_STREAMS: tuple[type[Any], ...] = (
     grammar.StopStream,
     grammar.StartAllStreams,
     grammar.StopAllStreams,
+    procedures.KafkaSetStreamOffset,
 )
 
 

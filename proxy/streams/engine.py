@@ -37,6 +37,7 @@ from proxy.streams.clauses import (
     StreamError,
     StreamStatus,
     define,
+    redact,
     show_rows,
     shown_name,
     test_stream,
@@ -46,8 +47,11 @@ from proxy.streams.kafka import (
     FORCED,
     StreamConsumer,
     TopicAdmin,
+    TopicMissing,
     consumer_config,
     producer_config,
+    reason_of,
+    set_group_offsets,
 )
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
 from proxy.streams.producer import StreamProducer
@@ -576,6 +580,70 @@ class StreamEngine:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StreamError):
                 raise result
+
+    async def set_offset(self, name: str, offset: int) -> int:
+        """``CALL mg.kafka_set_stream_offset(name, offset)``: where the stopped stream starts
+        next, on every partition of its topics (-1: the beginning, -2: the end, N: offset N),
+        committed for its consumer group. Returns how many partitions were set."""
+        self._check_open()
+        if offset < -2:
+            raise StreamError(
+                "invalid",
+                f"Could not set offset of consumer: {name}. Error: the offset is -1 (the "
+                f"beginning), -2 (the end) or a position >= 0, not {offset}",
+            )
+        self._preempt_test(name)
+        async with self._locks[name]:
+            record = await self._get(name)
+            if name in self._runners:
+                raise StreamError(
+                    "state", f"Kafka stream {name} is running; stop it before setting its offset"
+                )
+            definition = self._startable(record, "repositioned")
+            if definition.exactly_once:
+                raise StreamError(
+                    "invalid",
+                    f"Could not set offset of consumer: {name}. Error: a DELIVERY EXACTLY ONCE "
+                    "stream keeps its positions in the graph, not in its consumer group",
+                )
+            config = consumer_config(definition, self.kafka_config)
+            try:
+                count = await asyncio.to_thread(
+                    set_group_offsets,
+                    config,
+                    definition.topics,
+                    offset,
+                    self.settings.broker_timeout,
+                )
+            except TopicMissing as exc:
+                raise StreamError(
+                    "external", f"Kafka stream {name}, topic not found: {exc}"
+                ) from None
+            except Exception as exc:
+                reason = redact(reason_of(exc), definition.secrets)
+                raise StreamError(
+                    "external", f"Could not set offset of consumer: {name}. Error: {reason}"
+                ) from None
+        log.info("stream %s: offset set to %d on %d partition(s)", name, offset, count)
+        return count
+
+    async def info(self, name: str) -> dict[str, Any]:
+        """``CALL mg.kafka_stream_info(name)``: its consumer group, topics, bootstrap servers,
+        configs and credentials (values redacted)."""
+        self._check_open()
+        record = await self._get(name)
+        definition = record.definition
+        if definition is None:
+            raise StreamError(
+                "invalid", f"Kafka stream {shown_name(name)} cannot be read: {record.unreadable}"
+            )
+        return {
+            "consumer_group": definition.consumer_group,
+            "topics": list(definition.topics),
+            "bootstrap_servers": definition.uri,
+            "configs": dict(definition.configs),
+            "credentials": definition.shown_credentials(),
+        }
 
     async def show(self) -> list[StreamStatus]:
         self._check_open()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grammar
+from grammar import procedures
 from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
 from proxy.streams.catalog import CatalogError
@@ -76,22 +77,26 @@ class BadStreamClause:
 
 class StreamClauseHandler:
     name = "stream"
-    keywords: tuple[str, ...] = grammar.KEYWORDS
+    keywords: tuple[str, ...] = (*grammar.KEYWORDS, "CALL")
     relay = True
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
 
-    def match(self, query: str) -> grammar.StreamClause | BadStreamClause | None:
-        if not grammar.looks_like_stream_clause(query):
-            return None
+    def match(
+        self, query: str
+    ) -> grammar.StreamClause | procedures.Procedure | BadStreamClause | None:
         try:
+            if not grammar.looks_like_stream_clause(query):
+                return procedures.match_procedure(query)  # one anchored regex
             return grammar.parse_stream_clause(query)
         except grammar.StreamSyntaxError as exc:
             return BadStreamClause(exc)
 
     async def run(
-        self, parsed: grammar.StreamClause | BadStreamClause, ctx: QueryContext
+        self,
+        parsed: grammar.StreamClause | procedures.Procedure | BadStreamClause,
+        ctx: QueryContext,
     ) -> QueryResult:
         if isinstance(parsed, BadStreamClause):
             raise BackendError(SYNTAX_ERROR, parsed.error.message)
@@ -102,8 +107,20 @@ class StreamClauseHandler:
         except CatalogError as exc:
             raise BackendError(ERROR_CODES["internal"], f"stream catalog: {exc}") from None
 
-    async def _run(self, clause: grammar.StreamClause, ctx: QueryContext) -> QueryResult:
+    async def _run(
+        self, clause: grammar.StreamClause | procedures.Procedure, ctx: QueryContext
+    ) -> QueryResult:
         engine = self.engine
+        if isinstance(clause, procedures.KafkaStreamInfo):
+            info = await engine.info(_text(clause.stream, ctx, "the stream name"))
+            fields = procedures.KAFKA_STREAM_INFO_FIELDS
+            return QueryResult(list(fields), [[info[f] for f in fields]], type="r")
+        if isinstance(clause, procedures.KafkaSetStreamOffset):
+            await engine.set_offset(
+                _text(clause.stream, ctx, "the stream name"),
+                _integer(clause.offset, ctx, "the offset"),
+            )
+            return QueryResult([], [], type="rw")
         if isinstance(clause, grammar.ShowStreams):
             rows: list[list[Any]] = [
                 [
@@ -199,3 +216,32 @@ class StreamClauseHandler:
         else:  # pragma: no cover - the grammar has no other clause
             raise BackendError(SYNTAX_ERROR, f"unsupported stream clause {clause!r}")
         return QueryResult([], [], type="s")
+
+
+def _argument(value: procedures.Argument, ctx: QueryContext, what: str) -> Any:
+    if isinstance(value, procedures.Parameter):
+        if value.name not in ctx.parameters:
+            raise BackendError(
+                "Neo.ClientError.Statement.ParameterMissing",
+                f"Expected parameter(s): {value.name} ({what})",
+            )
+        return ctx.parameters[value.name]
+    return value
+
+
+def _text(value: procedures.Argument, ctx: QueryContext, what: str) -> str:
+    found = _argument(value, ctx, what)
+    if not isinstance(found, str):
+        raise BackendError(
+            "Neo.ClientError.Statement.TypeError", f"{what} must be a string, not {found!r}"
+        )
+    return found
+
+
+def _integer(value: procedures.Argument, ctx: QueryContext, what: str) -> int:
+    found = _argument(value, ctx, what)
+    if type(found) is not int:
+        raise BackendError(
+            "Neo.ClientError.Statement.TypeError", f"{what} must be an integer, not {found!r}"
+        )
+    return found

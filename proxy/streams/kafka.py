@@ -820,6 +820,48 @@ def start_like_group(
             probe.close()
 
 
+OFFSET_BEGINNING_ARG, OFFSET_END_ARG = -1, -2  # mg.kafka_set_stream_offset's special values
+
+
+def set_group_offsets(
+    config: dict[str, Any], topics: tuple[str, ...], offset: int, timeout: float
+) -> int:
+    """``mg.kafka_set_stream_offset``: commit, for the group of ``config``, ``offset`` on every
+    partition of ``topics`` (-1: each partition's first offset, -2: its end). The group must
+    have no member (the stream is stopped). Returns how many partitions were set. Raises
+    ``TopicMissing``, or what librdkafka raises. Blocks: run it off the event loop."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    check_client_config(config)
+    for topic in topics:
+        check_topic(topic)
+    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+    try:
+        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
+        parts = []
+        for topic in topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                raise TopicMissing(topic)
+            for partition in sorted(found.partitions):
+                target = offset
+                if offset in (OFFSET_BEGINNING_ARG, OFFSET_END_ARG):
+                    low, high = probe.get_watermark_offsets(
+                        KafkaTopicPartition(topic, partition), timeout=timeout
+                    )
+                    target = low if offset == OFFSET_BEGINNING_ARG else high
+                parts.append(KafkaTopicPartition(topic, partition, target))
+        committed = probe.commit(offsets=parts, asynchronous=False) or []
+        for tp in committed:
+            if tp.error is not None:
+                raise RuntimeError(f"{tp.topic}[{tp.partition}]: {tp.error.str()}")
+        return len(parts)
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
 class TopicAdmin:
     """Admin clients, one per bootstrap address: topic lists and consumer lag. Blocking calls
     run on the default executor."""
