@@ -604,7 +604,7 @@ class TransformRunner:
                     break
         return results
 
-    async def submit(self, batches: list[list[bytes]]) -> Round:
+    async def submit(self, batches: list[list[Any]]) -> Round:
         """Send ``batches`` to the worker now; their replies are read by ``collect``, in the
         order the rounds were submitted. Two rounds in flight keep the worker busy while the
         caller reads the previous one. Raises ``TransformError`` (stopped, or the worker no
@@ -652,7 +652,7 @@ class TransformRunner:
             self._done_with(batch_round)
         return results
 
-    async def run(self, batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    async def run(self, batch: list[Any]) -> list[tuple[str, dict[str, Any]]]:
         """Transform one batch of message values. Raises ``TransformFailed`` (see
         ``FailureKind``) or, if the worker had to be restarted and no longer loads,
         ``TransformError``."""

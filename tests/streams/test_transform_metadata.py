@@ -110,7 +110,8 @@ def metadata(context: mgp.TransCtx, messages: mgp.Messages
 
 
 @mgp.transformation
-def no_parameters(messages: mgp.Messages) -> mgp.Record(query=str, parameters=mgp.Nullable[mgp.Map]):
+def no_parameters(messages: mgp.Messages
+                  ) -> mgp.Record(query=str, parameters=mgp.Nullable[mgp.Map]):
     return mgp.Record(query="CREATE (:Tick)", parameters=None)
 
 
@@ -244,7 +245,7 @@ def test_legacy_scripts_without_stream_messages_get_values() -> None:
 def test_a_module_without_the_procedure_fails_to_load() -> None:
     with pytest.raises(TransformError, match="the module has no transformation 'nope'"):
         run(check_transform(module_source(MOVIELENS), transformation="movielens.nope"))
-    with pytest.raises(TransformError, match="is not decorated with @mgp.transformation"):
+    with pytest.raises(TransformError, match=r"is not decorated with @mgp\.transformation"):
         run(check_transform(module_source(MOVIELENS), transformation="movielens.procedure"))
 
 
