@@ -103,10 +103,11 @@ class StreamStatus:
 Settings = tuple[tuple[str, str], ...]
 # Keys CONFIGS and CREDENTIALS may not set, with what to use instead.
 _ENGINE_KEYS = {
-    "bootstrap.servers": "BOOTSTRAP_SERVERS (or the legacy clause's URI)",
-    "group.id": "CONSUMER_GROUP",
-    "enable.auto.commit": "nothing: offsets are committed after each write",
-    "enable.auto.offset.store": "nothing: offsets are committed after each write",
+    "bootstrap.servers": "use BOOTSTRAP_SERVERS, or the legacy clause's URI",
+    "group.id": "use CONSUMER_GROUP",
+    "enable.auto.commit": "offsets are committed after each write",
+    "enable.auto.offset.store": "offsets are committed after each write",
+    "enable.partition.eof": "the consumer relies on it being off",
 }
 
 
@@ -126,11 +127,11 @@ def check_settings(name: str, configs: Settings, credentials: Settings) -> None:
     seen: set[str] = set()
     for what, pairs in (("CONFIGS", configs), ("CREDENTIALS", credentials)):
         for key, value in pairs:
-            if key in FORCED:
+            if key in FORCED or key in _ENGINE_KEYS:
                 raise StreamError(
                     "invalid",
-                    f"{fail}{what} may not set {key!r}: boltstream sets it (use "
-                    f"{_ENGINE_KEYS.get(key, 'the clause')})",
+                    f"{fail}{what} may not set {key!r}: boltstream sets it "
+                    f"({_ENGINE_KEYS.get(key, 'it belongs to the engine')})",
                 )
             if key in seen:
                 raise StreamError("invalid", f"{fail}{key!r} is given more than once")

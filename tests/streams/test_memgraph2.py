@@ -412,7 +412,7 @@ def test_settings_the_engine_owns_and_bad_values_are_refused(
     error = fails(mg, f"{base} CONFIGS {{'no.such.setting': '1'}}")
     assert "no.such.setting" in error.message
     # librdkafka quotes a bad value; a credential's is redacted.
-    error = fails(mg, f"{base} CREDENTIALS {{'sasl.mechanism': '{SECRET}'}}")
+    error = fails(mg, f"{base} CREDENTIALS {{'security.protocol': '{SECRET}'}}")
     assert SECRET not in error.message and "<REDACTED>" in error.message
     error = fails(mg, f"{base} CONFIGS {{'client.id': 'a\\u0000b'}}")
     assert "control character" in error.message
