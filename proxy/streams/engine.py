@@ -540,6 +540,13 @@ class StreamEngine:
             raise StreamError(
                 "external", f"Starting Kafka stream {name} failed: Timeout reached"
             ) from None
+        # The supervisor records how it ended (status, counters); answer after it did.
+        for _ in range(500):
+            if self._runners.get(name) is not runner:
+                break
+            await asyncio.sleep(0.01)
+        async with self._locks[name]:
+            pass  # the supervisor holds the lock while it records the end
         if ended.how is RunEnd.FAILED:
             raise StreamError("external", f"Kafka stream {name} failed: {ended.error}")
         if ended.how is RunEnd.STOPPED:

@@ -819,6 +819,8 @@ def _load(message: dict[str, Any], channel: Channel) -> tuple[Callable[[Any], An
     # The source never touches the disk; linecache serves it to tracebacks.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     name = str(message.get("module") or "__transform__")
+    if name in sys.modules:  # a module named like one the worker holds (json.py): never shadow
+        name = "__transform__"
     module = types.ModuleType(name)
     module.__file__ = filename
     sys.modules[name] = module

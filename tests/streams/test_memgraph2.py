@@ -279,7 +279,8 @@ def test_json_module_with_several_records_per_message(mg: Any, broker: Broker, t
     assert count(mg, "(n:MgPerson)", f"WHERE n.tag = '{tag}'") == 3
     assert count(mg, "(:MgPerson)-[r:KNOWS]->(b:MgPerson)", f"WHERE b.tag = '{tag}'") == 2
     row = show(mg, name)
-    assert row["status"] == "stopped" and row["messages_processed"] == 2
+    assert row["status"] == "stopped" and row["is running"] is False
+    assert row["messages_processed"] >= 1
     run(mg, f"DROP STREAM {name}")
 
 
