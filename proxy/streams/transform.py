@@ -1011,22 +1011,52 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
-def _message_meta(message: Any) -> list[Any]:
-    """``[key, topic, partition, offset, timestamp, headers, null]`` of one Kafka message
-    (``transform_worker.with_metadata`` reads it); for bytes, a value without metadata."""
-    if isinstance(message, bytes):
-        return [None, "", -1, -1, None, [], False]
-    kind, stamp = message.timestamp()
-    headers = message.headers() or []
-    return [
-        _b64(message.key()),
-        message.topic(),
-        message.partition(),
-        message.offset(),
-        stamp if kind else None,  # TIMESTAMP_NOT_AVAILABLE is 0
-        [[str(name), _b64(value)] for name, value in headers],
-        message.value() is None,
-    ]
+def _batch_meta(batch: list[Any], topics: dict[str, int]) -> dict[str, Any]:
+    """A batch's metadata, by column (``transform_worker.with_metadata`` reads it): keys
+    (base64, or None), topic numbers (into the request's ``topics``, numbered in ``topics``),
+    partitions, offsets, timestamps (None when the broker gave none), the positions of
+    tombstones (null values), and the headers of the messages that have any. Items that are
+    bytes are values without metadata."""
+    keys: list[str | None] = []
+    numbers: list[int] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    stamps: list[int | None] = []
+    nulls: list[int] = []
+    headers: dict[str, list[list[Any]]] = {}
+    for index, message in enumerate(batch):
+        if isinstance(message, bytes):
+            keys.append(None)
+            numbers.append(topics.setdefault("", len(topics)))
+            partitions.append(-1)
+            offsets.append(-1)
+            stamps.append(None)
+            continue
+        key = message.key()
+        keys.append(None if key is None else base64.b64encode(key).decode("ascii"))
+        topic = message.topic()
+        number = topics.get(topic)
+        if number is None:
+            number = topics[topic] = len(topics)
+        numbers.append(number)
+        partitions.append(message.partition())
+        offsets.append(message.offset())
+        kind, stamp = message.timestamp()
+        stamps.append(stamp if kind else None)  # TIMESTAMP_NOT_AVAILABLE is 0
+        if message.value() is None:
+            nulls.append(index)
+        found = message.headers()
+        if found:
+            headers[str(index)] = [[str(name), _b64(value)] for name, value in found]
+    return {
+        "k": keys,
+        "t": numbers,
+        "p": partitions,
+        "o": offsets,
+        "ts": stamps,
+        "n": nulls,
+        "h": headers,
+    }
 
 
 def _encode_batches(batches: list[list[Any]], metadata: bool = False) -> bytes:
@@ -1037,7 +1067,9 @@ def _encode_batches(batches: list[list[Any]], metadata: bool = False) -> bytes:
         "sizes": [[len(value) for value in batch] for batch in values],
     }
     if metadata:
-        request["meta"] = [[_message_meta(message) for message in batch] for batch in batches]
+        topics: dict[str, int] = {}
+        request["meta"] = [_batch_meta(batch, topics) for batch in batches]
+        request["topics"] = list(topics)
     data = b"".join(value for batch in values for value in batch)
     return encode_frame(request) + HEADER.pack(len(data)) + data
 
@@ -1048,7 +1080,9 @@ def _encode_batch(batch: list[Any], metadata: bool = False) -> bytes:
         "batch": [base64.b64encode(_value(message)).decode("ascii") for message in batch],
     }
     if metadata:
-        request["meta"] = [_message_meta(message) for message in batch]
+        topics: dict[str, int] = {}
+        request["meta"] = _batch_meta(batch, topics)
+        request["topics"] = list(topics)
     return encode_frame(request)
 
 

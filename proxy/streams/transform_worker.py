@@ -8,7 +8,7 @@ strictly one request, one reply:
     proxy -> {"op": "load", "code": ..., "filename": ..., "memory_limit_mb": N
               [, "transformation": procedure, "module": name, "mgp": shim source]}
     worker <- {"ok": true, "sandbox": [...], "metadata": bool}  or  {"ok": false, ...}
-    proxy -> {"op": "run", "batch": [base64, ...] [, "meta": [...]]}
+    proxy -> {"op": "run", "batch": [base64, ...] [, "topics": [...], "meta": {...}]}
     worker <- {"ok": true, "result": [[query, params], ...]}  or  {"ok": false, ...}
     proxy -> {"op": "run_many", "sizes": [[size, ...], ...]}, then one more frame holding the
              messages' bytes one after another (batch by batch, each message ``size`` long)
@@ -21,8 +21,8 @@ strictly one request, one reply:
 
 With ``metadata`` (a Memgraph transformation module, loaded with the ``mgp`` shim the proxy
 sends, or a legacy script that defines ``stream_messages(messages)``), requests also carry
-``meta``: per message ``[key, topic, partition, offset, timestamp, headers, null]`` (per batch
-for ``run_many``; ``with_metadata``), and the sizes of a ``run_many`` count a tombstone as 0.
+``topics`` and ``meta``: each batch's metadata by column (``with_metadata``); the sizes of a
+``run_many`` count a tombstone as 0.
 
 ``run_many`` is how a stream that is behind gets several batches transformed in one round
 trip, each still its own ``stream(batch)`` call. The worker sends the replies it has every
@@ -770,30 +770,33 @@ class KafkaMessage:
         )
 
 
-def with_metadata(values: list[bytes], meta: list[Any]) -> list[dict[str, Any]]:
-    """A batch's messages as dicts (``mgp_shim.run_transformation``'s input): the values, and
-    for each ``[key, topic, partition, offset, timestamp, headers, null]`` (key and header
-    values base64 or None) as ``transform._message_meta`` sends it."""
-    if len(meta) != len(values):
-        raise ValueError("the metadata does not match the messages")
-    messages = []
-    for value, (key, topic, partition, offset, timestamp, headers, null) in zip(
-        values, meta, strict=True
-    ):
-        messages.append(
-            {
-                "value": None if null else value,
-                "key": None if key is None else base64.b64decode(key),
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-                "timestamp": timestamp,
-                "headers": [
-                    (name, None if data is None else base64.b64decode(data))
-                    for name, data in headers or []
-                ],
-            }
+def with_metadata(
+    values: list[bytes], meta: dict[str, Any], topics: list[str]
+) -> list[dict[str, Any]]:
+    """A batch's messages as dicts (``mgp_shim.run_transformation``'s input): the values with
+    the batch's metadata columns as ``transform._batch_meta`` sends them."""
+    decode = base64.b64decode
+    keys = [None if key is None else decode(key) for key in meta["k"]]
+    messages = [
+        {
+            "value": value,
+            "key": key,
+            "topic": topics[number],
+            "partition": partition,
+            "offset": offset,
+            "timestamp": stamp,
+            "headers": [],
+        }
+        for value, key, number, partition, offset, stamp in zip(
+            values, keys, meta["t"], meta["p"], meta["o"], meta["ts"], strict=True
         )
+    ]
+    for index in meta["n"]:
+        messages[index]["value"] = None
+    for index, found in meta["h"].items():
+        messages[int(index)]["headers"] = [
+            (str(name), None if data is None else decode(data)) for name, data in found
+        ]
     return messages
 
 
@@ -984,7 +987,7 @@ def main(argv: list[str]) -> int:
                 return 0
             if metadata:
                 batches = [
-                    with_metadata(batch, meta)
+                    with_metadata(batch, meta, request["topics"])
                     for batch, meta in zip(batches, request["meta"], strict=True)
                 ]
             if not _run_many(stream, batches, filename, channel):
@@ -992,7 +995,7 @@ def main(argv: list[str]) -> int:
             continue
         batch: Any = [base64.b64decode(item) for item in request["batch"]]
         if metadata:
-            batch = with_metadata(batch, request["meta"])
+            batch = with_metadata(batch, request["meta"], request["topics"])
         reply, fatal = _run(stream, batch, filename)
         channel.send_raw(reply)
         if fatal:
