@@ -1,6 +1,8 @@
 """The router's handler for the stream clauses: parse, run on the engine, answer a table.
 
-``match`` costs one anchored regex for ordinary queries (``grammar.looks_like_stream_clause``):
+``match`` costs one anchored regex for ordinary queries (``grammar.looks_like_stream_clause``),
+and one more for ``CALL`` queries (``grammar.procedures.match_procedure``: Memgraph's
+``mg.kafka_set_stream_offset`` / ``mg.kafka_stream_info``, answered here on every backend):
 only a query that starts like a stream clause is parsed. A query that starts like one but
 does not parse is still ours (no backend knows these clauses): ``run`` answers it with
 ``Neo.ClientError.Statement.SyntaxError``, line, column and what was expected.
