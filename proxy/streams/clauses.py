@@ -29,6 +29,7 @@ from proxy.streams.definition import (
     PolicyKind,
     StreamDefinition,
     TransformRef,
+    secret_values,
 )
 from proxy.streams.kafka import (
     FORCED,
@@ -243,7 +244,7 @@ async def define(
                 f"{fail}DELIVERY EXACTLY ONCE is not available here: {exactly_once_refusal}",
             )
     own = {**dict(configs), **dict(credentials)}
-    secrets = tuple(value for _key, value in credentials if value)
+    secrets = secret_values(configs, credentials)
     if own:
         probe = StreamDefinition(
             name=name,
@@ -453,7 +454,7 @@ async def show_rows(
                 skipped=skipped,
                 delivery=definition.delivery.shown,
                 transformation_name=definition.transformation or definition.transform.uri,
-                configs=dict(definition.configs),
+                configs=definition.shown_configs(),
                 credentials=definition.shown_credentials(),
             )
         )

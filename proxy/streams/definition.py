@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DOCUMENT_VERSION = 2  # 2: several topics, per-stream settings, transformation modules
 REDACTED = "<REDACTED>"
+# librdkafka settings that hold secrets (passwords, private keys, OAuth client secrets): shown
+# redacted even when given in CONFIGS rather than CREDENTIALS.
+_SECRET_KEY = re.compile(r"password|secret|ssl\.key\.pem|ssl_key|sasl\.oauthbearer\.config")
 Settings = tuple[tuple[str, str], ...]
 
 PolicyKind = Literal["stop", "skip", "dead_letter"]
@@ -100,11 +104,16 @@ class StreamDefinition:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The credential values, for redacting them out of any text shown or logged."""
-        return tuple(value for _key, value in self.credentials if value)
+        """The credential values (and secret-looking CONFIGS values), for redacting them out of
+        any text shown or logged."""
+        return secret_values(self.configs, self.credentials)
 
     def shown_credentials(self) -> dict[str, str]:
         return {key: REDACTED for key, _value in self.credentials}
+
+    def shown_configs(self) -> dict[str, str]:
+        """CONFIGS as shown: a value whose key names a secret (``*password*``...) redacted."""
+        return {key: REDACTED if is_secret_key(key) else value for key, value in self.configs}
 
     def __repr__(self) -> str:  # never the code, and later never credentials
         return f"StreamDefinition(name={self.name!r})"
@@ -183,6 +192,17 @@ class StreamDefinition:
             )
         except (KeyError, TypeError) as exc:
             raise DefinitionError(f"the stream definition lacks or mistypes {exc}") from None
+
+
+def is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key.lower()) is not None
+
+
+def secret_values(configs: Settings, credentials: Settings) -> tuple[str, ...]:
+    """Every credential value, and every CONFIGS value whose key names a secret."""
+    found = [value for _key, value in credentials if value]
+    found += [value for key, value in configs if value and is_secret_key(key)]
+    return tuple(found)
 
 
 def _text(value: Any) -> str:

@@ -648,7 +648,7 @@ class StreamEngine:
             "consumer_group": definition.consumer_group,
             "topics": list(definition.topics),
             "bootstrap_servers": definition.uri,
-            "configs": dict(definition.configs),
+            "configs": definition.shown_configs(),
             "credentials": definition.shown_credentials(),
         }
 

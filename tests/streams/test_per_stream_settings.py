@@ -86,6 +86,22 @@ def test_librdkafka_refuses_bad_settings_and_never_quotes_a_credential() -> None
     validate_client({**base, "client.id": "x", "sasl.password": "p"}, ("p",))
 
 
+def test_secret_looking_configs_are_shown_redacted_too() -> None:
+    definition = StreamDefinition.from_json(DEFINITION.to_json())
+    mixed = StreamDefinition(
+        **{
+            **{f: getattr(definition, f) for f in ("name", "uri", "topic", "transform")},
+            "batch_interval_ms": 100,
+            "batch_size": 10,
+            "consumer_group": "g",
+            "configs": (("client.id", "c"), ("ssl.keystore.password", "ks-pw")),
+            "credentials": (("sasl.password", "pw"),),
+        }
+    )
+    assert mixed.shown_configs() == {"client.id": "c", "ssl.keystore.password": REDACTED}
+    assert set(mixed.secrets) == {"pw", "ks-pw"}
+
+
 def test_redact_replaces_every_secret_longest_first() -> None:
     assert redact("a pw and pw2 here", ("pw", "pw2")) == f"a {REDACTED} and {REDACTED} here"
     assert redact("nothing", ()) == "nothing"
