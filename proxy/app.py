@@ -137,7 +137,7 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
             log.warning(
                 "no backend_user configured: stream batches go to %s without credentials", uri.raw
             )
-        writer = BoltWriter(uri.raw, auth)
+        writer = BoltWriter(uri.raw, auth, config.backend_database or None)
     settings = EngineSettings(
         kafka_config=config.kafka_client_config,
         group_prefix=config.stream_group_prefix,

@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file whose first line is that password (make it readable by the proxy's user only)",
     )
     streams.add_argument(
+        "--backend-database",
+        metavar="NAME",
+        help="the database of a Bolt backend that stream batches go to (default: the "
+        "server's default database; name it where that can change, e.g. ArcadeDB "
+        "without arcadedb.bolt.defaultDatabase)",
+    )
+    streams.add_argument(
         "--transform-allowed-hosts",
         metavar="HOSTS",
         help="comma-separated hosts transforms may be fetched from over "
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 "backend_user": args.backend_user,
                 "backend_password": args.backend_password,
                 "backend_password_file": args.backend_password_file,
+                "backend_database": args.backend_database,
                 "transform_allowed_hosts": args.transform_allowed_hosts,
                 "transform_allowed_dirs": args.transform_allowed_dirs,
                 "kafka_client_config": args.kafka_client_config,

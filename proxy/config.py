@@ -105,6 +105,10 @@ class Config:
     # The same password read from a file (its first line): keeps it out of `ps` and the
     # environment of child processes. Takes precedence over backend_password.
     backend_password_file: Path | None = None
+    # The database stream batches go to on a Bolt backend (empty: the server's default for the
+    # service account). Named, every write, position and read of every stream goes to that
+    # one database whatever connection carries it (see README, "Writing to the graph").
+    backend_database: str = ""
     transform_allowed_hosts: str = ""  # comma-separated; empty: the default (loopback)
     transform_allowed_dirs: str = ""  # comma-separated; empty: the default (see README)
     transform_timeout: float = 30.0  # seconds a transform may take per batch
@@ -188,6 +192,11 @@ class Config:
             raise ConfigError("max_message_size must be at least 1024 bytes")
         if not self.transform_timeout > 0:
             raise ConfigError("transform_timeout must be a positive number of seconds")
+        if self.backend_database and self.backend_uri.kind != "bolt":
+            raise ConfigError(
+                "backend_database names a database of a Bolt backend; FalkorDB streams write "
+                "to the graph of the backend URI (falkordb://host:port/graph)"
+            )
         self.service_password()
         return self
 

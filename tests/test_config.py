@@ -89,3 +89,12 @@ def test_backend_password_from_a_file_env_or_flag(tmp_path: Path) -> None:
     assert "s3cret" not in repr(config) and "envpw" not in repr(config)
     with pytest.raises(ConfigError, match="backend_password_file"):
         load_config(env={}, overrides={"backend_password_file": str(tmp_path / "missing")})
+
+
+def test_backend_database_names_the_bolt_database_streams_write_to() -> None:
+    bolt = {"BOLTSTREAM_BACKEND": "bolt://h:7687"}
+    assert load_config(env=bolt).backend_database == ""  # the server's default
+    assert load_config(env={**bolt, "BOLTSTREAM_BACKEND_DATABASE": "g"}).backend_database == "g"
+    assert load_config(env=bolt, overrides={"backend_database": "x"}).backend_database == "x"
+    with pytest.raises(ConfigError, match="Bolt backend; FalkorDB streams write to the graph"):
+        load_config(env={}, overrides={"backend_database": "x"})  # embedded FalkorDB
