@@ -520,9 +520,13 @@ class StreamEngine:
                     raise StreamError("state", f"Kafka stream {name} is already running")
                 return
             definition = self._startable(record, "started")
-            await self.catalog.update(
-                name, status="running", last_error=None, limit_batches=limit_batches
-            )
+            if wait is None:
+                await self.catalog.update(
+                    name, status="running", last_error=None, limit_batches=limit_batches
+                )
+            else:
+                # As Memgraph's: not recorded as running, so a restart does not resume it.
+                await self.catalog.update(name, last_error=None)
             record = await self._get(name)
             self._launch(definition, record, limit_batches)
             runner = self._runners[name]

@@ -494,3 +494,56 @@ def test_stream_clauses_in_a_transaction_wait_for_commit(
             tx.commit()
     assert show(mg, name)["status"] == "stopped"
     run(mg, f"DROP STREAM {name}")
+
+
+def test_a_limited_start_is_not_resumed_after_a_crash(
+    broker: Broker, topic: str, modules: Path, tmp_path: Path
+) -> None:
+    """START STREAM ... BATCH_LIMIT is not recorded as running (as in Memgraph): a proxy killed
+    while one waits comes back with the stream stopped."""
+    import signal
+    import threading
+
+    args = (
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--transform-allowed-dirs",
+        str(modules),
+        "--kafka-client-config",
+        KAFKA_TEST_CONFIG,
+    )
+    name = stream_name("crashlim")
+    first = ProxyProcess(*args).start()
+    try:
+        with neo4j.GraphDatabase.driver(first.bolt_uri, auth=("a", "b")) as drv:
+            run(
+                drv,
+                f"CREATE KAFKA STREAM {name} TOPICS {topic} "
+                f"TRANSFORM '{modules / 'counting.py'}' BOOTSTRAP_SERVERS '{broker.bootstrap}'",
+            )
+            ended: list[BaseException] = []
+
+            def limited_start() -> None:
+                try:
+                    run(drv, f"START STREAM {name} BATCH_LIMIT 5 TIMEOUT 60000")
+                except neo4j.exceptions.Neo4jError as exc:  # the proxy's answer, if any
+                    ended.append(exc)
+                except neo4j.exceptions.DriverError as exc:  # the proxy died meanwhile
+                    ended.append(exc)
+
+            waiting = threading.Thread(target=limited_start, daemon=True)
+            waiting.start()
+            wait_until(lambda: show(drv, name)["is running"], 20, message="the limited run")
+            first.stop(signal.SIGKILL)
+            waiting.join(20)
+            assert [type(e) for e in ended if isinstance(e, neo4j.exceptions.Neo4jError)] == []
+    finally:
+        first.stop()
+    second = ProxyProcess(*args).start()
+    try:
+        with neo4j.GraphDatabase.driver(second.bolt_uri, auth=("a", "b")) as drv:
+            row = show(drv, name)
+            assert (row["status"], row["is running"]) == ("stopped", False)
+            run(drv, f"DROP STREAM {name}")
+    finally:
+        second.stop()
