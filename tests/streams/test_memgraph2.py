@@ -547,3 +547,25 @@ def test_a_limited_start_is_not_resumed_after_a_crash(
             run(drv, f"DROP STREAM {name}")
     finally:
         second.stop()
+
+
+def test_procedures_are_the_proxys_on_every_backend(
+    backend: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
+    """In front of ArcadeDB (a Bolt relay) as in front of FalkorDB: the proxy answers
+    Memgraph's stream procedures; the backend never sees them."""
+    name = stream_name("procs")
+    run(
+        backend,
+        f"CREATE STREAM {name} AS LOAD DATA KAFKA '{broker.bootstrap}' WITH TOPIC '{topic}' "
+        f"WITH TRANSFORM '{transforms / 'msg.py'}' CONSUMER_GROUP g-{name} "
+        f"CREDENTIALS {{'sasl.password': '{SECRET}'}}",
+    )
+    (info,) = run(backend, "CALL mg.kafka_stream_info($s) YIELD *", s=name)
+    assert info["consumer_group"] == f"g-{name}" and info["topics"] == [topic]
+    assert info["credentials"] == {"sasl.password": "<REDACTED>"}
+    assert run(backend, f"CALL mg.kafka_set_stream_offset('{name}', -2)") == []
+    run(backend, f"DROP STREAM {name}")
+    error = fails(backend, f"CALL mg.kafka_stream_info('{name}')")
+    assert "doesn't exist" in error.message
+    assert "Pulsar" in fails(backend, "CREATE PULSAR STREAM p TOPICS t TRANSFORM m.p").message
