@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from dataclasses import replace
 
 from bolt.versions import SUPPORTED_VERSIONS
@@ -23,6 +24,7 @@ from proxy.config import Config
 from proxy.net.backend import BackendUnreachable, open_backend
 from proxy.net.listener import BoltServer
 from proxy.streams.catalog import CatalogError
+from proxy.streams.cluster import ClusterCatalog, ClusterSettings
 from proxy.streams.engine import EngineSettings, StreamEngine
 from proxy.streams.handler import StreamClauseHandler
 from proxy.streams.transform import TransformPolicy
@@ -84,12 +86,22 @@ async def serve(config: Config) -> int:
             await server.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        host, port = server.address
+        # The name SHOW STREAMS' holders give this proxy (and, in a cluster, its member name).
+        engine.member = config.cluster_member or _member_name(config, port)
+        if isinstance(engine.catalog, ClusterCatalog):
+            engine.catalog.member = engine.member
+            if uri.kind == "embedded":
+                log.warning(
+                    "cluster %s with the embedded FalkorDB: each member writes the partitions "
+                    "it holds to its own graph; give every member the same --backend",
+                    config.cluster,
+                )
         try:
             await engine.start()
         except CatalogError as exc:
             await server.close()
             raise StartupError(str(exc)) from exc
-        host, port = server.address
         authenticator = server.local_env.authenticator if server.local_env else None
         auth = (
             "auth: passed through to the backend"
@@ -145,7 +157,32 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
         bootstrap_servers=config.kafka_bootstrap_servers,
         transformations_dir=config.transformations_path,
     )
-    return StreamEngine(config.data_dir, writer, transform_policy(config), settings)
+    catalog = None
+    if config.cluster:  # the member's name is set once the listener has its port
+        catalog = ClusterCatalog(
+            ClusterSettings(
+                name=config.cluster,
+                bootstrap=config.cluster_bootstrap,
+                member=config.cluster_member,
+                kafka_config=config.kafka_client_config,
+                replication=config.cluster_replication,
+            )
+        )
+    return StreamEngine(
+        config.data_dir, writer, transform_policy(config), settings, catalog=catalog
+    )
+
+
+def _member_name(config: Config, port: int) -> str:
+    """The advertised address; by default the listen host with the port the listener got
+    (``--listen HOST:0``), the machine's name for a wildcard host (members on several
+    machines must not all call themselves localhost)."""
+    if config.advertised_address:
+        return config.advertised
+    host, _port = config.listen_address
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 def transform_policy(config: Config) -> TransformPolicy:

@@ -170,6 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="consumer group id of a stream = PREFIX + stream name (default: no prefix)",
     )
+    cluster = serve.add_argument_group(
+        "cluster", "several proxies sharing one set of streams (see README, Clusters)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="join cluster NAME: the stream catalog is shared through the Kafka topic "
+        "__boltstream_NAME_catalog, and running streams run on every member (default: this "
+        "proxy stands alone, catalog in DATA_DIR)",
+    )
+    cluster.add_argument(
+        "--cluster-bootstrap",
+        metavar="HOST:PORT,...",
+        help="the Kafka broker(s) that keep the cluster's catalog and status topics",
+    )
+    cluster.add_argument(
+        "--cluster-member",
+        metavar="NAME",
+        help="this proxy's name in the cluster, unique and stable across restarts "
+        "(default: its advertised host:port)",
+    )
+    cluster.add_argument(
+        "--cluster-replication",
+        metavar="N",
+        type=int,
+        help="replication factor of the topics the cluster creates (default: the broker's)",
+    )
     return parser
 
 
@@ -201,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                 "stream_group_prefix": args.stream_group_prefix,
                 "kafka_bootstrap_servers": args.kafka_bootstrap_servers,
                 "transformations_dir": args.transformations_dir,
+                "cluster": args.cluster,
+                "cluster_bootstrap": args.cluster_bootstrap,
+                "cluster_member": args.cluster_member,
+                "cluster_replication": args.cluster_replication,
             },
         )
     except ConfigError as exc:

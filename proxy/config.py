@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -124,6 +125,12 @@ class Config:
     def transformations_path(self) -> Path:
         return self.transformations_dir or self.data_dir / "transformations"
 
+    # A cluster of proxies sharing one stream catalog (a compacted topic on this broker).
+    cluster: str = ""  # its name; empty: this proxy stands alone (SQLite catalog)
+    cluster_bootstrap: str = ""  # the Kafka broker(s) holding the cluster's topics
+    cluster_member: str = ""  # this proxy's name in it; empty: its advertised host:port
+    cluster_replication: int = -1  # of the topics the cluster creates; -1: broker default
+
     @property
     def listen_address(self) -> tuple[str, int]:
         return parse_address(self.listen)
@@ -198,6 +205,21 @@ class Config:
                 "to the graph of the backend URI (falkordb://host:port/graph)"
             )
         self.service_password()
+        if self.cluster:
+            if not _CLUSTER_NAME.fullmatch(self.cluster):
+                raise ConfigError(
+                    "cluster name must be 1 to 100 letters, digits, '.', '_' or '-' "
+                    f"(it names Kafka topics), not {self.cluster!r}"
+                )
+            if not self.cluster_bootstrap.strip():
+                raise ConfigError(
+                    "--cluster needs --cluster-bootstrap HOST:PORT (the Kafka broker that "
+                    "keeps the cluster's catalog)"
+                )
+        elif self.cluster_bootstrap or self.cluster_member:
+            raise ConfigError("--cluster-bootstrap and --cluster-member need --cluster NAME")
+        if self.cluster_replication == 0 or self.cluster_replication < -1:
+            raise ConfigError("cluster_replication must be -1 (the broker's default) or >= 1")
         return self
 
     def service_password(self) -> str:
@@ -216,6 +238,7 @@ class Config:
 
 
 _FIELD_NAMES = {f.name for f in fields(Config)}
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def parse_kafka_config(text: str) -> dict[str, str]:
@@ -252,7 +275,7 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
-    if name == "max_message_size":
+    if name in ("max_message_size", "cluster_replication"):
         try:
             return int(value)
         except (TypeError, ValueError):

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.streams import builtin
@@ -99,6 +99,8 @@ class StreamStatus:
     transformation_name: str = ""
     configs: dict[str, str] | None = None
     credentials: dict[str, str] | None = None  # keys only: every value is REDACTED
+    # member -> the partitions of the stream's topic it holds (members running the stream)
+    holders: dict[str, list[int]] = field(default_factory=dict)
 
 
 Settings = tuple[tuple[str, str], ...]
@@ -377,9 +379,11 @@ async def show_rows(
     admin: TopicAdmin,
     kafka_config: Mapping[str, Any],
     lag_timeout: float,
+    holders: Mapping[str, Mapping[str, list[tuple[str, int]]]] | None = None,
 ) -> list[StreamStatus]:
     """SHOW STREAMS: one metadata request per broker, then the offsets of every stream at
-    once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once)."""
+    once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once).
+    ``holders``: per stream, member -> the (topic, partition) pairs it holds."""
     readable = [r.definition for r in records if r.definition is not None]
     # One metadata request per broker and set of settings (a stream's own CONFIGS /
     # CREDENTIALS may be what lets it in).
@@ -456,6 +460,10 @@ async def show_rows(
                 transformation_name=definition.transformation or definition.transform.uri,
                 configs=definition.shown_configs(),
                 credentials=definition.shown_credentials(),
+                holders={
+                    member: [p for t, p in held if t == definition.topic]
+                    for member, held in (holders or {}).get(record.name, {}).items()
+                },
             )
         )
     return rows

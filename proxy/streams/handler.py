@@ -25,7 +25,8 @@ from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee, then Memgraph 2.x's.
+# the delivery guarantee, then which member (proxy) holds which partitions of the topic,
+# then Memgraph 2.x's.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -44,6 +45,7 @@ SHOW_STREAMS_FIELDS = [
     "dead_lettered",
     "skipped",
     "delivery",
+    "holders",
     # Memgraph 2.x's columns that the ones above do not already say (its batch_interval,
     # batch_size and owner are above; its topics, consumer group and bootstrap servers too).
     "type",
@@ -143,6 +145,7 @@ class StreamClauseHandler:
                     s.dead_lettered,
                     s.skipped,
                     s.delivery,
+                    s.holders,
                     "kafka",
                     s.transformation_name,
                     s.status == "running",

@@ -51,6 +51,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         "dead_lettered",
         "skipped",
         "delivery",
+        "holders",
         "type",
         "transformation_name",
         "is running",
@@ -73,6 +74,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         0,
     )
     assert row["delivery"] == "at least once"  # the default
+    assert row["holders"] == {}  # not running: nobody holds a partition
     # Memgraph 2.x's columns: a legacy stream is a Kafka stream too.
     assert (row["type"], row["transformation_name"], row["is running"]) == (
         "kafka",
