@@ -42,6 +42,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from proxy.net.limits import Watch
+
 log = logging.getLogger("boltstream")
 
 TLS_RECORD_HANDSHAKE = 0x16
@@ -51,10 +53,11 @@ WS_MAX_MESSAGE = 1 << 24  # payload bytes buffered by wsproto for one fragmented
 class Layer(asyncio.Protocol, asyncio.Transport):
     """A protocol for the transport below that is a transport for the protocol above."""
 
-    def __init__(self, upper: asyncio.BaseProtocol) -> None:
+    def __init__(self, upper: asyncio.BaseProtocol, watch: Watch | None = None) -> None:
         asyncio.Transport.__init__(self)
         self.lower: Any = None
         self.upper = upper
+        self.watch = watch
         self._closing = False
         self._paused_writing = False
 
@@ -65,6 +68,8 @@ class Layer(asyncio.Protocol, asyncio.Transport):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self.watch is not None:
+            self.watch.closed()
         self.upper.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
@@ -145,8 +150,10 @@ class Layer(asyncio.Protocol, asyncio.Transport):
 class TLSLayer(Layer):
     """TLS on an already-accepted socket, fed through memory BIOs."""
 
-    def __init__(self, upper: asyncio.BaseProtocol, context: ssl.SSLContext) -> None:
-        super().__init__(upper)
+    def __init__(
+        self, upper: asyncio.BaseProtocol, context: ssl.SSLContext, watch: Watch | None = None
+    ) -> None:
+        super().__init__(upper, watch)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
@@ -231,9 +238,12 @@ class WebSocketLayer(Layer):
     """Bolt over WebSocket (RFC 6455) with wsproto; a plain GET gets the discovery document."""
 
     def __init__(
-        self, upper: asyncio.BaseProtocol, discovery: Callable[[], dict[str, Any]]
+        self,
+        upper: asyncio.BaseProtocol,
+        discovery: Callable[[], dict[str, Any]],
+        watch: Watch | None = None,
     ) -> None:
-        super().__init__(upper)
+        super().__init__(upper, watch)
         self.ws = WSConnection(ConnectionType.SERVER)
         self.discovery = discovery
         self.open = False
@@ -348,16 +358,24 @@ class Sniffer(asyncio.Protocol):
         tls: ssl.SSLContext | None,
         discovery: Callable[[], dict[str, Any]],
         under_tls: bool = False,
+        watch: Watch | None = None,
     ) -> None:
         self.make_bolt = make_bolt
         self.tls = tls
         self.discovery = discovery
         self.under_tls = under_tls
+        self.watch = watch
         self.transport: Any = None
         self.first = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        watch = self.watch
+        if watch is not None:
+            if self.under_tls:
+                watch.enter("first byte", watch.limits.first_byte)
+            else:
+                watch.attach(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.first += data
@@ -374,12 +392,22 @@ class Sniffer(asyncio.Protocol):
                 )
                 self.transport.close()
                 return
-            inner = Sniffer(self.make_bolt, tls=None, discovery=self.discovery, under_tls=True)
-            layer: Layer = TLSLayer(inner, self.tls)
+            inner = Sniffer(
+                self.make_bolt,
+                tls=None,
+                discovery=self.discovery,
+                under_tls=True,
+                watch=self.watch,
+            )
+            layer: Layer = TLSLayer(inner, self.tls, self.watch)
             protocol = layer
+            if self.watch is not None:
+                self.watch.enter("TLS handshake", self.watch.limits.tls_handshake)
         elif head.startswith(b"GET "):
-            layer = WebSocketLayer(self.make_bolt(), self.discovery)
+            layer = WebSocketLayer(self.make_bolt(), self.discovery, self.watch)
             protocol = layer
+            if self.watch is not None:
+                self.watch.enter("upgrade request", self.watch.limits.upgrade_request)
         else:
             bolt = self.make_bolt()
             self.transport.set_protocol(bolt)
@@ -391,4 +419,5 @@ class Sniffer(asyncio.Protocol):
         protocol.data_received(head)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        if self.watch is not None:
+            self.watch.closed()

@@ -96,6 +96,7 @@ class StreamStatus:
     dead_lettered: int = 0
     skipped: int = 0
     delivery: str = Delivery.AT_LEAST_ONCE.shown
+    status_detail: str | None = None  # running: healthy, or the transient outages going on
     transformation_name: str = ""
     configs: dict[str, str] | None = None
     credentials: dict[str, str] | None = None  # keys only: every value is REDACTED
@@ -371,6 +372,7 @@ class Live:
     dead_lettered: int
     skipped: int
     last_error: str | None
+    detail: str | None = None
 
 
 async def show_rows(
@@ -414,10 +416,11 @@ async def show_rows(
             state.messages_skipped,
         )
         last_error, status = state.last_error, state.status
+        detail: str | None = None
         running = live.get(record.name)
         if running is not None:
             messages, dead, skipped = running.messages, running.dead_lettered, running.skipped
-            last_error, status = running.last_error, "running"
+            last_error, status, detail = running.last_error, "running", running.detail
         elif status == "running":
             status = "stopped"  # recorded as running, but not run by this process (yet)
         if definition is None:
@@ -457,6 +460,7 @@ async def show_rows(
                 dead_lettered=dead,
                 skipped=skipped,
                 delivery=definition.delivery.shown,
+                status_detail=detail,
                 transformation_name=definition.transformation or definition.transform.uri,
                 configs=definition.shown_configs(),
                 credentials=definition.shown_credentials(),

@@ -26,7 +26,7 @@ from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
 # the delivery guarantee, then which member (proxy) holds which partitions of the topic,
-# then Memgraph 2.x's.
+# then what a running stream's outages are (``retry.Health``), then Memgraph 2.x's.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -46,6 +46,7 @@ SHOW_STREAMS_FIELDS = [
     "skipped",
     "delivery",
     "holders",
+    "status_detail",
     # Memgraph 2.x's columns that the ones above do not already say (its batch_interval,
     # batch_size and owner are above; its topics, consumer group and bootstrap servers too).
     "type",
@@ -146,6 +147,7 @@ class StreamClauseHandler:
                     s.skipped,
                     s.delivery,
                     s.holders,
+                    s.status_detail,
                     "kafka",
                     s.transformation_name,
                     s.status == "running",

@@ -52,6 +52,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         "skipped",
         "delivery",
         "holders",
+        "status_detail",
         "type",
         "transformation_name",
         "is running",
@@ -75,6 +76,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     )
     assert row["delivery"] == "at least once"  # the default
     assert row["holders"] == {}  # not running: nobody holds a partition
+    assert row["status_detail"] is None  # not running
     # Memgraph 2.x's columns: a legacy stream is a Kafka stream too.
     assert (row["type"], row["transformation_name"], row["is running"]) == (
         "kafka",
@@ -133,6 +135,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         lambda: (r := show(driver, name))["messages_processed"] == 4 and r, message="the counter"
     )
     assert row["status"] == "running" and row["lag"] == 0 and row["last_error"] is None
+    assert row["status_detail"] == "healthy"
 
     # STOP STREAM: stopped; DROP STREAM: gone.
     assert run(driver, f"STOP STREAM {name}") == []
