@@ -29,6 +29,20 @@ The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual; ``
     STOP ALL STREAMS
     TEST STREAM name [LIMIT count BATCHES]
 
+and Memgraph 2.x's (reference/memgraph_streams.md §2)::
+
+    CREATE KAFKA STREAM name TOPICS t1[, t2...] TRANSFORM module.procedure
+        [CONSUMER_GROUP g] [BATCH_INTERVAL ms] [BATCH_SIZE n] [BOOTSTRAP_SERVERS 'h:p,...']
+        [CONFIGS {'k': 'v', ...}] [CREDENTIALS {'k': 'v', ...}]
+                                                    -- any order; 2.0's CREATE STREAM name
+                                                    -- TOPICS ... too; TRANSFORM 'uri' too
+    CHECK STREAM name [BATCH_LIMIT n] [TIMEOUT ms]
+    START STREAM name BATCH_LIMIT n [TIMEOUT ms]
+    CREATE PULSAR STREAM ...                        -- recognised, and refused
+
+The legacy CREATE STREAM takes CONSUMER_GROUP, CONFIGS and CREDENTIALS too, and several
+topics (``WITH TOPIC 'a,b'`` or ``WITH TOPIC`` repeated).
+
 Keywords are case-insensitive; whitespace, ``//`` and ``/* */`` comments go between any two
 tokens; one trailing ``;`` is allowed. A name is an identifier or a backquoted name (a backtick
 inside is doubled); strings take single or double quotes and Cypher's backslash escapes; counts
@@ -40,6 +54,8 @@ are positive and fit a signed 64-bit integer.
 from __future__ import annotations
 
 from grammar.clauses import (
+    CheckStream,
+    CreateKafkaStream,
     CreateStream,
     Delivery,
     DropStream,
@@ -51,16 +67,19 @@ from grammar.clauses import (
     StopStream,
     StreamClause,
     TestStream,
+    UnsupportedStreamClause,
     ValueFormat,
 )
 from grammar.errors import StreamSyntaxError
 from grammar.parser import parse_stream_clause
 from grammar.prefilter import looks_like_stream_clause
 
-KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST")
+KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "CHECK")
 
 __all__ = [
     "KEYWORDS",
+    "CheckStream",
+    "CreateKafkaStream",
     "CreateStream",
     "Delivery",
     "DropStream",
@@ -73,6 +92,7 @@ __all__ = [
     "StreamClause",
     "StreamSyntaxError",
     "TestStream",
+    "UnsupportedStreamClause",
     "ValueFormat",
     "looks_like_stream_clause",
     "parse_stream_clause",

@@ -14,6 +14,8 @@ from typing import Literal, TypeAlias
 OnError: TypeAlias = Literal["stop", "skip", "dead letter"]
 Delivery: TypeAlias = Literal["at least once", "exactly once"]
 ValueFormat: TypeAlias = Literal["cud", "json", "text", "bytes"]
+# CONFIGS / CREDENTIALS {'key': 'value', ...}, in the clause's order.
+Settings: TypeAlias = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +25,11 @@ class CreateStream:
     [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
     [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]
     [WITH CYPHER 'template'] [WITH PATTERN 'pattern']... [WITH FORMAT CUD|JSON|TEXT|BYTES]
-    [MERGE NODE PROPERTIES] [MERGE RELATIONSHIP PROPERTIES]`` (options in any order, each
-    once but WITH PATTERN, whose patterns apply in the order given).
+    [MERGE NODE PROPERTIES] [MERGE RELATIONSHIP PROPERTIES]
+    [CONSUMER_GROUP group] [CONFIGS {...}] [CREDENTIALS {...}]`` (options in any order, each
+    once but WITH PATTERN, whose patterns apply in the order given). ``WITH TOPIC`` may be
+    repeated, and a topic string may name several topics separated by commas: ``topic`` is
+    the first, ``more_topics`` the others.
 
     The grammar takes any combination; whether it makes a stream (a transform, or a mapping:
     a template, patterns or CUD; not both) is the engine's to say. ``on_error`` is None when
@@ -48,11 +53,61 @@ class CreateStream:
     value_format: ValueFormat | None = None  # WITH FORMAT
     merge_node_properties: bool = False
     merge_relationship_properties: bool = False
+    more_topics: tuple[str, ...] = ()
+    consumer_group: str | None = None
+    configs: Settings = ()
+    credentials: Settings = ()
 
     @property
     def has_mapping(self) -> bool:
         """Whether the clause gives a mapping (a template, patterns or CUD)."""
         return self.cypher is not None or bool(self.patterns) or self.value_format == "cud"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateKafkaStream:
+    """Memgraph 2.x: ``CREATE KAFKA STREAM name TOPICS t1[, t2...] TRANSFORM module.procedure
+    [CONSUMER_GROUP g] [BATCH_INTERVAL ms] [BATCH_SIZE n] [BOOTSTRAP_SERVERS 'h:p,...']
+    [CONFIGS {k: v}] [CREDENTIALS {k: v}]`` (2.0: ``CREATE STREAM name TOPICS ...``), every
+    part in any order, each once; boltstream's ON ERROR and DELIVERY too.
+
+    ``transform`` is ``module.procedure`` when ``module`` is True, else a transform URI
+    (``TRANSFORM 'file.py'``, ``TRANSFORM 'builtin:...'``). ``bootstrap_servers`` None: the
+    proxy's ``--kafka-bootstrap-servers``.
+    """
+
+    name: str
+    topics: tuple[str, ...]
+    transform: str
+    module: bool = True
+    consumer_group: str | None = None
+    batch_interval_ms: int | None = None
+    batch_size: int | None = None
+    bootstrap_servers: str | None = None
+    configs: Settings = ()
+    credentials: Settings = ()
+    on_error: OnError | None = None
+    dead_letter_topic: str | None = None
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckStream:
+    """Memgraph 2.x's dry run: ``CHECK STREAM name [BATCH_LIMIT n] [TIMEOUT ms]`` (the rows of
+    ``TEST STREAM``)."""
+
+    name: str
+    limit_batches: int | None = None  # >= 1 when given
+    timeout_ms: int | None = None  # >= 1 when given
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedStreamClause:
+    """A clause that looks like a stream clause but that boltstream does not do
+    (``CREATE PULSAR STREAM``): answered with a FAILURE saying so, never forwarded."""
+
+    clause: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +124,14 @@ class ShowStreams:
 
 @dataclass(frozen=True, slots=True)
 class StartStream:
-    """``START STREAM name [LIMIT count BATCHES]``."""
+    """``START STREAM name [LIMIT count BATCHES]`` (runs in the background, the limit is
+    recorded), or Memgraph 2.x's ``START STREAM name BATCH_LIMIT n [TIMEOUT ms]`` (``wait``:
+    the clause answers once the ``n`` batches are written, or fails after ``timeout_ms``)."""
 
     name: str
     limit_batches: int | None = None  # >= 1 when given
+    wait: bool = False
+    timeout_ms: int | None = None  # >= 1 when given; only with wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,4 +170,7 @@ StreamClause: TypeAlias = (
     | StartAllStreams
     | StopAllStreams
     | TestStream
+    | CreateKafkaStream
+    | CheckStream
+    | UnsupportedStreamClause
 )

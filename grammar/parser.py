@@ -32,6 +32,8 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
 from grammar.clauses import (
+    CheckStream,
+    CreateKafkaStream,
     CreateStream,
     Delivery,
     DropStream,
@@ -43,6 +45,7 @@ from grammar.clauses import (
     StopStream,
     StreamClause,
     TestStream,
+    UnsupportedStreamClause,
     ValueFormat,
 )
 from grammar.errors import StreamSyntaxError
@@ -56,6 +59,12 @@ _VALUE_NAMES = {
     "STRING": "a string",
     "NUMBER": "a positive integer",
     "_SEMICOLON": "';'",
+    "_COMMA": "','",
+    "_DOT": "'.'",
+    "_COLON": "':'",
+    "_LBRACE": "'{'",
+    "_RBRACE": "'}'",
+    "TOPIC_NAME": "a topic name",
     "$END": "end of input",
 }
 # Options that may appear once per clause, with the terminals that start each spelling.
@@ -67,11 +76,19 @@ _OPTION_OF_TERMINAL = {
     "_LIMIT": "LIMIT",
     "_ON": "ON ERROR",
     "_DELIVERY": "DELIVERY",
-    "_TRANSFORM": "WITH TRANSFORM",  # only ever after WITH
+    # WITH TRANSFORM in the legacy clause, TRANSFORM in Memgraph's: one option.
+    "_TRANSFORM": "TRANSFORM",
     "_CYPHER": "WITH CYPHER",  # only ever after WITH
     "_FORMAT": "WITH FORMAT",  # only ever after WITH
     "_NODE": "MERGE NODE PROPERTIES",  # only ever after MERGE
     "_RELATIONSHIP": "MERGE RELATIONSHIP PROPERTIES",  # only ever after MERGE
+    "_TOPICS": "TOPICS",
+    "_CONSUMER_GROUP": "CONSUMER_GROUP",
+    "_BOOTSTRAP_SERVERS": "BOOTSTRAP_SERVERS",
+    "_CONFIGS": "CONFIGS",
+    "_CREDENTIALS": "CREDENTIALS",
+    "_BATCH_LIMIT": "BATCH_LIMIT",
+    "_TIMEOUT": "TIMEOUT",
 }
 # The second words of options, with the first word they come after.
 _SECOND_WORD = {
@@ -89,12 +106,20 @@ _OPTION_OF_PHRASE = {
     "BATCH_SIZE": "BATCH_SIZE",
     "ON": "ON ERROR",
     "DELIVERY": "DELIVERY",
-    "WITH TRANSFORM": "WITH TRANSFORM",
+    "WITH TRANSFORM": "TRANSFORM",
     "WITH CYPHER": "WITH CYPHER",
     "WITH FORMAT": "WITH FORMAT",
     "MERGE NODE": "MERGE NODE PROPERTIES",
     "MERGE RELATIONSHIP": "MERGE RELATIONSHIP PROPERTIES",
     "WITH PATTERN": "WITH PATTERN",
+    "TOPICS": "TOPICS",
+    "TRANSFORM": "TRANSFORM",
+    "CONSUMER_GROUP": "CONSUMER_GROUP",
+    "BOOTSTRAP_SERVERS": "BOOTSTRAP_SERVERS",
+    "CONFIGS": "CONFIGS",
+    "CREDENTIALS": "CREDENTIALS",
+    "BATCH_LIMIT": "BATCH_LIMIT",
+    "TIMEOUT": "TIMEOUT",
 }
 # A stream has a transform or a mapping: once one is given, the other is not expected.
 _MAPPING_OPTIONS = frozenset(
@@ -187,19 +212,89 @@ class _Build(Transformer[Token, Any]):
     def merge_relationship_properties(self, children: list[Token]) -> tuple[str, bool]:
         return ("merge_relationship_properties", True)
 
+    def more_topic(self, children: list[Token]) -> tuple[str, tuple[str, ...]]:
+        return ("more_topic", _split_topics(_string_value(children[0])))
+
+    def topics(self, children: list[tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
+        return ("topics", tuple(t for named in children for t in named))
+
+    def topic_name(self, children: list[Token]) -> tuple[str, ...]:
+        token = children[0]
+        if token.type == "STRING":
+            return _split_topics(_string_value(token))
+        return (str(token),)
+
+    def transform_module(self, children: list[str]) -> tuple[str, tuple[str, bool]]:
+        return ("transform", (f"{children[0]}.{children[1]}", True))
+
+    def transform_uri(self, children: list[Token]) -> tuple[str, tuple[str, bool]]:
+        return ("transform", (_string_value(children[0]), False))
+
+    def consumer_group(self, children: list[tuple[str, ...]]) -> tuple[str, str]:
+        return ("consumer_group", ",".join(children[0]))
+
+    def bootstrap_servers(self, children: list[Token]) -> tuple[str, str]:
+        return ("bootstrap_servers", _string_value(children[0]))
+
+    def configs(self, children: list[tuple[tuple[str, str], ...]]) -> tuple[str, Any]:
+        return ("configs", children[0])
+
+    def credentials(self, children: list[tuple[tuple[str, str], ...]]) -> tuple[str, Any]:
+        return ("credentials", children[0])
+
+    def settings(self, children: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        return tuple(children)
+
+    def setting(self, children: list[Token]) -> tuple[str, str]:
+        key, value = children
+        return (_string_value(key) if key.type == "STRING" else str(key), _string_value(value))
+
+    def batch_limit(self, children: list[Token]) -> tuple[str, int]:
+        return ("limit_batches", int(children[0]))
+
+    def timeout(self, children: list[Token]) -> tuple[str, int]:
+        return ("timeout_ms", int(children[0]))
+
     def create_stream(self, children: list[Any]) -> CreateStream:
-        name, uri, topic, *options = children
-        strings = (_string_value(uri), _string_value(topic))
-        patterns = tuple(value for option, value in options if option == "pattern")
-        values = dict(option for option in options if option[0] != "pattern")
+        name, uri, topic, *rest = children
+        more = [t for option, value in rest if option == "more_topic" for t in value]
+        options = [item for item in rest if item[0] not in ("more_topic", "pattern")]
+        patterns = tuple(value for option, value in rest if option == "pattern")
+        first, *others = _split_topics(_string_value(topic))
+        values = _options(options)
         if patterns:
             values["patterns"] = patterns
-        on_error = values.pop("on_error", None)
-        if isinstance(on_error, tuple):
-            values["on_error"], values["dead_letter_topic"] = on_error
-        elif on_error is not None:
-            values["on_error"] = on_error
-        return CreateStream(name, *strings, **values)
+        return CreateStream(name, _string_value(uri), first, more_topics=(*others, *more), **values)
+
+    def create_kafka_stream(self, children: list[Any]) -> CreateKafkaStream:
+        name, *options = children
+        values = _options(options)
+        topics = values.pop("topics", None)
+        transform = values.pop("transform", None)
+        if topics is None:
+            raise _Missing("TOPICS")
+        if transform is None:
+            raise _Missing("TRANSFORM")
+        text, module = transform
+        return CreateKafkaStream(name, topics, text, module, **values)
+
+    def check_stream(self, children: list[Any]) -> CheckStream:
+        name, *options = children
+        return CheckStream(name, **dict(options))
+
+    def create_pulsar_stream(self, children: list[Any]) -> UnsupportedStreamClause:
+        return UnsupportedStreamClause(
+            "CREATE PULSAR STREAM",
+            "Pulsar streams are not supported: boltstream reads Kafka and "
+            "Kafka-compatible brokers (Redpanda, Tansu...) only; use CREATE KAFKA STREAM",
+        )
+
+    def start_stream_limited(self, children: list[Any]) -> StartStream:
+        name, *options = children
+        values = dict(options)
+        if "limit_batches" not in values:
+            raise _Missing("BATCH_LIMIT", "TIMEOUT can only be given with BATCH_LIMIT")
+        return StartStream(name, values["limit_batches"], True, values.get("timeout_ms"))
 
     def drop_stream(self, children: list[str]) -> DropStream:
         return DropStream(children[0])
@@ -223,6 +318,34 @@ class _Build(Transformer[Token, Any]):
         return TestStream(*children)
 
 
+class _Missing(Exception):
+    """A required part of a clause that the grammar takes in any order was left out."""
+
+    def __init__(self, part: str, detail: str | None = None) -> None:
+        super().__init__(part)
+        self.part = part
+        self.detail = detail or f"{part} is required"
+
+
+def _options(options: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An option list as keyword arguments (ON ERROR DEAD LETTER is two fields)."""
+    values = dict(options)
+    on_error = values.pop("on_error", None)
+    if isinstance(on_error, tuple):
+        values["on_error"], values["dead_letter_topic"] = on_error
+    elif on_error is not None:
+        values["on_error"] = on_error
+    return values
+
+
+def _split_topics(text: str) -> tuple[str, ...]:
+    """'a,b' names two topics (Memgraph's TOPICS 'a,b', and the legacy WITH TOPIC 'a,b');
+    the topics are checked by the engine."""
+    if "," not in text:
+        return (text,)
+    return tuple(part.strip() for part in text.split(","))
+
+
 class _Interactive(Protocol):
     """The part of lark's InteractiveParser used here (lark leaves these methods unannotated).
 
@@ -241,6 +364,7 @@ _PARSER = Lark(
     lexer="contextual",
     transformer=_Build(),
 )
+_PULSAR = ["_CREATE", "_PULSAR", "_STREAM"]
 _EXPECTED_BY_STACK: dict[tuple[int, ...], tuple[str, ...]] = {}
 _KEYWORD_TERMINALS = frozenset(
     t.name for t in _PARSER.terminals if t.name.startswith("_") and t.name not in _VALUE_NAMES
@@ -261,10 +385,16 @@ def parse_stream_clause(query: str) -> StreamClause:
             _check(query, token, accepted)
             _check_repeat(query, token, accepted)
             accepted.append(token)
+            if [t.type for t in accepted] == _PULSAR:
+                return _Build().create_pulsar_stream([])  # refused, whatever follows
         end = len(query)
         line, column = _line_column(query, end)
         eof = Token("$END", "", start_pos=end, line=line, column=column, end_pos=end)
         return cast(StreamClause, interactive.feed_token(eof))
+    except _Missing as missing:
+        raise _error(
+            query, len(query), "Unexpected end of input", [missing.part], missing.detail
+        ) from None
     except UnexpectedToken as e:
         if accepted and accepted[-1] is e.token:  # lexed and checked, then refused
             accepted.pop()
@@ -383,10 +513,13 @@ def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | N
     before = len(accepted)
     first = _SECOND_WORD.get(token.type)
     if first is not None:
-        if not accepted or accepted[-1].type != first:
+        if accepted and accepted[-1].type == first:
+            before -= 1
+        elif token.type != "_TRANSFORM":  # Memgraph's TRANSFORM comes alone
             return None
-        before -= 1
     if any(_OPTION_OF_TERMINAL.get(t.type) == option for t in accepted[:before]):
+        if before < len(accepted) and accepted[before].type == "_WITH":
+            option = f"WITH {option}"  # the legacy clause's WITH TRANSFORM
         return option, before
     return None
 
@@ -433,10 +566,10 @@ def _expected_after(accepted: list[Token]) -> list[str]:
     # The grammar accepts any option again; a repeat is an error, so it is not expected (but
     # WITH PATTERN, which repeats); nor is a mapping after a transform or the reverse.
     unwanted = given - {"WITH PATTERN"}
-    if "WITH TRANSFORM" in given:
+    if "TRANSFORM" in given:
         unwanted |= _MAPPING_OPTIONS
     if given & _MAPPING_OPTIONS:
-        unwanted.add("WITH TRANSFORM")
+        unwanted.add("TRANSFORM")
     return [phrase for phrase in expected if _option_of_phrase(phrase) not in unwanted]
 
 

@@ -33,7 +33,8 @@ from grammar.lexer import LEAD as _LEAD
 # Keywords ignore case in ASCII only, as in the grammar; \s and \b stay Unicode.
 _STREAM_CLAUSE = re.compile(
     rf"""{_LEAD}
-    (?: (?ai:CREATE|DROP|START|STOP|TEST) {_GAP} (?ai:STREAM)
+    (?: (?ai:CREATE|DROP|START|STOP|TEST|CHECK) {_GAP} (?ai:STREAM)
+      | (?ai:CREATE) {_GAP} (?ai:KAFKA|PULSAR) {_GAP} (?ai:STREAM)
       | (?ai:START|STOP) {_GAP} (?ai:ALL) {_GAP} (?ai:STREAMS)
       | (?ai:SHOW) {_GAP} (?ai:STREAMS)
     )\b""",
@@ -43,13 +44,14 @@ _STREAM_CLAUSE = re.compile(
 
 def looks_like_stream_clause(query: str) -> bool:
     """True iff ``query``, after leading whitespace and comments, starts with ``CREATE STREAM``,
-    ``DROP STREAM``, ``SHOW STREAMS``, ``START STREAM``, ``START ALL STREAMS``, ``STOP STREAM``,
+    ``CREATE KAFKA STREAM``, ``CREATE PULSAR STREAM``, ``CHECK STREAM``, ``DROP STREAM``,
+    ``SHOW STREAMS``, ``START STREAM``, ``START ALL STREAMS``, ``STOP STREAM``,
     ``STOP ALL STREAMS`` or ``TEST STREAM`` (any case, whole words).
 
     When True, hand the query to ``parse_stream_clause`` and answer its result or its
     ``StreamSyntaxError``; do not forward it, since no backend knows these clauses. When False,
     forward it. ``CREATE (s:STREAM)``, ``CREATE STREAMS``, ``SHOW DATABASES`` and
-    ``CREATE KAFKA STREAM`` (Memgraph 2.x) are False. Every query that ``parse_stream_clause``
+    ``CREATE ROLE stream`` are False. Every query that ``parse_stream_clause``
     accepts is True.
     """
     return _STREAM_CLAUSE.match(query) is not None

@@ -162,6 +162,8 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
         kafka_config=config.kafka_client_config,
         group_prefix=config.stream_group_prefix,
         transform_timeout=config.transform_timeout,
+        bootstrap_servers=config.kafka_bootstrap_servers,
+        transformations_dir=config.transformations_path,
     )
     catalog = None
     if config.cluster:  # the member's name is set once the listener has its port

@@ -172,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(security.protocol, sasl.*, session.timeout.ms, ...)",
     )
     streams.add_argument(
+        "--kafka-bootstrap-servers",
+        metavar="HOST:PORT,...",
+        help="brokers of a CREATE KAFKA STREAM without BOOTSTRAP_SERVERS (as Memgraph's flag)",
+    )
+    streams.add_argument(
+        "--transformations-dir",
+        metavar="DIR",
+        help="where TRANSFORM module.procedure finds module.py, a Memgraph transformation "
+        "module (default: DATA_DIR/transformations)",
+    )
+    streams.add_argument(
         "--stream-group-prefix",
         metavar="PREFIX",
         help="consumer group id of a stream = PREFIX + stream name (default: no prefix)",
@@ -247,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 "kafka_client_config": args.kafka_client_config,
                 "transform_timeout": args.transform_timeout,
                 "stream_group_prefix": args.stream_group_prefix,
+                "kafka_bootstrap_servers": args.kafka_bootstrap_servers,
+                "transformations_dir": args.transformations_dir,
                 "max_connections": args.max_connections,
                 "idle_timeout": args.idle_timeout,
                 "cluster": args.cluster,

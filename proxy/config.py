@@ -118,6 +118,16 @@ class Config:
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
+    # Memgraph 2.x: CREATE KAFKA STREAM without BOOTSTRAP_SERVERS reads from these (Memgraph's
+    # --kafka-bootstrap-servers); TRANSFORM module.procedure loads module.py from this
+    # directory (Memgraph's --query-modules-directory; default DATA_DIR/transformations).
+    kafka_bootstrap_servers: str = ""
+    transformations_dir: Path | None = None
+
+    @property
+    def transformations_path(self) -> Path:
+        return self.transformations_dir or self.data_dir / "transformations"
+
     # Time limits (seconds, 0: none) on the stages of a connection the client controls, and
     # the most connections served at once (proxy.net.limits; README "Connection limits").
     first_byte_timeout: float = 10.0
@@ -302,7 +312,14 @@ def _coerce(name: str, value: Any) -> Any:
         return parse_kafka_config(str(value))
     if name in ("transform_allowed_hosts", "transform_allowed_dirs") and isinstance(value, list):
         return ",".join(str(item) for item in value)
-    if name in ("data_dir", "users_file", "tls_cert", "tls_key", "backend_password_file"):
+    if name in (
+        "data_dir",
+        "users_file",
+        "tls_cert",
+        "tls_key",
+        "backend_password_file",
+        "transformations_dir",
+    ):
         return Path(str(value)) if value not in (None, "") else None
     if name == "transform_timeout" or name in _TIMEOUTS:
         try:

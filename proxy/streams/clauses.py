@@ -24,14 +24,17 @@ from bolt.status import SEMANTIC_ERROR, SYNTAX_ERROR
 from proxy.streams import builtin
 from proxy.streams.catalog import StreamRecord
 from proxy.streams.definition import (
+    REDACTED,
     SHOWN_POLICY,
     Delivery,
     MappingSpec,
     PolicyKind,
     StreamDefinition,
     TransformRef,
+    secret_values,
 )
 from proxy.streams.kafka import (
+    FORCED,
     StreamConsumer,
     TopicAdmin,
     TopicMissing,
@@ -50,6 +53,7 @@ from proxy.streams.transform import (
     TransformRunner,
     TransformSource,
     check_transform,
+    fetch_module,
     fetch_transform,
 )
 from proxy.streams.writers import (
@@ -105,8 +109,68 @@ class StreamStatus:
     skipped: int = 0
     delivery: str = Delivery.AT_LEAST_ONCE.shown
     status_detail: str | None = None  # running: healthy, or the transient outages going on
+    transformation_name: str = ""
+    configs: dict[str, str] | None = None
+    credentials: dict[str, str] | None = None  # keys only: every value is REDACTED
     # member -> the partitions of the stream's topic it holds (members running the stream)
     holders: dict[str, list[int]] = field(default_factory=dict)
+
+
+Settings = tuple[tuple[str, str], ...]
+# Keys CONFIGS and CREDENTIALS may not set, with what to use instead.
+_ENGINE_KEYS = {
+    "bootstrap.servers": "use BOOTSTRAP_SERVERS, or the legacy clause's URI",
+    "group.id": "use CONSUMER_GROUP",
+    "enable.auto.commit": "offsets are committed after each write",
+    "enable.auto.offset.store": "offsets are committed after each write",
+    "enable.partition.eof": "the consumer relies on it being off",
+}
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every credential value in it replaced by ``<REDACTED>``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def check_settings(name: str, configs: Settings, credentials: Settings) -> None:
+    """Raise ``StreamError`` for a CONFIGS / CREDENTIALS key the engine owns, a key given
+    twice, or a value the native client must not see (``names.check_client_config``). A
+    credential's value never appears in a message."""
+    fail = f"Failed to initialize Kafka stream {shown_name(name)} : "
+    seen: set[str] = set()
+    for what, pairs in (("CONFIGS", configs), ("CREDENTIALS", credentials)):
+        for key, value in pairs:
+            if key in FORCED or key in _ENGINE_KEYS:
+                raise StreamError(
+                    "invalid",
+                    f"{fail}{what} may not set {key!r}: boltstream sets it "
+                    f"({_ENGINE_KEYS.get(key, 'it belongs to the engine')})",
+                )
+            if key in seen:
+                raise StreamError("invalid", f"{fail}{key!r} is given more than once")
+            seen.add(key)
+            try:
+                check_client_config({key: value})
+            except UnsafeValue as exc:
+                raise StreamError("invalid", f"{fail}{what}: {exc}") from None
+
+
+def validate_client(config: dict[str, Any], secrets: tuple[str, ...]) -> None:
+    """Build (and close) a consumer from ``config``: librdkafka refuses unknown settings and
+    bad values here, as Memgraph's CREATE does. Raises ``ValueError`` with librdkafka's reason,
+    credentials redacted. Blocks: run it off the event loop."""
+    from confluent_kafka import Consumer
+
+    from proxy.streams.kafka import kafka_log
+
+    try:
+        consumer = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+    except Exception as exc:
+        raise ValueError(redact(reason_of(exc), secrets)) from None
+    consumer.close()
 
 
 # -- CREATE STREAM --------------------------------------------------------------------------------
@@ -131,38 +195,55 @@ async def define(
     exactly_once_refusal: str | None = None,
     mapping: MappingOptions | None = None,
     writer: GraphWriter | None = None,
+    more_topics: tuple[str, ...] = (),
+    configs: Settings = (),
+    credentials: Settings = (),
+    transformation: str | None = None,
+    transformations_dir: Any = None,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> StreamDefinition:
     """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
     definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
     (None: it can). A stream runs ``transform`` or, when that is None, the ``mapping``; a
-    template is also EXPLAINed by the backend ``writer`` writes to (when given)."""
+    template is also EXPLAINed by the backend ``writer`` writes to (when given).
+    ``transformation``: ``module.procedure``, a Memgraph transformation module in
+    ``transformations_dir`` (``transform`` is then ignored). ``kafka_config``: the proxy's
+    settings, to check the stream's own over them."""
     fail = f"Failed to initialize Kafka stream {name} : "
+    topics = (topic, *more_topics)
     try:
         check_stream_name(name)
-        check_topic(topic)
+        for each in topics:
+            check_topic(each)
         check_client_config({"bootstrap.servers": uri, "group.id": consumer_group})
     except UnsafeValue as exc:
         raise StreamError(
             "invalid", f"Failed to initialize Kafka stream {shown_name(name)} : {exc}"
         ) from None
+    if len(set(topics)) != len(topics):
+        raise StreamError("invalid", f"{fail}a topic is named more than once")
+    check_settings(name, configs, credentials)
+    if transformation is not None:
+        transform = transformation
     try:
         spec = build_spec(transform, mapping or MappingOptions())
     except BadMapping as exc:
         raise StreamError("invalid", f"{fail}{exc}") from None
-    shipped = builtin.lookup(transform) if transform is not None else None
-    if transform is not None and builtin.is_builtin(transform) and shipped is None:
+    script = None if transformation is not None else transform  # a stream(batch) script
+    shipped = builtin.lookup(script) if script is not None else None
+    if script is not None and builtin.is_builtin(script) and shipped is None:
         raise StreamError(
             "external",
-            f"Couldn't get the transform script from {transform}: "
+            f"Couldn't get the transform script from {script}: "
             f"there is no such built-in transform ({builtin.names()})"
             + (
                 "; Cypher templates, patterns and CUD messages need no transform: "
                 "WITH CYPHER 'template', WITH PATTERN 'pattern' or WITH FORMAT CUD"
-                if transform.lower() in _MAPPING_BUILTINS
+                if script.lower() in _MAPPING_BUILTINS
                 else ""
             ),
         )
-    error_policy = _policy(name, shipped, on_error, dead_letter_topic, topic)
+    error_policy = _policy(name, shipped, on_error, dead_letter_topic, topics)
     interval = DEFAULT_BATCH_INTERVAL_MS if batch_interval_ms is None else batch_interval_ms
     size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not 1 <= interval <= MAX_BATCH_INTERVAL_MS:
@@ -192,17 +273,41 @@ async def define(
                 "invalid",
                 f"{fail}DELIVERY EXACTLY ONCE is not available here: {exactly_once_refusal}",
             )
+    own = {**dict(configs), **dict(credentials)}
+    secrets = secret_values(configs, credentials)
+    if own:
+        probe = StreamDefinition(
+            name=name,
+            uri=uri,
+            topic=topic,
+            transform=TransformRef("", "", ""),
+            batch_interval_ms=interval,
+            batch_size=size,
+            consumer_group=consumer_group,
+            configs=configs,
+            credentials=credentials,
+        )
+        try:
+            await asyncio.to_thread(
+                validate_client, consumer_config(probe, kafka_config or {}), secrets
+            )
+        except ValueError as exc:
+            raise StreamError("invalid", f"{fail}{exc}") from None
     try:
-        topics = await admin.topics(uri, broker_timeout)
+        listed = await admin.topics(uri, broker_timeout, own or None)
     except Exception as exc:
         raise StreamError(
             "external",
             f"{fail}the Kafka broker at '{uri}' did not answer "
-            f"within {broker_timeout:g} s ({reason_of(exc)})",
+            f"within {broker_timeout:g} s ({redact(reason_of(exc), secrets)})",
         ) from None
-    if topic not in topics:
-        raise StreamError("external", f"Kafka stream {name}, topic not found")
-    if error_policy == "dead_letter" and dead_letter_topic not in topics:
+    for each in topics:
+        if each not in listed:
+            raise StreamError(
+                "external",
+                f"Kafka stream {name}, topic not found" + (f": {each}" if len(topics) > 1 else ""),
+            )
+    if error_policy == "dead_letter" and dead_letter_topic not in listed:
         raise StreamError(
             "external", f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found"
         )
@@ -211,12 +316,13 @@ async def define(
     pinned = None
     if transform is not None:
         try:
-            source = (
-                shipped.source()
-                if shipped is not None
-                else await fetch_transform(transform, policy)
-            )
-            await check_transform(source)
+            if transformation is not None:
+                source = await fetch_module(transformations_dir, transformation)
+            elif shipped is not None:
+                source = shipped.source()
+            else:
+                source = await fetch_transform(transform, policy)
+            await check_transform(source, transformation=transformation)
         except TransformError as exc:
             raise StreamError("external", str(exc)) from None
         pinned = TransformRef(source.uri, source.code, source.sha256)
@@ -233,6 +339,10 @@ async def define(
         error_policy=error_policy,
         dead_letter_topic=dead_letter_topic if error_policy == "dead_letter" else None,
         delivery=chosen,
+        more_topics=tuple(more_topics),
+        configs=tuple(configs),
+        credentials=tuple(credentials),
+        transformation=transformation,
     )
 
 
@@ -270,7 +380,7 @@ def _policy(
     shipped: builtin.Builtin | None,
     on_error: OnError | None,
     dead_letter_topic: str | None,
-    topic: str,
+    topics: tuple[str, ...],
 ) -> PolicyKind:
     """The stream's error policy: as the clause says, else the transform's default."""
     fail = f"Failed to initialize Kafka stream {name} : "
@@ -298,7 +408,7 @@ def _policy(
             check_topic(dead_letter_topic or "", "dead-letter topic")
         except UnsafeValue as exc:
             raise StreamError("invalid", str(exc)) from None
-        if dead_letter_topic == topic:
+        if dead_letter_topic in topics:
             raise StreamError(
                 "invalid", f"{fail}the dead-letter topic cannot be the stream's own topic"
             )
@@ -338,20 +448,27 @@ async def show_rows(
     """SHOW STREAMS: one metadata request per broker, then the offsets of every stream at
     once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once).
     ``holders``: per stream, member -> the (topic, partition) pairs it holds."""
-    readable = [r for r in records if r.definition is not None]
-    uris = sorted({r.definition.uri for r in readable if r.definition is not None})
-    listed = await asyncio.gather(*(_lag_topics(admin, uri, lag_timeout) for uri in uris))
-    topics = dict(zip(uris, listed, strict=True))
-    reset = str(kafka_config.get("auto.offset.reset", "earliest")).lower()
-    reset_latest = reset in ("latest", "largest", "end")
+    readable = [r.definition for r in records if r.definition is not None]
+    # One metadata request per broker and set of settings (a stream's own CONFIGS /
+    # CREDENTIALS may be what lets it in).
+    keys = sorted({_broker_key(d) for d in readable})
+    listed = await asyncio.gather(
+        *(_lag_topics(admin, uri, lag_timeout, dict(own)) for uri, own in keys)
+    )
+    topics = dict(zip(keys, listed, strict=True))
     lags = await asyncio.gather(
         *(
-            _lag(admin, r.definition, topics[r.definition.uri], lag_timeout, reset_latest)
-            for r in readable
-            if r.definition is not None
+            _lag(
+                admin,
+                d,
+                topics[_broker_key(d)],
+                lag_timeout,
+                _reset_latest(consumer_config(d, kafka_config)),
+            )
+            for d in readable
         )
     )
-    lag_of = {r.name: lag for r, lag in zip(readable, lags, strict=True)}
+    lag_of = {d.name: lag for d, lag in zip(readable, lags, strict=True)}
     rows = []
     for record in records:
         state, definition = record.state, record.definition
@@ -390,7 +507,7 @@ async def show_rows(
             StreamStatus(
                 name=record.name,
                 uri=definition.uri,
-                topic=definition.topic,
+                topic=definition.shown_topics,
                 transform=definition.source_shown,
                 status=status,
                 batch_interval=definition.batch_interval_ms,
@@ -406,6 +523,9 @@ async def show_rows(
                 skipped=skipped,
                 delivery=definition.delivery.shown,
                 status_detail=detail,
+                transformation_name=definition.transformation or definition.source_shown,
+                configs=definition.shown_configs(),
+                credentials=definition.shown_credentials(),
                 holders={
                     member: [p for t, p in held if t == definition.topic]
                     for member, held in (holders or {}).get(record.name, {}).items()
@@ -415,9 +535,19 @@ async def show_rows(
     return rows
 
 
-async def _lag_topics(admin: TopicAdmin, uri: str, timeout: float) -> dict[str, int] | None:
+def _broker_key(definition: StreamDefinition) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return (definition.uri, tuple(sorted(definition.settings.items())))
+
+
+def _reset_latest(config: Mapping[str, Any]) -> bool:
+    return str(config.get("auto.offset.reset", "earliest")).lower() in ("latest", "largest", "end")
+
+
+async def _lag_topics(
+    admin: TopicAdmin, uri: str, timeout: float, own: dict[str, str]
+) -> dict[str, int] | None:
     try:
-        return await asyncio.wait_for(admin.topics(uri, timeout), timeout + 0.5)
+        return await asyncio.wait_for(admin.topics(uri, timeout, own or None), timeout + 0.5)
     except Exception:
         return None
 
@@ -429,13 +559,12 @@ async def _lag(
     timeout: float,
     reset_latest: bool,
 ) -> int | None:
-    """Messages in the topic after the group's committed offsets (None if unknown)."""
-    if topics is None or definition.topic not in topics:
+    """Messages in the topics after the group's committed offsets (None if unknown)."""
+    if topics is None or any(t not in topics for t in definition.topics):
         return None
     try:
-        return await asyncio.wait_for(
-            admin.lag(definition, topics[definition.topic], timeout, reset_latest), timeout
-        )
+        counts = {t: topics[t] for t in definition.topics}
+        return await asyncio.wait_for(admin.lag(definition, counts, timeout, reset_latest), timeout)
     except Exception:
         return None
 
@@ -472,6 +601,7 @@ async def test_stream(
             name=f"{name} (test)",
             batch_timeout=transform_timeout,
             memory_limit_mb=transform_memory_mb,
+            transformation=definition.transformation,
         )
     config = consumer_config(definition, kafka_config)
     consumer: StreamConsumer | None = None
@@ -501,10 +631,10 @@ async def test_stream(
                     f"Kafka stream {name}: its positions could not "
                     f"be read from the graph ({exc or 'timed out'})",
                 ) from None
-            positions = {tp: offset for tp, offset in stored.items() if tp[0] == definition.topic}
+            positions = {tp: offset for tp, offset in stored.items() if tp[0] in definition.topics}
         try:
             starts, empty = await asyncio.to_thread(
-                start_like_group, config, definition.topic, broker_timeout, positions
+                start_like_group, config, definition.topics, broker_timeout, positions
             )
         except TopicMissing:
             raise StreamError("external", f"Kafka stream {name}, topic not found") from None
@@ -516,13 +646,13 @@ async def test_stream(
             raise StreamError(
                 "external",
                 f"Kafka stream {name}: the Kafka broker at "
-                f"'{definition.uri}' did not answer ({reason_of(exc)})",
+                f"'{definition.uri}' did not answer ({redact(reason_of(exc), definition.secrets)})",
             ) from None
         interval = definition.batch_interval_ms / 1000.0
         consumer = StreamConsumer(
             f"test-{name}",
             config,
-            definition.topic,
+            definition.topics,
             size=definition.batch_size,
             interval=interval,
             health=Health(),
@@ -558,7 +688,9 @@ async def test_stream(
                     continue
                 assert transform is not None
                 try:
-                    rows += await transform.run(batch.values())
+                    rows += await transform.run(
+                        batch.messages if transform.metadata else batch.values()
+                    )
                 except TransformError as exc:
                     raise StreamError(
                         "transform", f"Kafka stream {name}: the transform failed: {exc}"

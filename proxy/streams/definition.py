@@ -10,20 +10,28 @@ document whole, plus the few columns it queries, so an option added later is a f
 new document version, not a new catalog column. ``from_json`` reads every version this code
 knows and refuses newer ones.
 
-Definitions will hold secrets later (Kafka credentials): ``repr`` shows the name only, and a
-definition never goes into a log line.
+Definitions hold secrets (``credentials``, per-stream Kafka settings such as
+``sasl.password``): ``repr`` shows the name only, a definition never goes into a log line, and
+what is shown of it goes through ``shown_credentials`` (keys, values redacted).
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# 1: the first; 2: a mapping instead of a transform (``transform`` null, ``mapping`` set).
-# A transform stream is still written as version 1, which older boltstreams read.
+# 1: the first; 2: a mapping instead of a transform (``transform`` null, ``mapping`` set),
+# several topics, per-stream settings, transformation modules. A stream that uses none of
+# these is still written as version 1, which older boltstreams read.
 DOCUMENT_VERSION = 2
+REDACTED = "<REDACTED>"
+# librdkafka settings that hold secrets (passwords, private keys, OAuth client secrets): shown
+# redacted even when given in CONFIGS rather than CREDENTIALS.
+_SECRET_KEY = re.compile(r"password|secret|ssl\.key\.pem|ssl_key|sasl\.oauthbearer\.config")
+Settings = tuple[tuple[str, str], ...]
 
 PolicyKind = Literal["stop", "skip", "dead_letter"]
 POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
@@ -132,7 +140,14 @@ def _quoted(text: str) -> str:
 @dataclass(frozen=True)
 class StreamDefinition:
     """One stream, as created. ``dead_letter_topic`` is set exactly when ``error_policy`` is
-    ``dead_letter``. Exactly one of ``transform`` and ``mapping`` is set."""
+    ``dead_letter``. Exactly one of ``transform`` and ``mapping`` is set.
+
+    ``topic`` is the first topic, ``more_topics`` the others (``topics``: all). ``configs`` and
+    ``credentials`` are librdkafka settings of this stream's clients, over the proxy's
+    ``--kafka-client-config`` (the engine's own keys excluded, ``kafka.FORCED``).
+    ``transformation``: ``module.procedure`` when the transform is a Memgraph transformation
+    module (``transform.code`` is the module's file), None for a ``stream(batch)`` script.
+    """
 
     name: str
     uri: str  # Kafka bootstrap servers
@@ -146,6 +161,10 @@ class StreamDefinition:
     dead_letter_topic: str | None = None
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     mapping: MappingSpec | None = None
+    more_topics: tuple[str, ...] = ()
+    configs: Settings = ()
+    credentials: Settings = field(default=(), repr=False)
+    transformation: str | None = None
 
     def __post_init__(self) -> None:
         if (self.transform is None) == (self.mapping is None):
@@ -159,6 +178,33 @@ class StreamDefinition:
         assert self.mapping is not None
         return self.mapping.shown
 
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic, *self.more_topics)
+
+    @property
+    def shown_topics(self) -> str:
+        """The topics as SHOW STREAMS' ``topic`` column shows them: comma-separated."""
+        return ",".join(self.topics)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The stream's own librdkafka settings: configs, then credentials (which win)."""
+        return {**dict(self.configs), **dict(self.credentials)}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values (and secret-looking CONFIGS values), for redacting them out of
+        any text shown or logged."""
+        return secret_values(self.configs, self.credentials)
+
+    def shown_credentials(self) -> dict[str, str]:
+        return {key: REDACTED for key, _value in self.credentials}
+
+    def shown_configs(self) -> dict[str, str]:
+        """CONFIGS as shown: a value whose key names a secret (``*password*``...) redacted."""
+        return {key: REDACTED if is_secret_key(key) else value for key, value in self.configs}
+
     def __repr__(self) -> str:  # never the code, and later never credentials
         return f"StreamDefinition(name={self.name!r})"
 
@@ -166,9 +212,17 @@ class StreamDefinition:
     def exactly_once(self) -> bool:
         return self.delivery is Delivery.EXACTLY_ONCE
 
+    @property
+    def _needs_version_2(self) -> bool:
+        return (
+            self.mapping is not None
+            or bool(self.more_topics or self.configs or self.credentials)
+            or self.transformation is not None
+        )
+
     def to_json(self) -> str:
         document: dict[str, Any] = {
-            "version": 1 if self.mapping is None else DOCUMENT_VERSION,
+            "version": DOCUMENT_VERSION if self._needs_version_2 else 1,
             "name": self.name,
             "uri": self.uri,
             "topic": self.topic,
@@ -187,6 +241,10 @@ class StreamDefinition:
             "error_policy": self.error_policy,
             "dead_letter_topic": self.dead_letter_topic,
             "delivery": self.delivery.name.lower(),
+            "more_topics": list(self.more_topics),
+            "configs": [list(pair) for pair in self.configs],
+            "credentials": [list(pair) for pair in self.credentials],
+            "transformation": self.transformation,
         }
         return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -234,15 +292,41 @@ class StreamDefinition:
                 error_policy=policy,
                 dead_letter_topic=_optional_text(document.get("dead_letter_topic")),
                 delivery=delivery,
+                more_topics=tuple(_text(t) for t in document.get("more_topics", [])),
+                configs=_settings(document.get("configs", [])),
+                credentials=_settings(document.get("credentials", [])),
+                transformation=_optional_text(document.get("transformation")),
             )
         except (KeyError, TypeError) as exc:
             raise DefinitionError(f"the stream definition lacks or mistypes {exc}") from None
+
+
+def is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key.lower()) is not None
+
+
+def secret_values(configs: Settings, credentials: Settings) -> tuple[str, ...]:
+    """Every credential value, and every CONFIGS value whose key names a secret."""
+    found = [value for _key, value in credentials if value]
+    found += [value for key, value in configs if value and is_secret_key(key)]
+    return tuple(found)
 
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a text field ({type(value).__name__})")
     return value
+
+
+def _settings(value: Any) -> Settings:
+    if not isinstance(value, list):
+        raise TypeError("a settings field")
+    pairs = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TypeError("a settings pair")
+        pairs.append((_text(pair[0]), _text(pair[1])))
+    return tuple(pairs)
 
 
 def _optional_text(value: Any) -> str | None:

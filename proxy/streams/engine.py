@@ -53,6 +53,7 @@ from proxy.streams.clauses import (
     StreamError,
     StreamStatus,
     define,
+    redact,
     show_rows,
     shown_name,
     test_stream,
@@ -62,8 +63,11 @@ from proxy.streams.kafka import (
     FORCED,
     StreamConsumer,
     TopicAdmin,
+    TopicMissing,
     consumer_config,
     producer_config,
+    reason_of,
+    set_group_offsets,
 )
 from proxy.streams.mapping.mapper import MappingOptions
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
@@ -146,6 +150,10 @@ class EngineSettings:
     max_pending_bytes: int = 16 * 1024 * 1024
     max_round_trip: int = 10000  # messages per transform round trip and per combined write
     exactly_once_refusal: str | None = None
+    # Memgraph 2.x: the brokers of a CREATE KAFKA STREAM without BOOTSTRAP_SERVERS, and where
+    # TRANSFORM module.procedure finds module.py (None: DATA_DIR/transformations).
+    bootstrap_servers: str = ""
+    transformations_dir: Path | None = None
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -366,6 +374,10 @@ class StreamEngine:
     def group_of(self, name: str) -> str:
         return self.settings.group_prefix + name
 
+    @property
+    def transformations_dir(self) -> Path:
+        return self.settings.transformations_dir or self.data_dir / "transformations"
+
     # -- runners ----------------------------------------------------------------------------
 
     def _launch(
@@ -391,6 +403,7 @@ class StreamEngine:
                 name=definition.name,
                 batch_timeout=settings.transform_timeout,
                 memory_limit_mb=settings.transform_memory_mb,
+                transformation=definition.transformation,
             )
         config = consumer_config(definition, self.kafka_config)
 
@@ -398,7 +411,7 @@ class StreamEngine:
             return StreamConsumer(
                 definition.name,
                 config,
-                definition.topic,
+                definition.topics,
                 size=definition.batch_size,
                 interval=definition.batch_interval_ms / 1000.0,
                 health=health,
@@ -500,7 +513,8 @@ class StreamEngine:
         definition = record.definition
         try:
             check_client_config(consumer_config(definition, self.kafka_config))
-            check_topic(definition.topic)
+            for topic in definition.topics:
+                check_topic(topic)
         except UnsafeValue as exc:
             raise StreamError(
                 "invalid", f"Kafka stream {shown_name(record.name)} cannot be {what}: {exc}"
@@ -534,7 +548,7 @@ class StreamEngine:
     async def create(
         self,
         name: str,
-        uri: str,
+        uri: str | None,
         topic: str,
         transform: str | None,
         *,
@@ -545,10 +559,26 @@ class StreamEngine:
         dead_letter_topic: str | None = None,
         delivery: DeliveryText | None = None,
         mapping: MappingOptions | None = None,
+        more_topics: tuple[str, ...] = (),
+        consumer_group: str | None = None,
+        configs: tuple[tuple[str, str], ...] = (),
+        credentials: tuple[tuple[str, str], ...] = (),
+        transformation: str | None = None,
     ) -> None:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically. The
-        stream runs ``transform``, or (None) the ``mapping``."""
+        stream runs ``transform``, or (None) the ``mapping``. ``uri`` None: the proxy's
+        ``bootstrap_servers`` (Memgraph 2.x without BOOTSTRAP_SERVERS); ``transformation``:
+        ``module.procedure`` in the transformations directory (``transform`` is then ignored);
+        ``consumer_group`` None: the prefix and the stream's name."""
         self._check_open()
+        if uri is None:
+            uri = self.settings.bootstrap_servers
+            if not uri.strip():
+                raise StreamError(
+                    "invalid",
+                    f"Failed to initialize Kafka stream {shown_name(name)} : no "
+                    "BOOTSTRAP_SERVERS given, and the proxy has no --kafka-bootstrap-servers",
+                )
         async with self._locks[name]:
             await self.catalog.sync()  # a CREATE of that name on another member just now
             if await self.catalog.get(name) is not None:
@@ -558,7 +588,13 @@ class StreamEngine:
                 uri,
                 topic,
                 transform,
-                consumer_group=self.group_of(name),
+                consumer_group=self.group_of(name) if consumer_group is None else consumer_group,
+                more_topics=more_topics,
+                configs=configs,
+                credentials=credentials,
+                transformation=transformation,
+                transformations_dir=self.transformations_dir,
+                kafka_config=self.kafka_config,
                 admin=self.admin,
                 policy=self.policy,
                 broker_timeout=self.settings.broker_timeout,
@@ -584,7 +620,7 @@ class StreamEngine:
             "created stream %s (topic %s at %s, transform %s, sha256 %s, on error %s%s, "
             "delivery %s)",
             name,
-            definition.topic,
+            definition.shown_topics,
             definition.uri,
             definition.source_shown[:200],
             definition.transform.sha256[:12] if definition.transform else "-",
@@ -605,8 +641,14 @@ class StreamEngine:
             await self.catalog.delete(name)
         log.info("dropped stream %s", name)
 
-    async def start_stream(self, name: str, limit_batches: int | None = None) -> None:
-        """START STREAM: a running stream is left alone; a stopped or failed one starts."""
+    async def start_stream(
+        self, name: str, limit_batches: int | None = None, wait: float | None = None
+    ) -> None:
+        """START STREAM: a running stream is left alone; a stopped or failed one starts.
+
+        ``wait`` (Memgraph 2.x's ``START STREAM name BATCH_LIMIT n [TIMEOUT ms]``): return once
+        the ``limit_batches`` batches are written, raise the stream's error if it fails, and
+        after ``wait`` seconds stop the stream and raise ``Timeout reached``."""
         self._check_open()
         if limit_batches is not None and limit_batches < 1:
             raise StreamError(
@@ -617,16 +659,45 @@ class StreamEngine:
         async with self._locks[name]:
             record = await self._get(name)
             if name in self._runners:
+                if wait is not None:
+                    raise StreamError("state", f"Kafka stream {name} is already running")
                 return
             definition = self._startable(record, "started")
-            await self.catalog.update(
-                name, status="running", last_error=None, limit_batches=limit_batches
-            )
+            if wait is None:
+                await self.catalog.update(
+                    name, status="running", last_error=None, limit_batches=limit_batches
+                )
+            else:
+                # As Memgraph's: not recorded as running, so a restart does not resume it.
+                await self.catalog.update(name, last_error=None)
             record = await self._get(name)
             self._launch(definition, record, limit_batches)
+            runner = self._runners[name]
         log.info(
             "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
         )
+        if wait is None:
+            return
+        try:
+            ended = await asyncio.wait_for(asyncio.shield(runner.task), wait)
+        except TimeoutError:
+            if self._runners.get(name) is runner:
+                with contextlib.suppress(StreamError):
+                    await self.stop_stream(name)
+            raise StreamError(
+                "external", f"Starting Kafka stream {name} failed: Timeout reached"
+            ) from None
+        # The supervisor records how it ended (status, counters); answer after it did.
+        for _ in range(500):
+            if self._runners.get(name) is not runner:
+                break
+            await asyncio.sleep(0.01)
+        async with self._locks[name]:
+            pass  # the supervisor holds the lock while it records the end
+        if ended.how is RunEnd.FAILED:
+            raise StreamError("external", f"Kafka stream {name} failed: {ended.error}")
+        if ended.how is RunEnd.STOPPED:
+            raise StreamError("state", f"Kafka stream {name} was stopped before its batch limit")
 
     async def stop_stream(self, name: str) -> None:
         """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped."""
@@ -665,6 +736,70 @@ class StreamEngine:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StreamError):
                 raise result
+
+    async def set_offset(self, name: str, offset: int) -> int:
+        """``CALL mg.kafka_set_stream_offset(name, offset)``: where the stopped stream starts
+        next, on every partition of its topics (-1: the beginning, -2: the end, N: offset N),
+        committed for its consumer group. Returns how many partitions were set."""
+        self._check_open()
+        if offset < -2:
+            raise StreamError(
+                "invalid",
+                f"Could not set offset of consumer: {name}. Error: the offset is -1 (the "
+                f"beginning), -2 (the end) or a position >= 0, not {offset}",
+            )
+        self._preempt_test(name)
+        async with self._locks[name]:
+            record = await self._get(name)
+            if name in self._runners:
+                raise StreamError(
+                    "state", f"Kafka stream {name} is running; stop it before setting its offset"
+                )
+            definition = self._startable(record, "repositioned")
+            if definition.exactly_once:
+                raise StreamError(
+                    "invalid",
+                    f"Could not set offset of consumer: {name}. Error: a DELIVERY EXACTLY ONCE "
+                    "stream keeps its positions in the graph, not in its consumer group",
+                )
+            config = consumer_config(definition, self.kafka_config)
+            try:
+                count = await asyncio.to_thread(
+                    set_group_offsets,
+                    config,
+                    definition.topics,
+                    offset,
+                    self.settings.broker_timeout,
+                )
+            except TopicMissing as exc:
+                raise StreamError(
+                    "external", f"Kafka stream {name}, topic not found: {exc}"
+                ) from None
+            except Exception as exc:
+                reason = redact(reason_of(exc), definition.secrets)
+                raise StreamError(
+                    "external", f"Could not set offset of consumer: {name}. Error: {reason}"
+                ) from None
+        log.info("stream %s: offset set to %d on %d partition(s)", name, offset, count)
+        return count
+
+    async def info(self, name: str) -> dict[str, Any]:
+        """``CALL mg.kafka_stream_info(name)``: its consumer group, topics, bootstrap servers,
+        configs and credentials (values redacted)."""
+        self._check_open()
+        record = await self._get(name)
+        definition = record.definition
+        if definition is None:
+            raise StreamError(
+                "invalid", f"Kafka stream {shown_name(name)} cannot be read: {record.unreadable}"
+            )
+        return {
+            "consumer_group": definition.consumer_group,
+            "topics": list(definition.topics),
+            "bootstrap_servers": definition.uri,
+            "configs": definition.shown_configs(),
+            "credentials": definition.shown_credentials(),
+        }
 
     async def show(self) -> list[StreamStatus]:
         self._check_open()
@@ -707,12 +842,13 @@ class StreamEngine:
         )
 
     async def test(
-        self, name: str, limit_batches: int | None = None
+        self, name: str, limit_batches: int | None = None, timeout: float | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
         """TEST STREAM: consume ``limit_batches`` batches (default 1) from where the stream
         would start, transform them, return the queries. Writes nothing, commits nothing,
         does not join the stream's consumer group. A STOP or DROP of the stream meanwhile
-        ends it with an error."""
+        ends it with an error. ``timeout`` (seconds): the longest it takes (CHECK STREAM's
+        TIMEOUT), else the engine's ``test_timeout``."""
         self._check_open()
         limit = 1 if limit_batches is None else limit_batches
         if limit < 1:
@@ -736,7 +872,7 @@ class StreamEngine:
                     writer=self.writer,
                     kafka_config=self.kafka_config,
                     broker_timeout=settings.broker_timeout,
-                    test_timeout=settings.test_timeout,
+                    test_timeout=settings.test_timeout if timeout is None else timeout,
                     transform_timeout=settings.transform_timeout,
                     transform_memory_mb=settings.transform_memory_mb,
                 )

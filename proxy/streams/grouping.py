@@ -204,6 +204,8 @@ def _classify(query: str) -> Shape:
     if not tokens or any(t == ("other", ";") for t in tokens) or tokens[0][0] != "word":
         return _NOT_GROUPED
     params = frozenset(text[1:] for kind, text in tokens if kind == "param")
+    if _map_parameter(tokens):
+        return _NOT_GROUPED
     first = tokens[0][1].upper()
     if first == "CREATE":
         if not _create_only(tokens):
@@ -237,6 +239,19 @@ def _classify(query: str) -> Shape:
         return Shape("M", params, None)  # WHERE: not analysed, conflicts with every C
     patterns = _node_patterns(read)
     return Shape("M", params, None if patterns is None else tuple(patterns))
+
+
+def _map_parameter(tokens: Sequence[Token]) -> bool:
+    """True if a parameter is a pattern's whole property map (``(:L $props)``, ``[:T $p]``):
+    ``__boltstream_row.props`` is not allowed there, so such a text is never grouped."""
+    for i in range(1, len(tokens) - 1):
+        if (
+            tokens[i][0] == "param"
+            and tokens[i - 1][0] in ("word", "skip")
+            and tokens[i + 1] in (("other", ")"), ("other", "]"))
+        ):
+            return True
+    return False
 
 
 def _depth_at(tokens: Sequence[Token], index: int) -> int:

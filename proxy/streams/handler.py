@@ -1,6 +1,8 @@
 """The router's handler for the stream clauses: parse, run on the engine, answer a table.
 
-``match`` costs one anchored regex for ordinary queries (``grammar.looks_like_stream_clause``):
+``match`` costs one anchored regex for ordinary queries (``grammar.looks_like_stream_clause``),
+and one more for ``CALL`` queries (``grammar.procedures.match_procedure``: Memgraph's
+``mg.kafka_set_stream_offset`` / ``mg.kafka_stream_info``, answered here on every backend):
 only a query that starts like a stream clause is parsed. A query that starts like one but
 does not parse is still ours (no backend knows these clauses): ``run`` answers it with
 ``Neo.ClientError.Statement.SyntaxError``, line, column and what was expected.
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grammar
+from grammar import procedures
 from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
 from proxy.streams.catalog import CatalogError
@@ -24,7 +27,7 @@ from proxy.streams.mapping.mapper import MappingOptions
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
 # the delivery guarantee, then which member (proxy) holds which partitions of the topic,
-# then what a running stream's outages are (``retry.Health``).
+# then what a running stream's outages are (``retry.Health``), then Memgraph 2.x's.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -45,6 +48,13 @@ SHOW_STREAMS_FIELDS = [
     "delivery",
     "holders",
     "status_detail",
+    # Memgraph 2.x's columns that the ones above do not already say (its batch_interval,
+    # batch_size and owner are above; its topics, consumer group and bootstrap servers too).
+    "type",
+    "transformation_name",
+    "is running",
+    "configs",
+    "credentials",  # keys only: every value is <REDACTED>
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
 
@@ -59,6 +69,9 @@ ERROR_CODES = {
     "internal": "Neo.DatabaseError.General.UnknownError",
 }
 SYNTAX_ERROR = "Neo.ClientError.Statement.SyntaxError"
+UNSUPPORTED = "Neo.ClientError.Statement.SemanticError"
+CHECK_STREAM_TIMEOUT = 30.0  # seconds: Memgraph's default TIMEOUT of CHECK STREAM
+START_STREAM_TIMEOUT = 30.0  # seconds: Memgraph's default TIMEOUT of START ... BATCH_LIMIT
 
 
 @dataclass(frozen=True)
@@ -70,22 +83,26 @@ class BadStreamClause:
 
 class StreamClauseHandler:
     name = "stream"
-    keywords: tuple[str, ...] = grammar.KEYWORDS
+    keywords: tuple[str, ...] = (*grammar.KEYWORDS, "CALL")
     relay = True
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
 
-    def match(self, query: str) -> grammar.StreamClause | BadStreamClause | None:
-        if not grammar.looks_like_stream_clause(query):
-            return None
+    def match(
+        self, query: str
+    ) -> grammar.StreamClause | procedures.Procedure | BadStreamClause | None:
         try:
+            if not grammar.looks_like_stream_clause(query):
+                return procedures.match_procedure(query)  # one anchored regex
             return grammar.parse_stream_clause(query)
         except grammar.StreamSyntaxError as exc:
             return BadStreamClause(exc)
 
     async def run(
-        self, parsed: grammar.StreamClause | BadStreamClause, ctx: QueryContext
+        self,
+        parsed: grammar.StreamClause | procedures.Procedure | BadStreamClause,
+        ctx: QueryContext,
     ) -> QueryResult:
         if isinstance(parsed, BadStreamClause):
             raise BackendError(SYNTAX_ERROR, parsed.error.message)
@@ -96,8 +113,20 @@ class StreamClauseHandler:
         except CatalogError as exc:
             raise BackendError(ERROR_CODES["internal"], f"stream catalog: {exc}") from None
 
-    async def _run(self, clause: grammar.StreamClause, ctx: QueryContext) -> QueryResult:
+    async def _run(
+        self, clause: grammar.StreamClause | procedures.Procedure, ctx: QueryContext
+    ) -> QueryResult:
         engine = self.engine
+        if isinstance(clause, procedures.KafkaStreamInfo):
+            info = await engine.info(_text(clause.stream, ctx, "the stream name"))
+            fields = procedures.KAFKA_STREAM_INFO_FIELDS
+            return QueryResult(list(fields), [[info[f] for f in fields]], type="r")
+        if isinstance(clause, procedures.KafkaSetStreamOffset):
+            await engine.set_offset(
+                _text(clause.stream, ctx, "the stream name"),
+                _integer(clause.offset, ctx, "the offset"),
+            )
+            return QueryResult([], [], type="rw")
         if isinstance(clause, grammar.ShowStreams):
             rows: list[list[Any]] = [
                 [
@@ -120,15 +149,27 @@ class StreamClauseHandler:
                     s.delivery,
                     s.holders,
                     s.status_detail,
+                    "kafka",
+                    s.transformation_name,
+                    s.status == "running",
+                    s.configs or {},
+                    s.credentials or {},
                 ]
                 for s in await engine.show()
             ]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
-        if isinstance(clause, grammar.TestStream):
-            queries = await engine.test(clause.name, clause.limit_batches)
+        if isinstance(clause, grammar.TestStream | grammar.CheckStream):
+            timeout = None
+            if isinstance(clause, grammar.CheckStream):
+                timeout = (
+                    CHECK_STREAM_TIMEOUT if clause.timeout_ms is None else clause.timeout_ms / 1000
+                )
+            queries = await engine.test(clause.name, clause.limit_batches, timeout)
             return QueryResult(
                 list(TEST_STREAM_FIELDS), [[query, params] for query, params in queries], type="r"
             )
+        if isinstance(clause, grammar.UnsupportedStreamClause):
+            raise BackendError(UNSUPPORTED, f"{clause.clause}: {clause.reason}")
         if isinstance(clause, grammar.CreateStream):
             await engine.create(
                 clause.name,
@@ -148,11 +189,39 @@ class StreamClauseHandler:
                     merge_node_properties=clause.merge_node_properties,
                     merge_relationship_properties=clause.merge_relationship_properties,
                 ),
+                more_topics=clause.more_topics,
+                consumer_group=clause.consumer_group,
+                configs=clause.configs,
+                credentials=clause.credentials,
+            )
+        elif isinstance(clause, grammar.CreateKafkaStream):
+            first, *more = clause.topics
+            await engine.create(
+                clause.name,
+                clause.bootstrap_servers,
+                first,
+                clause.transform,
+                batch_interval_ms=clause.batch_interval_ms,
+                batch_size=clause.batch_size,
+                owner=ctx.user or None,
+                on_error=clause.on_error,
+                dead_letter_topic=clause.dead_letter_topic,
+                delivery=clause.delivery,
+                more_topics=tuple(more),
+                consumer_group=clause.consumer_group,
+                configs=clause.configs,
+                credentials=clause.credentials,
+                transformation=clause.transform if clause.module else None,
             )
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name)
         elif isinstance(clause, grammar.StartStream):
-            await engine.start_stream(clause.name, clause.limit_batches)
+            wait = None
+            if clause.wait:
+                wait = (
+                    START_STREAM_TIMEOUT if clause.timeout_ms is None else clause.timeout_ms / 1000
+                )
+            await engine.start_stream(clause.name, clause.limit_batches, wait)
         elif isinstance(clause, grammar.StopStream):
             await engine.stop_stream(clause.name)
         elif isinstance(clause, grammar.StartAllStreams):
@@ -162,3 +231,32 @@ class StreamClauseHandler:
         else:  # pragma: no cover - the grammar has no other clause
             raise BackendError(SYNTAX_ERROR, f"unsupported stream clause {clause!r}")
         return QueryResult([], [], type="s")
+
+
+def _argument(value: procedures.Argument, ctx: QueryContext, what: str) -> Any:
+    if isinstance(value, procedures.Parameter):
+        if value.name not in ctx.parameters:
+            raise BackendError(
+                "Neo.ClientError.Statement.ParameterMissing",
+                f"Expected parameter(s): {value.name} ({what})",
+            )
+        return ctx.parameters[value.name]
+    return value
+
+
+def _text(value: procedures.Argument, ctx: QueryContext, what: str) -> str:
+    found = _argument(value, ctx, what)
+    if not isinstance(found, str):
+        raise BackendError(
+            "Neo.ClientError.Statement.TypeError", f"{what} must be a string, not {found!r}"
+        )
+    return found
+
+
+def _integer(value: procedures.Argument, ctx: QueryContext, what: str) -> int:
+    found = _argument(value, ctx, what)
+    if type(found) is not int:
+        raise BackendError(
+            "Neo.ClientError.Statement.TypeError", f"{what} must be an integer, not {found!r}"
+        )
+    return found

@@ -96,8 +96,10 @@ _OFFSET_INVALID = -1001
 
 
 def consumer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The proxy's settings, then the stream's own (CONFIGS, CREDENTIALS), then the engine's."""
     config: dict[str, Any] = {**CONSUMER_DEFAULTS, "client.id": f"boltstream-{definition.name}"}
     config.update({k: v for k, v in base.items() if k not in FORCED})
+    config.update({k: v for k, v in definition.settings.items() if k not in FORCED})
     config.update(
         {
             "bootstrap.servers": definition.uri,
@@ -109,9 +111,15 @@ def consumer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> di
     return config
 
 
-def admin_config(uri: str, base: Mapping[str, Any]) -> dict[str, Any]:
-    """An admin client (or the base of a producer): no consumer-only settings."""
-    config = {k: v for k, v in base.items() if k not in FORCED and not k.startswith(CONSUMER_ONLY)}
+def admin_config(
+    uri: str, base: Mapping[str, Any], own: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An admin client (or the base of a producer): no consumer-only settings. ``own``: a
+    stream's own settings (its CONFIGS and CREDENTIALS: security settings reach every client)."""
+    merged = {**base, **(own or {})}
+    config = {
+        k: v for k, v in merged.items() if k not in FORCED and not k.startswith(CONSUMER_ONLY)
+    }
     config.update(
         {
             "bootstrap.servers": uri,
@@ -126,7 +134,7 @@ def admin_config(uri: str, base: Mapping[str, Any]) -> dict[str, Any]:
 def producer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> dict[str, Any]:
     """A stream's producer (dead letters, responses): every record acknowledged by all
     in-sync replicas before the batch's offsets are committed."""
-    config = admin_config(definition.uri, base)
+    config = admin_config(definition.uri, base, definition.settings)
     config.update(
         {
             "client.id": f"boltstream-{definition.name}",
@@ -185,13 +193,14 @@ class StreamConsumer:
     ``await close()``. ``on_committed(tokens)`` is called (on the consumer's thread) with the
     tokens of every commit the broker answered, in order. ``assign``: start at these
     (topic, partition, offset) instead of joining the group (TEST STREAM: no commits).
+    ``topics``: one topic, or several (a stream reads all of them in one group).
     """
 
     def __init__(
         self,
         name: str,
         config: dict[str, Any],
-        topic: str,
+        topics: str | tuple[str, ...],
         *,
         size: int,
         interval: float,
@@ -206,7 +215,7 @@ class StreamConsumer:
     ) -> None:
         self.name = name
         self.config = config
-        self.topic = topic
+        self.topics = (topics,) if isinstance(topics, str) else tuple(topics)
         self.former = BatchFormer(size, interval)
         self.health = health
         self.backoff = backoff
@@ -397,7 +406,8 @@ class StreamConsumer:
         from confluent_kafka import Consumer
 
         check_client_config(self.config)  # raises rather than letting librdkafka abort
-        check_topic(self.topic)
+        for topic in self.topics:
+            check_topic(topic)
         config = dict(self.config)
         config["error_cb"] = self._on_error
         config["logger"] = kafka_log
@@ -405,7 +415,7 @@ class StreamConsumer:
         self._consumer = Consumer(config)
         if self.fixed_assignment is None:
             self._consumer.subscribe(
-                [self.topic],
+                list(self.topics),
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
@@ -772,46 +782,92 @@ def _set_result(future: asyncio.Future[None]) -> None:
 
 def start_like_group(
     config: dict[str, Any],
-    topic: str,
+    topics: str | tuple[str, ...],
     timeout: float,
     positions: Mapping[TopicPartition, int | None] | None = None,
 ) -> tuple[list[tuple[str, int, int]], bool]:
-    """Where a stream's next member would start reading ``topic``: per partition the stored
+    """Where a stream's next member would start reading ``topics``: per partition the stored
     position (exactly-once), else the group's committed offset, else the reset policy's end.
     Returns (topic, partition, offset) triples and whether the watermarks say there is
     nothing to read from there. Raises ``TopicMissing``. Blocks: run it off the event loop.
     """
+    names = (topics,) if isinstance(topics, str) else tuple(topics)
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
     check_client_config(config)
-    check_topic(topic)
+    for topic in names:
+        check_topic(topic)
     probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
     try:
         metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
-            raise TopicMissing(topic)
-        parts = [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
+        parts = []
+        for topic in names:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                raise TopicMissing(topic)
+            parts += [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
         committed = probe.committed(parts, timeout=timeout)
         reset = str(config.get("auto.offset.reset", "earliest")).lower()
         latest = reset in ("latest", "largest", "end")
         starts: list[tuple[str, int, int]] = []
         empty = True
         for tp in committed:
-            stored = (positions or {}).get((topic, tp.partition))
+            stored = (positions or {}).get((tp.topic, tp.partition))
             offset = stored if stored is not None else tp.offset
             low, high = probe.get_watermark_offsets(tp, timeout=timeout)
             position = offset if offset >= 0 else (high if latest else low)
             empty = empty and position >= high
             starts.append(
                 (
-                    topic,
+                    tp.topic,
                     tp.partition,
                     offset if offset >= 0 else (OFFSET_END if latest else OFFSET_BEGINNING),
                 )
             )
         return starts, empty
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+OFFSET_BEGINNING_ARG, OFFSET_END_ARG = -1, -2  # mg.kafka_set_stream_offset's special values
+
+
+def set_group_offsets(
+    config: dict[str, Any], topics: tuple[str, ...], offset: int, timeout: float
+) -> int:
+    """``mg.kafka_set_stream_offset``: commit, for the group of ``config``, ``offset`` on every
+    partition of ``topics`` (-1: each partition's first offset, -2: its end). The group must
+    have no member (the stream is stopped). Returns how many partitions were set. Raises
+    ``TopicMissing``, or what librdkafka raises. Blocks: run it off the event loop."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    check_client_config(config)
+    for topic in topics:
+        check_topic(topic)
+    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+    try:
+        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
+        parts = []
+        for topic in topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                raise TopicMissing(topic)
+            for partition in sorted(found.partitions):
+                target = offset
+                if offset in (OFFSET_BEGINNING_ARG, OFFSET_END_ARG):
+                    low, high = probe.get_watermark_offsets(
+                        KafkaTopicPartition(topic, partition), timeout=timeout
+                    )
+                    target = low if offset == OFFSET_BEGINNING_ARG else high
+                parts.append(KafkaTopicPartition(topic, partition, target))
+        committed = probe.commit(offsets=parts, asynchronous=False) or []
+        for tp in committed:
+            if tp.error is not None:
+                raise RuntimeError(f"{tp.topic}[{tp.partition}]: {tp.error.str()}")
+        return len(parts)
     finally:
         with contextlib.suppress(Exception):
             probe.close()
@@ -832,58 +888,77 @@ class TopicAdmin:
 
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
-        self._admins: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._admins: OrderedDict[AdminKey, tuple[Any, float]] = OrderedDict()
 
-    def _admin(self, uri: str) -> Any:
+    def _admin(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
+        """The client for ``uri`` with a stream's own settings ``own`` (its CONFIGS and
+        CREDENTIALS: security settings reach every client), kept as one cache entry."""
+        key = _admin_key(uri, own)
         now = time.monotonic()
         for old, (_, used) in list(self._admins.items()):
             if now - used > self.ADMIN_IDLE:
                 self.forget(old)
-        entry = self._admins.pop(uri, None)
+        entry = self._admins.pop(key, None)
         if entry is None:
             from confluent_kafka.admin import AdminClient
 
-            config = admin_config(uri, self.base_config)
+            config = admin_config(uri, self.base_config, own)
             check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
             admin = AdminClient(config)
         else:
             admin = entry[0]
-        self._admins[uri] = (admin, now)
+        self._admins[key] = (admin, now)
         while len(self._admins) > self.MAX_ADMINS:
             self.forget(next(iter(self._admins)))
         return admin
 
-    def forget(self, uri: str) -> None:
-        """Drop the client for ``uri``, if any (destroyed off the event loop)."""
-        entry = self._admins.pop(uri, None)
-        if entry is not None:
-            asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
+    def forget(self, which: str | AdminKey) -> None:
+        """Drop the client of a key, or every client for an address (destroyed off the event
+        loop)."""
+        keys = [k for k in self._admins if k[0] == which] if isinstance(which, str) else [which]
+        for key in keys:
+            entry = self._admins.pop(key, None)
+            if entry is not None:
+                asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
 
     def held(self) -> int:
         return len(self._admins)
 
-    async def topics(self, uri: str, timeout: float) -> dict[str, int]:
+    async def topics(
+        self, uri: str, timeout: float, own: Mapping[str, Any] | None = None
+    ) -> dict[str, int]:
         """Topic name -> partition count, from a metadata request for ALL topics (asking for
-        one topic by name would create it on brokers that auto-create)."""
-        fetch = functools.partial(_list_topics, self._admin(uri), timeout)
+        one topic by name would create it on brokers that auto-create). ``own``: a stream's
+        own settings (security), if it has any."""
+        fetch = functools.partial(_list_topics, self._admin(uri, own), timeout)
         try:
             return await asyncio.get_running_loop().run_in_executor(None, fetch)
         except BaseException:
             del fetch  # the executor's reference is then the last but the cache's
-            self.forget(uri)
+            self.forget(_admin_key(uri, own))
             raise
 
     async def lag(
-        self, definition: StreamDefinition, partitions: int, timeout: float, reset_latest: bool
+        self,
+        definition: StreamDefinition,
+        partitions: Mapping[str, int],
+        timeout: float,
+        reset_latest: bool,
     ) -> int:
-        """Messages in the topic after the group's committed offsets."""
+        """Messages in the stream's topics (``partitions``: topic -> partition count) after the
+        group's committed offsets."""
         from confluent_kafka import ConsumerGroupTopicPartitions
         from confluent_kafka import TopicPartition as KafkaTopicPartition
         from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
-        admin = self._admin(definition.uri)
+        own = definition.settings or None
+        admin = self._admin(definition.uri, own)
         try:
-            parts = [KafkaTopicPartition(definition.topic, p) for p in range(partitions)]
+            parts = [
+                KafkaTopicPartition(topic, p)
+                for topic, count in partitions.items()
+                for p in range(count)
+            ]
             group = definition.consumer_group
             request = [ConsumerGroupTopicPartitions(group, parts)]
             committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
@@ -896,11 +971,11 @@ class TopicAdmin:
                 {tp: earliest_spec for tp in parts}, request_timeout=timeout
             )
             committed = await asyncio.wrap_future(committed_future)
-            done: dict[int, int] = {tp.partition: tp.offset for tp in committed.topic_partitions}
+            done = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
             total = 0
             for tp in parts:
                 high = (await asyncio.wrap_future(latest[tp])).offset
-                position = done.get(tp.partition, -1)
+                position = done.get((tp.topic, tp.partition), -1)
                 if position < 0:
                     position = (
                         high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
@@ -909,11 +984,18 @@ class TopicAdmin:
             return total
         except BaseException:
             del admin
-            self.forget(definition.uri)
+            self.forget(_admin_key(definition.uri, own))
             raise
 
     def close(self) -> None:
         self._admins.clear()
+
+
+AdminKey = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def _admin_key(uri: str, own: Mapping[str, Any] | None) -> AdminKey:
+    return (uri, tuple(sorted((own or {}).items())))
 
 
 def _list_topics(admin: Any, timeout: float) -> dict[str, int]:

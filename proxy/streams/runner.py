@@ -182,8 +182,8 @@ class Transformer(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    async def run(self, batch: list[bytes]) -> list[Query]: ...
-    async def submit(self, batches: list[list[bytes]]) -> Round: ...
+    async def run(self, batch: list[Any]) -> list[Query]: ...
+    async def submit(self, batches: list[list[Any]]) -> Round: ...
     async def collect(self, batch_round: Round) -> list[list[Query] | TransformFailed] | None: ...
 
 
@@ -446,7 +446,7 @@ class StreamRunner:
                     break
                 if redo and batches[0] is redo[0]:
                     redo = redo[len(batches) :]
-                round_ = await self._transformer.submit([batch.values() for batch in batches])
+                round_ = await self._transformer.submit([self._inputs(b) for b in batches])
                 pending.append((batches, round_))
             batches, round_ = pending.popleft()
             results = await self._transformer.collect(round_)
@@ -536,7 +536,7 @@ class StreamRunner:
 
     async def _transform_alone(self, batch: Batch) -> _Item:
         try:
-            pairs = await self._transformer.run(batch.values())
+            pairs = await self._transformer.run(self._inputs(batch))
         except TransformFailed as failure:
             return await self._after_failure(batch, failure)
         except TransformError as exc:  # a restarted worker did not load
@@ -566,16 +566,21 @@ class StreamRunner:
         except OutcomeError as exc:
             if self.policy == "stop":
                 return _Item(batch, failure=f"the transform failed: {exc}")
-            return _Item(batch, outcomes=await self._isolate(batch.values()))
+            return _Item(batch, outcomes=await self._isolate(self._inputs(batch)))
 
     async def _after_failure(self, batch: Batch, failure: TransformFailed) -> _Item:
         if failure.kind is FailureKind.STOPPED or (self.policy == "stop" and self.builtin is None):
             return _Item(batch, failure=f"the transform failed: {failure}")
         # Which message made it fail? (A built-in fails on a message only by crashing or
         # timing out on it.) Each message alone tells.
-        return _Item(batch, outcomes=await self._isolate(batch.values()))
+        return _Item(batch, outcomes=await self._isolate(self._inputs(batch)))
 
-    async def _isolate(self, values: list[bytes]) -> list[Outcome]:
+    def _inputs(self, batch: Batch) -> list[Any]:
+        """What the transform is given: the messages themselves when it reads their metadata
+        (``TransformRunner.metadata``), else their values."""
+        return batch.messages if getattr(self.transform, "metadata", False) else batch.values()
+
+    async def _isolate(self, values: list[Any]) -> list[Outcome]:
         """The outcome of each message, from the transform run on that message alone."""
         outcomes: list[Outcome] = []
         for value in values:
@@ -794,7 +799,7 @@ class StreamRunner:
                 if self.policy == "stop":
                     raise _Permanent(str(exc)) from None
                 # Which message? Run the transform on each alone, write each alone.
-                outcomes = await self._isolate(item.batch.values())
+                outcomes = await self._isolate(self._inputs(item.batch))
                 await applier.write_outcomes(outcomes, group=True)
                 return
             for index in sorted(rejected):

@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 MAX_SCRIPT_BYTES = 1024 * 1024  # a transform larger than this is refused at fetch
 MAX_REDIRECTS = 5
 WORKER_SCRIPT = Path(__file__).with_name("transform_worker.py")
+MGP_SHIM = Path(__file__).with_name("mgp_shim.py")  # the `mgp` of transformation modules
 OFFLOAD_BYTES = 256 * 1024  # encode/decode frames larger than this off the event loop
 LOG_LIMIT = 64 * 1024  # bytes of the worker's stderr kept for error messages
 WORKDIR_PREFIX = "boltstream-transform-"  # + proxy pid + "-" + random
@@ -251,6 +252,31 @@ async def fetch_transform(
     except _Refused as exc:
         raise TransformError(f"Couldn't get the transform script from {uri}: {exc}") from None
     return TransformSource.from_code(uri, code)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+async def fetch_module(directory: Path, transformation: str) -> TransformSource:
+    """Memgraph's ``TRANSFORM module.procedure``: read ``<directory>/module.py`` (the
+    transformation modules directory, like Memgraph's query-modules directory), with the same
+    checks as ``fetch_transform`` (size, UTF-8, syntax). The source's ``uri`` is the file's
+    path. Raises ``TransformError``; next: ``check_transform(source, transformation=...)``."""
+    module, _, procedure = transformation.rpartition(".")
+    where = f"Couldn't load the transformation module {transformation}"
+    if not _MODULE_NAME.match(module) or not _MODULE_NAME.match(procedure):
+        raise TransformError(f"{where}: module and procedure must be Python identifiers")
+    base = Path(directory).resolve()
+    path = (base / f"{module}.py").resolve()
+    if not path.is_relative_to(base):
+        raise TransformError(f"{where}: {path} is outside {base}")
+    try:
+        data = await asyncio.to_thread(_read_file, path)
+        code = _decode(data)
+        await asyncio.to_thread(_syntax_check, code, str(path))
+    except _Refused as exc:
+        raise TransformError(f"{where} from the transformations directory {base}: {exc}") from None
+    return TransformSource.from_code(str(path), code)
 
 
 async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> bytes:
@@ -483,6 +509,12 @@ class TransformRunner:
 
     ``batch_timeout`` (seconds) bounds each batch and the load; ``memory_limit_mb`` is the
     worker's address-space limit (0: none); ``max_result_bytes`` bounds one reply.
+
+    ``transformation``: ``module.procedure`` when ``source`` is a Memgraph transformation
+    module. ``metadata`` is True once a transform that reads messages with their metadata
+    (a module, or a script with ``stream_messages``) is loaded: then give ``run`` and
+    ``submit`` the Kafka messages themselves (objects with ``value()``, ``key()``, ``topic()``,
+    ``partition()``, ``offset()``, ``timestamp()``, ``headers()``); bytes are values only.
     """
 
     def __init__(
@@ -493,8 +525,11 @@ class TransformRunner:
         batch_timeout: float = 30.0,
         memory_limit_mb: int = 512,
         max_result_bytes: int = 64 * 1024 * 1024,
+        transformation: str | None = None,
     ) -> None:
         self.source = source
+        self.transformation = transformation
+        self.metadata = transformation is not None
         self.name = name
         self.batch_timeout = batch_timeout
         self.memory_limit_mb = memory_limit_mb
@@ -579,7 +614,7 @@ class TransformRunner:
                     break
         return results
 
-    async def submit(self, batches: list[list[bytes]]) -> Round:
+    async def submit(self, batches: list[list[Any]]) -> Round:
         """Send ``batches`` to the worker now; their replies are read by ``collect``, in the
         order the rounds were submitted. Two rounds in flight keep the worker busy while the
         caller reads the previous one. Raises ``TransformError`` (stopped, or the worker no
@@ -627,7 +662,7 @@ class TransformRunner:
             self._done_with(batch_round)
         return results
 
-    async def run(self, batch: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    async def run(self, batch: list[Any]) -> list[tuple[str, dict[str, Any]]]:
         """Transform one batch of message values. Raises ``TransformFailed`` (see
         ``FailureKind``) or, if the worker had to be restarted and no longer loads,
         ``TransformError``."""
@@ -654,11 +689,11 @@ class TransformRunner:
                 worker = None
             worker = worker or await self._start_worker()
             encode = (
-                functools.partial(_encode_batch, batches[0])
+                functools.partial(_encode_batch, batches[0], self.metadata)
                 if single
-                else functools.partial(_encode_batches, batches)
+                else functools.partial(_encode_batches, batches, self.metadata)
             )
-            if sum(len(message) for batch in batches for message in batch) > OFFLOAD_BYTES:
+            if sum(_size(message) for batch in batches for message in batch) > OFFLOAD_BYTES:
                 frame = await asyncio.to_thread(encode)
             else:
                 frame = encode()
@@ -714,18 +749,21 @@ class TransformRunner:
             raise TransformError(f"cannot start the transform worker: {exc}") from None
         worker = _Worker(proc, workdir, _Log())
         self._worker = worker  # from here on stop() can kill it, even while it loads
-        load = encode_frame(
-            {
-                "op": "load",
-                "code": self.source.code,
-                "filename": self.source.uri,
-                "memory_limit_mb": self.memory_limit_mb,
-            }
-        )
+        request: dict[str, Any] = {
+            "op": "load",
+            "code": self.source.code,
+            "filename": self.source.uri,
+            "memory_limit_mb": self.memory_limit_mb,
+        }
+        if self.transformation is not None:
+            module, _, procedure = self.transformation.rpartition(".")
+            request.update({"transformation": procedure, "module": module, "mgp": _mgp_shim()})
+        load = encode_frame(request)
         prefix = f"Couldn't load the transform script from {self.source.uri}"
         try:
             reply = await self._exchange(worker, load)
             if reply.get("ok") is True:
+                self.metadata = reply.get("metadata") is True
                 layers = reply.get("sandbox")
                 if isinstance(layers, list):
                     worker.sandbox = tuple(str(layer)[:200] for layer in layers[:20])
@@ -960,17 +998,100 @@ def _sweep_stale_workdirs() -> None:
             continue
 
 
-def _encode_batches(batches: list[list[bytes]]) -> bytes:
+def _value(message: Any) -> bytes:
+    """A message's value (b"" for a tombstone); ``message`` is bytes or a Kafka message."""
+    if isinstance(message, bytes):
+        return message
+    value = message.value()
+    return b"" if value is None else bytes(value)
+
+
+def _size(message: Any) -> int:
+    return len(message) if isinstance(message, bytes) else len(message.value() or b"")
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _batch_meta(batch: list[Any], topics: dict[str, int]) -> dict[str, Any]:
+    """A batch's metadata, by column (``transform_worker.with_metadata`` reads it): keys
+    (base64, or None), topic numbers (into the request's ``topics``, numbered in ``topics``),
+    partitions, offsets, timestamps (None when the broker gave none), the positions of
+    tombstones (null values), and the headers of the messages that have any. Items that are
+    bytes are values without metadata."""
+    keys: list[str | None] = []
+    numbers: list[int] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    stamps: list[int | None] = []
+    nulls: list[int] = []
+    headers: dict[str, list[list[Any]]] = {}
+    for index, message in enumerate(batch):
+        if isinstance(message, bytes):
+            keys.append(None)
+            numbers.append(topics.setdefault("", len(topics)))
+            partitions.append(-1)
+            offsets.append(-1)
+            stamps.append(None)
+            continue
+        key = message.key()
+        keys.append(None if key is None else base64.b64encode(key).decode("ascii"))
+        topic = message.topic()
+        number = topics.get(topic)
+        if number is None:
+            number = topics[topic] = len(topics)
+        numbers.append(number)
+        partitions.append(message.partition())
+        offsets.append(message.offset())
+        kind, stamp = message.timestamp()
+        stamps.append(stamp if kind else None)  # TIMESTAMP_NOT_AVAILABLE is 0
+        if message.value() is None:
+            nulls.append(index)
+        found = message.headers()
+        if found:
+            headers[str(index)] = [[str(name), _b64(value)] for name, value in found]
+    return {
+        "k": keys,
+        "t": numbers,
+        "p": partitions,
+        "o": offsets,
+        "ts": stamps,
+        "n": nulls,
+        "h": headers,
+    }
+
+
+def _encode_batches(batches: list[list[Any]], metadata: bool = False) -> bytes:
     """A ``run_many`` request: the sizes as JSON, then the bytes as they are (no base64)."""
-    sizes = [[len(message) for message in batch] for batch in batches]
-    data = b"".join(message for batch in batches for message in batch)
-    return encode_frame({"op": "run_many", "sizes": sizes}) + HEADER.pack(len(data)) + data
+    values = [[_value(message) for message in batch] for batch in batches]
+    request: dict[str, Any] = {
+        "op": "run_many",
+        "sizes": [[len(value) for value in batch] for batch in values],
+    }
+    if metadata:
+        topics: dict[str, int] = {}
+        request["meta"] = [_batch_meta(batch, topics) for batch in batches]
+        request["topics"] = list(topics)
+    data = b"".join(value for batch in values for value in batch)
+    return encode_frame(request) + HEADER.pack(len(data)) + data
 
 
-def _encode_batch(batch: list[bytes]) -> bytes:
-    return encode_frame(
-        {"op": "run", "batch": [base64.b64encode(message).decode("ascii") for message in batch]}
-    )
+def _encode_batch(batch: list[Any], metadata: bool = False) -> bytes:
+    request: dict[str, Any] = {
+        "op": "run",
+        "batch": [base64.b64encode(_value(message)).decode("ascii") for message in batch],
+    }
+    if metadata:
+        topics: dict[str, int] = {}
+        request["meta"] = _batch_meta(batch, topics)
+        request["topics"] = list(topics)
+    return encode_frame(request)
+
+
+@functools.cache
+def _mgp_shim() -> str:
+    return MGP_SHIM.read_text(encoding="utf-8")
 
 
 def _text(reply: dict[str, Any], key: str, limit: int = 2000) -> str:
@@ -991,12 +1112,20 @@ def _display_name(uri: str) -> str:
 
 
 async def check_transform(
-    source: TransformSource, *, timeout: float = 30.0, memory_limit_mb: int = 512
+    source: TransformSource,
+    *,
+    timeout: float = 30.0,
+    memory_limit_mb: int = 512,
+    transformation: str | None = None,
 ) -> None:
     """Load ``source`` in a throwaway worker (what CREATE STREAM verifies), then stop it.
     Raises ``TransformError`` with the reason if it does not load."""
     runner = TransformRunner(
-        source, name="check", batch_timeout=timeout, memory_limit_mb=memory_limit_mb
+        source,
+        name="check",
+        batch_timeout=timeout,
+        memory_limit_mb=memory_limit_mb,
+        transformation=transformation,
     )
     try:
         await runner.start()

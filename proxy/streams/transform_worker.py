@@ -5,9 +5,10 @@ The proxy starts this file as ``python -I transform_worker.py PARENT_PID`` (see
 *frames*: a 4-byte big-endian length, then that many bytes of UTF-8 JSON. The exchange is
 strictly one request, one reply:
 
-    proxy -> {"op": "load", "code": ..., "filename": ..., "memory_limit_mb": N}
-    worker <- {"ok": true, "sandbox": [...]}  or  {"ok": false, "kind": ..., "error": ...}
-    proxy -> {"op": "run", "batch": [base64, ...]}
+    proxy -> {"op": "load", "code": ..., "filename": ..., "memory_limit_mb": N
+              [, "transformation": procedure, "module": name, "mgp": shim source]}
+    worker <- {"ok": true, "sandbox": [...], "metadata": bool}  or  {"ok": false, ...}
+    proxy -> {"op": "run", "batch": [base64, ...] [, "topics": [...], "meta": {...}]}
     worker <- {"ok": true, "result": [[query, params], ...]}  or  {"ok": false, ...}
     proxy -> {"op": "run_many", "sizes": [[size, ...], ...]}, then one more frame holding the
              messages' bytes one after another (batch by batch, each message ``size`` long)
@@ -17,6 +18,11 @@ strictly one request, one reply:
               the frame's ``texts``), and ``failure`` for the batch after them if it failed;
               after a failure the worker runs no further batch of the request (the proxy
               replaces it, as after any failure)
+
+With ``metadata`` (a Memgraph transformation module, loaded with the ``mgp`` shim the proxy
+sends, or a legacy script that defines ``stream_messages(messages)``), requests also carry
+``topics`` and ``meta``: each batch's metadata by column (``with_metadata``); the sizes of a
+``run_many`` count a tombstone as 0.
 
 ``run_many`` is how a stream that is behind gets several batches transformed in one round
 trip, each still its own ``stream(batch)`` call. The worker sends the replies it has every
@@ -737,14 +743,90 @@ def _flush() -> None:
             stream.flush()
 
 
-def _load(message: dict[str, Any], channel: Channel) -> Callable[[list[bytes]], Any] | None:
+class KafkaMessage:
+    """One message as ``stream_messages(messages)`` receives it: ``value`` is None for a
+    tombstone (a null value), b"" for an empty one; ``timestamp`` is milliseconds since the
+    epoch, or None when the broker gave none; ``headers`` in order, each value bytes or None."""
+
+    __slots__ = ("headers", "key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.value: bytes | None = data["value"]
+        self.key: bytes | None = data["key"]
+        self.topic: str = data["topic"]
+        self.partition: int = data["partition"]
+        self.offset: int = data["offset"]
+        self.timestamp: int | None = data["timestamp"]
+        self.headers: list[tuple[str, bytes | None]] = data["headers"]
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.value is None
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaMessage(topic={self.topic!r}, partition={self.partition}, "
+            f"offset={self.offset}, key={self.key!r}, value={self.value!r})"
+        )
+
+
+def with_metadata(
+    values: list[bytes], meta: dict[str, Any], topics: list[str]
+) -> list[dict[str, Any]]:
+    """A batch's messages as dicts (``mgp_shim.run_transformation``'s input): the values with
+    the batch's metadata columns as ``transform._batch_meta`` sends them."""
+    decode = base64.b64decode
+    keys = [None if key is None else decode(key) for key in meta["k"]]
+    messages = [
+        {
+            "value": value,
+            "key": key,
+            "topic": topics[number],
+            "partition": partition,
+            "offset": offset,
+            "timestamp": stamp,
+            "headers": [],
+        }
+        for value, key, number, partition, offset, stamp in zip(
+            values, keys, meta["t"], meta["p"], meta["o"], meta["ts"], strict=True
+        )
+    ]
+    for index in meta["n"]:
+        messages[index]["value"] = None
+    for index, found in meta["h"].items():
+        messages[int(index)]["headers"] = [
+            (str(name), None if data is None else decode(data)) for name, data in found
+        ]
+    return messages
+
+
+def _load(message: dict[str, Any], channel: Channel) -> tuple[Callable[[Any], Any], bool] | None:
+    """Load the transform; returns what to call with a batch, and whether it takes messages
+    with their metadata (dicts, see ``with_metadata``) rather than values."""
     code, filename = str(message["code"]), str(message["filename"])
+    procedure = message.get("transformation")
     layers = sandbox(int(message.get("memory_limit_mb", 0)), os.getcwd())
+    shim: Any = None
+    if isinstance(procedure, str):
+        # A Memgraph transformation module: it imports mgp, which is this worker's shim.
+        shim = types.ModuleType("mgp")
+        shim_name = "mgp.py"
+        linecache.cache[shim_name] = (
+            len(message["mgp"]),
+            None,
+            str(message["mgp"]).splitlines(True),
+            shim_name,
+        )
+        exec(compile(str(message["mgp"]), shim_name, "exec", dont_inherit=True), shim.__dict__)
+        sys.modules["mgp"] = shim
     # The source never touches the disk; linecache serves it to tracebacks.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    module = types.ModuleType("__transform__")
+    name = str(message.get("module") or "__transform__")
+    if name in sys.modules:  # a module named like one the worker holds (json.py): never shadow
+        name = "__transform__"
+    module = types.ModuleType(name)
     module.__file__ = filename
-    sys.modules["__transform__"] = module
+    sys.modules[name] = module
     try:
         exec(compile(code, filename, "exec", dont_inherit=True), module.__dict__)
     except MemoryError:
@@ -755,26 +837,49 @@ def _load(message: dict[str, Any], channel: Channel) -> Callable[[list[bytes]], 
         return None
     finally:
         _flush()
-    stream = module.__dict__.get("stream")
-    if not callable(stream):
-        found = "" if stream is None else f" (stream is a {_type_name(stream)})"
-        channel.send(
-            {
-                "ok": False,
-                "kind": "load",
-                "where": "",
-                "traceback": "",
-                "error": f"the script defines no stream(batch) function{found}",
-            }
-        )
-        return None
-    channel.send({"ok": True, "sandbox": layers})
-    return stream  # type: ignore[no-any-return]
+    entry: Callable[[Any], Any]
+    metadata = True
+    if shim is not None:
+        try:
+            func = shim.find_transformation(module, procedure)
+        except LookupError as exc:
+            channel.send(
+                {"ok": False, "kind": "load", "where": "", "traceback": "", "error": str(exc)}
+            )
+            return None
+
+        def entry(batch: list[dict[str, Any]]) -> Any:
+            return shim.run_transformation(func, batch)
+
+    elif callable(module.__dict__.get("stream_messages")):
+        # Opt-in metadata for a legacy script: stream_messages(messages) wins over stream.
+        stream_messages = module.__dict__["stream_messages"]
+
+        def entry(batch: list[dict[str, Any]]) -> Any:
+            return stream_messages([KafkaMessage(m) for m in batch])
+
+    else:
+        metadata = False
+        stream = module.__dict__.get("stream")
+        if not callable(stream):
+            found = "" if stream is None else f" (stream is a {_type_name(stream)})"
+            channel.send(
+                {
+                    "ok": False,
+                    "kind": "load",
+                    "where": "",
+                    "traceback": "",
+                    "error": "the script defines no stream(batch) or "
+                    f"stream_messages(messages) function{found}",
+                }
+            )
+            return None
+        entry = stream
+    channel.send({"ok": True, "sandbox": layers, "metadata": metadata})
+    return entry, metadata
 
 
-def _run(
-    stream: Callable[[list[bytes]], Any], batch: list[bytes], filename: str
-) -> tuple[bytes, bool]:
+def _run(stream: Callable[[Any], Any], batch: Any, filename: str) -> tuple[bytes, bool]:
     """One batch -> (reply frame, whether this worker must exit), never raising for anything
     the transform does."""
     reply, fatal = _reply(stream, batch, filename)
@@ -782,8 +887,8 @@ def _run(
 
 
 def _reply(
-    stream: Callable[[list[bytes]], Any],
-    batch: list[bytes],
+    stream: Callable[[Any], Any],
+    batch: Any,
     filename: str,
     *,
     texts: dict[str, int] | None = None,
@@ -826,8 +931,8 @@ def split_batches(sizes: Any, data: bytes) -> list[list[bytes]]:
 
 
 def _run_many(
-    stream: Callable[[list[bytes]], Any],
-    batches: list[list[bytes]],
+    stream: Callable[[Any], Any],
+    batches: list[Any],
     filename: str,
     channel: Channel,
 ) -> bool:
@@ -865,9 +970,10 @@ def main(argv: list[str]) -> int:
         load = channel.receive()
     except EOFError:
         return 0
-    stream = _load(load, channel)
-    if stream is None:
+    loaded = _load(load, channel)
+    if loaded is None:
         return 1
+    stream, metadata = loaded
     filename = str(load["filename"])
     while True:
         try:
@@ -876,13 +982,20 @@ def main(argv: list[str]) -> int:
             return 0
         if request.get("op") == "run_many":
             try:
-                batches = split_batches(request["sizes"], channel.receive_raw())
+                batches: list[Any] = split_batches(request["sizes"], channel.receive_raw())
             except EOFError:
                 return 0
+            if metadata:
+                batches = [
+                    with_metadata(batch, meta, request["topics"])
+                    for batch, meta in zip(batches, request["meta"], strict=True)
+                ]
             if not _run_many(stream, batches, filename, channel):
                 return 3
             continue
-        batch = [base64.b64decode(item) for item in request["batch"]]
+        batch: Any = [base64.b64decode(item) for item in request["batch"]]
+        if metadata:
+            batch = with_metadata(batch, request["meta"], request["topics"])
         reply, fatal = _run(stream, batch, filename)
         channel.send_raw(reply)
         if fatal:

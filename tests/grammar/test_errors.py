@@ -11,6 +11,9 @@ from grammar import StreamSyntaxError, parse_stream_clause
 HEAD = "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'x'"
 AFTER_HEAD = len(HEAD) + 2  # column of whatever follows HEAD and one space
 ANY_CLAUSE = [
+    "CHECK STREAM",
+    "CREATE KAFKA STREAM",
+    "CREATE PULSAR STREAM",
     "CREATE STREAM",
     "DROP STREAM",
     "SHOW STREAMS",
@@ -25,6 +28,8 @@ ON_ERROR = ["ON ERROR DEAD LETTER", "ON ERROR SKIP", "ON ERROR STOP"]
 ON_ERROR_TEXT = "ON ERROR DEAD LETTER, ON ERROR SKIP, ON ERROR STOP"
 DELIVERY = ["DELIVERY AT LEAST ONCE", "DELIVERY EXACTLY ONCE"]
 DELIVERY_TEXT = "DELIVERY AT LEAST ONCE, DELIVERY EXACTLY ONCE"
+SETTINGS = ["CONFIGS", "CONSUMER_GROUP", "CREDENTIALS"]  # per-stream Kafka settings
+SETTINGS_TEXT = "CONFIGS, CONSUMER_GROUP, CREDENTIALS"
 
 
 def error_of(query: str) -> StreamSyntaxError:
@@ -52,7 +57,7 @@ CASES = [
     (  # a transform or a mapping follows WITH (neither at all is the engine's error)
         "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH",
         "Unexpected end of input (line 1, column 59): expected CYPHER, FORMAT BYTES, "
-        "FORMAT CUD, FORMAT JSON, FORMAT TEXT, PATTERN or TRANSFORM",
+        "FORMAT CUD, FORMAT JSON, FORMAT TEXT, PATTERN, TOPIC or TRANSFORM",
         1,
         59,
         [
@@ -62,15 +67,28 @@ CASES = [
             "FORMAT JSON",
             "FORMAT TEXT",
             "PATTERN",
+            "TOPIC",
             "TRANSFORM",
         ],
     ),
     (
         "CREATE STREAM s LOAD DATA KAFKA 'k'",
-        "Invalid input 'LOAD' (line 1, column 17): expected AS LOAD DATA KAFKA",
+        "Invalid input 'LOAD' (line 1, column 17): expected AS LOAD DATA KAFKA, BATCH_INTERVAL, "
+        f"BATCH_SIZE, BOOTSTRAP_SERVERS, {SETTINGS_TEXT}, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, "
+        "TOPICS or TRANSFORM",
         1,
         17,
-        ["AS LOAD DATA KAFKA"],
+        [
+            "AS LOAD DATA KAFKA",
+            "BATCH_INTERVAL",
+            "BATCH_SIZE",
+            "BOOTSTRAP_SERVERS",
+            *SETTINGS,
+            *DELIVERY,
+            *ON_ERROR,
+            "TOPICS",
+            "TRANSFORM",
+        ],
     ),
     (
         "CREATE STREAM s AS LOAD DATA KAFKA localhost",
@@ -96,11 +114,11 @@ CASES = [
     (
         f"{HEAD} BATCH_LIMIT 5",
         f"Invalid input 'BATCH_LIMIT' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
-        "input",
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {SETTINGS_TEXT}, {DELIVERY_TEXT}, "
+        f"{ON_ERROR_TEXT}, ';' or end of input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
     ),
     # -- counts
     (
@@ -232,7 +250,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH_SIZE 1 BATCH  size 2",
@@ -240,7 +258,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH INTERVAL 1 BATCH_SIZE 2 BATCH_INTERVAL 3",
@@ -248,7 +266,7 @@ CASES = [
         "BATCH_INTERVAL is given more than once",
         1,
         AFTER_HEAD + 30,
-        [*DELIVERY, *ON_ERROR, *END],
+        [*SETTINGS, *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} DELIVERY EXACTLY ONCE BATCH_SIZE 1 DELIVERY AT LEAST ONCE",
@@ -256,7 +274,7 @@ CASES = [
         "DELIVERY is given more than once",
         1,
         AFTER_HEAD + 35,
-        ["BATCH_INTERVAL", *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *SETTINGS, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} DELIVERY EXACTLY TWICE",
@@ -279,14 +297,14 @@ CASES = [
         f"Invalid input 'ON' (line 1, column {AFTER_HEAD + 14}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 14,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON ERROR SKIP BATCH_SIZE 1 BATCH_INTERVAL 2 on error stop",
         f"Invalid input 'on' (line 1, column {AFTER_HEAD + 44}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 44,
-        [*DELIVERY, *END],
+        [*SETTINGS, *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON",
@@ -336,10 +354,11 @@ CASES = [
     ),
     (
         "START STREAM s ON ERROR SKIP",
-        "Invalid input 'ON' (line 1, column 16): expected LIMIT, ';' or end of input",
+        "Invalid input 'ON' (line 1, column 16): expected BATCH_LIMIT, LIMIT, TIMEOUT, "
+        "';' or end of input",
         1,
         16,
-        ["LIMIT", *END],
+        ["BATCH_LIMIT", "LIMIT", "TIMEOUT", *END],
     ),
     (
         "START STREAM s LIMIT 1 BATCHES LIMIT 2 BATCHES",
@@ -409,7 +428,7 @@ CASES = [
     ),
     (
         "DROP STREAM my-stream",
-        "Invalid input '-' (line 1, column 15): expected ';' or end of input",
+        "Invalid input '-stream' (line 1, column 15): expected ';' or end of input",
         1,
         15,
         END,
@@ -461,10 +480,11 @@ CASES = [
     ),
     (
         "START STREAM s now",
-        "Invalid input 'now' (line 1, column 16): expected LIMIT, ';' or end of input",
+        "Invalid input 'now' (line 1, column 16): expected BATCH_LIMIT, LIMIT, TIMEOUT, "
+        "';' or end of input",
         1,
         16,
-        ["LIMIT", *END],
+        ["BATCH_LIMIT", "LIMIT", "TIMEOUT", *END],
     ),
     (
         "STOP STREAM s LIMIT 1 BATCHES",
@@ -483,11 +503,11 @@ CASES = [
     (
         f"{HEAD} garbage",
         f"Invalid input 'garbage' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
-        "input",
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {SETTINGS_TEXT}, {DELIVERY_TEXT}, "
+        f"{ON_ERROR_TEXT}, ';' or end of input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
     ),
     (
         "SHOW STREAMS /* never closed",
@@ -499,7 +519,8 @@ CASES = [
     # -- not a stream clause at all, or another product's stream syntax
     (
         "",
-        "Unexpected end of input (line 1, column 1): expected CREATE STREAM, DROP STREAM, "
+        "Unexpected end of input (line 1, column 1): expected CHECK STREAM, CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
@@ -508,7 +529,8 @@ CASES = [
     ),
     (
         "  // only a comment",
-        "Unexpected end of input (line 1, column 20): expected CREATE STREAM, DROP STREAM, "
+        "Unexpected end of input (line 1, column 20): expected CHECK STREAM, CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
@@ -517,7 +539,8 @@ CASES = [
     ),
     (
         "MATCH (n) RETURN n",
-        "Invalid input 'MATCH' (line 1, column 1): expected CREATE STREAM, DROP STREAM, "
+        "Invalid input 'MATCH' (line 1, column 1): expected CHECK STREAM, CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
@@ -526,10 +549,10 @@ CASES = [
     ),
     (
         "CREATE (n)",
-        "Invalid input '(' (line 1, column 8): expected STREAM",
+        "Invalid input '(' (line 1, column 8): expected KAFKA STREAM, PULSAR STREAM or STREAM",
         1,
         8,
-        ["STREAM"],
+        ["KAFKA STREAM", "PULSAR STREAM", "STREAM"],
     ),
     (
         "SHOW DATABASES",
@@ -552,23 +575,82 @@ CASES = [
         9,
         ["STREAMS"],
     ),
-    (  # Memgraph 2.x
-        "CREATE KAFKA STREAM s TOPICS t TRANSFORM m.p",
-        "Invalid input 'KAFKA' (line 1, column 8): expected STREAM",
+    # -- Memgraph 2.x
+    (
+        "CREATE KAFKA STREAM s TOPICS t",
+        "Unexpected end of input (line 1, column 31): TRANSFORM is required",
         1,
-        8,
-        ["STREAM"],
+        31,
+        ["TRANSFORM"],
     ),
-    (  # Memgraph 2.x
-        "START STREAM s BATCH_LIMIT 5 TIMEOUT 100",
-        "Invalid input 'BATCH_LIMIT' (line 1, column 16): expected LIMIT, ';' or end of input",
+    (
+        "CREATE STREAM s TRANSFORM m.p",
+        "Unexpected end of input (line 1, column 30): TOPICS is required",
         1,
-        16,
-        ["LIMIT", *END],
+        30,
+        ["TOPICS"],
+    ),
+    (
+        "CREATE KAFKA STREAM s TOPICS t TRANSFORM m.p TOPICS u",
+        "Invalid input 'TOPICS' (line 1, column 46): TOPICS is given more than once",
+        1,
+        46,
+        [
+            "BATCH_INTERVAL",
+            "BATCH_SIZE",
+            "BOOTSTRAP_SERVERS",
+            *SETTINGS,
+            *DELIVERY,
+            *ON_ERROR,
+            *END,
+        ],
+    ),
+    (
+        "CREATE KAFKA STREAM s TOPICS t TRANSFORM m.p CONFIGS {'a': 1}",
+        "Invalid input '1' (line 1, column 60): expected a string",
+        1,
+        60,
+        ["a string"],
+    ),
+    (
+        "CREATE KAFKA STREAM s TOPICS t TRANSFORM m.p CREDENTIALS {'a' 'b'}",
+        "Invalid input ''b'' (line 1, column 63): expected ':'",
+        1,
+        63,
+        ["':'"],
+    ),
+    (
+        "CREATE KAFKA STREAM s TOPICS t TRANSFORM m",
+        "Unexpected end of input (line 1, column 43): expected '.'",
+        1,
+        43,
+        ["'.'"],
+    ),
+    (
+        "START STREAM s TIMEOUT 100",
+        "Unexpected end of input (line 1, column 27): TIMEOUT can only be given with BATCH_LIMIT",
+        1,
+        27,
+        ["BATCH_LIMIT"],
+    ),
+    (
+        "CHECK STREAM s BATCH_LIMIT 0",
+        "Invalid input '0' (line 1, column 28): expected a positive integer for BATCH_LIMIT",
+        1,
+        28,
+        ["a positive integer"],
+    ),
+    (
+        "CHECK STREAM s TIMEOUT 1 TIMEOUT 2",
+        "Invalid input 'TIMEOUT' (line 1, column 26): TIMEOUT is given more than once",
+        1,
+        26,
+        ["BATCH_LIMIT", *END],
     ),
     (  # ASCII case-insensitivity only: a long s is not an S
         "\u017fHOW STREAMS",
-        "Invalid input '\u017fHOW' (line 1, column 1): expected CREATE STREAM, DROP STREAM, "
+        "Invalid input '\u017fHOW' (line 1, column 1): expected CHECK STREAM, CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,

@@ -120,6 +120,9 @@ def test_expected_after_a_transform_leaves_out_the_mapping() -> None:
     assert found.expected == [
         "BATCH_INTERVAL",
         "BATCH_SIZE",
+        "CONFIGS",
+        "CONSUMER_GROUP",
+        "CREDENTIALS",
         "DELIVERY AT LEAST ONCE",
         "DELIVERY EXACTLY ONCE",
         "ON ERROR DEAD LETTER",

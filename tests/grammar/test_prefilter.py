@@ -21,6 +21,12 @@ from proxy.answers.router import QueryContext, Router
 
 STREAM_CLAUSES = [
     "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'x'",
+    "CREATE KAFKA STREAM s TOPICS t TRANSFORM m.p",  # Memgraph 2.x
+    "create kafka /* c */ stream s TOPICS t TRANSFORM m.p",
+    "CREATE STREAM s TOPICS t TRANSFORM m.p",  # Memgraph 2.0
+    "CREATE PULSAR STREAM s TOPICS t TRANSFORM m.p",  # refused by the proxy, never forwarded
+    "CHECK STREAM s",
+    "CHECK STREAM s BATCH_LIMIT 2 TIMEOUT 100",
     "create stream s",
     "DROP STREAM s",
     "SHOW STREAMS",
@@ -63,9 +69,10 @@ ORDINARY_QUERIES = [
     "CREATE STREAMING x",
     "CREATE STREAM_X",
     "CREATESTREAM s",
-    "CREATE KAFKA STREAM s TOPICS t TRANSFORM m.p",  # Memgraph 2.x: forwarded
-    "CREATE PULSAR STREAM s TOPICS t TRANSFORM m.p",
-    "CHECK STREAM s",
+    "CREATE ROLE stream",
+    "CREATE USER stream SET PASSWORD 'x'",
+    "CREATE KAFKA STREAMS",
+    "CHECK STREAMS",
     "SHOW DATABASES",
     "SHOW INDEXES",
     "SHOW CONSTRAINTS",

@@ -44,6 +44,8 @@ GAPS = [
 identifiers = st.from_regex(IDENTIFIER, fullmatch=True).filter(lambda s: len(s) <= 30)
 names = st.one_of(identifiers, st.text(min_size=1, max_size=20))
 texts = st.text(max_size=30)
+# A comma in a topic string separates topics (WITH TOPIC 'a,b'): one topic has none.
+topics = st.text(max_size=30).filter(lambda t: "," not in t)
 counts = st.one_of(st.integers(1, 1000), st.integers(1, 2**63 - 1))
 optional_counts = st.none() | counts
 
@@ -60,7 +62,7 @@ create_streams = st.builds(
     ),
     names,
     texts,
-    texts,
+    topics,
     texts,
     optional_counts,
     optional_counts,

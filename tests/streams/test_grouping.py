@@ -48,6 +48,11 @@ EDGE = "MATCH (n:Node {id: $from_id}), (m:Node {id: $to_id}) CREATE (n)-[:Edge]-
         ("CREATE (n {id: $id}); CREATE (m)", None),
         ("create (:N {id: $`x y`})", None),
         ("RETURN $x", None),
+        # A parameter as a pattern's whole property map cannot become __boltstream_row.p.
+        ("CREATE (:MgMsg $props)", None),
+        ("CREATE (n:A:B $props), (m $other)", None),
+        ("MATCH (a {id: $a}), (b {id: $b}) CREATE (a)-[:T $props]->(b)", None),
+        ("CREATE (:N {id: toInteger($id)})", "C"),
     ],
 )
 def test_shapes(query: str, kind: str | None) -> None:

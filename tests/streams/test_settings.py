@@ -74,3 +74,16 @@ def test_transform_policy(tmp_path: Path) -> None:
     assert given.allows_path((tmp_path / "mine" / "t.py").resolve())
     assert not given.allows_path((data / "transforms" / "t.py").resolve())
     assert not given.allows_path((data / "streams.sqlite3").resolve())
+
+
+def test_memgraph_settings(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    default = load_config(env={}, overrides={"data_dir": str(data)})
+    assert default.kafka_bootstrap_servers == ""
+    assert default.transformations_path == data / "transformations"
+    given = load_config(
+        env={"BOLTSTREAM_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"},
+        overrides={"data_dir": str(data), "transformations_dir": str(tmp_path / "modules")},
+    )
+    assert given.kafka_bootstrap_servers == "k1:9092,k2:9092"
+    assert given.transformations_path == tmp_path / "modules"

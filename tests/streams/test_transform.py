@@ -441,7 +441,7 @@ class TestLoad:
         assert str(failure.value) == (
             "Couldn't load the transform script from "
             "file:///transforms/t.py: the script defines no "
-            "stream(batch) function"
+            "stream(batch) or stream_messages(messages) function"
         )
         with pytest.raises(TransformError, match=r"\(stream is a int\)"):
             await check_transform(source("stream = 3\n"))
