@@ -24,6 +24,14 @@ The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual; ``
     STOP ALL STREAMS
     TEST STREAM name [LIMIT count BATCHES]
 
+Operating streams (boltstream's own; README "Operating streams")::
+
+    CREATE STREAM ... [DATABASE name]              -- where it writes (default: the session's)
+    SHOW STREAM name OFFSETS
+    ALTER STREAM name SET OFFSET TO {BEGINNING | END | offset | TIMESTAMP ms} [FOR PARTITION p]
+    ALTER STREAM name SKIP FAILED MESSAGE
+    ALTER STREAM name SET [BATCH_INTERVAL ms] [BATCH_SIZE n] [ON ERROR ...] [TRANSFORM 'uri']
+
 Keywords are case-insensitive; whitespace, ``//`` and ``/* */`` comments go between any two
 tokens; one trailing ``;`` is allowed. A name is an identifier or a backquoted name (a backtick
 inside is doubled); strings take single or double quotes and Cypher's backslash escapes; counts
@@ -35,10 +43,14 @@ are positive and fit a signed 64-bit integer.
 from __future__ import annotations
 
 from grammar.clauses import (
+    AlterStream,
+    AlterStreamOffset,
+    AlterStreamSkip,
     CreateStream,
     Delivery,
     DropStream,
     OnError,
+    ShowStreamOffsets,
     ShowStreams,
     StartAllStreams,
     StartStream,
@@ -51,10 +63,14 @@ from grammar.errors import StreamSyntaxError
 from grammar.parser import parse_stream_clause
 from grammar.prefilter import looks_like_stream_clause
 
-KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST")
+KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "ALTER")
 
 __all__ = [
     "KEYWORDS",
+    "AlterStream",
+    "AlterStreamOffset",
+    "AlterStreamSkip",
+    "ShowStreamOffsets",
     "CreateStream",
     "Delivery",
     "DropStream",

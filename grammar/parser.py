@@ -32,10 +32,14 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
 from grammar.clauses import (
+    AlterStream,
+    AlterStreamOffset,
+    AlterStreamSkip,
     CreateStream,
     Delivery,
     DropStream,
     OnError,
+    ShowStreamOffsets,
     ShowStreams,
     StartAllStreams,
     StartStream,
@@ -66,6 +70,8 @@ _OPTION_OF_TERMINAL = {
     "_LIMIT": "LIMIT",
     "_ON": "ON ERROR",
     "_DELIVERY": "DELIVERY",
+    "_DATABASE": "DATABASE",
+    "_TRANSFORM": "TRANSFORM",
 }
 # The first keyword of each option of CREATE STREAM, as expected lists show it.
 _OPTION_OF_PHRASE = {
@@ -73,7 +79,11 @@ _OPTION_OF_PHRASE = {
     "BATCH_SIZE": "BATCH_SIZE",
     "ON": "ON ERROR",
     "DELIVERY": "DELIVERY",
+    "DATABASE": "DATABASE",
+    "TRANSFORM": "TRANSFORM",
 }
+# Terminals after which a NUMBER may be 0 (offsets, timestamps, partitions).
+_ZERO_ALLOWED = {"_TO": "the offset", "_TIMESTAMP": "TIMESTAMP", "_PARTITION": "PARTITION"}
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
 _FOUND_MAX_CHARS = 40
 
@@ -127,6 +137,48 @@ class _Build(Transformer[Token, Any]):
 
     def delivery_exactly_once(self, children: list[Token]) -> tuple[str, Delivery]:
         return ("delivery", "exactly once")
+
+    def database(self, children: list[str]) -> tuple[str, str]:
+        return ("database", children[0])
+
+    def set_transform(self, children: list[Token]) -> tuple[str, str]:
+        return ("transform", _string_value(children[0]))
+
+    def offset_beginning(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("beginning", None)
+
+    def offset_end(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("end", None)
+
+    def offset_number(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("offset", int(children[0]))
+
+    def offset_timestamp(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("timestamp", int(children[0]))
+
+    def for_partition(self, children: list[Token]) -> tuple[str, int]:
+        return ("partition", int(children[0]))
+
+    def show_stream_offsets(self, children: list[str]) -> ShowStreamOffsets:
+        return ShowStreamOffsets(children[0])
+
+    def alter_stream_offset(self, children: list[Any]) -> AlterStreamOffset:
+        name, (target, value), *rest = children
+        partition = rest[0][1] if rest else None
+        return AlterStreamOffset(name, target, value, partition)
+
+    def alter_stream_skip(self, children: list[str]) -> AlterStreamSkip:
+        return AlterStreamSkip(children[0])
+
+    def alter_stream_set(self, children: list[Any]) -> AlterStream:
+        name, *options = children
+        values = dict(options)
+        on_error = values.pop("on_error", None)
+        if isinstance(on_error, tuple):
+            values["on_error"], values["dead_letter_topic"] = on_error
+        elif on_error is not None:
+            values["on_error"] = on_error
+        return AlterStream(name, **values)
 
     def create_stream(self, children: list[Any]) -> CreateStream:
         name, uri, topic, transform, *options = children
@@ -221,10 +273,21 @@ def _start(query: str) -> _Interactive:
 def _check(query: str, token: Token, accepted: list[Token]) -> None:
     """Raise for a freshly lexed value that the grammar's terminals let through but is invalid."""
     if token.type == "NUMBER":
-        problem = _count_problem(str(token))
+        after = accepted[-1].type if accepted else ""
+        zero_ok = after in _ZERO_ALLOWED and str(token) == "0"
+        problem = None if zero_ok else _count_problem(str(token))
         if problem is not None:
             # The contextual lexer only yields NUMBER right after an option keyword.
-            option = _OPTION_OF_TERMINAL.get(accepted[-1].type if accepted else "", "the count")
+            option = _ZERO_ALLOWED.get(after) or _OPTION_OF_TERMINAL.get(after, "the count")
+            if after in _ZERO_ALLOWED:
+                problem = problem or ""
+                raise _error(
+                    query,
+                    _start_pos(token),
+                    f"Invalid input '{_shorten(token)}'",
+                    ["a non-negative integer"],
+                    f"expected a non-negative integer for {option}{problem}",
+                )
             raise _error(
                 query,
                 _start_pos(token),

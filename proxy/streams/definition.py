@@ -1,8 +1,9 @@
 """What ``CREATE STREAM`` said: a stream's definition, one typed, frozen, JSON-serialisable value.
 
 The definition is everything the clause decided (and what the engine fixed at CREATE: the
-transform's pinned code, the consumer group, the owner). It never changes while the stream
-exists; what does change (status, last error, counters, a ``LIMIT``) is the stream's *state*,
+transform's pinned code, the consumer group, the owner, the database it writes to). Only
+``ALTER STREAM ... SET`` changes it (batching, transform, error policy; atomically, in the
+catalog); what changes as it runs (status, last error, counters, a ``LIMIT``) is the stream's *state*,
 kept apart in the catalog (``catalog.StreamState``).
 
 Stored as a JSON document with a version (``to_json`` / ``from_json``): the catalog keeps the
@@ -21,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2  # 2: database
 
 PolicyKind = Literal["stop", "skip", "dead_letter"]
 POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
@@ -69,6 +70,7 @@ class StreamDefinition:
     error_policy: PolicyKind = "stop"
     dead_letter_topic: str | None = None
     delivery: Delivery = Delivery.AT_LEAST_ONCE
+    database: str | None = None  # None: the proxy's default graph (documents of version 1)
 
     def __repr__(self) -> str:  # never the code, and later never credentials
         return f"StreamDefinition(name={self.name!r})"
@@ -95,6 +97,7 @@ class StreamDefinition:
             "error_policy": self.error_policy,
             "dead_letter_topic": self.dead_letter_topic,
             "delivery": self.delivery.name.lower(),
+            "database": self.database,
         }
         return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -136,6 +139,7 @@ class StreamDefinition:
                 error_policy=policy,
                 dead_letter_topic=_optional_text(document.get("dead_letter_topic")),
                 delivery=delivery,
+                database=_optional_text(document.get("database")),
             )
         except (KeyError, TypeError) as exc:
             raise DefinitionError(f"the stream definition lacks or mistypes {exc}") from None

@@ -11,8 +11,10 @@ from grammar import StreamSyntaxError, parse_stream_clause
 HEAD = "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'x'"
 AFTER_HEAD = len(HEAD) + 2  # column of whatever follows HEAD and one space
 ANY_CLAUSE = [
+    "ALTER STREAM",
     "CREATE STREAM",
     "DROP STREAM",
+    "SHOW STREAM",
     "SHOW STREAMS",
     "START ALL STREAMS",
     "START STREAM",
@@ -87,11 +89,11 @@ CASES = [
     (
         f"{HEAD} BATCH_LIMIT 5",
         f"Invalid input 'BATCH_LIMIT' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
+        f"expected BATCH_INTERVAL, BATCH_SIZE, DATABASE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
         "input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     # -- counts
     (
@@ -223,7 +225,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH_SIZE 1 BATCH  size 2",
@@ -231,7 +233,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH INTERVAL 1 BATCH_SIZE 2 BATCH_INTERVAL 3",
@@ -239,7 +241,7 @@ CASES = [
         "BATCH_INTERVAL is given more than once",
         1,
         AFTER_HEAD + 30,
-        [*DELIVERY, *ON_ERROR, *END],
+        ["DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} DELIVERY EXACTLY ONCE BATCH_SIZE 1 DELIVERY AT LEAST ONCE",
@@ -247,7 +249,7 @@ CASES = [
         "DELIVERY is given more than once",
         1,
         AFTER_HEAD + 35,
-        ["BATCH_INTERVAL", *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "DATABASE", *ON_ERROR, *END],
     ),
     (
         f"{HEAD} DELIVERY EXACTLY TWICE",
@@ -270,14 +272,14 @@ CASES = [
         f"Invalid input 'ON' (line 1, column {AFTER_HEAD + 14}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 14,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", "DATABASE", *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON ERROR SKIP BATCH_SIZE 1 BATCH_INTERVAL 2 on error stop",
         f"Invalid input 'on' (line 1, column {AFTER_HEAD + 44}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 44,
-        [*DELIVERY, *END],
+        ["DATABASE", *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON",
@@ -474,11 +476,11 @@ CASES = [
     (
         f"{HEAD} garbage",
         f"Invalid input 'garbage' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
+        f"expected BATCH_INTERVAL, BATCH_SIZE, DATABASE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
         "input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         "SHOW STREAMS /* never closed",
@@ -490,8 +492,8 @@ CASES = [
     # -- not a stream clause at all, or another product's stream syntax
     (
         "",
-        "Unexpected end of input (line 1, column 1): expected CREATE STREAM, DROP STREAM, "
-        "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "Unexpected end of input (line 1, column 1): expected ALTER STREAM, CREATE STREAM, "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         1,
@@ -499,8 +501,8 @@ CASES = [
     ),
     (
         "  // only a comment",
-        "Unexpected end of input (line 1, column 20): expected CREATE STREAM, DROP STREAM, "
-        "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "Unexpected end of input (line 1, column 20): expected ALTER STREAM, CREATE STREAM, "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         20,
@@ -508,8 +510,8 @@ CASES = [
     ),
     (
         "MATCH (n) RETURN n",
-        "Invalid input 'MATCH' (line 1, column 1): expected CREATE STREAM, DROP STREAM, "
-        "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "Invalid input 'MATCH' (line 1, column 1): expected ALTER STREAM, CREATE STREAM, "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         1,
@@ -524,10 +526,10 @@ CASES = [
     ),
     (
         "SHOW DATABASES",
-        "Invalid input 'DATABASES' (line 1, column 6): expected STREAMS",
+        "Invalid input 'DATABASES' (line 1, column 6): expected STREAM or STREAMS",
         1,
         6,
-        ["STREAMS"],
+        ["STREAM", "STREAMS"],
     ),
     (
         "START STREAMX s",
@@ -559,8 +561,8 @@ CASES = [
     ),
     (  # ASCII case-insensitivity only: a long s is not an S
         "\u017fHOW STREAMS",
-        "Invalid input '\u017fHOW' (line 1, column 1): expected CREATE STREAM, DROP STREAM, "
-        "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "Invalid input '\u017fHOW' (line 1, column 1): expected ALTER STREAM, CREATE STREAM, "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         1,

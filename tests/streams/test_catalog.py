@@ -91,7 +91,7 @@ def test_the_definition_is_one_json_document_never_shown_whole(tmp_path: Path) -
         (text,) = db.execute("SELECT definition FROM streams").fetchone()
     assert "definition" in columns and "uri" not in columns and "batch_size" not in columns
     document = json.loads(text)
-    assert document["version"] == 1 and document["delivery"] == "at_least_once"
+    assert document["version"] == 2 and document["database"] is None and document["delivery"] == "at_least_once"
     assert StreamDefinition.from_json(text) == DEFINITION
     # Later definitions will hold credentials: repr names the stream only.
     assert repr(DEFINITION) == "StreamDefinition(name='s')"
@@ -240,7 +240,7 @@ def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(tmp_path / CATALOG_FILE) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("4",)
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
             db.execute("UPDATE streams SET status = 'x'")
 

@@ -438,8 +438,11 @@ async def test_stop_policy_writes_the_batches_before_the_failing_one() -> None:
     ended = await rig.ended()
     assert ended.how is RunEnd.FAILED
     assert ended.error is not None and "no e" in ended.error
-    assert rig.graph.applied == ["a", "b", "c"]  # the batch before, once; nothing after
-    assert rig.source.commits == [{("t", 0): 3}]
+    # The batch before, once; the failing batch up to the failing message (so that skipping
+    # exactly that message loses nothing); nothing after.
+    assert rig.graph.applied == ["a", "b", "c", "d"]
+    assert rig.source.commits == [{("t", 0): 3}, {("t", 0): 4}]
+    assert ended.at == ("t", 0, 4) and "partition 0 offset 4" in ended.error
 
 
 @asynctest
