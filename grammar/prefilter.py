@@ -44,7 +44,8 @@ _STREAM_CLAUSE = re.compile(
 def looks_like_stream_clause(query: str) -> bool:
     """True iff ``query``, after leading whitespace and comments, starts with ``CREATE STREAM``,
     ``DROP STREAM``, ``SHOW STREAMS``, ``START STREAM``, ``START ALL STREAMS``, ``STOP STREAM``,
-    ``STOP ALL STREAMS``, ``TEST STREAM``, ``ALTER STREAM`` or ``SHOW STREAM`` (any case, whole words).
+    ``STOP ALL STREAMS``, ``TEST STREAM``, ``ALTER STREAM`` or ``SHOW STREAM`` (any case, whole
+    words).
 
     When True, hand the query to ``parse_stream_clause`` and answer its result or its
     ``StreamSyntaxError``; do not forward it, since no backend knows these clauses. When False,

@@ -110,6 +110,11 @@ class Config:
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
+    # Users with the admin role for streams (comma-separated), besides the users file's
+    # admins and, on Bolt backends that tell, the backend's admins (README "Operating streams").
+    stream_admins: str = ""
+    # GET /metrics and /health/* on a port of their own too ("" : only on the Bolt port).
+    metrics_listen: str = ""
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -145,12 +150,30 @@ class Config:
 
     def users(self) -> dict[str, str]:
         """Configured users (name -> password). Empty means: accept any credentials."""
-        found: dict[str, str] = {}
+        return {user: password for user, (password, _role) in self._users().items()}
+
+    def user_roles(self) -> dict[str, str]:
+        """Configured users (name -> role: ``admin`` or ``user``)."""
+        return {user: role for user, (_password, role) in self._users().items()}
+
+    def stream_admin_names(self) -> frozenset[str]:
+        """Users with the admin role for streams: the users file's admins and
+        ``stream_admins``."""
+        named = {name.strip() for name in self.stream_admins.split(",") if name.strip()}
+        return frozenset(
+            named | {user for user, role in self.user_roles().items() if role == "admin"}
+        )
+
+    def _users(self) -> dict[str, tuple[str, str]]:
+        """name -> (password, role). A users file line is ``USER:PASSWORD`` (an ordinary
+        user) or ``USER:PASSWORD:ROLE`` with ROLE ``admin`` or ``user``: a password may hold
+        colons, so only a last field that is a role is taken as one."""
+        found: dict[str, tuple[str, str]] = {}
         if self.auth:
             user, sep, password = self.auth.partition(":")
             if not sep or not user:
                 raise ConfigError("--auth must be USER:PASSWORD")
-            found[user] = password
+            found[user] = (password, "user")
         if self.users_file:
             try:
                 lines = self.users_file.read_text(encoding="utf-8").splitlines()
@@ -162,8 +185,14 @@ class Config:
                     continue
                 user, sep, password = line.partition(":")
                 if not sep or not user:
-                    raise ConfigError(f"{self.users_file}:{number}: expected USER:PASSWORD")
-                found[user] = password
+                    raise ConfigError(
+                        f"{self.users_file}:{number}: expected USER:PASSWORD or USER:PASSWORD:ROLE"
+                    )
+                role = "user"
+                rest, colon, last = password.rpartition(":")
+                if colon and last in ("admin", "user"):
+                    password, role = rest, last
+                found[user] = (password, role)
         return found
 
     def validate(self) -> Config:

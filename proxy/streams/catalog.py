@@ -473,8 +473,10 @@ def _position_text(position: Position | None) -> str | None:
 
 def _position_of(text: Any) -> Position | None:
     """A stored ``failed_at``; None for anything that is not [topic, partition, offset]."""
+    if not isinstance(text, str):
+        return None
     try:
-        topic, partition, offset = json.loads(text) if isinstance(text, str) else None
+        topic, partition, offset = json.loads(text)
     except (TypeError, ValueError):
         return None
     if isinstance(topic, str) and type(partition) is int and type(offset) is int:

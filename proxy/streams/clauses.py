@@ -49,7 +49,9 @@ from proxy.streams.transform import (
 )
 from proxy.streams.writers import GraphWriter, WriteError
 
-ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform", "internal"]
+ErrorKind = Literal[
+    "not_found", "exists", "invalid", "state", "external", "transform", "internal", "forbidden"
+]
 OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
 DeliveryText = Literal["at least once", "exactly once"]  # grammar.Delivery
 
@@ -92,6 +94,7 @@ class StreamStatus:
     dead_lettered: int = 0
     skipped: int = 0
     delivery: str = Delivery.AT_LEAST_ONCE.shown
+    database: str | None = None
 
 
 # -- CREATE STREAM --------------------------------------------------------------------------------
@@ -114,11 +117,19 @@ async def define(
     dead_letter_topic: str | None = None,
     delivery: DeliveryText | None = None,
     exactly_once_refusal: str | None = None,
+    database: str | None = None,
+    pinned: TransformRef | None = None,
+    altering: bool = False,
 ) -> StreamDefinition:
     """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
     definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
-    (None: it can)."""
-    fail = f"Failed to initialize Kafka stream {name} : "
+    (None: it can). ``pinned``: keep this transform (ALTER STREAM without TRANSFORM): it is
+    not fetched again. ``altering``: the messages say ALTER rather than CREATE."""
+    fail = (
+        f"Failed to alter Kafka stream {name} : "
+        if altering
+        else f"Failed to initialize Kafka stream {name} : "
+    )
     try:
         check_stream_name(name)
         check_topic(topic)
@@ -178,18 +189,24 @@ async def define(
         raise StreamError(
             "external", f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found"
         )
-    try:
-        source = (
-            shipped.source() if shipped is not None else await fetch_transform(transform, policy)
-        )
-        await check_transform(source)
-    except TransformError as exc:
-        raise StreamError("external", str(exc)) from None
+    if pinned is not None:
+        ref = pinned
+    else:
+        try:
+            source = (
+                shipped.source()
+                if shipped is not None
+                else await fetch_transform(transform, policy)
+            )
+            await check_transform(source)
+        except TransformError as exc:
+            raise StreamError("external", str(exc)) from None
+        ref = TransformRef(source.uri, source.code, source.sha256)
     return StreamDefinition(
         name=name,
         uri=uri,
         topic=topic,
-        transform=TransformRef(source.uri, source.code, source.sha256),
+        transform=ref,
         batch_interval_ms=interval,
         batch_size=size,
         consumer_group=consumer_group,
@@ -197,6 +214,7 @@ async def define(
         error_policy=error_policy,
         dead_letter_topic=dead_letter_topic if error_policy == "dead_letter" else None,
         delivery=chosen,
+        database=database,
     )
 
 
@@ -267,6 +285,7 @@ async def show_rows(
     admin: TopicAdmin,
     kafka_config: Mapping[str, Any],
     lag_timeout: float,
+    default_database: str | None = None,
 ) -> list[StreamStatus]:
     """SHOW STREAMS: one metadata request per broker, then the offsets of every stream at
     once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once)."""
@@ -336,6 +355,7 @@ async def show_rows(
                 dead_lettered=dead,
                 skipped=skipped,
                 delivery=definition.delivery.shown,
+                database=definition.database or default_database,
             )
         )
     return rows

@@ -3,8 +3,8 @@
 The definition is everything the clause decided (and what the engine fixed at CREATE: the
 transform's pinned code, the consumer group, the owner, the database it writes to). Only
 ``ALTER STREAM ... SET`` changes it (batching, transform, error policy; atomically, in the
-catalog); what changes as it runs (status, last error, counters, a ``LIMIT``) is the stream's *state*,
-kept apart in the catalog (``catalog.StreamState``).
+catalog); what changes as it runs (status, last error, counters, a ``LIMIT``) is the stream's
+*state*, kept apart in the catalog (``catalog.StreamState``).
 
 Stored as a JSON document with a version (``to_json`` / ``from_json``): the catalog keeps the
 document whole, plus the few columns it queries, so an option added later is a field here and a

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy.streams import offsets as kafka_offsets
+from proxy.streams.access import StreamAccess
 from proxy.streams.catalog import Catalog, CatalogError, StreamExists, StreamRecord
 from proxy.streams.clauses import (
     DEFAULT_BATCH_INTERVAL_MS,
@@ -46,10 +48,14 @@ from proxy.streams.kafka import (
     FORCED,
     StreamConsumer,
     TopicAdmin,
+    TopicMissing,
     consumer_config,
     producer_config,
+    reason_of,
 )
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
+from proxy.streams.offsets import OffsetError, PartitionOffsets, Target
+from proxy.streams.positions import Fence, FenceLost, TopicPartition
 from proxy.streams.producer import StreamProducer
 from proxy.streams.retry import Backoff, Health
 from proxy.streams.runner import (
@@ -57,11 +63,12 @@ from proxy.streams.runner import (
     Progress,
     RunEnd,
     RunnerSettings,
+    RunObserver,
     Source,
     StreamRunner,
 )
 from proxy.streams.transform import TransformPolicy, TransformRunner, TransformSource
-from proxy.streams.writers import GraphWriter
+from proxy.streams.writers import GraphWriter, WriteError
 
 _TRIM_EVERY = 30.0  # seconds between returns of free heap memory to the system
 
@@ -81,6 +88,12 @@ def _trim_heap() -> None:
 
 
 _malloc_trim: Any = None
+
+
+def _reason(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else reason_of(exc)
+
+
 _M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
 
 
@@ -97,6 +110,7 @@ __all__ = [
     "DEFAULT_BATCH_INTERVAL_MS",
     "DEFAULT_BATCH_SIZE",
     "EngineSettings",
+    "OffsetRow",
     "StreamEngine",
     "StreamError",
     "StreamStatus",
@@ -135,11 +149,36 @@ class EngineSettings:
         return {k: v for k, v in self.kafka_config.items() if k not in FORCED}
 
 
+@dataclass(frozen=True)
+class OffsetRow:
+    """One row of SHOW STREAM name OFFSETS (one partition of the stream's topic).
+
+    ``committed``: the consumer group's committed offset (the next message to read);
+    ``graph_position``: an exactly-once stream's position stored in the graph (what it
+    resumes from); ``lag``: messages after the position the stream resumes from; ``holder``:
+    who consumes the partition now ("this proxy", another member of the group, or None);
+    ``last_applied_offset`` / ``last_applied_at``: the last message this proxy wrote to the
+    graph from that partition and when (seconds since the epoch; since this proxy started)."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    graph_position: int | None
+    low_watermark: int
+    high_watermark: int
+    lag: int
+    holder: str | None
+    last_applied_offset: int | None
+    last_applied_at: float | None
+
+
 class StreamEngine:
     """All streams of one proxy. ``await start()`` before use, ``await stop()`` at the end.
 
-    ``writer`` applies batches (the engine closes it in ``stop``); ``policy`` says which
-    transform URIs may be loaded.
+    ``writer`` applies batches (the engine closes it in ``stop``); a stream with a database of
+    its own writes through ``writer.for_database(name)``. ``policy`` says which transform URIs
+    may be loaded; ``access`` who may touch which stream; ``observe(name)`` the metrics of a
+    stream's runs.
     """
 
     def __init__(
@@ -148,7 +187,17 @@ class StreamEngine:
         writer: GraphWriter,
         policy: TransformPolicy,
         settings: EngineSettings | None = None,
+        *,
+        access: StreamAccess | None = None,
+        default_database: str | None = None,
+        observe: Any = None,
     ) -> None:
+        self.access = access or StreamAccess.open()
+        self.default_database = default_database
+        self.observe = observe
+        self._writers: dict[str, GraphWriter] = {}
+        # Per stream and partition: the last offset applied and when (SHOW STREAM OFFSETS).
+        self._applied: defaultdict[str, dict[TopicPartition, tuple[int, float]]] = defaultdict(dict)
         self.data_dir = Path(data_dir)
         self.settings = settings or EngineSettings()
         self.catalog = Catalog(self.data_dir)
@@ -235,6 +284,20 @@ class StreamEngine:
     def group_of(self, name: str) -> str:
         return self.settings.group_prefix + name
 
+    def writer_for(self, definition: StreamDefinition) -> GraphWriter:
+        """The writer of the stream's database (the default one when it names none)."""
+        database = definition.database
+        if database is None or database == self.default_database:
+            return self.writer
+        writer = self._writers.get(database)
+        if writer is None:
+            writer = self._writers[database] = self.writer.for_database(database)
+        return writer
+
+    def running(self) -> dict[str, StreamRunner]:
+        """The runners of the streams running here now (metrics, health)."""
+        return dict(self._runners)
+
     # -- runners ----------------------------------------------------------------------------
 
     def _launch(
@@ -284,7 +347,7 @@ class StreamEngine:
 
         runner = StreamRunner(
             definition,
-            writer=self.writer,
+            writer=self.writer_for(definition),
             transform=transform,
             make_source=make_source,
             make_producer=make_producer,
@@ -298,6 +361,8 @@ class StreamEngine:
             health=health,
             limit=limit,
             on_limit=on_limit,
+            applied=self._applied[definition.name],
+            observer=self.observe(definition.name) if self.observe is not None else RunObserver(),
         )
         self._runners[definition.name] = runner
         task = asyncio.get_running_loop().create_task(self._supervise(runner))
@@ -321,7 +386,11 @@ class StreamEngine:
                 await self.catalog.add_progress({runner.name: runner.progress.take()})
                 if ended.how is RunEnd.FAILED:
                     await self.catalog.update(
-                        runner.name, status="error", last_error=ended.error, limit_batches=None
+                        runner.name,
+                        status="error",
+                        last_error=ended.error,
+                        limit_batches=None,
+                        failed_at=ended.at,
                     )
                 else:
                     log.info("stream %s processed its batch limit and stopped", runner.name)
@@ -405,8 +474,10 @@ class StreamEngine:
         on_error: OnError | None = None,
         dead_letter_topic: str | None = None,
         delivery: DeliveryText | None = None,
+        database: str | None = None,
     ) -> None:
-        """CREATE STREAM: check everything, then record the stream (stopped) atomically."""
+        """CREATE STREAM: check everything, then record the stream (stopped) atomically.
+        ``database``: where it writes (None: the default database)."""
         self._check_open()
         async with self._locks[name]:
             if await self.catalog.get(name) is not None:
@@ -427,6 +498,7 @@ class StreamEngine:
                 dead_letter_topic=dead_letter_topic,
                 delivery=delivery,
                 exactly_once_refusal=self.settings.exactly_once_refusal,
+                database=database,
             )
             try:
                 await self.catalog.insert(definition)
@@ -449,8 +521,17 @@ class StreamEngine:
             definition.delivery.shown,
         )
 
-    async def drop(self, name: str) -> None:
+    async def _authorize(self, record: StreamRecord, user: str | None, action: str) -> None:
+        """Raise ``StreamError("forbidden")`` unless ``user`` may ``action`` the stream
+        (``user`` None: the proxy itself)."""
+        if user is None:
+            return
+        owner = record.definition.owner if record.definition is not None else None
+        await self.access.check(user, owner, action, record.name)
+
+    async def drop(self, name: str, user: str | None = None) -> None:
         self._check_open()
+        await self._authorize(await self._get(name), user, "drop")
         self._preempt_test(name)
         async with self._locks[name]:
             await self._get(name)
@@ -461,9 +542,12 @@ class StreamEngine:
             await self.catalog.delete(name)
         log.info("dropped stream %s", name)
 
-    async def start_stream(self, name: str, limit_batches: int | None = None) -> None:
+    async def start_stream(
+        self, name: str, limit_batches: int | None = None, user: str | None = None
+    ) -> None:
         """START STREAM: a running stream is left alone; a stopped or failed one starts."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "start")
         if limit_batches is not None and limit_batches < 1:
             raise StreamError(
                 "invalid",
@@ -476,7 +560,11 @@ class StreamEngine:
                 return
             definition = self._startable(record, "started")
             await self.catalog.update(
-                name, status="running", last_error=None, limit_batches=limit_batches
+                name,
+                status="running",
+                last_error=None,
+                limit_batches=limit_batches,
+                failed_at=None,
             )
             record = await self._get(name)
             self._launch(definition, record, limit_batches)
@@ -484,9 +572,11 @@ class StreamEngine:
             "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
         )
 
-    async def stop_stream(self, name: str) -> None:
-        """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped."""
+    async def stop_stream(self, name: str, user: str | None = None) -> None:
+        """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped (it
+        keeps where it failed, for SKIP FAILED MESSAGE)."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "stop")
         self._preempt_test(name)
         async with self._locks[name]:
             record = await self._get(name)
@@ -504,15 +594,22 @@ class StreamEngine:
                 await self.catalog.update(name, status="stopped", limit_batches=None)
         log.info("stopped stream %s", name)
 
-    async def start_all(self) -> None:
+    async def start_all(self, user: str | None = None) -> None:
+        """START ALL STREAMS: those ``user`` may start (the others are left alone)."""
         self._check_open()
         for record in await self.catalog.all():
-            with contextlib.suppress(StreamError):  # dropped meanwhile, or not startable
-                await self.start_stream(record.name)
+            # Dropped meanwhile, not startable, or not the user's.
+            with contextlib.suppress(StreamError):
+                await self.start_stream(record.name, user=user)
 
-    async def stop_all(self) -> None:
+    async def stop_all(self, user: str | None = None) -> None:
+        """STOP ALL STREAMS: those ``user`` may stop (the others are left alone)."""
         self._check_open()
-        records = await self.catalog.all()
+        records = []
+        for record in await self.catalog.all():
+            with contextlib.suppress(StreamError):
+                await self._authorize(record, user, "stop")
+                records.append(record)
         results = await asyncio.gather(
             *(self.stop_stream(r.name) for r in records), return_exceptions=True
         )
@@ -530,17 +627,23 @@ class StreamEngine:
                 totals.messages, totals.dead_lettered, totals.skipped, runner.health.last_error
             )
         return await show_rows(
-            records, live, self.admin, self.kafka_config, self.settings.lag_timeout
+            records,
+            live,
+            self.admin,
+            self.kafka_config,
+            self.settings.lag_timeout,
+            self.default_database,
         )
 
     async def test(
-        self, name: str, limit_batches: int | None = None
+        self, name: str, limit_batches: int | None = None, user: str | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
         """TEST STREAM: consume ``limit_batches`` batches (default 1) from where the stream
         would start, transform them, return the queries. Writes nothing, commits nothing,
         does not join the stream's consumer group. A STOP or DROP of the stream meanwhile
         ends it with an error."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "test")
         limit = 1 if limit_batches is None else limit_batches
         if limit < 1:
             raise StreamError(
@@ -560,7 +663,7 @@ class StreamEngine:
                 test_stream(
                     definition,
                     limit,
-                    writer=self.writer,
+                    writer=self.writer_for(definition),
                     kafka_config=self.kafka_config,
                     broker_timeout=settings.broker_timeout,
                     test_timeout=settings.test_timeout,
@@ -583,3 +686,337 @@ class StreamEngine:
                 self._preempted.discard(name)
                 if self._tests.get(name) is task:
                     del self._tests[name]
+
+    # -- operating streams: offsets and ALTER ---------------------------------------------------
+
+    def _require_stopped(self, name: str, what: str) -> None:
+        if name in self._runners:
+            raise StreamError(
+                "state",
+                f"Kafka stream {name} is running; stop it before {what} (STOP STREAM {name})",
+            )
+
+    async def _read_offsets(self, definition: StreamDefinition) -> list[PartitionOffsets]:
+        config = consumer_config(definition, self.kafka_config)
+        timeout = self.settings.broker_timeout
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(kafka_offsets.read_offsets, config, definition.topic, timeout),
+                4 * timeout + 1,
+            )
+        except TopicMissing:
+            raise StreamError(
+                "external", f"Kafka stream {definition.name}, topic not found"
+            ) from None
+        except UnsafeValue as exc:
+            raise StreamError(
+                "invalid", f"Kafka stream {shown_name(definition.name)}: {exc}"
+            ) from None
+        except Exception as exc:
+            raise StreamError(
+                "external",
+                f"Kafka stream {definition.name}: the Kafka broker at '{definition.uri}' did "
+                f"not answer ({_reason(exc)})",
+            ) from None
+
+    async def _graph_positions(self, definition: StreamDefinition) -> dict[TopicPartition, int]:
+        try:
+            stored = await asyncio.wait_for(
+                self.writer_for(definition).read_positions(definition.name, definition.owner),
+                self.settings.broker_timeout,
+            )
+        except (TimeoutError, WriteError) as exc:
+            raise StreamError(
+                "external",
+                f"Kafka stream {definition.name}: its positions could not be read from the "
+                f"graph ({exc or 'timed out'})",
+            ) from None
+        return {tp: offset for tp, offset in stored.items() if tp[0] == definition.topic}
+
+    async def _members(self, definition: StreamDefinition) -> list[kafka_offsets.Member] | None:
+        try:
+            client = self.admin.client(definition.uri)
+        except Exception:
+            return None
+        timeout = self.settings.broker_timeout
+        return await asyncio.to_thread(
+            kafka_offsets.members, client, definition.consumer_group, timeout
+        )
+
+    async def offsets(self, name: str) -> list[OffsetRow]:
+        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic."""
+        self._check_open()
+        record = await self._get(name)
+        definition = self._startable(record, "shown")
+        parts = await self._read_offsets(definition)
+        stored = await self._graph_positions(definition) if definition.exactly_once else {}
+        members = await self._members(definition)
+        runner = self._runners.get(name)
+        source = runner.source if runner is not None else None
+        ours = getattr(source, "member_id", None)
+        mine = set(source.assignment()) if source is not None else set()
+        reset = str(self.kafka_config.get("auto.offset.reset", "earliest")).lower()
+        latest = reset in ("latest", "largest", "end")
+        applied = self._applied.get(name, {})
+        rows = []
+        for p in parts:
+            tp = (p.topic, p.partition)
+            graph = stored.get(tp)
+            resume = graph if definition.exactly_once else p.committed
+            if resume is None:
+                resume = p.high if latest else p.low
+            holder: str | None = None
+            if members is not None:
+                for member in members:
+                    if tp in member.partitions:
+                        same = ours is not None and member.member_id == ours
+                        holder = "this proxy" if same else f"{member.client_id} at {member.host}"
+            if holder is None and tp in mine:
+                holder = "this proxy"
+            last = applied.get(tp)
+            rows.append(
+                OffsetRow(
+                    topic=p.topic,
+                    partition=p.partition,
+                    committed=p.committed,
+                    graph_position=graph,
+                    low_watermark=p.low,
+                    high_watermark=p.high,
+                    lag=max(0, p.high - max(resume, p.low)),
+                    holder=holder,
+                    last_applied_offset=last[0] if last else None,
+                    last_applied_at=last[1] if last else None,
+                )
+            )
+        return rows
+
+    async def move_offsets(
+        self,
+        name: str,
+        target: Target,
+        value: int | None = None,
+        partition: int | None = None,
+        user: str | None = None,
+    ) -> None:
+        """ALTER STREAM name SET OFFSET TO ...: a stopped stream's position, for every
+        partition or one; an exactly-once stream's position in the graph too."""
+        self._check_open()
+        record = await self._get(name)
+        await self._authorize(record, user, "move the position of")
+        self._preempt_test(name)
+        async with self._locks[name]:
+            record = await self._get(name)
+            self._require_stopped(name, "moving its position")
+            definition = self._startable(record, "moved")
+            parts = await self._read_offsets(definition)
+            if partition is not None:
+                parts = [p for p in parts if p.partition == partition]
+                if not parts:
+                    raise StreamError(
+                        "invalid",
+                        f"Kafka stream {name}: topic '{definition.topic}' has no partition "
+                        f"{partition}",
+                    )
+            config = consumer_config(definition, self.kafka_config)
+            timeout = self.settings.broker_timeout
+            try:
+                targets = await asyncio.to_thread(
+                    kafka_offsets.resolve, config, parts, target, value, timeout
+                )
+            except OffsetError as exc:
+                raise StreamError("invalid", f"Kafka stream {name}: {exc}") from None
+            await self._set_position(definition, targets)
+            await self.catalog.update(name, failed_at=None)
+        log.info(
+            "stream %s: position moved to %s",
+            name,
+            ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(targets.items())),
+        )
+
+    async def skip_failed(self, name: str, user: str | None = None) -> None:
+        """ALTER STREAM name SKIP FAILED MESSAGE: the position of the partition the stopped
+        stream failed on goes one past the message it failed on."""
+        self._check_open()
+        record = await self._get(name)
+        await self._authorize(record, user, "move the position of")
+        async with self._locks[name]:
+            record = await self._get(name)
+            self._require_stopped(name, "skipping a message")
+            definition = self._startable(record, "moved")
+            at = record.state.failed_at
+            if at is None:
+                raise StreamError(
+                    "state",
+                    f"Kafka stream {name} has no failed message to skip (it did not stop on "
+                    "one, or its position moved since)",
+                )
+            topic, partition, offset = at
+            parts = [p for p in await self._read_offsets(definition) if p.partition == partition]
+            if definition.exactly_once:
+                stored = (await self._graph_positions(definition)).get((topic, partition))
+            else:
+                stored = parts[0].committed if parts else None
+            if stored is not None and stored != offset:
+                raise StreamError(
+                    "state",
+                    f"Kafka stream {name}: the position of topic '{topic}' partition "
+                    f"{partition} is {stored}, no longer at the failed message (offset "
+                    f"{offset}); move it with ALTER STREAM {name} SET OFFSET TO ...",
+                )
+            await self._set_position(definition, {(topic, partition): offset + 1})
+            last_error = record.state.last_error or ""
+            await self.catalog.update(
+                name,
+                failed_at=None,
+                last_error=f"skipped by ALTER STREAM ... SKIP FAILED MESSAGE: {last_error}",
+            )
+        log.info(
+            "stream %s: skipped the message at topic %s partition %d offset %d",
+            name,
+            topic,
+            partition,
+            offset,
+        )
+
+    async def _set_position(
+        self, definition: StreamDefinition, targets: dict[TopicPartition, int]
+    ) -> None:
+        name = definition.name
+        members = await self._members(definition)
+        if members:
+            raise StreamError(
+                "state",
+                f"Kafka stream {name}: its consumer group '{definition.consumer_group}' has "
+                f"{len(members)} active member(s) ("
+                + ", ".join(f"{m.client_id} at {m.host}" for m in members)
+                + "); stop the stream wherever it runs before moving its position",
+            )
+        config = consumer_config(definition, self.kafka_config)
+        timeout = self.settings.broker_timeout
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(kafka_offsets.commit, config, targets, timeout),
+                4 * timeout + 1,
+            )
+        except OffsetError as exc:
+            raise StreamError("external", f"Kafka stream {name}: {exc}") from None
+        except Exception as exc:
+            raise StreamError(
+                "external",
+                f"Kafka stream {name}: committing the new position failed ({_reason(exc)})",
+            ) from None
+        if definition.exactly_once:
+            stored = await self._graph_positions(definition)
+            fence = Fence(name, {tp: stored.get(tp) for tp in targets}, dict(targets))
+            try:
+                await self.writer_for(definition).write_batch([], definition.owner, fence=fence)
+            except FenceLost:
+                raise StreamError(
+                    "state",
+                    f"Kafka stream {name}: its position in the graph moved meanwhile (is it "
+                    "running elsewhere?); the group's offsets were moved, the graph's not",
+                ) from None
+            except WriteError as exc:
+                raise StreamError(
+                    "external",
+                    f"Kafka stream {name}: moving its position in the graph failed ({exc}); "
+                    "the group's offsets were moved, the graph's not",
+                ) from None
+
+    async def alter(
+        self,
+        name: str,
+        *,
+        user: str | None = None,
+        batch_interval_ms: int | None = None,
+        batch_size: int | None = None,
+        on_error: OnError | None = None,
+        dead_letter_topic: str | None = None,
+        transform: str | None = None,
+    ) -> None:
+        """ALTER STREAM name SET ...: a stopped stream's batching, transform (fetched,
+        checked and pinned again) and error policy; consumer group, position, owner,
+        database and delivery stay. One catalog transaction."""
+        self._check_open()
+        record = await self._get(name)
+        await self._authorize(record, user, "alter")
+        async with self._locks[name]:
+            record = await self._get(name)
+            self._require_stopped(name, "altering it")
+            old = self._startable(record, "altered")
+            if on_error is None:
+                policy: OnError = (
+                    "dead letter" if old.error_policy == "dead_letter" else old.error_policy
+                )
+                dead = old.dead_letter_topic
+            else:
+                policy, dead = on_error, dead_letter_topic
+            new = await define(
+                name,
+                old.uri,
+                old.topic,
+                transform if transform is not None else old.transform.uri,
+                consumer_group=old.consumer_group,
+                admin=self.admin,
+                policy=self.policy,
+                broker_timeout=self.settings.broker_timeout,
+                batch_interval_ms=batch_interval_ms or old.batch_interval_ms,
+                batch_size=batch_size or old.batch_size,
+                owner=old.owner,
+                on_error=policy,
+                dead_letter_topic=dead,
+                delivery=old.delivery.value,
+                exactly_once_refusal=self.settings.exactly_once_refusal,
+                database=old.database,
+                pinned=old.transform if transform is None else None,
+                altering=True,
+            )
+            if not await self.catalog.replace_definition(new, expected=old):
+                raise StreamError(
+                    "state", f"Kafka stream {name} was changed or dropped meanwhile; try again"
+                )
+        log.info(
+            "altered stream %s (batch interval %d ms, batch size %d, transform %s sha256 %s, "
+            "on error %s)",
+            name,
+            new.batch_interval_ms,
+            new.batch_size,
+            new.transform.uri,
+            new.transform.sha256[:12],
+            SHOWN_POLICY[new.error_policy],
+        )
+
+    # -- metrics and health -------------------------------------------------------------------
+
+    async def batch_totals(self) -> dict[str, int]:
+        """Batches processed per stream (the catalog's, or the running stream's own)."""
+        totals = {r.name: r.state.batches_processed for r in await self.catalog.all()}
+        for name, runner in self._runners.items():
+            totals[name] = runner.progress.totals.batches
+        return totals
+
+    async def problems(self) -> list[dict[str, Any]]:
+        """What keeps streams that should run from running (``/health/ready``): streams in
+        ``error``, and running ones that cannot reach their broker or their graph now."""
+        found: list[dict[str, Any]] = []
+        for record in await self.catalog.all():
+            if record.state.status == "error" and record.name not in self._runners:
+                found.append(
+                    {
+                        "stream": record.name,
+                        "problem": "the stream stopped on an error",
+                        "last_error": record.state.last_error or record.unreadable,
+                    }
+                )
+        for name, runner in sorted(self._runners.items()):
+            broker = getattr(runner.source, "broker", None)
+            outages = [
+                ("cannot reach its Kafka broker", broker),
+                ("cannot write to the graph", runner.graph_outage),
+            ]
+            for problem, outage in outages:
+                if outage is not None and outage.ongoing:
+                    found.append(
+                        {"stream": name, "problem": problem, "last_error": runner.health.last_error}
+                    )
+        return found

@@ -217,6 +217,7 @@ class StreamConsumer:
         self.on_committed = on_committed
         self.fixed_assignment = assign
         self.epoch = 0
+        self.member_id: str | None = None  # in the group, once assigned (SHOW STREAM OFFSETS)
         self.fatal: str | None = None  # a fatal librdkafka error: the stream must stop
         self.broker = Outage(name, "reading from Kafka", health, backoff)
         self.committing = Outage(name, "committing offsets", health, backoff)
@@ -696,6 +697,8 @@ class StreamConsumer:
                 raise _Closing from None
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        with contextlib.suppress(Exception):
+            self.member_id = consumer.memberid()
         try:
             self._drop_formed()
             if self.hooks is not None:
@@ -813,6 +816,10 @@ class TopicAdmin:
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
         self._admins: dict[str, Any] = {}
+
+    def client(self, uri: str) -> Any:
+        """The admin client for ``uri`` (made once)."""
+        return self._admin(uri)
 
     def _admin(self, uri: str) -> Any:
         admin = self._admins.get(uri)

@@ -790,9 +790,10 @@ class StreamRunner:
                 )
         if done and self.exactly_once:
             await self._advance(messages[:done])
-        self._commit(
-            source, next_offsets(messages[:done]), Counts(done, 1, dead, len(failures) - dead)
-        )
+        if done:
+            self._commit(
+                source, next_offsets(messages[:done]), Counts(done, 1, dead, len(failures) - dead)
+            )
         for _failure in failures:
             self.observer.failure("message")
         if stopped is not None:

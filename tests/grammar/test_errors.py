@@ -89,7 +89,8 @@ CASES = [
     (
         f"{HEAD} BATCH_LIMIT 5",
         f"Invalid input 'BATCH_LIMIT' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, DATABASE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
+        "expected BATCH_INTERVAL, BATCH_SIZE, DATABASE, "
+        f"{DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
         "input",
         1,
         AFTER_HEAD,
@@ -476,7 +477,8 @@ CASES = [
     (
         f"{HEAD} garbage",
         f"Invalid input 'garbage' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, DATABASE, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
+        "expected BATCH_INTERVAL, BATCH_SIZE, DATABASE, "
+        f"{DELIVERY_TEXT}, {ON_ERROR_TEXT}, ';' or end of "
         "input",
         1,
         AFTER_HEAD,
@@ -493,7 +495,8 @@ CASES = [
     (
         "",
         "Unexpected end of input (line 1, column 1): expected ALTER STREAM, CREATE STREAM, "
-        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, "
+        "STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         1,
@@ -502,7 +505,8 @@ CASES = [
     (
         "  // only a comment",
         "Unexpected end of input (line 1, column 20): expected ALTER STREAM, CREATE STREAM, "
-        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, "
+        "STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         20,
@@ -511,7 +515,8 @@ CASES = [
     (
         "MATCH (n) RETURN n",
         "Invalid input 'MATCH' (line 1, column 1): expected ALTER STREAM, CREATE STREAM, "
-        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, "
+        "STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         1,
@@ -562,7 +567,8 @@ CASES = [
     (  # ASCII case-insensitivity only: a long s is not an S
         "\u017fHOW STREAMS",
         "Invalid input '\u017fHOW' (line 1, column 1): expected ALTER STREAM, CREATE STREAM, "
-        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
+        "DROP STREAM, SHOW STREAM, SHOW STREAMS, START ALL STREAMS, START STREAM, "
+        "STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
         1,

@@ -25,7 +25,10 @@ HEAD = "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'x'
         ("SHOW STREAM s OFFSETS", ShowStreamOffsets("s")),
         ("show stream `a b` offsets;", ShowStreamOffsets("a b")),
         ("ALTER STREAM s SET OFFSET TO BEGINNING", AlterStreamOffset("s", "beginning")),
-        ("ALTER STREAM s SET OFFSET TO END FOR PARTITION 2", AlterStreamOffset("s", "end", None, 2)),
+        (
+            "ALTER STREAM s SET OFFSET TO END FOR PARTITION 2",
+            AlterStreamOffset("s", "end", None, 2),
+        ),
         ("ALTER STREAM s SET OFFSET TO 0", AlterStreamOffset("s", "offset", 0)),
         (
             "ALTER STREAM s SET OFFSET TO 1234 FOR PARTITION 0",
@@ -65,11 +68,13 @@ def test_parses(query: str, clause: object) -> None:
     [
         (
             "ALTER STREAM s SET OFFSET TO -1",
-            "Invalid input '-1' (line 1, column 30): expected a non-negative integer for the offset",
+            "Invalid input '-1' (line 1, column 30): "
+            "expected a non-negative integer for the offset",
         ),
         (
             "ALTER STREAM s SET OFFSET TO 5 FOR PARTITION 1.5",
-            "Invalid input '1.5' (line 1, column 46): expected a non-negative integer for PARTITION",
+            "Invalid input '1.5' (line 1, column 46): "
+            "expected a non-negative integer for PARTITION",
         ),
         (
             "ALTER STREAM s SET OFFSET TO TIMESTAMP 007",

@@ -91,7 +91,11 @@ def test_the_definition_is_one_json_document_never_shown_whole(tmp_path: Path) -
         (text,) = db.execute("SELECT definition FROM streams").fetchone()
     assert "definition" in columns and "uri" not in columns and "batch_size" not in columns
     document = json.loads(text)
-    assert document["version"] == 2 and document["database"] is None and document["delivery"] == "at_least_once"
+    assert (
+        document["version"] == 2
+        and document["database"] is None
+        and document["delivery"] == "at_least_once"
+    )
     assert StreamDefinition.from_json(text) == DEFINITION
     # Later definitions will hold credentials: repr names the stream only.
     assert repr(DEFINITION) == "StreamDefinition(name='s')"

@@ -605,6 +605,8 @@ async def test_a_failing_transform_stops_after_the_batches_before_it() -> None:
     assert ended.how is RunEnd.FAILED and ended.error is not None
     assert "transform raised ValueError: boom" in ended.error
     assert rig.graph.applied == ["a"] and rig.source.commits == [{("t", 0): 1}]
+    # The user transform raised on a batch: each message alone told which one it was.
+    assert ended.at == ("t", 0, 1) and "topic 't' partition 0 offset 1" in ended.error
 
 
 @asynctest
