@@ -90,7 +90,8 @@ class ProxyMetrics:
         self.stream_failures = Counter(
             "boltstream_stream_failures",
             "Failures: message (a message the error policy skipped, dead-lettered or stopped "
-            "at), batch (a batch that stopped the stream)",
+            "at), batch (a batch that stopped the stream as a whole), stream (the stream "
+            "could not go on: its transform did not load, its consumer failed)",
             ["stream", "kind"],
             registry=registry,
         )

@@ -295,7 +295,7 @@ class WebSocketLayer(Layer):
         hint = exc.event_hint
         plain = isinstance(hint, RejectConnection) and hint.status_code == 400 and not self.open
         head = bytes(self._head).split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        if plain and self.http is not None and not head.startswith((b"GET / ", b"GET /? ")):
+        if plain and self.http is not None:
             self._closing = True
             self._answer_task = asyncio.get_running_loop().create_task(self._answer(head))
             return

@@ -86,7 +86,7 @@ class StreamClauseHandler:
     keywords: tuple[str, ...] = grammar.KEYWORDS
     relay = True
 
-    def __init__(self, engine: StreamEngine, default_db: str | None = None) -> None:
+    def __init__(self, engine: StreamEngine, default_db: str | None = "neo4j") -> None:
         self.engine = engine
         # A CREATE in a session on this database writes to the engine's default graph.
         self.default_db = default_db

@@ -320,6 +320,7 @@ class StreamRunner:
             return await self._run()
         except _Permanent as exc:
             log.error("stream %s stopped on an error: %s", self.name, exc)
+            self.observer.failure("message" if exc.at is not None else "stream")
             return Ended(RunEnd.FAILED, str(exc), exc.at)
         except Interrupted:
             return Ended(RunEnd.STOPPED)
