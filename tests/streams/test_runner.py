@@ -27,6 +27,7 @@ from proxy.streams.runner import (
     Progress,
     RunEnd,
     RunnerSettings,
+    RunObserver,
     StreamRunner,
 )
 from proxy.streams.transform import FailureKind, TransformFailed
@@ -300,6 +301,25 @@ DEFINITION = StreamDefinition(
 )
 
 
+class Recorder(RunObserver):
+    """What a run reported (the metrics' view)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.stages: list[str] = []
+        self.failures: list[str] = []
+
+    def batch_size(self, messages: int) -> None:
+        self.sizes.append(messages)
+
+    def stage(self, stage: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.stages.append(stage)
+
+    def failure(self, kind: str) -> None:
+        self.failures.append(kind)
+
+
 class Rig:
     """A runner over the fakes."""
 
@@ -315,6 +335,8 @@ class Rig:
         self.round_trip = round_trip
         self.progress = Progress()
         self.runner: StreamRunner | None = None
+        self.observer = Recorder()
+        self.applied: dict[tuple[str, int], tuple[int, float]] = {}
 
     def start(self) -> StreamRunner:
         def make_source(
@@ -334,6 +356,8 @@ class Rig:
             ),
             progress=self.progress,
             limit=self.limit,
+            applied=self.applied,
+            observer=self.observer,
         )
         return self.runner
 
@@ -705,4 +729,20 @@ async def test_exactly_once_skips_move_the_position_too() -> None:
     await until(lambda: rig.source.commits)
     assert rig.graph.applied == ["a", "b"]
     assert rig.graph.positions == {("t", 0): 3}
+    await runner.stop()
+
+
+@asynctest
+async def test_a_run_reports_batches_stages_failures_and_what_it_applied() -> None:
+    rig = Rig(error_policy="skip")
+    rig.graph.bad = {"e"}
+    rig.source.push(["a", "b"], ["c", "d", "e"])
+    runner = rig.start()
+    await until(lambda: rig.progress.totals.messages == 5)
+    await until(lambda: "commit" in rig.observer.stages)
+    assert sorted(rig.observer.sizes) == [2, 3]
+    assert {"transform", "write", "commit"} <= set(rig.observer.stages)
+    assert rig.observer.failures == ["message"]  # e, skipped
+    offset, when = rig.applied[("t", 0)]
+    assert offset == 4 and when > 0
     await runner.stop()
