@@ -51,6 +51,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         "dead_lettered",
         "skipped",
         "delivery",
+        "database",
     ]
     assert len(records) == 1
     row = records[0]
