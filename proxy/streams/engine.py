@@ -733,14 +733,14 @@ class StreamEngine:
             ) from None
         return {tp: offset for tp, offset in stored.items() if tp[0] == definition.topic}
 
-    async def _members(self, definition: StreamDefinition) -> list[kafka_offsets.Member] | None:
+    async def _group(self, definition: StreamDefinition) -> kafka_offsets.Group | None:
         try:
             client = self.admin.client(definition.uri)
         except Exception:
             return None
         timeout = self.settings.broker_timeout
         return await asyncio.to_thread(
-            kafka_offsets.members, client, definition.consumer_group, timeout
+            kafka_offsets.describe, client, definition.consumer_group, timeout
         )
 
     async def offsets(self, name: str) -> list[OffsetRow]:
@@ -750,7 +750,7 @@ class StreamEngine:
         definition = self._startable(record, "shown")
         parts = await self._read_offsets(definition)
         stored = await self._graph_positions(definition) if definition.exactly_once else {}
-        members = await self._members(definition)
+        group = await self._group(definition)
         runner = self._runners.get(name)
         source = runner.source if runner is not None else None
         ours = getattr(source, "member_id", None)
@@ -766,13 +766,17 @@ class StreamEngine:
             if resume is None:
                 resume = p.high if latest else p.low
             holder: str | None = None
-            if members is not None:
-                for member in members:
+            if group is not None:
+                for member in group.members:
                     if tp in member.partitions:
                         same = ours is not None and member.member_id == ours
                         holder = "this proxy" if same else f"{member.client_id} at {member.host}"
             if holder is None and tp in mine:
                 holder = "this proxy"
+            elif holder is None and group is not None and group.active and not group.members:
+                # The broker says the group has members but not which (Tansu 0.6): a
+                # partition this proxy does not hold is another member's.
+                holder = "another member of the group"
             last = applied.get(tp)
             rows.append(
                 OffsetRow(
@@ -882,14 +886,19 @@ class StreamEngine:
         self, definition: StreamDefinition, targets: dict[TopicPartition, int]
     ) -> None:
         name = definition.name
-        members = await self._members(definition)
-        if members:
+        group = await self._group(definition)
+        if group is not None and group.active:
+            who = (
+                f"{len(group.members)} active member(s) ("
+                + ", ".join(f"{m.client_id} at {m.host}" for m in group.members)
+                + ")"
+                if group.members
+                else f"active members (state {group.state.lower()})"
+            )
             raise StreamError(
                 "state",
                 f"Kafka stream {name}: its consumer group '{definition.consumer_group}' has "
-                f"{len(members)} active member(s) ("
-                + ", ".join(f"{m.client_id} at {m.host}" for m in members)
-                + "); stop the stream wherever it runs before moving its position",
+                f"{who}; stop the stream wherever it runs before moving its position",
             )
         config = consumer_config(definition, self.kafka_config)
         timeout = self.settings.broker_timeout
@@ -898,6 +907,13 @@ class StreamEngine:
                 asyncio.to_thread(kafka_offsets.commit, config, targets, timeout),
                 4 * timeout + 1,
             )
+        except kafka_offsets.GroupActive as exc:
+            raise StreamError(
+                "state",
+                f"Kafka stream {name}: its consumer group '{definition.consumer_group}' has "
+                f"active members (the broker refused the new position: {exc}); stop the "
+                "stream wherever it runs before moving its position",
+            ) from None
         except OffsetError as exc:
             raise StreamError("external", f"Kafka stream {name}: {exc}") from None
         except Exception as exc:

@@ -27,6 +27,15 @@ class OffsetError(Exception):
     """The position cannot be moved as asked (the message says why, for the client)."""
 
 
+class GroupActive(OffsetError):
+    """The broker refused the commit because the group has members (generation mismatch)."""
+
+
+# Kafka error codes of a commit refused because the group has members: ILLEGAL_GENERATION,
+# UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS.
+_GROUP_ACTIVE = (22, 25, 27)
+
+
 @dataclass(frozen=True)
 class PartitionOffsets:
     """One partition of a stream's topic: the group's committed offset (None: none yet),
@@ -127,14 +136,21 @@ def commit(
 ) -> None:
     """Make ``offsets`` the group's committed offsets (synchronously; raises what the broker
     answered). The group must have no active member. Blocks."""
+    from confluent_kafka import KafkaException
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
     probe = _consumer(config)
     try:
-        answered = probe.commit(
-            offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
-            asynchronous=False,
-        )
+        try:
+            answered = probe.commit(
+                offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            if error is not None and error.code() in _GROUP_ACTIVE:
+                raise GroupActive(str(error.str())) from None
+            raise
         for tp in answered or []:
             if tp.error is not None:
                 raise OffsetError(
@@ -146,14 +162,29 @@ def commit(
             probe.close()
 
 
-def members(admin: Any, group: str, timeout: float) -> list[Member] | None:
-    """The group's active members and what each is assigned; None when the broker cannot
+@dataclass(frozen=True)
+class Group:
+    """A consumer group as the broker describes it. ``active``: it has members now (its
+    state is neither Empty nor Dead); ``members`` may be empty even then (Tansu 0.6 lists
+    none)."""
+
+    state: str
+    members: list[Member]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.members) or self.state not in ("EMPTY", "DEAD", "UNKNOWN")
+
+
+def describe(admin: Any, group: str, timeout: float) -> Group | None:
+    """The group's state, members and what each is assigned; None when the broker cannot
     tell (it does not answer DescribeGroups). Blocks."""
     try:
         described = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
         description = described.result(timeout + 1)
     except Exception:
         return None
+    state = str(getattr(getattr(description, "state", None), "name", "UNKNOWN"))
     found = []
     for member in description.members or []:
         assignment = getattr(member, "assignment", None)
@@ -166,4 +197,4 @@ def members(admin: Any, group: str, timeout: float) -> list[Member] | None:
                 partitions=frozenset((tp.topic, tp.partition) for tp in parts),
             )
         )
-    return found
+    return Group(state, found)

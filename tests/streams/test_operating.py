@@ -64,7 +64,7 @@ def test_a_poison_message_is_skipped_by_moving_the_offset(
 ) -> None:
     """ON ERROR STOP: the stream stops at the message the user transform raised on, names it,
     and SKIP FAILED MESSAGE steps past exactly that one: nothing else is lost or repeated."""
-    name = stream_name("poison")
+    name = stream_name("skipme")
     create_stream(driver, name, broker, topic, transforms / "mixed.py")
     broker.produce(topic, [f"{name}-a", f"{name}-b", f"{name}-boom", f"{name}-c"], one_by_one=True)
     run(driver, f"START STREAM {name}")
