@@ -814,7 +814,9 @@ class StreamRunner:
                 )
             try:
                 await self.write(item.split.queries, True, through=len(messages))
-            except PermanentWriteError:
+            except PermanentWriteError as exc:
+                if self.policy == "stop" and _not_about_a_message(exc):
+                    raise _Permanent(str(exc)) from None
                 # Which message? Run the transform on each alone, write each alone (with
                 # STOP too: the error names the message, which SKIP FAILED MESSAGE can skip).
                 outcomes = await self._isolate(item.batch.values())
@@ -931,6 +933,12 @@ class _Undelivered(Exception):
 
 def _position(message: Any) -> str:
     return f"topic {message.topic()!r} partition {message.partition()} offset {message.offset()}"
+
+
+def _not_about_a_message(exc: PermanentWriteError) -> bool:
+    """A refusal that no message causes (the stream's credentials): STOP names no message
+    for it, so that SKIP FAILED MESSAGE cannot skip a good one."""
+    return (exc.code or "").startswith("Neo.ClientError.Security.")
 
 
 def _at(message: Any) -> Position:

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -460,3 +461,86 @@ def test_readiness_follows_the_backend_and_the_streams(
             assert problem["stream"] == name and "offset 0" in problem["last_error"]
             run(drv, f"STOP STREAM {name}")
             assert http_get(proxy, "/health/ready")[0] == 200
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+@pytest.mark.skipif(not PROMETHEUS.exists(), reason="the prometheus package is not installed")
+def test_a_real_prometheus_scrapes_the_bolt_port(
+    streams_proxy: ProxyProcess, driver: Any, tmp_path: Path
+) -> None:
+    """Prometheus (Debian's 2.42) scrapes /metrics on the Bolt port and reads our figures."""
+    import subprocess
+
+    from tests.support import free_port
+
+    run(driver, "SHOW STREAMS")  # at least one local query counted
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: boltstream\n"
+        f"    static_configs:\n      - targets: ['{streams_proxy.host}:{streams_proxy.port}']\n"
+    )
+    server = subprocess.Popen(
+        [
+            str(PROMETHEUS),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def query(expression: str) -> list[Any]:
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expression}
+        )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return list(json.load(answer)["data"]["result"])
+        except (OSError, ValueError):
+            return []
+
+    try:
+        up = wait_until(lambda: query('up{job="boltstream"} == 1'), timeout=60, message="a scrape")
+        assert up[0]["metric"]["instance"] == f"{streams_proxy.host}:{streams_proxy.port}"
+        local = wait_until(
+            lambda: query('boltstream_queries_total{route="local"}'), timeout=30, message="ours"
+        )
+        assert float(local[0]["value"][1]) >= 1
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_readiness_names_a_stream_that_cannot_reach_its_broker(
+    tmp_path: Path, transforms: Path
+) -> None:
+    import neo4j
+
+    own = Broker().start()  # a broker of its own, to stop
+    try:
+        topic = own.create_topic("unreachable")
+        with start_proxy(tmp_path / "broker-down", transforms) as proxy:
+            name = stream_name("brokerless")
+            with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("neo4j", "x")) as drv:
+                create_stream(drv, name, own, topic, transforms / "msg.py")
+                run(drv, f"START STREAM {name}")
+                own.produce(topic, [f"{name}-1"], one_by_one=True)
+                wait_until(lambda: bodies(drv, "Msg", name) == [f"{name}-1"], message="a write")
+                assert http_get(proxy, "/health/ready")[0] == 200
+                own.stop()
+
+                def unready() -> list[Any] | None:
+                    status, body = http_get(proxy, "/health/ready")
+                    return json.loads(body)["problems"] if status == 503 else None
+
+                (problem,) = wait_until(unready, timeout=60, message="readiness to fail")
+                assert problem["stream"] == name
+                assert problem["problem"] == "cannot reach its Kafka broker"
+                run(drv, f"STOP STREAM {name}")
+    finally:
+        own.stop()
