@@ -53,11 +53,6 @@ OPEN_BUGS: dict[str, tuple[str, str]] = {
         "4 pipes) forever, reachable or not",
         r"^$",
     ),
-    "test-stream-batch-size-over-1m": (
-        "TEST STREAM on a stream created with BATCH_SIZE 1000001: ValueError from "
-        "confluent-kafka's consume(), traceback at ERROR, the client's connection closed",
-        r"^ValueError: num_messages must be between",
-    ),
 }
 TOLERATED = [re.compile(sig) for _, sig in OPEN_BUGS.values()]
 

@@ -99,10 +99,13 @@ class Broker:
         count = 0
         for value in values:
             data = value.encode() if isinstance(value, str) else value
-            if partition is None:
-                producer.produce(topic, data)
-            else:
-                producer.produce(topic, data, partition=partition)
+            where = -1 if partition is None else partition  # -1: the partitioner chooses
+            while True:
+                try:
+                    producer.produce(topic, data, partition=where)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.1)
             count += 1
             if one_by_one:
                 producer.flush(10)
