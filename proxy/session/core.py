@@ -48,6 +48,7 @@ backend.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import deque
@@ -165,6 +166,9 @@ class Session(asyncio.Protocol):
         self.current: Activity | None = None  # the auto-commit query running, if tracked
         self.query_backend: QueryBackend | None = None  # what local answers may ask (FalkorDB)
         self.task: asyncio.Task[None] | None = None
+        # What the task was started to await, until it starts: a task cancelled before its
+        # first step never awaits it, so close() closes it (no "never awaited" warning).
+        self._unstarted: Awaitable[None] | None = None
         # Requests split off the client's bytes but not yet handed out (a relay takes the ones
         # it forwards as they are; the rest wait here, in order).
         self.backlog: deque[Received] = deque()
@@ -273,7 +277,7 @@ class Session(asyncio.Protocol):
         while not self.closing:
             if not self.writable.is_set():
                 # The client is not reading its answers: the task waits for it before going on.
-                self.task = asyncio.get_running_loop().create_task(self._serve(self._drained()))
+                self._start_task(self._drained())
                 return
             try:
                 request = self.next_request()
@@ -286,10 +290,15 @@ class Session(asyncio.Protocol):
                 self.fail(exc)
                 continue
             if waiting is not None:
-                self.task = asyncio.get_running_loop().create_task(self._serve(waiting))
+                self._start_task(waiting)
                 return
 
+    def _start_task(self, waiting: Awaitable[None]) -> None:
+        self._unstarted = waiting
+        self.task = asyncio.get_running_loop().create_task(self._serve(waiting))
+
     async def _serve(self, waiting: Awaitable[None]) -> None:
+        self._unstarted = None
         try:
             await self._settle(waiting)
             while not self.closing:
@@ -406,6 +415,9 @@ class Session(asyncio.Protocol):
         self.writable.set()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+        unstarted, self._unstarted = self._unstarted, None
+        if inspect.iscoroutine(unstarted):
+            unstarted.close()  # its task was cancelled before it started: never awaited
         self.env.registry.remove(self)
         if not self.finished.done():
             self.finished.set_result(None)

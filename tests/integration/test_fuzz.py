@@ -38,11 +38,6 @@ CORPUS = Path(__file__).resolve().parent.parent / "fuzz_corpus"
 
 # corpus entry -> (what breaks, the log signature it causes)
 OPEN_BUGS: dict[str, tuple[str, str]] = {
-    "reset-while-a-request-waits": (
-        "a connection closed before the session task started: the coroutine it was to await "
-        "is never awaited (RuntimeWarning on stderr; the request's work silently dropped)",
-        r"was never awaited|^Exception ignored in: <coroutine object",
-    ),
     "create-stream-transform-with-nul": (
         "CREATE STREAM with a NUL in the transform path: 'embedded null byte' ValueError "
         "traceback at ERROR, the client's connection closed",
