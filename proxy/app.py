@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -26,6 +27,7 @@ from proxy.net.http import serve_http
 from proxy.net.listener import BoltServer
 from proxy.streams.access import StreamAccess
 from proxy.streams.catalog import CatalogError
+from proxy.streams.cluster import ClusterCatalog, ClusterSettings
 from proxy.streams.engine import EngineSettings, StreamEngine
 from proxy.streams.handler import StreamClauseHandler
 from proxy.streams.transform import TransformPolicy
@@ -94,6 +96,17 @@ async def serve(config: Config) -> int:
             await server.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        host, port = server.address
+        # The name SHOW STREAMS' holders give this proxy (and, in a cluster, its member name).
+        engine.member = config.cluster_member or _member_name(config, port)
+        if isinstance(engine.catalog, ClusterCatalog):
+            engine.catalog.member = engine.member
+            if uri.kind == "embedded":
+                log.warning(
+                    "cluster %s with the embedded FalkorDB: each member writes the partitions "
+                    "it holds to its own graph; give every member the same --backend",
+                    config.cluster,
+                )
         try:
             await engine.start()
         except CatalogError as exc:
@@ -164,19 +177,31 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
             log.warning(
                 "no backend_user configured: stream batches go to %s without credentials", uri.raw
             )
-        bolt_writer = BoltWriter(uri.raw, auth)
+        bolt_writer = BoltWriter(uri.raw, auth, config.backend_database or None)
         writer, roles_of, enforced = bolt_writer, bolt_writer.roles_of, True
     settings = EngineSettings(
         kafka_config=config.kafka_client_config,
         group_prefix=config.stream_group_prefix,
         transform_timeout=config.transform_timeout,
     )
+    catalog = None
+    if config.cluster:  # the member's name is set once the listener has its port
+        catalog = ClusterCatalog(
+            ClusterSettings(
+                name=config.cluster,
+                bootstrap=config.cluster_bootstrap,
+                member=config.cluster_member,
+                kafka_config=config.kafka_client_config,
+                replication=config.cluster_replication,
+            )
+        )
     access = StreamAccess(enforced=enforced, admins=config.stream_admin_names(), roles_of=roles_of)
     return StreamEngine(
         config.data_dir,
         writer,
         transform_policy(config),
         settings,
+        catalog=catalog,
         access=access,
         default_database=default_database,
         observe=metrics.StreamObserver,
@@ -196,6 +221,18 @@ def _backend_ping(
         link.transport.close()
 
     return ping
+
+
+def _member_name(config: Config, port: int) -> str:
+    """The advertised address; by default the listen host with the port the listener got
+    (``--listen HOST:0``), the machine's name for a wildcard host (members on several
+    machines must not all call themselves localhost)."""
+    if config.advertised_address:
+        return config.advertised
+    host, _port = config.listen_address
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 def transform_policy(config: Config) -> TransformPolicy:

@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file whose first line is that password (make it readable by the proxy's user only)",
     )
     streams.add_argument(
+        "--backend-database",
+        metavar="NAME",
+        help="the database of a Bolt backend that stream batches go to (default: the "
+        "server's default database; name it where that can change, e.g. ArcadeDB "
+        "without arcadedb.bolt.defaultDatabase)",
+    )
+    streams.add_argument(
         "--transform-allowed-hosts",
         metavar="HOSTS",
         help="comma-separated hosts transforms may be fetched from over "
@@ -167,6 +174,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve GET /metrics and /health/* on this address (they are always on the "
         "Bolt port too)",
     )
+    cluster = serve.add_argument_group(
+        "cluster", "several proxies sharing one set of streams (see README, Clusters)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="join cluster NAME: the stream catalog is shared through the Kafka topic "
+        "__boltstream_NAME_catalog, and running streams run on every member (default: this "
+        "proxy stands alone, catalog in DATA_DIR)",
+    )
+    cluster.add_argument(
+        "--cluster-bootstrap",
+        metavar="HOST:PORT,...",
+        help="the Kafka broker(s) that keep the cluster's catalog and status topics",
+    )
+    cluster.add_argument(
+        "--cluster-member",
+        metavar="NAME",
+        help="this proxy's name in the cluster, unique and stable across restarts "
+        "(default: its advertised host:port)",
+    )
+    cluster.add_argument(
+        "--cluster-replication",
+        metavar="N",
+        type=int,
+        help="replication factor of the topics the cluster creates (default: the broker's)",
+    )
     return parser
 
 
@@ -192,11 +226,16 @@ def main(argv: list[str] | None = None) -> int:
                 "backend_user": args.backend_user,
                 "backend_password": args.backend_password,
                 "backend_password_file": args.backend_password_file,
+                "backend_database": args.backend_database,
                 "transform_allowed_hosts": args.transform_allowed_hosts,
                 "transform_allowed_dirs": args.transform_allowed_dirs,
                 "kafka_client_config": args.kafka_client_config,
                 "transform_timeout": args.transform_timeout,
                 "stream_group_prefix": args.stream_group_prefix,
+                "cluster": args.cluster,
+                "cluster_bootstrap": args.cluster_bootstrap,
+                "cluster_member": args.cluster_member,
+                "cluster_replication": args.cluster_replication,
             },
         )
     except ConfigError as exc:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -105,11 +106,20 @@ class Config:
     # The same password read from a file (its first line): keeps it out of `ps` and the
     # environment of child processes. Takes precedence over backend_password.
     backend_password_file: Path | None = None
+    # The database stream batches go to on a Bolt backend (empty: the server's default for the
+    # service account). Named, every write, position and read of every stream goes to that
+    # one database whatever connection carries it (see README, "Writing to the graph").
+    backend_database: str = ""
     transform_allowed_hosts: str = ""  # comma-separated; empty: the default (loopback)
     transform_allowed_dirs: str = ""  # comma-separated; empty: the default (see README)
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
+    # A cluster of proxies sharing one stream catalog (a compacted topic on this broker).
+    cluster: str = ""  # its name; empty: this proxy stands alone (SQLite catalog)
+    cluster_bootstrap: str = ""  # the Kafka broker(s) holding the cluster's topics
+    cluster_member: str = ""  # this proxy's name in it; empty: its advertised host:port
+    cluster_replication: int = -1  # of the topics the cluster creates; -1: broker default
     # Users with the admin role for streams (comma-separated), besides the users file's
     # admins and, on Bolt backends that tell, the backend's admins (README "Operating streams").
     stream_admins: str = ""
@@ -208,7 +218,27 @@ class Config:
             raise ConfigError("max_message_size must be at least 1024 bytes")
         if not self.transform_timeout > 0:
             raise ConfigError("transform_timeout must be a positive number of seconds")
+        if self.backend_database and self.backend_uri.kind != "bolt":
+            raise ConfigError(
+                "backend_database names a database of a Bolt backend; FalkorDB streams write "
+                "to the graph of the backend URI (falkordb://host:port/graph)"
+            )
         self.service_password()
+        if self.cluster:
+            if not _CLUSTER_NAME.fullmatch(self.cluster):
+                raise ConfigError(
+                    "cluster name must be 1 to 100 letters, digits, '.', '_' or '-' "
+                    f"(it names Kafka topics), not {self.cluster!r}"
+                )
+            if not self.cluster_bootstrap.strip():
+                raise ConfigError(
+                    "--cluster needs --cluster-bootstrap HOST:PORT (the Kafka broker that "
+                    "keeps the cluster's catalog)"
+                )
+        elif self.cluster_bootstrap or self.cluster_member:
+            raise ConfigError("--cluster-bootstrap and --cluster-member need --cluster NAME")
+        if self.cluster_replication == 0 or self.cluster_replication < -1:
+            raise ConfigError("cluster_replication must be -1 (the broker's default) or >= 1")
         return self
 
     def service_password(self) -> str:
@@ -227,6 +257,7 @@ class Config:
 
 
 _FIELD_NAMES = {f.name for f in fields(Config)}
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def parse_kafka_config(text: str) -> dict[str, str]:
@@ -256,7 +287,7 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
-    if name == "max_message_size":
+    if name in ("max_message_size", "cluster_replication"):
         try:
             return int(value)
         except (TypeError, ValueError):

@@ -12,6 +12,16 @@ with its own working directory (it writes ``log/`` and JVM crash files there), d
 test run (``PR_SET_PDEATHSIG``), and listens on loopback. Users authenticate as ``root``.
 Each test that writes should use a database of its own: ``arcadedb.create_database(name)``.
 
+The Bolt default database is pinned to ``neo4j`` (``arcadedb.bolt.defaultDatabase``). Without
+it, ArcadeDB gives a connection that names no database (and one that names ``neo4j`` or
+``system``) the *first database it lists* (hash order), chosen when the connection runs its
+first query and kept for the connection's life. Each database a test creates can become that
+first one: connections opened before it then read and write ``neo4j`` while those opened
+after it use the new database. That split a proxy's stream writer (pooled connections, opened
+early) from the clients reading through the proxy (new connections): the tutorial test on
+ArcadeDB saw its stream commit two messages and find no node, whenever an earlier test had
+created a database that came first.
+
     def test_something(arcadedb: ArcadeDB) -> None:
         db = arcadedb.create_database("t_something")
         with neo4j.GraphDatabase.driver(arcadedb.bolt_uri, auth=arcadedb.auth) as driver:
@@ -36,7 +46,8 @@ from tests.support import free_port
 PASSWORD = "arcadedb-test-pw"
 START_TIMEOUT = 90.0  # a cold JVM on a busy 2-core machine
 
-# Runs in the child: start the server, create "neo4j", then serve commands on stdin
+# Runs in the child: start the server (Bolt default database "neo4j": see the module
+# docstring), create "neo4j", then serve commands on stdin
 # ("create NAME" -> "created NAME" / "error ...") until stdin closes.
 _LAUNCHER = textwrap.dedent("""
     import ctypes, signal, sys
@@ -46,7 +57,7 @@ _LAUNCHER = textwrap.dedent("""
     root, password, bolt, http = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     server = ArcadeDBServer(root_path=root, root_password=password, config={
         "server_plugins": "Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
-        "bolt_port": bolt, "http_port": http})
+        "bolt_port": bolt, "http_port": http, "bolt_defaultDatabase": "neo4j"})
     server.start()
     server.create_database("neo4j")
     print("ready", flush=True)

@@ -91,6 +91,43 @@ def test_backend_password_from_a_file_env_or_flag(tmp_path: Path) -> None:
         load_config(env={}, overrides={"backend_password_file": str(tmp_path / "missing")})
 
 
+def test_cluster_settings() -> None:
+    config = load_config(
+        env={"BOLTSTREAM_CLUSTER_BOOTSTRAP": "k:9092"},
+        overrides={"cluster": "prod-1", "cluster_replication": "3"},
+    )
+    assert (config.cluster, config.cluster_bootstrap, config.cluster_replication) == (
+        "prod-1",
+        "k:9092",
+        3,
+    )
+    assert load_config(env={}).cluster == ""  # stands alone by default
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"cluster": "a b"}, "cluster name must be"),
+        ({"cluster": "x" * 101, "cluster_bootstrap": "k:1"}, "cluster name must be"),
+        ({"cluster": "prod"}, "needs --cluster-bootstrap"),
+        ({"cluster_bootstrap": "k:1"}, "need --cluster NAME"),
+        ({"cluster": "p", "cluster_bootstrap": "k:1", "cluster_replication": "0"}, "-1"),
+    ],
+)
+def test_bad_cluster_settings_say_what_is_wrong(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env={}, overrides=overrides)
+
+
+def test_backend_database_names_the_bolt_database_streams_write_to() -> None:
+    bolt = {"BOLTSTREAM_BACKEND": "bolt://h:7687"}
+    assert load_config(env=bolt).backend_database == ""  # the server's default
+    assert load_config(env={**bolt, "BOLTSTREAM_BACKEND_DATABASE": "g"}).backend_database == "g"
+    assert load_config(env=bolt, overrides={"backend_database": "x"}).backend_database == "x"
+    with pytest.raises(ConfigError, match="Bolt backend; FalkorDB streams write to the graph"):
+        load_config(env={}, overrides={"backend_database": "x"})  # embedded FalkorDB
+
+
 def test_users_file_roles(tmp_path: Path) -> None:
     """A third field is a role (admin or user); USER:PASSWORD lines are ordinary users, and a
     password may still hold colons (a last field that is not a role is part of it)."""

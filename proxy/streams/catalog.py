@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from proxy.streams.definition import (
     POLICIES,
@@ -53,8 +53,10 @@ __all__ = [
     "STATUSES",
     "Catalog",
     "CatalogError",
+    "MemberStatus",
     "PolicyKind",
     "Status",
+    "StreamCatalog",
     "StreamExists",
     "StreamRecord",
     "StreamState",
@@ -176,8 +178,44 @@ class StreamRecord:
     unreadable: str | None = None
 
 
+@dataclass(frozen=True)
+class MemberStatus:
+    """What one proxy does with a running stream: the partitions it holds, its last error."""
+
+    partitions: list[tuple[str, int]]
+    last_error: str | None = None
+
+
+class StreamCatalog(Protocol):
+    """What the engine needs of a catalog: every clause that changes a stream goes through
+    ``insert``, ``delete``, ``update`` (state) or ``replace`` (definition, ALTER). ``Catalog``
+    keeps one proxy's streams in SQLite; ``cluster.ClusterCatalog`` a cluster's in Kafka
+    (``shared``: other proxies change it too, and ``subscribe`` hears of it)."""
+
+    shared: bool
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def all(self) -> list[StreamRecord]: ...
+    async def get(self, name: str) -> StreamRecord | None: ...
+    async def insert(
+        self, definition: StreamDefinition, state: StreamState | None = None
+    ) -> StreamRecord: ...
+    async def delete(self, name: str) -> bool: ...
+    async def update(self, name: str, /, **changes: Any) -> bool: ...
+    async def replace(self, definition: StreamDefinition) -> bool: ...
+    async def add_progress(self, progress: Mapping[str, tuple[int, ...]]) -> None: ...
+    async def heartbeat(self, running: Mapping[str, MemberStatus]) -> None: ...
+    def subscribe(self, callback: Callable[[str], None]) -> None: ...
+    async def sync(self, timeout: float = 1.0) -> bool: ...
+    def members(self, name: str) -> dict[str, MemberStatus]: ...
+
+
 class Catalog:
-    """The SQLite-backed catalog. Open with ``await catalog.open()``; close when done."""
+    """The SQLite-backed catalog of one proxy. Open with ``await catalog.open()``; close when
+    done."""
+
+    shared = False
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / CATALOG_FILE
@@ -295,29 +333,9 @@ class Catalog:
 
         return await self._call(write)
 
-    async def replace_definition(
-        self, definition: StreamDefinition, *, expected: StreamDefinition
-    ) -> bool:
-        """ALTER STREAM: the stream's definition becomes ``definition``, in one transaction,
-        only if the stored one is still ``expected`` (False otherwise, nothing changes). The
-        state (status, counters) stays."""
-        old, new = expected.to_json(), definition.to_json()
-
-        def write(db: sqlite3.Connection) -> bool:
-            with _transaction(db):
-                cursor = db.execute(
-                    "UPDATE streams SET definition = ?, updated_at = ? "
-                    "WHERE name = ? AND definition = ?",
-                    (new, time.time(), definition.name, old),
-                )
-                return cursor.rowcount > 0
-
-        return await self._call(write)
-
     async def update(self, name: str, /, **changes: Any) -> bool:
-        """Change the state of one stream: ``status``, ``limit_batches``, ``last_error``,
-        ``failed_at`` (one transaction). False if it does not exist. The definition changes
-        only through ``replace_definition``."""
+        """Change the state of one stream: ``status``, ``limit_batches``, ``last_error`` (one
+        transaction). False if it does not exist. The definition changes with ``replace``."""
         unknown = set(changes) - _SETTABLE
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
@@ -336,6 +354,35 @@ class Catalog:
                 return cursor.rowcount > 0
 
         return await self._call(write)
+
+    async def replace(self, definition: StreamDefinition) -> bool:
+        """A new definition for an existing stream (ALTER); its state stays. False if it does
+        not exist."""
+        text = definition.to_json()
+
+        def write(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cursor = db.execute(
+                    "UPDATE streams SET definition = ?, updated_at = ? WHERE name = ?",
+                    (text, time.time(), definition.name),
+                )
+                return cursor.rowcount > 0
+
+        return await self._call(write)
+
+    async def heartbeat(self, running: Mapping[str, MemberStatus]) -> None:
+        """Nothing to tell: no other proxy reads this catalog."""
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Nothing changes this catalog but this proxy."""
+
+    async def sync(self, timeout: float = 1.0) -> bool:
+        """Always up to date: every write is this proxy's own."""
+        return True
+
+    def members(self, name: str) -> dict[str, MemberStatus]:
+        """Nobody else runs this proxy's streams (the engine knows its own)."""
+        return {}
 
     async def add_progress(self, progress: Mapping[str, tuple[int, ...]]) -> None:
         """Add to several streams' counters, in one transaction: per stream a tuple (messages,
@@ -486,8 +533,8 @@ def _position_of(text: Any) -> Position | None:
 
 def _record(row: tuple[Any, ...]) -> StreamRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
-    values["status"] = cast(Status, values["status"])
     values["failed_at"] = _position_of(values["failed_at"])
+    values["status"] = cast(Status, values["status"])
     state = StreamState(**{column: values[column] for column in _STATE_COLUMNS})
     try:
         return StreamRecord(values["name"], StreamDefinition.from_json(values["definition"]), state)

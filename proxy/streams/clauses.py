@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.streams import builtin
@@ -94,6 +94,8 @@ class StreamStatus:
     dead_lettered: int = 0
     skipped: int = 0
     delivery: str = Delivery.AT_LEAST_ONCE.shown
+    # member -> the partitions of the stream's topic it holds (members running the stream)
+    holders: dict[str, list[int]] = field(default_factory=dict)
     database: str | None = None
 
 
@@ -285,10 +287,12 @@ async def show_rows(
     admin: TopicAdmin,
     kafka_config: Mapping[str, Any],
     lag_timeout: float,
+    holders: Mapping[str, Mapping[str, list[tuple[str, int]]]] | None = None,
     default_database: str | None = None,
 ) -> list[StreamStatus]:
     """SHOW STREAMS: one metadata request per broker, then the offsets of every stream at
-    once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once)."""
+    once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once).
+    ``holders``: per stream, member -> the (topic, partition) pairs it holds."""
     readable = [r for r in records if r.definition is not None]
     uris = sorted({r.definition.uri for r in readable if r.definition is not None})
     listed = await asyncio.gather(*(_lag_topics(admin, uri, lag_timeout) for uri in uris))
@@ -355,6 +359,10 @@ async def show_rows(
                 dead_lettered=dead,
                 skipped=skipped,
                 delivery=definition.delivery.shown,
+                holders={
+                    member: [p for t, p in held if t == definition.topic]
+                    for member, held in (holders or {}).get(record.name, {}).items()
+                },
                 database=definition.database or default_database,
             )
         )

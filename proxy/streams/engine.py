@@ -12,6 +12,13 @@ whose status is ``running`` (so also after ``kill -9``); ``stop()`` stops the ru
 changing their recorded status, so they resume at the next start. A runner that ends by itself
 is recorded: ``stopped`` after its ``LIMIT``, ``error`` with the reason after a permanent
 failure. Counters reach the catalog every ``flush_interval`` seconds.
+
+**Clusters.** The catalog is either this proxy's own (``catalog.Catalog``, SQLite) or a
+cluster's (``cluster.ClusterCatalog``, shared through Kafka by several proxies). With a shared
+catalog, a change made on another member reaches ``_follow``: the engine makes what runs here
+match the catalog (a running stream runs here too, in its consumer group; a stopped, failed,
+dropped or altered one stops or restarts here), without writing the catalog itself. Each
+flush also tells the catalog which partitions this member holds (``heartbeat``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,16 @@ from typing import Any
 
 from proxy.streams import offsets as kafka_offsets
 from proxy.streams.access import StreamAccess
-from proxy.streams.catalog import Catalog, CatalogError, StreamExists, StreamRecord
+from proxy.streams.catalog import (
+    CATALOG_FILE,
+    Catalog,
+    CatalogError,
+    MemberStatus,
+    StreamCatalog,
+    StreamExists,
+    StreamRecord,
+    StreamState,
+)
 from proxy.streams.clauses import (
     DEFAULT_BATCH_INTERVAL_MS,
     DEFAULT_BATCH_SIZE,
@@ -177,8 +193,9 @@ class StreamEngine:
 
     ``writer`` applies batches (the engine closes it in ``stop``); a stream with a database of
     its own writes through ``writer.for_database(name)``. ``policy`` says which transform URIs
-    may be loaded; ``access`` who may touch which stream; ``observe(name)`` the metrics of a
-    stream's runs.
+    may be loaded; ``catalog``: a cluster's shared catalog (default: this proxy's own, in
+    ``data_dir``); ``member``: this proxy's name in SHOW STREAMS' holders; ``access`` who may
+    touch which stream; ``observe(name)`` the metrics of a stream's runs.
     """
 
     def __init__(
@@ -188,6 +205,8 @@ class StreamEngine:
         policy: TransformPolicy,
         settings: EngineSettings | None = None,
         *,
+        catalog: StreamCatalog | None = None,
+        member: str = "this proxy",
         access: StreamAccess | None = None,
         default_database: str | None = None,
         observe: Any = None,
@@ -200,7 +219,8 @@ class StreamEngine:
         self._applied: defaultdict[str, dict[TopicPartition, tuple[int, float]]] = defaultdict(dict)
         self.data_dir = Path(data_dir)
         self.settings = settings or EngineSettings()
-        self.catalog = Catalog(self.data_dir)
+        self.catalog: StreamCatalog = catalog if catalog is not None else Catalog(self.data_dir)
+        self.member = member
         self.writer = writer
         self.policy = policy
         self.kafka_config = self.settings.client_config
@@ -226,6 +246,9 @@ class StreamEngine:
         _limit_arenas()
         await self.catalog.open()
         self._started = True
+        if self.catalog.shared:
+            await self._adopt_local_streams()
+        self.catalog.subscribe(self._changed)
         resumed = []
         for record in await self.catalog.all():
             if record.state.status == "running":
@@ -235,6 +258,52 @@ class StreamEngine:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         if resumed:
             log.info("resumed streams: %s", ", ".join(resumed))
+
+    async def _adopt_local_streams(self) -> None:
+        """A proxy that stood alone joins a cluster: the streams of its own catalog join the
+        cluster's (with their status; a name the cluster has already stays the cluster's),
+        and the SQLite file is renamed, so they are adopted once (a DROP in the cluster is not
+        undone at the next start). Counters start again from zero."""
+        path = self.data_dir / CATALOG_FILE
+        if not path.exists():
+            return
+        local = Catalog(self.data_dir)
+        await local.open()
+        try:
+            records = await local.all()
+        finally:
+            await local.close()
+        adopted, refused = [], []
+        for record in records:
+            if record.definition is None or await self.catalog.get(record.name) is not None:
+                refused.append(record.name)
+                continue
+            state = StreamState(
+                status=record.state.status,
+                limit_batches=record.state.limit_batches,
+                last_error=record.state.last_error,
+            )
+            try:
+                await self.catalog.insert(record.definition, state)
+                adopted.append(record.name)
+            except StreamExists:
+                refused.append(record.name)
+        moved = path.with_name(f"{CATALOG_FILE}.adopted-by-cluster")
+        for suffix in ("", "-wal", "-shm"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(moved.with_name(moved.name + suffix))
+        if adopted:
+            log.info(
+                "streams of this proxy's own catalog joined the cluster: %s", ", ".join(adopted)
+            )
+        if refused:
+            log.warning(
+                "streams of this proxy's own catalog left out of the cluster (a stream of "
+                "that name exists there, or the definition is unreadable): %s; they stay in %s",
+                ", ".join(refused),
+                moved,
+            )
 
     async def _resume(self, record: StreamRecord) -> bool:
         try:
@@ -272,10 +341,70 @@ class StreamEngine:
         progress = {r.name: r.progress.take() for r in runners}
         with contextlib.suppress(CatalogError):
             await self.catalog.add_progress({k: v for k, v in progress.items() if any(v)})
+            await self.catalog.heartbeat({})  # holds nothing any more
         await self.catalog.close()
         with contextlib.suppress(Exception):
             await self.writer.close()
         self.admin.close()
+
+    def _changed(self, name: str) -> None:
+        """The catalog changed stream ``name`` (a shared catalog: maybe on another member)."""
+        if self._stopped:
+            return
+        task = asyncio.get_running_loop().create_task(self._follow(name))
+        self._supervisors.add(task)
+        task.add_done_callback(self._supervisors.discard)
+
+    async def _follow(self, name: str) -> None:
+        """Make what runs here match the catalog's record of ``name``."""
+        async with self._locks[name]:
+            if self._stopped:
+                return
+            try:
+                record = await self.catalog.get(name)
+            except CatalogError as exc:
+                log.error("stream %s: cannot read the catalog: %s", name, exc)
+                return
+            runner = self._runners.get(name)
+            wanted = record is not None and record.state.status == "running"
+            if runner is not None and (
+                not wanted or record is None or record.definition != runner.definition
+            ):
+                del self._runners[name]
+                await runner.stop()
+                self._trim_due = True
+                with contextlib.suppress(CatalogError):
+                    await self.catalog.add_progress({name: runner.progress.take()})
+                log.info("stream %s: stopped here, as the cluster's catalog says", name)
+                runner = None
+            if wanted and runner is None and record is not None:
+                try:
+                    definition = self._startable(record, "started on this member")
+                except StreamError as exc:
+                    log.error("%s", exc.message)
+                    return
+                self._launch(definition, record, record.state.limit_batches)
+                log.info("stream %s: started here, as the cluster's catalog says", name)
+
+    def holders(self, name: str) -> dict[str, list[tuple[str, int]]]:
+        """Which member holds which partitions of stream ``name`` (this proxy alone: itself,
+        if it runs the stream). For ``SHOW STREAMS`` and ``SHOW STREAM name OFFSETS``."""
+        found = {member: status.partitions for member, status in self.catalog.members(name).items()}
+        runner = self._runners.get(name)
+        if runner is not None and runner.source is not None:
+            found[self.member] = sorted(runner.source.assignment())
+        elif runner is None:
+            found.pop(self.member, None)
+        return found
+
+    def _running_here(self) -> dict[str, MemberStatus]:
+        return {
+            name: MemberStatus(
+                sorted(runner.source.assignment()) if runner.source is not None else [],
+                runner.health.last_error,
+            )
+            for name, runner in self._runners.items()
+        }
 
     def _check_open(self) -> None:
         if not self._started or self._stopped:
@@ -419,6 +548,7 @@ class StreamEngine:
             progress = {k: v for k, v in progress.items() if any(v)}
             try:
                 await self.catalog.add_progress(progress)
+                await self.catalog.heartbeat(self._running_here())
             except CatalogError as exc:
                 log.error("cannot save stream counters: %s", exc)
 
@@ -448,6 +578,9 @@ class StreamEngine:
         return definition
 
     async def _get(self, name: str) -> StreamRecord:
+        # A shared catalog: first whatever other members changed up to now (one request for
+        # the catalog topic's end), so that a clause sees what was done elsewhere just before.
+        await self.catalog.sync()
         record = await self.catalog.get(name)
         if record is None:
             raise StreamError("not_found", f"Kafka stream {name} doesn't exist.")
@@ -480,6 +613,7 @@ class StreamEngine:
         ``database``: where it writes (None: the default database)."""
         self._check_open()
         async with self._locks[name]:
+            await self.catalog.sync()  # a CREATE of that name on another member just now
             if await self.catalog.get(name) is not None:
                 raise StreamError("exists", f"Kafka stream {name} already exists.")
             definition = await define(
@@ -597,6 +731,7 @@ class StreamEngine:
     async def start_all(self, user: str | None = None) -> None:
         """START ALL STREAMS: those ``user`` may start (the others are left alone)."""
         self._check_open()
+        await self.catalog.sync()
         for record in await self.catalog.all():
             # Dropped meanwhile, not startable, or not the user's.
             with contextlib.suppress(StreamError):
@@ -605,6 +740,7 @@ class StreamEngine:
     async def stop_all(self, user: str | None = None) -> None:
         """STOP ALL STREAMS: those ``user`` may stop (the others are left alone)."""
         self._check_open()
+        await self.catalog.sync()
         records = []
         for record in await self.catalog.all():
             with contextlib.suppress(StreamError):
@@ -619,19 +755,42 @@ class StreamEngine:
 
     async def show(self) -> list[StreamStatus]:
         self._check_open()
+        shared = self.catalog.shared
+        if shared:  # this member's counters first: the catalog sums every member's
+            await self.catalog.sync(self.settings.lag_timeout)  # changes made elsewhere
+            progress = {name: r.progress.take() for name, r in self._runners.items()}
+            await self.catalog.add_progress({k: v for k, v in progress.items() if any(v)})
         records = await self.catalog.all()
         live = {}
-        for name, runner in self._runners.items():
-            totals = runner.progress.totals
-            live[name] = Live(
-                totals.messages, totals.dead_lettered, totals.skipped, runner.health.last_error
-            )
+        for record in records:
+            runner = self._runners.get(record.name)
+            if shared:
+                # Cluster-wide: the catalog's status and the sum of every member's counters;
+                # the last error of this member, else of the first member that has one.
+                errors = [s.last_error for s in self.catalog.members(record.name).values()]
+                if runner is not None:
+                    errors.insert(0, runner.health.last_error)
+                state = record.state
+                if state.status == "running":
+                    live[record.name] = Live(
+                        state.messages_processed,
+                        state.messages_dead_lettered,
+                        state.messages_skipped,
+                        next((e for e in errors if e), state.last_error),
+                    )
+            elif runner is not None:
+                totals = runner.progress.totals
+                live[record.name] = Live(
+                    totals.messages, totals.dead_lettered, totals.skipped, runner.health.last_error
+                )
+        holders = {record.name: self.holders(record.name) for record in records}
         return await show_rows(
             records,
             live,
             self.admin,
             self.kafka_config,
             self.settings.lag_timeout,
+            holders,
             self.default_database,
         )
 
@@ -987,7 +1146,7 @@ class StreamEngine:
                 pinned=old.transform if transform is None else None,
                 altering=True,
             )
-            if not await self.catalog.replace_definition(new, expected=old):
+            if not await self.catalog.replace(new):
                 raise StreamError(
                     "state", f"Kafka stream {name} was changed or dropped meanwhile; try again"
                 )

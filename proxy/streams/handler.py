@@ -25,7 +25,7 @@ from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee.
+# the delivery guarantee, then which member (proxy) holds which partitions of the topic.
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -44,6 +44,7 @@ SHOW_STREAMS_FIELDS = [
     "dead_lettered",
     "skipped",
     "delivery",
+    "holders",
     "database",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
@@ -133,6 +134,7 @@ class StreamClauseHandler:
                     s.dead_lettered,
                     s.skipped,
                     s.delivery,
+                    s.holders,
                     s.database,
                 ]
                 for s in await engine.show()

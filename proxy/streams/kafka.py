@@ -574,8 +574,11 @@ class StreamConsumer:
             return
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-        offsets, self._pending = self._pending, {}
+        offsets, self._pending = self._held(self._pending), {}
         tokens, self._pending_tokens = self._pending_tokens, []
+        if not offsets:  # only partitions revoked meanwhile: not ours to commit any more
+            self._answer(tokens)
+            return
         self._inflight, self._inflight_offsets = tokens, offsets
         try:
             self._consumer.commit(
@@ -584,6 +587,13 @@ class StreamConsumer:
             )
         except Exception as exc:
             self._commit_failed(reason_of(exc), retriable=True)
+
+    def _held(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """``offsets`` of the partitions this consumer holds now. A partition revoked by a
+        rebalance had its written offsets committed in the callback (``_commit_now``); after
+        that its new holder commits it, and an offset of ours could move it backwards."""
+        held = {(tp.topic, tp.partition) for tp in self._assigned}
+        return {key: offset for key, offset in offsets.items() if key in held}
 
     def _on_commit(self, error: Any, partitions: list[Any]) -> None:
         answered = {(tp.topic, tp.partition): tp.offset for tp in partitions or []}

@@ -331,6 +331,11 @@ class BoltWriter:
 
     One explicit transaction per batch, committed before the engine commits the offsets.
     ``auth`` is the proxy's service account (configuration only: never in the catalog).
+    ``database``: the database every transaction names (``--backend-database``); None leaves
+    it to the server's default, which a server may settle per connection: ArcadeDB without
+    ``arcadedb.bolt.defaultDatabase`` gives each new connection the first database it lists,
+    which creating a database can change, so pooled connections opened at different times
+    could write a stream's batches (and exactly-once positions) to different databases.
 
     Impersonation: a batch of a stream with an owner runs with ``imp_user=owner``. Where the
     protocol cannot carry it (Bolt before 4.4: the driver refuses), the writer logs that once
@@ -356,7 +361,7 @@ class BoltWriter:
         self.uri = uri
         self.database = database
         self.group = group
-        self.description = f"Bolt server {uri}"
+        self.description = f"Bolt server {uri}" + (f", database {database}" if database else "")
         self._impersonate = True
         self._shared = False  # a writer of another database sharing the driver
         self._driver = neo4j.AsyncGraphDatabase.driver(

@@ -23,6 +23,7 @@ from bolt.messages import Tag
 from bolt.packstream import Packer, Structure, unpack
 from bolt.versions import Version
 from proxy.streams.catalog import CATALOG_FILE
+from proxy.streams.positions import LABEL
 from proxy.streams.writers import BoltWriter, PermanentWriteError
 from tests.arcadedb import ArcadeDB
 from tests.streams.conftest import (
@@ -436,6 +437,45 @@ def test_batches_reach_arcadedb_as_the_service_account(
     password = arcadedb.auth[1]
     assert password not in proxy.log_text()
     assert password.encode() not in (tmp_path / "proxy" / CATALOG_FILE).read_bytes()
+
+
+def test_batches_go_to_the_backend_database_named(
+    arcadedb: ArcadeDB, broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
+    """``--backend-database``: every write of a stream, its exactly-once positions included,
+    names that database, so none lands in whatever the server's default is (ArcadeDB settles
+    it per connection: see tests/arcadedb.py)."""
+    database = arcadedb.create_database("streams_here")
+    proxy = arcade_proxy(arcadedb, tmp_path / "proxy", transforms, "--backend-database", database)
+    name = stream_name("arcade_db")
+    sent = [f"{name}:{i}" for i in range(12)]
+    broker.produce(topic, sent)
+
+    def rows(query: str, db: str | None) -> list[Any]:
+        with neo4j.GraphDatabase.driver(arcadedb.bolt_uri, auth=arcadedb.auth) as direct:
+            records, _, _ = direct.execute_query(query, {"s": name}, database_=db)
+        return [record[0] for record in records]
+
+    bodies = "MATCH (r:Rec) WHERE r.body STARTS WITH $s RETURN r.body"
+    positions = f"MATCH (p:{LABEL}) WHERE p.stream = $s RETURN p.next"
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=arcadedb.auth) as drv:
+            create_stream(
+                drv,
+                name,
+                broker,
+                topic,
+                transforms / "create.py",
+                "BATCH_SIZE 5",
+                "DELIVERY EXACTLY ONCE",
+            )
+            run(drv, f"START STREAM {name}")
+            wait_until(lambda: rows(positions, database) == [12], message="the positions")
+            assert sorted(rows(bodies, database)) == sorted(sent)
+            run(drv, f"DROP STREAM {name}")
+    finally:
+        proxy.stop()
+    assert rows(bodies, None) == [] and rows(positions, None) == []  # the default database
 
 
 def test_arcadedb_refusing_the_service_account_stops_the_stream(

@@ -871,7 +871,8 @@ class TestRun:
                     os._exit(9)
                 return [("q", {"m": batch[0].decode()})]
             """
-        async with runner(code, batch_timeout=1) as r:
+        # 3 s: long enough for the fine batches on a loaded 2-core machine (1 s timed out there).
+        async with runner(code, batch_timeout=3) as r:
             for culprit, kind in ((b"hang", FailureKind.TIMEOUT), (b"die", FailureKind.CRASH)):
                 fine = [[str(i).encode()] for i in range(5)]
                 results = await r.run_many([*fine, [culprit], [b"after"]])

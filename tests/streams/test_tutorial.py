@@ -51,6 +51,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         "dead_lettered",
         "skipped",
         "delivery",
+        "holders",
         "database",
     ]
     assert len(records) == 1
@@ -69,6 +70,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         0,
     )
     assert row["delivery"] == "at least once"  # the default
+    assert row["holders"] == {}  # not running: nobody holds a partition
 
     # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
     with driver.session() as session:
