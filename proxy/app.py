@@ -67,12 +67,14 @@ async def serve(config: Config) -> int:
                 await embedded.start()
             except EmbeddedError as exc:
                 raise StartupError(str(exc)) from exc
-            query_backend = embedded.make_backend()
+            query_backend = embedded.make_backend(reply_timeout=config.reply_timeout)
             description = f"embedded FalkorDB (data in {config.data_dir.resolve()})"
         elif uri.kind == "falkordb":
             from proxy.backends.falkordb import FalkorDBBackend
 
-            query_backend = FalkorDBBackend(uri.host, uri.port, default_graph=uri.graph)
+            query_backend = FalkorDBBackend(
+                uri.host, uri.port, default_graph=uri.graph, reply_timeout=config.reply_timeout
+            )
             description = f"FalkorDB at {uri.host}:{uri.port}, graph {uri.graph}"
         else:
             await _check_bolt_backend(config)
@@ -129,6 +131,12 @@ async def serve(config: Config) -> int:
             if authenticator is None
             else authenticator.description
         )
+        if authenticator is not None and authenticator.plaintext_users():
+            log.warning(
+                "%d user(s) configured with a plain-text password: store a hash with "
+                "`boltstream passwd USERS_FILE USER` (README: Security)",
+                len(authenticator.plaintext_users()),
+            )
         ready_log.info(
             "boltstream %s ready on bolt://%s:%d (WebSocket too%s), backend: %s, %s",
             __version__,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 from proxy import __version__, app
 from proxy.config import ConfigError, load_config
+from proxy.session.auth import hash_password
 
 log = logging.getLogger("boltstream")
 
@@ -103,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="default info"
+    )
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=int,
+        help="most client connections served at once; past it a client's first request gets "
+        "a TransientError saying so (default 1000, 0: no limit)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="close an authenticated connection with nothing in flight that sends nothing for "
+        "this long (default 3600, 0: never). The limits on the stages before it are settings "
+        "too (README: Connection limits)",
     )
     streams = serve.add_argument_group("streams")
     streams.add_argument(
@@ -201,11 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="replication factor of the topics the cluster creates (default: the broker's)",
     )
+    passwd = commands.add_parser(
+        "passwd",
+        help="set a user's password in a users file (stored as an scrypt hash)",
+        description="Write USER's entry in FILE (created 0600 if missing; other lines kept) "
+        "with the password hashed by scrypt. The password is asked twice on the terminal, or "
+        "read from the first line of standard input with --password-stdin; never pass it as "
+        "an argument (ps shows arguments to every local user).",
+    )
+    passwd.add_argument("users_file", metavar="FILE", type=Path, help="the users file")
+    passwd.add_argument("user", metavar="USER", help="the user name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "passwd":
+        return passwd(args.users_file, args.user, from_stdin=args.password_stdin)
     try:
         config = load_config(
             args.config,
@@ -232,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 "kafka_client_config": args.kafka_client_config,
                 "transform_timeout": args.transform_timeout,
                 "stream_group_prefix": args.stream_group_prefix,
+                "max_connections": args.max_connections,
+                "idle_timeout": args.idle_timeout,
                 "cluster": args.cluster,
                 "cluster_bootstrap": args.cluster_bootstrap,
                 "cluster_member": args.cluster_member,
@@ -258,6 +292,63 @@ def main(argv: list[str] | None = None) -> int:
         return _run(app.serve(config))
     except KeyboardInterrupt:
         return 0
+
+
+def passwd(users_file: Path, user: str, *, from_stdin: bool) -> int:
+    """``boltstream passwd``: set ``user``'s hashed password in ``users_file``."""
+    if not user or ":" in user or user != user.strip() or "#" in user[:1]:
+        print(
+            "boltstream: a user name must be non-empty, without ':' or spaces around it",
+            file=sys.stderr,
+        )
+        return 2
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"New password for {user}: ")
+        if getpass.getpass("Again: ") != password:
+            print("boltstream: the passwords differ; nothing written", file=sys.stderr)
+            return 1
+    if not password:
+        print("boltstream: empty password; nothing written", file=sys.stderr)
+        return 1
+    try:
+        write_user(users_file, user, hash_password(password))
+    except OSError as exc:
+        print(f"boltstream: cannot write {users_file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"boltstream: password of {user} set in {users_file} (scrypt)", file=sys.stderr)
+    return 0
+
+
+def write_user(users_file: Path, user: str, stored: str) -> None:
+    """Replace (or add) ``user``'s line, keeping every other line; atomically, mode 0600."""
+    try:
+        lines = users_file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    entry = f"{user}:{stored}"
+    kept = [line for line in lines if line.strip().partition(":")[0] != user]
+    replaced = len(kept) != len(lines)
+    if replaced:  # in place of the first old entry
+        at = next(i for i, line in enumerate(lines) if line.strip().partition(":")[0] == user)
+        kept.insert(at, entry)
+    else:
+        kept.append(entry)
+    temp = users_file.with_name(f".{users_file.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write("\n".join(kept) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, users_file)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.net.limits import ConnectionLimits
+from proxy.session.auth import check_stored
+
 
 class ConfigError(Exception):
     """A setting that cannot be used; the message says which and why."""
@@ -115,6 +118,18 @@ class Config:
     transform_timeout: float = 30.0  # seconds a transform may take per batch
     kafka_client_config: dict[str, str] = field(default_factory=dict)  # librdkafka settings
     stream_group_prefix: str = ""  # consumer group id = prefix + stream name
+    # Time limits (seconds, 0: none) on the stages of a connection the client controls, and
+    # the most connections served at once (proxy.net.limits; README "Connection limits").
+    first_byte_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    upgrade_request_timeout: float = 10.0
+    bolt_handshake_timeout: float = 10.0
+    authentication_timeout: float = 30.0
+    idle_timeout: float = 3600.0
+    max_connections: int = 1000
+    # Seconds the proxy waits for FalkorDB's reply to one query (0: for ever); past it the
+    # query fails with a TransientError and a stream retries it (README: Outages).
+    backend_query_timeout: float = 300.0
     # A cluster of proxies sharing one stream catalog (a compacted topic on this broker).
     cluster: str = ""  # its name; empty: this proxy stands alone (SQLite catalog)
     cluster_bootstrap: str = ""  # the Kafka broker(s) holding the cluster's topics
@@ -158,6 +173,21 @@ class Config:
             raise ConfigError(f"cannot load the TLS certificate {self.tls_cert}: {exc}") from None
         return context
 
+    @property
+    def reply_timeout(self) -> float | None:
+        return self.backend_query_timeout or None
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            first_byte=self.first_byte_timeout,
+            tls_handshake=self.tls_handshake_timeout,
+            upgrade_request=self.upgrade_request_timeout,
+            bolt_handshake=self.bolt_handshake_timeout,
+            authentication=self.authentication_timeout,
+            idle=self.idle_timeout,
+            max_connections=self.max_connections,
+        )
+
     def users(self) -> dict[str, str]:
         """Configured users (name -> password). Empty means: accept any credentials."""
         return {user: password for user, (password, _role) in self._users().items()}
@@ -175,9 +205,9 @@ class Config:
         )
 
     def _users(self) -> dict[str, tuple[str, str]]:
-        """name -> (password, role). A users file line is ``USER:PASSWORD`` (an ordinary
-        user) or ``USER:PASSWORD:ROLE`` with ROLE ``admin`` or ``user``: a password may hold
-        colons, so only a last field that is a role is taken as one."""
+        """name -> (scrypt hash or plain password, role). A users file line is ``USER:PASSWORD``
+        (an ordinary user) or ``USER:PASSWORD:ROLE`` with ROLE ``admin`` or ``user``: a
+        password may hold colons, so only a last field that is a role is taken as one."""
         found: dict[str, tuple[str, str]] = {}
         if self.auth:
             user, sep, password = self.auth.partition(":")
@@ -196,12 +226,16 @@ class Config:
                 user, sep, password = line.partition(":")
                 if not sep or not user:
                     raise ConfigError(
-                        f"{self.users_file}:{number}: expected USER:PASSWORD or USER:PASSWORD:ROLE"
+                        f"{self.users_file}:{number}: expected USER:HASH (boltstream passwd) "
+                        "or USER:PASSWORD, optionally followed by :ROLE"
                     )
                 role = "user"
                 rest, colon, last = password.rpartition(":")
                 if colon and last in ("admin", "user"):
                     password, role = rest, last
+                problem = check_stored(password)
+                if problem is not None:
+                    raise ConfigError(f"{self.users_file}:{number}: {problem}")
                 found[user] = (password, role)
         return found
 
@@ -216,6 +250,11 @@ class Config:
             raise ConfigError("fsync must be always, everysec or no")
         if self.max_message_size < 1024:
             raise ConfigError("max_message_size must be at least 1024 bytes")
+        for name in _TIMEOUTS:
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be 0 (no limit) or a positive number of seconds")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be 0 (no limit) or a positive integer")
         if not self.transform_timeout > 0:
             raise ConfigError("transform_timeout must be a positive number of seconds")
         if self.backend_database and self.backend_uri.kind != "bolt":
@@ -257,6 +296,15 @@ class Config:
 
 
 _FIELD_NAMES = {f.name for f in fields(Config)}
+_TIMEOUTS = (
+    "first_byte_timeout",
+    "tls_handshake_timeout",
+    "upgrade_request_timeout",
+    "bolt_handshake_timeout",
+    "authentication_timeout",
+    "idle_timeout",
+    "backend_query_timeout",
+)
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
@@ -282,12 +330,12 @@ def _coerce(name: str, value: Any) -> Any:
         return ",".join(str(item) for item in value)
     if name in ("data_dir", "users_file", "tls_cert", "tls_key", "backend_password_file"):
         return Path(str(value)) if value not in (None, "") else None
-    if name == "transform_timeout":
+    if name == "transform_timeout" or name in _TIMEOUTS:
         try:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
-    if name in ("max_message_size", "cluster_replication"):
+    if name in ("max_message_size", "max_connections", "cluster_replication"):
         try:
             return int(value)
         except (TypeError, ValueError):

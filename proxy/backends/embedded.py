@@ -18,8 +18,10 @@ Decisions, and why:
   few minutes, so ``--save ""``; AOF rewrites still use an RDB preamble to stay compact.
 - **No orphans.** On Linux the child asks the kernel (``PR_SET_PDEATHSIG``) for SIGKILL when
   the thread that started it dies, so a ``kill -9`` of the proxy does not leave a server
-  holding the data directory. That is tied to the starting *thread*: start it from a thread
-  that lives as long as the server (the event loop's). Elsewhere ``stop()`` is the only guard.
+  holding the data directory. It asks after exec, through ``proxy.spawn.die_with_parent``
+  (a ``preexec_fn`` would fork a threaded process and run Python in the child). That is tied
+  to the starting *thread*: start it from a thread that lives as long as the server (the
+  event loop's). Elsewhere ``stop()`` is the only guard.
 - **Log to a file** (``data_dir/falkordb.log``), never to a pipe nobody drains: a full pipe
   would block the server. Failures quote the log's tail.
 """
@@ -28,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import secrets
@@ -38,20 +38,18 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from proxy.backends.falkordb import FalkorDBBackend
 from proxy.backends.resp import RespConnection, RespConnectionError, RespError
+from proxy.spawn import die_with_parent
 
 _SUN_PATH_MAX = 104  # the smaller of macOS (104) and Linux (108), terminator included
 _BOLT_PORT_MAX = 32767  # FalkorDB ignores a larger BOLT_PORT without a word (DESIGN.md)
 _FSYNC_MODES = ("always", "everysec", "no")
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _CONFIG_FILE = "falkordb-secret.conf"  # holds requirepass while the server starts
 
 log = logging.getLogger("boltstream")
@@ -109,23 +107,6 @@ def _free_tcp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    prctl = libc.prctl  # looked up before fork: the child only makes the call
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # The parent may have died between fork and prctl; then nobody would kill us.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 class EmbeddedFalkorDB:
@@ -208,7 +189,9 @@ class EmbeddedFalkorDB:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def make_backend(self, *, pool_size: int = 4, owns_server: bool = True) -> FalkorDBBackend:
+    def make_backend(
+        self, *, pool_size: int = 4, owns_server: bool = True, reply_timeout: float | None = None
+    ) -> FalkorDBBackend:
         """A backend for this server. With ``owns_server`` its ``start()`` also starts the
         server and its ``close()`` stops it, so it is a complete ``QueryBackend``."""
         return FalkorDBBackend(
@@ -216,6 +199,7 @@ class EmbeddedFalkorDB:
             self._port or 6379,
             unix_path=self._unix_path,
             pool_size=pool_size,
+            reply_timeout=reply_timeout,
             server=self if owns_server else None,
             password=self._password,
         )
@@ -317,11 +301,10 @@ class EmbeddedFalkorDB:
             log.flush()
             try:
                 self._process = subprocess.Popen(
-                    self._command(server, module, config),
+                    die_with_parent(self._command(server, module, config)),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent(),  # see the module docstring
                     cwd=str(self.data_dir),
                     umask=0o077,  # AOF, logs: the proxy's user only
                 )

@@ -45,6 +45,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from proxy.net.http import MAX_REQUEST_HEAD, HttpService, respond
+from proxy.net.limits import Watch
 
 log = logging.getLogger("boltstream")
 
@@ -55,10 +56,11 @@ WS_MAX_MESSAGE = 1 << 24  # payload bytes buffered by wsproto for one fragmented
 class Layer(asyncio.Protocol, asyncio.Transport):
     """A protocol for the transport below that is a transport for the protocol above."""
 
-    def __init__(self, upper: asyncio.BaseProtocol) -> None:
+    def __init__(self, upper: asyncio.BaseProtocol, watch: Watch | None = None) -> None:
         asyncio.Transport.__init__(self)
         self.lower: Any = None
         self.upper = upper
+        self.watch = watch
         self._closing = False
         self._paused_writing = False
 
@@ -69,6 +71,8 @@ class Layer(asyncio.Protocol, asyncio.Transport):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self.watch is not None:
+            self.watch.closed()
         self.upper.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
@@ -149,8 +153,10 @@ class Layer(asyncio.Protocol, asyncio.Transport):
 class TLSLayer(Layer):
     """TLS on an already-accepted socket, fed through memory BIOs."""
 
-    def __init__(self, upper: asyncio.BaseProtocol, context: ssl.SSLContext) -> None:
-        super().__init__(upper)
+    def __init__(
+        self, upper: asyncio.BaseProtocol, context: ssl.SSLContext, watch: Watch | None = None
+    ) -> None:
+        super().__init__(upper, watch)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
@@ -238,9 +244,10 @@ class WebSocketLayer(Layer):
         self,
         upper: asyncio.BaseProtocol,
         discovery: Callable[[], dict[str, Any]],
+        watch: Watch | None = None,
         http: HttpService | None = None,
     ) -> None:
-        super().__init__(upper)
+        super().__init__(upper, watch)
         self.ws = WSConnection(ConnectionType.SERVER)
         self.discovery = discovery
         self.http = http
@@ -411,18 +418,26 @@ class Sniffer(asyncio.Protocol):
         tls: ssl.SSLContext | None,
         discovery: Callable[[], dict[str, Any]],
         under_tls: bool = False,
+        watch: Watch | None = None,
         http: HttpService | None = None,
     ) -> None:
         self.make_bolt = make_bolt
         self.tls = tls
         self.discovery = discovery
         self.under_tls = under_tls
+        self.watch = watch
         self.http = http
         self.transport: Any = None
         self.first = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        watch = self.watch
+        if watch is not None:
+            if self.under_tls:
+                watch.enter("first byte", watch.limits.first_byte)
+            else:
+                watch.attach(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.first += data
@@ -444,13 +459,18 @@ class Sniffer(asyncio.Protocol):
                 tls=None,
                 discovery=self.discovery,
                 under_tls=True,
+                watch=self.watch,
                 http=self.http,
             )
-            layer: Layer = TLSLayer(inner, self.tls)
+            layer: Layer = TLSLayer(inner, self.tls, self.watch)
             protocol = layer
+            if self.watch is not None:
+                self.watch.enter("TLS handshake", self.watch.limits.tls_handshake)
         elif head.startswith(b"GET "):
-            layer = WebSocketLayer(self.make_bolt(), self.discovery, self.http)
+            layer = WebSocketLayer(self.make_bolt(), self.discovery, self.watch, self.http)
             protocol = layer
+            if self.watch is not None:
+                self.watch.enter("upgrade request", self.watch.limits.upgrade_request)
         elif head.startswith(b"OPTIONS "):
             protocol = HttpLayer(self.http)
         else:
@@ -464,4 +484,5 @@ class Sniffer(asyncio.Protocol):
         protocol.data_received(head)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        if self.watch is not None:
+            self.watch.closed()

@@ -21,8 +21,9 @@ from dataclasses import replace
 from typing import Any
 
 from bolt.connection import ServerConnection
-from bolt.errors import HandshakeError
+from bolt.errors import HandshakeError, ProtocolError, TransientError
 from bolt.handshake import NO_VERSION, ServerHandshake
+from bolt.status import RESOURCE_EXHAUSTED
 from bolt.versions import SUPPORTED_VERSIONS, Version
 from proxy import NEO4J_COMPAT_VERSION
 from proxy.answers.router import LocalHandler, Router
@@ -34,6 +35,7 @@ from proxy.metrics import PROXY
 from proxy.net.backend import BackendLink, BackendUnreachable, open_backend
 from proxy.net.http import HttpService
 from proxy.net.layers import Sniffer, TLSLayer, WebSocketLayer
+from proxy.net.limits import Counter, Watch
 from proxy.session.auth import Authenticator
 from proxy.session.core import Session
 from proxy.session.local import LocalEnv, LocalSession
@@ -41,7 +43,6 @@ from proxy.session.registry import Registry
 from proxy.session.relay import RelayEnv, RelaySession
 
 log = logging.getLogger("boltstream")
-HANDSHAKE_TIMEOUT = 30.0
 
 
 class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
@@ -52,15 +53,15 @@ class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
 class _Handshaker(asyncio.Protocol):
     """A new connection until its Bolt version is agreed."""
 
-    def __init__(self, server: BoltServer) -> None:
+    def __init__(self, server: BoltServer, watch: Watch) -> None:
         self.server = server
+        self.watch = watch  # the connection's time limits (the Bolt handshake's, now)
         self.handshake = ServerHandshake()
         self.transport: asyncio.Transport | None = None
         self.cid = server.next_id()
         self.log = ConnectionLog(log, {"cid": self.cid})
         self.started = False  # the offer is complete and the session is being set up
         self.agreed: asyncio.Future[Version | None] | None = None
-        self.timeout: asyncio.TimerHandle | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,15 +69,9 @@ class _Handshaker(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.timeout = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._expired)
-
-    def _expired(self) -> None:
-        self.log.info("no Bolt handshake within %.0f s; closing", HANDSHAKE_TIMEOUT)
-        self._abort()
+        self.watch.enter("Bolt handshake", self.watch.limits.bolt_handshake)
 
     def _abort(self) -> None:
-        if self.timeout is not None:
-            self.timeout.cancel()
         if self.transport is not None:
             self.transport.close()
         if self.agreed is not None and not self.agreed.done():
@@ -100,8 +95,7 @@ class _Handshaker(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.timeout is not None:
-            self.timeout.cancel()
+        self.watch.closed()
         if self.agreed is not None and not self.agreed.done():
             self.agreed.set_result(None)
 
@@ -124,8 +118,6 @@ class _Handshaker(asyncio.Protocol):
             version = await self.agreed
         else:
             version = self.handshake.version
-        if self.timeout is not None:
-            self.timeout.cancel()
         return version
 
 
@@ -171,6 +163,7 @@ class BoltServer:
                 backend=query_backend,
                 authenticator=Authenticator(config.users()),
             )
+        self.connections = Counter(config.connection_limits())
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -203,10 +196,19 @@ class BoltServer:
         host, port = self.config.listen_address
         loop = asyncio.get_running_loop()
         tls = self.config.tls_context()
+
+        def accept() -> Sniffer:
+            watch = Watch(self.connections)
+            return Sniffer(
+                lambda: _Handshaker(self, watch),
+                tls=tls,
+                discovery=self.discovery,
+                watch=watch,
+                http=self.http,
+            )
+
         self._server = await loop.create_server(
-            lambda: Sniffer(
-                lambda: _Handshaker(self), tls=tls, discovery=self.discovery, http=self.http
-            ),
+            accept,
             host,
             port,
             reuse_address=True,
@@ -249,6 +251,15 @@ class BoltServer:
         clog = conn.log
         relay = self.relay_env
         link: BackendLink | None = None
+        if conn.watch.over_limit:
+            # Past max_connections: no backend; the client hears why at its first request.
+            version = await conn.respond(list(SUPPORTED_VERSIONS), use_manifest=True)
+            if version is not None:
+                refusal = Refusal(conn, version, self.config.max_message_size, self.connections)
+                conn.transport.set_protocol(refusal)
+                refusal.start(conn.handshake.leftover())
+                await refusal.finished
+            return
         if relay is None:
             version = await conn.respond(list(SUPPORTED_VERSIONS), use_manifest=True)
         else:
@@ -304,12 +315,76 @@ class BoltServer:
                 manifest_used=conn.handshake.manifest_used,
                 log=clog,
             )
+        session.watch = conn.watch
+        conn.watch.agreed(session)
         conn.transport.set_protocol(session)
         if conn.lost:
             session.close("client left during the handshake")
         elif leftover:
             session.data_received(leftover)
         await session.wait_closed()
+
+
+class Refusal(asyncio.Protocol):
+    """A connection past ``max_connections``, its Bolt version agreed: its first request gets
+    a FAILURE that says why (a TransientError: drivers may retry later), then it closes."""
+
+    def __init__(
+        self, conn: _Handshaker, version: Version, max_message_size: int, counter: Counter
+    ) -> None:
+        self.conn = conn
+        self.transport = conn.transport
+        self.bolt = ServerConnection(version, max_message_size=max_message_size)
+        self.counter = counter
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self, leftover: bytes) -> None:
+        watch = self.conn.watch
+        watch.enter("authentication", watch.limits.authentication)
+        if self.conn.lost:
+            self._done()
+        elif leftover:
+            self.data_received(leftover)
+
+    def data_received(self, data: bytes) -> None:
+        if self.finished.done():
+            return
+        try:
+            self.bolt.receive_data(data)
+            request = self.bolt.next_request()
+        except ProtocolError:
+            request = None
+            self._close()
+            return
+        if request is None:
+            return
+        most = self.counter.limits.max_connections
+        self.conn.log.warning(
+            "connection refused: %d connections open (max_connections %d)",
+            self.counter.open - 1,
+            most,
+        )
+        error = TransientError(
+            f"boltstream serves at most {most} connections at once (max_connections), and "
+            "that many are open: try again later.",
+            code=RESOURCE_EXHAUSTED,
+        )
+        assert self.transport is not None
+        self.transport.write(self.bolt.failure(error))
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self._done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.watch.closed()
+        self._done()
+
+    def _done(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
 def _transport_of(transport: Any) -> str:

@@ -48,7 +48,6 @@ backend.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import deque
@@ -59,7 +58,7 @@ from typing import Any
 from bolt.connection import Received, ServerConnection
 from bolt.errors import BoltError, ClientError, ProtocolError
 from bolt.messages import Discard, Pull, Route, Run
-from bolt.state import Action
+from bolt.state import Action, State
 from bolt.status import REQUEST_INVALID, TRANSACTION_TERMINATED
 from bolt.versions import Version
 from proxy.answers.router import Classified, QueryContext, Router
@@ -67,13 +66,16 @@ from proxy.answers.streams import deferred_until_commit, failed_at_commit
 from proxy.answers.system import ROUTING_TTL_SECONDS, routing_servers
 from proxy.backends.base import QueryBackend, QueryResult
 from proxy.metrics import PROXY
+from proxy.net.limits import Watch
 from proxy.session.registry import Activity, Registry
-from proxy.session.results import ResultStream
+from proxy.session.results import SLICE, ResultStream
 
 V5_8 = Version(5, 8)
 # Bytes of requests waiting to be taken before the client stops being read (while the task
 # works on one); the decoder's own limit still bounds a single message.
 INPUT_HIGH_WATER = 1 << 20
+
+_NOT_AUTHENTICATED = (State.NEGOTIATION, State.AUTHENTICATION, State.DEFUNCT)
 
 Waiting = Awaitable[None] | None  # what a request handler returns: None when it is answered
 
@@ -166,9 +168,7 @@ class Session(asyncio.Protocol):
         self.current: Activity | None = None  # the auto-commit query running, if tracked
         self.query_backend: QueryBackend | None = None  # what local answers may ask (FalkorDB)
         self.task: asyncio.Task[None] | None = None
-        # What the task was started to await, until it starts: a task cancelled before its
-        # first step never awaits it, so close() closes it (no "never awaited" warning).
-        self._unstarted: Awaitable[None] | None = None
+        self.first_waiting: Awaitable[None] | None = None  # the task's, before its first step
         # Requests split off the client's bytes but not yet handed out (a relay takes the ones
         # it forwards as they are; the rest wait here, in order).
         self.backlog: deque[Received] = deque()
@@ -181,6 +181,10 @@ class Session(asyncio.Protocol):
         self._caught_up: asyncio.Future[None] | None = None
         self.closing = False
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # For the connection's watch (proxy.net.limits): when the client last sent something,
+        # and what to tell when this session ends.
+        self.last_read = time.monotonic()
+        self.watch: Watch | None = None
         env.registry.add(self)
 
     async def wait_closed(self) -> None:
@@ -226,6 +230,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_read = time.monotonic()
         self.conn.receive_data(data)
         if self.task is None:
             try:
@@ -294,11 +299,14 @@ class Session(asyncio.Protocol):
                 return
 
     def _start_task(self, waiting: Awaitable[None]) -> None:
-        self._unstarted = waiting
+        # Until the task takes its first step, ``waiting`` is only held here: a close before
+        # that step cancels a task whose coroutine never ran, and ``close`` then closes
+        # ``waiting`` itself (else it would be finalised as a coroutine never awaited).
+        self.first_waiting = waiting
         self.task = asyncio.get_running_loop().create_task(self._serve(waiting))
 
     async def _serve(self, waiting: Awaitable[None]) -> None:
-        self._unstarted = None
+        self.first_waiting = None
         try:
             await self._settle(waiting)
             while not self.closing:
@@ -403,10 +411,20 @@ class Session(asyncio.Protocol):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def authenticated(self) -> bool:
+        """Past HELLO (and LOGON on 5.1+): the connection's watch then applies the idle limit."""
+        return self.conn.state not in _NOT_AUTHENTICATED
+
+    def in_flight(self) -> bool:
+        """A request awaits its answer (the idle limit does not apply)."""
+        return self.conn.unanswered > 0 or self.task is not None or self.busy()
+
     def close(self, reason: str) -> None:
         if self.closing:
             return
         self.closing = True
+        if self.watch is not None:
+            self.watch.closed()
         self.log.debug("closing: %s", reason)
         self.out.flush()
         self.transport.close()
@@ -415,9 +433,9 @@ class Session(asyncio.Protocol):
         self.writable.set()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
-        unstarted, self._unstarted = self._unstarted, None
-        if inspect.iscoroutine(unstarted):
-            unstarted.close()  # its task was cancelled before it started: never awaited
+            unstarted, self.first_waiting = self.first_waiting, None
+            if asyncio.iscoroutine(unstarted):
+                unstarted.close()  # the task never ran: nothing else will close it
         self.env.registry.remove(self)
         if not self.finished.done():
             self.finished.set_result(None)
@@ -550,14 +568,15 @@ class Session(asyncio.Protocol):
             metadata["db"] = db
         self.out.add(self.conn.success(metadata))
 
-    def page(self, request: Received) -> None:
+    def page(self, request: Received) -> Waiting:
         """PULL / DISCARD of a result answered here."""
         message = self.conn.decode(request)
         assert isinstance(message, Pull | Discard)
-        self.page_result(message, message.qid)
+        return self.page_result(message, message.qid)
 
-    def page_result(self, message: Pull | Discard, qid: int) -> None:
+    def page_result(self, message: Pull | Discard, qid: int) -> Waiting:
         tx = self.tx
+        stream: ResultStream | None
         if tx is not None and tx.explicit:
             if qid == -1 and tx.streams:
                 qid = max(tx.streams)
@@ -566,17 +585,40 @@ class Session(asyncio.Protocol):
                 raise ClientError(
                     REQUEST_INVALID, f"No open result with qid {qid} in this transaction."
                 )
-            if not stream.page(
-                message.n, records=isinstance(message, Pull), conn=self.conn, out=self.out
-            ):
+        else:
+            stream = self.autocommit
+            if stream is None:
+                raise ClientError(REQUEST_INVALID, "No open result to pull from.")
+        records = isinstance(message, Pull)
+        if records and stream.count(message.n) > SLICE:
+            return self._page_in_slices(stream, message.n, qid)
+        more = stream.page(message.n, records=records, conn=self.conn, out=self.out)
+        self._paged(stream, qid, more)
+        return None
+
+    async def _page_in_slices(self, stream: ResultStream, n: int, qid: int) -> None:
+        more = await stream.page_in_slices(n, conn=self.conn, out=self.out, pause=self._breathe)
+        if not self.closing:
+            self._paged(stream, qid, more)
+
+    async def _breathe(self) -> bool:
+        """Between two slices of a large page: write them, let other connections run, and
+        wait while the client does not read. False once the connection is closing."""
+        self.flush()
+        await asyncio.sleep(0)
+        if not self.writable.is_set():
+            await self.writable.wait()
+        return not self.closing
+
+    def _paged(self, stream: ResultStream, qid: int, more: bool) -> None:
+        if more:
+            return
+        tx = self.tx
+        if tx is not None and tx.explicit:
+            if tx.streams.get(qid) is stream:
                 del tx.streams[qid]
             return
-        stream = self.autocommit
-        if stream is None:
-            raise ClientError(REQUEST_INVALID, "No open result to pull from.")
-        if not stream.page(
-            message.n, records=isinstance(message, Pull), conn=self.conn, out=self.out
-        ):
+        if self.autocommit is stream:
             self.autocommit = None
             if tx is None:
                 self.current = None

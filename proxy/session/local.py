@@ -112,7 +112,7 @@ class LocalSession(Session):
     def _ack(self) -> None:
         self.out.add(self.conn.success({}))
 
-    def _hello(self, request: Received) -> None:
+    def _hello(self, request: Received) -> Waiting:
         hello = self.conn.decode(request)
         assert isinstance(hello, Hello)
         extra = hello.extra
@@ -132,14 +132,20 @@ class LocalSession(Session):
         if self.manifest_used:
             metadata["protocol_version"] = str(version)
         if not has_logon(version):
-            self.user = self.authenticator.authenticate(extra)
+            return self._login(extra, metadata)
         self.out.add(self.conn.success(metadata))
+        return None
 
-    def _logon(self, request: Received) -> None:
+    def _logon(self, request: Received) -> Waiting:
         logon = self.conn.decode(request)
         assert isinstance(logon, Logon)
-        self.user = self.authenticator.authenticate(logon.auth)
-        self._ack()
+        return self._login(logon.auth, {})
+
+    async def _login(self, token: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Check ``token`` (off the event loop when it needs a hash), then SUCCESS."""
+        address = self.client_address.rpartition(":")[0]
+        self.user = await self.authenticator.authenticate(token, address)
+        self.out.add(self.conn.success(metadata))
 
     def _reset(self) -> None:
         self.tx = None
@@ -183,9 +189,9 @@ class LocalSession(Session):
 
     # -- queries -----------------------------------------------------------------------------
 
-    def _page(self, request: Received) -> None:
+    def _page(self, request: Received) -> Waiting:
         self.check_terminated()
-        self.page(request)
+        return self.page(request)
 
     def _run(self, request: Received) -> Waiting:
         self.check_terminated()

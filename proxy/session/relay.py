@@ -136,6 +136,7 @@ class RelaySession(Session):
         (``handle``, in order)."""
         if self.closing:
             return
+        self.last_read = time.monotonic()
         try:
             self._client_data(data)
         except Exception:
@@ -314,26 +315,25 @@ class RelaySession(Session):
         db = tx.db if tx is not None else self.db_of(run.extra)
         return self.run_local(run, classified, db, time.monotonic())
 
-    def _pull(self, request: Received) -> None:
+    def _pull(self, request: Received) -> Waiting:
         """PULL/DISCARD when local results are open or the qids are translated."""
         message = self.conn.decode(request)
         assert isinstance(message, Pull | Discard)
         tx = self.tx
         if tx is None or not tx.explicit:
-            self.page_result(message, message.qid)
-            return
+            return self.page_result(message, message.qid)
         qid = message.qid
         if qid == -1 and tx.last_local:
             qid = tx.next_qid - 1
         if qid != -1 and qid not in tx.backend_qids:
-            self.page_result(message, qid)  # a local result (or none: a clear FAILURE)
-            return
+            return self.page_result(message, qid)  # a local result (or none: a clear FAILURE)
         backend_qid = tx.backend_qids[qid] if qid != -1 else -1
         wire = request.wire
         if backend_qid != message.qid:
             kind = Pull if isinstance(message, Pull) else Discard
             wire = chunk(encode_request(kind(message.n, backend_qid), self.conn.version))
         self._forward(wire, None, checked=True)
+        return None
 
     def _begin(self, request: Received) -> None:
         begin = self.conn.decode(request)

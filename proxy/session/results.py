@@ -7,10 +7,16 @@ state and counts open results.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bolt.connection import ServerConnection
+
+# Records encoded between two returns to the event loop. Encoding a large page in one go
+# holds every other connection up (1,000,000 records took 1.7 s); a slice of this size takes
+# a few milliseconds.
+SLICE = 2000
 
 
 class Sink(Protocol):
@@ -35,12 +41,41 @@ class ResultStream:
         Returns True when rows remain (the SUCCESS said ``has_more``); otherwise the final
         summary was sent and the stream is finished.
         """
-        count = self.remaining if n < 0 else min(n, self.remaining)
+        count = self.count(n)
         if records:
             rows, record, add = self.rows, conn.record, out.add
             for index in range(self.position, self.position + count):
                 add(record(rows[index]))
         self.position += count
+        return self._summary(conn, out)
+
+    def count(self, n: int) -> int:
+        """How many records PULL ``n`` takes."""
+        return self.remaining if n < 0 else min(n, self.remaining)
+
+    async def page_in_slices(
+        self,
+        n: int,
+        *,
+        conn: ServerConnection,
+        out: Sink,
+        pause: Callable[[], Awaitable[bool]],
+    ) -> bool:
+        """``page`` for a PULL of many records: ``SLICE`` records at a time, awaiting
+        ``pause()`` between slices (which writes what is encoded and lets other connections
+        run; it returns False when the connection is gone, and then nothing more is sent)."""
+        end = self.position + self.count(n)
+        rows, record, add = self.rows, conn.record, out.add
+        while self.position < end:
+            stop = min(end, self.position + SLICE)
+            for index in range(self.position, stop):
+                add(record(rows[index]))
+            self.position = stop
+            if self.position < end and not await pause():
+                return False
+        return self._summary(conn, out)
+
+    def _summary(self, conn: ServerConnection, out: Sink) -> bool:
         if self.remaining > 0:
             out.add(conn.success({"has_more": True}))
             return True

@@ -94,6 +94,7 @@ class StreamStatus:
     dead_lettered: int = 0
     skipped: int = 0
     delivery: str = Delivery.AT_LEAST_ONCE.shown
+    status_detail: str | None = None  # running: healthy, or the transient outages going on
     # member -> the partitions of the stream's topic it holds (members running the stream)
     holders: dict[str, list[int]] = field(default_factory=dict)
     database: str | None = None
@@ -279,6 +280,7 @@ class Live:
     dead_lettered: int
     skipped: int
     last_error: str | None
+    detail: str | None = None
 
 
 async def show_rows(
@@ -316,10 +318,11 @@ async def show_rows(
             state.messages_skipped,
         )
         last_error, status = state.last_error, state.status
+        detail: str | None = None
         running = live.get(record.name)
         if running is not None:
             messages, dead, skipped = running.messages, running.dead_lettered, running.skipped
-            last_error, status = running.last_error, "running"
+            last_error, status, detail = running.last_error, "running", running.detail
         elif status == "running":
             status = "stopped"  # recorded as running, but not run by this process (yet)
         if definition is None:
@@ -359,6 +362,7 @@ async def show_rows(
                 dead_lettered=dead,
                 skipped=skipped,
                 delivery=definition.delivery.shown,
+                status_detail=detail,
                 holders={
                     member: [p for t, p in held if t == definition.topic]
                     for member, held in (holders or {}).get(record.name, {}).items()

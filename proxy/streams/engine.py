@@ -777,11 +777,16 @@ class StreamEngine:
                         state.messages_dead_lettered,
                         state.messages_skipped,
                         next((e for e in errors if e), state.last_error),
+                        runner.health.detail() if runner is not None else None,
                     )
             elif runner is not None:
                 totals = runner.progress.totals
                 live[record.name] = Live(
-                    totals.messages, totals.dead_lettered, totals.skipped, runner.health.last_error
+                    totals.messages,
+                    totals.dead_lettered,
+                    totals.skipped,
+                    runner.health.last_error,
+                    runner.health.detail(),
                 )
         holders = {record.name: self.holders(record.name) for record in records}
         return await show_rows(

@@ -25,7 +25,8 @@ from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee, then which member (proxy) holds which partitions of the topic.
+# the delivery guarantee, then which member (proxy) holds which partitions of the topic,
+# then what a running stream's outages are (``retry.Health``).
 SHOW_STREAMS_FIELDS = [
     "name",
     "uri",
@@ -45,6 +46,7 @@ SHOW_STREAMS_FIELDS = [
     "skipped",
     "delivery",
     "holders",
+    "status_detail",
     "database",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
@@ -135,6 +137,7 @@ class StreamClauseHandler:
                     s.skipped,
                     s.delivery,
                     s.holders,
+                    s.status_detail,
                     s.database,
                 ]
                 for s in await engine.show()

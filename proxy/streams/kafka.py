@@ -38,7 +38,7 @@ import functools
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
@@ -439,9 +439,10 @@ class StreamConsumer:
         deadline = self.former.deadline
         if deadline is not None:
             wait = min(_SLICE, max(0.0, deadline - now))
-            self._take(
-                consumer.consume(num_messages=self.former.size - self.former.pending, timeout=wait)
-            )
+            # At most _CHUNK at once: librdkafka refuses more than 1M (a stream recorded before
+            # BATCH_SIZE had its bound may ask for more).
+            wanted = min(_CHUNK, self.former.size - self.former.pending)
+            self._take(consumer.consume(num_messages=wanted, timeout=wait))
             return
         room = max(1, min(_CHUNK, self.max_messages - self._held_messages))
         if not self._take(consumer.consume(num_messages=room, timeout=0)):
@@ -821,40 +822,63 @@ def start_like_group(
 
 class TopicAdmin:
     """Admin clients, one per bootstrap address: topic lists and consumer lag. Blocking calls
-    run on the default executor."""
+    run on the default executor.
+
+    Each client holds threads and pipes, and any address a clause names gets one: the cache
+    is bounded (the least recently used goes past ``MAX_ADMINS``), a client idle for
+    ``ADMIN_IDLE`` seconds goes, and so does a client whose request failed (an address that
+    does not answer keeps nothing). A dropped client is destroyed on an executor thread:
+    destroying one waits for its threads."""
+
+    MAX_ADMINS = 4
+    ADMIN_IDLE = 300.0
 
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
-        self._admins: dict[str, Any] = {}
+        self._admins: OrderedDict[str, tuple[Any, float]] = OrderedDict()
 
     def client(self, uri: str) -> Any:
         """The admin client for ``uri`` (made once)."""
         return self._admin(uri)
 
     def _admin(self, uri: str) -> Any:
-        admin = self._admins.get(uri)
-        if admin is None:
+        now = time.monotonic()
+        for old, (_, used) in list(self._admins.items()):
+            if now - used > self.ADMIN_IDLE:
+                self.forget(old)
+        entry = self._admins.pop(uri, None)
+        if entry is None:
             from confluent_kafka.admin import AdminClient
 
             config = admin_config(uri, self.base_config)
             check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
-            admin = self._admins[uri] = AdminClient(config)
+            admin = AdminClient(config)
+        else:
+            admin = entry[0]
+        self._admins[uri] = (admin, now)
+        while len(self._admins) > self.MAX_ADMINS:
+            self.forget(next(iter(self._admins)))
         return admin
+
+    def forget(self, uri: str) -> None:
+        """Drop the client for ``uri``, if any (destroyed off the event loop)."""
+        entry = self._admins.pop(uri, None)
+        if entry is not None:
+            asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
+
+    def held(self) -> int:
+        return len(self._admins)
 
     async def topics(self, uri: str, timeout: float) -> dict[str, int]:
         """Topic name -> partition count, from a metadata request for ALL topics (asking for
         one topic by name would create it on brokers that auto-create)."""
-        admin = self._admin(uri)
-
-        def fetch() -> dict[str, int]:
-            metadata = admin.list_topics(timeout=timeout)
-            return {
-                name: len(topic.partitions)
-                for name, topic in metadata.topics.items()
-                if topic.error is None
-            }
-
-        return await asyncio.get_running_loop().run_in_executor(None, fetch)
+        fetch = functools.partial(_list_topics, self._admin(uri), timeout)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fetch)
+        except BaseException:
+            del fetch  # the executor's reference is then the last but the cache's
+            self.forget(uri)
+            raise
 
     async def lag(
         self, definition: StreamDefinition, partitions: int, timeout: float, reset_latest: bool
@@ -865,28 +889,50 @@ class TopicAdmin:
         from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
         admin = self._admin(definition.uri)
-        parts = [KafkaTopicPartition(definition.topic, p) for p in range(partitions)]
-        group = definition.consumer_group
-        request = [ConsumerGroupTopicPartitions(group, parts)]
-        committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
-            group
-        ]
-        latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-        latest = admin.list_offsets({tp: latest_spec for tp in parts}, request_timeout=timeout)
-        earliest = admin.list_offsets({tp: earliest_spec for tp in parts}, request_timeout=timeout)
-        committed = await asyncio.wrap_future(committed_future)
-        done: dict[int, int] = {tp.partition: tp.offset for tp in committed.topic_partitions}
-        total = 0
-        for tp in parts:
-            high = (await asyncio.wrap_future(latest[tp])).offset
-            position = done.get(tp.partition, -1)
-            if position < 0:
-                position = (
-                    high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
-                )
-            total += max(0, high - position)
-        return total
+        try:
+            parts = [KafkaTopicPartition(definition.topic, p) for p in range(partitions)]
+            group = definition.consumer_group
+            request = [ConsumerGroupTopicPartitions(group, parts)]
+            committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
+                group
+            ]
+            latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+            latest = admin.list_offsets({tp: latest_spec for tp in parts}, request_timeout=timeout)
+            earliest = admin.list_offsets(
+                {tp: earliest_spec for tp in parts}, request_timeout=timeout
+            )
+            committed = await asyncio.wrap_future(committed_future)
+            done: dict[int, int] = {tp.partition: tp.offset for tp in committed.topic_partitions}
+            total = 0
+            for tp in parts:
+                high = (await asyncio.wrap_future(latest[tp])).offset
+                position = done.get(tp.partition, -1)
+                if position < 0:
+                    position = (
+                        high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
+                    )
+                total += max(0, high - position)
+            return total
+        except BaseException:
+            del admin
+            self.forget(definition.uri)
+            raise
 
     def close(self) -> None:
         self._admins.clear()
+
+
+def _list_topics(admin: Any, timeout: float) -> dict[str, int]:
+    metadata = admin.list_topics(timeout=timeout)
+    return {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if topic.error is None
+    }
+
+
+def _destroy(entry: tuple[Any, float]) -> None:
+    """Runs on an executor thread holding the last reference to an admin client: returning
+    drops it there, so librdkafka joins its threads off the event loop."""
+    del entry

@@ -160,6 +160,7 @@ class RunnerSettings:
     backoff: Backoff = field(default_factory=Backoff)
     max_round_trip: int = 10000  # messages per transform round trip and per combined write
     max_response_bytes: int = 1000000  # builtin:request responses (Kafka's message.max.bytes)
+    slow_after: float = 5.0  # a graph write or read with no answer this long shows in last_error
 
 
 class Source(Protocol):
@@ -880,7 +881,13 @@ class StreamRunner:
             return self.writer.write_batch(queries, self.definition.owner, group=group, fence=fence)
 
         began = time.monotonic()
-        await retrying(attempt, self.graph_outage, TransientWriteError, stopping=self.stopping)
+        await retrying(
+            attempt,
+            self.graph_outage,
+            TransientWriteError,
+            stopping=self.stopping,
+            slow_after=self.settings.slow_after,
+        )
         self.observer.stage("write", time.monotonic() - began)
         if fence is not None:
             self.known.update(fence.next)
@@ -892,7 +899,11 @@ class StreamRunner:
             return self.writer.read(query, params, self.definition.owner)
 
         return await retrying(
-            attempt, self.read_outage, TransientWriteError, stopping=self.stopping
+            attempt,
+            self.read_outage,
+            TransientWriteError,
+            stopping=self.stopping,
+            slow_after=self.settings.slow_after,
         )
 
     async def _deliver(self, records: list[Record], what: str) -> list[tuple[int, Failed]]:

@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from proxy import __version__
+from proxy.spawn import PipedProcess, spawn_piped
 from proxy.streams.transform_worker import (
     HEADER,
     OutputError,
@@ -255,6 +256,8 @@ async def fetch_transform(
 async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> bytes:
     if not uri.strip():
         raise _Refused("the URI is empty")
+    if _has_control(uri):
+        raise _Refused("the URI holds a control character")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
@@ -279,7 +282,15 @@ async def _fetch_bytes(uri: str, policy: TransformPolicy, timeout: float) -> byt
         raise _Refused(f"timed out after {timeout:g} s") from None
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 async def _checked_file(text: str, policy: TransformPolicy) -> bytes:
+    # No path the OS can take holds a NUL (os.path raises ValueError on one), and file:// URIs
+    # may spell one as %00: refuse control characters after unquoting too.
+    if _has_control(text):
+        raise _Refused("the path holds a control character")
     # Resolve first and judge the real location: a symbolic link inside an allowed directory
     # pointing outside it is refused. Refuse before looking, so the answer for a file outside
     # the policy does not reveal whether it exists.
@@ -422,12 +433,11 @@ class Round:
 class _Worker:
     """One worker process: its pipes, its stderr pump and its working directory."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, workdir: str, log: _Log) -> None:
+    def __init__(self, proc: PipedProcess, workdir: str, log: _Log) -> None:
         self.proc = proc
         self.workdir = workdir
         self.log = log
         self.sandbox: tuple[str, ...] = ()
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         self.stdin: asyncio.StreamWriter = proc.stdin
         self.stdout: asyncio.StreamReader = proc.stdout
         self.pump = asyncio.create_task(self._pump(proc.stderr))
@@ -691,20 +701,13 @@ class TransformRunner:
             "OPENBLAS_NUM_THREADS": "1",
         }
         try:
-            # No preexec_fn: it is not safe in a process with threads (asyncio's child
-            # watcher, to_thread). The worker limits itself before it runs any user code.
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-B",
-                str(WORKER_SCRIPT),
-                str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            # Never fork() here: see proxy/spawn.py (the proxy once hung in uvloop's spawn).
+            # No preexec_fn either: the worker limits itself before it runs any user code.
+            proc = await spawn_piped(
+                [sys.executable, "-I", "-B", str(WORKER_SCRIPT), str(os.getpid())],
                 cwd=workdir,
                 env=env,
-                start_new_session=True,
+                new_session=True,
             )
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -3,7 +3,10 @@ batch uncommitted, and affect no other stream; transient ones are retried."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +154,72 @@ def test_backend_unavailable_is_retried(
         if restarted is not None:
             restarted.stop()
         shutil.rmtree(falkordb.data_dir, ignore_errors=True)
+
+
+def test_a_stopped_backend_shows_and_times_out(
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path, falkordb: FalkorDBProcess
+) -> None:
+    """A FalkorDB stopped with SIGSTOP keeps its connections open and answers nothing: the
+    stream says so in status_detail and last_error while it lasts, a client's query fails
+    with a TransientError after backend_query_timeout instead of waiting, and after SIGCONT
+    the stream carries on and loses nothing."""
+    settings = tmp_path / "boltstream.toml"
+    settings.write_text("backend_query_timeout = 4\n")
+    proxy: ProxyProcess = start_proxy(
+        tmp_path / "proxy",
+        transforms,
+        "--backend",
+        f"falkordb://127.0.0.1:{falkordb.port}",
+        "--config",
+        str(settings),
+    )
+    assert falkordb.proc is not None
+    stopped = False
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
+            name = stream_name()
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            run(drv, f"START STREAM {name}")
+            broker.produce(topic, [f"{name}:1"])
+            wait_until(lambda: show(drv, name)["messages_processed"] == 1)
+            assert show(drv, name)["status_detail"] == "healthy"
+
+            os.kill(falkordb.proc.pid, signal.SIGSTOP)
+            stopped = True
+            broker.produce(topic, [f"{name}:2", f"{name}:3"])
+            row = wait_until(
+                lambda: (
+                    (r := show(drv, name))["status_detail"].startswith(
+                        "transient outage: writing to the graph ("
+                    )
+                    and r
+                ),
+                timeout=30,
+                message="the outage to show",
+            )
+            assert row["status"] == "running"
+            assert row["last_error"].startswith("writing to the graph: ")
+            assert "(transient; " in row["last_error"]
+
+            started = time.monotonic()
+            with pytest.raises(neo4j.exceptions.TransientError), drv.session() as session:
+                session.run("RETURN 1 AS one").consume()
+            assert time.monotonic() - started < 20  # bounded by the timeout, not the outage
+
+            os.kill(falkordb.proc.pid, signal.SIGCONT)
+            stopped = False
+            wait_until(lambda: count(drv, "(m:Msg)") == 3, timeout=40, message="the batch")
+            row = wait_until(
+                lambda: (r := show(drv, name))["status_detail"] == "healthy" and r,
+                timeout=30,
+                message="the recovery to show",
+            )
+            assert "recovered" in row["last_error"]
+            run(drv, f"DROP STREAM {name}")
+    finally:
+        if stopped:
+            os.kill(falkordb.proc.pid, signal.SIGCONT)
+        proxy.stop()
 
 
 def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path, driver: Any) -> None:

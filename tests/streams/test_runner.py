@@ -324,7 +324,12 @@ class Rig:
     """A runner over the fakes."""
 
     def __init__(
-        self, *, limit: int | None = None, round_trip: int = 10000, **definition: Any
+        self,
+        *,
+        limit: int | None = None,
+        round_trip: int = 10000,
+        slow_after: float = 5.0,
+        **definition: Any,
     ) -> None:
         self.source = FakeSource()
         self.transform = FakeTransform()
@@ -333,6 +338,7 @@ class Rig:
         self.definition = replace(DEFINITION, **definition)
         self.limit = limit
         self.round_trip = round_trip
+        self.slow_after = slow_after
         self.progress = Progress()
         self.runner: StreamRunner | None = None
         self.observer = Recorder()
@@ -352,7 +358,10 @@ class Rig:
             make_source=make_source,
             make_producer=lambda: self.producer,
             settings=RunnerSettings(
-                stop_grace=5.0, backoff=Backoff(0.001, 0.004), max_round_trip=self.round_trip
+                stop_grace=5.0,
+                backoff=Backoff(0.001, 0.004),
+                max_round_trip=self.round_trip,
+                slow_after=self.slow_after,
             ),
             progress=self.progress,
             limit=self.limit,
@@ -579,6 +588,7 @@ async def test_stop_during_retries_commits_nothing() -> None:
     rig.source.push(["a"])
     assert runner.health is not None
     await until(lambda: "retrying" in (runner.health.last_error or ""))
+    assert runner.health.detail().startswith("transient outage: writing to the graph (retrying")
     await runner.stop()
     assert (await rig.ended()).how is RunEnd.STOPPED
     assert rig.graph.applied == [] and rig.source.commits == []
@@ -604,6 +614,37 @@ async def test_transient_failures_are_retried_and_logged_once(
     assert len([line for line in lines if "failed, retrying" in line]) == 1
     assert len([line for line in lines if "recovered after 25 retries" in line]) == 1
     assert len(lines) == 2  # not a line per attempt
+    await runner.stop()
+
+
+@asynctest
+async def test_a_write_with_no_answer_shows_while_it_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A backend that answers nothing (stopped, hung) neither fails nor succeeds: after
+    ``slow_after`` the stream's last_error says it waits, once in the log too, and the late
+    answer ends it like a recovery."""
+    caplog.set_level(logging.INFO, logger="boltstream.streams")
+    rig = Rig(slow_after=0.05)
+    rig.graph.gate = asyncio.Event()
+    runner = rig.start()
+    rig.source.push(["a"])
+    await until(lambda: runner.health.last_error is not None)
+    assert runner.health.last_error == (
+        "writing to the graph: no answer for 0.05 s (transient; waiting)"
+    )
+    assert runner.health.detail().startswith("transient outage: writing to the graph (waiting for")
+    await asyncio.sleep(0.2)  # still one line, however long it waits
+    rig.graph.gate.set()
+    await until(lambda: rig.graph.applied == ["a"])
+    error = runner.health.last_error or ""
+    assert error.startswith("writing to the graph: no answer for ")
+    assert error.endswith(" s (transient; recovered: answered late)")
+    assert runner.health.detail() == "healthy"
+    lines = [r.getMessage() for r in caplog.records if r.name == "boltstream.streams"]
+    assert len(lines) == 2
+    assert lines[0] == "stream s: writing to the graph: no answer for 0.05 s, waiting"
+    assert lines[1].startswith("stream s: writing to the graph answered after ")
     await runner.stop()
 
 

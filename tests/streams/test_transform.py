@@ -404,6 +404,11 @@ class TestFetch:
             ("ftp://h/t.py", "unsupported scheme 'ftp'"),
             ("file://host/t.py", "must not name a host"),
             ("", "empty"),
+            # No path holds a NUL (os.path raised ValueError, a traceback at ERROR): fuzz
+            # corpus create-stream-transform-with-nul.
+            (str(tmp_path / "a\x00b.py"), "the URI holds a control character"),
+            ("file://" + str(tmp_path / "a%00b.py"), "the path holds a control character"),
+            ("http://localhost/a\nb.py", "the URI holds a control character"),
         ]:
             with pytest.raises(TransformError, match=reason):
                 await fetch_transform(uri, policy)
@@ -1019,3 +1024,61 @@ def test_worker_module_imports_only_the_standard_library() -> None:
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, cwd="/"
     )
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+FALLBACK_PROBE = """\
+import json, os, sys
+import proxy.streams.transform_worker as worker
+worker._landlock = lambda libc, workdir: None  # as on a kernel without Landlock
+worker._seccomp = lambda libc: False  # ... and without seccomp
+layers = worker.sandbox(256, os.getcwd())
+seen = {}
+try:
+    with open(sys.argv[1], "rb") as secret:
+        seen["read outside"] = secret.read().decode()
+except OSError as exc:
+    seen["read outside"] = type(exc).__name__
+try:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    seen["fork"] = "allowed"
+except OSError as exc:
+    seen["fork"] = type(exc).__name__
+try:
+    bytearray(512 * 1024 * 1024)
+    seen["512 MB"] = "allowed"
+except MemoryError:
+    seen["512 MB"] = "MemoryError"
+print(json.dumps({"layers": layers, "seen": seen}))
+"""
+
+
+def test_the_sandbox_falls_back_without_landlock_and_seccomp(tmp_path: Path) -> None:
+    """On a kernel without Landlock and seccomp the worker still limits what it can, and says
+    which layers are in force: the resource limits hold, new processes are refused through
+    RLIMIT_NPROC (which the kernel does not apply to root), and files of the proxy's user are
+    readable (what Landlock would have prevented; the README's Security section says so)."""
+    secret = tmp_path / "secret"
+    secret.write_text("of the proxy's user")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK_PROBE, str(secret)],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    layers, seen = report["layers"], report["seen"]
+    assert "memory 256 MB" in layers and "no core dumps" in layers
+    assert "no new processes (RLIMIT_NPROC)" in layers
+    assert not any("landlock" in layer or "seccomp" in layer for layer in layers)
+    assert seen["512 MB"] == "MemoryError"
+    assert seen["read outside"] == "of the proxy's user"
+    assert seen["fork"] == ("allowed" if os.getuid() == 0 else "BlockingIOError")

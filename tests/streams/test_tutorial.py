@@ -52,6 +52,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         "skipped",
         "delivery",
         "holders",
+        "status_detail",
         "database",
     ]
     assert len(records) == 1
@@ -71,6 +72,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
     )
     assert row["delivery"] == "at least once"  # the default
     assert row["holders"] == {}  # not running: nobody holds a partition
+    assert row["status_detail"] is None  # not running
 
     # TEST STREAM: exactly the manual's table; nothing written, nothing committed.
     with driver.session() as session:
@@ -122,6 +124,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         lambda: (r := show(driver, name))["messages_processed"] == 4 and r, message="the counter"
     )
     assert row["status"] == "running" and row["lag"] == 0 and row["last_error"] is None
+    assert row["status_detail"] == "healthy"
 
     # STOP STREAM: stopped; DROP STREAM: gone.
     assert run(driver, f"STOP STREAM {name}") == []

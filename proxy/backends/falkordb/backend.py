@@ -66,7 +66,10 @@ class FalkorDBBackend:
     Graph names are the Bolt database names, lower-cased (Neo4j database names are
     case-insensitive); an empty name means ``default_graph``. ``query_timeout`` (seconds) is
     sent to FalkorDB as the query's TIMEOUT, and the client waits a little longer before it
-    gives up on the connection.
+    gives up on the connection. ``reply_timeout`` (seconds) bounds only that wait: a server
+    that stopped answering (stopped, hung, its host gone) becomes a ``BackendUnavailable``
+    (transient) after it instead of a query that waits for ever; nothing is sent to the
+    server, so a long query on a live server is cut off client-side too.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class FalkorDBBackend:
         default_graph: str = "neo4j",
         pool_size: int = 4,
         query_timeout: float | None = None,
+        reply_timeout: float | None = None,
         connect_timeout: float = 5.0,
         server: ServerProcess | None = None,
         password: str | None = None,
@@ -88,6 +92,7 @@ class FalkorDBBackend:
         self.default_graph = default_graph.lower()
         self._pool_size = pool_size
         self._query_timeout = query_timeout
+        self._reply_timeout = reply_timeout
         self._connect_timeout = connect_timeout
         self._server = server
         self._password = password
@@ -210,7 +215,9 @@ class FalkorDBBackend:
         pool = self._pool
         if pool is None:
             raise BackendUnavailable(f"{self.description}: backend not started")
-        timeout = None if self._query_timeout is None else self._query_timeout + 5.0
+        timeout = self._reply_timeout
+        if self._query_timeout is not None:
+            timeout = self._query_timeout + 5.0
         try:
             reply = await pool.execute(*args, timeout=timeout)
         except RespError as exc:
@@ -245,7 +252,7 @@ class FalkorDBBackend:
         rows: list[list[Any]] | None = None
         for attempt in range(3):
             try:
-                rows = Decoder(schema).rows(raw_rows)
+                rows = await _decode_rows(Decoder(schema), raw_rows)
                 break
             except UnknownSchemaId:
                 # New labels/types/keys (this query or a concurrent writer made them).
@@ -407,3 +414,19 @@ def _restore_names(column: str, inlined: tuple[tuple[str, str], ...]) -> str:
 
 if TYPE_CHECKING:
     _conforms: QueryBackend = FalkorDBBackend()  # mypy checks the protocol here
+
+
+# Rows decoded between two returns to the event loop: a result of a million rows must not
+# hold other connections up while it is decoded (``proxy.session.results.SLICE`` does the
+# same for encoding).
+_DECODE_SLICE = 5000
+
+
+async def _decode_rows(decoder: Decoder, raw_rows: list[Any]) -> list[list[Any]]:
+    if len(raw_rows) <= _DECODE_SLICE:
+        return decoder.rows(raw_rows)
+    rows: list[list[Any]] = []
+    for start in range(0, len(raw_rows), _DECODE_SLICE):
+        rows += decoder.rows(raw_rows[start : start + _DECODE_SLICE])
+        await asyncio.sleep(0)
+    return rows
