@@ -11,11 +11,16 @@ Use, for every RUN::
 The clauses (stream.lark; reference/memgraph_streams.md §1.1 and the manual; ``ON ERROR`` and
 ``DELIVERY`` are boltstream's own)::
 
-    CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
+    CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic'
+        [WITH TRANSFORM 'uri']                      -- a transform, or a mapping:
+        [WITH CYPHER 'template'] [WITH PATTERN 'pattern']...
+        [WITH FORMAT CUD | JSON | TEXT | BYTES]
+        [MERGE NODE PROPERTIES] [MERGE RELATIONSHIP PROPERTIES]
         [BATCH_INTERVAL ms] [BATCH_SIZE count]      -- BATCH INTERVAL / BATCH SIZE too
         [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
         [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]
                                                     -- the options in any order, each once
+                                                    -- (WITH PATTERN repeats, in order)
     DROP STREAM name
     SHOW STREAMS
     START STREAM name [LIMIT count BATCHES]
@@ -58,6 +63,7 @@ from grammar.clauses import (
     StopStream,
     StreamClause,
     TestStream,
+    ValueFormat,
 )
 from grammar.errors import StreamSyntaxError
 from grammar.parser import parse_stream_clause
@@ -83,6 +89,7 @@ __all__ = [
     "StreamClause",
     "StreamSyntaxError",
     "TestStream",
+    "ValueFormat",
     "looks_like_stream_clause",
     "parse_stream_clause",
 ]

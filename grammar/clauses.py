@@ -13,30 +13,47 @@ from typing import Literal, TypeAlias
 
 OnError: TypeAlias = Literal["stop", "skip", "dead letter"]
 Delivery: TypeAlias = Literal["at least once", "exactly once"]
+ValueFormat: TypeAlias = Literal["cud", "json", "text", "bytes"]
 
 
 @dataclass(frozen=True, slots=True)
 class CreateStream:
-    """``CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' WITH TRANSFORM 'uri'
+    """``CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' [WITH TRANSFORM 'uri']
     [BATCH_INTERVAL ms] [BATCH_SIZE count]
     [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
-    [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]`` (options in any order, each once).
+    [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]
+    [WITH CYPHER 'template'] [WITH PATTERN 'pattern']... [WITH FORMAT CUD|JSON|TEXT|BYTES]
+    [MERGE NODE PROPERTIES] [MERGE RELATIONSHIP PROPERTIES]`` (options in any order, each
+    once but WITH PATTERN, whose patterns apply in the order given).
 
-    ``on_error`` is None when the clause leaves it out (the engine picks the default for the
-    transform); ``dead_letter_topic`` is set exactly when ``on_error`` is ``"dead letter"``.
-    ``delivery`` is None when left out (the engine's default: at least once).
+    The grammar takes any combination; whether it makes a stream (a transform, or a mapping:
+    a template, patterns or CUD; not both) is the engine's to say. ``on_error`` is None when
+    the clause leaves it out (the engine picks the default for the transform);
+    ``dead_letter_topic`` is set exactly when ``on_error`` is ``"dead letter"``. ``delivery``
+    is None when left out (the engine's default: at least once). ``value_format`` is None
+    when left out (JSON).
     """
 
     name: str
     uri: str  # Kafka bootstrap servers, e.g. 'localhost:9092'
     topic: str
-    transform: str  # URI of the transform script, or builtin:NAME
+    transform: str | None = None  # URI of the transform script, or builtin:NAME
     batch_interval_ms: int | None = None  # >= 1 when given
     batch_size: int | None = None  # >= 1 when given
     on_error: OnError | None = None
     dead_letter_topic: str | None = None
     delivery: Delivery | None = None
     database: str | None = None  # DATABASE name; None: the creating session's database
+    cypher: str | None = None  # WITH CYPHER: the template
+    patterns: tuple[str, ...] = ()  # WITH PATTERN, in order
+    value_format: ValueFormat | None = None  # WITH FORMAT
+    merge_node_properties: bool = False
+    merge_relationship_properties: bool = False
+
+    @property
+    def has_mapping(self) -> bool:
+        """Whether the clause gives a mapping (a template, patterns or CUD)."""
+        return self.cypher is not None or bool(self.patterns) or self.value_format == "cud"
 
 
 @dataclass(frozen=True, slots=True)

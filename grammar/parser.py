@@ -47,6 +47,7 @@ from grammar.clauses import (
     StopStream,
     StreamClause,
     TestStream,
+    ValueFormat,
 )
 from grammar.errors import StreamSyntaxError
 
@@ -71,17 +72,46 @@ _OPTION_OF_TERMINAL = {
     "_ON": "ON ERROR",
     "_DELIVERY": "DELIVERY",
     "_DATABASE": "DATABASE",
-    "_TRANSFORM": "TRANSFORM",
+    "_TRANSFORM": "WITH TRANSFORM",  # only ever after WITH
+    "_CYPHER": "WITH CYPHER",  # only ever after WITH
+    "_FORMAT": "WITH FORMAT",  # only ever after WITH
+    "_NODE": "MERGE NODE PROPERTIES",  # only ever after MERGE
+    "_RELATIONSHIP": "MERGE RELATIONSHIP PROPERTIES",  # only ever after MERGE
 }
-# The first keyword of each option of CREATE STREAM, as expected lists show it.
+# The second words of options, with the first word they come after.
+_SECOND_WORD = {
+    "_INTERVAL": "_BATCH",
+    "_SIZE": "_BATCH",
+    "_TRANSFORM": "_WITH",
+    "_CYPHER": "_WITH",
+    "_FORMAT": "_WITH",
+    "_NODE": "_MERGE",
+    "_RELATIONSHIP": "_MERGE",
+}
+# The first keywords of each option of CREATE STREAM, as expected lists show them.
 _OPTION_OF_PHRASE = {
     "BATCH_INTERVAL": "BATCH_INTERVAL",
     "BATCH_SIZE": "BATCH_SIZE",
     "ON": "ON ERROR",
     "DELIVERY": "DELIVERY",
+    "WITH TRANSFORM": "WITH TRANSFORM",
+    "WITH CYPHER": "WITH CYPHER",
+    "WITH FORMAT": "WITH FORMAT",
+    "MERGE NODE": "MERGE NODE PROPERTIES",
+    "MERGE RELATIONSHIP": "MERGE RELATIONSHIP PROPERTIES",
+    "WITH PATTERN": "WITH PATTERN",
     "DATABASE": "DATABASE",
-    "TRANSFORM": "TRANSFORM",
 }
+# A stream has a transform or a mapping: once one is given, the other is not expected.
+_MAPPING_OPTIONS = frozenset(
+    {
+        "WITH CYPHER",
+        "WITH PATTERN",
+        "WITH FORMAT",
+        "MERGE NODE PROPERTIES",
+        "MERGE RELATIONSHIP PROPERTIES",
+    }
+)
 # Terminals after which a NUMBER may be 0 (offsets, timestamps, partitions).
 _ZERO_ALLOWED = {"_TO": "the offset", "_TIMESTAMP": "TIMESTAMP", "_PARTITION": "PARTITION"}
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
@@ -138,6 +168,33 @@ class _Build(Transformer[Token, Any]):
     def delivery_exactly_once(self, children: list[Token]) -> tuple[str, Delivery]:
         return ("delivery", "exactly once")
 
+    def with_transform(self, children: list[Token]) -> tuple[str, str]:
+        return ("transform", _string_value(children[0]))
+
+    def cypher(self, children: list[Token]) -> tuple[str, str]:
+        return ("cypher", _string_value(children[0]))
+
+    def pattern(self, children: list[Token]) -> tuple[str, str]:
+        return ("pattern", _string_value(children[0]))
+
+    def format_cud(self, children: list[Token]) -> tuple[str, ValueFormat]:
+        return ("value_format", "cud")
+
+    def format_json(self, children: list[Token]) -> tuple[str, ValueFormat]:
+        return ("value_format", "json")
+
+    def format_text(self, children: list[Token]) -> tuple[str, ValueFormat]:
+        return ("value_format", "text")
+
+    def format_bytes(self, children: list[Token]) -> tuple[str, ValueFormat]:
+        return ("value_format", "bytes")
+
+    def merge_node_properties(self, children: list[Token]) -> tuple[str, bool]:
+        return ("merge_node_properties", True)
+
+    def merge_relationship_properties(self, children: list[Token]) -> tuple[str, bool]:
+        return ("merge_relationship_properties", True)
+
     def database(self, children: list[str]) -> tuple[str, str]:
         return ("database", children[0])
 
@@ -181,9 +238,12 @@ class _Build(Transformer[Token, Any]):
         return AlterStream(name, **values)
 
     def create_stream(self, children: list[Any]) -> CreateStream:
-        name, uri, topic, transform, *options = children
-        strings = (_string_value(uri), _string_value(topic), _string_value(transform))
-        values = dict(options)
+        name, uri, topic, *options = children
+        strings = (_string_value(uri), _string_value(topic))
+        patterns = tuple(value for option, value in options if option == "pattern")
+        values = dict(option for option in options if option[0] != "pattern")
+        if patterns:
+            values["patterns"] = patterns
         on_error = values.pop("on_error", None)
         if isinstance(on_error, tuple):
             values["on_error"], values["dead_letter_topic"] = on_error
@@ -382,12 +442,15 @@ def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | N
     if option is None:
         return None
     before = len(accepted)
-    if token.type in ("_INTERVAL", "_SIZE"):
-        if not accepted or accepted[-1].type != "_BATCH":
+    first = _SECOND_WORD.get(token.type)
+    altering = bool(accepted) and accepted[0].type == "_ALTER"
+    if first is not None:
+        if accepted and accepted[-1].type == first:
+            before -= 1
+        elif not altering:  # ALTER STREAM ... SET TRANSFORM: the keyword alone
             return None
-        before -= 1
     if any(_OPTION_OF_TERMINAL.get(t.type) == option for t in accepted[:before]):
-        return option, before
+        return (option.removeprefix("WITH ") if altering else option), before
     return None
 
 
@@ -426,12 +489,23 @@ def _expected_after(accepted: list[Token]) -> list[str]:
         phrases = set(_phrases(interactive, _MAX_PHRASE_WORDS))
         expected = _EXPECTED_BY_STACK[stack] = tuple(sorted(phrases, key=_expected_order))
     given = {_OPTION_OF_TERMINAL[t.type] for t in accepted if t.type in _OPTION_OF_TERMINAL}
+    if any(t.type == "_PATTERN" for t in accepted):
+        given.add("WITH PATTERN")
     if not given:
         return list(expected)
-    # The grammar accepts any option again; a repeat is an error, so it is not expected.
-    return [
-        phrase for phrase in expected if _OPTION_OF_PHRASE.get(phrase.split(" ", 1)[0]) not in given
-    ]
+    # The grammar accepts any option again; a repeat is an error, so it is not expected (but
+    # WITH PATTERN, which repeats); nor is a mapping after a transform or the reverse.
+    unwanted = given - {"WITH PATTERN"}
+    if "WITH TRANSFORM" in given:
+        unwanted |= _MAPPING_OPTIONS
+    if given & _MAPPING_OPTIONS:
+        unwanted.add("WITH TRANSFORM")
+    return [phrase for phrase in expected if _option_of_phrase(phrase) not in unwanted]
+
+
+def _option_of_phrase(phrase: str) -> str | None:
+    words = phrase.split(" ")
+    return _OPTION_OF_PHRASE.get(" ".join(words[:2])) or _OPTION_OF_PHRASE.get(words[0])
 
 
 def _expected_order(phrase: str) -> tuple[int, str]:

@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bolt.status import SEMANTIC_ERROR, SYNTAX_ERROR
 from proxy.streams import builtin
 from proxy.streams.catalog import StreamRecord
 from proxy.streams.definition import (
     SHOWN_POLICY,
     Delivery,
+    MappingSpec,
     PolicyKind,
     StreamDefinition,
     TransformRef,
@@ -37,7 +39,10 @@ from proxy.streams.kafka import (
     reason_of,
     start_like_group,
 )
+from proxy.streams.mapping.cypher import EVENTS
+from proxy.streams.mapping.mapper import BadMapping, Mapper, MappingOptions, build_spec
 from proxy.streams.names import UnsafeValue, check_client_config, check_stream_name, check_topic
+from proxy.streams.outcomes import shorten
 from proxy.streams.retry import Backoff, Health
 from proxy.streams.transform import (
     TransformError,
@@ -47,7 +52,12 @@ from proxy.streams.transform import (
     check_transform,
     fetch_transform,
 )
-from proxy.streams.writers import GraphWriter, WriteError
+from proxy.streams.writers import (
+    GraphWriter,
+    PermanentWriteError,
+    WriteError,
+    mapping_dialect,
+)
 
 ErrorKind = Literal[
     "not_found", "exists", "invalid", "state", "external", "transform", "internal", "forbidden"
@@ -61,6 +71,8 @@ DEFAULT_BATCH_SIZE = 10
 # million messages per call; an interval beyond an hour is a stream that never writes.
 MAX_BATCH_SIZE = 1_000_000
 MAX_BATCH_INTERVAL_MS = 3_600_000
+# What users of the Neo4j Connector for Kafka try first (its strategies' names).
+_MAPPING_BUILTINS = {"builtin:cypher", "builtin:pattern", "builtin:cud"}
 _POLICY_OF: dict[str, PolicyKind] = {"stop": "stop", "skip": "skip", "dead letter": "dead_letter"}
 
 
@@ -107,7 +119,7 @@ async def define(
     name: str,
     uri: str,
     topic: str,
-    transform: str,
+    transform: str | None,
     *,
     consumer_group: str,
     admin: TopicAdmin,
@@ -120,14 +132,18 @@ async def define(
     dead_letter_topic: str | None = None,
     delivery: DeliveryText | None = None,
     exactly_once_refusal: str | None = None,
+    mapping: MappingOptions | None = None,
+    writer: GraphWriter | None = None,
     database: str | None = None,
-    pinned: TransformRef | None = None,
+    keep: TransformRef | None = None,
     altering: bool = False,
 ) -> StreamDefinition:
     """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
     definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
-    (None: it can). ``pinned``: keep this transform (ALTER STREAM without TRANSFORM): it is
-    not fetched again. ``altering``: the messages say ALTER rather than CREATE."""
+    (None: it can). A stream runs ``transform`` or, when that is None, the ``mapping``; a
+    template is also EXPLAINed by the backend ``writer`` writes to (when given). ``keep``:
+    keep this pinned transform (ALTER STREAM without TRANSFORM): it is not fetched again.
+    ``altering``: the messages say ALTER rather than CREATE."""
     fail = (
         f"Failed to alter Kafka stream {name} : "
         if altering
@@ -141,12 +157,22 @@ async def define(
         raise StreamError(
             "invalid", f"Failed to initialize Kafka stream {shown_name(name)} : {exc}"
         ) from None
-    shipped = builtin.lookup(transform)
-    if builtin.is_builtin(transform) and shipped is None:
+    try:
+        spec = build_spec(transform, mapping or MappingOptions())
+    except BadMapping as exc:
+        raise StreamError("invalid", f"{fail}{exc}") from None
+    shipped = builtin.lookup(transform) if transform is not None else None
+    if transform is not None and builtin.is_builtin(transform) and shipped is None:
         raise StreamError(
             "external",
             f"Couldn't get the transform script from {transform}: "
-            f"there is no such built-in transform ({builtin.names()})",
+            f"there is no such built-in transform ({builtin.names()})"
+            + (
+                "; Cypher templates, patterns and CUD messages need no transform: "
+                "WITH CYPHER 'template', WITH PATTERN 'pattern' or WITH FORMAT CUD"
+                if transform.lower() in _MAPPING_BUILTINS
+                else ""
+            ),
         )
     error_policy = _policy(name, shipped, on_error, dead_letter_topic, topic)
     interval = DEFAULT_BATCH_INTERVAL_MS if batch_interval_ms is None else batch_interval_ms
@@ -192,9 +218,10 @@ async def define(
         raise StreamError(
             "external", f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found"
         )
-    if pinned is not None:
-        ref = pinned
-    else:
+    if spec is not None and writer is not None:
+        await _explain_template(fail, spec, writer, owner, broker_timeout)
+    pinned = keep
+    if transform is not None and keep is None:
         try:
             source = (
                 shipped.source()
@@ -204,12 +231,13 @@ async def define(
             await check_transform(source)
         except TransformError as exc:
             raise StreamError("external", str(exc)) from None
-        ref = TransformRef(source.uri, source.code, source.sha256)
+        pinned = TransformRef(source.uri, source.code, source.sha256)
     return StreamDefinition(
         name=name,
         uri=uri,
         topic=topic,
-        transform=ref,
+        transform=pinned,
+        mapping=spec,
         batch_interval_ms=interval,
         batch_size=size,
         consumer_group=consumer_group,
@@ -219,6 +247,35 @@ async def define(
         delivery=chosen,
         database=database,
     )
+
+
+async def _explain_template(
+    fail: str, spec: MappingSpec, writer: GraphWriter, owner: str | None, timeout: float
+) -> None:
+    """Ask the backend to EXPLAIN a template's batch query (over no rows), and refuse the
+    template if the backend finds it wrong (a syntax or semantic error) while it explains a
+    plain query: a backend without EXPLAIN, away, or slow to answer refuses nothing."""
+    query = Mapper(spec).template_query
+    if query is None:
+        return
+
+    async def explain(text: str) -> None:
+        await asyncio.wait_for(writer.read(f"EXPLAIN {text}", {EVENTS: []}, owner), timeout)
+
+    try:
+        await explain(query)
+    except PermanentWriteError as exc:
+        if exc.code not in (SYNTAX_ERROR, SEMANTIC_ERROR):
+            return
+        try:
+            await explain(f"UNWIND ${EVENTS} AS x RETURN x")
+        except Exception:
+            return  # no EXPLAIN here: the template's error says nothing
+        raise StreamError(
+            "invalid", f"{fail}the backend refuses the Cypher template: {shorten(exc.detail)}"
+        ) from None
+    except (TimeoutError, WriteError):
+        return
 
 
 def _policy(
@@ -348,7 +405,7 @@ async def show_rows(
                 name=record.name,
                 uri=definition.uri,
                 topic=definition.topic,
-                transform=definition.transform.uri,
+                transform=definition.source_shown,
                 status=status,
                 batch_interval=definition.batch_interval_ms,
                 batch_size=definition.batch_size,
@@ -420,20 +477,29 @@ async def test_stream(
     read), and stops early when no batch came within max(1 s, two intervals) of the last one;
     when the time is up, the open batch, if any, is the last batch, whatever its interval."""
     name = definition.name
-    transform = TransformRunner(
-        TransformSource(
-            definition.transform.uri, definition.transform.code, definition.transform.sha256
-        ),
-        name=f"{name} (test)",
-        batch_timeout=transform_timeout,
-        memory_limit_mb=transform_memory_mb,
-    )
+    transform: TransformRunner | None = None
+    mapper: Mapper | None = None
+    if definition.transform is not None:
+        transform = TransformRunner(
+            TransformSource(
+                definition.transform.uri, definition.transform.code, definition.transform.sha256
+            ),
+            name=f"{name} (test)",
+            batch_timeout=transform_timeout,
+            memory_limit_mb=transform_memory_mb,
+        )
     config = consumer_config(definition, kafka_config)
     consumer: StreamConsumer | None = None
     started = time.monotonic()
     try:
+        if definition.mapping is not None:
+            try:
+                mapper = Mapper(definition.mapping, mapping_dialect(writer))
+            except BadMapping as exc:
+                raise StreamError("invalid", f"Kafka stream {name}: {exc}") from None
         try:
-            await transform.start()
+            if transform is not None:
+                await transform.start()
         except TransformError as exc:
             raise StreamError(
                 "transform", f"Kafka stream {name}: the transform could not be loaded: {exc}"
@@ -502,6 +568,10 @@ async def test_stream(
                     formed = await asyncio.wait_for(consumer.batches(definition.batch_size), 0.5)
             for batch in (formed or [])[: limit - batches]:
                 batches += 1
+                if mapper is not None:
+                    rows += mapper.test_rows(batch.messages)
+                    continue
+                assert transform is not None
                 try:
                     rows += await transform.run(batch.values())
                 except TransformError as exc:
@@ -514,5 +584,6 @@ async def test_stream(
     finally:
         if consumer is not None:
             await consumer.close(grace=0)
-        with contextlib.suppress(Exception):
-            await transform.stop()
+        if transform is not None:
+            with contextlib.suppress(Exception):
+                await transform.stop()

@@ -21,6 +21,13 @@ before it wrote. Each query's parameters are renamed apart (``$x`` of the third 
 subquery does not see nodes of a label that a subquery before it created when the graph did
 not know that label yet (FalkorDB resolves labels when it plans the query).
 
+FalkorDB plans the composed query whole, before any part runs: a relationship type that the
+graph does not know yet is matched by no part, even after an earlier part created it
+(measured on 4.16: ``MERGE (a)-[:T]->(b) WITH count(*) AS k MATCH (a)-[r:T]->(b) SET ...``
+sets nothing on a graph without ``T``). Labels do not have the problem. So the writer makes
+the types a composed query names known to the graph first (``relationship_types``; see
+``writers.FalkorDBWriter``).
+
 The fence comes last: if the positions are not the expected ones, it divides by zero, which
 undoes the whole query; the writer then reads the positions to tell a lost fence from a
 user's query dividing by zero.
@@ -152,3 +159,35 @@ def _parse(text: str, values: dict[str, Any], number: int, total: int) -> _Parse
     out.append(text[position:end])
     params = {renamed[name]: value for name, value in values.items() if name in renamed}
     return _Parsed("".join(out), params)
+
+
+def relationship_types(text: str) -> dict[str, str]:
+    """The relationship types ``text`` names in its patterns (``-[r:T]->``, ``-[:A|B]-``), as
+    {name: the token as written} (a backquoted name keeps its backquotes)."""
+    significant = [
+        (m.lastgroup or "", m.group(0))
+        for m in lexer.tokens(text)
+        if m.lastgroup not in ("space", "comment")
+    ]
+    found: dict[str, str] = {}
+    for index in range(1, len(significant) - 2):
+        if significant[index][1] != "[" or significant[index - 1][1] != "-":
+            continue
+        at = index + 1
+        if significant[at][0] in ("word", "name") and significant[at + 1][1] == ":":
+            at += 1  # the relationship's variable
+        while at + 1 < len(significant) and significant[at][1] in (":", "|"):
+            at += 1
+            if significant[at][1] == ":":  # [:A|:B]
+                at += 1
+                if at >= len(significant):
+                    break
+            kind, token = significant[at]
+            if kind == "word":
+                found.setdefault(token, token)
+            elif kind == "name":
+                found.setdefault(token[1:-1], token)
+            else:
+                break
+            at += 1
+    return found

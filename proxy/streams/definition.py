@@ -22,7 +22,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DOCUMENT_VERSION = 2  # 2: database
+# 1: the first; 2: a mapping instead of a transform (``transform`` null, ``mapping`` set),
+# or a database. A transform stream on the default database is still written as version 1,
+# which older boltstreams read.
+DOCUMENT_VERSION = 2
 
 PolicyKind = Literal["stop", "skip", "dead_letter"]
 POLICIES: tuple[PolicyKind, ...] = ("stop", "skip", "dead_letter")
@@ -54,15 +57,89 @@ class TransformRef:
     sha256: str
 
 
+MappingKind = Literal["cypher", "pattern", "cud"]
+ValueFormat = Literal["json", "text", "bytes"]
+MAPPING_KINDS: tuple[MappingKind, ...] = ("cypher", "pattern", "cud")
+VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """A stream without Python (``proxy.streams.mapping``): a Cypher template (``cypher``),
+    patterns applied in order (``pattern``), or CUD documents (``cud``), with how message
+    values are read and the patterns' merge options."""
+
+    kind: MappingKind
+    template: str | None = None  # kind cypher
+    patterns: tuple[str, ...] = ()  # kind pattern
+    value_format: ValueFormat = "json"
+    merge_node_properties: bool = False
+    merge_relationship_properties: bool = False
+
+    @property
+    def shown(self) -> str:
+        """As SHOW STREAMS shows it (in the transform column): the clause's own words."""
+        if self.kind == "cypher":
+            text = f"CYPHER {_quoted(self.template or '')}"
+        elif self.kind == "pattern":
+            text = " ".join(f"PATTERN {_quoted(p)}" for p in self.patterns)
+        else:
+            text = "FORMAT CUD"
+        if self.kind != "cud" and self.value_format != "json":
+            text += f" FORMAT {self.value_format.upper()}"
+        if self.merge_node_properties:
+            text += " MERGE NODE PROPERTIES"
+        if self.merge_relationship_properties:
+            text += " MERGE RELATIONSHIP PROPERTIES"
+        return text
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "template": self.template,
+            "patterns": list(self.patterns),
+            "value_format": self.value_format,
+            "merge_node_properties": self.merge_node_properties,
+            "merge_relationship_properties": self.merge_relationship_properties,
+        }
+
+    @classmethod
+    def of_document(cls, document: Any) -> MappingSpec:
+        if not isinstance(document, dict):
+            raise TypeError("a mapping object")
+        kind, fmt = document["kind"], document.get("value_format", "json")
+        if kind not in MAPPING_KINDS:
+            raise DefinitionError(f"unknown mapping kind {str(kind)[:40]!r}")
+        if fmt not in VALUE_FORMATS:
+            raise DefinitionError(f"unknown value format {str(fmt)[:40]!r}")
+        patterns = document.get("patterns", [])
+        if not isinstance(patterns, list):
+            raise TypeError("a list of patterns")
+        return cls(
+            kind=kind,
+            template=_optional_text(document.get("template")),
+            patterns=tuple(_text(p) for p in patterns),
+            value_format=fmt,
+            merge_node_properties=_flag(document.get("merge_node_properties", False)),
+            merge_relationship_properties=_flag(
+                document.get("merge_relationship_properties", False)
+            ),
+        )
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 @dataclass(frozen=True)
 class StreamDefinition:
     """One stream, as created. ``dead_letter_topic`` is set exactly when ``error_policy`` is
-    ``dead_letter``."""
+    ``dead_letter``. Exactly one of ``transform`` and ``mapping`` is set."""
 
     name: str
     uri: str  # Kafka bootstrap servers
     topic: str
-    transform: TransformRef
+    transform: TransformRef | None
     batch_interval_ms: int
     batch_size: int
     consumer_group: str
@@ -71,6 +148,19 @@ class StreamDefinition:
     dead_letter_topic: str | None = None
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     database: str | None = None  # None: the proxy's default graph (documents of version 1)
+    mapping: MappingSpec | None = None
+
+    def __post_init__(self) -> None:
+        if (self.transform is None) == (self.mapping is None):
+            raise ValueError("a stream has a transform or a mapping")
+
+    @property
+    def source_shown(self) -> str:
+        """What the stream runs, for SHOW STREAMS' transform column and logs."""
+        if self.transform is not None:
+            return self.transform.uri
+        assert self.mapping is not None
+        return self.mapping.shown
 
     def __repr__(self) -> str:  # never the code, and later never credentials
         return f"StreamDefinition(name={self.name!r})"
@@ -81,15 +171,18 @@ class StreamDefinition:
 
     def to_json(self) -> str:
         document: dict[str, Any] = {
-            "version": DOCUMENT_VERSION,
+            "version": 1 if self.mapping is None and self.database is None else DOCUMENT_VERSION,
             "name": self.name,
             "uri": self.uri,
             "topic": self.topic,
-            "transform": {
+            "transform": None
+            if self.transform is None
+            else {
                 "uri": self.transform.uri,
                 "code": self.transform.code,
                 "sha256": self.transform.sha256,
             },
+            "mapping": None if self.mapping is None else self.mapping.document(),
             "batch_interval_ms": self.batch_interval_ms,
             "batch_size": self.batch_size,
             "consumer_group": self.consumer_group,
@@ -125,13 +218,19 @@ class StreamDefinition:
             if policy not in POLICIES:
                 raise DefinitionError(f"unknown error policy {policy!r}")
             delivery = Delivery[str(document.get("delivery", "at_least_once")).upper()]
+            mapping = document.get("mapping")
+            if (transform is None) == (mapping is None):
+                raise DefinitionError("the stream definition needs a transform or a mapping")
             return cls(
                 name=_text(document["name"]),
                 uri=_text(document["uri"]),
                 topic=_text(document["topic"]),
-                transform=TransformRef(
+                transform=None
+                if transform is None
+                else TransformRef(
                     _text(transform["uri"]), _text(transform["code"]), _text(transform["sha256"])
                 ),
+                mapping=None if mapping is None else MappingSpec.of_document(mapping),
                 batch_interval_ms=_count(document["batch_interval_ms"]),
                 batch_size=_count(document["batch_size"]),
                 consumer_group=_text(document["consumer_group"]),
@@ -153,6 +252,12 @@ def _text(value: Any) -> str:
 
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("a boolean field")
+    return value
 
 
 def _count(value: Any) -> int:

@@ -69,6 +69,7 @@ from proxy.streams.kafka import (
     producer_config,
     reason_of,
 )
+from proxy.streams.mapping.mapper import MappingOptions
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
 from proxy.streams.offsets import OffsetError, PartitionOffsets, Target
 from proxy.streams.positions import Fence, FenceLost, TopicPartition
@@ -441,14 +442,18 @@ class StreamEngine:
             state.messages_dead_lettered,
             state.messages_skipped,
         )
-        transform = TransformRunner(
-            TransformSource(
-                definition.transform.uri, definition.transform.code, definition.transform.sha256
-            ),
-            name=definition.name,
-            batch_timeout=settings.transform_timeout,
-            memory_limit_mb=settings.transform_memory_mb,
-        )
+        transform = None
+        if definition.transform is not None:  # else a mapping, run by the runner itself
+            transform = TransformRunner(
+                TransformSource(
+                    definition.transform.uri,
+                    definition.transform.code,
+                    definition.transform.sha256,
+                ),
+                name=definition.name,
+                batch_timeout=settings.transform_timeout,
+                memory_limit_mb=settings.transform_memory_mb,
+            )
         config = consumer_config(definition, self.kafka_config)
 
         def make_source(runner: StreamRunner, on_committed: Any) -> Source:
@@ -599,7 +604,7 @@ class StreamEngine:
         name: str,
         uri: str,
         topic: str,
-        transform: str,
+        transform: str | None,
         *,
         batch_interval_ms: int | None = None,
         batch_size: int | None = None,
@@ -607,10 +612,12 @@ class StreamEngine:
         on_error: OnError | None = None,
         dead_letter_topic: str | None = None,
         delivery: DeliveryText | None = None,
+        mapping: MappingOptions | None = None,
         database: str | None = None,
     ) -> None:
-        """CREATE STREAM: check everything, then record the stream (stopped) atomically.
-        ``database``: where it writes (None: the default database)."""
+        """CREATE STREAM: check everything, then record the stream (stopped) atomically. The
+        stream runs ``transform``, or (None) the ``mapping``; ``database``: where it writes
+        (None: the default database)."""
         self._check_open()
         async with self._locks[name]:
             await self.catalog.sync()  # a CREATE of that name on another member just now
@@ -632,6 +639,8 @@ class StreamEngine:
                 dead_letter_topic=dead_letter_topic,
                 delivery=delivery,
                 exactly_once_refusal=self.settings.exactly_once_refusal,
+                mapping=mapping,
+                writer=self.writer,
                 database=database,
             )
             try:
@@ -648,8 +657,8 @@ class StreamEngine:
             name,
             definition.topic,
             definition.uri,
-            definition.transform.uri,
-            definition.transform.sha256[:12],
+            definition.source_shown[:200],
+            definition.transform.sha256[:12] if definition.transform else "-",
             SHOWN_POLICY[definition.error_policy],
             f" {definition.dead_letter_topic}" if definition.dead_letter_topic else "",
             definition.delivery.shown,
@@ -1124,6 +1133,13 @@ class StreamEngine:
             record = await self._get(name)
             self._require_stopped(name, "altering it")
             old = self._startable(record, "altered")
+            if old.transform is None:
+                raise StreamError(
+                    "invalid",
+                    f"Kafka stream {name} maps its messages (WITH CYPHER, PATTERN or FORMAT): "
+                    "ALTER STREAM does not change such a stream yet; DROP it and CREATE it "
+                    "again under the same name (it keeps its consumer group and position)",
+                )
             if on_error is None:
                 policy: OnError = (
                     "dead letter" if old.error_policy == "dead_letter" else old.error_policy
@@ -1148,7 +1164,7 @@ class StreamEngine:
                 delivery=old.delivery.value,
                 exactly_once_refusal=self.settings.exactly_once_refusal,
                 database=old.database,
-                pinned=old.transform if transform is None else None,
+                keep=old.transform if transform is None else None,
                 altering=True,
             )
             if not await self.catalog.replace(new):
@@ -1161,8 +1177,8 @@ class StreamEngine:
             name,
             new.batch_interval_ms,
             new.batch_size,
-            new.transform.uri,
-            new.transform.sha256[:12],
+            new.source_shown,
+            new.transform.sha256[:12] if new.transform is not None else "-",
             SHOWN_POLICY[new.error_policy],
         )
 

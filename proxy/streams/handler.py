@@ -23,6 +23,7 @@ from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
 from proxy.streams.catalog import CatalogError
 from proxy.streams.engine import StreamEngine, StreamError
+from proxy.streams.mapping.mapper import MappingOptions
 
 # The first twelve are the legacy columns, in their order; the error-policy ones follow, then
 # the delivery guarantee, then which member (proxy) holds which partitions of the topic,
@@ -178,6 +179,13 @@ class StreamClauseHandler:
                 on_error=clause.on_error,
                 dead_letter_topic=clause.dead_letter_topic,
                 delivery=clause.delivery,
+                mapping=MappingOptions(
+                    template=clause.cypher,
+                    patterns=clause.patterns,
+                    value_format=clause.value_format,
+                    merge_node_properties=clause.merge_node_properties,
+                    merge_relationship_properties=clause.merge_relationship_properties,
+                ),
                 database=self._database(clause.database, ctx.db),
             )
         elif isinstance(clause, grammar.DropStream):

@@ -10,7 +10,10 @@
 * **Transform** (a task): takes the formed batches waiting, up to ``max_round_trip``
   messages, and sends them to the transform's worker in one round trip (``run_many``: one
   ``stream(batch)`` call per batch, one result per batch). A failed batch is handled by the
-  error policy (stop there, or run each of its messages alone to find the failing ones).
+  error policy (stop there, or run each of its messages alone to find the failing ones). A
+  stream with a mapping instead of a transform (a Cypher template, patterns, CUD:
+  ``mapping/``) maps each batch here, in the proxy, one outcome per message; its queries are
+  joined into UNWIND queries (``Mapper.prepare``) wherever they are written.
 * **Write** (a task, the only writer of the stream): takes the transformed batches waiting and
   writes consecutive ones that need no per-message care *together*: one backend round trip
   (Bolt: one transaction; FalkorDB: one composed query), planned as fewer UNWIND queries over
@@ -58,6 +61,7 @@ from proxy.streams import builtin
 from proxy.streams.batching import Batch
 from proxy.streams.definition import StreamDefinition
 from proxy.streams.executors import Applier, StopAt, dead_letter
+from proxy.streams.mapping.mapper import BadMapping, Mapper
 from proxy.streams.outcomes import (
     DEAD_LETTER_QUERY,
     Accepted,
@@ -86,6 +90,7 @@ from proxy.streams.writers import (
     NotAtomic,
     PermanentWriteError,
     TransientWriteError,
+    mapping_dialect,
 )
 
 log = logging.getLogger("boltstream.streams")
@@ -265,7 +270,7 @@ class StreamRunner:
         definition: StreamDefinition,
         *,
         writer: GraphWriter,
-        transform: Transformer,
+        transform: Transformer | None,
         make_source: SourceFactory,
         make_producer: Callable[[], Producer],
         settings: RunnerSettings,
@@ -290,8 +295,12 @@ class StreamRunner:
         # Per partition, the offset of the last message applied and when (SHOW STREAM OFFSETS).
         self.applied = applied if applied is not None else {}
         self.observer = observer or RunObserver()
-        self.builtin = builtin.lookup(definition.transform.uri)
+        uri = definition.transform.uri if definition.transform is not None else None
+        self.builtin = builtin.lookup(uri) if uri is not None else None
         self.mode: builtin.Mode = self.builtin.mode if self.builtin else "write"
+        # A mapping runs here, in the transform stage, instead of a transform (``transform``
+        # is then None): built in ``_run``, where a failure can end the run.
+        self.mapper: Mapper | None = None
         self.policy = definition.error_policy
         self.exactly_once = definition.exactly_once
         self.known: dict[TopicPartition, int | None] = {}  # positions in the graph
@@ -342,22 +351,33 @@ class StreamRunner:
         if source is not None:
             with contextlib.suppress(Exception):
                 await source.close(self.settings.stop_grace)
-        with contextlib.suppress(Exception):
-            await self.transform.stop()
+        if self.transform is not None:
+            with contextlib.suppress(Exception):
+                await self.transform.stop()
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.close()
 
     async def _run(self) -> Ended:
-        if builtin.is_builtin(self.definition.transform.uri) and self.builtin is None:
-            raise _Permanent(
-                f"{self.definition.transform.uri} is not a built-in transform of "
-                f"this boltstream (it has {builtin.names()})"
-            )
-        try:
-            await self.transform.start()
-        except TransformError as exc:
-            raise _Permanent(f"the transform could not be loaded: {exc}") from None
+        definition = self.definition
+        if definition.mapping is not None:
+            try:
+                self.mapper = Mapper(definition.mapping, mapping_dialect(self.writer))
+            except BadMapping as exc:
+                raise _Permanent(f"the mapping cannot be used: {exc}") from None
+        elif definition.transform is not None:
+            uri = definition.transform.uri
+            if builtin.is_builtin(uri) and self.builtin is None:
+                raise _Permanent(
+                    f"{uri} is not a built-in transform of this boltstream "
+                    f"(it has {builtin.names()})"
+                )
+            if self.transform is None:
+                raise _Permanent("internal error: a transform stream without its transform")
+            try:
+                await self.transform.start()
+            except TransformError as exc:
+                raise _Permanent(f"the transform could not be loaded: {exc}") from None
         source = self.source = self.make_source(self, self._committed)
         source.start()
         try:
@@ -424,9 +444,17 @@ class StreamRunner:
 
     # -- the transform stage --------------------------------------------------------------------
 
+    @property
+    def _transformer(self) -> Transformer:
+        assert self.transform is not None  # only transform streams run transform rounds
+        return self.transform
+
     async def _transform_stage(self, source: Source) -> None:
         try:
-            await self._transform_rounds(source)
+            if self.mapper is not None:
+                await self._map_rounds(source, self.mapper)
+            else:
+                await self._transform_rounds(source)
         except _Permanent as exc:
             self._queue.put_nowait([_Item(Batch([], source.epoch, 0), failure=str(exc))])
         except Exception as exc:  # a bug: the write stage stops the stream with it
@@ -454,11 +482,11 @@ class StreamRunner:
                     break
                 if redo and batches[0] is redo[0]:
                     redo = redo[len(batches) :]
-                round_ = await self.transform.submit([batch.values() for batch in batches])
+                round_ = await self._transformer.submit([batch.values() for batch in batches])
                 pending.append((batches, round_))
             batches, round_ = pending.popleft()
             began = time.monotonic()
-            results = await self.transform.collect(round_)
+            results = await self._transformer.collect(round_)
             self.observer.stage("transform", time.monotonic() - began)
             if results is None:  # an earlier failure replaced its worker: again, in order
                 redo = batches + await self._void(pending) + redo
@@ -479,6 +507,16 @@ class StreamRunner:
             self._queue.put_nowait(items)
             if items and items[-1].failure is not None:
                 return
+
+    async def _map_rounds(self, source: Source, mapper: Mapper) -> None:
+        """A mapping instead of a transform: each batch's messages mapped here, one outcome
+        per message (a message that cannot be read or mapped is rejected alone)."""
+        while True:
+            batches = await self._take(source, [], wait=True)
+            self._queue.put_nowait(
+                [_Item(batch, outcomes=mapper.outcomes(batch.messages)) for batch in batches]
+            )
+            await asyncio.sleep(0)  # let the write stage start on them
 
     async def _take(self, source: Source, redo: list[Batch], *, wait: bool) -> list[Batch]:
         """The next batches to transform: those to do again first, else the formed ones (up
@@ -529,14 +567,14 @@ class StreamRunner:
         batches: list[Batch] = []
         while pending:
             more, round_ = pending.popleft()
-            if await self.transform.collect(round_) is not None:
+            if await self._transformer.collect(round_) is not None:
                 raise RuntimeError("a round sent after a failed one was answered")
             batches += more
         return batches
 
     async def _transform_alone(self, batch: Batch) -> _Item:
         try:
-            pairs = await self.transform.run(batch.values())
+            pairs = await self._transformer.run(batch.values())
         except TransformFailed as failure:
             return await self._after_failure(batch, failure)
         except TransformError as exc:  # a restarted worker did not load
@@ -580,7 +618,7 @@ class StreamRunner:
         outcomes: list[Outcome] = []
         for value in values:
             try:
-                pairs = await self.transform.run([value])
+                pairs = await self._transformer.run([value])
             except TransformFailed as exc:
                 if exc.kind is FailureKind.STOPPED:
                     raise _Permanent(f"the transform failed: {exc}") from None
@@ -699,6 +737,8 @@ class StreamRunner:
     async def _write_combined(self, source: Source, run: list[_Item]) -> None:
         """Several batches in one round trip; one at a time if that is refused."""
         queries = [query for item in run for query in item.queries()]
+        if self.mapper is not None:
+            queries = self.mapper.prepare(queries)
         messages = [message for item in run for message in item.batch.messages]
         fence = self._fence(messages) if self.exactly_once else None
 
@@ -877,17 +917,24 @@ class StreamRunner:
             messages = self._current[0].messages
             fence = self._fence(messages[: len(messages) if through is None else through])
 
+        sent = queries if self.mapper is None else self.mapper.prepare(queries)
+
         def attempt() -> Awaitable[None]:
-            return self.writer.write_batch(queries, self.definition.owner, group=group, fence=fence)
+            return self.writer.write_batch(sent, self.definition.owner, group=group, fence=fence)
 
         began = time.monotonic()
-        await retrying(
-            attempt,
-            self.graph_outage,
-            TransientWriteError,
-            stopping=self.stopping,
-            slow_after=self.settings.slow_after,
-        )
+        try:
+            await retrying(
+                attempt,
+                self.graph_outage,
+                TransientWriteError,
+                stopping=self.stopping,
+                slow_after=self.settings.slow_after,
+            )
+        except PermanentWriteError as exc:
+            if sent is not queries and exc.index is not None:
+                exc.index = None  # an index into the joined queries, not into ``queries``
+            raise
         self.observer.stage("write", time.monotonic() - began)
         if fence is not None:
             self.known.update(fence.next)

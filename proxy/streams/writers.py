@@ -42,13 +42,15 @@ stored positions are not the expected ones (nothing written). ``read_positions``
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Any, Protocol
 
 from bolt.status import is_transient
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
-from proxy.streams.compose import NotComposable, compose
+from proxy.streams.compose import NotComposable, compose, relationship_types
 from proxy.streams.grouping import plan_queries
+from proxy.streams.mapping.cud import BOLT, FALKORDB, Dialect
 from proxy.streams.positions import (
     FENCE_FAILED,
     READ_POSITIONS,
@@ -156,6 +158,17 @@ class GraphWriter(Protocol):
 # ============================================================================================
 
 
+@functools.lru_cache(maxsize=1024)
+def _types_of(text: str) -> tuple[tuple[str, str], ...]:
+    """``compose.relationship_types`` of a query text (a stream writes few distinct texts)."""
+    return tuple(relationship_types(text).items())
+
+
+def mapping_dialect(writer: object) -> Dialect:
+    """How CUD messages find entities by element id on the graph ``writer`` writes to."""
+    return FALKORDB if isinstance(writer, FalkorDBWriter) else BOLT
+
+
 class FalkorDBWriter:
     """Batches to one FalkorDB graph through the proxy's ``QueryBackend``. Each query is atomic;
     a batch of several queries is not, unless it is composed into one (``atomic``, ``fence``:
@@ -182,6 +195,7 @@ class FalkorDBWriter:
         self.max_combined = max_combined
         self.max_composed = max_composed
         self.description = f"FalkorDB graph {graph!r}"
+        self._known_types: set[str] = set()  # relationship types the graph has
 
     async def write_batch(
         self,
@@ -227,6 +241,8 @@ class FalkorDBWriter:
                     "use a smaller BATCH_SIZE"
                 )
             text, params = compose(plan, fence)
+            if len(plan) > 1:
+                await self._know_types(plan)
         except NotComposable as exc:
             if fence is None:
                 raise NotAtomic(str(exc)) from None
@@ -266,6 +282,34 @@ class FalkorDBWriter:
                 index=0 if len(plan) == 1 and not grouped else None,
                 rolled_back=True,
             ) from None
+
+    async def _know_types(self, plan: list[Query]) -> None:
+        """Make the relationship types that the parts of a composed query name known to the
+        graph first (``compose``: FalkorDB plans the query whole, and matches no type it does
+        not know yet, even one an earlier part creates). A type is made known by creating a
+        relationship of it between two new nodes and deleting all three. If that cannot be
+        done the write goes on as before."""
+        named: dict[str, str] = {}
+        for text in {text for text, _ in plan[1:]}:
+            named.update(_types_of(text))
+        unknown = {name: token for name, token in named.items() if name not in self._known_types}
+        if not unknown:
+            return
+        try:
+            result = await self.backend.run(self.graph, "CALL db.relationshipTypes()", {})
+            self._known_types.update(str(row[0]) for row in result.rows)
+            for name, token in unknown.items():
+                if name not in self._known_types:
+                    await self.backend.run(
+                        self.graph, f"CREATE (a)-[:{token}]->(b) DELETE a, b", {}
+                    )
+                    self._known_types.add(name)
+        except BackendUnavailable as exc:
+            raise TransientWriteError(exc.message) from None
+        except BackendError as exc:
+            if exc.transient:
+                raise TransientWriteError(exc.message) from None
+            log.warning("%s: relationship types not made known first: %s", self.graph, exc)
 
     async def read_positions(self, stream: str, owner: str | None) -> dict[TopicPartition, int]:
         try:

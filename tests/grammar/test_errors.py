@@ -51,12 +51,21 @@ CASES = [
         45,
         ["TOPIC"],
     ),
-    (
-        "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't'",
-        "Unexpected end of input (line 1, column 54): expected WITH TRANSFORM",
+    (  # a transform or a mapping follows WITH (neither at all is the engine's error)
+        "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH",
+        "Unexpected end of input (line 1, column 59): expected CYPHER, FORMAT BYTES, "
+        "FORMAT CUD, FORMAT JSON, FORMAT TEXT, PATTERN or TRANSFORM",
         1,
-        54,
-        ["WITH TRANSFORM"],
+        59,
+        [
+            "CYPHER",
+            "FORMAT BYTES",
+            "FORMAT CUD",
+            "FORMAT JSON",
+            "FORMAT TEXT",
+            "PATTERN",
+            "TRANSFORM",
+        ],
     ),
     (
         "CREATE STREAM s LOAD DATA KAFKA 'k'",

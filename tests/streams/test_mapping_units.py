@@ -13,7 +13,7 @@ import pytest
 from grammar.pattern import parse_pattern
 from proxy.streams.mapping import EVENTS, BadMessage, ValueFormat, combine, decode
 from proxy.streams.mapping.cud import FALKORDB, CudMapper
-from proxy.streams.mapping.cypher import IDENTITY, BadName, quote, storable
+from proxy.streams.mapping.cypher import COMPOUND, IDENTITY, BadName, quote, storable
 from proxy.streams.mapping.pattern import PatternMapper, PatternOptions
 from proxy.streams.mapping.template import BadTemplate, Template
 from proxy.streams.outcomes import Accepted, Rejected
@@ -190,7 +190,10 @@ def test_keyed_messages_of_one_entity_are_kept_apart() -> None:
 
 
 def test_template_binds_the_message_like_the_connector() -> None:
-    template = Template("MERGE (p:Person {id: event.id}) SET p.name = __value.name;")
+    template = Template(
+        "MERGE (p:Person {id: event.id}) SET p.name = __value.name, p.k = __key, "
+        "p.h = __header.h, p.t = __timestamp, p.w = [__topic, __partition, __offset];"
+    )
     outcome = template.outcome(decode(message({"id": 1, "name": "Ann"})))
     assert isinstance(outcome, Accepted)
     ((text, params),) = outcome.queries
@@ -206,8 +209,24 @@ def test_template_binds_the_message_like_the_connector() -> None:
         "AS __offset",
     ):
         assert binding in text
-    assert text.endswith("SET p.name = __value.name")
+    assert text.endswith("p.w = [__topic, __partition, __offset]")
     assert params[EVENTS][0]["value"] == {"id": 1, "name": "Ann"}
+
+
+def test_template_binds_and_sends_only_what_it_names() -> None:
+    template = Template("CREATE (:N {id: event.id, s: '__key', `__offset`: 1}) // __topic")
+    outcome = template.outcome(decode(message({"id": 1}, key="k")))
+    assert isinstance(outcome, Accepted)
+    ((text, params),) = outcome.queries
+    assert text == (
+        f"UNWIND ${EVENTS} AS __boltstream_event WITH __boltstream_event.value AS event "
+        "CREATE (:N {id: event.id, s: '__key', `__offset`: 1}) // __topic"
+    )
+    assert params[EVENTS] == [{"value": {"id": 1}}]
+    alone = Template("CREATE (:Tick)").outcome(decode(message({"id": 1})))
+    assert isinstance(alone, Accepted)
+    assert alone.queries[0][0] == f"UNWIND ${EVENTS} AS __boltstream_event CREATE (:Tick)"
+    assert alone.queries[0][1][EVENTS] == [{}]
 
 
 @pytest.mark.parametrize("text", ["", "  ;  ", "x" * 70000, "RETURN 1\x00"])
@@ -280,18 +299,35 @@ def test_tombstones_delete_what_the_key_names() -> None:
     assert isinstance(mapper.outcome(decode(message(None))), Rejected)  # no key: nothing named
 
 
-def test_several_patterns_per_topic_in_one_query() -> None:
+def test_several_patterns_per_topic_one_query_per_pattern_for_a_block_of_messages() -> None:
     mapper = PatternMapper(
         [
-            parse_pattern("(:User{!id: userId})"),
+            parse_pattern("(:User{!id: userId, name})"),
             parse_pattern("(:User{!id: userId})-[:LIVES_IN]->(:City{!name: city})"),
         ]
     )
-    outcome = mapper.outcome(decode(message({"userId": 1, "city": "Oslo"})))
-    assert isinstance(outcome, Accepted)
-    ((text, params),) = outcome.queries
-    assert text.count("CALL {") == 2
-    assert set(params[EVENTS][0]) == {"m0", "m1"}
+    outcomes = [
+        mapper.outcome(decode(message(value)))
+        for value in (
+            {"userId": 1, "name": "a", "city": "Oslo"},
+            {"userId": 2, "name": "b", "city": "Rome"},
+            {"userId": 3, "name": "c", "city": "Oslo"},  # Oslo again: a new block
+            {"userId": 4, "name": "d", "city": "Bern"},
+        )
+    ]
+    queries = [q for o in outcomes for q in o.queries]  # type: ignore[union-attr]
+    assert all(text == COMPOUND for text, _ in queries)
+    joined = combine(queries)
+    users, lives = (joined[0][0], joined[1][0])
+    assert [text for text, _ in joined] == [users, lives, users, lives]
+    assert "MERGE (n:`User`" in users and "LIVES_IN" in lives
+    assert [[row["k"] for row in params[EVENTS]] for _, params in joined] == [
+        [[1], [2]],
+        [[], []],
+        [[3], [4]],
+        [[], []],
+    ]
+    assert [row["ek"] for row in joined[1][1][EVENTS]] == [["Oslo"], ["Rome"]]
     # A message missing a key of one of them is bad as a whole.
     assert isinstance(mapper.outcome(decode(message({"userId": 1}))), Rejected)
 

@@ -18,6 +18,9 @@ package is that mapping, pure and without I/O:
   several per stream, tombstones deleting what the key names.
 * ``cud``: ``WITH FORMAT CUD``: the connector's create/update/merge/delete documents,
   validated strictly.
+* ``mapper``: CREATE STREAM's mapping options checked into a ``MappingSpec`` (the stream's
+  definition), and ``Mapper``, which a running stream (``runner.py``, its transform stage)
+  and TEST STREAM use to map each batch.
 
 Every strategy maps one message to an ``Outcome`` (``proxy.streams.outcomes``): its queries,
 or ``Rejected`` with the reason, so a bad message goes to the stream's error policy alone and

@@ -265,6 +265,7 @@ def _properties(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadMessage(f"{where} must be a map, not {cypher.kind(value)}")
     for name, item in value.items():
+        cypher.quote(name, "property key")  # FalkorDB cannot take every key (BadName)
         if not cypher.storable(item):
             raise BadMessage(
                 f"{where}.{name} is {cypher.kind(item)}; a graph stores only "

@@ -23,6 +23,15 @@ is cut wherever a row names an entity that an earlier row of the same query alre
 every query then touches each entity once, and the queries run in order. The
 ``__boltstream_`` prefix is reserved: a transform that used these parameter names would be
 batched the same way.
+
+A message of several queries (several patterns on one topic) is a ``compound``: its queries
+cannot share one text (FalkorDB 4.16 loses rows of ``UNWIND ... CALL { MERGE ... } CALL {
+MERGE ... }`` when the labels are new to the graph: measured, the second of two new users was
+never created). ``combine`` gathers consecutive compounds into a block as long as no two of
+its messages touch the same entity (merged, set, deleted, or matched as a relationship's
+node), and writes the block as one query per text: all the rows of the first pattern, then
+of the second, and so on. Messages that touch disjoint entities commute, so this equals
+applying the messages one after another, each pattern in order.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ Query = tuple[str, dict[str, Any]]
 
 EVENTS = "__boltstream_events"  # the parameter holding a batch's rows
 IDENTITY = "__boltstream_identity"  # what a message's row merges (never sent to the backend)
+COMPOUND = "// boltstream: several queries of one message"  # see ``compound``; never sent
+PARTS = "__boltstream_parts"
 MAX_NAME = 200  # characters of a label, type or property key
 _FORBIDDEN = re.compile(r"[`\x00-\x1f\x7f]")
 
@@ -103,7 +114,61 @@ def one(text: str, row: dict[str, Any], entities: Iterable[str] = ()) -> Query:
     return text, {EVENTS: [row], IDENTITY: frozenset(entities)}
 
 
+def compound(parts: Sequence[tuple[str, dict[str, Any]]], touched: Iterable[str]) -> Query:
+    """One message's several queries (``(text, row)`` each, in the order they must run), and
+    every entity any of them touches (merged, set, deleted, or merely matched): a pseudo-query
+    that only ``combine`` reads."""
+    return COMPOUND, {PARTS: list(parts), IDENTITY: frozenset(touched)}
+
+
 def combine(queries: Sequence[Query]) -> list[Query]:
+    """The queries to send: see the module docstring. Compound queries (``compound``) are
+    gathered into blocks of messages that touch disjoint entities, written as one query per
+    text, in the order the texts first come; everything else is left to ``_join_runs``."""
+    out: list[Query] = []
+    plain: list[Query] = []
+    block: dict[str, list[Any]] = {}  # text -> rows, in the order the texts came
+    touched: set[str] = set()
+
+    def flush_block() -> None:
+        out.extend((text, {EVENTS: rows}) for text, rows in block.items())
+        block.clear()
+        touched.clear()
+
+    for text, params in queries:
+        if text != COMPOUND:
+            if block:
+                flush_block()
+            plain.append((text, params))
+            continue
+        if plain:
+            out.extend(_join_runs(plain))
+            plain = []
+        parts, entities = params[PARTS], params.get(IDENTITY, frozenset())
+        if block and (not touched.isdisjoint(entities) or not _in_order(block, parts)):
+            flush_block()
+        for part_text, row in parts:
+            block.setdefault(part_text, []).append(row)
+        touched.update(entities)
+    if block:
+        flush_block()
+    out.extend(_join_runs(plain))
+    return out
+
+
+def _in_order(block: dict[str, list[Any]], parts: Sequence[tuple[str, Any]]) -> bool:
+    """Whether the block's texts would run ``parts`` in their order."""
+    order = {text: index for index, text in enumerate(block)}
+    last = -1
+    for text, _row in parts:
+        index = order.get(text, len(order))
+        if index < last:
+            return False
+        last = index
+    return True
+
+
+def _join_runs(queries: Sequence[Query]) -> list[Query]:
     """Consecutive queries with the same text and only the ``EVENTS`` (and ``IDENTITY``)
     parameters become one query with their rows in order, cut where a row names an entity
     the query already holds; every other query is left as it is, in its place. ``IDENTITY``

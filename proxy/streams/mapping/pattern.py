@@ -15,19 +15,20 @@ The semantics are the Neo4j Connector for Kafka's (neo4j_kafka.md 1.4; its
   keys); ``-field`` removes a field and its nested fields.
 * Writing: a node pattern is ``MERGE (n:Labels {keys}) SET n = props + keys`` (properties
   replaced), or with ``MERGE NODE PROPERTIES`` ``SET n += props`` (merged). A relationship
-  pattern merges both nodes the same way (their explicit properties only), then ``MERGE
-  (start)-[r:TYPE {keys}]->(end)`` with ``SET r = props + keys`` or, with ``MERGE RELATIONSHIP
-  PROPERTIES``, ``SET r += props``.
+  pattern merges both nodes the same way (their explicit properties only; a node that names
+  no property beyond its keys is merged on its keys and otherwise left alone, where the
+  connector would wipe its other properties), then ``MERGE (start)-[r:TYPE {keys}]->(end)``
+  with ``SET r = props + keys`` or, with ``MERGE RELATIONSHIP PROPERTIES``, ``SET r += props``.
 * A tombstone (a null value) deletes what the key names: ``MATCH (n:Labels {keys}) DETACH
   DELETE n`` for a node pattern, ``MATCH (start {keys})-[r:TYPE {keys}]->(end {keys})
   DELETE r`` for a relationship pattern.
 
 Beyond the connector: a stream may have several patterns (neo4j-streams#269); each message
-is applied to every pattern, in the order given, in one query per run of messages (each
-pattern a ``CALL { ... }`` over the same row). A tombstone applies to the patterns whose keys
-its key holds, and is a bad message if there is none. Property values must be storable (no
-maps left after flattening, no lists of maps); anything else makes the message bad, with the
-field named.
+is applied to every pattern, in the order given: its queries are one ``cypher.compound``,
+which ``cypher.combine`` writes as one query per pattern for a block of messages. A
+tombstone applies to the patterns whose keys its key holds, and is a bad message if there is
+none. Property values must be storable (no maps left after flattening, no lists of maps);
+anything else makes the message bad, with the field named.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class PatternMapper:
         self.options = options or PatternOptions()
         self._upserts = [_upsert_body(p, self.options) for p in self.patterns]
         self._deletes = [_delete_body(p) for p in self.patterns]
-        self._texts: dict[tuple[int, ...], str] = {}
+        self._texts: dict[tuple[int, bool], str] = {}
 
     def outcome(self, event: Event) -> Outcome:
         try:
@@ -83,25 +84,24 @@ class PatternMapper:
                 return Rejected("tombstone: " + problems[0])
         elif problems:
             return Rejected(problems[0])
-        numbers = tuple(number for number, _ in parts)
-        text = self._text(numbers, event.tombstone)
         if len(parts) == 1:
-            return Accepted([cypher.one(text, parts[0][1], entities)])
-        return Accepted([cypher.one(text, {f"m{n}": row for n, row in parts}, entities)])
+            number, row = parts[0]
+            return Accepted([cypher.one(self._text(number, event.tombstone), row, entities)])
+        touched = set(entities)  # and the relationships' nodes, which rows only match
+        for number, row in parts:
+            pattern = self.patterns[number]
+            if isinstance(pattern, RelationshipPattern):
+                touched.add(cypher.identity("node", pattern.start.labels, row["sk"]))
+                touched.add(cypher.identity("node", pattern.end.labels, row["ek"]))
+        texts = [(self._text(number, event.tombstone), row) for number, row in parts]
+        return Accepted([cypher.compound(texts, touched)])
 
-    def _text(self, numbers: tuple[int, ...], tombstone: bool) -> str:
-        key = (*numbers, -1 if tombstone else -2)
+    def _text(self, number: int, tombstone: bool) -> str:
+        key = (number, tombstone)
         text = self._texts.get(key)
         if text is None:
             bodies = self._deletes if tombstone else self._upserts
-            if len(numbers) == 1:
-                text = cypher.unwind(bodies[numbers[0]].replace(ROW, "ev"))
-            else:
-                calls = " ".join(
-                    f"CALL {{ WITH ev {bodies[n].replace(ROW, f'ev.m{n}')} }}" for n in numbers
-                )
-                text = cypher.unwind(calls)
-            self._texts[key] = text
+            text = self._texts[key] = cypher.unwind(bodies[number].replace(ROW, "ev"))
         return text
 
 
@@ -249,6 +249,10 @@ def _properties(selection: Selection, flat: dict[str, Any], used: set[str]) -> d
 
 
 def _check_storable(name: str, value: Any) -> None:
+    try:
+        cypher.quote(name, "property key")  # FalkorDB cannot take every key
+    except cypher.BadName as exc:
+        raise BadMessage(str(exc)) from None
     if not cypher.storable(value):
         raise BadMessage(
             f"property {name!r} would be {cypher.kind(value)} that holds maps "
@@ -286,14 +290,25 @@ def _upsert_body(pattern: Pattern, options: PatternOptions) -> str:
     rel_keys = rel.selection.keys
     return (
         f"MERGE {_node_match('s', rel.start, ROW + '.sk')} "
-        + _set_props("s", rel.start.selection.keys, ROW + ".sk", ROW + ".sp", node_merge)
-        + f" MERGE {_node_match('e', rel.end, ROW + '.ek')} "
-        + _set_props("e", rel.end.selection.keys, ROW + ".ek", ROW + ".ep", node_merge)
-        + f" MERGE (s)-[r:{cypher.quote(rel.type, 'relationship type')}"
+        + _set_endpoint("s", rel.start, ROW + ".sk", ROW + ".sp", node_merge)
+        + f"MERGE {_node_match('e', rel.end, ROW + '.ek')} "
+        + _set_endpoint("e", rel.end, ROW + ".ek", ROW + ".ep", node_merge)
+        + f"MERGE (s)-[r:{cypher.quote(rel.type, 'relationship type')}"
         + (f" {_key_map(rel_keys, ROW + '.k')}" if rel_keys else "")
         + "]->(e) "
         + _set_props("r", rel_keys, ROW + ".k", ROW + ".p", options.merge_relationship_properties)
     )
+
+
+def _set_endpoint(var: str, node: NodePattern, key_row: str, prop_row: str, merge: bool) -> str:
+    """A relationship's node: its properties set as a node pattern's are, unless the pattern
+    names none (keys only: ``(:User{!id})``), when it is only merged on its keys. The
+    connector replaces such a node's properties with its keys alone, which wipes what another
+    topic or pattern gave the node (with several patterns on one topic, the node pattern's
+    properties); a node that names no property is not this pattern's to change."""
+    if not node.selection.include:
+        return ""
+    return _set_props(var, node.selection.keys, key_row, prop_row, merge) + " "
 
 
 def _set_props(var: str, keys: Sequence[Mapping], key_row: str, prop_row: str, merge: bool) -> str:

@@ -10,29 +10,38 @@ seen by the template as
 * and, which the connector lacks, ``__topic``, ``__partition``, ``__offset``.
 
 The query run is ``UNWIND $__boltstream_events AS __boltstream_event WITH <bindings> <the
-template>``: one row per message, in order, one round trip per batch (runs of messages are
-joined by ``cypher.combine``). A message that cannot be decoded is rejected alone; the
-template itself is checked only by the backend (the proxy does not parse Cypher), so a
-template that does not run fails its batch, and the error policy then finds the messages it
-fails on one at a time. Messages with the same Kafka key never share one query (FalkorDB's
-MERGE does not keep row order within a query; see ``cypher``): a keyed topic's updates to one
-entity apply in order.
+template>`` (only the bindings the template names, and only their fields in the rows): one
+row per message, in order, one round trip per batch (runs of messages are
+joined by ``cypher.combine``). A message that cannot be decoded is rejected alone. CREATE
+checks the template lexically (``mapper.check_template``); beyond that only the backend can
+(the proxy does not parse Cypher), so a template that does not run fails its batch, and the
+error policy then finds the messages it fails on one at a time. Messages with the same Kafka
+key never share one query (FalkorDB's MERGE does not keep row order within a query; see
+``cypher``): a keyed topic's updates to one entity apply in order.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from grammar import lexer
 from proxy.streams.mapping import cypher
 from proxy.streams.mapping.events import Event
 from proxy.streams.outcomes import Accepted, Outcome
 
 MAX_TEMPLATE = 64 * 1024  # characters
 _ROW = "__boltstream_event"
-_BINDINGS = (
-    f"WITH {_ROW}.value AS event, {_ROW}.value AS __value, {_ROW}.key AS __key, "
-    f"{_ROW}.header AS __header, {_ROW}.timestamp AS __timestamp, "
-    f"{_ROW}.topic AS __topic, {_ROW}.partition AS __partition, "
-    f"{_ROW}.offset AS __offset"
-)
+# Each binding, and the field of ``Event.row()`` it is.
+_FIELD_OF = {
+    "event": "value",
+    "__value": "value",
+    "__key": "key",
+    "__header": "header",
+    "__timestamp": "timestamp",
+    "__topic": "topic",
+    "__partition": "partition",
+    "__offset": "offset",
+}
 
 
 class BadTemplate(ValueError):
@@ -44,13 +53,23 @@ class Template:
 
     def __init__(self, text: str) -> None:
         self.text = check(text)
-        self.query = cypher.unwind(f"{_BINDINGS} {self.text}", _ROW)
+        # Only the bindings the template names are bound and sent (a word token: names in
+        # strings, comments or backquotes do not count; naming one needlessly costs nothing
+        # but its bytes). Most templates read ``event`` alone: a row of one field.
+        words = {token.group() for token in lexer.tokens(self.text) if token.lastgroup == "word"}
+        used = [binding for binding in _FIELD_OF if binding in words]
+        self.fields = tuple(dict.fromkeys(_FIELD_OF[binding] for binding in used))
+        bindings = ", ".join(f"{_ROW}.{_FIELD_OF[binding]} AS {binding}" for binding in used)
+        body = f"WITH {bindings} {self.text}" if bindings else self.text
+        self.query = cypher.unwind(body, _ROW)
 
     def outcome(self, event: Event) -> Outcome:
         # The template's writes are unknown; messages with the same Kafka key (one entity,
         # in the usual keyed topic) are kept in separate queries (see cypher.combine).
         entities = () if event.key is None else (cypher.identity("key", event.key),)
-        return Accepted([cypher.one(self.query, event.row(), entities)])
+        whole = event.row()
+        row: dict[str, Any] = {field: whole[field] for field in self.fields}
+        return Accepted([cypher.one(self.query, row, entities)])
 
 
 def check(text: str) -> str:
