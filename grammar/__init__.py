@@ -42,6 +42,13 @@ and Memgraph 2.x's (reference/memgraph_streams.md §2)::
 
 The legacy CREATE STREAM takes CONSUMER_GROUP, CONFIGS and CREDENTIALS too, and several
 topics (``WITH TOPIC 'a,b'`` or ``WITH TOPIC`` repeated).
+Operating streams (boltstream's own; README "Operating streams")::
+
+    CREATE STREAM ... [DATABASE name]              -- where it writes (default: the session's)
+    SHOW STREAM name OFFSETS
+    ALTER STREAM name SET OFFSET TO {BEGINNING | END | offset | TIMESTAMP ms} [FOR PARTITION p]
+    ALTER STREAM name SKIP FAILED MESSAGE
+    ALTER STREAM name SET [BATCH_INTERVAL ms] [BATCH_SIZE n] [ON ERROR ...] [TRANSFORM 'uri']
 
 Keywords are case-insensitive; whitespace, ``//`` and ``/* */`` comments go between any two
 tokens; one trailing ``;`` is allowed. A name is an identifier or a backquoted name (a backtick
@@ -54,12 +61,16 @@ are positive and fit a signed 64-bit integer.
 from __future__ import annotations
 
 from grammar.clauses import (
+    AlterStream,
+    AlterStreamOffset,
+    AlterStreamSkip,
     CheckStream,
     CreateKafkaStream,
     CreateStream,
     Delivery,
     DropStream,
     OnError,
+    ShowStreamOffsets,
     ShowStreams,
     StartAllStreams,
     StartStream,
@@ -74,16 +85,20 @@ from grammar.errors import StreamSyntaxError
 from grammar.parser import parse_stream_clause
 from grammar.prefilter import looks_like_stream_clause
 
-KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "CHECK")
+KEYWORDS: tuple[str, ...] = ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "CHECK", "ALTER")
 
 __all__ = [
     "KEYWORDS",
+    "AlterStream",
+    "AlterStreamOffset",
+    "AlterStreamSkip",
     "CheckStream",
     "CreateKafkaStream",
     "CreateStream",
     "Delivery",
     "DropStream",
     "OnError",
+    "ShowStreamOffsets",
     "ShowStreams",
     "StartAllStreams",
     "StartStream",

@@ -48,6 +48,7 @@ class CreateStream:
     on_error: OnError | None = None
     dead_letter_topic: str | None = None
     delivery: Delivery | None = None
+    database: str | None = None  # DATABASE name; None: the creating session's database
     cypher: str | None = None  # WITH CYPHER: the template
     patterns: tuple[str, ...] = ()  # WITH PATTERN, in order
     value_format: ValueFormat | None = None  # WITH FORMAT
@@ -161,6 +162,48 @@ class TestStream:
     limit_batches: int | None = None  # >= 1 when given
 
 
+OffsetTarget: TypeAlias = Literal["beginning", "end", "offset", "timestamp"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShowStreamOffsets:
+    """``SHOW STREAM name OFFSETS``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlterStreamOffset:
+    """``ALTER STREAM name SET OFFSET TO {BEGINNING | END | offset | TIMESTAMP ms}
+    [FOR PARTITION p]``. ``value`` is the offset or the timestamp (ms since the epoch), None
+    for BEGINNING and END; ``partition`` None means every partition."""
+
+    name: str
+    target: OffsetTarget
+    value: int | None = None
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlterStreamSkip:
+    """``ALTER STREAM name SKIP FAILED MESSAGE``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlterStream:
+    """``ALTER STREAM name SET [BATCH_INTERVAL ms] [BATCH_SIZE count] [ON ERROR ...]
+    [TRANSFORM 'uri']`` (at least one, in any order, each once). None: unchanged."""
+
+    name: str
+    batch_interval_ms: int | None = None
+    batch_size: int | None = None
+    on_error: OnError | None = None
+    dead_letter_topic: str | None = None
+    transform: str | None = None
+
+
 StreamClause: TypeAlias = (
     CreateStream
     | DropStream
@@ -173,4 +216,8 @@ StreamClause: TypeAlias = (
     | CreateKafkaStream
     | CheckStream
     | UnsupportedStreamClause
+    | ShowStreamOffsets
+    | AlterStreamOffset
+    | AlterStreamSkip
+    | AlterStream
 )

@@ -32,12 +32,16 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
 from grammar.clauses import (
+    AlterStream,
+    AlterStreamOffset,
+    AlterStreamSkip,
     CheckStream,
     CreateKafkaStream,
     CreateStream,
     Delivery,
     DropStream,
     OnError,
+    ShowStreamOffsets,
     ShowStreams,
     StartAllStreams,
     StartStream,
@@ -76,8 +80,9 @@ _OPTION_OF_TERMINAL = {
     "_LIMIT": "LIMIT",
     "_ON": "ON ERROR",
     "_DELIVERY": "DELIVERY",
-    # WITH TRANSFORM in the legacy clause, TRANSFORM in Memgraph's: one option.
+    # WITH TRANSFORM in the legacy clause, TRANSFORM in Memgraph's and in ALTER ... SET: one option.
     "_TRANSFORM": "TRANSFORM",
+    "_DATABASE": "DATABASE",
     "_CYPHER": "WITH CYPHER",  # only ever after WITH
     "_FORMAT": "WITH FORMAT",  # only ever after WITH
     "_NODE": "MERGE NODE PROPERTIES",  # only ever after MERGE
@@ -120,6 +125,7 @@ _OPTION_OF_PHRASE = {
     "CREDENTIALS": "CREDENTIALS",
     "BATCH_LIMIT": "BATCH_LIMIT",
     "TIMEOUT": "TIMEOUT",
+    "DATABASE": "DATABASE",
 }
 # A stream has a transform or a mapping: once one is given, the other is not expected.
 _MAPPING_OPTIONS = frozenset(
@@ -131,6 +137,8 @@ _MAPPING_OPTIONS = frozenset(
         "MERGE RELATIONSHIP PROPERTIES",
     }
 )
+# Terminals after which a NUMBER may be 0 (offsets, timestamps, partitions).
+_ZERO_ALLOWED = {"_TO": "the offset", "_TIMESTAMP": "TIMESTAMP", "_PARTITION": "PARTITION"}
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
 _FOUND_MAX_CHARS = 40
 
@@ -254,6 +262,48 @@ class _Build(Transformer[Token, Any]):
 
     def timeout(self, children: list[Token]) -> tuple[str, int]:
         return ("timeout_ms", int(children[0]))
+
+    def database(self, children: list[str]) -> tuple[str, str]:
+        return ("database", children[0])
+
+    def set_transform(self, children: list[Token]) -> tuple[str, str]:
+        return ("transform", _string_value(children[0]))
+
+    def offset_beginning(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("beginning", None)
+
+    def offset_end(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("end", None)
+
+    def offset_number(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("offset", int(children[0]))
+
+    def offset_timestamp(self, children: list[Token]) -> tuple[str, int | None]:
+        return ("timestamp", int(children[0]))
+
+    def for_partition(self, children: list[Token]) -> tuple[str, int]:
+        return ("partition", int(children[0]))
+
+    def show_stream_offsets(self, children: list[str]) -> ShowStreamOffsets:
+        return ShowStreamOffsets(children[0])
+
+    def alter_stream_offset(self, children: list[Any]) -> AlterStreamOffset:
+        name, (target, value), *rest = children
+        partition = rest[0][1] if rest else None
+        return AlterStreamOffset(name, target, value, partition)
+
+    def alter_stream_skip(self, children: list[str]) -> AlterStreamSkip:
+        return AlterStreamSkip(children[0])
+
+    def alter_stream_set(self, children: list[Any]) -> AlterStream:
+        name, *options = children
+        values = dict(options)
+        on_error = values.pop("on_error", None)
+        if isinstance(on_error, tuple):
+            values["on_error"], values["dead_letter_topic"] = on_error
+        elif on_error is not None:
+            values["on_error"] = on_error
+        return AlterStream(name, **values)
 
     def create_stream(self, children: list[Any]) -> CreateStream:
         name, uri, topic, *rest = children
@@ -413,10 +463,21 @@ def _start(query: str) -> _Interactive:
 def _check(query: str, token: Token, accepted: list[Token]) -> None:
     """Raise for a freshly lexed value that the grammar's terminals let through but is invalid."""
     if token.type == "NUMBER":
-        problem = _count_problem(str(token))
+        after = accepted[-1].type if accepted else ""
+        zero_ok = after in _ZERO_ALLOWED and str(token) == "0"
+        problem = None if zero_ok else _count_problem(str(token))
         if problem is not None:
             # The contextual lexer only yields NUMBER right after an option keyword.
-            option = _OPTION_OF_TERMINAL.get(accepted[-1].type if accepted else "", "the count")
+            option = _ZERO_ALLOWED.get(after) or _OPTION_OF_TERMINAL.get(after, "the count")
+            if after in _ZERO_ALLOWED:
+                problem = problem or ""
+                raise _error(
+                    query,
+                    _start_pos(token),
+                    f"Invalid input '{_shorten(token)}'",
+                    ["a non-negative integer"],
+                    f"expected a non-negative integer for {option}{problem}",
+                )
             raise _error(
                 query,
                 _start_pos(token),
@@ -515,7 +576,7 @@ def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | N
     if first is not None:
         if accepted and accepted[-1].type == first:
             before -= 1
-        elif token.type != "_TRANSFORM":  # Memgraph's TRANSFORM comes alone
+        elif token.type != "_TRANSFORM":  # Memgraph's TRANSFORM, ALTER's SET TRANSFORM: alone
             return None
     if any(_OPTION_OF_TERMINAL.get(t.type) == option for t in accepted[:before]):
         if before < len(accepted) and accepted[before].type == "_WITH":

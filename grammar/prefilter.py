@@ -33,7 +33,7 @@ from grammar.lexer import LEAD as _LEAD
 # Keywords ignore case in ASCII only, as in the grammar; \s and \b stay Unicode.
 _STREAM_CLAUSE = re.compile(
     rf"""{_LEAD}
-    (?: (?ai:CREATE|DROP|START|STOP|TEST|CHECK) {_GAP} (?ai:STREAM)
+    (?: (?ai:CREATE|DROP|START|STOP|TEST|CHECK|ALTER|SHOW) {_GAP} (?ai:STREAM)
       | (?ai:CREATE) {_GAP} (?ai:KAFKA|PULSAR) {_GAP} (?ai:STREAM)
       | (?ai:START|STOP) {_GAP} (?ai:ALL) {_GAP} (?ai:STREAMS)
       | (?ai:SHOW) {_GAP} (?ai:STREAMS)
@@ -46,7 +46,8 @@ def looks_like_stream_clause(query: str) -> bool:
     """True iff ``query``, after leading whitespace and comments, starts with ``CREATE STREAM``,
     ``CREATE KAFKA STREAM``, ``CREATE PULSAR STREAM``, ``CHECK STREAM``, ``DROP STREAM``,
     ``SHOW STREAMS``, ``START STREAM``, ``START ALL STREAMS``, ``STOP STREAM``,
-    ``STOP ALL STREAMS`` or ``TEST STREAM`` (any case, whole words).
+    ``STOP ALL STREAMS``, ``TEST STREAM``, ``ALTER STREAM`` or ``SHOW STREAM`` (any case, whole
+    words).
 
     When True, hand the query to ``parse_stream_clause`` and answer its result or its
     ``StreamSyntaxError``; do not forward it, since no backend knows these clauses. When False,

@@ -14,15 +14,18 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from bolt.versions import SUPPORTED_VERSIONS
-from proxy import __version__
+from proxy import __version__, metrics
 from proxy.backends.base import QueryBackend
 from proxy.backends.embedded import make_private_dir
-from proxy.config import Config
+from proxy.config import Config, parse_address
 from proxy.net.backend import BackendUnreachable, open_backend
+from proxy.net.http import serve_http
 from proxy.net.listener import BoltServer
+from proxy.streams.access import StreamAccess
 from proxy.streams.catalog import CatalogError
 from proxy.streams.cluster import ClusterCatalog, ClusterSettings
 from proxy.streams.engine import EngineSettings, StreamEngine
@@ -45,6 +48,7 @@ async def serve(config: Config) -> int:
     query_backend: QueryBackend | None = None
     embedded = None
     engine: StreamEngine | None = None
+    http_server: asyncio.Server | None = None
     description = ""
     try:
         try:  # the stream catalog lives here whatever the backend; the database's data too
@@ -81,9 +85,15 @@ async def serve(config: Config) -> int:
             except Exception as exc:  # any failure to reach it is fatal at startup
                 raise StartupError(f"cannot reach the backend: {exc}") from exc
         engine = _stream_engine(config, query_backend)
+        default_db = uri.graph if uri.kind == "falkordb" else "neo4j"
         server = BoltServer(
-            config, query_backend=query_backend, extra_handlers=[StreamClauseHandler(engine)]
+            config,
+            query_backend=query_backend,
+            extra_handlers=[StreamClauseHandler(engine, default_db=default_db)],
         )
+        metrics.serve_streams(engine)
+        server.http.ping = _backend_ping(config, query_backend, default_db)
+        server.http.problems = engine.problems
         try:
             await server.start()
         except OSError as exc:
@@ -104,6 +114,17 @@ async def serve(config: Config) -> int:
         except CatalogError as exc:
             await server.close()
             raise StartupError(str(exc)) from exc
+        if config.metrics_listen:
+            metrics_host, metrics_port = parse_address(config.metrics_listen)
+            try:
+                http_server = await serve_http(server.http, metrics_host, metrics_port)
+            except OSError as exc:
+                await server.close()
+                raise StartupError(
+                    f"cannot listen on {config.metrics_listen}: {exc.strerror or exc}"
+                ) from exc
+            log.info("metrics and health also on http://%s", config.metrics_listen)
+        host, port = server.address
         authenticator = server.local_env.authenticator if server.local_env else None
         auth = (
             "auth: passed through to the backend"
@@ -127,6 +148,8 @@ async def serve(config: Config) -> int:
         )
         await _wait_for_signal()
         log.info("shutting down")
+        if http_server is not None:
+            http_server.close()
         await engine.stop()
         await server.close()
         return 0
@@ -149,15 +172,21 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
     Bolt driver with the service account; its catalog lives in the data dir."""
     writer: GraphWriter
     uri = config.backend_uri
+    roles_of = None
+    default_database: str | None = None
     if query_backend is not None:
-        writer = FalkorDBWriter(query_backend, uri.graph if uri.kind == "falkordb" else "neo4j")
+        default_database = uri.graph if uri.kind == "falkordb" else "neo4j"
+        writer = FalkorDBWriter(query_backend, default_database)
+        # FalkorDB has no users: names count only when the proxy checks passwords.
+        enforced = bool(config.users())
     else:
         auth = (config.backend_user, config.service_password()) if config.backend_user else None
         if auth is None:
             log.warning(
                 "no backend_user configured: stream batches go to %s without credentials", uri.raw
             )
-        writer = BoltWriter(uri.raw, auth, config.backend_database or None)
+        bolt_writer = BoltWriter(uri.raw, auth, config.backend_database or None)
+        writer, roles_of, enforced = bolt_writer, bolt_writer.roles_of, True
     settings = EngineSettings(
         kafka_config=config.kafka_client_config,
         group_prefix=config.stream_group_prefix,
@@ -176,9 +205,32 @@ def _stream_engine(config: Config, query_backend: QueryBackend | None) -> Stream
                 replication=config.cluster_replication,
             )
         )
+    access = StreamAccess(enforced=enforced, admins=config.stream_admin_names(), roles_of=roles_of)
     return StreamEngine(
-        config.data_dir, writer, transform_policy(config), settings, catalog=catalog
+        config.data_dir,
+        writer,
+        transform_policy(config),
+        settings,
+        catalog=catalog,
+        access=access,
+        default_database=default_database,
+        observe=metrics.StreamObserver,
     )
+
+
+def _backend_ping(
+    config: Config, query_backend: QueryBackend | None, graph: str
+) -> Callable[[], Awaitable[None]]:
+    """Readiness: the backend answers a query (FalkorDB) or a Bolt handshake."""
+
+    async def ping() -> None:
+        if query_backend is not None:
+            await query_backend.run(graph, "RETURN 1", {}, read_only=True)
+            return
+        link = await open_backend(config.backend_uri, list(SUPPORTED_VERSIONS))
+        link.transport.close()
+
+    return ping
 
 
 def _member_name(config: Config, port: int) -> str:

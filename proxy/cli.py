@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         "themselves",
     )
     serve.add_argument(
-        "--users-file", metavar="FILE", help="like --auth, one USER:PASSWORD per line"
+        "--users-file",
+        metavar="FILE",
+        help="like --auth, one USER:PASSWORD or USER:PASSWORD:ROLE per line (ROLE admin or "
+        "user; admins may operate every stream, users their own)",
     )
     serve.add_argument(
         "--fsync",
@@ -187,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="consumer group id of a stream = PREFIX + stream name (default: no prefix)",
     )
+    streams.add_argument(
+        "--stream-admins",
+        metavar="USERS",
+        help="comma-separated users who may operate every stream (besides the users file's "
+        "admins and, on Neo4j, the backend's admins)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve GET /metrics and /health/* on this address (they are always on the "
+        "Bolt port too)",
+    )
     cluster = serve.add_argument_group(
         "cluster", "several proxies sharing one set of streams (see README, Clusters)"
     )
@@ -244,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 "advertised_address": args.advertised_address,
                 "auth": args.auth,
                 "users_file": args.users_file,
+                "stream_admins": args.stream_admins,
+                "metrics_listen": args.metrics_listen,
                 "fsync": args.fsync,
                 "max_message_size": args.max_message_size,
                 "log_level": args.log_level,

@@ -145,6 +145,11 @@ class Config:
     cluster_bootstrap: str = ""  # the Kafka broker(s) holding the cluster's topics
     cluster_member: str = ""  # this proxy's name in it; empty: its advertised host:port
     cluster_replication: int = -1  # of the topics the cluster creates; -1: broker default
+    # Users with the admin role for streams (comma-separated), besides the users file's
+    # admins and, on Bolt backends that tell, the backend's admins (README "Operating streams").
+    stream_admins: str = ""
+    # GET /metrics and /health/* on a port of their own too ("" : only on the Bolt port).
+    metrics_listen: str = ""
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -194,14 +199,31 @@ class Config:
         )
 
     def users(self) -> dict[str, str]:
-        """Configured users (name -> scrypt hash or plain password, ``proxy.session.auth``).
-        Empty means: accept any credentials."""
-        found: dict[str, str] = {}
+        """Configured users (name -> password). Empty means: accept any credentials."""
+        return {user: password for user, (password, _role) in self._users().items()}
+
+    def user_roles(self) -> dict[str, str]:
+        """Configured users (name -> role: ``admin`` or ``user``)."""
+        return {user: role for user, (_password, role) in self._users().items()}
+
+    def stream_admin_names(self) -> frozenset[str]:
+        """Users with the admin role for streams: the users file's admins and
+        ``stream_admins``."""
+        named = {name.strip() for name in self.stream_admins.split(",") if name.strip()}
+        return frozenset(
+            named | {user for user, role in self.user_roles().items() if role == "admin"}
+        )
+
+    def _users(self) -> dict[str, tuple[str, str]]:
+        """name -> (scrypt hash or plain password, role). A users file line is ``USER:PASSWORD``
+        (an ordinary user) or ``USER:PASSWORD:ROLE`` with ROLE ``admin`` or ``user``: a
+        password may hold colons, so only a last field that is a role is taken as one."""
+        found: dict[str, tuple[str, str]] = {}
         if self.auth:
             user, sep, password = self.auth.partition(":")
             if not sep or not user:
                 raise ConfigError("--auth must be USER:PASSWORD")
-            found[user] = password
+            found[user] = (password, "user")
         if self.users_file:
             try:
                 lines = self.users_file.read_text(encoding="utf-8").splitlines()
@@ -215,12 +237,16 @@ class Config:
                 if not sep or not user:
                     raise ConfigError(
                         f"{self.users_file}:{number}: expected USER:HASH (boltstream passwd) "
-                        "or USER:PASSWORD"
+                        "or USER:PASSWORD, optionally followed by :ROLE"
                     )
+                role = "user"
+                rest, colon, last = password.rpartition(":")
+                if colon and last in ("admin", "user"):
+                    password, role = rest, last
                 problem = check_stored(password)
                 if problem is not None:
                     raise ConfigError(f"{self.users_file}:{number}: {problem}")
-                found[user] = password
+                found[user] = (password, role)
         return found
 
     def validate(self) -> Config:

@@ -138,3 +138,16 @@ def test_backend_database_names_the_bolt_database_streams_write_to() -> None:
     assert load_config(env=bolt, overrides={"backend_database": "x"}).backend_database == "x"
     with pytest.raises(ConfigError, match="Bolt backend; FalkorDB streams write to the graph"):
         load_config(env={}, overrides={"backend_database": "x"})  # embedded FalkorDB
+
+
+def test_users_file_roles(tmp_path: Path) -> None:
+    """A third field is a role (admin or user); USER:PASSWORD lines are ordinary users, and a
+    password may still hold colons (a last field that is not a role is part of it)."""
+    users = tmp_path / "users"
+    users.write_text("root:secret:admin\nalice:pw:user\nbob:pw\neve:a:b:c\n")
+    config = load_config(
+        env={}, overrides={"users_file": str(users), "stream_admins": " ops , carol "}
+    )
+    assert config.users() == {"root": "secret", "alice": "pw", "bob": "pw", "eve": "a:b:c"}
+    assert config.user_roles() == {"root": "admin", "alice": "user", "bob": "user", "eve": "user"}
+    assert config.stream_admin_names() == {"root", "ops", "carol"}

@@ -4,9 +4,9 @@ The clauses themselves are answered by ``proxy.streams.handler.StreamClauseHandl
 explicit transaction (Neo4j Browser's editor, the drivers' ``execute_query`` and transaction
 functions) the session asks ``deferred_until_commit``:
 
-* clauses that only read (``SHOW STREAMS``, ``TEST STREAM``, ``CHECK STREAM``,
-  ``CALL mg.kafka_stream_info``, and anything else that is not listed below) answer at once,
-  and see the streams as committed;
+* clauses that only read (``SHOW STREAMS``, ``SHOW STREAM ... OFFSETS``, ``TEST STREAM``,
+  ``CHECK STREAM``, ``CALL mg.kafka_stream_info``, and anything else that is not listed
+  below) answer at once, and see the streams as committed;
 * clauses that change streams answer at once with an empty result and take effect at COMMIT,
   in the order they were run, after the transaction's graph statements have committed. A
   ROLLBACK, a RESET or a failure discards them.
@@ -34,6 +34,9 @@ CHANGES_STREAMS: tuple[type[Any], ...] = (
     grammar.StartAllStreams,
     grammar.StopAllStreams,
     procedures.KafkaSetStreamOffset,
+    grammar.AlterStream,
+    grammar.AlterStreamOffset,
+    grammar.AlterStreamSkip,
 )
 
 

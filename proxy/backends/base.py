@@ -44,6 +44,9 @@ class BackendUnavailable(BackendError):
 
     def __init__(self, message: str) -> None:
         super().__init__(DATABASE_UNAVAILABLE, message)
+        from proxy.metrics import PROXY  # counted where it is raised: every backend's
+
+        PROXY.backend_errors.inc()
 
 
 class QueryBackend(Protocol):

@@ -12,7 +12,9 @@ it stacks a layer and hands the bytes on:
   bytes travel in binary messages, in any framing — a Bolt message may span frames and a
   frame may hold several messages — so the layer passes payload bytes on as they come and
   sends each write as one binary message (the handshake reply must be one message: the JS
-  driver parses it from one ``onmessage``). A plain GET gets Neo4j's discovery document.
+  driver parses it from one ``onmessage``). A plain GET gets Neo4j's discovery document on
+  ``/``, and ``/metrics`` and ``/health/*`` on their paths (``net.http``).
+* ``OPTIONS``: a browser's CORS preflight (``HttpLayer``), answered by ``net.http``.
 * anything else goes to the Bolt handshake as it is (which refuses what is not Bolt).
 
 Each layer is a protocol for the transport below and a transport for the protocol above,
@@ -42,6 +44,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from proxy.net.http import MAX_REQUEST_HEAD, HttpService, respond
 from proxy.net.limits import Watch
 
 log = logging.getLogger("boltstream")
@@ -242,13 +245,18 @@ class WebSocketLayer(Layer):
         upper: asyncio.BaseProtocol,
         discovery: Callable[[], dict[str, Any]],
         watch: Watch | None = None,
+        http: HttpService | None = None,
     ) -> None:
         super().__init__(upper, watch)
         self.ws = WSConnection(ConnectionType.SERVER)
         self.discovery = discovery
+        self.http = http
         self.open = False
+        self._head = bytearray()  # the HTTP request, until the upgrade is accepted
 
     def data_received(self, data: bytes) -> None:
+        if not self.open and len(self._head) < MAX_REQUEST_HEAD:
+            self._head += data[: MAX_REQUEST_HEAD - len(self._head)]
         try:
             self.ws.receive_data(data)
             events = list(self.ws.events())
@@ -289,10 +297,17 @@ class WebSocketLayer(Layer):
             self.deliver(bytes(payload))
 
     def _not_a_websocket(self, exc: RemoteProtocolError) -> None:
-        """A plain HTTP request: answer it like Neo4j does (discovery), then close."""
-        body = json.dumps(self.discovery()).encode()
+        """A plain HTTP request: answer it like Neo4j does (discovery), or with metrics or
+        health (``net.http``), then close."""
         hint = exc.event_hint
-        if isinstance(hint, RejectConnection) and hint.status_code == 400 and not self.open:
+        plain = isinstance(hint, RejectConnection) and hint.status_code == 400 and not self.open
+        head = bytes(self._head).split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        if plain and self.http is not None:
+            self._closing = True
+            self._answer_task = asyncio.get_running_loop().create_task(self._answer(head))
+            return
+        body = json.dumps(self.discovery()).encode()
+        if plain:
             # CORS open, so a Browser page served from elsewhere can read it (discoveryURL).
             head = (
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -312,6 +327,13 @@ class WebSocketLayer(Layer):
                     pass
         self._closing = True
         self.lower.close()
+
+    async def _answer(self, head: bytes) -> None:
+        assert self.http is not None
+        try:
+            await respond(self.http, head, self.lower.write)
+        finally:
+            self.lower.close()
 
     def _bad_request(self, exc: Exception) -> None:
         log.warning(
@@ -347,6 +369,44 @@ class WebSocketLayer(Layer):
         super().close()
 
 
+class HttpLayer(asyncio.Protocol):
+    """An HTTP request that is no GET (a browser's CORS preflight, ``OPTIONS``): read its
+    head, answer it (``net.http``), close."""
+
+    def __init__(self, http: HttpService | None) -> None:
+        self.http = http
+        self.transport: Any = None
+        self.head = bytearray()
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0 and len(self.head) < MAX_REQUEST_HEAD:
+            return
+        self.answered = True
+        head = bytes(self.head[: end + 4] if end >= 0 else self.head)
+        service = self.http or HttpService(dict)
+        self.task = asyncio.get_running_loop().create_task(self._answer(service, head))
+
+    async def _answer(self, service: HttpService, head: bytes) -> None:
+        try:
+            await respond(service, head, self.transport.write)
+        finally:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+_HTTP_METHODS = (b"GET ", b"OPTIONS ")
+
+
 class Sniffer(asyncio.Protocol):
     """The first protocol on an accepted socket: picks TLS, WebSocket or Bolt from the first
     bytes, stacks the layer, and passes the bytes to ``make_bolt()``'s protocol."""
@@ -359,12 +419,14 @@ class Sniffer(asyncio.Protocol):
         discovery: Callable[[], dict[str, Any]],
         under_tls: bool = False,
         watch: Watch | None = None,
+        http: HttpService | None = None,
     ) -> None:
         self.make_bolt = make_bolt
         self.tls = tls
         self.discovery = discovery
         self.under_tls = under_tls
         self.watch = watch
+        self.http = http
         self.transport: Any = None
         self.first = bytearray()
 
@@ -379,8 +441,8 @@ class Sniffer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.first += data
-        if len(self.first) < 4 and b"GET ".startswith(self.first):
-            return  # wait for enough to tell "GET " from the rest
+        if any(len(self.first) < len(m) and m.startswith(self.first) for m in _HTTP_METHODS):
+            return  # wait for enough to tell "GET " or "OPTIONS " from the rest
         head = bytes(self.first)
         self.first.clear()
         protocol: asyncio.Protocol
@@ -398,16 +460,19 @@ class Sniffer(asyncio.Protocol):
                 discovery=self.discovery,
                 under_tls=True,
                 watch=self.watch,
+                http=self.http,
             )
             layer: Layer = TLSLayer(inner, self.tls, self.watch)
             protocol = layer
             if self.watch is not None:
                 self.watch.enter("TLS handshake", self.watch.limits.tls_handshake)
         elif head.startswith(b"GET "):
-            layer = WebSocketLayer(self.make_bolt(), self.discovery, self.watch)
+            layer = WebSocketLayer(self.make_bolt(), self.discovery, self.watch, self.http)
             protocol = layer
             if self.watch is not None:
                 self.watch.enter("upgrade request", self.watch.limits.upgrade_request)
+        elif head.startswith(b"OPTIONS "):
+            protocol = HttpLayer(self.http)
         else:
             bolt = self.make_bolt()
             self.transport.set_protocol(bolt)

@@ -31,8 +31,10 @@ from proxy.answers.system import query_backend_handlers, relay_handlers
 from proxy.answers.transactions import ShowTransactionsHandler, TerminateTransactionsHandler
 from proxy.backends.base import QueryBackend
 from proxy.config import Config
+from proxy.metrics import PROXY
 from proxy.net.backend import BackendLink, BackendUnreachable, open_backend
-from proxy.net.layers import Sniffer
+from proxy.net.http import HttpService
+from proxy.net.layers import Sniffer, TLSLayer, WebSocketLayer
 from proxy.net.limits import Counter, Watch
 from proxy.session.auth import Authenticator
 from proxy.session.core import Session
@@ -132,6 +134,8 @@ class BoltServer:
         self.config = config
         self.query_backend = query_backend
         self.registry = Registry()
+        # HTTP on the Bolt port: discovery, metrics, health (the app adds its checks).
+        self.http = HttpService(self.discovery)
         handlers = [*(extra_handlers or []), *relay_handlers()]
         self.relay_env: RelayEnv | None = None
         self.local_env: LocalEnv | None = None
@@ -196,7 +200,11 @@ class BoltServer:
         def accept() -> Sniffer:
             watch = Watch(self.connections)
             return Sniffer(
-                lambda: _Handshaker(self, watch), tls=tls, discovery=self.discovery, watch=watch
+                lambda: _Handshaker(self, watch),
+                tls=tls,
+                discovery=self.discovery,
+                watch=watch,
+                http=self.http,
             )
 
         self._server = await loop.create_server(
@@ -222,6 +230,9 @@ class BoltServer:
             await self._server.wait_closed()
 
     async def start_session(self, conn: _Handshaker) -> None:
+        transport = _transport_of(conn.transport)
+        PROXY.connections.labels(transport).inc()
+        PROXY.connections_opened.labels(transport).inc()
         try:
             await self._session(conn)
         except asyncio.CancelledError:
@@ -229,6 +240,7 @@ class BoltServer:
         except Exception:
             conn.log.exception("session failed; closing this connection only")
         finally:
+            PROXY.connections.labels(transport).dec()
             if conn.transport is not None:
                 conn.transport.close()
 
@@ -262,6 +274,7 @@ class BoltServer:
             try:
                 link = await open_backend(relay.backend, wanted)
             except BackendUnreachable as exc:
+                PROXY.backend_errors.inc()
                 clog.error("%s", exc)
                 conn.transport.write(NO_VERSION)
                 return
@@ -372,3 +385,12 @@ class Refusal(asyncio.Protocol):
     def _done(self) -> None:
         if not self.finished.done():
             self.finished.set_result(None)
+
+
+def _transport_of(transport: Any) -> str:
+    """``bolt``, ``tls``, ``websocket`` or ``websocket+tls``: what a client connected over."""
+    if isinstance(transport, WebSocketLayer):
+        return "websocket+tls" if isinstance(transport.lower, TLSLayer) else "websocket"
+    if isinstance(transport, TLSLayer):
+        return "tls"
+    return "bolt"

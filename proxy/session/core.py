@@ -65,6 +65,7 @@ from proxy.answers.router import Classified, QueryContext, Router
 from proxy.answers.streams import deferred_until_commit, failed_at_commit
 from proxy.answers.system import ROUTING_TTL_SECONDS, routing_servers
 from proxy.backends.base import QueryBackend, QueryResult
+from proxy.metrics import PROXY
 from proxy.net.limits import Watch
 from proxy.session.registry import Activity, Registry
 from proxy.session.results import SLICE, ResultStream
@@ -378,6 +379,7 @@ class Session(asyncio.Protocol):
 
     def fail(self, exc: BoltError) -> None:
         """Answer the oldest unanswered request with ``exc``'s FAILURE."""
+        PROXY.failure(exc.code)
         self.out.add(self.conn.failure(exc))
         self.drop_results()
         if self.tx is not None:
@@ -507,6 +509,7 @@ class Session(asyncio.Protocol):
         return self.tx
 
     def run_local(self, run: Run, classified: Classified, db: str, started: float) -> Waiting:
+        PROXY.local.inc()
         """A RUN the router gave to a local handler. Inside a transaction, a stream clause
         that changes streams waits for COMMIT (``proxy.answers.streams``)."""
         self.note_query(run, db)

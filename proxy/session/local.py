@@ -33,6 +33,7 @@ from bolt.status import ROLLBACK_FAILED, TRANSACTION_START_FAILED
 from bolt.versions import Version, has_logon
 from proxy import SERVER_AGENT
 from proxy.backends.base import QueryBackend, QueryResult
+from proxy.metrics import PROXY
 from proxy.session.auth import Authenticator
 from proxy.session.core import Session, SessionEnv, Transaction, Waiting
 
@@ -216,6 +217,7 @@ class LocalSession(Session):
         return self._run_on_backend(run, db, started)
 
     async def _run_on_backend(self, run: Run, db: str, started: float) -> None:
+        PROXY.forwarded.inc()
         result = await self.backend.run(db, run.query, run.parameters)
         if self.tx is not None and result.type in _WRITES:
             self.tx.wrote = True

@@ -54,6 +54,7 @@ from bolt.messages import (
 from bolt.state import Action
 from proxy.answers.router import Classified
 from proxy.config import BackendURI
+from proxy.metrics import PROXY
 from proxy.net.backend import BackendLink
 from proxy.session.core import (
     INPUT_HIGH_WATER,
@@ -193,6 +194,9 @@ class RelaySession(Session):
                 forwarded += 1
         if forwarded:
             conn.claim_many(claimed)
+            runs = claimed.count(_RUN)
+            if runs:
+                PROXY.forwarded.inc(runs)
             self.expect.extend([None] * forwarded)
             if whole and forwarded == len(spans):
                 if (
@@ -268,6 +272,7 @@ class RelaySession(Session):
         classified = self.env.router.classify(query)
         if classified is not None:
             return self.at_turn(partial(self._run_local, request, classified))
+        PROXY.forwarded.inc()
         tx = self.tx
         if tx is None:
             self._forward(request.wire, None)

@@ -28,6 +28,7 @@ SQLite calls block, so the catalog runs them on one private thread and exposes c
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -64,7 +65,7 @@ __all__ = [
 Status = Literal["stopped", "running", "error"]
 STATUSES: tuple[Status, ...] = ("stopped", "running", "error")
 CATALOG_FILE = "streams.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -83,9 +84,14 @@ CREATE TABLE IF NOT EXISTS streams (
     messages_dead_lettered INTEGER NOT NULL DEFAULT 0,
     messages_skipped       INTEGER NOT NULL DEFAULT 0,
     created_at             REAL NOT NULL,
-    updated_at             REAL NOT NULL
+    updated_at             REAL NOT NULL,
+    failed_at              TEXT
 );
 """
+# Version 3 -> 4: where a stream failed (JSON [topic, partition, offset]), for ALTER STREAM ...
+# SKIP FAILED MESSAGE.
+_MIGRATE_3_TO_4 = "ALTER TABLE streams ADD COLUMN failed_at TEXT"
+
 # Version 1 -> 2: the columns after updated_at. (ADD COLUMN keeps existing rows, with the
 # defaults: a stream created before error policies existed stops on errors, as it did.)
 _MIGRATE_1_TO_2 = """
@@ -128,9 +134,11 @@ _STATE_COLUMNS = (
     "messages_skipped",
     "created_at",
     "updated_at",
+    "failed_at",
 )
 _COLUMNS = ("name", "definition", *_STATE_COLUMNS)
-_SETTABLE = frozenset(("status", "limit_batches", "last_error"))
+_SETTABLE = frozenset(("status", "limit_batches", "last_error", "failed_at"))
+Position = tuple[str, int, int]  # (topic, partition, offset) of one message
 
 
 class CatalogError(Exception):
@@ -155,6 +163,7 @@ class StreamState:
     messages_skipped: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    failed_at: Position | None = None  # the message a failed stream stopped at
 
 
 @dataclass(frozen=True)
@@ -298,6 +307,7 @@ class Catalog:
             given.messages_skipped,
             now,
             now,
+            _position_text(given.failed_at),
         )
 
         def write(db: sqlite3.Connection) -> None:
@@ -329,6 +339,8 @@ class Catalog:
         unknown = set(changes) - _SETTABLE
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
+        if "failed_at" in changes:
+            changes["failed_at"] = _position_text(changes["failed_at"])
         if "status" in changes and changes["status"] not in STATUSES:
             raise ValueError(f"bad status {changes['status']!r}")
         changes["updated_at"] = time.time()
@@ -413,7 +425,10 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             for statement in _MIGRATE_1_TO_2.split(";"):
                 if statement.strip():
                     db.execute(statement)
-        _migrate_2_to_3(db)
+        if version <= 2:
+            _migrate_2_to_3(db)  # creates the current table
+        else:
+            db.execute(_MIGRATE_3_TO_4)
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
@@ -465,6 +480,7 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
                 old["messages_skipped"],
                 old["created_at"],
                 old["updated_at"],
+                None,
             ),
         )
     db.execute("DROP TABLE streams_v2")
@@ -498,8 +514,26 @@ class _transaction:
             self.db.execute("ROLLBACK")
 
 
+def _position_text(position: Position | None) -> str | None:
+    return None if position is None else json.dumps(list(position), ensure_ascii=False)
+
+
+def _position_of(text: Any) -> Position | None:
+    """A stored ``failed_at``; None for anything that is not [topic, partition, offset]."""
+    if not isinstance(text, str):
+        return None
+    try:
+        topic, partition, offset = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(topic, str) and type(partition) is int and type(offset) is int:
+        return (topic, partition, offset)
+    return None
+
+
 def _record(row: tuple[Any, ...]) -> StreamRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
+    values["failed_at"] = _position_of(values["failed_at"])
     values["status"] = cast(Status, values["status"])
     state = StreamState(**{column: values[column] for column in _STATE_COLUMNS})
     try:

@@ -63,7 +63,9 @@ from proxy.streams.writers import (
     mapping_dialect,
 )
 
-ErrorKind = Literal["not_found", "exists", "invalid", "state", "external", "transform", "internal"]
+ErrorKind = Literal[
+    "not_found", "exists", "invalid", "state", "external", "transform", "internal", "forbidden"
+]
 OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
 DeliveryText = Literal["at least once", "exactly once"]  # grammar.Delivery
 
@@ -114,6 +116,7 @@ class StreamStatus:
     credentials: dict[str, str] | None = None  # keys only: every value is REDACTED
     # member -> the partitions of the stream's topic it holds (members running the stream)
     holders: dict[str, list[int]] = field(default_factory=dict)
+    database: str | None = None
 
 
 Settings = tuple[tuple[str, str], ...]
@@ -201,6 +204,9 @@ async def define(
     transformation: str | None = None,
     transformations_dir: Any = None,
     kafka_config: Mapping[str, Any] | None = None,
+    database: str | None = None,
+    keep: TransformRef | None = None,
+    altering: bool = False,
 ) -> StreamDefinition:
     """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
     definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
@@ -208,8 +214,14 @@ async def define(
     template is also EXPLAINed by the backend ``writer`` writes to (when given).
     ``transformation``: ``module.procedure``, a Memgraph transformation module in
     ``transformations_dir`` (``transform`` is then ignored). ``kafka_config``: the proxy's
-    settings, to check the stream's own over them."""
-    fail = f"Failed to initialize Kafka stream {name} : "
+    settings, to check the stream's own over them. ``keep``: keep this pinned transform (ALTER
+    STREAM without TRANSFORM): it is not fetched again. ``altering``: the messages say ALTER
+    rather than CREATE."""
+    fail = (
+        f"Failed to alter Kafka stream {name} : "
+        if altering
+        else f"Failed to initialize Kafka stream {name} : "
+    )
     topics = (topic, *more_topics)
     try:
         check_stream_name(name)
@@ -313,8 +325,8 @@ async def define(
         )
     if spec is not None and writer is not None:
         await _explain_template(fail, spec, writer, owner, broker_timeout)
-    pinned = None
-    if transform is not None:
+    pinned = keep
+    if transform is not None and keep is None:
         try:
             if transformation is not None:
                 source = await fetch_module(transformations_dir, transformation)
@@ -343,6 +355,7 @@ async def define(
         configs=tuple(configs),
         credentials=tuple(credentials),
         transformation=transformation,
+        database=database,
     )
 
 
@@ -444,6 +457,7 @@ async def show_rows(
     kafka_config: Mapping[str, Any],
     lag_timeout: float,
     holders: Mapping[str, Mapping[str, list[tuple[str, int]]]] | None = None,
+    default_database: str | None = None,
 ) -> list[StreamStatus]:
     """SHOW STREAMS: one metadata request per broker, then the offsets of every stream at
     once; all bounded by ``lag_timeout`` (a broker that does not answer costs that once).
@@ -530,6 +544,7 @@ async def show_rows(
                     member: [p for t, p in held if t == definition.topic]
                     for member, held in (holders or {}).get(record.name, {}).items()
                 },
+                database=definition.database or default_database,
             )
         )
     return rows

@@ -554,6 +554,9 @@ class ClusterCatalog:
     async def update(self, name: str, /, **changes: Any) -> bool:
         """Change the state of one stream (``status``, ``limit_batches``, ``last_error``): one
         record with the stream's whole new state. False if it does not exist."""
+        # Where a stream failed (SKIP FAILED MESSAGE) is not shared in a cluster yet (README
+        # "Operating streams"): dropped here.
+        changes.pop("failed_at", None)
         unknown = set(changes) - _SETTABLE
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")

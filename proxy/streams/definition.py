@@ -1,9 +1,10 @@
 """What ``CREATE STREAM`` said: a stream's definition, one typed, frozen, JSON-serialisable value.
 
 The definition is everything the clause decided (and what the engine fixed at CREATE: the
-transform's pinned code, the consumer group, the owner). It never changes while the stream
-exists; what does change (status, last error, counters, a ``LIMIT``) is the stream's *state*,
-kept apart in the catalog (``catalog.StreamState``).
+transform's pinned code, the consumer group, the owner, the database it writes to). Only
+``ALTER STREAM ... SET`` changes it (batching, transform, error policy; atomically, in the
+catalog); what changes as it runs (status, last error, counters, a ``LIMIT``) is the stream's
+*state*, kept apart in the catalog (``catalog.StreamState``).
 
 Stored as a JSON document with a version (``to_json`` / ``from_json``): the catalog keeps the
 document whole, plus the few columns it queries, so an option added later is a field here and a
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # 1: the first; 2: a mapping instead of a transform (``transform`` null, ``mapping`` set),
-# several topics, per-stream settings, transformation modules. A stream that uses none of
-# these is still written as version 1, which older boltstreams read.
+# several topics, per-stream settings, transformation modules, or a database. A stream that
+# uses none of these is still written as version 1, which older boltstreams read.
 DOCUMENT_VERSION = 2
 REDACTED = "<REDACTED>"
 # librdkafka settings that hold secrets (passwords, private keys, OAuth client secrets): shown
@@ -160,6 +161,7 @@ class StreamDefinition:
     error_policy: PolicyKind = "stop"
     dead_letter_topic: str | None = None
     delivery: Delivery = Delivery.AT_LEAST_ONCE
+    database: str | None = None  # None: the proxy's default graph (documents of version 1)
     mapping: MappingSpec | None = None
     more_topics: tuple[str, ...] = ()
     configs: Settings = ()
@@ -218,6 +220,7 @@ class StreamDefinition:
             self.mapping is not None
             or bool(self.more_topics or self.configs or self.credentials)
             or self.transformation is not None
+            or self.database is not None
         )
 
     def to_json(self) -> str:
@@ -245,6 +248,7 @@ class StreamDefinition:
             "configs": [list(pair) for pair in self.configs],
             "credentials": [list(pair) for pair in self.credentials],
             "transformation": self.transformation,
+            "database": self.database,
         }
         return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -296,6 +300,7 @@ class StreamDefinition:
                 configs=_settings(document.get("configs", [])),
                 credentials=_settings(document.get("credentials", [])),
                 transformation=_optional_text(document.get("transformation")),
+                database=_optional_text(document.get("database")),
             )
         except (KeyError, TypeError) as exc:
             raise DefinitionError(f"the stream definition lacks or mistypes {exc}") from None

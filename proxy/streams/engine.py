@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy.streams import offsets as kafka_offsets
+from proxy.streams.access import StreamAccess
 from proxy.streams.catalog import (
     CATALOG_FILE,
     Catalog,
@@ -71,6 +73,8 @@ from proxy.streams.kafka import (
 )
 from proxy.streams.mapping.mapper import MappingOptions
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
+from proxy.streams.offsets import OffsetError, PartitionOffsets, Target
+from proxy.streams.positions import Fence, FenceLost, TopicPartition
 from proxy.streams.producer import StreamProducer
 from proxy.streams.retry import Backoff, Health
 from proxy.streams.runner import (
@@ -78,11 +82,12 @@ from proxy.streams.runner import (
     Progress,
     RunEnd,
     RunnerSettings,
+    RunObserver,
     Source,
     StreamRunner,
 )
 from proxy.streams.transform import TransformPolicy, TransformRunner, TransformSource
-from proxy.streams.writers import GraphWriter
+from proxy.streams.writers import GraphWriter, WriteError
 
 _TRIM_EVERY = 30.0  # seconds between returns of free heap memory to the system
 
@@ -102,6 +107,12 @@ def _trim_heap() -> None:
 
 
 _malloc_trim: Any = None
+
+
+def _reason(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else reason_of(exc)
+
+
 _M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
 
 
@@ -118,6 +129,7 @@ __all__ = [
     "DEFAULT_BATCH_INTERVAL_MS",
     "DEFAULT_BATCH_SIZE",
     "EngineSettings",
+    "OffsetRow",
     "StreamEngine",
     "StreamError",
     "StreamStatus",
@@ -160,12 +172,37 @@ class EngineSettings:
         return {k: v for k, v in self.kafka_config.items() if k not in FORCED}
 
 
+@dataclass(frozen=True)
+class OffsetRow:
+    """One row of SHOW STREAM name OFFSETS (one partition of the stream's topic).
+
+    ``committed``: the consumer group's committed offset (the next message to read);
+    ``graph_position``: an exactly-once stream's position stored in the graph (what it
+    resumes from); ``lag``: messages after the position the stream resumes from; ``holder``:
+    who consumes the partition now ("this proxy", another member of the group, or None);
+    ``last_applied_offset`` / ``last_applied_at``: the last message this proxy wrote to the
+    graph from that partition and when (seconds since the epoch; since this proxy started)."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    graph_position: int | None
+    low_watermark: int
+    high_watermark: int
+    lag: int
+    holder: str | None
+    last_applied_offset: int | None
+    last_applied_at: float | None
+
+
 class StreamEngine:
     """All streams of one proxy. ``await start()`` before use, ``await stop()`` at the end.
 
-    ``writer`` applies batches (the engine closes it in ``stop``); ``policy`` says which
-    transform URIs may be loaded; ``catalog``: a cluster's shared catalog (default: this
-    proxy's own, in ``data_dir``); ``member``: this proxy's name in SHOW STREAMS' holders.
+    ``writer`` applies batches (the engine closes it in ``stop``); a stream with a database of
+    its own writes through ``writer.for_database(name)``. ``policy`` says which transform URIs
+    may be loaded; ``catalog``: a cluster's shared catalog (default: this proxy's own, in
+    ``data_dir``); ``member``: this proxy's name in SHOW STREAMS' holders; ``access`` who may
+    touch which stream; ``observe(name)`` the metrics of a stream's runs.
     """
 
     def __init__(
@@ -177,7 +214,16 @@ class StreamEngine:
         *,
         catalog: StreamCatalog | None = None,
         member: str = "this proxy",
+        access: StreamAccess | None = None,
+        default_database: str | None = None,
+        observe: Any = None,
     ) -> None:
+        self.access = access or StreamAccess.open()
+        self.default_database = default_database
+        self.observe = observe
+        self._writers: dict[str, GraphWriter] = {}
+        # Per stream and partition: the last offset applied and when (SHOW STREAM OFFSETS).
+        self._applied: defaultdict[str, dict[TopicPartition, tuple[int, float]]] = defaultdict(dict)
         self.data_dir = Path(data_dir)
         self.settings = settings or EngineSettings()
         self.catalog: StreamCatalog = catalog if catalog is not None else Catalog(self.data_dir)
@@ -378,6 +424,20 @@ class StreamEngine:
     def transformations_dir(self) -> Path:
         return self.settings.transformations_dir or self.data_dir / "transformations"
 
+    def writer_for(self, definition: StreamDefinition) -> GraphWriter:
+        """The writer of the stream's database (the default one when it names none)."""
+        database = definition.database
+        if database is None or database == self.default_database:
+            return self.writer
+        writer = self._writers.get(database)
+        if writer is None:
+            writer = self._writers[database] = self.writer.for_database(database)
+        return writer
+
+    def running(self) -> dict[str, StreamRunner]:
+        """The runners of the streams running here now (metrics, health)."""
+        return dict(self._runners)
+
     # -- runners ----------------------------------------------------------------------------
 
     def _launch(
@@ -432,7 +492,7 @@ class StreamEngine:
 
         runner = StreamRunner(
             definition,
-            writer=self.writer,
+            writer=self.writer_for(definition),
             transform=transform,
             make_source=make_source,
             make_producer=make_producer,
@@ -446,6 +506,8 @@ class StreamEngine:
             health=health,
             limit=limit,
             on_limit=on_limit,
+            applied=self._applied[definition.name],
+            observer=self.observe(definition.name) if self.observe is not None else RunObserver(),
         )
         self._runners[definition.name] = runner
         task = asyncio.get_running_loop().create_task(self._supervise(runner))
@@ -469,7 +531,11 @@ class StreamEngine:
                 await self.catalog.add_progress({runner.name: runner.progress.take()})
                 if ended.how is RunEnd.FAILED:
                     await self.catalog.update(
-                        runner.name, status="error", last_error=ended.error, limit_batches=None
+                        runner.name,
+                        status="error",
+                        last_error=ended.error,
+                        limit_batches=None,
+                        failed_at=ended.at,
                     )
                 else:
                     log.info("stream %s processed its batch limit and stopped", runner.name)
@@ -564,12 +630,14 @@ class StreamEngine:
         configs: tuple[tuple[str, str], ...] = (),
         credentials: tuple[tuple[str, str], ...] = (),
         transformation: str | None = None,
+        database: str | None = None,
     ) -> None:
         """CREATE STREAM: check everything, then record the stream (stopped) atomically. The
         stream runs ``transform``, or (None) the ``mapping``. ``uri`` None: the proxy's
         ``bootstrap_servers`` (Memgraph 2.x without BOOTSTRAP_SERVERS); ``transformation``:
         ``module.procedure`` in the transformations directory (``transform`` is then ignored);
-        ``consumer_group`` None: the prefix and the stream's name."""
+        ``consumer_group`` None: the prefix and the stream's name; ``database``: where it
+        writes (None: the default database)."""
         self._check_open()
         if uri is None:
             uri = self.settings.bootstrap_servers
@@ -607,6 +675,7 @@ class StreamEngine:
                 exactly_once_refusal=self.settings.exactly_once_refusal,
                 mapping=mapping,
                 writer=self.writer,
+                database=database,
             )
             try:
                 await self.catalog.insert(definition)
@@ -629,8 +698,17 @@ class StreamEngine:
             definition.delivery.shown,
         )
 
-    async def drop(self, name: str) -> None:
+    async def _authorize(self, record: StreamRecord, user: str | None, action: str) -> None:
+        """Raise ``StreamError("forbidden")`` unless ``user`` may ``action`` the stream
+        (``user`` None: the proxy itself)."""
+        if user is None:
+            return
+        owner = record.definition.owner if record.definition is not None else None
+        await self.access.check(user, owner, action, record.name)
+
+    async def drop(self, name: str, user: str | None = None) -> None:
         self._check_open()
+        await self._authorize(await self._get(name), user, "drop")
         self._preempt_test(name)
         async with self._locks[name]:
             await self._get(name)
@@ -642,7 +720,11 @@ class StreamEngine:
         log.info("dropped stream %s", name)
 
     async def start_stream(
-        self, name: str, limit_batches: int | None = None, wait: float | None = None
+        self,
+        name: str,
+        limit_batches: int | None = None,
+        wait: float | None = None,
+        user: str | None = None,
     ) -> None:
         """START STREAM: a running stream is left alone; a stopped or failed one starts.
 
@@ -650,6 +732,7 @@ class StreamEngine:
         the ``limit_batches`` batches are written, raise the stream's error if it fails, and
         after ``wait`` seconds stop the stream and raise ``Timeout reached``."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "start")
         if limit_batches is not None and limit_batches < 1:
             raise StreamError(
                 "invalid",
@@ -665,11 +748,15 @@ class StreamEngine:
             definition = self._startable(record, "started")
             if wait is None:
                 await self.catalog.update(
-                    name, status="running", last_error=None, limit_batches=limit_batches
+                    name,
+                    status="running",
+                    last_error=None,
+                    limit_batches=limit_batches,
+                    failed_at=None,
                 )
             else:
                 # As Memgraph's: not recorded as running, so a restart does not resume it.
-                await self.catalog.update(name, last_error=None)
+                await self.catalog.update(name, last_error=None, failed_at=None)
             record = await self._get(name)
             self._launch(definition, record, limit_batches)
             runner = self._runners[name]
@@ -699,9 +786,11 @@ class StreamEngine:
         if ended.how is RunEnd.STOPPED:
             raise StreamError("state", f"Kafka stream {name} was stopped before its batch limit")
 
-    async def stop_stream(self, name: str) -> None:
-        """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped."""
+    async def stop_stream(self, name: str, user: str | None = None) -> None:
+        """STOP STREAM: a stopped stream is left alone; a failed one becomes stopped (it
+        keeps where it failed, for SKIP FAILED MESSAGE)."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "stop")
         self._preempt_test(name)
         async with self._locks[name]:
             record = await self._get(name)
@@ -719,17 +808,24 @@ class StreamEngine:
                 await self.catalog.update(name, status="stopped", limit_batches=None)
         log.info("stopped stream %s", name)
 
-    async def start_all(self) -> None:
+    async def start_all(self, user: str | None = None) -> None:
+        """START ALL STREAMS: those ``user`` may start (the others are left alone)."""
         self._check_open()
         await self.catalog.sync()
         for record in await self.catalog.all():
-            with contextlib.suppress(StreamError):  # dropped meanwhile, or not startable
-                await self.start_stream(record.name)
+            # Dropped meanwhile, not startable, or not the user's.
+            with contextlib.suppress(StreamError):
+                await self.start_stream(record.name, user=user)
 
-    async def stop_all(self) -> None:
+    async def stop_all(self, user: str | None = None) -> None:
+        """STOP ALL STREAMS: those ``user`` may stop (the others are left alone)."""
         self._check_open()
         await self.catalog.sync()
-        records = await self.catalog.all()
+        records = []
+        for record in await self.catalog.all():
+            with contextlib.suppress(StreamError):
+                await self._authorize(record, user, "stop")
+                records.append(record)
         results = await asyncio.gather(
             *(self.stop_stream(r.name) for r in records), return_exceptions=True
         )
@@ -838,11 +934,21 @@ class StreamEngine:
                 )
         holders = {record.name: self.holders(record.name) for record in records}
         return await show_rows(
-            records, live, self.admin, self.kafka_config, self.settings.lag_timeout, holders
+            records,
+            live,
+            self.admin,
+            self.kafka_config,
+            self.settings.lag_timeout,
+            holders,
+            self.default_database,
         )
 
     async def test(
-        self, name: str, limit_batches: int | None = None, timeout: float | None = None
+        self,
+        name: str,
+        limit_batches: int | None = None,
+        timeout: float | None = None,
+        user: str | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
         """TEST STREAM: consume ``limit_batches`` batches (default 1) from where the stream
         would start, transform them, return the queries. Writes nothing, commits nothing,
@@ -850,6 +956,7 @@ class StreamEngine:
         ends it with an error. ``timeout`` (seconds): the longest it takes (CHECK STREAM's
         TIMEOUT), else the engine's ``test_timeout``."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "test")
         limit = 1 if limit_batches is None else limit_batches
         if limit < 1:
             raise StreamError(
@@ -869,7 +976,7 @@ class StreamEngine:
                 test_stream(
                     definition,
                     limit,
-                    writer=self.writer,
+                    writer=self.writer_for(definition),
                     kafka_config=self.kafka_config,
                     broker_timeout=settings.broker_timeout,
                     test_timeout=settings.test_timeout if timeout is None else timeout,
@@ -892,3 +999,367 @@ class StreamEngine:
                 self._preempted.discard(name)
                 if self._tests.get(name) is task:
                     del self._tests[name]
+
+    # -- operating streams: offsets and ALTER ---------------------------------------------------
+
+    def _require_stopped(self, name: str, what: str) -> None:
+        if name in self._runners:
+            raise StreamError(
+                "state",
+                f"Kafka stream {name} is running; stop it before {what} (STOP STREAM {name})",
+            )
+
+    async def _read_offsets(self, definition: StreamDefinition) -> list[PartitionOffsets]:
+        config = consumer_config(definition, self.kafka_config)
+        timeout = self.settings.broker_timeout
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(kafka_offsets.read_offsets, config, definition.topic, timeout),
+                4 * timeout + 1,
+            )
+        except TopicMissing:
+            raise StreamError(
+                "external", f"Kafka stream {definition.name}, topic not found"
+            ) from None
+        except UnsafeValue as exc:
+            raise StreamError(
+                "invalid", f"Kafka stream {shown_name(definition.name)}: {exc}"
+            ) from None
+        except Exception as exc:
+            raise StreamError(
+                "external",
+                f"Kafka stream {definition.name}: the Kafka broker at '{definition.uri}' did "
+                f"not answer ({_reason(exc)})",
+            ) from None
+
+    async def _graph_positions(self, definition: StreamDefinition) -> dict[TopicPartition, int]:
+        try:
+            stored = await asyncio.wait_for(
+                self.writer_for(definition).read_positions(definition.name, definition.owner),
+                self.settings.broker_timeout,
+            )
+        except (TimeoutError, WriteError) as exc:
+            raise StreamError(
+                "external",
+                f"Kafka stream {definition.name}: its positions could not be read from the "
+                f"graph ({exc or 'timed out'})",
+            ) from None
+        return {tp: offset for tp, offset in stored.items() if tp[0] == definition.topic}
+
+    async def _group(self, definition: StreamDefinition) -> kafka_offsets.Group | None:
+        try:
+            client = self.admin.client(definition.uri, definition.settings or None)
+        except Exception:
+            return None
+        timeout = self.settings.broker_timeout
+        return await asyncio.to_thread(
+            kafka_offsets.describe, client, definition.consumer_group, timeout
+        )
+
+    async def offsets(self, name: str) -> list[OffsetRow]:
+        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic."""
+        self._check_open()
+        record = await self._get(name)
+        definition = self._startable(record, "shown")
+        parts = await self._read_offsets(definition)
+        stored = await self._graph_positions(definition) if definition.exactly_once else {}
+        group = await self._group(definition)
+        runner = self._runners.get(name)
+        source = runner.source if runner is not None else None
+        ours = getattr(source, "member_id", None)
+        mine = set(source.assignment()) if source is not None else set()
+        reset = str(self.kafka_config.get("auto.offset.reset", "earliest")).lower()
+        latest = reset in ("latest", "largest", "end")
+        applied = self._applied.get(name, {})
+        rows = []
+        for p in parts:
+            tp = (p.topic, p.partition)
+            graph = stored.get(tp)
+            resume = graph if definition.exactly_once else p.committed
+            if resume is None:
+                resume = p.high if latest else p.low
+            holder: str | None = None
+            if group is not None:
+                for member in group.members:
+                    if tp in member.partitions:
+                        same = ours is not None and member.member_id == ours
+                        holder = "this proxy" if same else f"{member.client_id} at {member.host}"
+            if holder is None and tp in mine:
+                holder = "this proxy"
+            elif holder is None and group is not None and group.active and not group.members:
+                # The broker says the group has members but not which (Tansu 0.6): a
+                # partition this proxy does not hold is another member's.
+                holder = "another member of the group"
+            last = applied.get(tp)
+            rows.append(
+                OffsetRow(
+                    topic=p.topic,
+                    partition=p.partition,
+                    committed=p.committed,
+                    graph_position=graph,
+                    low_watermark=p.low,
+                    high_watermark=p.high,
+                    lag=max(0, p.high - max(resume, p.low)),
+                    holder=holder,
+                    last_applied_offset=last[0] if last else None,
+                    last_applied_at=last[1] if last else None,
+                )
+            )
+        return rows
+
+    async def move_offsets(
+        self,
+        name: str,
+        target: Target,
+        value: int | None = None,
+        partition: int | None = None,
+        user: str | None = None,
+    ) -> None:
+        """ALTER STREAM name SET OFFSET TO ...: a stopped stream's position, for every
+        partition or one; an exactly-once stream's position in the graph too."""
+        self._check_open()
+        record = await self._get(name)
+        await self._authorize(record, user, "move the position of")
+        self._preempt_test(name)
+        async with self._locks[name]:
+            record = await self._get(name)
+            self._require_stopped(name, "moving its position")
+            definition = self._startable(record, "moved")
+            parts = await self._read_offsets(definition)
+            if partition is not None:
+                parts = [p for p in parts if p.partition == partition]
+                if not parts:
+                    raise StreamError(
+                        "invalid",
+                        f"Kafka stream {name}: topic '{definition.topic}' has no partition "
+                        f"{partition}",
+                    )
+            config = consumer_config(definition, self.kafka_config)
+            timeout = self.settings.broker_timeout
+            try:
+                targets = await asyncio.to_thread(
+                    kafka_offsets.resolve, config, parts, target, value, timeout
+                )
+            except OffsetError as exc:
+                raise StreamError("invalid", f"Kafka stream {name}: {exc}") from None
+            await self._set_position(definition, targets)
+            await self.catalog.update(name, failed_at=None)
+        log.info(
+            "stream %s: position moved to %s",
+            name,
+            ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(targets.items())),
+        )
+
+    async def skip_failed(self, name: str, user: str | None = None) -> None:
+        """ALTER STREAM name SKIP FAILED MESSAGE: the position of the partition the stopped
+        stream failed on goes one past the message it failed on."""
+        self._check_open()
+        record = await self._get(name)
+        await self._authorize(record, user, "move the position of")
+        async with self._locks[name]:
+            record = await self._get(name)
+            self._require_stopped(name, "skipping a message")
+            definition = self._startable(record, "moved")
+            at = record.state.failed_at
+            if at is None:
+                raise StreamError(
+                    "state",
+                    f"Kafka stream {name} has no failed message to skip (it did not stop on "
+                    "one, or its position moved since)",
+                )
+            topic, partition, offset = at
+            parts = [p for p in await self._read_offsets(definition) if p.partition == partition]
+            if definition.exactly_once:
+                stored = (await self._graph_positions(definition)).get((topic, partition))
+            else:
+                stored = parts[0].committed if parts else None
+            if stored is not None and stored != offset:
+                raise StreamError(
+                    "state",
+                    f"Kafka stream {name}: the position of topic '{topic}' partition "
+                    f"{partition} is {stored}, no longer at the failed message (offset "
+                    f"{offset}); move it with ALTER STREAM {name} SET OFFSET TO ...",
+                )
+            await self._set_position(definition, {(topic, partition): offset + 1})
+            last_error = record.state.last_error or ""
+            await self.catalog.update(
+                name,
+                failed_at=None,
+                last_error=f"skipped by ALTER STREAM ... SKIP FAILED MESSAGE: {last_error}",
+            )
+        log.info(
+            "stream %s: skipped the message at topic %s partition %d offset %d",
+            name,
+            topic,
+            partition,
+            offset,
+        )
+
+    async def _set_position(
+        self, definition: StreamDefinition, targets: dict[TopicPartition, int]
+    ) -> None:
+        name = definition.name
+        group = await self._group(definition)
+        if group is not None and group.active:
+            who = (
+                f"{len(group.members)} active member(s) ("
+                + ", ".join(f"{m.client_id} at {m.host}" for m in group.members)
+                + ")"
+                if group.members
+                else f"active members (state {group.state.lower()})"
+            )
+            raise StreamError(
+                "state",
+                f"Kafka stream {name}: its consumer group '{definition.consumer_group}' has "
+                f"{who}; stop the stream wherever it runs before moving its position",
+            )
+        config = consumer_config(definition, self.kafka_config)
+        timeout = self.settings.broker_timeout
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(kafka_offsets.commit, config, targets, timeout),
+                4 * timeout + 1,
+            )
+        except kafka_offsets.GroupActive as exc:
+            raise StreamError(
+                "state",
+                f"Kafka stream {name}: its consumer group '{definition.consumer_group}' has "
+                f"active members (the broker refused the new position: {exc}); stop the "
+                "stream wherever it runs before moving its position",
+            ) from None
+        except OffsetError as exc:
+            raise StreamError("external", f"Kafka stream {name}: {exc}") from None
+        except Exception as exc:
+            raise StreamError(
+                "external",
+                f"Kafka stream {name}: committing the new position failed ({_reason(exc)})",
+            ) from None
+        if definition.exactly_once:
+            stored = await self._graph_positions(definition)
+            fence = Fence(name, {tp: stored.get(tp) for tp in targets}, dict(targets))
+            try:
+                await self.writer_for(definition).write_batch([], definition.owner, fence=fence)
+            except FenceLost:
+                raise StreamError(
+                    "state",
+                    f"Kafka stream {name}: its position in the graph moved meanwhile (is it "
+                    "running elsewhere?); the group's offsets were moved, the graph's not",
+                ) from None
+            except WriteError as exc:
+                raise StreamError(
+                    "external",
+                    f"Kafka stream {name}: moving its position in the graph failed ({exc}); "
+                    "the group's offsets were moved, the graph's not",
+                ) from None
+
+    async def alter(
+        self,
+        name: str,
+        *,
+        user: str | None = None,
+        batch_interval_ms: int | None = None,
+        batch_size: int | None = None,
+        on_error: OnError | None = None,
+        dead_letter_topic: str | None = None,
+        transform: str | None = None,
+    ) -> None:
+        """ALTER STREAM name SET ...: a stopped stream's batching, transform (fetched,
+        checked and pinned again) and error policy; consumer group, position, owner,
+        database and delivery stay. One catalog transaction."""
+        self._check_open()
+        record = await self._get(name)
+        await self._authorize(record, user, "alter")
+        async with self._locks[name]:
+            record = await self._get(name)
+            self._require_stopped(name, "altering it")
+            old = self._startable(record, "altered")
+            if old.transform is None:
+                raise StreamError(
+                    "invalid",
+                    f"Kafka stream {name} maps its messages (WITH CYPHER, PATTERN or FORMAT): "
+                    "ALTER STREAM does not change such a stream yet; DROP it and CREATE it "
+                    "again under the same name (it keeps its consumer group and position)",
+                )
+            if on_error is None:
+                policy: OnError = (
+                    "dead letter" if old.error_policy == "dead_letter" else old.error_policy
+                )
+                dead = old.dead_letter_topic
+            else:
+                policy, dead = on_error, dead_letter_topic
+            new = await define(
+                name,
+                old.uri,
+                old.topic,
+                transform if transform is not None else old.transform.uri,
+                consumer_group=old.consumer_group,
+                admin=self.admin,
+                policy=self.policy,
+                broker_timeout=self.settings.broker_timeout,
+                batch_interval_ms=batch_interval_ms or old.batch_interval_ms,
+                batch_size=batch_size or old.batch_size,
+                owner=old.owner,
+                on_error=policy,
+                dead_letter_topic=dead,
+                delivery=old.delivery.value,
+                exactly_once_refusal=self.settings.exactly_once_refusal,
+                database=old.database,
+                keep=old.transform if transform is None else None,
+                altering=True,
+                more_topics=old.more_topics,
+                configs=old.configs,
+                credentials=old.credentials,
+                # A new TRANSFORM 'uri' replaces a module with a stream(batch) script.
+                transformation=old.transformation if transform is None else None,
+                transformations_dir=self.transformations_dir,
+                kafka_config=self.kafka_config,
+            )
+            if not await self.catalog.replace(new):
+                raise StreamError(
+                    "state", f"Kafka stream {name} was changed or dropped meanwhile; try again"
+                )
+        log.info(
+            "altered stream %s (batch interval %d ms, batch size %d, transform %s sha256 %s, "
+            "on error %s)",
+            name,
+            new.batch_interval_ms,
+            new.batch_size,
+            new.source_shown,
+            new.transform.sha256[:12] if new.transform is not None else "-",
+            SHOWN_POLICY[new.error_policy],
+        )
+
+    # -- metrics and health -------------------------------------------------------------------
+
+    async def batch_totals(self) -> dict[str, int]:
+        """Batches processed per stream (the catalog's, or the running stream's own)."""
+        totals = {r.name: r.state.batches_processed for r in await self.catalog.all()}
+        for name, runner in self._runners.items():
+            totals[name] = runner.progress.totals.batches
+        return totals
+
+    async def problems(self) -> list[dict[str, Any]]:
+        """What keeps streams that should run from running (``/health/ready``): streams in
+        ``error``, and running ones that cannot reach their broker or their graph now."""
+        found: list[dict[str, Any]] = []
+        for record in await self.catalog.all():
+            if record.state.status == "error" and record.name not in self._runners:
+                found.append(
+                    {
+                        "stream": record.name,
+                        "problem": "the stream stopped on an error",
+                        "last_error": record.state.last_error or record.unreadable,
+                    }
+                )
+        for name, runner in sorted(self._runners.items()):
+            broker = getattr(runner.source, "broker", None)
+            outages = [
+                ("cannot reach its Kafka broker", broker),
+                ("cannot write to the graph", runner.graph_outage),
+            ]
+            for problem, outage in outages:
+                if outage is not None and outage.ongoing:
+                    found.append(
+                        {"stream": name, "problem": problem, "last_error": runner.health.last_error}
+                    )
+        return found

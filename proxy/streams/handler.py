@@ -9,12 +9,15 @@ does not parse is still ours (no backend knows these clauses): ``run`` answers i
 
 The clauses are answered in front of any backend (``relay``), in auto-commit and explicit
 transactions (``proxy.answers.streams`` says which wait for COMMIT). The user the client
-authenticated as (``QueryContext.user``) becomes the owner of the streams it creates.
+authenticated as (``QueryContext.user``) becomes the owner of the streams it creates, and is
+checked against the owner of a stream it changes (``access.py``); the session's database
+(``QueryContext.db``) is where a stream it creates writes, unless the clause names another.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grammar
@@ -55,8 +58,21 @@ SHOW_STREAMS_FIELDS = [
     "is running",
     "configs",
     "credentials",  # keys only: every value is <REDACTED>
+    "database",
 ]
 TEST_STREAM_FIELDS = ["query", "params"]
+OFFSETS_FIELDS = [
+    "topic",
+    "partition",
+    "committed",
+    "graph_position",
+    "low_watermark",
+    "high_watermark",
+    "lag",
+    "holder",
+    "last_applied_offset",
+    "last_applied_at",
+]
 
 # FAILURE codes for the engine's errors.
 ERROR_CODES = {
@@ -67,6 +83,7 @@ ERROR_CODES = {
     "external": "Neo.ClientError.Statement.ExternalResourceFailed",
     "transform": "Neo.ClientError.Procedure.ProcedureCallFailed",
     "internal": "Neo.DatabaseError.General.UnknownError",
+    "forbidden": "Neo.ClientError.Security.Forbidden",
 }
 SYNTAX_ERROR = "Neo.ClientError.Statement.SyntaxError"
 UNSUPPORTED = "Neo.ClientError.Statement.SemanticError"
@@ -86,8 +103,10 @@ class StreamClauseHandler:
     keywords: tuple[str, ...] = (*grammar.KEYWORDS, "CALL")
     relay = True
 
-    def __init__(self, engine: StreamEngine) -> None:
+    def __init__(self, engine: StreamEngine, default_db: str | None = "neo4j") -> None:
         self.engine = engine
+        # A CREATE in a session on this database writes to the engine's default graph.
+        self.default_db = default_db
 
     def match(
         self, query: str
@@ -154,17 +173,36 @@ class StreamClauseHandler:
                     s.status == "running",
                     s.configs or {},
                     s.credentials or {},
+                    s.database,
                 ]
                 for s in await engine.show()
             ]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
+        if isinstance(clause, grammar.ShowStreamOffsets):
+            offsets = [
+                [
+                    o.topic,
+                    o.partition,
+                    o.committed,
+                    o.graph_position,
+                    o.low_watermark,
+                    o.high_watermark,
+                    o.lag,
+                    o.holder,
+                    o.last_applied_offset,
+                    _iso(o.last_applied_at),
+                ]
+                for o in await engine.offsets(clause.name)
+            ]
+            return QueryResult(list(OFFSETS_FIELDS), offsets, type="r")
+        user = ctx.user
         if isinstance(clause, grammar.TestStream | grammar.CheckStream):
             timeout = None
             if isinstance(clause, grammar.CheckStream):
                 timeout = (
                     CHECK_STREAM_TIMEOUT if clause.timeout_ms is None else clause.timeout_ms / 1000
                 )
-            queries = await engine.test(clause.name, clause.limit_batches, timeout)
+            queries = await engine.test(clause.name, clause.limit_batches, timeout, user=user)
             return QueryResult(
                 list(TEST_STREAM_FIELDS), [[query, params] for query, params in queries], type="r"
             )
@@ -193,6 +231,7 @@ class StreamClauseHandler:
                 consumer_group=clause.consumer_group,
                 configs=clause.configs,
                 credentials=clause.credentials,
+                database=self._database(clause.database, ctx.db),
             )
         elif isinstance(clause, grammar.CreateKafkaStream):
             first, *more = clause.topics
@@ -212,25 +251,55 @@ class StreamClauseHandler:
                 configs=clause.configs,
                 credentials=clause.credentials,
                 transformation=clause.transform if clause.module else None,
+                database=self._database(None, ctx.db),
             )
         elif isinstance(clause, grammar.DropStream):
-            await engine.drop(clause.name)
+            await engine.drop(clause.name, user=user)
         elif isinstance(clause, grammar.StartStream):
             wait = None
             if clause.wait:
                 wait = (
                     START_STREAM_TIMEOUT if clause.timeout_ms is None else clause.timeout_ms / 1000
                 )
-            await engine.start_stream(clause.name, clause.limit_batches, wait)
+            await engine.start_stream(clause.name, clause.limit_batches, wait, user=user)
         elif isinstance(clause, grammar.StopStream):
-            await engine.stop_stream(clause.name)
+            await engine.stop_stream(clause.name, user=user)
         elif isinstance(clause, grammar.StartAllStreams):
-            await engine.start_all()
+            await engine.start_all(user=user)
         elif isinstance(clause, grammar.StopAllStreams):
-            await engine.stop_all()
+            await engine.stop_all(user=user)
+        elif isinstance(clause, grammar.AlterStreamOffset):
+            await engine.move_offsets(
+                clause.name, clause.target, clause.value, clause.partition, user=user
+            )
+        elif isinstance(clause, grammar.AlterStreamSkip):
+            await engine.skip_failed(clause.name, user=user)
+        elif isinstance(clause, grammar.AlterStream):
+            await engine.alter(
+                clause.name,
+                user=user,
+                batch_interval_ms=clause.batch_interval_ms,
+                batch_size=clause.batch_size,
+                on_error=clause.on_error,
+                dead_letter_topic=clause.dead_letter_topic,
+                transform=clause.transform,
+            )
         else:  # pragma: no cover - the grammar has no other clause
             raise BackendError(SYNTAX_ERROR, f"unsupported stream clause {clause!r}")
         return QueryResult([], [], type="s")
+
+    def _database(self, named: str | None, session_db: str) -> str | None:
+        """Where a new stream writes: the DATABASE it names, else the creating session's
+        database; None for the default database."""
+        database = (named or session_db or "").lower() or None
+        return None if database == self.default_db else database
+
+
+def _iso(seconds: float | None) -> str | None:
+    """A time as ISO 8601 UTC text (as the drivers show it everywhere)."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def _argument(value: procedures.Argument, ctx: QueryContext, what: str) -> Any:

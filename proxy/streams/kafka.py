@@ -226,6 +226,7 @@ class StreamConsumer:
         self.on_committed = on_committed
         self.fixed_assignment = assign
         self.epoch = 0
+        self.member_id: str | None = None  # in the group, once assigned (SHOW STREAM OFFSETS)
         self.fatal: str | None = None  # a fatal librdkafka error: the stream must stop
         self.broker = Outage(name, "reading from Kafka", health, backoff)
         self.committing = Outage(name, "committing offsets", health, backoff)
@@ -717,6 +718,8 @@ class StreamConsumer:
                 raise _Closing from None
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        with contextlib.suppress(Exception):
+            self.member_id = consumer.memberid()
         try:
             self._drop_formed()
             if self.hooks is not None:
@@ -889,6 +892,10 @@ class TopicAdmin:
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
         self._admins: OrderedDict[AdminKey, tuple[Any, float]] = OrderedDict()
+
+    def client(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
+        """The admin client for ``uri`` (with a stream's own settings ``own``), from the cache."""
+        return self._admin(uri, own)
 
     def _admin(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
         """The client for ``uri`` with a stream's own settings ``own`` (its CONFIGS and

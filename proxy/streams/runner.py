@@ -50,9 +50,10 @@ import contextlib
 import enum
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from proxy.backends.base import QueryResult
@@ -103,10 +104,17 @@ class RunEnd(enum.Enum):
     FAILED = "failed"  # a permanent failure; ``Ended.error`` says which
 
 
+Position = tuple[str, int, int]  # (topic, partition, offset) of one message
+
+
 @dataclass(frozen=True)
 class Ended:
+    """How a run ended; ``at``: the message it failed on (``ALTER STREAM ... SKIP FAILED
+    MESSAGE`` steps past it)."""
+
     how: RunEnd
     error: str | None = None
+    at: Position | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,7 @@ class Counts:
     batches: int = 0
     dead_lettered: int = 0
     skipped: int = 0
+    requested: float = 0.0  # time.monotonic() when its commit was asked for
 
 
 class Progress:
@@ -194,12 +203,30 @@ class Producer(Protocol):
     async def close(self) -> None: ...
 
 
+class RunObserver:
+    """What a run reports as it goes (the proxy's metrics, ``proxy.metrics``); this base
+    ignores it all."""
+
+    def batch_size(self, messages: int) -> None:
+        """A batch of ``messages`` messages was formed and transformed."""
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """One ``transform``, ``write`` or ``commit`` took ``seconds``."""
+
+    def failure(self, kind: str) -> None:
+        """A message or batch failed: ``transform``, ``write``, ``kafka``, ``internal``."""
+
+
 # (runner as the consumer's hooks, the consumer's on_committed callback) -> the source
 SourceFactory = Callable[["StreamRunner", Callable[[list[Any]], None]], Source]
 
 
 class _Permanent(Exception):
-    """Ends the run with ``RunEnd.FAILED``."""
+    """Ends the run with ``RunEnd.FAILED``; ``at``: the message it failed on, if one."""
+
+    def __init__(self, message: str, at: Position | None = None) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 @dataclass
@@ -251,6 +278,8 @@ class StreamRunner:
         health: Health | None = None,
         limit: int | None = None,
         on_limit: Callable[[int], Awaitable[None]] | None = None,
+        applied: dict[TopicPartition, tuple[int, float]] | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -263,6 +292,9 @@ class StreamRunner:
         self.health = health or Health()
         self.limit = limit  # batches left to write (START ... LIMIT)
         self.on_limit = on_limit
+        # Per partition, the offset of the last message applied and when (SHOW STREAM OFFSETS).
+        self.applied = applied if applied is not None else {}
+        self.observer = observer or RunObserver()
         uri = definition.transform.uri if definition.transform is not None else None
         self.builtin = builtin.lookup(uri) if uri is not None else None
         self.mode: builtin.Mode = self.builtin.mode if self.builtin else "write"
@@ -298,7 +330,8 @@ class StreamRunner:
             return await self._run()
         except _Permanent as exc:
             log.error("stream %s stopped on an error: %s", self.name, exc)
-            return Ended(RunEnd.FAILED, str(exc))
+            self.observer.failure("message" if exc.at is not None else "stream")
+            return Ended(RunEnd.FAILED, str(exc), exc.at)
         except Interrupted:
             return Ended(RunEnd.STOPPED)
         except asyncio.CancelledError:
@@ -363,9 +396,12 @@ class StreamRunner:
 
     def _committed(self, tokens: list[Any]) -> None:
         """The broker has the offsets of these writes (called on the consumer's thread)."""
+        now = time.monotonic()
         for token in tokens:
             if isinstance(token, Counts):
                 self.progress.add(token)
+                if token.requested:
+                    self.observer.stage("commit", now - token.requested)
 
     async def stop(self) -> None:
         """End the run: after the write in progress and its commit, if one is under way;
@@ -449,7 +485,9 @@ class StreamRunner:
                 round_ = await self._transformer.submit([self._inputs(b) for b in batches])
                 pending.append((batches, round_))
             batches, round_ = pending.popleft()
+            began = time.monotonic()
             results = await self._transformer.collect(round_)
+            self.observer.stage("transform", time.monotonic() - began)
             if results is None:  # an earlier failure replaced its worker: again, in order
                 redo = batches + await self._void(pending) + redo
                 continue
@@ -563,16 +601,16 @@ class StreamRunner:
                 return _Item(batch, failure=f"the transform broke the built-in contract: {exc}")
         try:
             return _Item(batch, split=split(pairs, size))
-        except OutcomeError as exc:
-            if self.policy == "stop":
-                return _Item(batch, failure=f"the transform failed: {exc}")
+        except OutcomeError:
             return _Item(batch, outcomes=await self._isolate(self._inputs(batch)))
 
     async def _after_failure(self, batch: Batch, failure: TransformFailed) -> _Item:
-        if failure.kind is FailureKind.STOPPED or (self.policy == "stop" and self.builtin is None):
+        if failure.kind is FailureKind.STOPPED:
             return _Item(batch, failure=f"the transform failed: {failure}")
         # Which message made it fail? (A built-in fails on a message only by crashing or
-        # timing out on it.) Each message alone tells.
+        # timing out on it.) Each message alone tells: with STOP too, so that the error names
+        # the message (and ALTER STREAM ... SKIP FAILED MESSAGE can step past it); the
+        # messages before it are written, as a batch the writer refuses would be.
         return _Item(batch, outcomes=await self._isolate(self._inputs(batch)))
 
     def _inputs(self, batch: Batch) -> list[Any]:
@@ -651,7 +689,15 @@ class StreamRunner:
             if item.failure is not None:
                 if self.stopping.is_set():
                     return Ended(RunEnd.STOPPED)
-                return Ended(RunEnd.FAILED, item.failure)
+                self.observer.failure("batch")
+                first = item.batch.messages[0] if item.batch.messages else None
+                if first is None:
+                    return Ended(RunEnd.FAILED, item.failure)
+                return Ended(
+                    RunEnd.FAILED,
+                    f"{_position(first)} (the first message of the batch): {item.failure}",
+                    _at(first),
+                )
             end = index + 1
             if item.combinable(self.mode):
                 while (
@@ -662,6 +708,8 @@ class StreamRunner:
                 ):
                     end += 1
             run = items[index:end]
+            for one in run:
+                self.observer.batch_size(len(one.batch))
             try:
                 if len(run) > 1:
                     await self._write_combined(source, run)
@@ -705,7 +753,9 @@ class StreamRunner:
             )
 
         try:
+            began = time.monotonic()
             await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
+            self.observer.stage("write", time.monotonic() - began)
         except (NotAtomic, PermanentWriteError) as exc:
             log.debug("stream %s: %d batches written one by one (%s)", self.name, len(run), exc)
             for item in run:
@@ -713,10 +763,18 @@ class StreamRunner:
             return
         if fence is not None:
             self.known.update(fence.next)
-        source.commit(
+        self._commit(
+            source,
             dict(fence.next) if fence is not None else next_offsets(messages),
             Counts(len(messages), len(run)),
         )
+
+    def _commit(self, source: Source, offsets: dict[TopicPartition, int], counts: Counts) -> None:
+        """Hand the written offsets to the consumer (committed in order, asynchronously)."""
+        now = time.time()
+        for tp, offset in offsets.items():
+            self.applied[tp] = (offset - 1, now)
+        source.commit(offsets, replace(counts, requested=time.monotonic()))
 
     async def _write_one(self, source: Source, item: _Item) -> None:
         """Apply one batch (by the stream's mode and error policy), produce its dead letters
@@ -779,9 +837,15 @@ class StreamRunner:
                 )
         if done and self.exactly_once:
             await self._advance(messages[:done])
-        source.commit(next_offsets(messages[:done]), Counts(done, 1, dead, len(failures) - dead))
+        if done:
+            self._commit(
+                source, next_offsets(messages[:done]), Counts(done, 1, dead, len(failures) - dead)
+            )
+        for _failure in failures:
+            self.observer.failure("message")
         if stopped is not None:
-            raise _Permanent(f"{_position(messages[stopped.index])}: {stopped.reason}")
+            culprit = messages[stopped.index]
+            raise _Permanent(f"{_position(culprit)}: {stopped.reason}", _at(culprit))
 
     async def _apply(self, item: _Item, applier: Applier) -> None:
         messages = item.batch.messages
@@ -791,14 +855,16 @@ class StreamRunner:
             if rejected and self.policy == "stop":
                 index = min(rejected)
                 raise _Permanent(
-                    f"{_position(messages[index])}: rejected by the transform: {rejected[index]}"
+                    f"{_position(messages[index])}: rejected by the transform: {rejected[index]}",
+                    _at(messages[index]),
                 )
             try:
                 await self.write(item.split.queries, True, through=len(messages))
             except PermanentWriteError as exc:
-                if self.policy == "stop":
+                if self.policy == "stop" and _not_about_a_message(exc):
                     raise _Permanent(str(exc)) from None
-                # Which message? Run the transform on each alone, write each alone.
+                # Which message? Run the transform on each alone, write each alone (with
+                # STOP too: the error names the message, which SKIP FAILED MESSAGE can skip).
                 outcomes = await self._isolate(self._inputs(item.batch))
                 await applier.write_outcomes(outcomes, group=True)
                 return
@@ -861,6 +927,7 @@ class StreamRunner:
         def attempt() -> Awaitable[None]:
             return self.writer.write_batch(sent, self.definition.owner, group=group, fence=fence)
 
+        began = time.monotonic()
         try:
             await retrying(
                 attempt,
@@ -873,6 +940,7 @@ class StreamRunner:
             if sent is not queries and exc.index is not None:
                 exc.index = None  # an index into the joined queries, not into ``queries``
             raise
+        self.observer.stage("write", time.monotonic() - began)
         if fence is not None:
             self.known.update(fence.next)
 
@@ -928,3 +996,13 @@ class _Undelivered(Exception):
 
 def _position(message: Any) -> str:
     return f"topic {message.topic()!r} partition {message.partition()} offset {message.offset()}"
+
+
+def _not_about_a_message(exc: PermanentWriteError) -> bool:
+    """A refusal that no message causes (the stream's credentials): STOP names no message
+    for it, so that SKIP FAILED MESSAGE cannot skip a good one."""
+    return (exc.code or "").startswith("Neo.ClientError.Security.")
+
+
+def _at(message: Any) -> Position:
+    return (str(message.topic()), int(message.partition()), int(message.offset()))

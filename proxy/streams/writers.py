@@ -41,6 +41,7 @@ stored positions are not the expected ones (nothing written). ``read_positions``
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from typing import Any, Protocol
@@ -141,6 +142,10 @@ class GraphWriter(Protocol):
     async def read(self, query: str, params: dict[str, Any], owner: str | None) -> QueryResult:
         """Run one query read-only; its columns and rows (graph values as the backend gives
         them). A write is refused with ``PermanentWriteError`` (code ``ACCESS_MODE``)."""
+        ...
+
+    def for_database(self, database: str) -> GraphWriter:
+        """A writer of another database (graph) of the same backend."""
         ...
 
     async def close(self) -> None:
@@ -341,6 +346,16 @@ class FalkorDBWriter:
                 rolled_back=True,
             ) from None
 
+    def for_database(self, database: str) -> FalkorDBWriter:
+        """A writer of graph ``database`` through the same backend."""
+        return FalkorDBWriter(
+            self.backend,
+            database.lower(),
+            group=self.group,
+            max_combined=self.max_combined,
+            max_composed=self.max_composed,
+        )
+
     async def close(self) -> None:
         return None
 
@@ -392,6 +407,7 @@ class BoltWriter:
         self.group = group
         self.description = f"Bolt server {uri}" + (f", database {database}" if database else "")
         self._impersonate = True
+        self._shared = False  # a writer of another database sharing the driver
         self._driver = neo4j.AsyncGraphDatabase.driver(
             uri,
             auth=auth,
@@ -595,5 +611,31 @@ class BoltWriter:
             raise TransientWriteError(f"{self.uri}: {exc}") from None
         return True
 
+    def for_database(self, database: str) -> BoltWriter:
+        """A writer of ``database`` through the same driver (closing it closes nothing)."""
+        other = copy.copy(self)
+        other.database = database
+        other._shared = True
+        return other
+
+    async def roles_of(self, user: str) -> frozenset[str] | None:
+        """The backend's roles of ``user`` (Neo4j: ``SHOW CURRENT USER`` run as that user,
+        impersonated), or None when it cannot tell (no such command, no impersonation)."""
+        import neo4j.exceptions as ne
+
+        try:
+            async with self._driver.session(database="system", impersonated_user=user) as session:
+                result = await session.run("SHOW CURRENT USER YIELD user, roles")
+                record = await result.single()
+        except (ne.Neo4jError, ne.DriverError, OSError, ValueError):
+            return None
+        if record is None or record.get("user") != user:
+            return None
+        roles = record.get("roles")
+        if not isinstance(roles, list):
+            return None
+        return frozenset(str(role) for role in roles)
+
     async def close(self) -> None:
-        await self._driver.close()
+        if not self._shared:
+            await self._driver.close()

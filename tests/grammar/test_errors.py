@@ -11,11 +11,13 @@ from grammar import StreamSyntaxError, parse_stream_clause
 HEAD = "CREATE STREAM s AS LOAD DATA KAFKA 'k' WITH TOPIC 't' WITH TRANSFORM 'x'"
 AFTER_HEAD = len(HEAD) + 2  # column of whatever follows HEAD and one space
 ANY_CLAUSE = [
+    "ALTER STREAM",
     "CHECK STREAM",
     "CREATE KAFKA STREAM",
     "CREATE PULSAR STREAM",
     "CREATE STREAM",
     "DROP STREAM",
+    "SHOW STREAM",
     "SHOW STREAMS",
     "START ALL STREAMS",
     "START STREAM",
@@ -114,11 +116,11 @@ CASES = [
     (
         f"{HEAD} BATCH_LIMIT 5",
         f"Invalid input 'BATCH_LIMIT' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {SETTINGS_TEXT}, {DELIVERY_TEXT}, "
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {SETTINGS_TEXT}, DATABASE, {DELIVERY_TEXT}, "
         f"{ON_ERROR_TEXT}, ';' or end of input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     # -- counts
     (
@@ -250,7 +252,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *SETTINGS, "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH_SIZE 1 BATCH  size 2",
@@ -258,7 +260,7 @@ CASES = [
         "BATCH_SIZE is given more than once",
         1,
         AFTER_HEAD + 13,
-        ["BATCH_INTERVAL", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *SETTINGS, "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} BATCH INTERVAL 1 BATCH_SIZE 2 BATCH_INTERVAL 3",
@@ -266,7 +268,7 @@ CASES = [
         "BATCH_INTERVAL is given more than once",
         1,
         AFTER_HEAD + 30,
-        [*SETTINGS, *DELIVERY, *ON_ERROR, *END],
+        [*SETTINGS, "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         f"{HEAD} DELIVERY EXACTLY ONCE BATCH_SIZE 1 DELIVERY AT LEAST ONCE",
@@ -274,7 +276,7 @@ CASES = [
         "DELIVERY is given more than once",
         1,
         AFTER_HEAD + 35,
-        ["BATCH_INTERVAL", *SETTINGS, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", *SETTINGS, "DATABASE", *ON_ERROR, *END],
     ),
     (
         f"{HEAD} DELIVERY EXACTLY TWICE",
@@ -297,14 +299,14 @@ CASES = [
         f"Invalid input 'ON' (line 1, column {AFTER_HEAD + 14}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 14,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, *DELIVERY, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, "DATABASE", *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON ERROR SKIP BATCH_SIZE 1 BATCH_INTERVAL 2 on error stop",
         f"Invalid input 'on' (line 1, column {AFTER_HEAD + 44}): ON ERROR is given more than once",
         1,
         AFTER_HEAD + 44,
-        [*SETTINGS, *DELIVERY, *END],
+        [*SETTINGS, "DATABASE", *DELIVERY, *END],
     ),
     (
         f"{HEAD} ON",
@@ -503,11 +505,11 @@ CASES = [
     (
         f"{HEAD} garbage",
         f"Invalid input 'garbage' (line 1, column {AFTER_HEAD}): "
-        f"expected BATCH_INTERVAL, BATCH_SIZE, {SETTINGS_TEXT}, {DELIVERY_TEXT}, "
+        f"expected BATCH_INTERVAL, BATCH_SIZE, {SETTINGS_TEXT}, DATABASE, {DELIVERY_TEXT}, "
         f"{ON_ERROR_TEXT}, ';' or end of input",
         1,
         AFTER_HEAD,
-        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, *DELIVERY, *ON_ERROR, *END],
+        ["BATCH_INTERVAL", "BATCH_SIZE", *SETTINGS, "DATABASE", *DELIVERY, *ON_ERROR, *END],
     ),
     (
         "SHOW STREAMS /* never closed",
@@ -519,8 +521,9 @@ CASES = [
     # -- not a stream clause at all, or another product's stream syntax
     (
         "",
-        "Unexpected end of input (line 1, column 1): expected CHECK STREAM, CREATE KAFKA STREAM, "
-        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
+        "Unexpected end of input (line 1, column 1): expected ALTER STREAM, CHECK STREAM, "
+        "CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, SHOW STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
@@ -529,8 +532,9 @@ CASES = [
     ),
     (
         "  // only a comment",
-        "Unexpected end of input (line 1, column 20): expected CHECK STREAM, CREATE KAFKA STREAM, "
-        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
+        "Unexpected end of input (line 1, column 20): expected ALTER STREAM, CHECK STREAM, "
+        "CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, SHOW STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
@@ -539,8 +543,9 @@ CASES = [
     ),
     (
         "MATCH (n) RETURN n",
-        "Invalid input 'MATCH' (line 1, column 1): expected CHECK STREAM, CREATE KAFKA STREAM, "
-        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
+        "Invalid input 'MATCH' (line 1, column 1): expected ALTER STREAM, CHECK STREAM, "
+        "CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, SHOW STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,
@@ -556,10 +561,10 @@ CASES = [
     ),
     (
         "SHOW DATABASES",
-        "Invalid input 'DATABASES' (line 1, column 6): expected STREAMS",
+        "Invalid input 'DATABASES' (line 1, column 6): expected STREAM or STREAMS",
         1,
         6,
-        ["STREAMS"],
+        ["STREAM", "STREAMS"],
     ),
     (
         "START STREAMX s",
@@ -649,8 +654,9 @@ CASES = [
     ),
     (  # ASCII case-insensitivity only: a long s is not an S
         "\u017fHOW STREAMS",
-        "Invalid input '\u017fHOW' (line 1, column 1): expected CHECK STREAM, CREATE KAFKA STREAM, "
-        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, "
+        "Invalid input '\u017fHOW' (line 1, column 1): expected ALTER STREAM, CHECK STREAM, "
+        "CREATE KAFKA STREAM, "
+        "CREATE PULSAR STREAM, CREATE STREAM, DROP STREAM, SHOW STREAM, "
         "SHOW STREAMS, START ALL STREAMS, START STREAM, STOP ALL STREAMS, STOP STREAM or "
         "TEST STREAM",
         1,

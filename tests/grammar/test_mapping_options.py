@@ -123,6 +123,7 @@ def test_expected_after_a_transform_leaves_out_the_mapping() -> None:
         "CONFIGS",
         "CONSUMER_GROUP",
         "CREDENTIALS",
+        "DATABASE",
         "DELIVERY AT LEAST ONCE",
         "DELIVERY EXACTLY ONCE",
         "ON ERROR DEAD LETTER",

@@ -316,4 +316,4 @@ def test_clauses_are_frozen_and_hashable() -> None:
 
 
 def test_keywords_are_the_first_words_of_every_clause() -> None:
-    assert KEYWORDS == ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "CHECK")
+    assert KEYWORDS == ("CREATE", "DROP", "SHOW", "START", "STOP", "TEST", "CHECK", "ALTER")

@@ -91,8 +91,11 @@ def test_the_definition_is_one_json_document_never_shown_whole(tmp_path: Path) -
         (text,) = db.execute("SELECT definition FROM streams").fetchone()
     assert "definition" in columns and "uri" not in columns and "batch_size" not in columns
     document = json.loads(text)
-    # A plain transform stream is written as version 1, which older boltstreams read.
-    assert document["version"] == 1 and document["delivery"] == "at_least_once"
+    assert (
+        document["version"] == 1  # a transform stream on the default database
+        and document["database"] is None
+        and document["delivery"] == "at_least_once"
+    )
     assert StreamDefinition.from_json(text) == DEFINITION
     # Later definitions will hold credentials: repr names the stream only.
     assert repr(DEFINITION) == "StreamDefinition(name='s')"
@@ -241,7 +244,7 @@ def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(tmp_path / CATALOG_FILE) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("4",)
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
             db.execute("UPDATE streams SET status = 'x'")
 
@@ -310,3 +313,62 @@ def test_a_failed_migration_leaves_the_old_catalog(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM streams").fetchone() == (2,)
         assert "uri" in [row[1] for row in db.execute("PRAGMA table_info(streams)")]
     assert len(before) > 0
+
+
+def test_alter_replaces_the_definition_and_keeps_the_state(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        catalog = Catalog(tmp_path)
+        await catalog.open()
+        await catalog.insert(DEFINITION, StreamState(messages_processed=7))
+        await catalog.update("s", status="error", failed_at=("t", 2, 41))
+        altered = replace(DEFINITION, batch_size=500, database="other")
+        assert await catalog.replace(altered)
+        record = await catalog.get("s")
+        assert record is not None and record.definition == altered
+        assert record.state.messages_processed == 7 and record.state.status == "error"
+        assert record.state.failed_at == ("t", 2, 41)
+        await catalog.update("s", failed_at=None)
+        record = await catalog.get("s")
+        assert record is not None and record.state.failed_at is None
+        await catalog.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_version_3_catalog_gains_failed_at(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / CATALOG_FILE) as db:
+        db.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema', '3');
+            CREATE TABLE streams (
+                name TEXT PRIMARY KEY, definition TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('stopped', 'running', 'error')),
+                limit_batches INTEGER, last_error TEXT,
+                messages_processed INTEGER NOT NULL DEFAULT 0,
+                batches_processed INTEGER NOT NULL DEFAULT 0,
+                messages_dead_lettered INTEGER NOT NULL DEFAULT 0,
+                messages_skipped INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL, updated_at REAL NOT NULL);
+            """
+        )
+        old = json.loads(DEFINITION.to_json())
+        old["version"] = 1
+        del old["database"]
+        db.execute(
+            "INSERT INTO streams (name, definition, status, created_at, updated_at) "
+            "VALUES ('s', ?, 'error', 0, 0)",
+            (json.dumps(old),),
+        )
+
+    async def scenario() -> None:
+        catalog = Catalog(tmp_path)
+        await catalog.open()
+        record = await catalog.get("s")
+        assert record is not None and record.definition == DEFINITION
+        assert record.definition.database is None and record.state.failed_at is None
+        await catalog.close()
+
+    asyncio.run(scenario())
+    with sqlite3.connect(tmp_path / CATALOG_FILE) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("4",)

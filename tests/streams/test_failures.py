@@ -68,7 +68,8 @@ def test_bad_transforms_and_queries_stop_only_their_stream(
         else:
             assert committed == {0: -1001}, transform
     row = show(driver, streams["badquery.py"][0])
-    assert "the backend rejected query 1 of 1" in row["last_error"]
+    # STOP names the message the backend refused (README "Operating streams").
+    assert "partition 0 offset 0: the backend rejected it" in row["last_error"]
     assert "Neo.ClientError.Statement.SyntaxError" in row["last_error"]
 
     # The healthy stream and the proxy carry on.

@@ -27,6 +27,7 @@ from proxy.streams.runner import (
     Progress,
     RunEnd,
     RunnerSettings,
+    RunObserver,
     StreamRunner,
 )
 from proxy.streams.transform import FailureKind, TransformFailed
@@ -300,6 +301,25 @@ DEFINITION = StreamDefinition(
 )
 
 
+class Recorder(RunObserver):
+    """What a run reported (the metrics' view)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.stages: list[str] = []
+        self.failures: list[str] = []
+
+    def batch_size(self, messages: int) -> None:
+        self.sizes.append(messages)
+
+    def stage(self, stage: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.stages.append(stage)
+
+    def failure(self, kind: str) -> None:
+        self.failures.append(kind)
+
+
 class Rig:
     """A runner over the fakes."""
 
@@ -321,6 +341,8 @@ class Rig:
         self.slow_after = slow_after
         self.progress = Progress()
         self.runner: StreamRunner | None = None
+        self.observer = Recorder()
+        self.applied: dict[tuple[str, int], tuple[int, float]] = {}
 
     def start(self) -> StreamRunner:
         def make_source(
@@ -343,6 +365,8 @@ class Rig:
             ),
             progress=self.progress,
             limit=self.limit,
+            applied=self.applied,
+            observer=self.observer,
         )
         return self.runner
 
@@ -447,8 +471,11 @@ async def test_stop_policy_writes_the_batches_before_the_failing_one() -> None:
     ended = await rig.ended()
     assert ended.how is RunEnd.FAILED
     assert ended.error is not None and "no e" in ended.error
-    assert rig.graph.applied == ["a", "b", "c"]  # the batch before, once; nothing after
-    assert rig.source.commits == [{("t", 0): 3}]
+    # The batch before, once; the failing batch up to the failing message (so that skipping
+    # exactly that message loses nothing); nothing after.
+    assert rig.graph.applied == ["a", "b", "c", "d"]
+    assert rig.source.commits == [{("t", 0): 3}, {("t", 0): 4}]
+    assert ended.at == ("t", 0, 4) and "partition 0 offset 4" in ended.error
 
 
 @asynctest
@@ -643,6 +670,8 @@ async def test_a_failing_transform_stops_after_the_batches_before_it() -> None:
     assert ended.how is RunEnd.FAILED and ended.error is not None
     assert "transform raised ValueError: boom" in ended.error
     assert rig.graph.applied == ["a"] and rig.source.commits == [{("t", 0): 1}]
+    # The user transform raised on a batch: each message alone told which one it was.
+    assert ended.at == ("t", 0, 1) and "topic 't' partition 0 offset 1" in ended.error
 
 
 @asynctest
@@ -741,4 +770,20 @@ async def test_exactly_once_skips_move_the_position_too() -> None:
     await until(lambda: rig.source.commits)
     assert rig.graph.applied == ["a", "b"]
     assert rig.graph.positions == {("t", 0): 3}
+    await runner.stop()
+
+
+@asynctest
+async def test_a_run_reports_batches_stages_failures_and_what_it_applied() -> None:
+    rig = Rig(error_policy="skip")
+    rig.graph.bad = {"e"}
+    rig.source.push(["a", "b"], ["c", "d", "e"])
+    runner = rig.start()
+    await until(lambda: rig.progress.totals.messages == 5)
+    await until(lambda: "commit" in rig.observer.stages)
+    assert sorted(rig.observer.sizes) == [2, 3]
+    assert {"transform", "write", "commit"} <= set(rig.observer.stages)
+    assert rig.observer.failures == ["message"]  # e, skipped
+    offset, when = rig.applied[("t", 0)]
+    assert offset == 4 and when > 0
     await runner.stop()

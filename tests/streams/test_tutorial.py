@@ -58,6 +58,7 @@ def test_the_tutorial(backend: Any, broker: Broker, topic: str, transforms: Path
         "is running",
         "configs",
         "credentials",
+        "database",
     ]
     assert len(records) == 1
     row = records[0]

@@ -1,0 +1,200 @@
+"""A stream's position in Kafka, seen and moved: ``SHOW STREAM name OFFSETS`` and ``ALTER STREAM
+name SET OFFSET TO ...`` / ``SKIP FAILED MESSAGE`` (README "Operating streams").
+
+Kafka Connect's offsets API (KIP-875) is the model: the position of a stopped connector is read
+and written as the committed offsets of its consumer group, and the group must have no active
+member while it is written (else the member would overwrite it at its next commit, or the
+broker refuses the commit). The functions here block (librdkafka); the engine runs them on a
+thread. They use a consumer of the stream's group that never subscribes, so it never joins the
+group: reading committed offsets and committing new ones is all it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from proxy.streams.kafka import TopicMissing, kafka_log
+from proxy.streams.names import check_client_config, check_topic
+from proxy.streams.positions import TopicPartition
+
+Target = Literal["beginning", "end", "offset", "timestamp"]
+
+
+class OffsetError(Exception):
+    """The position cannot be moved as asked (the message says why, for the client)."""
+
+
+class GroupActive(OffsetError):
+    """The broker refused the commit because the group has members (generation mismatch)."""
+
+
+# Kafka error codes of a commit refused because the group has members: ILLEGAL_GENERATION,
+# UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS.
+_GROUP_ACTIVE = (22, 25, 27)
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """One partition of a stream's topic: the group's committed offset (None: none yet),
+    and the low and high watermarks (the first offset still held, and the next to be
+    written)."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of the stream's consumer group (a proxy running the stream)."""
+
+    member_id: str
+    client_id: str
+    host: str
+    partitions: frozenset[TopicPartition]
+
+
+def _consumer(config: Mapping[str, Any]) -> Any:
+    from confluent_kafka import Consumer
+
+    check_client_config(dict(config))
+    return Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+
+
+def read_offsets(config: Mapping[str, Any], topic: str, timeout: float) -> list[PartitionOffsets]:
+    """Every partition of ``topic``: committed offset of the group of ``config`` and
+    watermarks. Raises ``TopicMissing``; blocks."""
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    check_topic(topic)
+    probe = _consumer(config)
+    try:
+        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise TopicMissing(topic)
+        parts = [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
+        rows = []
+        for tp in probe.committed(parts, timeout=timeout):
+            low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+            committed = tp.offset if tp.offset >= 0 else None
+            rows.append(PartitionOffsets(topic, tp.partition, committed, low, high))
+        return rows
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+def resolve(
+    config: Mapping[str, Any],
+    partitions: list[PartitionOffsets],
+    target: Target,
+    value: int | None,
+    timeout: float,
+) -> dict[TopicPartition, int]:
+    """Where each of ``partitions`` goes: BEGINNING (the low watermark), END (the high
+    watermark), an offset (which must be held: between the watermarks), or the first message
+    at or after a timestamp (ms since the epoch; the end if there is none). Blocks."""
+    if target == "beginning":
+        return {(p.topic, p.partition): p.low for p in partitions}
+    if target == "end":
+        return {(p.topic, p.partition): p.high for p in partitions}
+    assert value is not None
+    if target == "offset":
+        for p in partitions:
+            if not p.low <= value <= p.high:
+                raise OffsetError(
+                    f"offset {value} is not held by topic {p.topic!r} partition {p.partition} "
+                    f"(it holds offsets {p.low} to {p.high - 1}; {p.high} is its end)"
+                )
+        return {(p.topic, p.partition): value for p in partitions}
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    probe = _consumer(config)
+    try:
+        found = probe.offsets_for_times(
+            [KafkaTopicPartition(p.topic, p.partition, value) for p in partitions],
+            timeout=timeout,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+    high = {(p.topic, p.partition): p.high for p in partitions}
+    return {
+        (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else high[(tp.topic, tp.partition)]
+        for tp in found
+    }
+
+
+def commit(
+    config: Mapping[str, Any], offsets: Mapping[TopicPartition, int], timeout: float
+) -> None:
+    """Make ``offsets`` the group's committed offsets (synchronously; raises what the broker
+    answered). The group must have no active member. Blocks."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    probe = _consumer(config)
+    try:
+        try:
+            answered = probe.commit(
+                offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            if error is not None and error.code() in _GROUP_ACTIVE:
+                raise GroupActive(str(error.str())) from None
+            raise
+        for tp in answered or []:
+            if tp.error is not None:
+                raise OffsetError(
+                    f"the broker refused the offset of topic {tp.topic!r} partition "
+                    f"{tp.partition}: {tp.error.str()}"
+                )
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+@dataclass(frozen=True)
+class Group:
+    """A consumer group as the broker describes it. ``active``: it has members now (its
+    state is neither Empty nor Dead); ``members`` may be empty even then (Tansu 0.6 lists
+    none)."""
+
+    state: str
+    members: list[Member]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.members) or self.state not in ("EMPTY", "DEAD", "UNKNOWN")
+
+
+def describe(admin: Any, group: str, timeout: float) -> Group | None:
+    """The group's state, members and what each is assigned; None when the broker cannot
+    tell (it does not answer DescribeGroups). Blocks."""
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+        description = described.result(timeout + 1)
+    except Exception:
+        return None
+    state = str(getattr(getattr(description, "state", None), "name", "UNKNOWN"))
+    found = []
+    for member in description.members or []:
+        assignment = getattr(member, "assignment", None)
+        parts = getattr(assignment, "topic_partitions", None) or []
+        found.append(
+            Member(
+                member_id=str(member.member_id),
+                client_id=str(member.client_id),
+                host=str(member.host).lstrip("/"),
+                partitions=frozenset((tp.topic, tp.partition) for tp in parts),
+            )
+        )
+    return Group(state, found)
