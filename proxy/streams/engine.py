@@ -833,11 +833,13 @@ class StreamEngine:
             if isinstance(result, BaseException) and not isinstance(result, StreamError):
                 raise result
 
-    async def set_offset(self, name: str, offset: int) -> int:
+    async def set_offset(self, name: str, offset: int, user: str | None = None) -> int:
         """``CALL mg.kafka_set_stream_offset(name, offset)``: where the stopped stream starts
         next, on every partition of its topics (-1: the beginning, -2: the end, N: offset N),
-        committed for its consumer group. Returns how many partitions were set."""
+        committed for its consumer group. Returns how many partitions were set. Only the
+        stream's owner or an admin may (as for ALTER STREAM ... SET OFFSET)."""
         self._check_open()
+        await self._authorize(await self._get(name), user, "move the position of")
         if offset < -2:
             raise StreamError(
                 "invalid",

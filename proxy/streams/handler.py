@@ -144,6 +144,7 @@ class StreamClauseHandler:
             await engine.set_offset(
                 _text(clause.stream, ctx, "the stream name"),
                 _integer(clause.offset, ctx, "the offset"),
+                user=ctx.user,
             )
             return QueryResult([], [], type="rw")
         if isinstance(clause, grammar.ShowStreams):

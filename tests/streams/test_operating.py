@@ -314,6 +314,7 @@ def test_only_the_owner_or_an_admin_may_touch_a_stream(
             f"ALTER STREAM {name} SET BATCH_SIZE 2",
             f"ALTER STREAM {name} SET OFFSET TO BEGINNING",
             f"ALTER STREAM {name} SKIP FAILED MESSAGE",
+            f"CALL mg.kafka_set_stream_offset('{name}', -1)",
         ):
             error = failure(bob, clause)
             assert error.code == "Neo.ClientError.Security.Forbidden", clause
