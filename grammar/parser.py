@@ -297,13 +297,7 @@ class _Build(Transformer[Token, Any]):
 
     def alter_stream_set(self, children: list[Any]) -> AlterStream:
         name, *options = children
-        values = dict(options)
-        on_error = values.pop("on_error", None)
-        if isinstance(on_error, tuple):
-            values["on_error"], values["dead_letter_topic"] = on_error
-        elif on_error is not None:
-            values["on_error"] = on_error
-        return AlterStream(name, **values)
+        return AlterStream(name, **_options(options))
 
     def create_stream(self, children: list[Any]) -> CreateStream:
         name, uri, topic, *rest = children
