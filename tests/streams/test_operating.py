@@ -464,10 +464,9 @@ def test_readiness_follows_the_backend_and_the_streams(
             assert http_get(proxy, "/health/ready")[0] == 200
 
 
-PROMETHEUS = Path("/usr/bin/prometheus")
+PROMETHEUS = Path("/usr/bin/prometheus")  # Debian's package, installed by scripts/setup
 
 
-@pytest.mark.skipif(not PROMETHEUS.exists(), reason="the prometheus package is not installed")
 def test_a_real_prometheus_scrapes_the_bolt_port(
     streams_proxy: ProxyProcess, driver: Any, tmp_path: Path
 ) -> None:
