@@ -44,7 +44,13 @@ from proxy.streams.kafka import (
 )
 from proxy.streams.mapping.cypher import EVENTS
 from proxy.streams.mapping.mapper import BadMapping, Mapper, MappingOptions, build_spec
-from proxy.streams.names import UnsafeValue, check_client_config, check_stream_name, check_topic
+from proxy.streams.names import (
+    UnsafeValue,
+    check_client_config,
+    check_stream_name,
+    check_stream_setting,
+    check_topic,
+)
 from proxy.streams.outcomes import shorten
 from proxy.streams.retry import Backoff, Health
 from proxy.streams.transform import (
@@ -156,6 +162,7 @@ def check_settings(name: str, configs: Settings, credentials: Settings) -> None:
                 raise StreamError("invalid", f"{fail}{key!r} is given more than once")
             seen.add(key)
             try:
+                check_stream_setting(key)
                 check_client_config({key: value})
             except UnsafeValue as exc:
                 raise StreamError("invalid", f"{fail}{what}: {exc}") from None

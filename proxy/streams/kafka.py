@@ -45,7 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 from proxy.streams.batching import Batch, BatchFormer
 from proxy.streams.definition import StreamDefinition
-from proxy.streams.names import check_client_config, check_topic
+from proxy.streams.names import check_client_config, check_topic, stream_settings
 from proxy.streams.positions import TopicPartition
 from proxy.streams.producer import DELIVERY_TIMEOUT_MS
 from proxy.streams.retry import Backoff, Health, Outage
@@ -99,7 +99,8 @@ def consumer_config(definition: StreamDefinition, base: Mapping[str, Any]) -> di
     """The proxy's settings, then the stream's own (CONFIGS, CREDENTIALS), then the engine's."""
     config: dict[str, Any] = {**CONSUMER_DEFAULTS, "client.id": f"boltstream-{definition.name}"}
     config.update({k: v for k, v in base.items() if k not in FORCED})
-    config.update({k: v for k, v in definition.settings.items() if k not in FORCED})
+    own = stream_settings(definition.settings)
+    config.update({k: v for k, v in own.items() if k not in FORCED})
     config.update(
         {
             "bootstrap.servers": definition.uri,
@@ -116,7 +117,7 @@ def admin_config(
 ) -> dict[str, Any]:
     """An admin client (or the base of a producer): no consumer-only settings. ``own``: a
     stream's own settings (its CONFIGS and CREDENTIALS: security settings reach every client)."""
-    merged = {**base, **(own or {})}
+    merged = {**base, **stream_settings(own or {})}
     config = {
         k: v for k, v in merged.items() if k not in FORCED and not k.startswith(CONSUMER_ONLY)
     }

@@ -11,6 +11,13 @@ So every value is checked here before any Kafka client is built from it: stream 
 stream is created (``check_stream_name``), topics by Kafka's own rules (``check_topic``), and a
 whole client configuration right before the client is constructed (``check_client_config``),
 which also covers what older catalogs recorded and per-stream settings.
+
+A stream's own settings (CONFIGS, CREDENTIALS) come from any user allowed to create a stream,
+so a few librdkafka settings are the proxy operator's alone (``check_stream_setting``): those
+that load a shared library into the proxy's process or run a command (code run as the proxy's
+user, with its access to the graph and every stream's secrets), and confluent-kafka's Python
+callbacks, which a clause cannot give. ``stream_settings`` drops them from what an older
+catalog recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +35,22 @@ _STREAM_NAME = re.compile(r"[^\W][\w.-]*\Z")
 MAX_TOPIC_NAME = 249
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# librdkafka settings a stream may not set, with why (the operator may, in
+# --kafka-client-config). librdkafka's CONFIGURATION.md: plugin.library.paths is dlopen()ed;
+# ssl.engine.location is an OpenSSL engine (a shared library); ssl.providers are OpenSSL 3
+# provider modules; sasl.kerberos.kinit.cmd runs through the shell.
+OPERATOR_SETTINGS = {
+    "plugin.library.paths": "it loads shared libraries into the proxy",
+    "ssl.engine.location": "it loads an OpenSSL engine (a shared library) into the proxy",
+    "ssl.providers": "it loads OpenSSL providers (shared libraries) into the proxy",
+    "sasl.kerberos.kinit.cmd": "it is a shell command the proxy would run",
+}
+# confluent-kafka's Python callbacks: a clause can only give text.
+CALLBACK_SETTINGS = frozenset(
+    {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "logger", "on_commit", "on_delivery"}
+)
 
 
 class UnsafeValue(ValueError):
@@ -77,6 +100,31 @@ def check_client_config(config: Mapping[str, Any]) -> None:
     group = config.get("group.id")
     if group is not None and (not isinstance(group, str) or not group.strip()):
         raise UnsafeValue(f"Kafka consumer group id {shown(str(group))} is empty")
+
+
+def check_stream_setting(key: str) -> None:
+    """Raise ``UnsafeValue`` if a stream's own CONFIGS / CREDENTIALS may not set ``key``."""
+    why = OPERATOR_SETTINGS.get(key.strip().lower())
+    if why is not None:
+        raise UnsafeValue(
+            f"Kafka setting {key} is not allowed per stream: {why} "
+            "(only the proxy's own --kafka-client-config may set it)"
+        )
+    if key in CALLBACK_SETTINGS:
+        raise UnsafeValue(f"Kafka setting {key} is a Python callback, not a setting")
+
+
+def stream_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream's own settings without those ``check_stream_setting`` refuses (an older catalog
+    may hold them: they never reach a client)."""
+    allowed = {}
+    for key, value in settings.items():
+        try:
+            check_stream_setting(key)
+        except UnsafeValue:
+            continue
+        allowed[key] = value
+    return allowed
 
 
 def shown(text: str, limit: int = 60) -> str:

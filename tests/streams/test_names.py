@@ -18,11 +18,14 @@ from neo4j.exceptions import Neo4jError
 
 from proxy.streams.catalog import Catalog, StreamState
 from proxy.streams.definition import StreamDefinition, TransformRef
+from proxy.streams.kafka import admin_config, consumer_config
 from proxy.streams.names import (
     UnsafeValue,
     check_client_config,
     check_stream_name,
+    check_stream_setting,
     check_topic,
+    stream_settings,
 )
 from tests.streams.conftest import (
     Broker,
@@ -85,6 +88,64 @@ def test_a_normal_config_passes() -> None:
             "enable.auto.commit": False,
         }
     )
+
+
+CODE_SETTINGS = [
+    ("plugin.library.paths", "libz.so.1"),
+    ("ssl.engine.location", "/tmp/engine.so"),
+    ("ssl.providers", "/tmp/provider"),
+    ("sasl.kerberos.kinit.cmd", "touch /tmp/owned"),
+    ("logger", "x"),
+    ("stats_cb", "x"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), CODE_SETTINGS)
+def test_settings_that_load_or_run_code_are_refused_per_stream(key: str, value: str) -> None:
+    # Found by the clause fuzzer (test_clause_fuzz.py): CONFIGS {'plugin.library.paths': ...}
+    # made librdkafka dlopen() any library (its constructors run in the proxy) at CREATE.
+    with pytest.raises(UnsafeValue, match=key.replace(".", r"\.")):
+        check_stream_setting(key)
+    # and a stream an older catalog recorded with one never hands it to a client
+    definition = StreamDefinition(
+        name="s",
+        uri="127.0.0.1:9092",
+        topic="t",
+        transform=TransformRef("x.py", "", "0" * 64),
+        batch_interval_ms=100,
+        batch_size=10,
+        consumer_group="g",
+        configs=((key, value), ("client.id", "mine")),
+    )
+    consumer = consumer_config(definition, {"plugin.library.paths": "operator.so"})
+    assert consumer["plugin.library.paths"] == "operator.so"  # the operator may
+    assert key == "plugin.library.paths" or key not in consumer
+    assert consumer["client.id"] == "mine"
+    assert admin_config(definition.uri, {}, definition.settings).get(key) != value
+
+
+@pytest.mark.parametrize("key", ["ssl.ca.location", "sasl.password", "client.id", "debug"])
+def test_ordinary_settings_may_be_set_per_stream(key: str) -> None:
+    check_stream_setting(key)
+    assert stream_settings({key: "v"}) == {key: "v"}
+
+
+def test_create_refuses_a_plugin_library_in_configs(
+    driver: Any, broker: Broker, topic: str, transforms: Path
+) -> None:
+    name = stream_name("plugin")
+    with pytest.raises(Neo4jError) as caught:
+        create_stream(
+            driver,
+            name,
+            broker,
+            topic,
+            transforms / "manual.py",
+            "CONFIGS {'plugin.library.paths': 'libz.so.1'}",
+        )
+    assert caught.value.code == ARGUMENT_ERROR
+    assert "plugin.library.paths is not allowed per stream" in (caught.value.message or "")
+    assert name not in {row["name"] for row in run(driver, "SHOW STREAMS")}
 
 
 @pytest.mark.parametrize("name", ["`\x00`", "`\t`", "` `", "`a\x00b`", "`" + "n" * 5000 + "`"])
