@@ -474,6 +474,19 @@ def test_read_only_mode(q: Run) -> None:
         ("RETURN nosuchfn(1)", "Statement.SyntaxError", "Unknown function 'nosuchfn'"),
         ("RETURN datetime()", "Statement.SyntaxError", "Unknown function 'datetime'"),
         ("RETURN 1 AS a, 2 AS a", "Statement.SyntaxError", "Multiple result columns"),
+        # Found by the clause fuzzer (tests/streams/test_clause_fuzz.py): these were
+        # Neo.DatabaseError.General.UnknownError, as if the server had failed.
+        ("RETURN 1 RETURN 1", "Statement.SyntaxError", "Unexpected clause following RETURN"),
+        ("RETURN *", "Statement.SyntaxError", "Query cannot begin with 'RETURN *'"),
+        ("MATCH (n)", "Statement.SyntaxError", "Query cannot conclude with MATCH"),
+        ("CREATE (a)-[:R*]->(b)", "Statement.SyntaxError", "Variable length relationships"),
+        (
+            "OPTIONAL MATCH (a) MATCH (b) RETURN a",
+            "Statement.SyntaxError",
+            "A WITH clause is required",
+        ),
+        ("MATCH (n) WITH n.x RETURN 1", "Statement.SyntaxError", "must be aliased"),
+        ("RETURN count(count(1))", "Statement.SyntaxError", "aggregate functions inside"),
         (
             "CREATE CONSTRAINT ON (n:P) ASSERT n.id IS UNIQUE",
             "Statement.SyntaxError",

@@ -41,6 +41,16 @@ _ERROR_RULES: list[tuple[re.Pattern[str], str]] = [
         (r"^Unknown function", SYNTAX_ERROR),
         (r"^Invalid constraint command", SYNTAX_ERROR),
         (r"^Error: ", SYNTAX_ERROR),  # duplicate columns, empty query, several statements
+        # The query's structure, found after parsing (Neo4j: SyntaxError too).
+        (
+            r"^Unexpected clause following RETURN|^RETURN \* is not allowed|"
+            r"^A WITH clause is required|^WITH clause projections must be aliased|"
+            r"^WITH imports in CALL|^Expression in CALL must be aliased|"
+            r"^Invalid use of aggregating function|^Can't use aggregate functions inside|"
+            r"^failed to map aggregation expression|^Query cannot (begin|conclude) with|"
+            r"^Variable length relationships cannot be used in",
+            SYNTAX_ERROR,
+        ),
         (r"^Missing parameters", PARAMETER_MISSING),
         (r"^Procedure `.*` is not registered", PROCEDURE_NOT_FOUND),
         (r"division by zero", ARITHMETIC_ERROR),
