@@ -15,8 +15,9 @@ which also covers what older catalogs recorded and per-stream settings.
 A stream's own settings (CONFIGS, CREDENTIALS) come from any user allowed to create a stream,
 so a few librdkafka settings are the proxy operator's alone (``check_stream_setting``): those
 that load a shared library into the proxy's process or run a command (code run as the proxy's
-user, with its access to the graph and every stream's secrets), and confluent-kafka's Python
-callbacks, which a clause cannot give. ``stream_settings`` drops them from what an older
+user, with its access to the graph and every stream's secrets), the one that changes the
+whole process's signal handling, and confluent-kafka's Python callbacks, which a clause
+cannot give. ``stream_settings`` drops them from what an older
 catalog recorded.
 """
 
@@ -40,8 +41,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # librdkafka settings a stream may not set, with why (the operator may, in
 # --kafka-client-config). librdkafka's CONFIGURATION.md: plugin.library.paths is dlopen()ed;
 # ssl.engine.location is an OpenSSL engine (a shared library); ssl.providers are OpenSSL 3
-# provider modules; sasl.kerberos.kinit.cmd runs through the shell.
+# provider modules; sasl.kerberos.kinit.cmd runs through the shell; internal.termination.signal
+# installs a handler for that signal in the whole process and sends it to librdkafka's threads
+# when a client closes (9 kills the proxy at once; 15 replaces its own SIGTERM handler).
 OPERATOR_SETTINGS = {
+    "internal.termination.signal": "librdkafka would take over that signal in the whole proxy",
     "plugin.library.paths": "it loads shared libraries into the proxy",
     "ssl.engine.location": "it loads an OpenSSL engine (a shared library) into the proxy",
     "ssl.providers": "it loads OpenSSL providers (shared libraries) into the proxy",

@@ -92,6 +92,7 @@ def test_a_normal_config_passes() -> None:
 
 CODE_SETTINGS = [
     ("plugin.library.paths", "libz.so.1"),
+    ("internal.termination.signal", "9"),
     ("ssl.engine.location", "/tmp/engine.so"),
     ("ssl.providers", "/tmp/provider"),
     ("sasl.kerberos.kinit.cmd", "touch /tmp/owned"),
@@ -130,21 +131,22 @@ def test_ordinary_settings_may_be_set_per_stream(key: str) -> None:
     assert stream_settings({key: "v"}) == {key: "v"}
 
 
-def test_create_refuses_a_plugin_library_in_configs(
-    driver: Any, broker: Broker, topic: str, transforms: Path
+@pytest.mark.parametrize(
+    ("key", "value"),
+    # CREATE built (and closed) a consumer with it: librdkafka sent SIGKILL to its own
+    # threads, and the proxy was gone.
+    [("internal.termination.signal", "9"), ("plugin.library.paths", "libz.so.1")],
+)
+def test_create_refuses_settings_that_load_code_or_take_signals(
+    driver: Any, broker: Broker, topic: str, transforms: Path, key: str, value: str
 ) -> None:
-    name = stream_name("plugin")
+    name = stream_name("code")
     with pytest.raises(Neo4jError) as caught:
         create_stream(
-            driver,
-            name,
-            broker,
-            topic,
-            transforms / "manual.py",
-            "CONFIGS {'plugin.library.paths': 'libz.so.1'}",
+            driver, name, broker, topic, transforms / "manual.py", f"CONFIGS {{'{key}': '{value}'}}"
         )
     assert caught.value.code == ARGUMENT_ERROR
-    assert "plugin.library.paths is not allowed per stream" in (caught.value.message or "")
+    assert f"{key} is not allowed per stream" in (caught.value.message or "")
     assert name not in {row["name"] for row in run(driver, "SHOW STREAMS")}
 
 
