@@ -90,6 +90,7 @@ from proxy.streams.transform import TransformPolicy, TransformRunner, TransformS
 from proxy.streams.writers import GraphWriter, WriteError
 
 _TRIM_EVERY = 30.0  # seconds between returns of free heap memory to the system
+MAX_OFFSET = 2**63 - 1  # Kafka offsets are 64-bit signed integers
 
 
 def _trim_heap() -> None:
@@ -840,11 +841,11 @@ class StreamEngine:
         stream's owner or an admin may (as for ALTER STREAM ... SET OFFSET)."""
         self._check_open()
         await self._authorize(await self._get(name), user, "move the position of")
-        if offset < -2:
+        if not -2 <= offset <= MAX_OFFSET:
             raise StreamError(
                 "invalid",
                 f"Could not set offset of consumer: {name}. Error: the offset is -1 (the "
-                f"beginning), -2 (the end) or a position >= 0, not {offset}",
+                f"beginning), -2 (the end) or a position from 0 to {MAX_OFFSET}, not {offset}",
             )
         self._preempt_test(name)
         async with self._locks[name]:

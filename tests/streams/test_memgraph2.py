@@ -396,6 +396,11 @@ def test_check_limited_start_and_offsets(
     error = fails(mg, f"CALL mg.kafka_set_stream_offset('{name}', -1)")
     assert "stop it before setting its offset" in error.message
     assert "-3" in fails(mg, f"CALL mg.kafka_set_stream_offset('{name}', -3)").message
+    # Past Kafka's 64-bit offsets: an ArgumentError naming the bound (found by the clause
+    # fuzzer: it was ExternalResourceFailed "int too big to convert", from confluent-kafka).
+    error = fails(mg, f"CALL mg.kafka_set_stream_offset('{name}', {2**63})")
+    assert error.code == "Neo.ClientError.Statement.ArgumentError", error.message
+    assert f"from 0 to {2**63 - 1}" in error.message
     run(mg, f"DROP STREAM {name}")
     assert "doesn't exist" in fails(mg, f"CALL mg.kafka_stream_info('{name}')").message
 
