@@ -329,7 +329,11 @@ class StreamRunner:
         try:
             return await self._run()
         except _Permanent as exc:
-            log.error("stream %s stopped on an error: %s", self.name, exc)
+            # What stops a stream is its input (a message, its transform, its settings, a
+            # query the backend refuses): a warning, as for any bad input; SHOW STREAMS says
+            # the rest. ERROR is for the proxy's own faults.
+            level = logging.ERROR if str(exc).startswith("internal error") else logging.WARNING
+            log.log(level, "stream %s stopped on an error: %s", self.name, exc)
             self.observer.failure("message" if exc.at is not None else "stream")
             return Ended(RunEnd.FAILED, str(exc), exc.at)
         except Interrupted:
