@@ -56,7 +56,7 @@ EXAMPLES = int(os.environ.get("BOLTSTREAM_CLAUSE_FUZZ_EXAMPLES") or 0)
 STREAM_CASES = EXAMPLES or 14
 TEXT_CASES = 4 * EXAMPLES if EXAMPLES else 120
 KEEP = 6  # streams the stream cases leave in the catalog for the restart at the end
-SETTINGS_CASES = EXAMPLES // 10 if EXAMPLES else 4
+SETTINGS_CASES = min(EXAMPLES // 10, 60) if EXAMPLES else 4
 SEED = int(os.environ.get("BOLTSTREAM_CLAUSE_FUZZ_SEED") or 0) or None
 VERBOSE = bool(os.environ.get("BOLTSTREAM_CLAUSE_FUZZ_VERBOSE"))  # print every outcome
 
