@@ -168,7 +168,7 @@ class Harness:
         error = box.get("error")
         if VERBOSE:
             shown = f"{error.code} {error.message}" if isinstance(error, Neo4jError) else error
-            print(f"{text[:200]!r}\n    -> {shown!r}"[:600])
+            print(f"{text[:200]!r} {tx}\n    -> {shown!r}"[:600])
         if error is None:
             return Outcome(text, True, rows=box["rows"])
         clean = CLEAN_ERRORS if ours else (*CLEAN_ERRORS, DatabaseError)
