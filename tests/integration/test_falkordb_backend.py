@@ -480,6 +480,7 @@ def test_read_only_mode(q: Run) -> None:
         ("RETURN *", "Statement.SyntaxError", "Query cannot begin with 'RETURN *'"),
         ("MATCH (n)", "Statement.SyntaxError", "Query cannot conclude with MATCH"),
         ("CREATE (a)-[:R*]->(b)", "Statement.SyntaxError", "Variable length relationships"),
+        (":help", "Statement.SyntaxError", "unsupported query type"),
         (
             "OPTIONAL MATCH (a) MATCH (b) RETURN a",
             "Statement.SyntaxError",

@@ -48,7 +48,8 @@ _ERROR_RULES: list[tuple[re.Pattern[str], str]] = [
             r"^WITH imports in CALL|^Expression in CALL must be aliased|"
             r"^Invalid use of aggregating function|^Can't use aggregate functions inside|"
             r"^failed to map aggregation expression|^Query cannot (begin|conclude) with|"
-            r"^Variable length relationships cannot be used in",
+            r"^Variable length relationships cannot be used in|"
+            r"^Encountered unsupported query type",  # ":help", a client command
             SYNTAX_ERROR,
         ),
         (r"^Missing parameters", PARAMETER_MISSING),
