@@ -910,7 +910,17 @@ def test_any_text_gets_an_answer_or_a_clean_error(harness: Harness, data: st.Dat
 def test_after_the_run_a_bystander_works_and_the_proxy_restarts(harness: Harness) -> None:
     assert harness.say("RETURN 1 AS one").ok
     # Whatever the run left in the catalog (the stream cases keep a few; the texts make more),
-    # started where it can be, so that the restart resumes them.
+    # and two streams of each kind for sure, started where they can be, so that the restart
+    # resumes them.
+    tag = f"{os.getpid()}_{next(_numbers)}"
+    bootstrap, topic = string(harness.broker.bootstrap), harness.topics["in"]
+    for create in (
+        f"CREATE KAFKA STREAM cfkeep_mod_{tag} TOPICS {topic} TRANSFORM cfmod.rec "
+        "ON ERROR SKIP CONFIGS {'client.id': 'cf-keep'} CREDENTIALS {'sasl.password': 'cf-pw'}",
+        f"CREATE STREAM cfkeep_map_{tag} AS LOAD DATA KAFKA {bootstrap} WITH TOPIC '{topic}' "
+        "WITH CYPHER 'MERGE (:CfKeep {v: event})' WITH FORMAT TEXT ON ERROR SKIP",
+    ):
+        assert harness.say(create).ok
     harness.say("START ALL STREAMS")
     time.sleep(2)
     before = {row["name"]: row["status"] for row in harness.rows("SHOW STREAMS")}
