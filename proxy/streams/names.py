@@ -17,8 +17,7 @@ so a few librdkafka settings are the proxy operator's alone (``check_stream_sett
 that load a shared library into the proxy's process or run a command (code run as the proxy's
 user, with its access to the graph and every stream's secrets), the one that changes the
 whole process's signal handling, and confluent-kafka's Python callbacks, which a clause
-cannot give. ``stream_settings`` drops them from what an older
-catalog recorded.
+cannot give. ``stream_settings`` drops them from what an older catalog recorded.
 """
 
 from __future__ import annotations
