@@ -7,11 +7,12 @@ state and counts open results.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bolt.connection import ServerConnection
+from proxy.backends.base import Row
 
 # Records encoded between two returns to the event loop. Encoding a large page in one go
 # holds every other connection up (1,000,000 records took 1.7 s); a slice of this size takes
@@ -26,7 +27,7 @@ class Sink(Protocol):
 @dataclass
 class ResultStream:
     fields: list[str]
-    rows: list[list[Any]]
+    rows: Sequence[Row]
     summary: dict[str, Any]  # the final SUCCESS metadata, less t_last
     position: int = 0
 
