@@ -270,10 +270,14 @@ class Session(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable.clear()
         self.feed(False)
+        if self.watch is not None:
+            self.watch.write_blocked()  # a client that stops reading for good is closed
 
     def resume_writing(self) -> None:
         self.writable.set()
         self.feed(True)
+        if self.watch is not None:
+            self.watch.write_unblocked()
 
     # -- the request loop --------------------------------------------------------------------
 

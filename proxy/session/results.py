@@ -18,6 +18,10 @@ from proxy.backends.base import Row
 # holds every other connection up (1,000,000 records took 1.7 s); a slice of this size takes
 # a few milliseconds.
 SLICE = 2000
+# And at most about this many bytes per slice: the next slice waits until the client has
+# taken enough of the last one (the write buffer below its high-water mark), so what waits
+# for a slow client is a slice and the socket's buffers, whatever the size of the records.
+SLICE_BYTES = 1 << 20
 
 
 class Sink(Protocol):
@@ -68,9 +72,15 @@ class ResultStream:
         end = self.position + self.count(n)
         rows, record, add = self.rows, conn.record, out.add
         while self.position < end:
+            size = 0
             stop = min(end, self.position + SLICE)
             for index in range(self.position, stop):
-                add(record(rows[index]))
+                data = record(rows[index])
+                add(data)
+                size += len(data)
+                if size >= SLICE_BYTES:
+                    stop = index + 1
+                    break
             self.position = stop
             if self.position < end and not await pause():
                 return False
