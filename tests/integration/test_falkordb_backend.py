@@ -7,6 +7,7 @@ every test uses its own graph. Tests that kill or restart a server start a priva
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import signal
@@ -47,6 +48,7 @@ from proxy.backends.falkordb import (
     decode_duration,
     prepare_query,
 )
+from proxy.backends.falkordb.decoding import Decoder, Schema
 from proxy.backends.resp import (
     RespConnection,
     RespConnectionError,
@@ -761,6 +763,22 @@ def test_parser_large_bulk_in_chunks() -> None:
     for i in range(0, len(wire), 1000):
         replies += parser.feed(wire[i : i + 1000])
     assert replies == [(body, 1)]
+
+
+def test_a_large_reply_is_invisible_to_the_cyclic_garbage_collector() -> None:
+    """Why arrays parse as tuples and rows decode as tuples: once the collector has looked at
+    them, a reply of plain values is untracked, so later full collections (which stop the
+    event loop) do not walk a million rows. A cell that holds a list or a map is still a
+    (tracked) list or dict after decoding."""
+    row = b"*2\r\n*2\r\n:3\r\n:7\r\n*2\r\n:2\r\n$1\r\nx\r\n"  # [[INTEGER, 7], [STRING, x]]
+    (raw_rows,) = RespParser().feed(b"*1000\r\n" + row * 1000)
+    rows = Decoder(Schema()).rows(raw_rows)
+    assert rows[0] == (7, "x") and len(rows) == 1000
+    gc.collect()
+    assert not any(gc.is_tracked(r) or gc.is_tracked(r[0]) for r in raw_rows)
+    assert not any(gc.is_tracked(r) for r in rows)
+    nested = RespParser().feed(b"*1\r\n*1\r\n*2\r\n:6\r\n*1\r\n*2\r\n:3\r\n:1\r\n")[0]
+    assert Decoder(Schema()).rows(nested) == [([1],)]
 
 
 def test_encode_command() -> None:
