@@ -441,6 +441,7 @@ class Session(asyncio.Protocol):
             if asyncio.iscoroutine(unstarted):
                 unstarted.close()  # the task never ran: nothing else will close it
         self.env.registry.remove(self)
+        self.drop_results()  # a large result the client never took goes now, not at GC time
         if not self.finished.done():
             self.finished.set_result(None)
 
