@@ -918,3 +918,28 @@ def test_no_orphan_when_the_parent_is_killed(tmp_path: Path) -> None:
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("redis-server outlived its killed parent")
+
+
+def test_embedded_grows_its_matrices_a_million_nodes_at_a_time(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    # FalkorDB's default (16,384) made each node created cost more as the graph grew
+    # (embedded.NODE_CREATION_BUFFER); the server must run with ours.
+    import redis
+
+    from proxy.backends.embedded import NODE_CREATION_BUFFER
+
+    server = EmbeddedFalkorDB(tmp_path / "data", fsync="everysec", tcp_port=0)
+    runner.run(server.start())
+    try:
+        assert server.port is not None and server.host is not None
+        client = redis.Redis(host=server.host, port=server.port, password=server.password)
+        reply: Any = client.execute_command(  # type: ignore[no-untyped-call]
+            "GRAPH.CONFIG", "GET", "NODE_CREATION_BUFFER"
+        )
+        name, value = reply
+        client.close()
+        assert (name, value) == (b"NODE_CREATION_BUFFER", NODE_CREATION_BUFFER)
+        assert NODE_CREATION_BUFFER == 1 << 20
+    finally:
+        runner.run(server.stop())
