@@ -27,7 +27,11 @@ Between the thread and the event loop:
 Broker outages are watched here: librdkafka reconnects by itself (with its own backoff); each
 connection failure it reports is an attempt of the ``reading from Kafka`` outage
 (``retry.Outage``), and while the outage lasts the thread probes the broker with a metadata
-request, backed off exponentially, to see it come back.
+request, backed off exponentially, to see it come back. A broker that keeps its connections
+open and answers nothing (stopped, hung) makes librdkafka report nothing for a minute
+(``socket.timeout.ms``), so a consumer that has heard nothing from the broker for ``_QUIET``
+seconds (no message, no commit answered) asks it for its offsets of a partition it holds:
+no answer within ``_QUIET_PROBE_TIMEOUT`` starts the outage.
 """
 
 from __future__ import annotations
@@ -88,6 +92,9 @@ CONSUMER_ONLY = (
 )
 
 _SLICE = 0.1  # longest blocking consume call (seconds): how soon commands and STOP are seen
+_QUIET = 5.0  # seconds without a word from the broker before asking it whether it is there
+_QUIET_PROBE_TIMEOUT = 2.0  # seconds that question may take before it counts as an outage
+_REJOINING = "rejoining the consumer group"  # status_detail after the group expired us
 _CHUNK = 5000  # most messages taken from librdkafka's queue at once
 _FULL_PAUSE = 0.01  # seconds between polls while the queue of formed batches is full
 _MAX_POLL_EXCEEDED = -147
@@ -250,6 +257,7 @@ class StreamConsumer:
         self._inflight_offsets: dict[TopicPartition, int] = {}
         self._commit_retry_at = 0.0
         self._probe_at = 0.0
+        self._heard = time.monotonic()  # the broker's last answer (messages, commits, probes)
         self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         self._grace = 5.0
 
@@ -472,9 +480,10 @@ class StreamConsumer:
                 break
         if not good:
             return False
+        self._heard = time.monotonic()
         if self.broker.ongoing:
             self.broker.recovered()
-        closed = self.former.add(good, time.monotonic())
+        closed = self.former.add(good, self._heard)
         if closed:
             self._emit(closed)
         return True
@@ -553,8 +562,14 @@ class StreamConsumer:
 
     def _probe(self, now: float) -> None:
         """While the broker is out: ask it for metadata now and then (backed off); an answer
-        ends the outage."""
-        if not self.broker.ongoing or now < self._probe_at:
+        ends the outage. Otherwise, after ``_QUIET`` seconds without a word from it, ask it
+        for a partition's offsets: a broker that holds its connections open and answers
+        nothing starts an outage here (librdkafka would say nothing for a minute)."""
+        if not self.broker.ongoing:
+            if now - self._heard >= _QUIET and now >= self._probe_at:
+                self._probe_quiet(now)
+            return
+        if now < self._probe_at:
             return
         try:
             self._consumer.list_topics(timeout=1.0)  # all topics: creates none
@@ -562,7 +577,30 @@ class StreamConsumer:
             self.broker.failed(reason_of(exc))
             self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
             return
+        self._heard = time.monotonic()
         self.broker.recovered()
+
+    def _probe_quiet(self, now: float) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        held = self._assigned
+        if not held:  # nothing assigned (yet): the group's own requests say enough
+            self._heard = now
+            return
+        part = KafkaTopicPartition(held[0].topic, held[0].partition)
+        try:
+            self._consumer.get_watermark_offsets(part, timeout=_QUIET_PROBE_TIMEOUT, cached=False)
+        except Exception as exc:
+            reason = reason_of(exc)
+            if "timed out" in reason.lower():
+                reason = (
+                    f"the broker did not answer in {_QUIET_PROBE_TIMEOUT:g} s (nothing heard "
+                    f"from it for {time.monotonic() - self._heard:.0f} s)"
+                )
+            self.broker.failed(reason)
+            self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
+            return
+        self._heard = time.monotonic()
 
     # -- commits --------------------------------------------------------------------------------
 
@@ -615,6 +653,7 @@ class StreamConsumer:
             if failed:
                 error = failed[0].error
         if error is None:
+            self._heard = time.monotonic()
             tokens, self._inflight, self._inflight_offsets = self._inflight, None, {}
             self.committing.recovered()
             self._answer(tokens)
@@ -739,6 +778,7 @@ class StreamConsumer:
         else:
             consumer.assign(partitions)
             self._assigned = list(partitions)
+        self.health.troubles.pop(_REJOINING, None)
         log.info(
             "stream %s: assigned %s",
             self.name,
@@ -758,6 +798,10 @@ class StreamConsumer:
             "lost" if lost else "revoked",
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
         )
+        if lost and partitions:
+            # The group expired this member (a broker that stopped answering, a member that
+            # did not poll): nothing flows until the group gives it partitions again.
+            self.health.troubles[_REJOINING] = ("waiting", time.monotonic())
         try:
             self._drop_formed()
             if self.hooks is not None:
