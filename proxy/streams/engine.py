@@ -548,6 +548,7 @@ class StreamEngine:
 
     async def _flush_loop(self) -> None:
         trimmed = 0.0
+        failing = False  # the catalog refused the last save: logged once, not at every flush
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             now = asyncio.get_running_loop().time()
@@ -566,7 +567,14 @@ class StreamEngine:
                 await self.catalog.add_progress(progress)
                 await self.catalog.heartbeat(self._running_here())
             except CatalogError as exc:
-                log.error("cannot save stream counters: %s", exc)
+                # Not the proxy's fault (a full disk, most likely): one warning until it works.
+                if not failing:
+                    log.warning("cannot save stream counters, will retry: %s", exc)
+                failing = True
+                continue
+            if failing:
+                log.info("stream counters saved again")
+                failing = False
 
     def _startable(self, record: StreamRecord, what: str) -> StreamDefinition:
         """The definition, if it may be handed to the Kafka client (a catalog written before
