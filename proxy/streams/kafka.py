@@ -584,12 +584,14 @@ class StreamConsumer:
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
         held = self._assigned
-        if not held:  # nothing assigned (yet): the group's own requests say enough
-            self._heard = now
-            return
-        part = KafkaTopicPartition(held[0].topic, held[0].partition)
         try:
-            self._consumer.get_watermark_offsets(part, timeout=_QUIET_PROBE_TIMEOUT, cached=False)
+            if held:  # one partition's offsets: a small request
+                part = KafkaTopicPartition(held[0].topic, held[0].partition)
+                self._consumer.get_watermark_offsets(
+                    part, timeout=_QUIET_PROBE_TIMEOUT, cached=False
+                )
+            else:  # none held (the group expired us, or has nothing for us): all topics
+                self._consumer.list_topics(timeout=_QUIET_PROBE_TIMEOUT)  # creates none
         except Exception as exc:
             reason = reason_of(exc)
             if "timed out" in reason.lower():

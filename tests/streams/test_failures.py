@@ -3,9 +3,11 @@ batch uncommitted, and affect no other stream; transient ones are retried."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +261,171 @@ def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path, driv
         own.stop()
         if again is not None:
             again.stop()
+
+
+def test_a_stopped_broker_shows_and_the_stream_carries_on(
+    transforms: Path, tmp_path: Path, driver: Any
+) -> None:
+    """A broker stopped with SIGSTOP holds its connections open and answers nothing, so the
+    Kafka client reports nothing for a minute: the stream notices the silence itself and says
+    so while it lasts; after SIGCONT it carries on and loses nothing."""
+    own = Broker().start()
+    assert own.proc is not None
+    stopped = False
+    try:
+        topic = own.create_topic("paused")
+        name = stream_name()
+        create_stream(driver, name, own, topic, transforms / "msg.py")
+        run(driver, f"START STREAM {name}")
+        own.produce(topic, [f"{name}:1"])
+        wait_until(lambda: show(driver, name)["messages_processed"] == 1)
+        os.kill(own.proc.pid, signal.SIGSTOP)
+        stopped = True
+        row = wait_until(
+            lambda: (
+                (r := show(driver, name))["status_detail"].startswith(
+                    "transient outage: reading from Kafka ("
+                )
+                and r
+            ),
+            timeout=30,
+            message="the outage to show",
+        )
+        assert row["status"] == "running"
+        assert row["last_error"].startswith("reading from Kafka: ")
+        assert "(transient; retrying" in row["last_error"]
+        os.kill(own.proc.pid, signal.SIGCONT)
+        stopped = False
+        own.produce(topic, [f"{name}:2"])
+        wait_until(
+            lambda: count(driver, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}:'") == 2,
+            timeout=60,
+            message="the message sent after the outage",
+        )
+        row = wait_until(
+            lambda: (r := show(driver, name))["status_detail"] == "healthy" and r,
+            timeout=30,
+            message="the recovery to show",
+        )
+        assert "recovered" in row["last_error"]
+        run(driver, f"DROP STREAM {name}")
+    finally:
+        if stopped:
+            os.kill(own.proc.pid, signal.SIGCONT)
+        own.stop()
+
+
+def test_the_embedded_falkordb_is_restarted_when_it_dies(
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the embedded FalkorDB alone: the proxy starts it again from its AOF (no
+    proxy restart needed), says so once in the log, and the stream carries on."""
+    proxy = start_proxy(tmp_path / "proxy", transforms)
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
+            name = stream_name()
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            run(drv, f"START STREAM {name}")
+            broker.produce(topic, [f"{name}:1"])
+            wait_until(lambda: count(drv, "(m:Msg)") == 1, message="the first message")
+            first = proxy.embedded_falkordb_pid()
+            os.kill(first, signal.SIGKILL)
+            broker.produce(topic, [f"{name}:2", f"{name}:3"])
+            proxy.wait_for_log(r"the embedded FalkorDB exited with status", timeout=20)
+            proxy.wait_for_log(r"the embedded FalkorDB is running again", timeout=30)
+            assert proxy.embedded_falkordb_pid() != first
+            wait_until(lambda: count(drv, "(m:Msg)") == 3, timeout=40, message="the rest")
+            row = wait_until(
+                lambda: (r := show(drv, name))["status_detail"] == "healthy" and r,
+                timeout=30,
+                message="the recovery to show",
+            )
+            assert row["status"] == "running"
+            run(drv, f"DROP STREAM {name}")
+        lines = proxy.log_text().splitlines()
+        assert len([line for line in lines if "FalkorDB exited" in line]) == 1
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB tmpfs of its own (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until its file system is full."""
+    filler = folder / "filler"
+    with filler.open("wb") as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"\0" * (1 << 20))
+            file.flush()
+    return filler
+
+
+def test_a_full_disk_shows_and_nothing_accepted_is_lost(
+    broker: Broker, topic: str, transforms: Path, small_fs: Path
+) -> None:
+    """The data dir's file system fills up during ingestion: with appendfsync always the
+    embedded FalkorDB exits rather than go on without its AOF; the stream says it retries,
+    the proxy restarts FalkorDB once there is room again, and every message is in the graph
+    once the space is freed."""
+    proxy = start_proxy(small_fs / "data", transforms)
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
+            name = stream_name()
+            create_stream(drv, name, broker, topic, transforms / "msg.py")
+            run(drv, f"START STREAM {name}")
+            broker.produce(topic, [f"{name}:{i}" for i in range(100)])
+            wait_until(lambda: count(drv, "(m:Msg)") == 100, message="the first messages")
+            filler = fill(small_fs)
+            broker.produce(topic, [f"{name}:{i}" for i in range(100, 200)])
+            row = wait_until(
+                lambda: (
+                    (r := show(drv, name))["status_detail"].startswith(
+                        "transient outage: writing to the graph ("
+                    )
+                    and r
+                ),
+                timeout=30,
+                message="the outage to show",
+            )
+            assert row["status"] == "running"
+            assert row["last_error"].startswith("writing to the graph: ")
+            proxy.wait_for_log(r"the embedded FalkorDB exited with status 1 \(.*AOF", timeout=20)
+            filler.unlink()
+
+            def all_there() -> bool:
+                try:
+                    return count(drv, "(m:Msg)") == 200
+                except neo4j.exceptions.TransientError:  # FalkorDB is being restarted
+                    return False
+
+            wait_until(
+                all_there,
+                timeout=60,
+                message="every message after the space is freed",
+            )
+            wait_until(
+                lambda: show(drv, name)["status_detail"] == "healthy",
+                timeout=30,
+                message="the recovery to show",
+            )
+            run(drv, f"DROP STREAM {name}")
+        assert "Traceback" not in proxy.log_text()
+    finally:
+        proxy.stop()
