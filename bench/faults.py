@@ -12,9 +12,10 @@ messages at ``--rate`` per second. During that ingestion:
 
 1. **falkordb**: SIGSTOP the proxy's embedded FalkorDB for ``--stop`` seconds, then SIGCONT;
 2. **broker**: SIGSTOP the broker (Tansu) for ``--stop`` seconds, then SIGCONT;
-3. **kill**: ``kill -9`` the proxy ``--kills`` times, each at a random moment after its
-   incarnation wrote something, restarting it at once on the same data dir; once with
-   ``DELIVERY AT LEAST ONCE`` and once with ``DELIVERY EXACTLY ONCE``;
+3. **kill**: ``kill -9`` the proxy ``--kills`` times, each at a random moment (0 to 3 s)
+   after its incarnation wrote something, restarting it at once on the same data dir; once
+   with ``DELIVERY AT LEAST ONCE`` and once with ``DELIVERY EXACTLY ONCE``; the producer
+   sends at ``--kill-rate`` there, so that every kill comes while messages still arrive;
 4. **disk**: the data dir is a small tmpfs of its own (``mount``: root only; skipped
    otherwise), which a filler file fills to ENOSPC for ``--stop`` seconds; then the filler
    is removed.
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import logging
 import os
 import random
 import re
@@ -394,7 +397,7 @@ def fault_kills(broker: Broker, work: Path, args: argparse.Namespace, delivery: 
         work,
         f"kill -9 proxy x{args.kills} ({delivery.lower()})",
         args.messages,
-        args.rate,
+        args.kill_rate,
         delivery,
     )
     run.outcome.notes.append(f"random seed {seed}")
@@ -409,6 +412,11 @@ def fault_kills(broker: Broker, work: Path, args: argparse.Namespace, delivery: 
                     if time.monotonic() > deadline:
                         raise RuntimeError("no progress before a kill")
                     time.sleep(0.05)
+                if run.flow.sent >= run.flow.total:
+                    run.outcome.notes.append(
+                        f"kill {len(run.outcome.recoveries) + 1} came after the last message "
+                        "was produced (lower --kill-rate for kills in a steady flow)"
+                    )
                 time.sleep(rng.uniform(0.0, 3.0))
                 run.proxy.stop(signal.SIGKILL)
                 killed = time.monotonic()
@@ -503,7 +511,12 @@ def report(outcome: Outcome) -> None:
         print(f"   | {line[:200]}")
     if len(shown_lines) > 12:
         print(f"   | ... {len(shown_lines) - 12} more")
-    print("   SHOW STREAMS (seconds since the fault began: status | status_detail | last_error):")
+    times = [sample.at for sample in outcome.samples]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    print(
+        f"   SHOW STREAMS: {len(times)} samples, longest gap {max(gaps, default=0):.1f} s; "
+        "each change (seconds since the fault began: status | status_detail | last_error):"
+    )
     previous: tuple[str, ...] | None = None
     for sample in outcome.samples:
         shown = (sample.status, sample.detail, sample.last_error)
@@ -526,11 +539,19 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000, help="messages per second")
     parser.add_argument("--stop", type=float, default=30.0, help="seconds each fault lasts")
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument(
+        "--kill-rate",
+        type=int,
+        default=2000,
+        help="messages per second for the kill runs (each kill and restart takes seconds)",
+    )
     parser.add_argument("--disk-mb", type=int, default=64, help="the tmpfs data dir's size")
     parser.add_argument("--seed", type=int, default=None, help="for the kill moments")
     parser.add_argument("--only", default="falkordb,broker,kill,disk")
     args = parser.parse_args()
     faults = [f.strip() for f in args.only.split(",") if f.strip()]
+    # The driver's own complaints about connections a killed proxy dropped: expected here.
+    logging.getLogger("neo4j").setLevel(logging.CRITICAL)
     print(f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         work = Path(tmp)
