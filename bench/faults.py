@@ -199,7 +199,7 @@ class Watch:
                 probe(driver)
             except Exception as exc:  # the proxy is down or restarting: say so
                 if noted:
-                    self._note(f"({type(exc).__name__}: {str(exc)[:80]})")
+                    self._note(f"({type(exc).__name__}: {' '.join(str(exc).split())[:80]})")
             self._stop.wait(max(0.0, every - (time.monotonic() - began)))
         if driver is not None:
             driver.close()

@@ -253,7 +253,7 @@ class EmbeddedFalkorDB:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
                 self._socket_dir = None
 
-    async def supervise(self, every: float = 0.5, longest: float = 30.0) -> None:
+    async def supervise(self, every: float = 0.5, longest: float = 10.0) -> None:
         """Until cancelled: whenever the server has exited without ``stop()``, start it again
         (see the module docstring); failed restarts are retried after 1 s, doubling up to
         ``longest`` seconds. Run it as a task after ``start()``; cancel it before ``stop()``."""
