@@ -134,6 +134,30 @@ def recovery_shows(driver: Any, name: str, *, said: bool = True) -> dict[str, An
     return row
 
 
+def stream_past(
+    driver: Any, broker: Broker, topic: str, transforms: Path, messages: int = 1
+) -> str:
+    """A running stream over ``topic`` (one ``:Msg`` per message) that has processed the
+    ``messages`` messages sent to it (``<name>:0``, ``<name>:1``, ...); the stream's name."""
+    name = stream_name()
+    create_stream(driver, name, broker, topic, transforms / "msg.py")
+    run(driver, f"START STREAM {name}")
+    broker.produce(topic, [f"{name}:{i}" for i in range(messages)])
+    wait_until(lambda: show(driver, name)["messages_processed"] == messages)
+    return name
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """``pid`` stopped with SIGSTOP (it keeps its connections open and answers nothing)
+    inside the block, continued with SIGCONT when the block ends, however it ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 # -- transient failures: the backend goes away and comes back ---------------------------------
 
 
@@ -207,7 +231,6 @@ def test_a_stopped_backend_shows_and_times_out(
         str(settings),
     )
     assert falkordb.proc is not None
-    stopped = False
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
             name = stream_name()
@@ -217,24 +240,19 @@ def test_a_stopped_backend_shows_and_times_out(
             wait_until(lambda: show(drv, name)["messages_processed"] == 1)
             assert show(drv, name)["status_detail"] == "healthy"
 
-            os.kill(falkordb.proc.pid, signal.SIGSTOP)
-            stopped = True
-            broker.produce(topic, [f"{name}:2", f"{name}:3"])
-            outage_shows(drv, name, "writing to the graph")
+            with paused(falkordb.proc.pid):
+                broker.produce(topic, [f"{name}:2", f"{name}:3"])
+                outage_shows(drv, name, "writing to the graph")
 
-            started = time.monotonic()
-            with pytest.raises(neo4j.exceptions.TransientError), drv.session() as session:
-                session.run("RETURN 1 AS one").consume()
-            assert time.monotonic() - started < 20  # bounded by the timeout, not the outage
+                started = time.monotonic()
+                with pytest.raises(neo4j.exceptions.TransientError), drv.session() as session:
+                    session.run("RETURN 1 AS one").consume()
+                assert time.monotonic() - started < 20  # bounded by the timeout, not the outage
 
-            os.kill(falkordb.proc.pid, signal.SIGCONT)
-            stopped = False
             wait_until(lambda: count(drv, "(m:Msg)") == 3, timeout=40, message="the batch")
             recovery_shows(drv, name)
             run(drv, f"DROP STREAM {name}")
     finally:
-        if stopped:
-            os.kill(falkordb.proc.pid, signal.SIGCONT)
         proxy.stop()
 
 
@@ -244,12 +262,7 @@ def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path, driv
     own = Broker().start()
     again: Broker | None = None
     try:
-        topic = own.create_topic("gone")
-        name = stream_name()
-        create_stream(driver, name, own, topic, transforms / "msg.py")
-        run(driver, f"START STREAM {name}")
-        own.produce(topic, [f"{name}:1"])
-        wait_until(lambda: show(driver, name)["messages_processed"] == 1)
+        name = stream_past(driver, own, own.create_topic("gone"), transforms)
         own.stop()
         row = wait_until(
             lambda: (r := show(driver, name))["last_error"] and r,
@@ -285,21 +298,12 @@ def test_a_stopped_broker_shows_and_the_stream_carries_on(
     so while it lasts; after SIGCONT it carries on and loses nothing."""
     own = Broker().start()
     assert own.proc is not None
-    stopped = False
     try:
         topic = own.create_topic("paused")
-        name = stream_name()
-        create_stream(driver, name, own, topic, transforms / "msg.py")
-        run(driver, f"START STREAM {name}")
-        own.produce(topic, [f"{name}:1"])
-        wait_until(lambda: show(driver, name)["messages_processed"] == 1)
-        os.kill(own.proc.pid, signal.SIGSTOP)
-        stopped = True
-        assert (
-            "(transient; retrying" in outage_shows(driver, name, "reading from Kafka")["last_error"]
-        )
-        os.kill(own.proc.pid, signal.SIGCONT)
-        stopped = False
+        name = stream_past(driver, own, topic, transforms)
+        with paused(own.proc.pid):
+            row = outage_shows(driver, name, "reading from Kafka")
+            assert "(transient; retrying" in row["last_error"]
         own.produce(topic, [f"{name}:2"])
         wait_until(
             lambda: count(driver, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}:'") == 2,
@@ -309,8 +313,6 @@ def test_a_stopped_broker_shows_and_the_stream_carries_on(
         recovery_shows(driver, name)
         run(driver, f"DROP STREAM {name}")
     finally:
-        if stopped:
-            os.kill(own.proc.pid, signal.SIGCONT)
         own.stop()
 
 
@@ -322,11 +324,7 @@ def test_the_embedded_falkordb_is_restarted_when_it_dies(
     proxy = start_proxy(tmp_path / "proxy", transforms)
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
-            name = stream_name()
-            create_stream(drv, name, broker, topic, transforms / "msg.py")
-            run(drv, f"START STREAM {name}")
-            broker.produce(topic, [f"{name}:1"])
-            wait_until(lambda: count(drv, "(m:Msg)") == 1, message="the first message")
+            name = stream_past(drv, broker, topic, transforms)
             first = proxy.embedded_falkordb_pid()
             os.kill(first, signal.SIGKILL)
             broker.produce(topic, [f"{name}:2", f"{name}:3"])
@@ -382,11 +380,7 @@ def test_a_full_disk_shows_and_nothing_accepted_is_lost(
     proxy = start_proxy(small_fs / "data", transforms)
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
-            name = stream_name()
-            create_stream(drv, name, broker, topic, transforms / "msg.py")
-            run(drv, f"START STREAM {name}")
-            broker.produce(topic, [f"{name}:{i}" for i in range(100)])
-            wait_until(lambda: count(drv, "(m:Msg)") == 100, message="the first messages")
+            name = stream_past(drv, broker, topic, transforms, 100)
             filler = fill(small_fs)
             broker.produce(topic, [f"{name}:{i}" for i in range(100, 200)])
             outage_shows(drv, name, "writing to the graph")
