@@ -165,11 +165,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def check_settings(name: str, configs: Settings, credentials: Settings) -> None:
+def check_settings(
+    name: str, configs: Settings, credentials: Settings, *, action: str = "initialize"
+) -> None:
     """Raise ``StreamError`` for a CONFIGS / CREDENTIALS key the engine owns, a key given
     twice, or a value the native client must not see (``names.check_client_config``). A
-    credential's value never appears in a message."""
-    fail = f"Failed to initialize Kafka stream {shown_name(name)} : "
+    credential's value never appears in a message. ``action``: what failed (ALTER: alter)."""
+    fail = f"Failed to {action} Kafka stream {shown_name(name)} : "
     seen: set[str] = set()
     for what, pairs in (("CONFIGS", configs), ("CREDENTIALS", credentials)):
         for key, value in pairs:
@@ -290,7 +292,7 @@ async def redefine(
         changes["transformation"] = options.transformation
     new = replace(old, **changes)
     _check_names(fail, new.name, new.topics, new.uri, new.consumer_group)
-    check_settings(new.name, new.configs, new.credentials)
+    check_settings(new.name, new.configs, new.credentials, action="alter")
     script = new.transform.uri if new.transform and new.transformation is None else None
     shipped = _shipped(script)
     if options.on_error is not None:
