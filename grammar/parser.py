@@ -587,8 +587,8 @@ def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | N
         elif token.type != "_TRANSFORM":  # Memgraph's TRANSFORM, ALTER's SET TRANSFORM: alone
             return None
     if any(_OPTION_OF_TERMINAL.get(t.type) == option for t in accepted[:before]):
-        if before < len(accepted) and accepted[before].type == "_WITH":
-            option = f"WITH {option}"  # the legacy clause's WITH TRANSFORM
+        if option == "TRANSFORM" and before < len(accepted) and accepted[before].type == "_WITH":
+            option = "WITH TRANSFORM"  # the legacy clause's spelling
         return option, before
     return None
 
