@@ -75,18 +75,6 @@ def spec_of(
 ) -> StreamSpec:
     """The spec of a parsed CREATE clause. ``owner``: who creates it; ``database``: where it
     writes (the handler resolves the clause's DATABASE against the session's)."""
-    module = isinstance(clause, CreateKafkaStream) and clause.module
-    options = StreamOptions(
-        transform=None if module else clause.transform,
-        transformation=clause.transform if module else None,
-        mapping=mapping_of(clause),
-        batch_interval_ms=clause.batch_interval_ms,
-        batch_size=clause.batch_size,
-        on_error=clause.on_error,
-        dead_letter_topic=clause.dead_letter_topic,
-        configs=clause.configs,
-        credentials=clause.credentials,
-    )
     if isinstance(clause, CreateStream):
         uri: str | None = clause.uri
         topics = (clause.topic, *clause.more_topics)
@@ -96,7 +84,7 @@ def spec_of(
         name=clause.name,
         uri=uri,
         topics=topics,
-        options=options,
+        options=options_of(clause),
         consumer_group=clause.consumer_group,
         delivery=clause.delivery,
         database=database,
@@ -104,11 +92,12 @@ def spec_of(
     )
 
 
-def options_of(clause: AlterStream) -> StreamOptions:
-    """What ALTER STREAM ... SET changes."""
+def options_of(clause: CreateStream | CreateKafkaStream | AlterStream) -> StreamOptions:
+    """What a clause sets of the options ALTER may change (for ALTER: what it changes)."""
+    module = not isinstance(clause, CreateStream) and clause.module
     return StreamOptions(
-        transform=None if clause.module else clause.transform,
-        transformation=clause.transform if clause.module else None,
+        transform=None if module else clause.transform,
+        transformation=clause.transform if module else None,
         mapping=mapping_of(clause),
         batch_interval_ms=clause.batch_interval_ms,
         batch_size=clause.batch_size,
