@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import random
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -138,13 +139,13 @@ class Client:
         self.chunk.errors[what] = self.chunk.errors.get(what, 0) + 1
         self.chunk.examples.setdefault(what, str(exc)[:300])
 
-    async def run(self, start: float, end: float) -> None:
+    async def run(self, start: float, end: float, release: Any) -> None:
         kinds = [k for k, _ in MIX]
         weights = [w for _, w in MIX]
         think = self.args["think"]
         # Spread the first queries over one think time, so the clients do not move in step.
         await asyncio.sleep(self.rng.uniform(0, think))
-        while time.time() < end:
+        while time.time() < end and not release.is_set():  # release: the parent gave up
             kind = self.rng.choices(kinds, weights)[0]
             began = time.time()
             try:
@@ -232,6 +233,15 @@ def worker_main(
 async def _worker(
     worker: int, numbers: list[int], args: dict[str, Any], queue: Any, go: Any, release: Any
 ) -> None:
+    parent = os.getppid()
+
+    async def orphaned() -> None:
+        # A parent killed without its clean-up leaves no worker hammering a dead proxy.
+        while os.getppid() == parent:
+            await asyncio.sleep(1)
+        os._exit(1)
+
+    watchdog = asyncio.create_task(orphaned())
     chunk = Chunk(worker)
     clients = [Client(n, args, chunk) for n in numbers]
     # Connect a few at a time: 500 logins at once would measure a login storm, not the soak.
@@ -274,7 +284,7 @@ async def _worker(
         queue.put(asdict(current))  # plain data: the parent knows no __mp_main__ classes
 
     watchers = [asyncio.create_task(lag()), asyncio.create_task(report())]
-    await asyncio.gather(*(c.run(start, end) for c in clients))
+    await asyncio.gather(*(c.run(start, end, release) for c in clients))
     stop.set()
     for task in watchers:
         task.cancel()
@@ -282,6 +292,7 @@ async def _worker(
     while not release.is_set():
         await asyncio.sleep(0.05)
     await asyncio.gather(*(c.close() for c in clients))
+    watchdog.cancel()
 
 
 # -- the streams and their producers (in the parent) ----------------------------------------------
@@ -402,6 +413,19 @@ class Producers:
 # -- measuring ------------------------------------------------------------------------------------
 
 
+class TeeLog(LogWatch):
+    """The proxy's log, watched (``LogWatch``) and, with a path, also written there whole."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__()
+        self.file = path.open("a", encoding="utf-8", buffering=1) if path else None
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        if self.file is not None:
+            self.file.write(line + "\n")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -503,7 +527,7 @@ class Soak:
             ("once.py", ONCE_TRANSFORM),
         ):
             (self.transforms / file).write_text(code)
-        self.log = LogWatch()
+        self.log = TeeLog(args.proxy_log)
         self.broker = Broker().start()
         self.proxy = ProxyProcess(
             "--data-dir",
@@ -743,8 +767,9 @@ class Soak:
                 self.say("workers did not finish in time")
                 break
             if self.proxy.proc is not None and self.proxy.proc.poll() is not None:
-                self.say("THE PROXY DIED")
-                break
+                self.say(f"THE PROXY DIED (exit code {self.proxy.proc.returncode}); its log ends:")
+                self.say("\n".join(list(self.log)[-40:]))
+                raise SystemExit(2)
         elapsed = time.time() - start
         sched_end = schedules()
         shares = {
@@ -980,9 +1005,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle", type=float, default=10.0, help="seconds of streams alone before the clients"
     )
+    parser.add_argument("--proxy-log", type=Path, help="write the proxy's whole log here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores, load {loadavg()}", flush=True)
+
+    def interrupted(_signal: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so that the clean-up below stops the proxy and the broker
+
+    signal.signal(signal.SIGTERM, interrupted)
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         soak = Soak(args, Path(tmp))
         try:
