@@ -1074,14 +1074,17 @@ class StreamEngine:
             kafka_offsets.describe, client, definition.consumer_group, timeout
         )
 
-    async def offsets(self, name: str) -> list[OffsetRow]:
-        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic."""
+    async def offsets(self, name: str, holders: bool = True) -> list[OffsetRow]:
+        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic. ``holders``
+        False (metrics scrapes): no DescribeGroups request, so other members are not named;
+        librdkafka can abort the process when such a coordinator request times out under
+        load (see ``kafka.TopicAdmin``), which a periodic scrape should not risk."""
         self._check_open()
         record = await self._get(name)
         definition = self._startable(record, "shown")
         parts = await self._read_offsets(definition)
         stored = await self._graph_positions(definition) if definition.exactly_once else {}
-        group = await self._group(definition)
+        group = await self._group(definition) if holders else None
         runner = self._runners.get(name)
         source = runner.source if runner is not None else None
         ours = getattr(source, "member_id", None)
