@@ -60,11 +60,12 @@ sys.path.insert(0, str(ROOT))
 from bench.fuzz import LogWatch, ProcStats, proc_stats  # noqa: E402
 from bench.ingest import CREATE_TRANSFORM, make_messages, rss_mb  # noqa: E402
 from tests.streams.broker import Broker  # noqa: E402
-from tests.streams.conftest import KAFKA_TEST_CONFIG, MANUAL_TRANSFORM  # noqa: E402
+from tests.streams.conftest import MANUAL_TRANSFORM  # noqa: E402
 from tests.support import ProxyProcess  # noqa: E402
 
 SAMPLE_EVERY = 10.0  # seconds between samples of the proxy, the streams and the load
 CHUNK_EVERY = 5.0  # seconds between a worker's reports to the parent
+SOAK_KAFKA_CONFIG = "session.timeout.ms=10000,heartbeat.interval.ms=1000"
 FD_SLACK = 4  # descriptors the proxy may hold more after the clients left than before them
 ONCE_TRANSFORM = CREATE_TRANSFORM.replace(":Item", ":Once")
 PATTERN = "(:Person{!id, name})"
@@ -535,7 +536,7 @@ class Soak:
             "--transform-allowed-dirs",
             str(self.transforms),
             "--kafka-client-config",
-            KAFKA_TEST_CONFIG,
+            args.kafka_config,
             "--log-level",
             "info",
         )
@@ -887,21 +888,19 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     for kind, count in sorted(r["errors"].items(), key=lambda kv: -kv[1]):
         out.append(f"  {count:>6}  {kind}: {r['error_examples'].get(kind, '')[:160]}")
+
+    def latency_row(label: str, row: dict[str, float]) -> str:
+        return (
+            f"  {label:<22} {row['n']:>8,} {row['p50']:>7.1f} {row['p99']:>7.1f} {row['max']:>8.1f}"
+        )
+
     out.append("latency per minute (ms):   queries     p50     p99      max")
     for minute, row in r["per_minute"].items():
-        out.append(
-            f"  minute {int(minute) + 1:>2}             {row['n']:>8,} {row['p50']:>7.1f} "
-            f"{row['p99']:>7.1f} {row['max']:>8.1f}"
-        )
-    a = r["all"]
-    out.append(
-        f"  whole run              {a['n']:>8,} {a['p50']:>7.1f} {a['p99']:>7.1f} {a['max']:>8.1f}"
-    )
+        out.append(latency_row(f"minute {int(minute) + 1}", row))
+    out.append(latency_row("whole run", r["all"]))
     out.append("latency per kind (ms):")
     for kind, row in r["per_kind"].items():
-        out.append(
-            f"  {kind:<22} {row['n']:>8,} {row['p50']:>7.1f} {row['p99']:>7.1f} {row['max']:>8.1f}"
-        )
+        out.append(latency_row(kind, row))
     lag = r["client_loop_lag_ms"]
     cpu = ", ".join(
         f"{v / r['elapsed_s'] * 100:.0f}%" for _, v in sorted(r["client_cpu_s"].items())
@@ -1004,6 +1003,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument(
         "--settle", type=float, default=10.0, help="seconds of streams alone before the clients"
+    )
+    parser.add_argument(
+        "--kafka-config",
+        default=SOAK_KAFKA_CONFIG,
+        help="the proxy's --kafka-client-config (the tests' 2 s session timeout makes groups "
+        "rebalance on a starved machine)",
     )
     parser.add_argument("--proxy-log", type=Path, help="write the proxy's whole log here")
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -40,7 +40,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from proxy.streams.batching import Batch, BatchFormer
@@ -897,10 +897,17 @@ class TopicAdmin:
     MAX_PROBES = 16
     ADMIN_IDLE = 300.0
 
+    LAG_THREADS = 4
+
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
         self._admins: OrderedDict[AdminKey, tuple[Any, float]] = OrderedDict()
         self._probes: OrderedDict[ProbeKey, tuple[Any, float]] = OrderedDict()
+        # A probe's calls block (up to the timeout per request when the broker is slow): on
+        # threads of their own, so that they never hold up the default executor, and one
+        # lookup per stream at a time, which every SHOW STREAMS meanwhile shares.
+        self._lag_pool: ThreadPoolExecutor | None = None
+        self._lag_inflight: dict[ProbeKey, asyncio.Future[int]] = {}
 
     def client(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
         """The admin client for ``uri`` (with a stream's own settings ``own``), from the cache."""
@@ -998,17 +1005,24 @@ class TopicAdmin:
             for p in range(count)
         ]
         key, probe = self._probe(definition)
-        fetch = functools.partial(_probe_lag, probe, parts, timeout, reset_latest)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, fetch)
-        except BaseException:
-            del fetch, probe
-            self._drop(self._probes, key)
-            raise
+        inflight = self._lag_inflight.get(key)
+        if inflight is None:
+            if self._lag_pool is None:
+                self._lag_pool = ThreadPoolExecutor(self.LAG_THREADS, "boltstream-lag")
+            fetch = functools.partial(_probe_lag, probe, parts, timeout, reset_latest)
+            inflight = asyncio.get_running_loop().run_in_executor(self._lag_pool, fetch)
+            self._lag_inflight[key] = inflight
+            inflight.add_done_callback(lambda _: self._lag_inflight.pop(key, None))
+        # A failed lookup keeps its probe (the cache is bounded per stream, and a new consumer
+        # per attempt would only add load to a broker or machine that is already slow).
+        return await asyncio.shield(inflight)
 
     def close(self) -> None:
         self._admins.clear()
         self._probes.clear()
+        if self._lag_pool is not None:
+            self._lag_pool.shutdown(wait=False, cancel_futures=True)
+            self._lag_pool = None
 
 
 def _probe_lag(probe: Any, parts: list[Any], timeout: float, reset_latest: bool) -> int:
