@@ -1012,10 +1012,17 @@ class TopicAdmin:
             fetch = functools.partial(_probe_lag, probe, parts, timeout, reset_latest)
             inflight = asyncio.get_running_loop().run_in_executor(self._lag_pool, fetch)
             self._lag_inflight[key] = inflight
-            inflight.add_done_callback(lambda _: self._lag_inflight.pop(key, None))
+            inflight.add_done_callback(lambda done: self._lag_done(key, done))
         # A failed lookup keeps its probe (the cache is bounded per stream, and a new consumer
         # per attempt would only add load to a broker or machine that is already slow).
         return await asyncio.shield(inflight)
+
+    def _lag_done(self, key: ProbeKey, done: asyncio.Future[int]) -> None:
+        self._lag_inflight.pop(key, None)
+        # Read the outcome: when every caller gave up waiting (their own timeout), a failure
+        # would otherwise be logged by asyncio as an ERROR with a traceback.
+        if not done.cancelled():
+            done.exception()
 
     def close(self) -> None:
         self._admins.clear()
