@@ -786,11 +786,15 @@ class Soak:
         done = 0
         next_sample = start
         while done < len(workers):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # every report waiting, then at most 0.5 s
                 done += self.absorb(queue.get(timeout=0.5)).done
+                while True:
+                    done += self.absorb(queue.get_nowait()).done
             if time.time() >= next_sample:
                 self.sample(start)
-                next_sample += SAMPLE_EVERY
+                # A slow sample (a starved proxy) skips samples rather than bunching them up:
+                # the RSS slope wants them evenly spread.
+                next_sample = max(next_sample + SAMPLE_EVERY, time.time())
             if time.time() > start + seconds + args.query_timeout + 60:
                 self.say("workers did not finish in time")
                 break

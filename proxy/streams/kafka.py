@@ -877,14 +877,16 @@ def set_group_offsets(
 
 
 class TopicAdmin:
-    """Admin clients, one per bootstrap address: topic lists; and probe consumers, one per
-    stream: consumer lag. Blocking calls run on the default executor.
+    """Admin clients, one per bootstrap address: topic lists (blocking calls on the default
+    executor); and probe consumers, one per stream: consumer lag (on ``LAG_THREADS`` threads
+    of their own).
 
     Each client holds threads and pipes, and any address a clause names gets one: each cache
     is bounded (the least recently used goes past ``MAX_ADMINS`` / ``MAX_PROBES``), a client
-    idle for ``ADMIN_IDLE`` seconds goes, and so does a client whose request failed (an
-    address that does not answer keeps nothing). A dropped client is destroyed on an executor
-    thread: destroying one waits for its threads.
+    idle for ``ADMIN_IDLE`` seconds goes, and so does an admin client whose request failed
+    (an address that does not answer keeps nothing; a probe belongs to an existing stream
+    and stays). A dropped client is destroyed on an executor thread: destroying one waits
+    for its threads.
 
     Lag is read with a consumer of the stream's group (its committed offsets and the
     watermarks), never with the admin API's group requests: librdkafka 2.x aborts the whole
