@@ -23,7 +23,10 @@ always``, as users run it), and in one run measures, side by side:
 4. **latency**: a trickle of 100 messages/s to a stream at the default settings; each message
    carries the time it was produced, its node the time FalkorDB wrote it (``timestamp()``):
    p50 and p99 of the difference;
-5. the proxy's RSS before the first stream and after the last.
+5. the proxy's RSS before the first stream and after the last;
+6. for each stream, the CPU microseconds per message of the proxy, its transform worker and
+   FalkorDB (from /proc, START to the last commit): a figure that hardly moves with the
+   machine's load, where rates do.
 
 Each aim of issues 8 and 12 is printed as a ratio measured in this run. An index on ``:Node(id)``
 exists in both graphs (the manual's edge query matches nodes by id). The graphs are checked
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -170,6 +174,30 @@ async def graph_counts(backend: Any, graph: str) -> tuple[int, int]:
     return nodes.rows[0][0], edges.rows[0][0]
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the proxy, its transform workers and its
+    FalkorDB, by kind: unlike rates, CPU per message hardly moves with the machine's load."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {"proxy": 0.0, "worker": 0.0, "graph": 0.0}
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    for each in [str(pid), *kids]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{each}/cmdline").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        kind = (
+            "worker"
+            if b"transform_worker" in command
+            else "graph"
+            if b"redis-server" in command
+            else "proxy"
+        )
+        used[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,6 +213,7 @@ class Bench:
         self.broker = broker
         self.transforms = transforms
         self.driver = neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("bench", "x"))
+        self.cpu: dict[str, float] = {}  # CPU microseconds per message of the last stream
 
     def run(self, query: str, **params: Any) -> list[dict[str, Any]]:
         with self.driver.session() as session:
@@ -199,6 +228,8 @@ class Bench:
             f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
             f"WITH TOPIC '{topic}' {source} {options}"
         )
+        assert self.proxy.proc is not None
+        cpu_before = cpu_seconds(self.proxy.proc.pid)
         started = time.perf_counter()
         self.run(f"START STREAM {name}")
         first: float | None = None
@@ -209,6 +240,8 @@ class Bench:
             if done and first is None:
                 first, first_done = time.perf_counter(), done
         ended = time.perf_counter()
+        cpu_after = cpu_seconds(self.proxy.proc.pid)  # before STOP: the worker still runs
+        self.cpu = {k: (cpu_after[k] - cpu_before[k]) / count * 1e6 for k in cpu_after}
         status = next(r for r in self.run("SHOW STREAMS") if r["name"] == name)
         self.run(f"STOP STREAM {name}")
         self.run(f"DROP STREAM {name}")
@@ -328,7 +361,7 @@ def main() -> None:
             results: dict[tuple[str, int, str], tuple[float, float, float]] = {}
             print(
                 f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
-                f"{'steady/s':>10}{'seconds':>9}  graph"
+                f"{'steady/s':>10}{'seconds':>9}  graph  CPU us/msg: proxy worker graph"
             )
             template = TEMPLATE.replace("'", "\\'")
             for transform, topic, label, source in (
@@ -352,7 +385,9 @@ def main() -> None:
                         check = "ok" if got == want else f"MISMATCH {got} != {want}"
                         print(
                             f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
-                            f"{steady:>10,.0f}{seconds:>9.1f}  {check}",
+                            f"{steady:>10,.0f}{seconds:>9.1f}  {check}"
+                            f"{bench.cpu['proxy']:>19.1f}{bench.cpu['worker']:>7.1f}"
+                            f"{bench.cpu['graph']:>6.1f}",
                             flush=True,
                         )
                         bench.clear()

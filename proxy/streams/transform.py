@@ -693,7 +693,7 @@ class TransformRunner:
                 if single
                 else functools.partial(_encode_batches, batches, self.metadata)
             )
-            if sum(_size(message) for batch in batches for message in batch) > OFFLOAD_BYTES:
+            if _total_size(batches) > OFFLOAD_BYTES:
                 frame = await asyncio.to_thread(encode)
             else:
                 frame = encode()
@@ -1010,6 +1010,14 @@ def _size(message: Any) -> int:
     return len(message) if isinstance(message, bytes) else len(message.value() or b"")
 
 
+def _total_size(batches: list[list[Any]]) -> int:
+    """The bytes of the values of ``batches`` (each a list of values, or of messages)."""
+    return sum(
+        sum(map(len, batch)) if batch and type(batch[0]) is bytes else sum(map(_size, batch))
+        for batch in batches
+    )
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
@@ -1064,10 +1072,13 @@ def _batch_meta(batch: list[Any], topics: dict[str, int]) -> dict[str, Any]:
 
 def _encode_batches(batches: list[list[Any]], metadata: bool = False) -> bytes:
     """A ``run_many`` request: the sizes as JSON, then the bytes as they are (no base64)."""
-    values = [[_value(message) for message in batch] for batch in batches]
+    values = [
+        batch if batch and type(batch[0]) is bytes else [_value(message) for message in batch]
+        for batch in batches
+    ]
     request: dict[str, Any] = {
         "op": "run_many",
-        "sizes": [[len(value) for value in batch] for batch in values],
+        "sizes": [list(map(len, batch)) for batch in values],
     }
     if metadata:
         topics: dict[str, int] = {}

@@ -732,7 +732,7 @@ def test_falkordb_composed_writes_see_relationship_types_new_to_the_graph(
             await FalkorDBWriter(backend, graph).write_batch(queries, None, atomic=True)
             result = await backend.run(graph, f"MATCH ()-[r:{rel_type}]->() RETURN r.a, r.b", {})
             nodes = await backend.run(graph, "MATCH (n) RETURN count(n)", {})
-            assert nodes.rows == [[2]]  # nothing left of making the type known
+            assert nodes.rows == [(2,)]  # nothing left of making the type known
             return [list(row) for row in result.rows]
         finally:
             await backend.close()

@@ -516,3 +516,36 @@ def test_cud_validation_is_strict(doc: Any, reason: str) -> None:
 
 def test_cud_tombstone_changes_nothing() -> None:
     assert CudMapper().outcome(decode(message(None, key=1))) == Accepted([])
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "bytes"])
+def test_a_value_only_template_maps_as_the_full_decode_does(fmt: str) -> None:
+    # Mapper takes a short cut for templates that read the value alone (Template.value_outcome);
+    # it must give what the general path (decode, then Template.outcome) gives.
+    from proxy.streams.definition import MappingSpec
+    from proxy.streams.mapping.mapper import Mapper
+
+    template = "MERGE (:T {v: event})"
+    mapper = Mapper(MappingSpec("cypher", template=template, value_format=fmt))
+    strategy = Template(template)
+    assert strategy.reads_value_only
+    messages = [
+        message({"a": 1}),
+        message("text"),
+        message(None),  # a tombstone
+        message(b""),
+        message(b"\xff\xfe not utf-8"),
+        message(b"{not json"),
+        message(7, key={"id": 1}),
+        message(7, key=b"plain key"),
+        message(7, key=b"\xff"),
+    ]
+    for each in messages:
+        try:
+            expected = strategy.outcome(decode(each, ValueFormat(fmt)))
+        except BadMessage as exc:
+            got = mapper.outcome(each)
+            assert isinstance(got, Rejected) and str(exc) in got.reason
+            continue
+        assert mapper.outcome(each) == expected
+    assert not Template("CREATE (:T {v: event, k: __key})").reads_value_only

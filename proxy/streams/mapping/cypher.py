@@ -168,6 +168,9 @@ def _in_order(block: dict[str, list[Any]], parts: Sequence[tuple[str, Any]]) -> 
     return True
 
 
+_JOINABLE = frozenset({EVENTS, IDENTITY})
+
+
 def _join_runs(queries: Sequence[Query]) -> list[Query]:
     """Consecutive queries with the same text and only the ``EVENTS`` (and ``IDENTITY``)
     parameters become one query with their rows in order, cut where a row names an entity
@@ -180,7 +183,7 @@ def _join_runs(queries: Sequence[Query]) -> list[Query]:
     for text, params in queries:
         rows = params.get(EVENTS)
         entities = params.get(IDENTITY, frozenset())
-        if not isinstance(rows, list) or set(params) - {EVENTS, IDENTITY}:
+        if not isinstance(rows, list) or not params.keys() <= _JOINABLE:
             out.append((text, {k: v for k, v in params.items() if k != IDENTITY}))
             run_text = None
         elif text == run_text and run_entities.isdisjoint(entities):

@@ -87,11 +87,11 @@ def decode(message: RawMessage, fmt: ValueFormat = ValueFormat.JSON) -> Event:
     tombstone = raw is None
     value: Any = None
     if raw is not None:
-        value = _value(raw, fmt)
+        value = decode_value(raw, fmt)
     kind, stamp = message.timestamp()
     return Event(
         value=value,
-        key=_key(message.key()),
+        key=decode_key(message.key()),
         headers=_headers(message.headers()),
         timestamp=stamp if kind != 0 and stamp is not None and stamp >= 0 else None,
         topic=str(message.topic()),
@@ -101,7 +101,8 @@ def decode(message: RawMessage, fmt: ValueFormat = ValueFormat.JSON) -> Event:
     )
 
 
-def _value(raw: bytes, fmt: ValueFormat) -> Any:
+def decode_value(raw: bytes, fmt: ValueFormat) -> Any:
+    """A message's (non-null) value read as ``fmt``; ``BadMessage`` when it does not read."""
     if fmt is ValueFormat.BYTES:
         return base64.b64encode(raw).decode("ascii")
     if fmt is ValueFormat.TEXT:
@@ -119,7 +120,8 @@ def _value(raw: bytes, fmt: ValueFormat) -> Any:
     return value
 
 
-def _key(raw: bytes | None) -> Any:
+def decode_key(raw: bytes | None) -> Any:
+    """A message's key: JSON when it is JSON, else its text, else base64."""
     if raw is None:
         return None
     try:

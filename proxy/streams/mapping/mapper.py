@@ -190,6 +190,12 @@ class Mapper:
 
     def outcome(self, message: RawMessage) -> Outcome:
         """One message's queries, or why it is rejected."""
+        strategy = self._strategy
+        if isinstance(strategy, Template) and strategy.reads_value_only:
+            try:
+                return strategy.value_outcome(message, self.format)
+            except BadMessage as exc:
+                return Rejected(shorten(f"the message cannot be read: {exc}"))
         try:
             event = decode(message, self.format)
         except BadMessage as exc:

@@ -26,7 +26,7 @@ from typing import Any
 
 from grammar import lexer
 from proxy.streams.mapping import cypher
-from proxy.streams.mapping.events import Event
+from proxy.streams.mapping.events import Event, RawMessage, ValueFormat, decode_key, decode_value
 from proxy.streams.outcomes import Accepted, Outcome
 
 MAX_TEMPLATE = 64 * 1024  # characters
@@ -69,6 +69,21 @@ class Template:
         entities = () if event.key is None else (cypher.identity("key", event.key),)
         whole = event.row()
         row: dict[str, Any] = {field: whole[field] for field in self.fields}
+        return Accepted([cypher.one(self.query, row, entities)])
+
+    @property
+    def reads_value_only(self) -> bool:
+        """Whether rows hold the value alone (most templates read ``event`` only)."""
+        return self.fields == ("value",)
+
+    def value_outcome(self, message: RawMessage, fmt: ValueFormat) -> Outcome:
+        """``outcome(decode(message, fmt))`` for a template that reads the value only,
+        without decoding what it does not read (the headers, the timestamp, ...): the hot
+        path of a template stream. Raises ``BadMessage`` as ``decode`` does."""
+        raw = message.value()
+        key = message.key()
+        row = {"value": None if raw is None else decode_value(raw, fmt)}
+        entities = () if key is None else (cypher.identity("key", decode_key(key)),)
         return Accepted([cypher.one(self.query, row, entities)])
 
 
