@@ -128,7 +128,7 @@ async def advise(definition: StreamDefinition, writer: GraphWriter) -> list[Node
     )
 
 
-async def _index_rows(writer: GraphWriter, owner: str | None) -> list[list[Any]]:
+async def _index_rows(writer: GraphWriter, owner: str | None) -> Sequence[Sequence[Any]]:
     falkordb = isinstance(writer, FalkorDBWriter)
     try:
         result = await writer.read(FALKORDB_INDEXES if falkordb else BOLT_INDEXES, {}, owner)
