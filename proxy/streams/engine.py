@@ -29,11 +29,12 @@ import ctypes
 import gc
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.streams import indexes
 from proxy.streams import offsets as kafka_offsets
 from proxy.streams.access import StreamAccess
 from proxy.streams.catalog import (
@@ -235,6 +236,7 @@ class StreamEngine:
         # The largest record a stream produces (a request's response); librdkafka's default.
         self.max_message_bytes = int(self.kafka_config.get("message.max.bytes", 1000000))
         self._runners: dict[str, StreamRunner] = {}
+        self._background: set[asyncio.Task[None]] = set()  # index advice (``indexes``)
         self._supervisors: set[asyncio.Task[None]] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tests: dict[str, asyncio.Task[list[tuple[str, dict[str, Any]]]]] = {}
@@ -338,9 +340,9 @@ class StreamEngine:
         runners = list(self._runners.values())
         self._runners.clear()
         await asyncio.gather(*(runner.stop() for runner in runners), return_exceptions=True)
-        for task in list(self._supervisors):
+        for task in [*self._supervisors, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await asyncio.gather(*self._supervisors, *self._background, return_exceptions=True)
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -423,6 +425,19 @@ class StreamEngine:
     @property
     def transformations_dir(self) -> Path:
         return self.settings.transformations_dir or self.data_dir / "transformations"
+
+    def _in_background(self, work: Coroutine[Any, Any, Any], timeout: float = 30.0) -> None:
+        """Run ``work`` without holding the caller up; its failure is logged at DEBUG."""
+
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(work, timeout)
+            except Exception as exc:
+                log.debug("background work failed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def writer_for(self, definition: StreamDefinition) -> GraphWriter:
         """The writer of the stream's database (the default one when it names none)."""
@@ -732,6 +747,7 @@ class StreamEngine:
         log.info(
             "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
         )
+        self._in_background(indexes.advise(definition, self.writer_for(definition)))
         if wait is None:
             return
         try:
@@ -1027,14 +1043,17 @@ class StreamEngine:
             kafka_offsets.describe, client, definition.consumer_group, timeout
         )
 
-    async def offsets(self, name: str) -> list[OffsetRow]:
-        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic."""
+    async def offsets(self, name: str, holders: bool = True) -> list[OffsetRow]:
+        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic. ``holders``
+        False (metrics scrapes): no DescribeGroups request, so other members are not named;
+        librdkafka can abort the process when such a coordinator request times out under
+        load (see ``kafka.TopicAdmin``), which a periodic scrape should not risk."""
         self._check_open()
         record = await self._get(name)
         definition = self._startable(record, "shown")
         parts = await self._read_offsets(definition)
         stored = await self._graph_positions(definition) if definition.exactly_once else {}
-        group = await self._group(definition)
+        group = await self._group(definition) if holders else None
         runner = self._runners.get(name)
         source = runner.source if runner is not None else None
         ours = getattr(source, "member_id", None)
