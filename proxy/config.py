@@ -136,6 +136,8 @@ class Config:
     bolt_handshake_timeout: float = 10.0
     authentication_timeout: float = 30.0
     idle_timeout: float = 3600.0
+    # A client whose answers wait unread (the write buffer full, not shrinking) this long.
+    write_stall_timeout: float = 60.0
     max_connections: int = 1000
     # Seconds the proxy waits for FalkorDB's reply to one query (0: for ever); past it the
     # query fails with a TransientError and a stream retries it (README: Outages).
@@ -195,6 +197,7 @@ class Config:
             bolt_handshake=self.bolt_handshake_timeout,
             authentication=self.authentication_timeout,
             idle=self.idle_timeout,
+            write_stall=self.write_stall_timeout,
             max_connections=self.max_connections,
         )
 
@@ -313,6 +316,7 @@ _TIMEOUTS = (
     "bolt_handshake_timeout",
     "authentication_timeout",
     "idle_timeout",
+    "write_stall_timeout",
     "backend_query_timeout",
 )
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")

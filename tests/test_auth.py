@@ -1,5 +1,5 @@
 """Passwords stored as scrypt hashes, ``boltstream passwd``, and failed logins throttled per
-client address (``proxy.session.auth``)."""
+client address and per user name (``proxy.session.auth``)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,39 @@ async def test_failed_logins_are_throttled_per_address() -> None:
     assert failure.value.code == "Neo.ClientError.Security.Unauthorized"
 
 
+async def test_failed_logins_are_throttled_per_name_across_addresses() -> None:
+    """Credential stuffing from many addresses, each under its own limit: the name is locked
+    after ``max_failures`` in a row from anywhere; other names are not; a name that does not
+    exist is locked the same way, with the same answer (no oracle for which names exist)."""
+    now = [100.0]
+    auth = Authenticator(
+        {"ann": hash_password("right", **FAST), "bob": hash_password("b", **FAST)},
+        Throttle(max_failures=5, lock_seconds=5.0, clock=lambda: now[0]),
+        Throttle(max_failures=4, lock_seconds=5.0, clock=lambda: now[0]),
+    )
+    codes = {}
+    for name in ("ann", "ghost"):
+        for i in range(4):  # four addresses, one failure each: no address is near its limit
+            with pytest.raises(AuthenticationError) as failure:
+                await auth.authenticate(basic(name, "guess"), f"10.1.0.{i}")
+            assert failure.value.code == "Neo.ClientError.Security.Unauthorized"
+        # A fifth address, and the right password: refused at once for this name.
+        with pytest.raises(AuthenticationError) as failure:
+            await auth.authenticate(basic(name, "right"), "10.1.0.99")
+        codes[name] = (failure.value.code, str(failure.value))
+    assert codes["ann"] == codes["ghost"]
+    assert codes["ann"][0] == AUTHENTICATION_RATE_LIMIT
+    # Another name from the same addresses is not locked.
+    assert await auth.authenticate(basic("bob", "b"), "10.1.0.0") == "bob"
+    now[0] += 5.1  # the lock has passed; one success clears the name's count
+    assert await auth.authenticate(basic("ann", "right"), "10.1.0.99") == "ann"
+    with pytest.raises(AuthenticationError) as failure:
+        await auth.authenticate(basic("ann", "guess"), "10.1.0.5")
+    assert failure.value.code == "Neo.ClientError.Security.Unauthorized"
+
+
 def test_the_throttle_forgets_the_oldest_addresses() -> None:
-    throttle = Throttle(max_failures=1, max_addresses=2)
+    throttle = Throttle(max_failures=1, max_keys=2)
     for address in ("a", "b", "c"):
         throttle.failed(address)
     throttle.check("a")  # forgotten: not locked

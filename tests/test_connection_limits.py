@@ -10,6 +10,7 @@ three times it, and one that is busy or authenticated and talking must not be.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from bolt.versions import Version
 from proxy.backends.base import QueryResult
 from proxy.config import Config
 from proxy.net.listener import BoltServer
+from proxy.session.results import SLICE_BYTES
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -330,3 +332,75 @@ async def test_a_large_result_does_not_hold_other_connections_up(served: Served)
     assert [m.fields[0][0] for m in got[1:-1]] == list(range(LARGE))
     assert got[-1].tag == Tag.SUCCESS and got[-1].fields[0]["has_more"] is False
     big_writer.close()
+
+
+async def _stop_reading_after_login(port: int, *, limit: int) -> tuple[Any, Any]:
+    """A client with a small receive buffer: handshake, HELLO/LOGON, a RUN of the large
+    result and PULL all, and then it reads nothing (its stream reader pauses the socket
+    once ``2 * limit`` bytes are buffered)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=limit)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(OFFER_54 + LOGIN)
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == bytes.fromhex("00000405")
+    assert [m.tag for m in await messages(reader, 2)] == [Tag.SUCCESS, Tag.SUCCESS]
+    writer.write(request(Run("UNWIND range(1, $n) AS x RETURN x", {}, {})))
+    writer.write(request(Pull(-1, -1)))
+    return reader, writer
+
+
+async def test_a_client_that_stops_reading_is_closed_and_what_waits_stays_bounded(
+    ca: trustme.CA, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client stops reading in the middle of a ~20 MB result: the proxy sends no more
+    than its socket takes (the session waits for the buffer to drain, slice by slice), and
+    once nothing has moved for ``write_stall_timeout`` it closes the connection with one
+    WARNING, which lets the result go."""
+    served = await serve(ca, tmp_path, write_stall_timeout=LIMIT)
+    try:
+        reader, writer = await _stop_reading_after_login(served.port, limit=1024)
+        largest = 0
+        positions: list[int] = []
+        session = None
+        high_water = 0
+        while True:  # until the proxy lets go of the session
+            sessions = served.server.registry.sessions()
+            if not sessions:
+                break
+            session = sessions[0]
+            if session.autocommit is not None:
+                positions.append(session.autocommit.position)
+            high_water = session.transport.get_write_buffer_limits()[1]
+            largest = max(largest, session.transport.get_write_buffer_size())
+            await asyncio.sleep(0.01)
+        assert session is not None and session.closing
+        # Bounded: at most the high-water mark plus one slice was ever waiting in the proxy.
+        assert 0 < largest <= high_water + SLICE_BYTES
+        # Far from all of the result was encoded: it waited for a client that did not read.
+        assert positions and max(positions) < LARGE
+        assert session.autocommit is None  # and the closed session let the result go
+        warnings = [r for r in caplog.records if "read none of its answers" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        assert "bolt-" in warnings[0].getMessage()
+        reader._limit = 1 << 20  # read again: the connection ends (reset, or EOF)
+        await closed_after(reader, 10)
+        writer.close()
+        assert served.server.connections.open == 0
+    finally:
+        await served.server.close()
+
+
+async def test_a_client_that_reads_slowly_is_not_closed(ca: trustme.CA, tmp_path: Any) -> None:
+    """Reading a little at a time is progress: the stall limit never applies."""
+    served = await serve(ca, tmp_path, write_stall_timeout=2.0)
+    try:
+        reader, writer = await _stop_reading_after_login(served.port, limit=4096)
+        await asyncio.sleep(0.5)  # let the buffers fill
+        for _ in range(20):  # 4 s: twice the limit, about 8 KB read every tenth of it
+            await asyncio.wait_for(reader.read(1 << 16), 5)  # all the reader holds
+            await asyncio.sleep(0.2)
+        assert len(served.server.registry.sessions()) == 1
+        assert served.server.registry.sessions()[0].writable.is_set() is False
+        writer.close()
+    finally:
+        await served.server.close()

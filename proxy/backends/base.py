@@ -8,6 +8,7 @@ result, list the graphs, and start/stop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -15,12 +16,16 @@ from bolt.errors import ClientError
 from bolt.status import DATABASE_UNAVAILABLE
 
 QueryType = Literal["r", "w", "rw", "s"]
+Row = list[Any] | tuple[Any, ...]  # one record's values
 
 
 @dataclass(frozen=True)
 class QueryResult:
     """A whole result: column names, rows of typed Bolt values, and the summary facts.
 
+    ``rows`` are sequences of values: lists from the proxy's own answers, tuples from
+    FalkorDB (a tuple of plain values costs the garbage collector nothing; see
+    ``proxy.backends.resp.RespParser``). Compare them as sequences, not with ``== [[...]]``.
     ``stats`` uses Bolt's summary keys (``nodes-created``, ``properties-set``, ...) and holds
     only non-zero counters, plus ``contains-updates`` when any of them is set.
     ``plan`` is set for an ``EXPLAIN`` query (which returns no rows): the Bolt SUCCESS "plan"
@@ -28,7 +33,7 @@ class QueryResult:
     """
 
     fields: list[str]
-    rows: list[list[Any]]
+    rows: Sequence[Row]
     stats: dict[str, Any] = field(default_factory=dict)
     type: QueryType = "r"
     plan: dict[str, Any] | None = None

@@ -15,6 +15,21 @@ of the stage it is in:
   receives nothing. While something is in flight the watch looks again every quarter of the
   limit (at most every second), and idleness counts from the last time it saw work.
 
+Apart from the stages, the watch limits how long the client may leave its answers unread
+(``write_stall``): while the socket's write buffer is above its high-water mark (the
+transport called ``pause_writing``; the session then sends nothing more, and a relay stops
+reading its backend), the watch looks at the buffer every quarter of the limit (at most every
+second) and at the kernel's send queue behind it (bytes the client has not acknowledged,
+``TIOCOUTQ``; the kernel's buffer can hold megabytes, and a client that reads slowly empties
+it long before the proxy's buffer moves). Any shrinking of the two is progress: a slow reader
+is never cut off. A buffer that has not
+shrunk for the whole limit closes the connection (a reset: the kernel is not left trying to
+deliver the rest) with one WARNING naming it, and what it held
+(a whole result, in a local session; the backend connection, in a relay) is let go. Neo4j
+aborts a connection whose output has been throttled for 15 minutes in all, progress or not
+(``internal.dbms.bolt.outbound_buffer_throttle.max_duration``, at least 30 s); here only time
+without progress counts, so the default can be shorter: 60 s.
+
 The layers (``proxy.net.layers``) and the listener move the watch from stage to stage; the
 watch needs no help from the hot path: its one timer fires at the stage's deadline, and for
 the last two stages it then asks the session whether it authenticated, is busy, or read
@@ -32,7 +47,12 @@ connection is closed at once, unread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,13 +73,39 @@ class ConnectionLimits:
     bolt_handshake: float = 10.0
     authentication: float = 30.0  # Neo4j's unauthenticated connection timeout is 30 s too
     idle: float = 3600.0  # drivers retire a pooled connection after 1 h (max lifetime)
+    write_stall: float = 60.0  # answers waiting, and the client reads none of them
     max_connections: int = 1000
+
+
+def unsent(transport: asyncio.Transport) -> int:
+    """Bytes written to ``transport`` that its peer has not taken yet: the transport's own
+    buffer and, on Linux, the socket's send queue (sent but not acknowledged)."""
+    size = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            size += struct.unpack("i", queued)[0]
+        except (OSError, ValueError, AttributeError):
+            pass  # not a TCP socket here (a test's pipe), or not Linux
+    return size
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close ``transport`` with a TCP reset (linger 0): what was not delivered is dropped,
+    not left to the kernel to keep trying."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class Watched(Protocol):
     """What the watch asks a session once it has one."""
 
     last_read: float  # time.monotonic() of the last bytes received
+    connection_id: str
 
     def authenticated(self) -> bool: ...
 
@@ -91,6 +137,9 @@ class Watch:
         "stage",
         "timer",
         "transport",
+        "unread",
+        "unread_since",
+        "write_timer",
     )
 
     def __init__(self, counter: Counter) -> None:
@@ -105,6 +154,11 @@ class Watch:
         self.over_limit = False
         self.busy_seen = 0.0  # when the idle stage last found the session busy
         self._counted = False
+        # While the client does not read (write_blocked .. write_unblocked): the smallest
+        # write buffer seen, when it was last seen to shrink, and the timer that looks again.
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.unread = 0
+        self.unread_since = 0.0
 
     @property
     def limits(self) -> ConnectionLimits:
@@ -194,11 +248,57 @@ class Watch:
             left = max(0.0, since + limit - time.monotonic())
             self.timer = loop.call_later(left, self._expired)
 
+    # -- the client reads its answers -------------------------------------------------------
+
+    def write_blocked(self) -> None:
+        """The socket's write buffer passed its high-water mark (``pause_writing``)."""
+        limit = self.limits.write_stall
+        if limit <= 0 or self.transport is None or self.write_timer is not None:
+            return
+        self.unread = unsent(self.transport)
+        self.unread_since = time.monotonic()
+        self._look_at_writes_later()
+
+    def write_unblocked(self) -> None:
+        """The buffer fell below its low-water mark (``resume_writing``): the client reads."""
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+
+    def _look_at_writes_later(self) -> None:
+        every = min(self.limits.write_stall / 4, 1.0)
+        self.write_timer = asyncio.get_running_loop().call_later(every, self._look_at_writes)
+
+    def _look_at_writes(self) -> None:
+        self.write_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        waiting = unsent(transport)
+        now = time.monotonic()
+        if waiting < self.unread:  # the client took some: progress
+            self.unread = waiting
+            self.unread_since = now
+        elif now - self.unread_since >= self.limits.write_stall:
+            session = self.session
+            log.warning(
+                "[%s] connection from %s: the client read none of its answers for %g s "
+                "(%d bytes waiting); closing",
+                session.connection_id if session is not None else "-",
+                self.peer,
+                self.limits.write_stall,
+                waiting,
+            )
+            reset(transport)
+            return
+        self._look_at_writes_later()
+
     def closed(self) -> None:
         """The socket is gone (idempotent)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.write_unblocked()
         if self._counted:
             self._counted = False
             self.counter.open -= 1

@@ -11,10 +11,16 @@ about 50 ms of CPU and 16 MiB, so it runs on a thread, never on the event loop; 
 that was checked once is remembered (an HMAC of it under a key made at start-up, in memory
 only) so that a driver opening a pool of connections pays once.
 
-Failed logins are throttled per client address (``Throttle``): after ``max_failures`` in a
-row, further attempts from that address are refused at once, without checking, for
-``lock_seconds`` after the last failure, with Neo4j's
-``Neo.ClientError.Security.AuthenticationRateLimit``.
+Failed logins are throttled per client address and per user name (``Throttle``, one of
+each): after ``max_failures`` in a row from one address (5), or for one name from anywhere
+(10), further attempts from that address, or for that name, are refused at once, without
+checking, for ``lock_seconds`` (5) after the last failure, with Neo4j's
+``Neo.ClientError.Security.AuthenticationRateLimit``. The address lock stops one client
+guessing; the name lock stops a credential-stuffing attack that rotates addresses: it gets
+one guess per name every 5 s. The price, as with Neo4j's own per-user lock (3 failures, 5 s:
+``dbms.security.auth_max_failed_attempts``, ``auth_lock_time``), is that such an attack also
+keeps the real user out while it lasts. Names that do not exist are counted the same way, and
+the refusal says the same thing whichever lock applies, so neither tells which names exist.
 """
 
 from __future__ import annotations
@@ -100,26 +106,26 @@ class _Failures:
 
 
 class Throttle:
-    """Failed logins per client address (see the module docstring). Bounded: the oldest
-    addresses are forgotten past ``max_addresses``."""
+    """Failed logins in a row per key: a client address, or a user name (see the module
+    docstring). Bounded: the oldest keys are forgotten past ``max_keys``."""
 
     def __init__(
         self,
         *,
         max_failures: int = 5,
         lock_seconds: float = 5.0,
-        max_addresses: int = 10000,
+        max_keys: int = 10000,
         clock: Any = time.monotonic,
     ) -> None:
         self.max_failures = max_failures
         self.lock_seconds = lock_seconds
-        self.max_addresses = max_addresses
+        self.max_keys = max_keys
         self.clock = clock
         self._failures: OrderedDict[str, _Failures] = OrderedDict()
 
-    def check(self, address: str) -> None:
-        """Raise ``AuthenticationError`` (rate limit) if ``address`` is locked out now."""
-        found = self._failures.get(address)
+    def check(self, key: str) -> None:
+        """Raise ``AuthenticationError`` (rate limit) if ``key`` is locked out now."""
+        found = self._failures.get(key)
         if found is None or found.count < self.max_failures:
             return
         if self.clock() - found.last < self.lock_seconds:
@@ -129,25 +135,31 @@ class Throttle:
                 code=AUTHENTICATION_RATE_LIMIT,
             )
 
-    def failed(self, address: str) -> None:
-        found = self._failures.pop(address, None)
+    def failed(self, key: str) -> None:
+        found = self._failures.pop(key, None)
         now = self.clock()
         if found is None:
             found = _Failures(0, now)
         found.count += 1
         found.last = now
-        self._failures[address] = found
-        while len(self._failures) > self.max_addresses:
+        self._failures[key] = found
+        while len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
 
 
 class Authenticator:
-    def __init__(self, users: dict[str, str], throttle: Throttle | None = None) -> None:
+    def __init__(
+        self,
+        users: dict[str, str],
+        throttle: Throttle | None = None,
+        user_throttle: Throttle | None = None,
+    ) -> None:
         self.users = users
-        self.throttle = throttle or Throttle()
+        self.throttle = throttle or Throttle()  # per client address
+        self.user_throttle = user_throttle or Throttle(max_failures=10)  # per user name
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # user -> HMAC of the password that matched
 
@@ -168,15 +180,18 @@ class Authenticator:
 
     async def authenticate(self, token: dict[str, Any], address: str = "") -> str:
         """The user name for an auth token; raises ``AuthenticationError`` if refused (or if
-        ``address`` failed too often lately)."""
+        ``address``, or the name, failed too often lately)."""
         scheme = token.get("scheme") or "none"
         principal = token.get("principal")
         if not self.users:
             return principal if isinstance(principal, str) and principal else "neo4j"
         self.throttle.check(address)
+        name = principal if isinstance(principal, str) else ""
+        self.user_throttle.check(name)
         credentials = token.get("credentials")
         if scheme != "basic" or not isinstance(principal, str) or not isinstance(credentials, str):
             self.throttle.failed(address)
+            self.user_throttle.failed(name)
             raise AuthenticationError(
                 "The client is unauthorized due to authentication "
                 "failure: this server requires basic authentication."
@@ -199,9 +214,11 @@ class Authenticator:
             ok = check_password(credentials, stored)
         if not ok:
             self.throttle.failed(address)
+            self.user_throttle.failed(principal)
             raise AuthenticationError("The client is unauthorized due to authentication failure.")
         self._verified[principal] = mark
         self.throttle.succeeded(address)
+        self.user_throttle.succeeded(principal)
         return principal
 
 

@@ -270,10 +270,14 @@ class Session(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable.clear()
         self.feed(False)
+        if self.watch is not None:
+            self.watch.write_blocked()  # a client that stops reading for good is closed
 
     def resume_writing(self) -> None:
         self.writable.set()
         self.feed(True)
+        if self.watch is not None:
+            self.watch.write_unblocked()
 
     # -- the request loop --------------------------------------------------------------------
 
@@ -437,6 +441,7 @@ class Session(asyncio.Protocol):
             if asyncio.iscoroutine(unstarted):
                 unstarted.close()  # the task never ran: nothing else will close it
         self.env.registry.remove(self)
+        self.drop_results()  # a large result the client never took goes now, not at GC time
         if not self.finished.done():
             self.finished.set_result(None)
 

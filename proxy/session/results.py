@@ -7,16 +7,21 @@ state and counts open results.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bolt.connection import ServerConnection
+from proxy.backends.base import Row
 
 # Records encoded between two returns to the event loop. Encoding a large page in one go
 # holds every other connection up (1,000,000 records took 1.7 s); a slice of this size takes
 # a few milliseconds.
 SLICE = 2000
+# And at most about this many bytes per slice: the next slice waits until the client has
+# taken enough of the last one (the write buffer below its high-water mark), so what waits
+# for a slow client is a slice and the socket's buffers, whatever the size of the records.
+SLICE_BYTES = 1 << 20
 
 
 class Sink(Protocol):
@@ -26,7 +31,7 @@ class Sink(Protocol):
 @dataclass
 class ResultStream:
     fields: list[str]
-    rows: list[list[Any]]
+    rows: Sequence[Row]
     summary: dict[str, Any]  # the final SUCCESS metadata, less t_last
     position: int = 0
 
@@ -67,9 +72,15 @@ class ResultStream:
         end = self.position + self.count(n)
         rows, record, add = self.rows, conn.record, out.add
         while self.position < end:
+            size = 0
             stop = min(end, self.position + SLICE)
             for index in range(self.position, stop):
-                add(record(rows[index]))
+                data = record(rows[index])
+                add(data)
+                size += len(data)
+                if size >= SLICE_BYTES:
+                    stop = index + 1
+                    break
             self.position = stop
             if self.position < end and not await pause():
                 return False

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from proxy.streams.batching import Batch, BatchFormer
@@ -923,21 +923,39 @@ def set_group_offsets(
 
 
 class TopicAdmin:
-    """Admin clients, one per bootstrap address: topic lists and consumer lag. Blocking calls
-    run on the default executor.
+    """Admin clients, one per bootstrap address: topic lists (blocking calls on the default
+    executor); and probe consumers, one per stream: consumer lag (on ``LAG_THREADS`` threads
+    of their own).
 
-    Each client holds threads and pipes, and any address a clause names gets one: the cache
-    is bounded (the least recently used goes past ``MAX_ADMINS``), a client idle for
-    ``ADMIN_IDLE`` seconds goes, and so does a client whose request failed (an address that
-    does not answer keeps nothing). A dropped client is destroyed on an executor thread:
-    destroying one waits for its threads."""
+    Each client holds threads and pipes, and any address a clause names gets one: each cache
+    is bounded (the least recently used goes past ``MAX_ADMINS`` / ``MAX_PROBES``), a client
+    idle for ``ADMIN_IDLE`` seconds goes, and so does an admin client whose request failed
+    (an address that does not answer keeps nothing; a probe belongs to an existing stream
+    and stays). A dropped client is destroyed on an executor thread: destroying one waits
+    for its threads.
+
+    Lag is read with a consumer of the stream's group (its committed offsets and the
+    watermarks), never with the admin API's group requests: librdkafka 2.x aborts the whole
+    process when a coordinator admin request (ListConsumerGroupOffsets, DescribeGroups) times
+    out and its answer or retry comes late (``rd_kafka_enq_once_del_source_return: Assertion
+    eonce->refcnt > 0``, librdkafka #4605), which ``SHOW STREAMS`` under load did (found by
+    ``bench/soak.py``: the proxy died with SIGABRT a minute into the soak)."""
 
     MAX_ADMINS = 4
+    MAX_PROBES = 16
     ADMIN_IDLE = 300.0
+
+    LAG_THREADS = 4
 
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
         self._admins: OrderedDict[AdminKey, tuple[Any, float]] = OrderedDict()
+        self._probes: OrderedDict[ProbeKey, tuple[Any, float]] = OrderedDict()
+        # A probe's calls block (up to the timeout per request when the broker is slow): on
+        # threads of their own, so that they never hold up the default executor, and one
+        # lookup per stream at a time, which every SHOW STREAMS meanwhile shares.
+        self._lag_pool: ThreadPoolExecutor | None = None
+        self._lag_inflight: dict[ProbeKey, asyncio.Future[int]] = {}
 
     def client(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
         """The admin client for ``uri`` (with a stream's own settings ``own``), from the cache."""
@@ -946,33 +964,60 @@ class TopicAdmin:
     def _admin(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
         """The client for ``uri`` with a stream's own settings ``own`` (its CONFIGS and
         CREDENTIALS: security settings reach every client), kept as one cache entry."""
-        key = _admin_key(uri, own)
-        now = time.monotonic()
-        for old, (_, used) in list(self._admins.items()):
-            if now - used > self.ADMIN_IDLE:
-                self.forget(old)
-        entry = self._admins.pop(key, None)
-        if entry is None:
+
+        def make() -> Any:
             from confluent_kafka.admin import AdminClient
 
             config = admin_config(uri, self.base_config, own)
             check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
-            admin = AdminClient(config)
-        else:
-            admin = entry[0]
-        self._admins[key] = (admin, now)
-        while len(self._admins) > self.MAX_ADMINS:
-            self.forget(next(iter(self._admins)))
-        return admin
+            return AdminClient(config)
+
+        return self._cached(self._admins, _admin_key(uri, own), make, self.MAX_ADMINS)
+
+    def _probe(self, definition: StreamDefinition) -> tuple[ProbeKey, Any]:
+        """A consumer of the stream's group that never subscribes: committed offsets and
+        watermarks (with the stream's own settings, like its consumer)."""
+        key: ProbeKey = (definition.name, _admin_key(definition.uri, definition.settings))
+
+        def make() -> Any:
+            from confluent_kafka import Consumer
+
+            config = consumer_config(definition, self.base_config)
+            check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
+            return Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+
+        return key, self._cached(self._probes, key, make, self.MAX_PROBES)
+
+    def _cached(
+        self,
+        store: OrderedDict[Any, tuple[Any, float]],
+        key: Any,
+        make: Callable[[], Any],
+        limit: int,
+    ) -> Any:
+        now = time.monotonic()
+        for old, (_, used) in list(store.items()):
+            if now - used > self.ADMIN_IDLE:
+                self._drop(store, old)
+        entry = store.pop(key, None)
+        client = make() if entry is None else entry[0]
+        store[key] = (client, now)
+        while len(store) > limit:
+            self._drop(store, next(iter(store)))
+        return client
+
+    @staticmethod
+    def _drop(store: OrderedDict[Any, tuple[Any, float]], key: Any) -> None:
+        entry = store.pop(key, None)
+        if entry is not None:
+            asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
 
     def forget(self, which: str | AdminKey) -> None:
         """Drop the client of a key, or every client for an address (destroyed off the event
         loop)."""
         keys = [k for k in self._admins if k[0] == which] if isinstance(which, str) else [which]
         for key in keys:
-            entry = self._admins.pop(key, None)
-            if entry is not None:
-                asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
+            self._drop(self._admins, key)
 
     def held(self) -> int:
         return len(self._admins)
@@ -999,52 +1044,54 @@ class TopicAdmin:
         reset_latest: bool,
     ) -> int:
         """Messages in the stream's topics (``partitions``: topic -> partition count) after the
-        group's committed offsets."""
-        from confluent_kafka import ConsumerGroupTopicPartitions
+        group's committed offsets (where there is none, after the reset policy's end)."""
         from confluent_kafka import TopicPartition as KafkaTopicPartition
-        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
-        own = definition.settings or None
-        admin = self._admin(definition.uri, own)
-        try:
-            parts = [
-                KafkaTopicPartition(topic, p)
-                for topic, count in partitions.items()
-                for p in range(count)
-            ]
-            group = definition.consumer_group
-            request = [ConsumerGroupTopicPartitions(group, parts)]
-            committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
-                group
-            ]
-            latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-            earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-            latest = admin.list_offsets({tp: latest_spec for tp in parts}, request_timeout=timeout)
-            earliest = admin.list_offsets(
-                {tp: earliest_spec for tp in parts}, request_timeout=timeout
-            )
-            committed = await asyncio.wrap_future(committed_future)
-            done = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
-            total = 0
-            for tp in parts:
-                high = (await asyncio.wrap_future(latest[tp])).offset
-                position = done.get((tp.topic, tp.partition), -1)
-                if position < 0:
-                    position = (
-                        high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
-                    )
-                total += max(0, high - position)
-            return total
-        except BaseException:
-            del admin
-            self.forget(_admin_key(definition.uri, own))
-            raise
+        parts = [
+            KafkaTopicPartition(topic, p)
+            for topic, count in partitions.items()
+            for p in range(count)
+        ]
+        key, probe = self._probe(definition)
+        inflight = self._lag_inflight.get(key)
+        if inflight is None:
+            if self._lag_pool is None:
+                self._lag_pool = ThreadPoolExecutor(self.LAG_THREADS, "boltstream-lag")
+            fetch = functools.partial(_probe_lag, probe, parts, timeout, reset_latest)
+            inflight = asyncio.get_running_loop().run_in_executor(self._lag_pool, fetch)
+            self._lag_inflight[key] = inflight
+            inflight.add_done_callback(lambda done: self._lag_done(key, done))
+        # A failed lookup keeps its probe (the cache is bounded per stream, and a new consumer
+        # per attempt would only add load to a broker or machine that is already slow).
+        return await asyncio.shield(inflight)
+
+    def _lag_done(self, key: ProbeKey, done: asyncio.Future[int]) -> None:
+        self._lag_inflight.pop(key, None)
+        # Read the outcome: when every caller gave up waiting (their own timeout), a failure
+        # would otherwise be logged by asyncio as an ERROR with a traceback.
+        if not done.cancelled():
+            done.exception()
 
     def close(self) -> None:
         self._admins.clear()
+        self._probes.clear()
+        if self._lag_pool is not None:
+            self._lag_pool.shutdown(wait=False, cancel_futures=True)
+            self._lag_pool = None
+
+
+def _probe_lag(probe: Any, parts: list[Any], timeout: float, reset_latest: bool) -> int:
+    """Blocks: committed offsets, then each partition's watermarks."""
+    total = 0
+    for tp in probe.committed(parts, timeout=timeout):
+        low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+        position = tp.offset if tp.offset >= 0 else (high if reset_latest else low)
+        total += max(0, high - position)
+    return total
 
 
 AdminKey = tuple[str, tuple[tuple[str, Any], ...]]
+ProbeKey = tuple[str, AdminKey]  # (stream name, its address and own settings)
 
 
 def _admin_key(uri: str, own: Mapping[str, Any] | None) -> AdminKey:

@@ -188,7 +188,13 @@ class Source(Protocol):
 
 
 class Transformer(Protocol):
-    """The stream's transform (``transform.TransformRunner``)."""
+    """The stream's transform (``transform.TransformRunner``).
+
+    ``metadata``: whether the loaded transform reads messages with their metadata (a Memgraph
+    module, or a script with ``stream_messages``): then ``run`` and ``submit`` take the Kafka
+    messages themselves, else their values. It may change when a worker (re)loads."""
+
+    metadata: bool
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -614,8 +620,8 @@ class StreamRunner:
 
     def _inputs(self, batch: Batch) -> list[Any]:
         """What the transform is given: the messages themselves when it reads their metadata
-        (``TransformRunner.metadata``), else their values."""
-        return batch.messages if getattr(self.transform, "metadata", False) else batch.values()
+        (``Transformer.metadata``), else their values."""
+        return batch.messages if self._transformer.metadata else batch.values()
 
     async def _isolate(self, values: list[Any]) -> list[Outcome]:
         """The outcome of each message, from the transform run on that message alone."""

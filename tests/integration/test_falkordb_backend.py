@@ -7,6 +7,7 @@ every test uses its own graph. Tests that kill or restart a server start a priva
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import signal
@@ -47,6 +48,7 @@ from proxy.backends.falkordb import (
     decode_duration,
     prepare_query,
 )
+from proxy.backends.falkordb.decoding import Decoder, Schema
 from proxy.backends.resp import (
     RespConnection,
     RespConnectionError,
@@ -169,7 +171,7 @@ def test_scalars_lists_and_maps(q: Run) -> None:
         "RETURN null, true, false, 9223372036854775807, -9223372036854775808, 1.5, 'é漢😀',"
         " [1, 'a', [null, {k: [true]}]], {a: 1, `b c`: {d: []}}, 0.0/0.0, 1.0/0.0, -1.0/0.0"
     ).rows[0]
-    assert row[:7] == [None, True, False, 2**63 - 1, -(2**63), 1.5, "é漢😀"]
+    assert row[:7] == (None, True, False, 2**63 - 1, -(2**63), 1.5, "é漢😀")
     assert row[7] == [1, "a", [None, {"k": [True]}]]
     assert row[8] == {"a": 1, "b c": {"d": []}}
     assert math.isnan(row[9]) and row[10] == math.inf and row[11] == -math.inf
@@ -198,10 +200,10 @@ def test_temporal_values(q: Run) -> None:
     assert row[5] == Date(-719528)  # year 0 is a valid proleptic year
     # FalkorDB keeps a duration as an epoch offset: 40 days read back as 1 month 9 days,
     # exactly as its own toString says.
-    assert q("RETURN duration('P40D'), toString(duration('P40D'))").rows[0] == [
+    assert q("RETURN duration('P40D'), toString(duration('P40D'))").rows[0] == (
         Duration(1, 9, 0, 0),
         "P1M9D",
-    ]
+    )
 
 
 def test_temporal_properties_round_trip(q: Run) -> None:
@@ -230,7 +232,8 @@ def test_big_result(q: Run) -> None:
     # The parser's speed is measured by bench/relay.py, not here.
     result = q("UNWIND range(1, 100000) AS x RETURN x, toString(x) AS s, x * 0.5 AS f")
     assert len(result.rows) == 100000
-    assert result.rows[-1] == [100000, "100000", 50000.0]
+    # Rows are tuples: untracked by the cyclic GC (see RespParser); lists stay lists.
+    assert result.rows[-1] == (100000, "100000", 50000.0)
 
 
 # -- parameters in ----------------------------------------------------------------------------
@@ -289,7 +292,7 @@ def test_temporal_and_point_params(q: Run) -> None:
     }
     result = q("RETURN $d, $d0, $ldt, $t, $du, $neg, $p, $d.year AS y", **params)
     assert result.fields == ["$d", "$d0", "$ldt", "$t", "$du", "$neg", "$p", "y"]
-    assert result.rows[0] == [
+    assert result.rows[0] == (
         Date(19724),
         Date(-719528),
         LocalDateTime(-1, 0),
@@ -298,7 +301,7 @@ def test_temporal_and_point_params(q: Run) -> None:
         Duration(0, -1, 0, 0),
         Point2D(4326, 2.5, 1.5),
         2024,
-    ]
+    )
     # Nested in lists and maps, and usable in a write.
     node = q.one("CREATE (n:E $props) RETURN n", props={"when": Date(1), "xs": [Date(2)]})
     assert node.properties == {"when": Date(1), "xs": [Date(2)]}
@@ -314,18 +317,18 @@ def test_python_temporal_params(q: Run) -> None:
         t=dt.time(3, 4, 5),
         td=dt.timedelta(days=2, seconds=7),
     ).rows[0]
-    assert row == [
+    assert row == (
         Date(19724),
         LocalDateTime(1704164645, 0),
         LocalTime(11045 * 10**9),
         Duration(0, 2, 7, 0),
-    ]
+    )
 
 
 def test_inlining_skips_strings_comments_and_longer_names(q: Run) -> None:
     query = "RETURN '$d' AS a, \"it's $d\" AS b, $dd AS c, $`d` AS d // $d\n/* $d */, $d AS e"
     row = q(query, d=Date(0), dd=1).rows[0]
-    assert row == ["$d", "it's $d", 1, Date(0), Date(0)]
+    assert row == ("$d", "it's $d", 1, Date(0), Date(0))
 
 
 @pytest.mark.parametrize(
@@ -408,7 +411,7 @@ def test_stats_and_query_types(q: Run) -> None:
         "contains-updates": True,
     }
     read = q("MATCH (n:S) RETURN count(n)")
-    assert (read.type, read.stats, read.rows) == ("r", {}, [[2]])
+    assert (read.type, read.stats, read.rows) == ("r", {}, [(2,)])
     rw = q("MATCH (n:X) SET n.c = 3 RETURN n.c")
     assert rw.type == "rw" and rw.stats == {"properties-set": 1, "contains-updates": True}
     # Removing a property counts as setting one, as in Neo4j.
@@ -445,7 +448,7 @@ def test_graph_names_are_case_insensitive_and_listed(
 ) -> None:
     runner.run(backend.run("MixedCase_Graph", "CREATE (:N)", {}))
     count = runner.run(backend.run("mixedcase_graph", "MATCH (n) RETURN count(n)", {}))
-    assert count.rows == [[1]]
+    assert count.rows == [(1,)]
     assert "mixedcase_graph" in runner.run(backend.list_graphs())
     assert backend.graph_name("") == "neo4j"
 
@@ -453,7 +456,7 @@ def test_graph_names_are_case_insensitive_and_listed(
 def test_read_only_mode(q: Run) -> None:
     q("CREATE (:Exists)")
     ok = q.aio(q.backend.run(q.graph, "MATCH (n) RETURN count(n)", {}, read_only=True))
-    assert ok.rows == [[1]]
+    assert ok.rows == [(1,)]
     with pytest.raises(BackendError) as info:
         q.aio(q.backend.run(q.graph, "CREATE (:No)", {}, read_only=True))
     assert info.value.code == "Neo.ClientError.Statement.AccessMode"
@@ -568,7 +571,7 @@ def test_server_side_timeout(falkordb_server: EmbeddedFalkorDB, runner: asyncio.
         with pytest.raises(BackendError) as info:
             runner.run(be.run("timeouts", slow, {}))
         assert info.value.code == "Neo.ClientError.Transaction.TransactionTimedOut"
-        assert runner.run(be.run("timeouts", "RETURN 1", {})).rows == [[1]]
+        assert runner.run(be.run("timeouts", "RETURN 1", {})).rows == [(1,)]
     finally:
         runner.run(be.close())
 
@@ -640,7 +643,7 @@ def test_concurrent_queries_get_their_own_results(q: Run) -> None:
         )
 
     results = q.aio(many())
-    assert [r.rows[0] for r in results] == [[i, str(i) * 3] for i in range(200)]
+    assert [r.rows[0] for r in results] == [(i, str(i) * 3) for i in range(200)]
 
 
 def test_slow_query_does_not_block_the_pool(q: Run) -> None:
@@ -652,7 +655,7 @@ def test_slow_query_does_not_block_the_pool(q: Run) -> None:
         await asyncio.sleep(0.05)
         fast = await q.backend.run(q.graph, "RETURN 1", {})
         fast_done = time.perf_counter() - started
-        assert fast.rows == [[1]]
+        assert fast.rows == [(1,)]
         await slow
         return fast_done, time.perf_counter() - started
 
@@ -738,10 +741,10 @@ _WIRE = (
 def _check(replies: list[Any]) -> None:
     assert replies[:4] == ["OK", replies[1], 42, -7]
     assert isinstance(replies[1], RespError) and replies[1].message == "ERR bad thing"
-    assert replies[4:9] == [b"he\r\nl", None, b"", None, []]
+    assert replies[4:9] == [b"he\r\nl", None, b"", None, ()]
     last = replies[9]
     assert last[0] == 1 and last[1][0] == b"a" and isinstance(last[1][1], RespError)
-    assert last[2] == [[]]
+    assert last[2] == ((),)
 
 
 def test_parser_whole_and_byte_by_byte() -> None:
@@ -761,7 +764,23 @@ def test_parser_large_bulk_in_chunks() -> None:
     replies: list[Any] = []
     for i in range(0, len(wire), 1000):
         replies += parser.feed(wire[i : i + 1000])
-    assert replies == [[body, 1]]
+    assert replies == [(body, 1)]
+
+
+def test_a_large_reply_is_invisible_to_the_cyclic_garbage_collector() -> None:
+    """Why arrays parse as tuples and rows decode as tuples: once the collector has looked at
+    them, a reply of plain values is untracked, so later full collections (which stop the
+    event loop) do not walk a million rows. A cell that holds a list or a map is still a
+    (tracked) list or dict after decoding."""
+    row = b"*2\r\n*2\r\n:3\r\n:7\r\n*2\r\n:2\r\n$1\r\nx\r\n"  # [[INTEGER, 7], [STRING, x]]
+    (raw_rows,) = RespParser().feed(b"*1000\r\n" + row * 1000)
+    rows = Decoder(Schema()).rows(raw_rows)
+    assert rows[0] == (7, "x") and len(rows) == 1000
+    gc.collect()
+    assert not any(gc.is_tracked(r) or gc.is_tracked(r[0]) for r in raw_rows)
+    assert not any(gc.is_tracked(r) for r in rows)
+    nested = RespParser().feed(b"*1\r\n*1\r\n*2\r\n:6\r\n*1\r\n*2\r\n:3\r\n:1\r\n")[0]
+    assert Decoder(Schema()).rows(nested) == [([1],)]
 
 
 def test_encode_command() -> None:
@@ -796,7 +815,7 @@ def test_embedded_restart_keeps_data_and_is_idempotent(
     be2 = server.make_backend(pool_size=1)
     runner.run(be2.start())
     try:
-        assert runner.run(be2.run("g", "MATCH (n:Kept) RETURN n.v", {})).rows == [[1]]
+        assert runner.run(be2.run("g", "MATCH (n:Kept) RETURN n.v", {})).rows == [(1,)]
     finally:
         runner.run(be2.close())
     assert (data / "appendonlydir").is_dir()
@@ -818,7 +837,7 @@ def test_backend_reconnects_after_a_server_restart(tmp_path: Path, runner: async
             await asyncio.sleep(0.05)  # let the loop see the old connections close
             return await be.run("g", "MATCH (n:Before) RETURN count(n)", {})
 
-        assert runner.run(after()).rows == [[1]]
+        assert runner.run(after()).rows == [(1,)]
     finally:
         runner.run(be.close())
         runner.run(server.stop())
@@ -901,3 +920,28 @@ def test_no_orphan_when_the_parent_is_killed(tmp_path: Path) -> None:
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("redis-server outlived its killed parent")
+
+
+def test_embedded_grows_its_matrices_a_million_nodes_at_a_time(
+    tmp_path: Path, runner: asyncio.Runner
+) -> None:
+    # FalkorDB's default (16,384) made each node created cost more as the graph grew
+    # (embedded.NODE_CREATION_BUFFER); the server must run with ours.
+    import redis
+
+    from proxy.backends.embedded import NODE_CREATION_BUFFER
+
+    server = EmbeddedFalkorDB(tmp_path / "data", fsync="everysec", tcp_port=0)
+    runner.run(server.start())
+    try:
+        assert server.port is not None and server.host is not None
+        client = redis.Redis(host=server.host, port=server.port, password=server.password)
+        reply: Any = client.execute_command(  # type: ignore[no-untyped-call]
+            "GRAPH.CONFIG", "GET", "NODE_CREATION_BUFFER"
+        )
+        name, value = reply
+        client.close()
+        assert (name, value) == (b"NODE_CREATION_BUFFER", NODE_CREATION_BUFFER)
+        assert NODE_CREATION_BUFFER == 1 << 20
+    finally:
+        runner.run(server.stop())

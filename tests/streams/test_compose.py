@@ -184,9 +184,9 @@ def test_the_fence(falkordb: EmbeddedFalkorDB) -> None:
         await writer.write_batch([], None, fence=Fence("s", {("t", 1): 3}, {("t", 1): 4}))
         assert await writer.read_positions("s", None) == {("t", 0): 7, ("t", 1): 4}
         count = await backend.run("fenced", "MATCH (n:Node) RETURN count(n)", {})
-        assert count.rows == [[3]]
+        assert count.rows == [(3,)]
         labels = await backend.run("fenced", f"MATCH (n:{LABEL}) RETURN count(n)", {})
-        assert labels.rows == [[2]]
+        assert labels.rows == [(2,)]
         # A query the fence cannot be composed with: refused, clearly, nothing written.
         with pytest.raises(PermanentWriteError, match="DELIVERY EXACTLY ONCE on FalkorDB"):
             await writer.write_batch(

@@ -143,7 +143,7 @@ async def snapshot(backend: FalkorDBBackend, graph: str) -> tuple[list[Any], lis
         "MATCH (a)-[r]->(b) RETURN id(r), type(r), id(a), id(b), properties(r) ORDER BY id(r)",
         {},
     )
-    return nodes.rows, edges.rows
+    return [list(row) for row in nodes.rows], [list(row) for row in edges.rows]
 
 
 _graphs = itertools.count(1)

@@ -177,6 +177,8 @@ def values_of(batch: list[bytes]) -> list[Query]:
 class FakeTransform:
     """``stream`` is ``values_of``; records each round trip's number of batches."""
 
+    metadata = False  # reads values, as a ``stream(batch)`` script does
+
     def __init__(self, fn: Callable[[list[bytes]], list[Query]] = values_of) -> None:
         self.fn = fn
         self.round_trips: list[int] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bolt.status import UNKNOWN_ERROR
@@ -230,7 +231,7 @@ class FalkorDBBackend:
             raise BackendUnavailable(
                 f"{self.description} is unreachable ({exc}); a query in flight may have run"
             ) from None
-        if isinstance(reply, list):
+        if isinstance(reply, tuple):
             for item in reply:
                 if isinstance(item, RespError) and item.message != "version mismatch":
                     # A run-time error reported after the header (FalkorDB puts it last).
@@ -240,7 +241,7 @@ class FalkorDBBackend:
     async def _result(
         self, name: str, schema: Schema, reply: Any, prepared: PreparedQuery
     ) -> QueryResult:
-        if not isinstance(reply, list) or not reply:
+        if not isinstance(reply, tuple) or not reply:
             raise BackendError(UNKNOWN_ERROR, f"unexpected reply from FalkorDB: {reply!r:.200}")
         if len(reply) == 1:  # statistics only: the query has no RETURN
             stats = parse_stats(reply[0])
@@ -249,7 +250,7 @@ class FalkorDBBackend:
         fields = [to_text(column[1]) for column in header]
         if prepared.inlined:
             fields = [_restore_names(f, prepared.inlined) for f in fields]
-        rows: list[list[Any]] | None = None
+        rows: list[tuple[Any, ...]] | None = None
         for attempt in range(3):
             try:
                 rows = await _decode_rows(Decoder(schema), raw_rows)
@@ -395,7 +396,7 @@ def _operators(plan: dict[str, Any]) -> set[str]:
 def _version_mismatch(reply: Any) -> int | None:
     # [RespError("version mismatch"), current version]: the query did not run.
     if (
-        isinstance(reply, list)
+        isinstance(reply, tuple)
         and len(reply) == 2
         and isinstance(reply[0], RespError)
         and reply[0].message == "version mismatch"
@@ -422,10 +423,10 @@ if TYPE_CHECKING:
 _DECODE_SLICE = 5000
 
 
-async def _decode_rows(decoder: Decoder, raw_rows: list[Any]) -> list[list[Any]]:
+async def _decode_rows(decoder: Decoder, raw_rows: Sequence[Any]) -> list[tuple[Any, ...]]:
     if len(raw_rows) <= _DECODE_SLICE:
         return decoder.rows(raw_rows)
-    rows: list[list[Any]] = []
+    rows: list[tuple[Any, ...]] = []
     for start in range(0, len(raw_rows), _DECODE_SLICE):
         rows += decoder.rows(raw_rows[start : start + _DECODE_SLICE])
         await asyncio.sleep(0)

@@ -17,6 +17,7 @@ duration, so months and days are recovered by calendar arithmetic, exactly as Fa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +110,12 @@ class Decoder:
         self.types = schema.types
         self.keys = schema.keys
 
-    def rows(self, raw_rows: list[Any]) -> list[list[Any]]:
+    def rows(self, raw_rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows as tuples: a row of numbers and strings is then untracked by the cyclic
+        garbage collector, which a million-row result would otherwise stall (see
+        ``proxy.backends.resp.RespParser``)."""
         value = self.value
-        return [[value(cell[0], cell[1]) for cell in row] for row in raw_rows]
+        return [tuple([value(cell[0], cell[1]) for cell in row]) for row in raw_rows]
 
     def value(self, kind: int, raw: Any) -> Any:
         # Most frequent types first.
@@ -154,7 +158,7 @@ class Decoder:
             return decode_duration(raw)
         raise BackendError(UNKNOWN_ERROR, f"FalkorDB sent a value of unknown type {kind}")
 
-    def properties(self, raw: list[Any]) -> dict[str, Any]:
+    def properties(self, raw: Sequence[Any]) -> dict[str, Any]:
         keys = self.keys
         value = self.value
         try:
@@ -162,7 +166,7 @@ class Decoder:
         except IndexError:
             raise UnknownSchemaId from None
 
-    def node(self, raw: list[Any]) -> Node:
+    def node(self, raw: Sequence[Any]) -> Node:
         node_id, label_ids, props = raw
         labels = self.labels
         try:
@@ -171,7 +175,7 @@ class Decoder:
             raise UnknownSchemaId from None
         return Node(node_id, names, self.properties(props), str(node_id))
 
-    def relationship(self, raw: list[Any]) -> Relationship:
+    def relationship(self, raw: Sequence[Any]) -> Relationship:
         rel_id, type_id, start, end, props = raw
         try:
             rel_type = self.types[type_id]
@@ -181,7 +185,7 @@ class Decoder:
             rel_id, start, end, rel_type, self.properties(props), str(rel_id), str(start), str(end)
         )
 
-    def path(self, raw: list[Any]) -> Path:
+    def path(self, raw: Sequence[Any]) -> Path:
         # raw is [[ARRAY, node cells], [ARRAY, edge cells]], both in path order. Edge i joins
         # path node i and node i+1; Bolt's index is negative when it points from i+1 to i.
         path_nodes = [self.node(cell[1]) for cell in raw[0][1]]
