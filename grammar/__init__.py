@@ -35,7 +35,10 @@ and Memgraph 2.x's (reference/memgraph_streams.md §2)::
         [CONSUMER_GROUP g] [BATCH_INTERVAL ms] [BATCH_SIZE n] [BOOTSTRAP_SERVERS 'h:p,...']
         [CONFIGS {'k': 'v', ...}] [CREDENTIALS {'k': 'v', ...}]
                                                     -- any order; 2.0's CREATE STREAM name
-                                                    -- TOPICS ... too; TRANSFORM 'uri' too
+                                                    -- TOPICS ... too; TRANSFORM 'uri' too;
+                                                    -- the legacy clause's mapping options
+                                                    -- instead of TRANSFORM, ON ERROR,
+                                                    -- DELIVERY and DATABASE too
     CHECK STREAM name [BATCH_LIMIT n] [TIMEOUT ms]
     START STREAM name BATCH_LIMIT n [TIMEOUT ms]
     CREATE PULSAR STREAM ...                        -- recognised, and refused
@@ -48,7 +51,9 @@ Operating streams (boltstream's own; README "Operating streams")::
     SHOW STREAM name OFFSETS
     ALTER STREAM name SET OFFSET TO {BEGINNING | END | offset | TIMESTAMP ms} [FOR PARTITION p]
     ALTER STREAM name SKIP FAILED MESSAGE
-    ALTER STREAM name SET [BATCH_INTERVAL ms] [BATCH_SIZE n] [ON ERROR ...] [TRANSFORM 'uri']
+    ALTER STREAM name SET [BATCH_INTERVAL ms] [BATCH_SIZE n] [ON ERROR ...]
+        [TRANSFORM 'uri' | TRANSFORM module.procedure] [WITH CYPHER ...] [WITH PATTERN ...]...
+        [WITH FORMAT ...] [MERGE ... PROPERTIES] [CONFIGS {...}] [CREDENTIALS {...}]
 
 Keywords are case-insensitive; whitespace, ``//`` and ``/* */`` comments go between any two
 tokens; one trailing ``;`` is allowed. A name is an identifier or a backquoted name (a backtick
@@ -69,6 +74,7 @@ from grammar.clauses import (
     CreateStream,
     Delivery,
     DropStream,
+    MappingClauseOptions,
     OnError,
     ShowStreamOffsets,
     ShowStreams,
@@ -97,6 +103,7 @@ __all__ = [
     "CreateStream",
     "Delivery",
     "DropStream",
+    "MappingClauseOptions",
     "OnError",
     "ShowStreamOffsets",
     "ShowStreams",

@@ -18,25 +18,54 @@ ValueFormat: TypeAlias = Literal["cud", "json", "text", "bytes"]
 Settings: TypeAlias = tuple[tuple[str, str], ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MappingClauseOptions:
+    """The mapping options a clause may give (``WITH CYPHER 'template'``, ``WITH PATTERN
+    'pattern'``..., ``WITH FORMAT CUD|JSON|TEXT|BYTES``, ``MERGE NODE PROPERTIES``, ``MERGE
+    RELATIONSHIP PROPERTIES``), the same in CREATE STREAM (both syntaxes) and ALTER STREAM ...
+    SET. Keyword-only, after each clause's own fields. ``value_format`` is None when left out
+    (JSON)."""
+
+    cypher: str | None = None  # WITH CYPHER: the template
+    patterns: tuple[str, ...] = ()  # WITH PATTERN, in order
+    value_format: ValueFormat | None = None  # WITH FORMAT
+    merge_node_properties: bool = False
+    merge_relationship_properties: bool = False
+
+    @property
+    def has_mapping(self) -> bool:
+        """Whether the clause gives a mapping (a template, patterns or CUD)."""
+        return self.cypher is not None or bool(self.patterns) or self.value_format == "cud"
+
+    @property
+    def mapping_given(self) -> bool:
+        """Whether the clause gives any mapping option (a mapping, or how to read values)."""
+        return (
+            self.has_mapping
+            or self.value_format is not None
+            or self.merge_node_properties
+            or self.merge_relationship_properties
+        )
+
+
 @dataclass(frozen=True, slots=True)
-class CreateStream:
+class CreateStream(MappingClauseOptions):
     """``CREATE STREAM name AS LOAD DATA KAFKA 'uri' WITH TOPIC 'topic' [WITH TRANSFORM 'uri']
     [BATCH_INTERVAL ms] [BATCH_SIZE count]
     [ON ERROR STOP | ON ERROR SKIP | ON ERROR DEAD LETTER 'topic']
     [DELIVERY AT LEAST ONCE | DELIVERY EXACTLY ONCE]
     [WITH CYPHER 'template'] [WITH PATTERN 'pattern']... [WITH FORMAT CUD|JSON|TEXT|BYTES]
     [MERGE NODE PROPERTIES] [MERGE RELATIONSHIP PROPERTIES]
-    [CONSUMER_GROUP group] [CONFIGS {...}] [CREDENTIALS {...}]`` (options in any order, each
-    once but WITH PATTERN, whose patterns apply in the order given). ``WITH TOPIC`` may be
-    repeated, and a topic string may name several topics separated by commas: ``topic`` is
-    the first, ``more_topics`` the others.
+    [CONSUMER_GROUP group] [CONFIGS {...}] [CREDENTIALS {...}] [DATABASE name]`` (options in
+    any order, each once but WITH PATTERN, whose patterns apply in the order given). ``WITH
+    TOPIC`` may be repeated, and a topic string may name several topics separated by commas:
+    ``topic`` is the first, ``more_topics`` the others.
 
     The grammar takes any combination; whether it makes a stream (a transform, or a mapping:
     a template, patterns or CUD; not both) is the engine's to say. ``on_error`` is None when
     the clause leaves it out (the engine picks the default for the transform);
     ``dead_letter_topic`` is set exactly when ``on_error`` is ``"dead letter"``. ``delivery``
-    is None when left out (the engine's default: at least once). ``value_format`` is None
-    when left out (JSON).
+    is None when left out (the engine's default: at least once).
     """
 
     name: str
@@ -49,37 +78,28 @@ class CreateStream:
     dead_letter_topic: str | None = None
     delivery: Delivery | None = None
     database: str | None = None  # DATABASE name; None: the creating session's database
-    cypher: str | None = None  # WITH CYPHER: the template
-    patterns: tuple[str, ...] = ()  # WITH PATTERN, in order
-    value_format: ValueFormat | None = None  # WITH FORMAT
-    merge_node_properties: bool = False
-    merge_relationship_properties: bool = False
     more_topics: tuple[str, ...] = ()
     consumer_group: str | None = None
     configs: Settings = ()
     credentials: Settings = ()
 
-    @property
-    def has_mapping(self) -> bool:
-        """Whether the clause gives a mapping (a template, patterns or CUD)."""
-        return self.cypher is not None or bool(self.patterns) or self.value_format == "cud"
-
 
 @dataclass(frozen=True, slots=True)
-class CreateKafkaStream:
+class CreateKafkaStream(MappingClauseOptions):
     """Memgraph 2.x: ``CREATE KAFKA STREAM name TOPICS t1[, t2...] TRANSFORM module.procedure
     [CONSUMER_GROUP g] [BATCH_INTERVAL ms] [BATCH_SIZE n] [BOOTSTRAP_SERVERS 'h:p,...']
     [CONFIGS {k: v}] [CREDENTIALS {k: v}]`` (2.0: ``CREATE STREAM name TOPICS ...``), every
-    part in any order, each once; boltstream's ON ERROR and DELIVERY too.
+    part in any order, each once; boltstream's ON ERROR, DELIVERY, DATABASE and mapping
+    options too (a mapping instead of the TRANSFORM, as in the legacy clause).
 
     ``transform`` is ``module.procedure`` when ``module`` is True, else a transform URI
-    (``TRANSFORM 'file.py'``, ``TRANSFORM 'builtin:...'``). ``bootstrap_servers`` None: the
-    proxy's ``--kafka-bootstrap-servers``.
+    (``TRANSFORM 'file.py'``, ``TRANSFORM 'builtin:...'``); None when the clause gives a
+    mapping instead. ``bootstrap_servers`` None: the proxy's ``--kafka-bootstrap-servers``.
     """
 
     name: str
     topics: tuple[str, ...]
-    transform: str
+    transform: str | None
     module: bool = True
     consumer_group: str | None = None
     batch_interval_ms: int | None = None
@@ -90,6 +110,7 @@ class CreateKafkaStream:
     on_error: OnError | None = None
     dead_letter_topic: str | None = None
     delivery: Delivery | None = None
+    database: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +213,12 @@ class AlterStreamSkip:
 
 
 @dataclass(frozen=True, slots=True)
-class AlterStream:
+class AlterStream(MappingClauseOptions):
     """``ALTER STREAM name SET [BATCH_INTERVAL ms] [BATCH_SIZE count] [ON ERROR ...]
-    [TRANSFORM 'uri']`` (at least one, in any order, each once). None: unchanged."""
+    [TRANSFORM 'uri' | TRANSFORM module.procedure] [mapping options] [CONFIGS {...}]
+    [CREDENTIALS {...}]`` (at least one, in any order, each once but WITH PATTERN). None (and
+    no mapping option): unchanged. ``module``: ``transform`` is ``module.procedure``.
+    ``configs`` / ``credentials`` given replace the stream's (``CONFIGS {}`` clears them)."""
 
     name: str
     batch_interval_ms: int | None = None
@@ -202,6 +226,9 @@ class AlterStream:
     on_error: OnError | None = None
     dead_letter_topic: str | None = None
     transform: str | None = None
+    module: bool = False
+    configs: Settings | None = None
+    credentials: Settings | None = None
 
 
 StreamClause: TypeAlias = (

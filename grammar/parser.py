@@ -23,6 +23,7 @@ messages of their own.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterator
 from importlib.resources import files
@@ -40,6 +41,7 @@ from grammar.clauses import (
     CreateStream,
     Delivery,
     DropStream,
+    MappingClauseOptions,
     OnError,
     ShowStreamOffsets,
     ShowStreams,
@@ -137,6 +139,8 @@ _MAPPING_OPTIONS = frozenset(
         "MERGE RELATIONSHIP PROPERTIES",
     }
 )
+# The keyword arguments of MappingClauseOptions.
+_MAPPING_FIELDS = frozenset(f.name for f in dataclasses.fields(MappingClauseOptions))
 # Terminals after which a NUMBER may be 0 (offsets, timestamps, partitions).
 _ZERO_ALLOWED = {"_TO": "the offset", "_TIMESTAMP": "TIMESTAMP", "_PARTITION": "PARTITION"}
 _MAX_PHRASE_WORDS = 5  # longest: AS LOAD DATA KAFKA
@@ -266,9 +270,6 @@ class _Build(Transformer[Token, Any]):
     def database(self, children: list[str]) -> tuple[str, str]:
         return ("database", children[0])
 
-    def set_transform(self, children: list[Token]) -> tuple[str, str]:
-        return ("transform", _string_value(children[0]))
-
     def offset_beginning(self, children: list[Token]) -> tuple[str, int | None]:
         return ("beginning", None)
 
@@ -297,18 +298,20 @@ class _Build(Transformer[Token, Any]):
 
     def alter_stream_set(self, children: list[Any]) -> AlterStream:
         name, *options = children
-        return AlterStream(name, **_options(options))
+        values = _options(options)
+        transform = values.pop("transform", None)
+        if transform is not None:
+            values["transform"], values["module"] = transform
+        return AlterStream(name, **values)
 
     def create_stream(self, children: list[Any]) -> CreateStream:
         name, uri, topic, *rest = children
         more = [t for option, value in rest if option == "more_topic" for t in value]
-        options = [item for item in rest if item[0] not in ("more_topic", "pattern")]
-        patterns = tuple(value for option, value in rest if option == "pattern")
+        options = [item for item in rest if item[0] != "more_topic"]
         first, *others = _split_topics(_string_value(topic))
-        values = _options(options)
-        if patterns:
-            values["patterns"] = patterns
-        return CreateStream(name, _string_value(uri), first, more_topics=(*others, *more), **values)
+        return CreateStream(
+            name, _string_value(uri), first, more_topics=(*others, *more), **_options(options)
+        )
 
     def create_kafka_stream(self, children: list[Any]) -> CreateKafkaStream:
         name, *options = children
@@ -318,7 +321,9 @@ class _Build(Transformer[Token, Any]):
         if topics is None:
             raise _Missing("TOPICS")
         if transform is None:
-            raise _Missing("TRANSFORM")
+            if not MappingClauseOptions(**_mapping_values(values)).has_mapping:
+                raise _Missing("TRANSFORM")
+            transform = (None, False)  # a mapping instead: the engine checks it
         text, module = transform
         return CreateKafkaStream(name, topics, text, module, **values)
 
@@ -372,14 +377,23 @@ class _Missing(Exception):
 
 
 def _options(options: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An option list as keyword arguments (ON ERROR DEAD LETTER is two fields)."""
-    values = dict(options)
+    """An option list as keyword arguments (ON ERROR DEAD LETTER is two fields; the patterns
+    of WITH PATTERN, repeated, are one, in order)."""
+    values = dict(item for item in options if item[0] != "pattern")
+    patterns = tuple(value for option, value in options if option == "pattern")
+    if patterns:
+        values["patterns"] = patterns
     on_error = values.pop("on_error", None)
     if isinstance(on_error, tuple):
         values["on_error"], values["dead_letter_topic"] = on_error
     elif on_error is not None:
         values["on_error"] = on_error
     return values
+
+
+def _mapping_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The mapping options among a clause's keyword arguments."""
+    return {key: value for key, value in values.items() if key in _MAPPING_FIELDS}
 
 
 def _split_topics(text: str) -> tuple[str, ...]:
@@ -573,8 +587,8 @@ def _repeated_option(token: Token, accepted: list[Token]) -> tuple[str, int] | N
         elif token.type != "_TRANSFORM":  # Memgraph's TRANSFORM, ALTER's SET TRANSFORM: alone
             return None
     if any(_OPTION_OF_TERMINAL.get(t.type) == option for t in accepted[:before]):
-        if before < len(accepted) and accepted[before].type == "_WITH":
-            option = f"WITH {option}"  # the legacy clause's WITH TRANSFORM
+        if option == "TRANSFORM" and before < len(accepted) and accepted[before].type == "_WITH":
+            option = "WITH TRANSFORM"  # the legacy clause's spelling
         return option, before
     return None
 

@@ -48,6 +48,7 @@ async def serve(config: Config) -> int:
     uri = config.backend_uri
     query_backend: QueryBackend | None = None
     embedded = None
+    supervisor: asyncio.Task[None] | None = None  # restarts the embedded FalkorDB
     engine: StreamEngine | None = None
     http_server: asyncio.Server | None = None
     description = ""
@@ -70,6 +71,7 @@ async def serve(config: Config) -> int:
                 raise StartupError(str(exc)) from exc
             query_backend = embedded.make_backend(reply_timeout=config.reply_timeout)
             description = f"embedded FalkorDB (data in {config.data_dir.resolve()})"
+            supervisor = asyncio.create_task(embedded.supervise())
         elif uri.kind == "falkordb":
             from proxy.backends.falkordb import FalkorDBBackend
 
@@ -159,6 +161,10 @@ async def serve(config: Config) -> int:
         log.error("%s", exc)
         return 1
     finally:
+        if supervisor is not None:  # first: the server is about to be stopped on purpose
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         if engine is not None:
             with contextlib.suppress(Exception):
                 await engine.stop()

@@ -157,7 +157,10 @@ class StreamCollector(Collector):
             snapshot.batches = await engine.batch_totals()
         running = [row.name for row in snapshot.rows if row.status == "running"]
         lags = await asyncio.gather(
-            *(asyncio.wait_for(engine.offsets(name), self.timeout) for name in running),
+            *(
+                asyncio.wait_for(engine.offsets(name, holders=False), self.timeout)
+                for name in running
+            ),
             return_exceptions=True,
         )
         for name, found in zip(running, lags, strict=True):

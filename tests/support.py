@@ -32,6 +32,7 @@ class ProxyProcess:
         self.env.setdefault("PYTHONPATH", str(ROOT))
         self.startup_timeout = startup_timeout
         self.lines: deque[str] = deque(maxlen=5000)
+        self.seen = 0  # lines read in all: ``lines`` keeps only the last 5,000
         self.proc: subprocess.Popen[str] | None = None
         self.host = ""
         self.port = 0
@@ -64,6 +65,7 @@ class ProxyProcess:
             assert self.proc is not None and self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.lines.append(line.rstrip("\n"))
+                self.seen += 1
                 found = READY.search(line)
                 if found and not ready.is_set():
                     self.host, self.port = found.group("host"), int(found.group("port"))
@@ -93,6 +95,15 @@ class ProxyProcess:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {pattern!r}:\n" + self.log_text())
+
+    def embedded_falkordb_pid(self) -> int:
+        """The pid of the proxy's embedded FalkorDB (its redis-server child)."""
+        assert self.proc is not None
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if "redis-server" in Path(f"/proc/{child}/cmdline").read_bytes().decode():
+                    return int(child)
+        raise AssertionError("no embedded FalkorDB found")
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:

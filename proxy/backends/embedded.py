@@ -24,6 +24,13 @@ Decisions, and why:
   event loop's). Elsewhere ``stop()`` is the only guard.
 - **Log to a file** (``data_dir/falkordb.log``), never to a pipe nobody drains: a full pipe
   would block the server. Failures quote the log's tail.
+- **Restarted when it exits on its own** (``supervise``). With ``appendfsync always`` Redis
+  exits when it cannot append to its AOF (a full disk: it cannot take back a write it has
+  applied, so it refuses to go on); a crash or the OOM killer end it too. The proxy starts it
+  again from its AOF, backing off while that fails (the disk still full), with one log line
+  when it is found gone, one when a restart first fails, one when it runs again. Queries and
+  stream writes meanwhile fail as ``BackendUnavailable`` (transient: streams retry them, and
+  what the server had not acknowledged is written again).
 """
 
 from __future__ import annotations
@@ -247,7 +254,47 @@ class EmbeddedFalkorDB:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
                 self._socket_dir = None
 
+    async def supervise(self, every: float = 0.5, longest: float = 10.0) -> None:
+        """Until cancelled: whenever the server has exited without ``stop()``, start it again
+        (see the module docstring); failed restarts are retried after 1 s, doubling up to
+        ``longest`` seconds. Run it as a task after ``start()``; cancel it before ``stop()``."""
+        while True:
+            await asyncio.sleep(every)
+            process = self._process
+            if process is None or process.poll() is None:
+                continue
+            gone = time.monotonic()
+            log.warning(
+                "the embedded FalkorDB exited with status %s (%s); restarting it",
+                process.returncode,
+                self._last_words(),
+            )
+            failures = 0
+            while True:
+                try:
+                    await self.start()
+                    break
+                except (EmbeddedError, OSError) as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning(
+                            "the embedded FalkorDB cannot be restarted yet, retrying: %s",
+                            str(exc).splitlines()[0],
+                        )
+                    await asyncio.sleep(min(longest, 2.0 ** (failures - 1)))
+            log.info(
+                "the embedded FalkorDB is running again, %.1f s after it exited "
+                "(%d failed restarts)",
+                time.monotonic() - gone,
+                failures,
+            )
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _last_words(self) -> str:
+        """The log's last line that says why (Redis writes its reason before it exits)."""
+        lines = [line for line in self._tail(10).splitlines() if line.strip()]
+        return lines[-1].strip()[:300] if lines else "its log says nothing"
 
     def _socket_path(self) -> str:
         path = str(self.data_dir.resolve() / "falkordb.sock")

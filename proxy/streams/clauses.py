@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from bolt.status import SEMANTIC_ERROR, SYNTAX_ERROR
@@ -31,7 +31,6 @@ from proxy.streams.definition import (
     PolicyKind,
     StreamDefinition,
     TransformRef,
-    secret_values,
 )
 from proxy.streams.kafka import (
     FORCED,
@@ -43,7 +42,13 @@ from proxy.streams.kafka import (
     start_like_group,
 )
 from proxy.streams.mapping.cypher import EVENTS
-from proxy.streams.mapping.mapper import BadMapping, Mapper, MappingOptions, build_spec
+from proxy.streams.mapping.mapper import (
+    MAPPING_OPTIONS,
+    BadMapping,
+    Mapper,
+    MappingOptions,
+    build_spec,
+)
 from proxy.streams.names import (
     UnsafeValue,
     check_client_config,
@@ -53,6 +58,7 @@ from proxy.streams.names import (
 )
 from proxy.streams.outcomes import shorten
 from proxy.streams.retry import Backoff, Health
+from proxy.streams.spec import OnError, StreamOptions, StreamSpec
 from proxy.streams.transform import (
     TransformError,
     TransformPolicy,
@@ -72,8 +78,6 @@ from proxy.streams.writers import (
 ErrorKind = Literal[
     "not_found", "exists", "invalid", "state", "external", "transform", "internal", "forbidden"
 ]
-OnError = Literal["stop", "skip", "dead letter"]  # as the clause says it (grammar.OnError)
-DeliveryText = Literal["at least once", "exactly once"]  # grammar.Delivery
 
 DEFAULT_BATCH_INTERVAL_MS = 100
 DEFAULT_BATCH_SIZE = 10
@@ -95,9 +99,18 @@ class StreamError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+# The metadata key of a StreamStatus field whose SHOW STREAMS column is not the field's name.
+_COLUMN = "column"
+
+
+@dataclass(frozen=True, kw_only=True)
 class StreamStatus:
-    """One row of SHOW STREAMS."""
+    """One row of SHOW STREAMS. The fields are the columns, in order (``columns``, ``row``):
+    the first twelve are the legacy columns, in the manual's order; the error-policy ones
+    follow, then the delivery guarantee, then which member (proxy) holds which partitions of
+    the topic, then what a running stream's outages are (``retry.Health``), then Memgraph
+    2.x's columns that the ones before do not already say (its batch_interval, batch_size and
+    owner are there; its topics, consumer group and bootstrap servers too)."""
 
     name: str
     uri: str
@@ -116,13 +129,27 @@ class StreamStatus:
     dead_lettered: int = 0
     skipped: int = 0
     delivery: str = Delivery.AT_LEAST_ONCE.shown
-    status_detail: str | None = None  # running: healthy, or the transient outages going on
-    transformation_name: str = ""
-    configs: dict[str, str] | None = None
-    credentials: dict[str, str] | None = None  # keys only: every value is REDACTED
     # member -> the partitions of the stream's topic it holds (members running the stream)
     holders: dict[str, list[int]] = field(default_factory=dict)
+    status_detail: str | None = None  # running: healthy, or the transient outages going on
+    type: str = "kafka"
+    transformation_name: str = ""
+    is_running: bool = field(init=False, metadata={_COLUMN: "is running"})  # status running
+    configs: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict)  # keys only: values REDACTED
     database: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_running", self.status == "running")
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """SHOW STREAMS' column names, in order."""
+        return [f.metadata.get(_COLUMN, f.name) for f in fields(cls)]
+
+    def row(self) -> list[Any]:
+        """This stream's values, in the order of ``columns``."""
+        return [getattr(self, f.name) for f in fields(self)]
 
 
 Settings = tuple[tuple[str, str], ...]
@@ -144,11 +171,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def check_settings(name: str, configs: Settings, credentials: Settings) -> None:
+def check_settings(
+    name: str, configs: Settings, credentials: Settings, *, action: str = "initialize"
+) -> None:
     """Raise ``StreamError`` for a CONFIGS / CREDENTIALS key the engine owns, a key given
     twice, or a value the native client must not see (``names.check_client_config``). A
-    credential's value never appears in a message."""
-    fail = f"Failed to initialize Kafka stream {shown_name(name)} : "
+    credential's value never appears in a message. ``action``: what failed (ALTER: alter)."""
+    fail = f"Failed to {action} Kafka stream {shown_name(name)} : "
     seen: set[str] = set()
     for what, pairs in (("CONFIGS", configs), ("CREDENTIALS", credentials)):
         for key, value in pairs:
@@ -183,53 +212,121 @@ def validate_client(config: dict[str, Any], secrets: tuple[str, ...]) -> None:
     consumer.close()
 
 
-# -- CREATE STREAM --------------------------------------------------------------------------------
+# -- CREATE STREAM and ALTER STREAM ... SET ------------------------------------------------------
 
 
-async def define(
-    name: str,
-    uri: str,
-    topic: str,
-    transform: str | None,
-    *,
-    consumer_group: str,
-    admin: TopicAdmin,
-    policy: TransformPolicy,
-    broker_timeout: float,
-    batch_interval_ms: int | None = None,
-    batch_size: int | None = None,
-    owner: str | None = None,
-    on_error: OnError | None = None,
-    dead_letter_topic: str | None = None,
-    delivery: DeliveryText | None = None,
-    exactly_once_refusal: str | None = None,
-    mapping: MappingOptions | None = None,
-    writer: GraphWriter | None = None,
-    more_topics: tuple[str, ...] = (),
-    configs: Settings = (),
-    credentials: Settings = (),
-    transformation: str | None = None,
-    transformations_dir: Any = None,
-    kafka_config: Mapping[str, Any] | None = None,
-    database: str | None = None,
-    keep: TransformRef | None = None,
-    altering: bool = False,
-) -> StreamDefinition:
-    """Check everything CREATE STREAM checks (raising ``StreamError``) and return the
-    definition to record. ``exactly_once_refusal``: why the backend cannot offer exactly-once
-    (None: it can). A stream runs ``transform`` or, when that is None, the ``mapping``; a
-    template is also EXPLAINed by the backend ``writer`` writes to (when given).
-    ``transformation``: ``module.procedure``, a Memgraph transformation module in
-    ``transformations_dir`` (``transform`` is then ignored). ``kafka_config``: the proxy's
-    settings, to check the stream's own over them. ``keep``: keep this pinned transform (ALTER
-    STREAM without TRANSFORM): it is not fetched again. ``altering``: the messages say ALTER
-    rather than CREATE."""
-    fail = (
-        f"Failed to alter Kafka stream {name} : "
-        if altering
-        else f"Failed to initialize Kafka stream {name} : "
+@dataclass(frozen=True)
+class Checks:
+    """What the checks of CREATE and ALTER need of the engine. ``exactly_once_refusal``: why
+    the backend cannot offer exactly-once (None: it can); ``writer``: the backend that EXPLAINs
+    a template (None: none is explained); ``kafka_config``: the proxy's Kafka settings, to
+    check a stream's own over them; ``transformations_dir``: where ``module.procedure`` is."""
+
+    admin: TopicAdmin
+    policy: TransformPolicy
+    broker_timeout: float
+    kafka_config: Mapping[str, Any] = field(default_factory=dict)
+    transformations_dir: Any = None
+    exactly_once_refusal: str | None = None
+    writer: GraphWriter | None = None
+
+
+async def define(spec: StreamSpec, checks: Checks) -> StreamDefinition:
+    """CREATE STREAM: check everything (raising ``StreamError``) and return the definition to
+    record, its transform fetched, checked and pinned. ``spec.uri`` and ``spec.consumer_group``
+    must be given (the engine fills in its defaults). A stream runs its transform (or module)
+    or, when it has neither, its mapping; a template is EXPLAINed by ``checks.writer``."""
+    name, options = spec.name, spec.options
+    fail = f"Failed to initialize Kafka stream {name} : "
+    if spec.uri is None or spec.consumer_group is None or not spec.topics:
+        raise StreamError("internal", f"{fail}no broker, topic or consumer group")
+    configs, credentials = options.configs or (), options.credentials or ()
+    _check_names(fail, name, spec.topics, spec.uri, spec.consumer_group)
+    check_settings(name, configs, credentials)
+    runs = options.transformation or options.transform
+    mapping = _mapping(fail, runs, options.mapping)
+    shipped = _shipped(None if options.transformation is not None else options.transform)
+    policy = _policy(fail, shipped, _policy_of(fail, options.on_error, shipped))
+    _check_dead_letter(fail, policy, options.dead_letter_topic, spec.topics)
+    draft = StreamDefinition(
+        name=name,
+        uri=spec.uri,
+        topic=spec.topics[0],
+        transform=None if runs is None else _unpinned(runs),
+        mapping=mapping,
+        batch_interval_ms=_given(options.batch_interval_ms, DEFAULT_BATCH_INTERVAL_MS),
+        batch_size=_given(options.batch_size, DEFAULT_BATCH_SIZE),
+        consumer_group=spec.consumer_group,
+        owner=spec.owner or None,
+        error_policy=policy,
+        dead_letter_topic=options.dead_letter_topic if policy == "dead_letter" else None,
+        delivery=Delivery.EXACTLY_ONCE
+        if spec.delivery == "exactly once"
+        else Delivery.AT_LEAST_ONCE,
+        database=spec.database,
+        more_topics=tuple(spec.topics[1:]),
+        configs=tuple(configs),
+        credentials=tuple(credentials),
+        transformation=options.transformation,
     )
-    topics = (topic, *more_topics)
+    return await _settle(fail, draft, shipped, checks, pin=runs is not None)
+
+
+async def redefine(
+    old: StreamDefinition, options: StreamOptions, checks: Checks
+) -> StreamDefinition:
+    """ALTER STREAM ... SET: ``old`` with what ``options`` give, checked as CREATE checks a
+    stream (raising ``StreamError``). Built with ``dataclasses.replace``: every field the
+    options do not set stays as it is. A new transform or module is fetched, checked and
+    pinned; a new mapping replaces the old one, and mapping options that choose none (WITH
+    FORMAT JSON/TEXT/BYTES, MERGE ... PROPERTIES) apply to the stream's mapping. Without
+    either, the pinned transform or the mapping stays."""
+    fail = f"Failed to alter Kafka stream {old.name} : "
+    changes: dict[str, Any] = {}
+    if options.batch_interval_ms is not None:
+        changes["batch_interval_ms"] = options.batch_interval_ms
+    if options.batch_size is not None:
+        changes["batch_size"] = options.batch_size
+    if options.configs is not None:
+        changes["configs"] = tuple(options.configs)
+    if options.credentials is not None:
+        changes["credentials"] = tuple(options.credentials)
+    runs = options.transformation or options.transform
+    if options.runs:
+        mapping = _mapping(fail, runs, _mapping_change(fail, old, runs, options.mapping))
+        changes["mapping"] = mapping
+        changes["transform"] = None if runs is None else _unpinned(runs)
+        changes["transformation"] = options.transformation
+    new = replace(old, **changes)
+    _check_names(fail, new.name, new.topics, new.uri, new.consumer_group)
+    check_settings(new.name, new.configs, new.credentials, action="alter")
+    script = new.transform.uri if new.transform and new.transformation is None else None
+    shipped = _shipped(script)
+    if options.on_error is not None:
+        policy = _policy(fail, shipped, _policy_of(fail, options.on_error, shipped))
+        dead = options.dead_letter_topic
+    else:
+        policy, dead = _policy(fail, shipped, new.error_policy), new.dead_letter_topic
+    _check_dead_letter(fail, policy, dead, new.topics)
+    new = replace(
+        new, error_policy=policy, dead_letter_topic=dead if policy == "dead_letter" else None
+    )
+    return await _settle(fail, new, shipped, checks, pin=runs is not None)
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _unpinned(uri: str) -> TransformRef:
+    """A transform to fetch, check and pin (``_settle``) once every other check passed."""
+    return TransformRef(uri, "", "")
+
+
+def _check_names(
+    fail: str, name: str, topics: tuple[str, ...], uri: str, consumer_group: str
+) -> None:
+    """The stream's name, topics, broker and group: safe to use, each topic once."""
     try:
         check_stream_name(name)
         for each in topics:
@@ -241,16 +338,53 @@ async def define(
         ) from None
     if len(set(topics)) != len(topics):
         raise StreamError("invalid", f"{fail}a topic is named more than once")
-    check_settings(name, configs, credentials)
-    if transformation is not None:
-        transform = transformation
+
+
+def _mapping(fail: str, runs: str | None, options: MappingOptions) -> MappingSpec | None:
+    """The stream's mapping, checked: None when it runs ``runs`` (a transform or module)."""
     try:
-        spec = build_spec(transform, mapping or MappingOptions())
+        return build_spec(runs, options)
     except BadMapping as exc:
         raise StreamError("invalid", f"{fail}{exc}") from None
-    script = None if transformation is not None else transform  # a stream(batch) script
-    shipped = builtin.lookup(script) if script is not None else None
-    if script is not None and builtin.is_builtin(script) and shipped is None:
+
+
+def _mapping_change(
+    fail: str, old: StreamDefinition, runs: str | None, given: MappingOptions
+) -> MappingOptions:
+    """ALTER's mapping options: a new mapping as given (or a transform: nothing), else the
+    options that choose none applied to the stream's mapping."""
+    if runs is not None or given.chosen or not given.given:
+        return given
+    if old.mapping is None:
+        raise StreamError(
+            "invalid",
+            f"{fail}WITH FORMAT and MERGE ... PROPERTIES apply to a mapping, and the stream runs "
+            f"a transform ({old.source_shown}): give {MAPPING_OPTIONS} to replace it",
+        )
+    if old.mapping.kind == "cud" and given.value_format is not None:
+        raise StreamError(
+            "invalid",
+            f"{fail}the stream reads CUD documents (WITH FORMAT CUD): WITH FORMAT "
+            f"{given.value_format.upper()} would leave it no mapping; give WITH CYPHER or "
+            "WITH PATTERN with it",
+        )
+    kept = MappingOptions.of_spec(old.mapping)
+    return replace(
+        kept,
+        value_format=given.value_format or kept.value_format,
+        merge_node_properties=kept.merge_node_properties or given.merge_node_properties,
+        merge_relationship_properties=kept.merge_relationship_properties
+        or given.merge_relationship_properties,
+    )
+
+
+def _shipped(script: str | None) -> builtin.Builtin | None:
+    """The built-in transform a script URI names (None: not a built-in), or ``StreamError``
+    for a ``builtin:`` URI that names none."""
+    if script is None:
+        return None
+    shipped = builtin.lookup(script)
+    if builtin.is_builtin(script) and shipped is None:
         raise StreamError(
             "external",
             f"Couldn't get the transform script from {script}: "
@@ -262,9 +396,22 @@ async def define(
                 else ""
             ),
         )
-    error_policy = _policy(name, shipped, on_error, dead_letter_topic, topics)
-    interval = DEFAULT_BATCH_INTERVAL_MS if batch_interval_ms is None else batch_interval_ms
-    size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    return shipped
+
+
+async def _settle(
+    fail: str,
+    draft: StreamDefinition,
+    shipped: builtin.Builtin | None,
+    checks: Checks,
+    *,
+    pin: bool,
+) -> StreamDefinition:
+    """The checks CREATE and ALTER share once the definition is drafted: bounds, delivery, the
+    stream's own Kafka settings (librdkafka takes them), the broker (topics and dead-letter
+    topic exist), the template (EXPLAIN); then, with ``pin``, the transform is fetched,
+    checked and pinned."""
+    interval, size = draft.batch_interval_ms, draft.batch_size
     if not 1 <= interval <= MAX_BATCH_INTERVAL_MS:
         raise StreamError(
             "invalid",
@@ -276,10 +423,9 @@ async def define(
             "invalid",
             f"{fail}BATCH_SIZE must be between 1 and {MAX_BATCH_SIZE} messages, not {size}",
         )
-    if not uri.strip():
+    if not draft.uri.strip():
         raise StreamError("invalid", f"{fail}the Kafka URI is empty")
-    chosen = Delivery.EXACTLY_ONCE if delivery == "exactly once" else Delivery.AT_LEAST_ONCE
-    if chosen is Delivery.EXACTLY_ONCE:
+    if draft.exactly_once:
         if shipped is not None and shipped.mode == "request":
             raise StreamError(
                 "invalid",
@@ -287,83 +433,57 @@ async def define(
                 "(its responses go to Kafka, at least once): DELIVERY EXACTLY "
                 "ONCE does not apply",
             )
-        if exactly_once_refusal is not None:
+        if checks.exactly_once_refusal is not None:
             raise StreamError(
                 "invalid",
-                f"{fail}DELIVERY EXACTLY ONCE is not available here: {exactly_once_refusal}",
+                f"{fail}DELIVERY EXACTLY ONCE is not available here: {checks.exactly_once_refusal}",
             )
-    own = {**dict(configs), **dict(credentials)}
-    secrets = secret_values(configs, credentials)
+    own, secrets = draft.settings, draft.secrets
     if own:
-        probe = StreamDefinition(
-            name=name,
-            uri=uri,
-            topic=topic,
-            transform=TransformRef("", "", ""),
-            batch_interval_ms=interval,
-            batch_size=size,
-            consumer_group=consumer_group,
-            configs=configs,
-            credentials=credentials,
-        )
         try:
             await asyncio.to_thread(
-                validate_client, consumer_config(probe, kafka_config or {}), secrets
+                validate_client, consumer_config(draft, checks.kafka_config), secrets
             )
         except ValueError as exc:
             raise StreamError("invalid", f"{fail}{exc}") from None
     try:
-        listed = await admin.topics(uri, broker_timeout, own or None)
+        listed = await checks.admin.topics(draft.uri, checks.broker_timeout, own or None)
     except Exception as exc:
         raise StreamError(
             "external",
-            f"{fail}the Kafka broker at '{uri}' did not answer "
-            f"within {broker_timeout:g} s ({redact(reason_of(exc), secrets)})",
+            f"{fail}the Kafka broker at '{draft.uri}' did not answer "
+            f"within {checks.broker_timeout:g} s ({redact(reason_of(exc), secrets)})",
         ) from None
+    topics = draft.topics
     for each in topics:
         if each not in listed:
             raise StreamError(
                 "external",
-                f"Kafka stream {name}, topic not found" + (f": {each}" if len(topics) > 1 else ""),
+                f"Kafka stream {draft.name}, topic not found"
+                + (f": {each}" if len(topics) > 1 else ""),
             )
-    if error_policy == "dead_letter" and dead_letter_topic not in listed:
+    dead = draft.dead_letter_topic
+    if draft.error_policy == "dead_letter" and dead not in listed:
         raise StreamError(
-            "external", f"Kafka stream {name}, dead-letter topic '{dead_letter_topic}' not found"
+            "external", f"Kafka stream {draft.name}, dead-letter topic '{dead}' not found"
         )
-    if spec is not None and writer is not None:
-        await _explain_template(fail, spec, writer, owner, broker_timeout)
-    pinned = keep
-    if transform is not None and keep is None:
-        try:
-            if transformation is not None:
-                source = await fetch_module(transformations_dir, transformation)
-            elif shipped is not None:
-                source = shipped.source()
-            else:
-                source = await fetch_transform(transform, policy)
-            await check_transform(source, transformation=transformation)
-        except TransformError as exc:
-            raise StreamError("external", str(exc)) from None
-        pinned = TransformRef(source.uri, source.code, source.sha256)
-    return StreamDefinition(
-        name=name,
-        uri=uri,
-        topic=topic,
-        transform=pinned,
-        mapping=spec,
-        batch_interval_ms=interval,
-        batch_size=size,
-        consumer_group=consumer_group,
-        owner=owner or None,
-        error_policy=error_policy,
-        dead_letter_topic=dead_letter_topic if error_policy == "dead_letter" else None,
-        delivery=chosen,
-        more_topics=tuple(more_topics),
-        configs=tuple(configs),
-        credentials=tuple(credentials),
-        transformation=transformation,
-        database=database,
-    )
+    if draft.mapping is not None and checks.writer is not None:
+        await _explain_template(
+            fail, draft.mapping, checks.writer, draft.owner, checks.broker_timeout
+        )
+    if not pin or draft.transform is None:
+        return draft
+    try:
+        if draft.transformation is not None:
+            source = await fetch_module(checks.transformations_dir, draft.transformation)
+        elif shipped is not None:
+            source = shipped.source()
+        else:
+            source = await fetch_transform(draft.transform.uri, checks.policy)
+        await check_transform(source, transformation=draft.transformation)
+    except TransformError as exc:
+        raise StreamError("external", str(exc)) from None
+    return replace(draft, transform=TransformRef(source.uri, source.code, source.sha256))
 
 
 async def _explain_template(
@@ -395,22 +515,19 @@ async def _explain_template(
         return
 
 
-def _policy(
-    name: str,
-    shipped: builtin.Builtin | None,
-    on_error: OnError | None,
-    dead_letter_topic: str | None,
-    topics: tuple[str, ...],
-) -> PolicyKind:
-    """The stream's error policy: as the clause says, else the transform's default."""
-    fail = f"Failed to initialize Kafka stream {name} : "
-    if on_error is not None and on_error not in _POLICY_OF:
+def _policy_of(
+    fail: str, on_error: OnError | None, shipped: builtin.Builtin | None
+) -> PolicyKind | None:
+    """The error policy ON ERROR names, else the transform's default (None: it has none)."""
+    if on_error is None:
+        return shipped.default_policy if shipped is not None else "stop"
+    if on_error not in _POLICY_OF:
         raise StreamError("invalid", f"{fail}unknown ON ERROR action {on_error!r}")
-    policy: PolicyKind | None = (
-        _POLICY_OF[on_error]
-        if on_error is not None
-        else (shipped.default_policy if shipped is not None else "stop")
-    )
+    return _POLICY_OF[on_error]
+
+
+def _policy(fail: str, shipped: builtin.Builtin | None, policy: PolicyKind | None) -> PolicyKind:
+    """``policy``, if the transform allows it (a built-in allows some only)."""
     if shipped is not None and (policy is None or policy not in shipped.policies):
         allowed = " or ".join(
             f"ON ERROR {SHOWN_POLICY[p].upper()}" + (" 'topic'" if p == "dead_letter" else "")
@@ -423,6 +540,13 @@ def _policy(
             "never stops the stream",
         )
     assert policy is not None
+    return policy
+
+
+def _check_dead_letter(
+    fail: str, policy: PolicyKind, dead_letter_topic: str | None, topics: tuple[str, ...]
+) -> None:
+    """A dead-letter topic exactly with ON ERROR DEAD LETTER, valid, not the stream's own."""
     if policy == "dead_letter":
         try:
             check_topic(dead_letter_topic or "", "dead-letter topic")
@@ -434,7 +558,6 @@ def _policy(
             )
     elif dead_letter_topic is not None:
         raise StreamError("invalid", f"{fail}a dead-letter topic needs ON ERROR DEAD LETTER")
-    return policy
 
 
 def shown_name(name: str) -> str:

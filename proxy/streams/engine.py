@@ -29,11 +29,12 @@ import ctypes
 import gc
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.streams import indexes
 from proxy.streams import offsets as kafka_offsets
 from proxy.streams.access import StreamAccess
 from proxy.streams.catalog import (
@@ -49,13 +50,13 @@ from proxy.streams.catalog import (
 from proxy.streams.clauses import (
     DEFAULT_BATCH_INTERVAL_MS,
     DEFAULT_BATCH_SIZE,
-    DeliveryText,
+    Checks,
     Live,
-    OnError,
     StreamError,
     StreamStatus,
     define,
     redact,
+    redefine,
     show_rows,
     shown_name,
     test_stream,
@@ -71,7 +72,6 @@ from proxy.streams.kafka import (
     reason_of,
     set_group_offsets,
 )
-from proxy.streams.mapping.mapper import MappingOptions
 from proxy.streams.names import UnsafeValue, check_client_config, check_topic
 from proxy.streams.offsets import OffsetError, PartitionOffsets, Target
 from proxy.streams.positions import Fence, FenceLost, TopicPartition
@@ -86,6 +86,7 @@ from proxy.streams.runner import (
     Source,
     StreamRunner,
 )
+from proxy.streams.spec import StreamOptions, StreamSpec
 from proxy.streams.transform import TransformPolicy, TransformRunner, TransformSource
 from proxy.streams.writers import GraphWriter, WriteError
 
@@ -236,6 +237,7 @@ class StreamEngine:
         # The largest record a stream produces (a request's response); librdkafka's default.
         self.max_message_bytes = int(self.kafka_config.get("message.max.bytes", 1000000))
         self._runners: dict[str, StreamRunner] = {}
+        self._background: set[asyncio.Task[None]] = set()  # index advice (``indexes``)
         self._supervisors: set[asyncio.Task[None]] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tests: dict[str, asyncio.Task[list[tuple[str, dict[str, Any]]]]] = {}
@@ -339,9 +341,9 @@ class StreamEngine:
         runners = list(self._runners.values())
         self._runners.clear()
         await asyncio.gather(*(runner.stop() for runner in runners), return_exceptions=True)
-        for task in list(self._supervisors):
+        for task in [*self._supervisors, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await asyncio.gather(*self._supervisors, *self._background, return_exceptions=True)
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -424,6 +426,19 @@ class StreamEngine:
     @property
     def transformations_dir(self) -> Path:
         return self.settings.transformations_dir or self.data_dir / "transformations"
+
+    def _in_background(self, work: Coroutine[Any, Any, Any], timeout: float = 30.0) -> None:
+        """Run ``work`` without holding the caller up; its failure is logged at DEBUG."""
+
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(work, timeout)
+            except Exception as exc:
+                log.debug("background work failed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def writer_for(self, definition: StreamDefinition) -> GraphWriter:
         """The writer of the stream's database (the default one when it names none)."""
@@ -549,6 +564,7 @@ class StreamEngine:
 
     async def _flush_loop(self) -> None:
         trimmed = 0.0
+        failing = False  # the catalog refused the last save: logged once, not at every flush
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             now = asyncio.get_running_loop().time()
@@ -567,7 +583,14 @@ class StreamEngine:
                 await self.catalog.add_progress(progress)
                 await self.catalog.heartbeat(self._running_here())
             except CatalogError as exc:
-                log.error("cannot save stream counters: %s", exc)
+                # Not the proxy's fault (a full disk, most likely): one warning until it works.
+                if not failing:
+                    log.warning("cannot save stream counters, will retry: %s", exc)
+                failing = True
+                continue
+            if failing:
+                log.info("stream counters saved again")
+                failing = False
 
     def _startable(self, record: StreamRecord, what: str) -> StreamDefinition:
         """The definition, if it may be handed to the Kafka client (a catalog written before
@@ -612,35 +635,26 @@ class StreamEngine:
 
     # -- clauses ----------------------------------------------------------------------------
 
-    async def create(
-        self,
-        name: str,
-        uri: str | None,
-        topic: str,
-        transform: str | None,
-        *,
-        batch_interval_ms: int | None = None,
-        batch_size: int | None = None,
-        owner: str | None = None,
-        on_error: OnError | None = None,
-        dead_letter_topic: str | None = None,
-        delivery: DeliveryText | None = None,
-        mapping: MappingOptions | None = None,
-        more_topics: tuple[str, ...] = (),
-        consumer_group: str | None = None,
-        configs: tuple[tuple[str, str], ...] = (),
-        credentials: tuple[tuple[str, str], ...] = (),
-        transformation: str | None = None,
-        database: str | None = None,
-    ) -> None:
-        """CREATE STREAM: check everything, then record the stream (stopped) atomically. The
-        stream runs ``transform``, or (None) the ``mapping``. ``uri`` None: the proxy's
-        ``bootstrap_servers`` (Memgraph 2.x without BOOTSTRAP_SERVERS); ``transformation``:
-        ``module.procedure`` in the transformations directory (``transform`` is then ignored);
-        ``consumer_group`` None: the prefix and the stream's name; ``database``: where it
-        writes (None: the default database)."""
+    @property
+    def checks(self) -> Checks:
+        """What CREATE's and ALTER's checks need of this engine."""
+        return Checks(
+            admin=self.admin,
+            policy=self.policy,
+            broker_timeout=self.settings.broker_timeout,
+            kafka_config=self.kafka_config,
+            transformations_dir=self.transformations_dir,
+            exactly_once_refusal=self.settings.exactly_once_refusal,
+            writer=self.writer,
+        )
+
+    async def create(self, spec: StreamSpec) -> None:
+        """CREATE STREAM: check everything, then record the stream (stopped) atomically.
+        ``spec.uri`` None: the proxy's ``bootstrap_servers`` (Memgraph 2.x without
+        BOOTSTRAP_SERVERS); ``spec.consumer_group`` None: the prefix and the stream's name."""
         self._check_open()
-        if uri is None:
+        name = spec.name
+        if spec.uri is None:
             uri = self.settings.bootstrap_servers
             if not uri.strip():
                 raise StreamError(
@@ -648,36 +662,14 @@ class StreamEngine:
                     f"Failed to initialize Kafka stream {shown_name(name)} : no "
                     "BOOTSTRAP_SERVERS given, and the proxy has no --kafka-bootstrap-servers",
                 )
+            spec = replace(spec, uri=uri)
+        if spec.consumer_group is None:
+            spec = replace(spec, consumer_group=self.group_of(name))
         async with self._locks[name]:
             await self.catalog.sync()  # a CREATE of that name on another member just now
             if await self.catalog.get(name) is not None:
                 raise StreamError("exists", f"Kafka stream {name} already exists.")
-            definition = await define(
-                name,
-                uri,
-                topic,
-                transform,
-                consumer_group=self.group_of(name) if consumer_group is None else consumer_group,
-                more_topics=more_topics,
-                configs=configs,
-                credentials=credentials,
-                transformation=transformation,
-                transformations_dir=self.transformations_dir,
-                kafka_config=self.kafka_config,
-                admin=self.admin,
-                policy=self.policy,
-                broker_timeout=self.settings.broker_timeout,
-                batch_interval_ms=batch_interval_ms,
-                batch_size=batch_size,
-                owner=owner,
-                on_error=on_error,
-                dead_letter_topic=dead_letter_topic,
-                delivery=delivery,
-                exactly_once_refusal=self.settings.exactly_once_refusal,
-                mapping=mapping,
-                writer=self.writer,
-                database=database,
-            )
+            definition = await define(spec, self.checks)
             try:
                 await self.catalog.insert(definition)
             except StreamExists:
@@ -764,6 +756,7 @@ class StreamEngine:
         log.info(
             "started stream %s%s", name, f" for {limit_batches} batches" if limit_batches else ""
         )
+        self._in_background(indexes.advise(definition, self.writer_for(definition)))
         if wait is None:
             return
         try:
@@ -1059,14 +1052,17 @@ class StreamEngine:
             kafka_offsets.describe, client, definition.consumer_group, timeout
         )
 
-    async def offsets(self, name: str) -> list[OffsetRow]:
-        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic."""
+    async def offsets(self, name: str, holders: bool = True) -> list[OffsetRow]:
+        """SHOW STREAM name OFFSETS: one row per partition of the stream's topic. ``holders``
+        False (metrics scrapes): no DescribeGroups request, so other members are not named;
+        librdkafka can abort the process when such a coordinator request times out under
+        load (see ``kafka.TopicAdmin``), which a periodic scrape should not risk."""
         self._check_open()
         record = await self._get(name)
         definition = self._startable(record, "shown")
         parts = await self._read_offsets(definition)
         stored = await self._graph_positions(definition) if definition.exactly_once else {}
-        group = await self._group(definition)
+        group = await self._group(definition) if holders else None
         runner = self._runners.get(name)
         source = runner.source if runner is not None else None
         ours = getattr(source, "member_id", None)
@@ -1255,68 +1251,18 @@ class StreamEngine:
                     "the group's offsets were moved, the graph's not",
                 ) from None
 
-    async def alter(
-        self,
-        name: str,
-        *,
-        user: str | None = None,
-        batch_interval_ms: int | None = None,
-        batch_size: int | None = None,
-        on_error: OnError | None = None,
-        dead_letter_topic: str | None = None,
-        transform: str | None = None,
-    ) -> None:
-        """ALTER STREAM name SET ...: a stopped stream's batching, transform (fetched,
-        checked and pinned again) and error policy; consumer group, position, owner,
-        database and delivery stay. One catalog transaction."""
+    async def alter(self, name: str, options: StreamOptions, *, user: str | None = None) -> None:
+        """ALTER STREAM name SET ...: change what ``options`` give of a stopped stream (what it
+        runs, a transform fetched, checked and pinned again; batching; the error policy; its
+        own Kafka settings), checked as CREATE checks them; everything else stays (consumer
+        group, position, owner, database, delivery). One catalog transaction."""
         self._check_open()
         record = await self._get(name)
         await self._authorize(record, user, "alter")
         async with self._locks[name]:
             record = await self._get(name)
             self._require_stopped(name, "altering it")
-            old = self._startable(record, "altered")
-            if old.transform is None:
-                raise StreamError(
-                    "invalid",
-                    f"Kafka stream {name} maps its messages (WITH CYPHER, PATTERN or FORMAT): "
-                    "ALTER STREAM does not change such a stream yet; DROP it and CREATE it "
-                    "again under the same name (it keeps its consumer group and position)",
-                )
-            if on_error is None:
-                policy: OnError = (
-                    "dead letter" if old.error_policy == "dead_letter" else old.error_policy
-                )
-                dead = old.dead_letter_topic
-            else:
-                policy, dead = on_error, dead_letter_topic
-            new = await define(
-                name,
-                old.uri,
-                old.topic,
-                transform if transform is not None else old.transform.uri,
-                consumer_group=old.consumer_group,
-                admin=self.admin,
-                policy=self.policy,
-                broker_timeout=self.settings.broker_timeout,
-                batch_interval_ms=batch_interval_ms or old.batch_interval_ms,
-                batch_size=batch_size or old.batch_size,
-                owner=old.owner,
-                on_error=policy,
-                dead_letter_topic=dead,
-                delivery=old.delivery.value,
-                exactly_once_refusal=self.settings.exactly_once_refusal,
-                database=old.database,
-                keep=old.transform if transform is None else None,
-                altering=True,
-                more_topics=old.more_topics,
-                configs=old.configs,
-                credentials=old.credentials,
-                # A new TRANSFORM 'uri' replaces a module with a stream(batch) script.
-                transformation=old.transformation if transform is None else None,
-                transformations_dir=self.transformations_dir,
-                kafka_config=self.kafka_config,
-            )
+            new = await redefine(self._startable(record, "altered"), options, self.checks)
             if not await self.catalog.replace(new):
                 raise StreamError(
                     "state", f"Kafka stream {name} was changed or dropped meanwhile; try again"

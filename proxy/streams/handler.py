@@ -25,41 +25,11 @@ from grammar import procedures
 from proxy.answers.router import QueryContext
 from proxy.backends.base import BackendError, QueryResult
 from proxy.streams.catalog import CatalogError
-from proxy.streams.engine import StreamEngine, StreamError
-from proxy.streams.mapping.mapper import MappingOptions
+from proxy.streams.engine import StreamEngine, StreamError, StreamStatus
+from proxy.streams.spec import options_of, spec_of
 
-# The first twelve are the legacy columns, in their order; the error-policy ones follow, then
-# the delivery guarantee, then which member (proxy) holds which partitions of the topic,
-# then what a running stream's outages are (``retry.Health``), then Memgraph 2.x's.
-SHOW_STREAMS_FIELDS = [
-    "name",
-    "uri",
-    "topic",
-    "transform",
-    "status",
-    "batch_interval",
-    "batch_size",
-    "consumer_group",
-    "owner",
-    "messages_processed",
-    "lag",
-    "last_error",
-    "on_error",
-    "dead_letter_topic",
-    "dead_lettered",
-    "skipped",
-    "delivery",
-    "holders",
-    "status_detail",
-    # Memgraph 2.x's columns that the ones above do not already say (its batch_interval,
-    # batch_size and owner are above; its topics, consumer group and bootstrap servers too).
-    "type",
-    "transformation_name",
-    "is running",
-    "configs",
-    "credentials",  # keys only: every value is <REDACTED>
-    "database",
-]
+# SHOW STREAMS' columns: the fields of ``StreamStatus``, in order (its docstring says why).
+SHOW_STREAMS_FIELDS = StreamStatus.columns()
 TEST_STREAM_FIELDS = ["query", "params"]
 OFFSETS_FIELDS = [
     "topic",
@@ -148,36 +118,7 @@ class StreamClauseHandler:
             )
             return QueryResult([], [], type="rw")
         if isinstance(clause, grammar.ShowStreams):
-            rows: list[list[Any]] = [
-                [
-                    s.name,
-                    s.uri,
-                    s.topic,
-                    s.transform,
-                    s.status,
-                    s.batch_interval,
-                    s.batch_size,
-                    s.consumer_group,
-                    s.owner,
-                    s.messages_processed,
-                    s.lag,
-                    s.last_error,
-                    s.on_error,
-                    s.dead_letter_topic,
-                    s.dead_lettered,
-                    s.skipped,
-                    s.delivery,
-                    s.holders,
-                    s.status_detail,
-                    "kafka",
-                    s.transformation_name,
-                    s.status == "running",
-                    s.configs or {},
-                    s.credentials or {},
-                    s.database,
-                ]
-                for s in await engine.show()
-            ]
+            rows = [status.row() for status in await engine.show()]
             return QueryResult(list(SHOW_STREAMS_FIELDS), rows, type="r")
         if isinstance(clause, grammar.ShowStreamOffsets):
             offsets = [
@@ -209,50 +150,9 @@ class StreamClauseHandler:
             )
         if isinstance(clause, grammar.UnsupportedStreamClause):
             raise BackendError(UNSUPPORTED, f"{clause.clause}: {clause.reason}")
-        if isinstance(clause, grammar.CreateStream):
+        if isinstance(clause, grammar.CreateStream | grammar.CreateKafkaStream):
             await engine.create(
-                clause.name,
-                clause.uri,
-                clause.topic,
-                clause.transform,
-                batch_interval_ms=clause.batch_interval_ms,
-                batch_size=clause.batch_size,
-                owner=ctx.user or None,
-                on_error=clause.on_error,
-                dead_letter_topic=clause.dead_letter_topic,
-                delivery=clause.delivery,
-                mapping=MappingOptions(
-                    template=clause.cypher,
-                    patterns=clause.patterns,
-                    value_format=clause.value_format,
-                    merge_node_properties=clause.merge_node_properties,
-                    merge_relationship_properties=clause.merge_relationship_properties,
-                ),
-                more_topics=clause.more_topics,
-                consumer_group=clause.consumer_group,
-                configs=clause.configs,
-                credentials=clause.credentials,
-                database=self._database(clause.database, ctx.db),
-            )
-        elif isinstance(clause, grammar.CreateKafkaStream):
-            first, *more = clause.topics
-            await engine.create(
-                clause.name,
-                clause.bootstrap_servers,
-                first,
-                clause.transform,
-                batch_interval_ms=clause.batch_interval_ms,
-                batch_size=clause.batch_size,
-                owner=ctx.user or None,
-                on_error=clause.on_error,
-                dead_letter_topic=clause.dead_letter_topic,
-                delivery=clause.delivery,
-                more_topics=tuple(more),
-                consumer_group=clause.consumer_group,
-                configs=clause.configs,
-                credentials=clause.credentials,
-                transformation=clause.transform if clause.module else None,
-                database=self._database(None, ctx.db),
+                spec_of(clause, owner=ctx.user, database=self._database(clause.database, ctx.db))
             )
         elif isinstance(clause, grammar.DropStream):
             await engine.drop(clause.name, user=user)
@@ -276,15 +176,7 @@ class StreamClauseHandler:
         elif isinstance(clause, grammar.AlterStreamSkip):
             await engine.skip_failed(clause.name, user=user)
         elif isinstance(clause, grammar.AlterStream):
-            await engine.alter(
-                clause.name,
-                user=user,
-                batch_interval_ms=clause.batch_interval_ms,
-                batch_size=clause.batch_size,
-                on_error=clause.on_error,
-                dead_letter_topic=clause.dead_letter_topic,
-                transform=clause.transform,
-            )
+            await engine.alter(clause.name, options_of(clause), user=user)
         else:  # pragma: no cover - the grammar has no other clause
             raise BackendError(SYNTAX_ERROR, f"unsupported stream clause {clause!r}")
         return QueryResult([], [], type="s")

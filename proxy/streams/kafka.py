@@ -27,7 +27,11 @@ Between the thread and the event loop:
 Broker outages are watched here: librdkafka reconnects by itself (with its own backoff); each
 connection failure it reports is an attempt of the ``reading from Kafka`` outage
 (``retry.Outage``), and while the outage lasts the thread probes the broker with a metadata
-request, backed off exponentially, to see it come back.
+request, backed off exponentially, to see it come back. A broker that keeps its connections
+open and answers nothing (stopped, hung) makes librdkafka report nothing for a minute
+(``socket.timeout.ms``), so a consumer that has heard nothing from the broker for ``_QUIET``
+seconds (no message, no commit answered) asks it for its offsets of a partition it holds:
+no answer within ``_QUIET_PROBE_TIMEOUT`` starts the outage.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from proxy.streams.batching import Batch, BatchFormer
@@ -88,6 +92,9 @@ CONSUMER_ONLY = (
 )
 
 _SLICE = 0.1  # longest blocking consume call (seconds): how soon commands and STOP are seen
+_QUIET = 5.0  # seconds without a word from the broker before asking it whether it is there
+_QUIET_PROBE_TIMEOUT = 2.0  # seconds that question may take before it counts as an outage
+_REJOINING = "rejoining the consumer group"  # status_detail after the group expired us
 _CHUNK = 5000  # most messages taken from librdkafka's queue at once
 _FULL_PAUSE = 0.01  # seconds between polls while the queue of formed batches is full
 _MAX_POLL_EXCEEDED = -147
@@ -251,6 +258,7 @@ class StreamConsumer:
         self._inflight_offsets: dict[TopicPartition, int] = {}
         self._commit_retry_at = 0.0
         self._probe_at = 0.0
+        self._heard = time.monotonic()  # the broker's last answer (messages, commits, probes)
         self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         self._grace = 5.0
 
@@ -473,9 +481,10 @@ class StreamConsumer:
                 break
         if not good:
             return False
+        self._heard = time.monotonic()
         if self.broker.ongoing:
             self.broker.recovered()
-        closed = self.former.add(good, time.monotonic())
+        closed = self.former.add(good, self._heard)
         if closed:
             self._emit(closed)
         return True
@@ -554,8 +563,14 @@ class StreamConsumer:
 
     def _probe(self, now: float) -> None:
         """While the broker is out: ask it for metadata now and then (backed off); an answer
-        ends the outage."""
-        if not self.broker.ongoing or now < self._probe_at:
+        ends the outage. Otherwise, after ``_QUIET`` seconds without a word from it, ask it
+        for a partition's offsets: a broker that holds its connections open and answers
+        nothing starts an outage here (librdkafka would say nothing for a minute)."""
+        if not self.broker.ongoing:
+            if now - self._heard >= _QUIET and now >= self._probe_at:
+                self._probe_quiet(now)
+            return
+        if now < self._probe_at:
             return
         try:
             self._consumer.list_topics(timeout=1.0)  # all topics: creates none
@@ -563,7 +578,32 @@ class StreamConsumer:
             self.broker.failed(reason_of(exc))
             self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
             return
+        self._heard = time.monotonic()
         self.broker.recovered()
+
+    def _probe_quiet(self, now: float) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        held = self._assigned
+        try:
+            if held:  # one partition's offsets: a small request
+                part = KafkaTopicPartition(held[0].topic, held[0].partition)
+                self._consumer.get_watermark_offsets(
+                    part, timeout=_QUIET_PROBE_TIMEOUT, cached=False
+                )
+            else:  # none held (the group expired us, or has nothing for us): all topics
+                self._consumer.list_topics(timeout=_QUIET_PROBE_TIMEOUT)  # creates none
+        except Exception as exc:
+            reason = reason_of(exc)
+            if "timed out" in reason.lower():
+                reason = (
+                    f"the broker did not answer in {_QUIET_PROBE_TIMEOUT:g} s (nothing heard "
+                    f"from it for {time.monotonic() - self._heard:.0f} s)"
+                )
+            self.broker.failed(reason)
+            self._probe_at = time.monotonic() + self.broker.backoff.delay(self.broker.attempts)
+            return
+        self._heard = time.monotonic()
 
     # -- commits --------------------------------------------------------------------------------
 
@@ -616,6 +656,7 @@ class StreamConsumer:
             if failed:
                 error = failed[0].error
         if error is None:
+            self._heard = time.monotonic()
             tokens, self._inflight, self._inflight_offsets = self._inflight, None, {}
             self.committing.recovered()
             self._answer(tokens)
@@ -740,6 +781,7 @@ class StreamConsumer:
         else:
             consumer.assign(partitions)
             self._assigned = list(partitions)
+        self.health.troubles.pop(_REJOINING, None)
         log.info(
             "stream %s: assigned %s",
             self.name,
@@ -759,6 +801,10 @@ class StreamConsumer:
             "lost" if lost else "revoked",
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
         )
+        if lost and partitions:
+            # The group expired this member (a broker that stopped answering, a member that
+            # did not poll): nothing flows until the group gives it partitions again.
+            self.health.troubles[_REJOINING] = ("waiting", time.monotonic())
         try:
             self._drop_formed()
             if self.hooks is not None:
@@ -878,21 +924,39 @@ def set_group_offsets(
 
 
 class TopicAdmin:
-    """Admin clients, one per bootstrap address: topic lists and consumer lag. Blocking calls
-    run on the default executor.
+    """Admin clients, one per bootstrap address: topic lists (blocking calls on the default
+    executor); and probe consumers, one per stream: consumer lag (on ``LAG_THREADS`` threads
+    of their own).
 
-    Each client holds threads and pipes, and any address a clause names gets one: the cache
-    is bounded (the least recently used goes past ``MAX_ADMINS``), a client idle for
-    ``ADMIN_IDLE`` seconds goes, and so does a client whose request failed (an address that
-    does not answer keeps nothing). A dropped client is destroyed on an executor thread:
-    destroying one waits for its threads."""
+    Each client holds threads and pipes, and any address a clause names gets one: each cache
+    is bounded (the least recently used goes past ``MAX_ADMINS`` / ``MAX_PROBES``), a client
+    idle for ``ADMIN_IDLE`` seconds goes, and so does an admin client whose request failed
+    (an address that does not answer keeps nothing; a probe belongs to an existing stream
+    and stays). A dropped client is destroyed on an executor thread: destroying one waits
+    for its threads.
+
+    Lag is read with a consumer of the stream's group (its committed offsets and the
+    watermarks), never with the admin API's group requests: librdkafka 2.x aborts the whole
+    process when a coordinator admin request (ListConsumerGroupOffsets, DescribeGroups) times
+    out and its answer or retry comes late (``rd_kafka_enq_once_del_source_return: Assertion
+    eonce->refcnt > 0``, librdkafka #4605), which ``SHOW STREAMS`` under load did (found by
+    ``bench/soak.py``: the proxy died with SIGABRT a minute into the soak)."""
 
     MAX_ADMINS = 4
+    MAX_PROBES = 16
     ADMIN_IDLE = 300.0
+
+    LAG_THREADS = 4
 
     def __init__(self, base_config: Mapping[str, Any]) -> None:
         self.base_config = dict(base_config)
         self._admins: OrderedDict[AdminKey, tuple[Any, float]] = OrderedDict()
+        self._probes: OrderedDict[ProbeKey, tuple[Any, float]] = OrderedDict()
+        # A probe's calls block (up to the timeout per request when the broker is slow): on
+        # threads of their own, so that they never hold up the default executor, and one
+        # lookup per stream at a time, which every SHOW STREAMS meanwhile shares.
+        self._lag_pool: ThreadPoolExecutor | None = None
+        self._lag_inflight: dict[ProbeKey, asyncio.Future[int]] = {}
 
     def client(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
         """The admin client for ``uri`` (with a stream's own settings ``own``), from the cache."""
@@ -901,33 +965,60 @@ class TopicAdmin:
     def _admin(self, uri: str, own: Mapping[str, Any] | None = None) -> Any:
         """The client for ``uri`` with a stream's own settings ``own`` (its CONFIGS and
         CREDENTIALS: security settings reach every client), kept as one cache entry."""
-        key = _admin_key(uri, own)
-        now = time.monotonic()
-        for old, (_, used) in list(self._admins.items()):
-            if now - used > self.ADMIN_IDLE:
-                self.forget(old)
-        entry = self._admins.pop(key, None)
-        if entry is None:
+
+        def make() -> Any:
             from confluent_kafka.admin import AdminClient
 
             config = admin_config(uri, self.base_config, own)
             check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
-            admin = AdminClient(config)
-        else:
-            admin = entry[0]
-        self._admins[key] = (admin, now)
-        while len(self._admins) > self.MAX_ADMINS:
-            self.forget(next(iter(self._admins)))
-        return admin
+            return AdminClient(config)
+
+        return self._cached(self._admins, _admin_key(uri, own), make, self.MAX_ADMINS)
+
+    def _probe(self, definition: StreamDefinition) -> tuple[ProbeKey, Any]:
+        """A consumer of the stream's group that never subscribes: committed offsets and
+        watermarks (with the stream's own settings, like its consumer)."""
+        key: ProbeKey = (definition.name, _admin_key(definition.uri, definition.settings))
+
+        def make() -> Any:
+            from confluent_kafka import Consumer
+
+            config = consumer_config(definition, self.base_config)
+            check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
+            return Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+
+        return key, self._cached(self._probes, key, make, self.MAX_PROBES)
+
+    def _cached(
+        self,
+        store: OrderedDict[Any, tuple[Any, float]],
+        key: Any,
+        make: Callable[[], Any],
+        limit: int,
+    ) -> Any:
+        now = time.monotonic()
+        for old, (_, used) in list(store.items()):
+            if now - used > self.ADMIN_IDLE:
+                self._drop(store, old)
+        entry = store.pop(key, None)
+        client = make() if entry is None else entry[0]
+        store[key] = (client, now)
+        while len(store) > limit:
+            self._drop(store, next(iter(store)))
+        return client
+
+    @staticmethod
+    def _drop(store: OrderedDict[Any, tuple[Any, float]], key: Any) -> None:
+        entry = store.pop(key, None)
+        if entry is not None:
+            asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
 
     def forget(self, which: str | AdminKey) -> None:
         """Drop the client of a key, or every client for an address (destroyed off the event
         loop)."""
         keys = [k for k in self._admins if k[0] == which] if isinstance(which, str) else [which]
         for key in keys:
-            entry = self._admins.pop(key, None)
-            if entry is not None:
-                asyncio.get_running_loop().run_in_executor(None, _destroy, entry)
+            self._drop(self._admins, key)
 
     def held(self) -> int:
         return len(self._admins)
@@ -954,52 +1045,54 @@ class TopicAdmin:
         reset_latest: bool,
     ) -> int:
         """Messages in the stream's topics (``partitions``: topic -> partition count) after the
-        group's committed offsets."""
-        from confluent_kafka import ConsumerGroupTopicPartitions
+        group's committed offsets (where there is none, after the reset policy's end)."""
         from confluent_kafka import TopicPartition as KafkaTopicPartition
-        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
-        own = definition.settings or None
-        admin = self._admin(definition.uri, own)
-        try:
-            parts = [
-                KafkaTopicPartition(topic, p)
-                for topic, count in partitions.items()
-                for p in range(count)
-            ]
-            group = definition.consumer_group
-            request = [ConsumerGroupTopicPartitions(group, parts)]
-            committed_future = admin.list_consumer_group_offsets(request, request_timeout=timeout)[
-                group
-            ]
-            latest_spec: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-            earliest_spec: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-            latest = admin.list_offsets({tp: latest_spec for tp in parts}, request_timeout=timeout)
-            earliest = admin.list_offsets(
-                {tp: earliest_spec for tp in parts}, request_timeout=timeout
-            )
-            committed = await asyncio.wrap_future(committed_future)
-            done = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
-            total = 0
-            for tp in parts:
-                high = (await asyncio.wrap_future(latest[tp])).offset
-                position = done.get((tp.topic, tp.partition), -1)
-                if position < 0:
-                    position = (
-                        high if reset_latest else (await asyncio.wrap_future(earliest[tp])).offset
-                    )
-                total += max(0, high - position)
-            return total
-        except BaseException:
-            del admin
-            self.forget(_admin_key(definition.uri, own))
-            raise
+        parts = [
+            KafkaTopicPartition(topic, p)
+            for topic, count in partitions.items()
+            for p in range(count)
+        ]
+        key, probe = self._probe(definition)
+        inflight = self._lag_inflight.get(key)
+        if inflight is None:
+            if self._lag_pool is None:
+                self._lag_pool = ThreadPoolExecutor(self.LAG_THREADS, "boltstream-lag")
+            fetch = functools.partial(_probe_lag, probe, parts, timeout, reset_latest)
+            inflight = asyncio.get_running_loop().run_in_executor(self._lag_pool, fetch)
+            self._lag_inflight[key] = inflight
+            inflight.add_done_callback(lambda done: self._lag_done(key, done))
+        # A failed lookup keeps its probe (the cache is bounded per stream, and a new consumer
+        # per attempt would only add load to a broker or machine that is already slow).
+        return await asyncio.shield(inflight)
+
+    def _lag_done(self, key: ProbeKey, done: asyncio.Future[int]) -> None:
+        self._lag_inflight.pop(key, None)
+        # Read the outcome: when every caller gave up waiting (their own timeout), a failure
+        # would otherwise be logged by asyncio as an ERROR with a traceback.
+        if not done.cancelled():
+            done.exception()
 
     def close(self) -> None:
         self._admins.clear()
+        self._probes.clear()
+        if self._lag_pool is not None:
+            self._lag_pool.shutdown(wait=False, cancel_futures=True)
+            self._lag_pool = None
+
+
+def _probe_lag(probe: Any, parts: list[Any], timeout: float, reset_latest: bool) -> int:
+    """Blocks: committed offsets, then each partition's watermarks."""
+    total = 0
+    for tp in probe.committed(parts, timeout=timeout):
+        low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+        position = tp.offset if tp.offset >= 0 else (high if reset_latest else low)
+        total += max(0, high - position)
+    return total
 
 
 AdminKey = tuple[str, tuple[tuple[str, Any], ...]]
+ProbeKey = tuple[str, AdminKey]  # (stream name, its address and own settings)
 
 
 def _admin_key(uri: str, own: Mapping[str, Any] | None) -> AdminKey:

@@ -54,7 +54,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from proxy.backends.base import QueryResult
 from proxy.streams import builtin
@@ -93,6 +93,7 @@ from proxy.streams.writers import (
     mapping_dialect,
 )
 
+_T = TypeVar("_T")
 log = logging.getLogger("boltstream.streams")
 
 
@@ -187,7 +188,13 @@ class Source(Protocol):
 
 
 class Transformer(Protocol):
-    """The stream's transform (``transform.TransformRunner``)."""
+    """The stream's transform (``transform.TransformRunner``).
+
+    ``metadata``: whether the loaded transform reads messages with their metadata (a Memgraph
+    module, or a script with ``stream_messages``): then ``run`` and ``submit`` take the Kafka
+    messages themselves, else their values. It may change when a worker (re)loads."""
+
+    metadata: bool
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -440,9 +447,7 @@ class StreamRunner:
             return self.writer.read_positions(self.name, self.definition.owner)
 
         try:
-            return await retrying(
-                read, self.read_outage, TransientWriteError, stopping=self.stopping
-            )
+            return await self._on_graph(read, self.read_outage)
         except PermanentWriteError as exc:
             raise _Permanent(str(exc)) from None
 
@@ -619,8 +624,8 @@ class StreamRunner:
 
     def _inputs(self, batch: Batch) -> list[Any]:
         """What the transform is given: the messages themselves when it reads their metadata
-        (``TransformRunner.metadata``), else their values."""
-        return batch.messages if getattr(self.transform, "metadata", False) else batch.values()
+        (``Transformer.metadata``), else their values."""
+        return batch.messages if self._transformer.metadata else batch.values()
 
     async def _isolate(self, values: list[Any]) -> list[Outcome]:
         """The outcome of each message, from the transform run on that message alone."""
@@ -758,7 +763,7 @@ class StreamRunner:
 
         try:
             began = time.monotonic()
-            await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
+            await self._on_graph(write, self.graph_outage)
             self.observer.stage("write", time.monotonic() - began)
         except (NotAtomic, PermanentWriteError) as exc:
             log.debug("stream %s: %d batches written one by one (%s)", self.name, len(run), exc)
@@ -897,7 +902,7 @@ class StreamRunner:
             return self.writer.write_batch([], self.definition.owner, fence=fence)
 
         try:
-            await retrying(write, self.graph_outage, TransientWriteError, stopping=self.stopping)
+            await self._on_graph(write, self.graph_outage)
         except PermanentWriteError as exc:
             raise _Permanent(f"moving the stream's position failed: {exc}") from None
         self.known.update(after)
@@ -918,6 +923,18 @@ class StreamRunner:
 
     # -- executors.Host: writes and reads with retries --------------------------------------
 
+    async def _on_graph(self, operation: Callable[[], Awaitable[_T]], outage: Outage) -> _T:
+        """Run a graph operation through transient failures (retried with backoff) and
+        through silence: a backend that answers nothing (stopped, hung) shows in
+        ``last_error`` after ``slow_after`` seconds, whichever path writes or reads."""
+        return await retrying(
+            operation,
+            outage,
+            TransientWriteError,
+            stopping=self.stopping,
+            slow_after=self.settings.slow_after,
+        )
+
     async def write(self, queries: list[Query], group: bool, *, through: int | None = None) -> None:
         """Write to the graph; transient failures retried. Exactly-once: also moves the
         positions past the current batch's first ``through`` messages."""
@@ -933,13 +950,7 @@ class StreamRunner:
 
         began = time.monotonic()
         try:
-            await retrying(
-                attempt,
-                self.graph_outage,
-                TransientWriteError,
-                stopping=self.stopping,
-                slow_after=self.settings.slow_after,
-            )
+            await self._on_graph(attempt, self.graph_outage)
         except PermanentWriteError as exc:
             if sent is not queries and exc.index is not None:
                 exc.index = None  # an index into the joined queries, not into ``queries``
@@ -954,13 +965,7 @@ class StreamRunner:
         def attempt() -> Awaitable[QueryResult]:
             return self.writer.read(query, params, self.definition.owner)
 
-        return await retrying(
-            attempt,
-            self.read_outage,
-            TransientWriteError,
-            stopping=self.stopping,
-            slow_after=self.settings.slow_after,
-        )
+        return await self._on_graph(attempt, self.read_outage)
 
     async def _deliver(self, records: list[Record], what: str) -> list[tuple[int, Failed]]:
         """Produce ``records``; transient failures retried. The permanent failures, as

@@ -32,6 +32,15 @@ DELIVERY = ["DELIVERY AT LEAST ONCE", "DELIVERY EXACTLY ONCE"]
 DELIVERY_TEXT = "DELIVERY AT LEAST ONCE, DELIVERY EXACTLY ONCE"
 SETTINGS = ["CONFIGS", "CONSUMER_GROUP", "CREDENTIALS"]  # per-stream Kafka settings
 SETTINGS_TEXT = "CONFIGS, CONSUMER_GROUP, CREDENTIALS"
+MERGE = ["MERGE NODE PROPERTIES", "MERGE RELATIONSHIP PROPERTIES"]
+WITH_MAPPING = [
+    "WITH CYPHER",
+    "WITH FORMAT BYTES",
+    "WITH FORMAT CUD",
+    "WITH FORMAT JSON",
+    "WITH FORMAT TEXT",
+    "WITH PATTERN",
+]
 
 
 def error_of(query: str) -> StreamSyntaxError:
@@ -76,8 +85,9 @@ CASES = [
     (
         "CREATE STREAM s LOAD DATA KAFKA 'k'",
         "Invalid input 'LOAD' (line 1, column 17): expected AS LOAD DATA KAFKA, BATCH_INTERVAL, "
-        f"BATCH_SIZE, BOOTSTRAP_SERVERS, {SETTINGS_TEXT}, {DELIVERY_TEXT}, {ON_ERROR_TEXT}, "
-        "TOPICS or TRANSFORM",
+        f"BATCH_SIZE, BOOTSTRAP_SERVERS, {SETTINGS_TEXT}, DATABASE, {DELIVERY_TEXT}, "
+        f"{', '.join(MERGE)}, {ON_ERROR_TEXT}, TOPICS, TRANSFORM, {', '.join(WITH_MAPPING[:-1])} "
+        "or WITH PATTERN",
         1,
         17,
         [
@@ -86,10 +96,13 @@ CASES = [
             "BATCH_SIZE",
             "BOOTSTRAP_SERVERS",
             *SETTINGS,
+            "DATABASE",
             *DELIVERY,
+            *MERGE,
             *ON_ERROR,
             "TOPICS",
             "TRANSFORM",
+            *WITH_MAPPING,
         ],
     ),
     (
@@ -605,6 +618,7 @@ CASES = [
             "BATCH_SIZE",
             "BOOTSTRAP_SERVERS",
             *SETTINGS,
+            "DATABASE",
             *DELIVERY,
             *ON_ERROR,
             *END,

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from grammar import CreateStream, StreamSyntaxError, parse_stream_clause
+from grammar import (
+    AlterStream,
+    CreateKafkaStream,
+    CreateStream,
+    StreamSyntaxError,
+    parse_stream_clause,
+)
 
 HEAD = "CREATE STREAM s AS LOAD DATA KAFKA 'k:9092' WITH TOPIC 't'"
 
@@ -96,7 +102,7 @@ def error(options: str) -> StreamSyntaxError:
 )
 def test_repeats_are_refused_at_the_repeat(options: str, option: str) -> None:
     found = error(options)
-    assert found.message.endswith(f"{option} is given more than once")
+    assert found.message.endswith(f": {option} is given more than once")
     assert found.column == len(HEAD) + 2 + options.rindex(option.split()[0])
 
 
@@ -137,3 +143,97 @@ def test_expected_after_a_transform_leaves_out_the_mapping() -> None:
 def test_merge_needs_its_whole_phrase() -> None:
     found = error("MERGE PROPERTIES")
     assert found.expected == ["NODE PROPERTIES", "RELATIONSHIP PROPERTIES"]
+
+
+# -- the same options in Memgraph 2.x's CREATE KAFKA STREAM and in ALTER STREAM ... SET ----------
+
+KAFKA_HEAD = "CREATE KAFKA STREAM s TOPICS t"
+
+
+def test_memgraph_clause_takes_a_mapping_instead_of_its_transform() -> None:
+    clause = parse_stream_clause(
+        f"{KAFKA_HEAD} WITH PATTERN '(:A{{!id}})' BATCH_SIZE 5 WITH PATTERN '(:B{{!id}})' "
+        "MERGE NODE PROPERTIES DATABASE other"
+    )
+    assert clause == CreateKafkaStream(
+        "s",
+        ("t",),
+        None,
+        False,
+        batch_size=5,
+        database="other",
+        patterns=("(:A{!id})", "(:B{!id})"),
+        merge_node_properties=True,
+    )
+    template = parse_stream_clause("CREATE STREAM s TOPICS t WITH CYPHER 'CREATE (:N)'")
+    assert isinstance(template, CreateKafkaStream) and template.cypher == "CREATE (:N)"
+    assert template.transform is None and template.has_mapping
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (  # neither a TRANSFORM nor a mapping: Memgraph's words
+            f"{KAFKA_HEAD} WITH FORMAT TEXT",
+            f"Unexpected end of input (line 1, column {len(KAFKA_HEAD) + 18}): "
+            "TRANSFORM is required",
+        ),
+        (
+            f"{KAFKA_HEAD} WITH CYPHER 'a' WITH CYPHER 'b'",
+            f"Invalid input 'WITH CYPHER' (line 1, column {len(KAFKA_HEAD) + 18}): "
+            "WITH CYPHER is given more than once",
+        ),
+    ],
+)
+def test_memgraph_clause_refusals(query: str, message: str) -> None:
+    with pytest.raises(StreamSyntaxError) as raised:
+        parse_stream_clause(query)
+    assert raised.value.message == message
+
+
+def test_memgraph_clause_after_a_mapping_expects_no_transform() -> None:
+    with pytest.raises(StreamSyntaxError) as raised:
+        parse_stream_clause(f"{KAFKA_HEAD} WITH CYPHER 'x' FOO")
+    assert "TRANSFORM" not in raised.value.expected
+    assert "WITH CYPHER" not in raised.value.expected
+    assert "DATABASE" in raised.value.expected
+
+
+@pytest.mark.parametrize(
+    ("options", "clause"),
+    [
+        ("WITH CYPHER 'MERGE (:N)'", AlterStream("s", cypher="MERGE (:N)")),
+        (
+            "WITH PATTERN 'a' BATCH_SIZE 2 WITH PATTERN 'b'",
+            AlterStream("s", batch_size=2, patterns=("a", "b")),
+        ),
+        ("WITH FORMAT TEXT", AlterStream("s", value_format="text")),
+        ("MERGE RELATIONSHIP PROPERTIES", AlterStream("s", merge_relationship_properties=True)),
+        ("TRANSFORM m.p", AlterStream("s", transform="m.p", module=True)),
+        ("TRANSFORM 'm.p'", AlterStream("s", transform="m.p")),
+        (
+            "CONFIGS {'client.id': 'x'} CREDENTIALS {}",
+            AlterStream("s", configs=(("client.id", "x"),), credentials=()),
+        ),
+    ],
+)
+def test_alter_takes_the_mapping_options_and_the_stream_settings(
+    options: str, clause: AlterStream
+) -> None:
+    assert parse_stream_clause(f"ALTER STREAM s SET {options}") == clause
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ("CONFIGS {} CONFIGS {}", "CONFIGS is given more than once"),
+        ("WITH FORMAT JSON WITH FORMAT TEXT", "WITH FORMAT is given more than once"),
+        ("CONSUMER_GROUP g", "expected BATCH_INTERVAL"),  # the group stays: not an option
+        ("DATABASE other", "expected BATCH_INTERVAL"),
+        ("DELIVERY EXACTLY ONCE", "expected BATCH_INTERVAL"),
+    ],
+)
+def test_alter_refuses_repeats_and_what_it_cannot_change(options: str, problem: str) -> None:
+    with pytest.raises(StreamSyntaxError) as raised:
+        parse_stream_clause(f"ALTER STREAM s SET {options}")
+    assert problem in raised.value.message

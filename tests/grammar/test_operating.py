@@ -96,7 +96,10 @@ def test_parses(query: str, clause: object) -> None:
         (
             "ALTER STREAM s SET",
             "Unexpected end of input (line 1, column 19): expected BATCH_INTERVAL, BATCH_SIZE, "
-            "OFFSET TO, ON ERROR DEAD LETTER, ON ERROR SKIP, ON ERROR STOP or TRANSFORM",
+            "CONFIGS, CREDENTIALS, MERGE NODE PROPERTIES, MERGE RELATIONSHIP PROPERTIES, "
+            "OFFSET TO, ON ERROR DEAD LETTER, ON ERROR SKIP, ON ERROR STOP, TRANSFORM, "
+            "WITH CYPHER, WITH FORMAT BYTES, WITH FORMAT CUD, WITH FORMAT JSON, "
+            "WITH FORMAT TEXT or WITH PATTERN",
         ),
         (
             "ALTER STREAM s SKIP",

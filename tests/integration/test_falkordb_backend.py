@@ -593,6 +593,8 @@ def test_server_side_timeout(falkordb_server: EmbeddedFalkorDB, runner: asyncio.
 def test_classify_error_fallbacks() -> None:
     assert classify_error("something new").code == "Neo.DatabaseError.General.UnknownError"
     assert isinstance(classify_error("LOADING Redis is loading"), BackendUnavailable)
+    full = "MISCONF Errors writing to the AOF file: No space left on device"
+    assert isinstance(classify_error(full), BackendUnavailable)  # retried: space comes back
     assert "module" in classify_error("unknown command 'GRAPH.QUERY'").message
 
 

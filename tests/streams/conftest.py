@@ -130,7 +130,11 @@ def transforms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def start_proxy(data_dir: Path, transforms: Path, *extra: str) -> ProxyProcess:
+def start_proxy(
+    data_dir: Path, transforms: Path, *extra: str, kafka_config: str | None = KAFKA_TEST_CONFIG
+) -> ProxyProcess:
+    """``kafka_config``: the Kafka client settings (None: the proxy's defaults)."""
+    kafka = ["--kafka-client-config", kafka_config] if kafka_config is not None else []
     return ProxyProcess(
         "--data-dir",
         str(data_dir),
@@ -138,8 +142,7 @@ def start_proxy(data_dir: Path, transforms: Path, *extra: str) -> ProxyProcess:
         "always",
         "--transform-allowed-dirs",
         str(transforms),
-        "--kafka-client-config",
-        KAFKA_TEST_CONFIG,
+        *kafka,
         "--transform-timeout",
         "5",
         *extra,

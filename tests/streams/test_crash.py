@@ -129,15 +129,7 @@ def kill_proxy(proxy: ProxyProcess) -> None:
 def kill_falkordb(proxy: ProxyProcess) -> None:
     """kill -9 the proxy's embedded FalkorDB (the proxy lives on, retrying); then restart the
     proxy, which starts FalkorDB again from its append-only file."""
-    assert proxy.proc is not None
-    children = Path(f"/proc/{proxy.proc.pid}/task/{proxy.proc.pid}/children").read_text()
-    servers = [
-        int(pid)
-        for pid in children.split()
-        if "redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
-    ]
-    assert len(servers) == 1, children
-    os.kill(servers[0], signal.SIGKILL)
+    os.kill(proxy.embedded_falkordb_pid(), signal.SIGKILL)
     time.sleep(0.3)  # the stream sees the outage
     proxy.stop()
 

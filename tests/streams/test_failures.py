@@ -3,9 +3,11 @@ batch uncommitted, and affect no other stream; transient ones are retried."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +103,61 @@ def test_bad_transforms_and_queries_stop_only_their_stream(
         run(driver, f"DROP STREAM {name}")
 
 
+def outage_shows(driver: Any, name: str, what: str) -> dict[str, Any]:
+    """Wait until SHOW STREAMS says the stream is in a transient outage of ``what`` (``writing
+    to the graph``, ``reading from Kafka``), and check what it says: still running, and
+    ``last_error`` names the same outage. The row."""
+    row: dict[str, Any] = wait_until(
+        lambda: (
+            (r := show(driver, name))["status_detail"].startswith(f"transient outage: {what} (")
+            and r
+        ),
+        timeout=30,
+        message=f"the outage of {what} to show",
+    )
+    assert row["status"] == "running"
+    assert row["last_error"].startswith(f"{what}: ")
+    assert "(transient; " in row["last_error"]
+    return row
+
+
+def recovery_shows(driver: Any, name: str, *, said: bool = True) -> dict[str, Any]:
+    """Wait until SHOW STREAMS says the stream is healthy again, still running, and (``said``)
+    its ``last_error`` saying it recovered. The row."""
+    row: dict[str, Any] = wait_until(
+        lambda: (r := show(driver, name))["status_detail"] == "healthy" and r,
+        timeout=30,
+        message="the recovery to show",
+    )
+    assert row["status"] == "running"
+    assert not said or "recovered" in row["last_error"]
+    return row
+
+
+def stream_past(
+    driver: Any, broker: Broker, topic: str, transforms: Path, messages: int = 1
+) -> str:
+    """A running stream over ``topic`` (one ``:Msg`` per message) that has processed the
+    ``messages`` messages sent to it (``<name>:0``, ``<name>:1``, ...); the stream's name."""
+    name = stream_name()
+    create_stream(driver, name, broker, topic, transforms / "msg.py")
+    run(driver, f"START STREAM {name}")
+    broker.produce(topic, [f"{name}:{i}" for i in range(messages)])
+    wait_until(lambda: show(driver, name)["messages_processed"] == messages)
+    return name
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """``pid`` stopped with SIGSTOP (it keeps its connections open and answers nothing)
+    inside the block, continued with SIGCONT when the block ends, however it ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 # -- transient failures: the backend goes away and comes back ---------------------------------
 
 
@@ -174,7 +231,6 @@ def test_a_stopped_backend_shows_and_times_out(
         str(settings),
     )
     assert falkordb.proc is not None
-    stopped = False
     try:
         with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
             name = stream_name()
@@ -184,41 +240,19 @@ def test_a_stopped_backend_shows_and_times_out(
             wait_until(lambda: show(drv, name)["messages_processed"] == 1)
             assert show(drv, name)["status_detail"] == "healthy"
 
-            os.kill(falkordb.proc.pid, signal.SIGSTOP)
-            stopped = True
-            broker.produce(topic, [f"{name}:2", f"{name}:3"])
-            row = wait_until(
-                lambda: (
-                    (r := show(drv, name))["status_detail"].startswith(
-                        "transient outage: writing to the graph ("
-                    )
-                    and r
-                ),
-                timeout=30,
-                message="the outage to show",
-            )
-            assert row["status"] == "running"
-            assert row["last_error"].startswith("writing to the graph: ")
-            assert "(transient; " in row["last_error"]
+            with paused(falkordb.proc.pid):
+                broker.produce(topic, [f"{name}:2", f"{name}:3"])
+                outage_shows(drv, name, "writing to the graph")
 
-            started = time.monotonic()
-            with pytest.raises(neo4j.exceptions.TransientError), drv.session() as session:
-                session.run("RETURN 1 AS one").consume()
-            assert time.monotonic() - started < 20  # bounded by the timeout, not the outage
+                started = time.monotonic()
+                with pytest.raises(neo4j.exceptions.TransientError), drv.session() as session:
+                    session.run("RETURN 1 AS one").consume()
+                assert time.monotonic() - started < 20  # bounded by the timeout, not the outage
 
-            os.kill(falkordb.proc.pid, signal.SIGCONT)
-            stopped = False
             wait_until(lambda: count(drv, "(m:Msg)") == 3, timeout=40, message="the batch")
-            row = wait_until(
-                lambda: (r := show(drv, name))["status_detail"] == "healthy" and r,
-                timeout=30,
-                message="the recovery to show",
-            )
-            assert "recovered" in row["last_error"]
+            recovery_shows(drv, name)
             run(drv, f"DROP STREAM {name}")
     finally:
-        if stopped:
-            os.kill(falkordb.proc.pid, signal.SIGCONT)
         proxy.stop()
 
 
@@ -228,12 +262,7 @@ def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path, driv
     own = Broker().start()
     again: Broker | None = None
     try:
-        topic = own.create_topic("gone")
-        name = stream_name()
-        create_stream(driver, name, own, topic, transforms / "msg.py")
-        run(driver, f"START STREAM {name}")
-        own.produce(topic, [f"{name}:1"])
-        wait_until(lambda: show(driver, name)["messages_processed"] == 1)
+        name = stream_past(driver, own, own.create_topic("gone"), transforms)
         own.stop()
         row = wait_until(
             lambda: (r := show(driver, name))["last_error"] and r,
@@ -259,3 +288,118 @@ def test_broker_unavailable_while_running(transforms: Path, tmp_path: Path, driv
         own.stop()
         if again is not None:
             again.stop()
+
+
+def test_a_stopped_broker_shows_and_the_stream_carries_on(
+    transforms: Path, tmp_path: Path, driver: Any
+) -> None:
+    """A broker stopped with SIGSTOP holds its connections open and answers nothing, so the
+    Kafka client reports nothing for a minute: the stream notices the silence itself and says
+    so while it lasts; after SIGCONT it carries on and loses nothing."""
+    own = Broker().start()
+    assert own.proc is not None
+    try:
+        topic = own.create_topic("paused")
+        name = stream_past(driver, own, topic, transforms)
+        with paused(own.proc.pid):
+            row = outage_shows(driver, name, "reading from Kafka")
+            assert "(transient; retrying" in row["last_error"]
+        own.produce(topic, [f"{name}:2"])
+        wait_until(
+            lambda: count(driver, "(m:Msg)", f"WHERE m.body STARTS WITH '{name}:'") == 2,
+            timeout=60,
+            message="the message sent after the outage",
+        )
+        recovery_shows(driver, name)
+        run(driver, f"DROP STREAM {name}")
+    finally:
+        own.stop()
+
+
+def test_the_embedded_falkordb_is_restarted_when_it_dies(
+    broker: Broker, topic: str, transforms: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the embedded FalkorDB alone: the proxy starts it again from its AOF (no
+    proxy restart needed), says so once in the log, and the stream carries on."""
+    proxy = start_proxy(tmp_path / "proxy", transforms)
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
+            name = stream_past(drv, broker, topic, transforms)
+            first = proxy.embedded_falkordb_pid()
+            os.kill(first, signal.SIGKILL)
+            broker.produce(topic, [f"{name}:2", f"{name}:3"])
+            proxy.wait_for_log(r"the embedded FalkorDB exited with status", timeout=20)
+            proxy.wait_for_log(r"the embedded FalkorDB is running again", timeout=30)
+            assert proxy.embedded_falkordb_pid() != first
+            wait_until(lambda: count(drv, "(m:Msg)") == 3, timeout=40, message="the rest")
+            # Whether a write failed depends on when the kill came: last_error may be empty.
+            recovery_shows(drv, name, said=False)
+            run(drv, f"DROP STREAM {name}")
+        lines = proxy.log_text().splitlines()
+        assert len([line for line in lines if "FalkorDB exited" in line]) == 1
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB tmpfs of its own (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until its file system is full."""
+    filler = folder / "filler"
+    with filler.open("wb") as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"\0" * (1 << 20))
+            file.flush()
+    return filler
+
+
+def test_a_full_disk_shows_and_nothing_accepted_is_lost(
+    broker: Broker, topic: str, transforms: Path, small_fs: Path
+) -> None:
+    """The data dir's file system fills up during ingestion: with appendfsync always the
+    embedded FalkorDB exits rather than go on without its AOF; the stream says it retries,
+    the proxy restarts FalkorDB once there is room again, and every message is in the graph
+    once the space is freed."""
+    proxy = start_proxy(small_fs / "data", transforms)
+    try:
+        with neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("u", "p")) as drv:
+            name = stream_past(drv, broker, topic, transforms, 100)
+            filler = fill(small_fs)
+            broker.produce(topic, [f"{name}:{i}" for i in range(100, 200)])
+            outage_shows(drv, name, "writing to the graph")
+            proxy.wait_for_log(r"the embedded FalkorDB exited with status 1 \(.*AOF", timeout=20)
+            filler.unlink()
+
+            def all_there() -> bool:
+                try:
+                    return count(drv, "(m:Msg)") == 200
+                except neo4j.exceptions.TransientError:  # FalkorDB is being restarted
+                    return False
+
+            wait_until(
+                all_there,
+                timeout=60,
+                message="every message after the space is freed",
+            )
+            recovery_shows(drv, name)
+            run(drv, f"DROP STREAM {name}")
+        assert "Traceback" not in proxy.log_text()
+    finally:
+        proxy.stop()

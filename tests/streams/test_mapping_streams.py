@@ -505,6 +505,33 @@ def test_pattern_and_cud_messages_that_cannot_be_mapped(
         run(driver, f"DROP STREAM {name}")
 
 
+# -- index advice -------------------------------------------------------------------------------
+
+
+def test_start_names_the_index_a_pattern_merges_on_when_it_is_missing(
+    driver: Any, streams_proxy: Any, broker: Broker, topic: str
+) -> None:
+    """Without an index on a merged node's key, every message scans the label (found by
+    bench/soak.py: the stream fell behind and FalkorDB's write lock held every query)."""
+    person, org = label("Person"), label("Org")
+    run(driver, f"CREATE INDEX FOR (n:{org}) ON (n.code)")
+    name = stream_name("idx")
+    create(
+        driver, name, broker, topic, f"WITH PATTERN '(:{person}{{!id}})-[:AT]->(:{org}{{!code}})'"
+    )
+    run(driver, f"START STREAM {name}")
+    line = streams_proxy.wait_for_log(rf"stream {name}: no index on :{person}\(id\)")
+    assert line.endswith(f"create one: CREATE INDEX FOR (n:{person}) ON (n.id)")
+    assert "WARNING" in line
+    assert not any(f"no index on :{org}" in seen for seen in streams_proxy.lines)
+    run(driver, f"STOP STREAM {name}")
+    run(driver, f"CREATE INDEX FOR (n:{person}) ON (n.id)")
+    run(driver, f"START STREAM {name}")
+    streams_proxy.wait_for_log(rf"stream {name}: every node its pattern MERGEs has an index")
+    assert sum(f"stream {name}: no index" in seen for seen in streams_proxy.lines) == 1
+    run(driver, f"DROP STREAM {name}")
+
+
 # -- injection ----------------------------------------------------------------------------------
 
 

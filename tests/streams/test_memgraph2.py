@@ -257,6 +257,75 @@ def test_module_stream_over_several_topics_with_its_own_settings(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_mapping_stream_in_memgraph_syntax_altered_keeps_its_position(
+    mg: Any, mg_proxy: ProxyProcess, broker: Broker, topic: str
+) -> None:
+    """CREATE KAFKA STREAM with a template instead of TRANSFORM; ALTER ... SET changes the
+    template and the stream's own Kafka settings, checked as CREATE checks them (EXPLAIN of
+    the template included); no message is lost or applied twice across the ALTER."""
+    name = stream_name("mgtpl")
+    first, second = f"MgTplA_{name}", f"MgTplB_{name}"
+    run(
+        mg,
+        f"CREATE KAFKA STREAM {name} TOPICS {topic} "
+        f"WITH CYPHER 'CREATE (:{first} {{v: event.v}})' BATCH_SIZE 5",
+    )
+    row = show(mg, name)
+    assert (
+        row["transform"]
+        == row["transformation_name"]
+        == f"CYPHER 'CREATE (:{first} {{v: event.v}})'"
+    )
+    group = row["consumer_group"]
+    produce_records(broker, topic, [(None, b'{"v": %d}' % i, None) for i in range(10)])
+    run(mg, f"START STREAM {name}")
+    wait_until(lambda: count(mg, f"(n:{first})") == 10, 40, message="the first template")
+    run(mg, f"STOP STREAM {name}")
+
+    run(
+        mg,
+        f"ALTER STREAM {name} SET WITH CYPHER 'CREATE (:{second} {{v: event.v}})' "
+        f"CONFIGS {{'client.id': 'altered-{name}'}} CREDENTIALS {{'sasl.password': '{SECRET}'}}",
+    )
+    row = show(mg, name)
+    assert row["transform"] == f"CYPHER 'CREATE (:{second} {{v: event.v}})'"
+    assert row["configs"] == {"client.id": f"altered-{name}"}
+    assert row["credentials"] == {"sasl.password": "<REDACTED>"}
+    assert (row["consumer_group"], row["batch_size"]) == (group, 5)
+    # Refused as CREATE refuses them, and nothing changes.
+    for options, message in [
+        (
+            "WITH CYPHER 'CREATE (n:X) SET n.x = nope'",
+            "the backend refuses the Cypher template: 'nope' not defined",
+        ),
+        ("CONFIGS {'group.id': 'other'}", "CONFIGS may not set 'group.id'"),
+        ("CONFIGS {'no.such.setting': '1'}", "no.such.setting"),
+        ("MERGE NODE PROPERTIES", "applies to WITH PATTERN only"),
+        ("TRANSFORM 'builtin:depc' WITH CYPHER 'CREATE ()'", "not both"),
+    ]:
+        error = fails(mg, f"ALTER STREAM {name} SET {options}")
+        assert error.code == "Neo.ClientError.Statement.ArgumentError", options
+        assert (error.message or "").startswith("Failed to alter Kafka stream "), options
+        assert message in (error.message or ""), options
+    assert show(mg, name) == row
+
+    produce_records(broker, topic, [(None, b'{"v": %d}' % i, None) for i in range(10, 20)])
+    run(mg, f"START STREAM {name}")
+    wait_until(lambda: count(mg, f"(n:{second})") == 10, 40, message="the second template")
+    run(mg, f"STOP STREAM {name}")
+    assert count(mg, f"(n:{first})") == 10
+    values = run(mg, f"MATCH (n:{second}) RETURN n.v AS v ORDER BY v")
+    assert [r["v"] for r in values] == list(range(10, 20))
+
+    # A module replaces the mapping; the settings stay.
+    run(mg, f"ALTER STREAM {name} SET TRANSFORM mgmeta.record")
+    row = show(mg, name)
+    assert row["transformation_name"] == "mgmeta.record"
+    assert row["configs"] == {"client.id": f"altered-{name}"}
+    run(mg, f"DROP STREAM {name}")
+    assert SECRET not in mg_proxy.log_text()
+
+
 def test_json_module_with_several_records_per_message(mg: Any, broker: Broker, topic: str) -> None:
     name = stream_name("mgjson")
     tag = name

@@ -421,17 +421,6 @@ def test_metrics_change_as_messages_flow_and_a_stream_fails(
     assert codes[("boltstream_failures_total", (("code", error.code),))] >= 1
 
 
-def _embedded_falkordb(proxy: ProxyProcess) -> int:
-    """The pid of the proxy's embedded redis-server (its child)."""
-    assert proxy.proc is not None
-    pid = proxy.proc.pid
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if "redis" in Path(f"/proc/{child}/cmdline").read_text():
-                return int(child)
-    raise AssertionError("no embedded FalkorDB found")
-
-
 def test_readiness_follows_the_backend_and_the_streams(
     tmp_path: Path, transforms: Path, broker: Broker, topic: str
 ) -> None:
@@ -441,7 +430,7 @@ def test_readiness_follows_the_backend_and_the_streams(
         assert http_get(proxy, "/health/live") == (200, b'{"status": "live"}')
         assert http_get(proxy, "/health/ready")[0] == 200
         assert json.loads(http_get(proxy, "/")[1])["bolt_direct"].startswith("bolt://")
-        falkordb = _embedded_falkordb(proxy)
+        falkordb = proxy.embedded_falkordb_pid()
         os.kill(falkordb, signal.SIGSTOP)
         try:
             status, body = http_get(proxy, "/health/ready")

@@ -177,6 +177,8 @@ def values_of(batch: list[bytes]) -> list[Query]:
 class FakeTransform:
     """``stream`` is ``values_of``; records each round trip's number of batches."""
 
+    metadata = False  # reads values, as a ``stream(batch)`` script does
+
     def __init__(self, fn: Callable[[list[bytes]], list[Query]] = values_of) -> None:
         self.fn = fn
         self.round_trips: list[int] = []
@@ -617,26 +619,32 @@ async def test_transient_failures_are_retried_and_logged_once(
     await runner.stop()
 
 
+@pytest.mark.parametrize("behind", [False, True], ids=["caught-up", "behind"])
 @asynctest
 async def test_a_write_with_no_answer_shows_while_it_waits(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, behind: bool
 ) -> None:
     """A backend that answers nothing (stopped, hung) neither fails nor succeeds: after
     ``slow_after`` the stream's last_error says it waits, once in the log too, and the late
-    answer ends it like a recovery."""
+    answer ends it like a recovery. Behind: several batches waiting take the combined-write
+    path, which says so too (it used to wait in silence)."""
     caplog.set_level(logging.INFO, logger="boltstream.streams")
     rig = Rig(slow_after=0.05)
     rig.graph.gate = asyncio.Event()
+    if behind:
+        rig.source.push(["a"], ["b"], ["c"])
     runner = rig.start()
-    rig.source.push(["a"])
+    if not behind:
+        rig.source.push(["a"])
     await until(lambda: runner.health.last_error is not None)
+    assert [atomic for _n, atomic, _fence in rig.graph.writes] == [behind]
     assert runner.health.last_error == (
         "writing to the graph: no answer for 0.05 s (transient; waiting)"
     )
     assert runner.health.detail().startswith("transient outage: writing to the graph (waiting for")
     await asyncio.sleep(0.2)  # still one line, however long it waits
     rig.graph.gate.set()
-    await until(lambda: rig.graph.applied == ["a"])
+    await until(lambda: rig.graph.applied == (["a", "b", "c"] if behind else ["a"]))
     error = runner.health.last_error or ""
     assert error.startswith("writing to the graph: no answer for ")
     assert error.endswith(" s (transient; recovered: answered late)")

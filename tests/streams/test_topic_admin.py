@@ -50,3 +50,35 @@ async def test_the_cache_is_bounded_and_idle_clients_go() -> None:
     assert admin.held() == 1
     admin.forget("127.0.0.1:1")
     assert await settle(admin, before) <= 0
+
+
+async def test_a_lag_lookup_nobody_waits_for_any_more_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lookup whose callers all timed out fails later (the broker does not answer): its
+    failure is read, not left for asyncio to log as an ERROR with a traceback (soak)."""
+    import gc
+    import logging
+
+    from proxy.streams.definition import MappingSpec, StreamDefinition
+
+    definition = StreamDefinition(
+        name="lagged",
+        uri="127.0.0.1:1",  # nothing answers there
+        topic="t",
+        transform=None,
+        batch_interval_ms=100,
+        batch_size=10,
+        consumer_group="lagged",
+        mapping=MappingSpec("cypher", template="RETURN 1"),
+    )
+    admin = TopicAdmin({})
+    with caplog.at_level(logging.ERROR):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(admin.lag(definition, {"t": 1}, 0.5, False), 0.05)
+        while admin._lag_inflight:  # the lookup itself ends with the broker's timeout
+            await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    admin.close()

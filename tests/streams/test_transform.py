@@ -637,6 +637,9 @@ class TestRun:
             assert failure.value.kind is FailureKind.TIMEOUT
             assert str(failure.value) == "transform timed out after 1 s"
             assert r.pid is None and not _alive(pid)
+            # The limit also bounds the new worker's load, which can take longer than 1 s on
+            # a loaded machine: the recovery is what is tested here, not the limit again.
+            r.batch_timeout = 30
             assert await r.run([b"fine"]) == [("q", {})]
             assert r.pid != pid
 

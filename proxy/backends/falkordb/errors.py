@@ -80,8 +80,10 @@ _ERROR_RULES: list[tuple[re.Pattern[str], str]] = [
         ),
     ]
 ]
-# Redis-level states in which a retry later can succeed.
-_UNAVAILABLE = re.compile(r"^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b")
+# Redis-level states in which a retry later can succeed. MISCONF: with appendfsync everysec
+# or no, Redis refuses writes while it cannot write its AOF or snapshot (a full disk) and
+# takes them again once it can.
+_UNAVAILABLE = re.compile(r"^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|MISCONF)\b")
 
 
 def classify_error(message: str) -> BackendError:

@@ -41,13 +41,34 @@ class BadMapping(ValueError):
 
 @dataclass(frozen=True)
 class MappingOptions:
-    """CREATE STREAM's mapping options as given (``grammar.CreateStream``'s fields)."""
+    """A clause's mapping options as given (``grammar.MappingClauseOptions``)."""
 
     template: str | None = None  # WITH CYPHER
     patterns: tuple[str, ...] = ()  # WITH PATTERN, in order
     value_format: str | None = None  # WITH FORMAT: cud, json, text or bytes
     merge_node_properties: bool = False
     merge_relationship_properties: bool = False
+
+    @property
+    def chosen(self) -> bool:
+        """Whether the options choose a mapping (a template, patterns or CUD)."""
+        return self.template is not None or bool(self.patterns) or self.value_format == "cud"
+
+    @property
+    def given(self) -> bool:
+        """Whether any option is given."""
+        return self != MappingOptions()
+
+    @classmethod
+    def of_spec(cls, spec: MappingSpec) -> MappingOptions:
+        """The options that build ``spec`` again (``build_spec``)."""
+        return cls(
+            template=spec.template,
+            patterns=spec.patterns,
+            value_format="cud" if spec.kind == "cud" else spec.value_format,
+            merge_node_properties=spec.merge_node_properties,
+            merge_relationship_properties=spec.merge_relationship_properties,
+        )
 
 
 def build_spec(
