@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -301,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     # Everything the proxy and its embedded database write (catalog, AOF, logs, sockets) is
     # for the proxy's user only.
     os.umask(0o077)
+    # A crash in native code (librdkafka, uvloop, OpenSSL) leaves the Python stack of every
+    # thread in the log: the long fuzz run saw one SIGSEGV it could not reproduce, and no
+    # trace of where.
+    faulthandler.enable(all_threads=True)
     try:
         return _run(app.serve(config))
     except KeyboardInterrupt:

@@ -204,3 +204,15 @@ def test_backend_password_on_the_command_line_is_warned_about(tmp_path: Path) ->
     assert done.returncode == 1  # nothing listens there
     assert "visible to every local user" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_a_crash_in_native_code_leaves_every_threads_stack_in_the_log(tmp_path: Path) -> None:
+    # The long fuzz run saw the proxy die of SIGSEGV once, with nothing in its log to say
+    # where; faulthandler writes the Python stack of every thread to stderr (the log).
+    proxy = ProxyProcess("--data-dir", str(tmp_path / "data")).start()
+    assert proxy.proc is not None
+    os.kill(proxy.proc.pid, signal.SIGSEGV)
+    assert proxy.proc.wait(timeout=30) == -signal.SIGSEGV
+    proxy.wait_for_log(r"Fatal Python error: Segmentation fault")
+    proxy.wait_for_log(r"(Current thread|Thread) 0x[0-9a-f]+")
+    proxy.stop()
