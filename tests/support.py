@@ -118,6 +118,10 @@ class ProxyProcess:
         return self.proc.returncode
 
     def __enter__(self) -> ProxyProcess:
+        # ``with start_proxy(...) as proxy`` gets a proxy already started: starting it again
+        # left the first one running, orphaned, after every such test.
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -244,6 +244,7 @@ def harness(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             yield h
         finally:
             proxy.stop()
+            h.proxy.stop()  # the restarted one, when the last test restarted it
 
 
 # -- the values users put in clauses -----------------------------------------------------------
