@@ -710,6 +710,7 @@ class StreamEngine:
                 await runner.stop()
                 self._trim_due = True
             await self.catalog.delete(name)
+            self.admin.forget_stream(name)
         log.info("dropped stream %s", name)
 
     async def start_stream(
@@ -1267,6 +1268,7 @@ class StreamEngine:
                 raise StreamError(
                     "state", f"Kafka stream {name} was changed or dropped meanwhile; try again"
                 )
+            self.admin.forget_stream(name)  # its lag probe has the old settings
         log.info(
             "altered stream %s (batch interval %d ms, batch size %d, transform %s sha256 %s, "
             "on error %s)",

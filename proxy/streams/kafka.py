@@ -1020,8 +1020,17 @@ class TopicAdmin:
         for key in keys:
             self._drop(self._admins, key)
 
+    def forget_stream(self, name: str) -> None:
+        """Drop the lag probes of stream ``name`` (DROP, or an ALTER that changes its address
+        or settings): a probe holds a consumer's threads, pipes and broker sockets."""
+        for key in [k for k in self._probes if k[0] == name]:
+            self._drop(self._probes, key)
+
     def held(self) -> int:
         return len(self._admins)
+
+    def probes(self) -> int:
+        return len(self._probes)
 
     async def topics(
         self, uri: str, timeout: float, own: Mapping[str, Any] | None = None
