@@ -67,6 +67,7 @@ from proxy.streams.kafka import (
     StreamConsumer,
     TopicAdmin,
     TopicMissing,
+    admin_config,
     consumer_config,
     producer_config,
     reason_of,
@@ -1044,13 +1045,9 @@ class StreamEngine:
         return {tp: offset for tp, offset in stored.items() if tp[0] == definition.topic}
 
     async def _group(self, definition: StreamDefinition) -> kafka_offsets.Group | None:
-        try:
-            client = self.admin.client(definition.uri, definition.settings or None)
-        except Exception:
-            return None
-        timeout = self.settings.broker_timeout
-        return await asyncio.to_thread(
-            kafka_offsets.describe, client, definition.consumer_group, timeout
+        config = admin_config(definition.uri, self.kafka_config, definition.settings or None)
+        return await kafka_offsets.describe_isolated(
+            config, definition.consumer_group, self.settings.broker_timeout
         )
 
     async def offsets(self, name: str, holders: bool = True) -> list[OffsetRow]:

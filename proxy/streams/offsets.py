@@ -11,16 +11,25 @@ group: reading committed offsets and committing new ones is all it does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import logging
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+from proxy.spawn import die_with_parent, spawn_piped
 from proxy.streams.kafka import TopicMissing, kafka_log
 from proxy.streams.names import check_client_config, check_topic
 from proxy.streams.positions import TopicPartition
 
 Target = Literal["beginning", "end", "offset", "timestamp"]
+
+log = logging.getLogger("boltstream.streams")
 
 
 class OffsetError(Exception):
@@ -178,7 +187,8 @@ class Group:
 
 def describe(admin: Any, group: str, timeout: float) -> Group | None:
     """The group's state, members and what each is assigned; None when the broker cannot
-    tell (it does not answer DescribeGroups). Blocks."""
+    tell (it does not answer DescribeGroups). Blocks. Only ever called in a child process
+    (``describe_isolated``): see there."""
     try:
         described = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
         description = described.result(timeout + 1)
@@ -198,3 +208,109 @@ def describe(admin: Any, group: str, timeout: float) -> Group | None:
             )
         )
     return Group(state, found)
+
+
+# The package root, for the child of ``describe_isolated`` (started with -I: no PYTHONPATH).
+_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from proxy.streams.offsets import _describe_child; _describe_child()"
+)
+
+
+async def describe_isolated(
+    config: Mapping[str, Any], group: str, timeout: float, *, python: str = sys.executable
+) -> Group | None:
+    """``describe`` in a child process of its own, which is None too when that process dies.
+
+    librdkafka 2.x aborts the whole process when a coordinator admin request
+    (DescribeGroups, ListConsumerGroupOffsets) fails or times out and its answer comes late
+    (``rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0``, librdkafka
+    #4605, unfixed in 2.16): in the proxy, SHOW STREAM OFFSETS or SET OFFSET under load
+    could take every connection and stream down with it. Here it takes only the child.
+    ``config``: the admin client's settings (checked here; strings only, sent on the child's
+    stdin, never in its command line, since they may hold credentials). ``python``: the
+    interpreter (tests give another program)."""
+    settings = {k: v for k, v in config.items() if isinstance(v, str | int | float | bool)}
+    check_client_config({k: v for k, v in settings.items() if isinstance(v, str)})
+    request = json.dumps({"config": settings, "group": group, "timeout": timeout}).encode()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    try:
+        child = await spawn_piped(
+            die_with_parent([python, "-I", "-B", "-c", _CHILD, _ROOT]), env=env
+        )
+    except OSError as exc:
+        log.warning("cannot start the consumer group probe: %s", exc)
+        return None
+    try:
+        child.stdin.write(request)
+        await child.stdin.drain()
+        child.stdin.close()
+        out, _ = await asyncio.wait_for(
+            asyncio.gather(child.stdout.read(), child.stderr.read()), 2 * timeout + 10
+        )
+        code = await child.wait()
+    except (TimeoutError, OSError, ConnectionError):
+        child.kill()
+        await child.wait()
+        return None
+    finally:
+        child.kill()
+    if code != 0:
+        log.warning(
+            "the consumer group probe of group %r ended with status %d (the broker's "
+            "client failed in it; the proxy goes on)",
+            group,
+            code,
+        )
+        return None
+    try:
+        return _group_from(json.loads(out))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _group_from(document: Any) -> Group | None:
+    if document is None:
+        return None
+    return Group(
+        str(document["state"]),
+        [
+            Member(
+                member_id=str(m["member_id"]),
+                client_id=str(m["client_id"]),
+                host=str(m["host"]),
+                partitions=frozenset((str(t), int(p)) for t, p in m["partitions"]),
+            )
+            for m in document["members"]
+        ],
+    )
+
+
+def _describe_child() -> None:
+    """The child of ``describe_isolated``: the request on stdin, the group as JSON on stdout."""
+    from confluent_kafka.admin import AdminClient
+
+    request = json.loads(sys.stdin.buffer.read())
+    config: dict[str, Any] = {**request["config"], "error_cb": lambda error: None}
+    admin = AdminClient(config)
+    group = describe(admin, str(request["group"]), float(request["timeout"]))
+    document = (
+        None
+        if group is None
+        else {
+            "state": group.state,
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "client_id": m.client_id,
+                    "host": m.host,
+                    "partitions": sorted(m.partitions),
+                }
+                for m in group.members
+            ],
+        }
+    )
+    sys.stdout.write(json.dumps(document))
+    sys.stdout.flush()
+    os._exit(0)  # not waiting for the client's teardown: the answer is out
