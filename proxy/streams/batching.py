@@ -83,12 +83,25 @@ class Batch:
     the same methods), the consumer's epoch when it was formed (batches of an older epoch are
     dropped: a seek or a rebalance happened since), and the bytes of its values."""
 
-    __slots__ = ("epoch", "messages", "nbytes")
+    __slots__ = ("_after", "epoch", "messages", "nbytes")
 
     def __init__(self, messages: list[Any], epoch: int, nbytes: int) -> None:
         self.messages = messages
         self.epoch = epoch
         self.nbytes = nbytes
+        self._after: dict[tuple[str, int], int] | None = None
+
+    def after(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset after the batch's last message there (computed
+        once: each write and commit of the batch asks)."""
+        if self._after is None:
+            after: dict[tuple[str, int], int] = {}
+            for message in reversed(self.messages):
+                key = (message.topic(), message.partition())
+                if key not in after:
+                    after[key] = message.offset() + 1
+            self._after = after
+        return self._after
 
     def __len__(self) -> int:
         return len(self.messages)

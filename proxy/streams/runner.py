@@ -267,6 +267,28 @@ class _Item:
         ]
 
 
+def _after(run: list[_Item]) -> dict[TopicPartition, int]:
+    """Per partition, the offset after the last message of the batches of ``run``."""
+    after: dict[TopicPartition, int] = {}
+    for item in run:
+        after.update(item.batch.after())
+    return after
+
+
+def _same(one: list[_Item], other: list[_Item]) -> bool:
+    return len(one) == len(other) and all(a is b for a, b in zip(one, other, strict=True))
+
+
+@dataclass(frozen=True, eq=False)
+class _Ahead:
+    """The next write, prepared while the graph ran the one before (``_look_ahead``)."""
+
+    run: list[_Item]
+    queries: list[Query]
+    fence: Fence | None
+    prepared: Any
+
+
 class StreamRunner:
     """Runs one stream until stopped, finished (LIMIT) or failed: ``task`` ends with an
     ``Ended``. ``stop()`` ends it (after the write in progress). ``progress`` and
@@ -322,6 +344,10 @@ class StreamRunner:
         self._idle.set()
         self._queue: asyncio.Queue[list[_Item]] = asyncio.Queue()
         self._leftover: list[_Item] = []
+        # The next write, prepared while the graph ran the current one (``_look_ahead``).
+        self._ahead: _Ahead | None = None
+        # FalkorDB's writer prepares writes (``FalkorDBWriter.prepare``); Bolt's sends params.
+        self._prepare: Callable[..., Any] | None = getattr(writer, "prepare", None)
         self._current: list[Batch] = []  # the batch being applied (Host.write's fence)
         self._lost: FenceLost | None = None  # a write found the fence lost: seek again
         self._in_flight = 0  # batches taken by the transform stage, not yet written
@@ -671,17 +697,23 @@ class StreamRunner:
         items, self._leftover = self._leftover, []
         if not items:
             items = await self._queue.get()
+        # Not beyond the items a prepared write is for (``_look_ahead`` took them as here).
+        return self._gather(items, more=self._ahead is None)
+
+    def _gather(self, items: list[_Item], *, more: bool) -> list[_Item]:
+        """``items`` and (``more``) the transformed batches waiting after them, up to
+        ``max_round_trip`` messages (at least one batch); the rest goes to ``_leftover``."""
         count = sum(len(item.batch) for item in items)
-        while count < self.settings.max_round_trip and not self._queue.empty():
-            more = self._queue.get_nowait()
-            items += more
-            count += sum(len(item.batch) for item in more)
+        while more and count < self.settings.max_round_trip and not self._queue.empty():
+            extra = self._queue.get_nowait()
+            items += extra
+            count += sum(len(item.batch) for item in extra)
         keep: list[_Item] = []
         total = 0
         for index, item in enumerate(items):
             total += len(item.batch)
             if keep and total > self.settings.max_round_trip:
-                self._leftover = items[index:]
+                self._leftover = items[index:] + self._leftover
                 break
             keep.append(item)
         return keep
@@ -720,9 +752,10 @@ class StreamRunner:
             for one in run:
                 self.observer.batch_size(len(one.batch))
             try:
-                if len(run) > 1:
+                if len(run) > 1 or (self._prepare is not None and item.combinable(self.mode)):
                     await self._write_combined(source, run)
                 else:
+                    self._ahead = None
                     await self._write_one(source, item)
             except FenceLost as lost:
                 for rest in items[end:]:
@@ -749,34 +782,107 @@ class StreamRunner:
         return None
 
     async def _write_combined(self, source: Source, run: list[_Item]) -> None:
-        """Several batches in one round trip; one at a time if that is refused."""
-        queries = [query for item in run for query in item.queries()]
-        if self.mapper is not None:
-            queries = self.mapper.prepare(queries)
-        messages = [message for item in run for message in item.batch.messages]
-        fence = self._fence(messages) if self.exactly_once else None
+        """Several batches in one round trip (or one batch, where the writer prepares its
+        writes); one at a time if that is refused. While the graph runs it, the next write is
+        prepared (``_look_ahead``)."""
+        ahead, self._ahead = self._ahead, None
+        after = _after(run)
+        fence = self._fence_to(after) if self.exactly_once else None
+        if ahead is not None and _same(ahead.run, run) and ahead.fence == fence:
+            queries, prepared = ahead.queries, ahead.prepared
+        else:
+            queries, prepared = self._queries_of(run), None
 
         def write() -> Awaitable[None]:
+            if prepared is not None:
+                return self.writer.write_prepared(prepared)  # type: ignore[attr-defined, no-any-return]
             return self.writer.write_batch(
                 queries, self.definition.owner, group=True, atomic=True, fence=fence
             )
 
+        began = time.monotonic()
         try:
-            began = time.monotonic()
-            await self._on_graph(write, self.graph_outage)
+            if self._prepare is None:
+                await self._on_graph(write, self.graph_outage)
+            else:
+                await self._write_and_look_ahead(source, write, fence)
             self.observer.stage("write", time.monotonic() - began)
         except (NotAtomic, PermanentWriteError) as exc:
+            self._ahead = None
             log.debug("stream %s: %d batches written one by one (%s)", self.name, len(run), exc)
             for item in run:
                 await self._write_one(source, item)
             return
+        except BaseException:
+            self._ahead = None
+            raise
         if fence is not None:
             self.known.update(fence.next)
-        self._commit(
-            source,
-            dict(fence.next) if fence is not None else next_offsets(messages),
-            Counts(len(messages), len(run)),
-        )
+        self._commit(source, dict(after), Counts(sum(len(item.batch) for item in run), len(run)))
+
+    async def _write_and_look_ahead(
+        self, source: Source, write: Callable[[], Awaitable[None]], fence: Fence | None
+    ) -> None:
+        assert self._prepare is not None
+        writing = asyncio.ensure_future(self._on_graph(write, self.graph_outage))
+        getting: asyncio.Future[list[_Item]] | None = None
+        try:
+            await asyncio.sleep(0)  # the write goes out first
+            while not writing.done():
+                if self._leftover or not self._queue.empty():
+                    try:
+                        self._look_ahead(source, self._prepare, fence)
+                    except Exception as exc:  # then the next write does it all itself
+                        log.debug("stream %s: next write not prepared: %r", self.name, exc)
+                        self._ahead = None
+                    break
+                # Nothing transformed yet: wait for the write, or for the next round.
+                getting = asyncio.ensure_future(self._queue.get())
+                await asyncio.wait((writing, getting), return_when=asyncio.FIRST_COMPLETED)
+                if getting.done():
+                    self._leftover = getting.result()
+                getting.cancel()  # a get cancelled before it returned takes nothing
+                getting = None
+            await writing
+        finally:
+            writing.cancel()  # when this stage was cancelled meanwhile
+            if getting is not None:
+                getting.cancel()
+
+    def _queries_of(self, run: list[_Item]) -> list[Query]:
+        queries = [query for item in run for query in item.queries()]
+        return self.mapper.prepare(queries) if self.mapper is not None else queries
+
+    def _look_ahead(self, source: Source, prepare: Callable[..., Any], fence: Fence | None) -> None:
+        """Prepare the write that will follow the current one (``fence``: its fence)
+        from the transformed batches already waiting, assuming the current one succeeds: CPU
+        work (planning, composing, rendering) done while the graph runs the current one. The next
+        write uses it only if it is for the same batches and the same fence."""
+        if self.limit is not None or self.stopping.is_set():
+            return
+        items, self._leftover = self._leftover, []
+        if not items:
+            if self._queue.empty():
+                return
+            items = self._queue.get_nowait()
+        keep = self._gather(items, more=True)
+        self._leftover = keep + self._leftover  # what _next_items takes next, as cut here
+        run: list[_Item] = []
+        for item in keep:
+            if not item.combinable(self.mode) or item.batch.epoch != source.epoch:
+                break
+            run.append(item)
+        if not run:
+            return
+        after = _after(run)
+        next_fence = None
+        if self.exactly_once:
+            known = {**self.known, **(fence.next if fence is not None else {})}
+            next_fence = Fence(self.name, {tp: known.get(tp) for tp in after}, after)
+        queries = self._queries_of(run)
+        prepared = prepare(queries, fence=next_fence)
+        if prepared is not None:
+            self._ahead = _Ahead(run, queries, next_fence, prepared)
 
     def _commit(self, source: Source, offsets: dict[TopicPartition, int], counts: Counts) -> None:
         """Hand the written offsets to the consumer (committed in order, asynchronously)."""
@@ -887,7 +993,9 @@ class StreamRunner:
     # -- exactly once -----------------------------------------------------------------------------
 
     def _fence(self, messages: list[Any]) -> Fence:
-        after = next_offsets(messages)
+        return self._fence_to(next_offsets(messages))
+
+    def _fence_to(self, after: dict[TopicPartition, int]) -> Fence:
         return Fence(self.name, {tp: self.known.get(tp) for tp in after}, after)
 
     async def _advance(self, messages: list[Any]) -> None:

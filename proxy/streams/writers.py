@@ -44,10 +44,13 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bolt.status import is_transient
+from grammar import lexer
 from proxy.backends.base import BackendError, BackendUnavailable, QueryBackend, QueryResult
+from proxy.backends.falkordb.params import PreparedQuery, prepare_query
 from proxy.streams.compose import NotComposable, compose, relationship_types
 from proxy.streams.grouping import plan_queries
 from proxy.streams.mapping.cud import BOLT, FALKORDB, Dialect
@@ -169,6 +172,20 @@ def mapping_dialect(writer: object) -> Dialect:
     return FALKORDB if isinstance(writer, FalkorDBWriter) else BOLT
 
 
+@dataclass(frozen=True)
+class PreparedWrite:
+    """A FalkorDB write computed ahead (``FalkorDBWriter.prepare``): the planned queries, the
+    one query they make (with the fence) and its text with the parameters in it (None: the
+    plan is empty, nothing to send)."""
+
+    plan: list[Query]
+    text: str
+    params: dict[str, Any]
+    rendered: PreparedQuery | None
+    fence: Fence | None
+    grouped: bool
+
+
 class FalkorDBWriter:
     """Batches to one FalkorDB graph through the proxy's ``QueryBackend``. Each query is atomic;
     a batch of several queries is not, unless it is composed into one (``atomic``, ``fence``:
@@ -197,6 +214,28 @@ class FalkorDBWriter:
         self.description = f"FalkorDB graph {graph!r}"
         self._known_types: set[str] = set()  # relationship types the graph has
 
+    def prepare(self, queries: list[Query], *, fence: Fence | None = None) -> PreparedWrite | None:
+        """What ``write_batch(queries, group=True, atomic=True, fence=fence)`` sends, computed
+        now: the plan, the composed query and its text with the parameters in it. A stream
+        prepares its next write while the graph runs the current one (that CPU work was a
+        quarter of the write stage's time, with the graph idle). None where this write cannot
+        be prepared (it is not one query; a parameter FalkorDB cannot take): ``write_batch``
+        then does it all, and raises what it raises."""
+        if getattr(self.backend, "run_prepared", None) is None:
+            return None
+        plan = plan_queries(queries) if self.group else queries
+        try:
+            if fence is None and len(plan) <= 1:
+                text, params = plan[0] if plan else ("", {})
+            else:
+                text, params = self._compose(plan, fence)
+            rendered = prepare_query(text, params) if text else None
+        except (WriteError, BackendError):
+            return None
+        if rendered is not None and lexer.after_keyword(text, "EXPLAIN") is not None:
+            return None
+        return PreparedWrite(plan, text, params, rendered, fence, self.group)
+
     async def write_batch(
         self,
         queries: list[Query],
@@ -209,7 +248,12 @@ class FalkorDBWriter:
         grouped = self.group and group
         plan = plan_queries(queries) if grouped else queries
         if fence is not None or (atomic and len(plan) > 1):
-            await self._write_composed(plan, fence, grouped)
+            text, params = self._compose(plan, fence)
+            try:
+                rendered = prepare_query(text, params)
+            except BackendError as exc:
+                raise self._refused(plan, exc, grouped) from None
+            await self._send_composed(PreparedWrite(plan, text, params, rendered, fence, grouped))
             return
         for number, (text, params) in enumerate(plan, 1):
             try:
@@ -228,7 +272,14 @@ class FalkorDBWriter:
                     rolled_back=number == 1,
                 ) from None
 
-    async def _write_composed(self, plan: list[Query], fence: Fence | None, grouped: bool) -> None:
+    async def write_prepared(self, prepared: PreparedWrite) -> None:
+        """``write_batch`` of what ``prepare`` prepared."""
+        if prepared.rendered is not None:
+            await self._send_composed(prepared)
+
+    def _compose(self, plan: list[Query], fence: Fence | None) -> Query:
+        """The plan as one query (with the fence); ``NotAtomic`` (or, for a fenced write, a
+        ``PermanentWriteError``) when it cannot be."""
         if fence is None and len(plan) > self.max_combined:
             raise NotAtomic(
                 f"{len(plan)} queries are more than one atomic write composes ({self.max_combined})"
@@ -240,9 +291,7 @@ class FalkorDBWriter:
                     f"into UNWIND queries), more than {self.max_composed}; "
                     "use a smaller BATCH_SIZE"
                 )
-            text, params = compose(plan, fence)
-            if len(plan) > 1:
-                await self._know_types(plan)
+            return compose(plan, fence)
         except NotComposable as exc:
             if fence is None:
                 raise NotAtomic(str(exc)) from None
@@ -253,8 +302,18 @@ class FalkorDBWriter:
             raise PermanentWriteError(
                 message, code=CANNOT_BE_ATOMIC, detail=message, rolled_back=True
             ) from None
+
+    async def _send_composed(self, prepared: PreparedWrite) -> None:
+        plan, fence = prepared.plan, prepared.fence
+        assert prepared.rendered is not None
+        if len(plan) > 1:
+            await self._know_types(plan)
+        run_prepared = getattr(self.backend, "run_prepared", None)
         try:
-            await self.backend.run(self.graph, text, params)
+            if run_prepared is not None:
+                await run_prepared(self.graph, prepared.text, prepared.rendered)
+            else:
+                await self.backend.run(self.graph, prepared.text, prepared.params)
         except BackendUnavailable as exc:
             raise TransientWriteError(exc.message) from None
         except BackendError as exc:
@@ -268,20 +327,24 @@ class FalkorDBWriter:
                     return
                 if any(found.get(tp) != fence.expected.get(tp) for tp in fence.next):
                     raise FenceLost(found) from None
-            if len(plan) == 1:
-                message = _rejected(plan[0][0], exc.code, exc.message, 1, 1)
-            else:
-                message = (
-                    f"the backend rejected the write of {len(plan)} queries as one "
-                    f"atomic query: {exc.code}: {exc.message}"
-                )
-            raise PermanentWriteError(
-                message,
-                code=exc.code,
-                detail=exc.message,
-                index=0 if len(plan) == 1 and not grouped else None,
-                rolled_back=True,
-            ) from None
+            raise self._refused(plan, exc, prepared.grouped) from None
+
+    @staticmethod
+    def _refused(plan: list[Query], exc: BackendError, grouped: bool) -> PermanentWriteError:
+        if len(plan) == 1:
+            message = _rejected(plan[0][0], exc.code, exc.message, 1, 1)
+        else:
+            message = (
+                f"the backend rejected the write of {len(plan)} queries as one "
+                f"atomic query: {exc.code}: {exc.message}"
+            )
+        return PermanentWriteError(
+            message,
+            code=exc.code,
+            detail=exc.message,
+            index=0 if len(plan) == 1 and not grouped else None,
+            rolled_back=True,
+        )
 
     async def _know_types(self, plan: list[Query]) -> None:
         """Make the relationship types that the parts of a composed query name known to the

@@ -795,3 +795,99 @@ async def test_a_run_reports_batches_stages_failures_and_what_it_applied() -> No
     offset, when = rig.applied[("t", 0)]
     assert offset == 4 and when > 0
     await runner.stop()
+
+
+# -- the next write prepared while the graph runs the current one --------------------------------
+
+
+class PreparingGraph(FakeGraph):
+    """A writer that prepares writes, as ``FalkorDBWriter`` does: ``prepare`` records what it
+    was given; ``write_prepared`` applies exactly that (as ``write_batch`` would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared: list[tuple[list[Query], Fence | None]] = []
+        self.sent_prepared = 0
+
+    def prepare(self, queries: list[Query], *, fence: Fence | None = None) -> Any:
+        self.prepared.append((list(queries), fence))
+        return (list(queries), fence)
+
+    async def write_prepared(self, prepared: Any) -> None:
+        queries, fence = prepared
+        self.sent_prepared += 1
+        await self.write_batch(queries, None, group=True, atomic=True, fence=fence)
+
+
+def preparing_rig(**definition: Any) -> Rig:
+    rig = Rig(**definition)
+    rig.graph = PreparingGraph()
+    return rig
+
+
+@asynctest
+async def test_the_next_write_is_prepared_while_the_graph_runs_the_current_one() -> None:
+    rig = preparing_rig(delivery=Delivery.EXACTLY_ONCE)
+    graph = rig.graph
+    assert isinstance(graph, PreparingGraph)
+    graph.gate = asyncio.Event()  # the first write waits: the others queue up meanwhile
+    runner = rig.start()
+    rig.source.push(["a", "b", "c"])
+    await until(lambda: len(graph.writes) == 1)
+    rig.source.push(["d", "e", "f"], ["g"])
+    await until(lambda: rig.transform.round_trips == [1, 2])
+    await asyncio.sleep(0.05)  # the write stage is still waiting for the first write
+    graph.gate.set()
+    await until(lambda: len(graph.applied) == 7)
+    assert graph.applied == list("abcdefg")
+    # The second write was the one prepared during the first, with the fence that follows it.
+    assert graph.sent_prepared == 1
+    queries, fence = graph.prepared[-1]
+    assert [params["v"] for _text, params in queries] == list("defg")
+    assert fence is not None and fence.expected == {("t", 0): 3} and fence.next == {("t", 0): 7}
+    assert graph.positions == {("t", 0): 7}
+    await until(lambda: rig.source.commits == [{("t", 0): 3}, {("t", 0): 7}])
+    await runner.stop()
+
+
+@asynctest
+async def test_a_prepared_write_is_dropped_when_the_one_before_it_fails() -> None:
+    """The current write fails (one batch at a time then, and one message is bad): what was
+    prepared assumed it would succeed, so the next write is planned again, and the graph is
+    as if every batch had been written alone."""
+    rig = preparing_rig(error_policy="skip", delivery=Delivery.EXACTLY_ONCE)
+    graph = rig.graph
+    assert isinstance(graph, PreparingGraph)
+    graph.bad = {"b"}
+    graph.gate = asyncio.Event()
+    runner = rig.start()
+    rig.source.push(["a", "b", "c"])
+    await until(lambda: len(graph.writes) == 1)
+    rig.source.push(["d", "e", "f"])
+    await until(lambda: rig.transform.round_trips == [1, 1])
+    await asyncio.sleep(0.05)
+    graph.gate.set()
+    await until(lambda: graph.applied == ["a", "c", "d", "e", "f"])
+    assert graph.sent_prepared == 0  # prepared with a fence at 3, but "b" made it go alone
+    assert graph.positions == {("t", 0): 6}
+    await until(lambda: rig.source.commits[-1] == {("t", 0): 6})
+    await runner.stop()
+
+
+@asynctest
+async def test_a_writer_that_prepares_writes_every_batch_once_in_order() -> None:
+    """Many small batches arriving while writes are slow: every message once, in order."""
+    rig = preparing_rig(delivery=Delivery.EXACTLY_ONCE)
+    graph = rig.graph
+    assert isinstance(graph, PreparingGraph)
+    runner = rig.start()
+    sent: list[str] = []
+    for round_ in range(40):
+        batch = [f"m{round_}-{i}" for i in range(3)]
+        sent += batch
+        rig.source.push(batch)
+        await asyncio.sleep(0.001 * (round_ % 3))
+    await until(lambda: len(graph.applied) == len(sent))
+    assert graph.applied == sent
+    assert graph.positions == {("t", 0): len(sent)}
+    await runner.stop()

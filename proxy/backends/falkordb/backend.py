@@ -172,7 +172,16 @@ class FalkorDBBackend:
         explained = lexer.after_keyword(query, "EXPLAIN")
         if explained is not None:
             return await self._explain(name, prepare_query(explained, params).text)
-        prepared = prepare_query(query, params)
+        return await self.run_prepared(
+            graph, query, prepare_query(query, params), read_only=read_only
+        )
+
+    async def run_prepared(
+        self, graph: str, query: str, prepared: PreparedQuery, *, read_only: bool = False
+    ) -> QueryResult:
+        """``run`` of ``query`` whose parameters ``prepare_query`` already put in its text (not
+        an EXPLAIN): for a caller that prepares its next query while FalkorDB runs this one."""
+        name = self.graph_name(graph)
         schema = self._schemas.get(name)
         if schema is None:
             schema = self._schemas[name] = Schema()
