@@ -246,6 +246,7 @@ class _Item:
     split: Split | None = None
     outcomes: list[Outcome] | None = None
     failure: str | None = None
+    _plain: bool | None = field(default=None, repr=False, compare=False)
 
     def combinable(self, mode: str) -> bool:
         """Written with its neighbours in one round trip: nothing in it needs per-message
@@ -254,7 +255,12 @@ class _Item:
             return False
         if self.split is not None:
             return not self.split.rejected
-        return self.outcomes is not None and all(isinstance(o, Accepted) for o in self.outcomes)
+        plain = self._plain
+        if plain is None:  # asked several times per write: looked at once
+            plain = self._plain = self.outcomes is not None and all(
+                type(o) is Accepted or isinstance(o, Accepted) for o in self.outcomes
+            )
+        return plain
 
     def queries(self) -> list[Query]:
         if self.split is not None:

@@ -28,7 +28,7 @@ from proxy.streams.mapping.cud import BOLT, CudMapper, Dialect
 from proxy.streams.mapping.events import BadMessage, RawMessage, decode
 from proxy.streams.mapping.events import ValueFormat as EventFormat
 from proxy.streams.mapping.pattern import PatternMapper, PatternOptions
-from proxy.streams.mapping.template import BadTemplate, Template, check
+from proxy.streams.mapping.template import BadTemplate, Template, check, unreadable
 from proxy.streams.outcomes import DEAD_LETTER_QUERY, Accepted, Outcome, Query, Rejected, shorten
 
 MAPPING_OPTIONS = "WITH CYPHER 'template', WITH PATTERN 'pattern' or WITH FORMAT CUD"
@@ -216,11 +216,11 @@ class Mapper:
             try:
                 return strategy.value_outcome(message, self.format)
             except BadMessage as exc:
-                return Rejected(shorten(f"the message cannot be read: {exc}"))
+                return unreadable(exc)
         try:
             event = decode(message, self.format)
         except BadMessage as exc:
-            return Rejected(shorten(f"the message cannot be read: {exc}"))
+            return unreadable(exc)
         try:
             outcome = self._strategy.outcome(event)
         except (BadMessage, cypher.BadName) as exc:  # strategies return these; in case
@@ -230,6 +230,9 @@ class Mapper:
         return outcome
 
     def outcomes(self, messages: Sequence[RawMessage]) -> list[Outcome]:
+        strategy = self._strategy
+        if isinstance(strategy, Template) and strategy.reads_value_only:
+            return strategy.value_outcomes(messages, self.format)  # the hot path, one loop
         return [self.outcome(message) for message in messages]
 
     @staticmethod

@@ -22,12 +22,22 @@ key never share one query (FalkorDB's MERGE does not keep row order within a que
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from grammar import lexer
 from proxy.streams.mapping import cypher
-from proxy.streams.mapping.events import Event, RawMessage, ValueFormat, decode_key, decode_value
-from proxy.streams.outcomes import Accepted, Outcome
+from proxy.streams.mapping.events import (
+    BadMessage,
+    Event,
+    RawMessage,
+    ValueFormat,
+    decode_key,
+    decode_value,
+)
+from proxy.streams.outcomes import Accepted, Outcome, Rejected, shorten
+
+_NO_ENTITIES: frozenset[str] = frozenset()
 
 MAX_TEMPLATE = 64 * 1024  # characters
 _ROW = "__boltstream_event"
@@ -85,6 +95,33 @@ class Template:
         row = {"value": None if raw is None else decode_value(raw, fmt)}
         entities = () if key is None else (cypher.identity("key", decode_key(key)),)
         return Accepted([cypher.one(self.query, row, entities)])
+
+    def value_outcomes(self, messages: Sequence[RawMessage], fmt: ValueFormat) -> list[Outcome]:
+        """``value_outcome`` of each message, a message that does not read rejected alone, in
+        one loop: per message, only the objects its query is made of."""
+        query, events, identity = self.query, cypher.EVENTS, cypher.IDENTITY
+        outcomes: list[Outcome] = []
+        append = outcomes.append
+        for message in messages:
+            raw = message.value()
+            key = message.key()
+            try:
+                value = None if raw is None else decode_value(raw, fmt)
+                entities = (
+                    _NO_ENTITIES
+                    if key is None
+                    else frozenset((cypher.identity("key", decode_key(key)),))
+                )
+            except BadMessage as exc:
+                append(unreadable(exc))
+                continue
+            append(Accepted([(query, {events: [{"value": value}], identity: entities})]))
+        return outcomes
+
+
+def unreadable(exc: BadMessage) -> Rejected:
+    """The outcome of a message that cannot be read (``decode`` raised ``exc``)."""
+    return Rejected(shorten(f"the message cannot be read: {exc}"))
 
 
 def check(text: str) -> str:
