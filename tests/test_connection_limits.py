@@ -404,3 +404,81 @@ async def test_a_client_that_reads_slowly_is_not_closed(ca: trustme.CA, tmp_path
         writer.close()
     finally:
         await served.server.close()
+
+
+async def _websocket_stop_reading(
+    port: int, *, limit: int, tls: ssl.SSLContext | None
+) -> tuple[Any, Any]:
+    """As ``_stop_reading_after_login``, with Bolt inside WebSocket frames (over TLS when
+    ``tls``): the handshake and login answers read frame by frame, then nothing."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, BytesMessage, Request
+
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, limit=limit, ssl=tls, server_hostname="localhost" if tls else None
+    )
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ws = WSConnection(ConnectionType.CLIENT)
+    writer.write(ws.send(Request(host="localhost", target="/")))
+    received = b""
+    accepted = False
+    while len(received) < 4 + 2 * 8:  # the version, and two small SUCCESS messages at least
+        ws.receive_data(await asyncio.wait_for(reader.read(1 << 16), 5))
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                accepted = True
+                writer.write(ws.send(BytesMessage(OFFER_54 + LOGIN)))
+            elif isinstance(event, BytesMessage):
+                received += bytes(event.data)
+    assert accepted and received[:4] == bytes.fromhex("00000405")
+    run = request(Run("UNWIND range(1, $n) AS x RETURN x", {}, {})) + request(Pull(-1, -1))
+    writer.write(ws.send(BytesMessage(run)))
+    return reader, writer
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
+async def test_a_websocket_client_that_stops_reading_is_closed(
+    ca: trustme.CA, tmp_path: Any, caplog: pytest.LogCaptureFixture, secure: bool
+) -> None:
+    """The write-stall limit holds on every transport: here Bolt over WebSocket, in the
+    clear and over TLS (the proxy writes through the WebSocket and TLS layers; the limit
+    looks at the socket under them)."""
+    served = await serve(ca, tmp_path, write_stall_timeout=LIMIT)
+    try:
+        _reader, writer = await _websocket_stop_reading(
+            served.port, limit=1024, tls=served.client_tls if secure else None
+        )
+        started = time.monotonic()
+        while served.server.registry.sessions():
+            assert time.monotonic() - started < 20, "the stalled WebSocket client stayed"
+            await asyncio.sleep(0.05)
+        warnings = [r for r in caplog.records if "read none of its answers" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        writer.close()
+    finally:
+        await served.server.close()
+
+
+async def test_a_tls_bolt_client_that_stops_reading_is_closed(
+    ca: trustme.CA, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = await serve(ca, tmp_path, write_stall_timeout=LIMIT)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", served.port, limit=1024, ssl=served.client_tls, server_hostname="localhost"
+        )
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.write(OFFER_54 + LOGIN)
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == bytes.fromhex("00000405")
+        assert [m.tag for m in await messages(reader, 2)] == [Tag.SUCCESS, Tag.SUCCESS]
+        writer.write(request(Run("UNWIND range(1, $n) AS x RETURN x", {}, {})))
+        writer.write(request(Pull(-1, -1)))
+        started = time.monotonic()
+        while served.server.registry.sessions():
+            assert time.monotonic() - started < 20, "the stalled TLS client stayed"
+            await asyncio.sleep(0.05)
+        warnings = [r for r in caplog.records if "read none of its answers" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        writer.close()
+    finally:
+        await served.server.close()

@@ -438,7 +438,9 @@ def test_check_limited_start_and_offsets(
     checked = run(mg, f"CHECK STREAM {name} BATCH_LIMIT 2")
     assert [r["params"]["b"] for r in checked] == [f"{tag}:0", f"{tag}:1"]
     assert count(mg, "(n:MgCount)", f"WHERE n.tag = '{tag}'") == 0  # CHECK writes nothing
-    run(mg, f"START STREAM {name} BATCH_LIMIT 3 TIMEOUT 30000")
+    # 60 s: a group join and a worker start, on a machine the whole suite loads (30 s was
+    # once not enough there).
+    run(mg, f"START STREAM {name} BATCH_LIMIT 3 TIMEOUT 60000")
     assert count(mg, "(n:MgCount)", f"WHERE n.tag = '{tag}'") == 3
     assert show(mg, name)["is running"] is False
 
@@ -452,7 +454,7 @@ def test_check_limited_start_and_offsets(
     assert run(mg, f"CALL mg.kafka_set_stream_offset('{name}', -1)") == []
     checked = run(mg, f"CHECK STREAM {name}")
     assert [r["params"]["b"] for r in checked] == [f"{tag}:0"]
-    run(mg, f"START STREAM {name} BATCH_LIMIT 3")
+    run(mg, f"START STREAM {name} BATCH_LIMIT 3 TIMEOUT 60000")
     assert count(mg, "(n:MgCount)", f"WHERE n.tag = '{tag}'") == 6
 
     # An absolute offset, with parameters; then the end.
