@@ -43,7 +43,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -830,6 +830,40 @@ def _set_result(future: asyncio.Future[None]) -> None:
 # -- TEST STREAM's start, and the admin client ------------------------------------------------
 
 
+@contextlib.contextmanager
+def probe_consumer(config: Mapping[str, Any]) -> Iterator[Any]:
+    """A consumer of ``config``'s group that never subscribes, so it never joins the group:
+    committed offsets, watermarks and commits are all it is for. ``config`` is checked
+    first (``check_client_config``); the consumer is closed after. Blocks."""
+    from confluent_kafka import Consumer
+
+    check_client_config(dict(config))
+    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+    try:
+        yield probe
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+def topic_partitions(probe: Any, topics: tuple[str, ...], timeout: float) -> list[Any]:
+    """Every partition of ``topics`` (Kafka ``TopicPartition`` objects, in order), from a
+    metadata request for ALL topics (asking for one by name would create it on brokers that
+    auto-create). Raises ``TopicMissing``. Blocks."""
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    for topic in topics:
+        check_topic(topic)
+    metadata = probe.list_topics(timeout=timeout)
+    parts = []
+    for topic in topics:
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise TopicMissing(topic)
+        parts += [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
+    return parts
+
+
 def start_like_group(
     config: dict[str, Any],
     topics: str | tuple[str, ...],
@@ -842,21 +876,10 @@ def start_like_group(
     nothing to read from there. Raises ``TopicMissing``. Blocks: run it off the event loop.
     """
     names = (topics,) if isinstance(topics, str) else tuple(topics)
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer
-    from confluent_kafka import TopicPartition as KafkaTopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-    check_client_config(config)
-    for topic in names:
-        check_topic(topic)
-    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
-    try:
-        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
-        parts = []
-        for topic in names:
-            found = metadata.topics.get(topic)
-            if found is None or found.error is not None:
-                raise TopicMissing(topic)
-            parts += [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
+    with probe_consumer(config) as probe:
+        parts = topic_partitions(probe, names, timeout)
         committed = probe.committed(parts, timeout=timeout)
         reset = str(config.get("auto.offset.reset", "earliest")).lower()
         latest = reset in ("latest", "largest", "end")
@@ -876,9 +899,6 @@ def start_like_group(
                 )
             )
         return starts, empty
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
 
 
 OFFSET_BEGINNING_ARG, OFFSET_END_ARG = -1, -2  # mg.kafka_set_stream_offset's special values
@@ -891,36 +911,21 @@ def set_group_offsets(
     partition of ``topics`` (-1: each partition's first offset, -2: its end). The group must
     have no member (the stream is stopped). Returns how many partitions were set. Raises
     ``TopicMissing``, or what librdkafka raises. Blocks: run it off the event loop."""
-    from confluent_kafka import Consumer
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-    check_client_config(config)
-    for topic in topics:
-        check_topic(topic)
-    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
-    try:
-        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
+    with probe_consumer(config) as probe:
         parts = []
-        for topic in topics:
-            found = metadata.topics.get(topic)
-            if found is None or found.error is not None:
-                raise TopicMissing(topic)
-            for partition in sorted(found.partitions):
-                target = offset
-                if offset in (OFFSET_BEGINNING_ARG, OFFSET_END_ARG):
-                    low, high = probe.get_watermark_offsets(
-                        KafkaTopicPartition(topic, partition), timeout=timeout
-                    )
-                    target = low if offset == OFFSET_BEGINNING_ARG else high
-                parts.append(KafkaTopicPartition(topic, partition, target))
+        for tp in topic_partitions(probe, topics, timeout):
+            target = offset
+            if offset in (OFFSET_BEGINNING_ARG, OFFSET_END_ARG):
+                low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+                target = low if offset == OFFSET_BEGINNING_ARG else high
+            parts.append(KafkaTopicPartition(tp.topic, tp.partition, target))
         committed = probe.commit(offsets=parts, asynchronous=False) or []
         for tp in committed:
             if tp.error is not None:
                 raise RuntimeError(f"{tp.topic}[{tp.partition}]: {tp.error.str()}")
         return len(parts)
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
 
 
 class TopicAdmin:

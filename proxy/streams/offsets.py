@@ -12,7 +12,6 @@ group: reading committed offsets and committing new ones is all it does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from proxy.spawn import die_with_parent, spawn_piped
-from proxy.streams.kafka import TopicMissing, kafka_log
-from proxy.streams.names import check_client_config, check_topic
+from proxy.streams.kafka import probe_consumer, topic_partitions
+from proxy.streams.names import check_client_config
 from proxy.streams.positions import TopicPartition
 
 Target = Literal["beginning", "end", "offset", "timestamp"]
@@ -68,35 +67,17 @@ class Member:
     partitions: frozenset[TopicPartition]
 
 
-def _consumer(config: Mapping[str, Any]) -> Any:
-    from confluent_kafka import Consumer
-
-    check_client_config(dict(config))
-    return Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
-
-
 def read_offsets(config: Mapping[str, Any], topic: str, timeout: float) -> list[PartitionOffsets]:
     """Every partition of ``topic``: committed offset of the group of ``config`` and
     watermarks. Raises ``TopicMissing``; blocks."""
-    from confluent_kafka import TopicPartition as KafkaTopicPartition
-
-    check_topic(topic)
-    probe = _consumer(config)
-    try:
-        metadata = probe.list_topics(timeout=timeout)  # all topics: creates none
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
-            raise TopicMissing(topic)
-        parts = [KafkaTopicPartition(topic, p) for p in sorted(found.partitions)]
+    with probe_consumer(config) as probe:
         rows = []
+        parts = topic_partitions(probe, (topic,), timeout)
         for tp in probe.committed(parts, timeout=timeout):
             low, high = probe.get_watermark_offsets(tp, timeout=timeout)
             committed = tp.offset if tp.offset >= 0 else None
             rows.append(PartitionOffsets(topic, tp.partition, committed, low, high))
         return rows
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
 
 
 def resolve(
@@ -124,15 +105,11 @@ def resolve(
         return {(p.topic, p.partition): value for p in partitions}
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-    probe = _consumer(config)
-    try:
+    with probe_consumer(config) as probe:
         found = probe.offsets_for_times(
             [KafkaTopicPartition(p.topic, p.partition, value) for p in partitions],
             timeout=timeout,
         )
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
     high = {(p.topic, p.partition): p.high for p in partitions}
     return {
         (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else high[(tp.topic, tp.partition)]
@@ -148,8 +125,7 @@ def commit(
     from confluent_kafka import KafkaException
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-    probe = _consumer(config)
-    try:
+    with probe_consumer(config) as probe:
         try:
             answered = probe.commit(
                 offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
@@ -160,15 +136,12 @@ def commit(
             if error is not None and error.code() in _GROUP_ACTIVE:
                 raise GroupActive(str(error.str())) from None
             raise
-        for tp in answered or []:
-            if tp.error is not None:
-                raise OffsetError(
-                    f"the broker refused the offset of topic {tp.topic!r} partition "
-                    f"{tp.partition}: {tp.error.str()}"
-                )
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
+    for tp in answered or []:
+        if tp.error is not None:
+            raise OffsetError(
+                f"the broker refused the offset of topic {tp.topic!r} partition "
+                f"{tp.partition}: {tp.error.str()}"
+            )
 
 
 @dataclass(frozen=True)
