@@ -206,14 +206,26 @@ def rss_mb(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, proxy: ProxyProcess, broker: Broker, transforms: Path) -> None:
+    def __init__(
+        self, proxy: ProxyProcess, broker: Broker, transforms: Path, data_dir: Path
+    ) -> None:
         import neo4j
 
+        self.data_dir = data_dir
         self.proxy = proxy
         self.broker = broker
         self.transforms = transforms
         self.driver = neo4j.GraphDatabase.driver(proxy.bolt_uri, auth=("bench", "x"))
         self.cpu: dict[str, float] = {}  # CPU microseconds per message of the last stream
+        self.rewrites = 0  # FalkorDB AOF rewrites (forks) during the last stream
+
+    def aof_rewrites(self) -> int:
+        """AOF rewrites FalkorDB has started so far (its log): each forks the server, and its
+        copy-on-write faults land on FalkorDB's CPU while the stream writes."""
+        return sum(
+            log.read_text(errors="replace").count("Background append only file rewriting started")
+            for log in self.data_dir.rglob("falkordb.log")
+        )
 
     def run(self, query: str, **params: Any) -> list[dict[str, Any]]:
         with self.driver.session() as session:
@@ -230,6 +242,7 @@ class Bench:
         )
         assert self.proxy.proc is not None
         cpu_before = cpu_seconds(self.proxy.proc.pid)
+        rewrites_before = self.aof_rewrites()
         started = time.perf_counter()
         self.run(f"START STREAM {name}")
         first: float | None = None
@@ -242,6 +255,7 @@ class Bench:
         ended = time.perf_counter()
         cpu_after = cpu_seconds(self.proxy.proc.pid)  # before STOP: the worker still runs
         self.cpu = {k: (cpu_after[k] - cpu_before[k]) / count * 1e6 for k in cpu_after}
+        self.rewrites = self.aof_rewrites() - rewrites_before
         status = next(r for r in self.run("SHOW STREAMS") if r["name"] == name)
         self.run(f"STOP STREAM {name}")
         self.run(f"DROP STREAM {name}")
@@ -330,7 +344,7 @@ def main() -> None:
             "--log-level",
             "warning",
         ).start()
-        bench = Bench(proxy, broker, transforms)
+        bench = Bench(proxy, broker, transforms, work / "proxy")
         try:
             manual = make_messages(count)
             items = [str(i) for i in range(count)]
@@ -362,6 +376,7 @@ def main() -> None:
             print(
                 f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
                 f"{'steady/s':>10}{'seconds':>9}  graph  CPU us/msg: proxy worker graph"
+                "  AOF rewrites"
             )
             template = TEMPLATE.replace("'", "\\'")
             for transform, topic, label, source in (
@@ -387,7 +402,7 @@ def main() -> None:
                             f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
                             f"{steady:>10,.0f}{seconds:>9.1f}  {check}"
                             f"{bench.cpu['proxy']:>19.1f}{bench.cpu['worker']:>7.1f}"
-                            f"{bench.cpu['graph']:>6.1f}",
+                            f"{bench.cpu['graph']:>6.1f}{bench.rewrites:>14}",
                             flush=True,
                         )
                         bench.clear()
