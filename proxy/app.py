@@ -32,6 +32,7 @@ from proxy.streams.cluster import ClusterCatalog, ClusterSettings
 from proxy.streams.engine import EngineSettings, StreamEngine
 from proxy.streams.handler import StreamClauseHandler
 from proxy.streams.transform import TransformPolicy
+from proxy.streams.transform_worker import collect_rarely
 from proxy.streams.writers import BoltWriter, FalkorDBWriter, GraphWriter
 
 log = logging.getLogger("boltstream")
@@ -177,24 +178,10 @@ async def serve(config: Config) -> int:
 
 def _freeze_startup_objects() -> None:
     """Hide what start-up made (modules, classes, the grammar: about 45,000 objects that live
-    as long as the process) from the cyclic garbage collector: every full collection walks
-    every object it tracks with the event loop stopped, and need not walk these.
-    Frozen objects are still freed by reference counting; garbage cycles among them, made
-    before this point, would not be, so collect first."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    as long as the process) from the cyclic garbage collector, and make its collections rarer
+    (``transform_worker.collect_rarely``, as the transform workers do)."""
+    collect_rarely()
     log.debug("garbage collector: %d start-up objects frozen", gc.get_freeze_count())
-
-
-# The cyclic collector's thresholds: a young collection every 50,000 allocations of tracked
-# objects (CPython's default: 700). A stream allocates a few dicts and lists per message
-# (parameters, rows, outcomes), most of them alive until their batch is written: with the
-# defaults the collector ran every few dozen messages and walked the batches in flight again
-# and again, a quarter of the proxy's CPU per message (bench/ingest.py's manual stream,
-# BATCH_SIZE 10: 16 -> 12 us/msg). Garbage cycles are found as before, later; memory for the
-# young objects between collections is a few MB at most.
-GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def _stream_engine(config: Config, query_backend: QueryBackend | None) -> StreamEngine:

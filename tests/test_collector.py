@@ -1,4 +1,5 @@
-"""The proxy's settings for CPython's cyclic garbage collector (``proxy.app``): start-up
+"""The proxy's settings for CPython's cyclic garbage collector (``proxy.app``, through
+``transform_worker.collect_rarely``, which the transform workers call too): start-up
 objects frozen out of its walks, and young collections every 50,000 allocations instead of
 700 (a quarter of a stream's CPU per message went to collections with the defaults)."""
 
@@ -6,7 +7,8 @@ from __future__ import annotations
 
 import gc
 
-from proxy.app import GC_THRESHOLDS, _freeze_startup_objects
+from proxy.app import _freeze_startup_objects
+from proxy.streams.transform_worker import GC_THRESHOLDS
 
 
 def test_start_up_objects_are_frozen_and_collections_come_less_often() -> None:

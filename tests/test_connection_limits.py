@@ -334,11 +334,15 @@ async def test_a_large_result_does_not_hold_other_connections_up(served: Served)
     big_writer.close()
 
 
-async def _stop_reading_after_login(port: int, *, limit: int) -> tuple[Any, Any]:
+async def _stop_reading_after_login(
+    port: int, *, limit: int, tls: ssl.SSLContext | None = None
+) -> tuple[Any, Any]:
     """A client with a small receive buffer: handshake, HELLO/LOGON, a RUN of the large
     result and PULL all, and then it reads nothing (its stream reader pauses the socket
     once ``2 * limit`` bytes are buffered)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=limit)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, limit=limit, ssl=tls, server_hostname="localhost" if tls else None
+    )
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     writer.write(OFFER_54 + LOGIN)
@@ -436,6 +440,16 @@ async def _websocket_stop_reading(
     return reader, writer
 
 
+async def _closed_for_not_reading(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """The proxy lets the stalled client's session go, saying why in one WARNING."""
+    started = time.monotonic()
+    while served.server.registry.sessions():
+        assert time.monotonic() - started < 20, "the stalled client stayed"
+        await asyncio.sleep(0.05)
+    warnings = [r for r in caplog.records if "read none of its answers" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
 @pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
 async def test_a_websocket_client_that_stops_reading_is_closed(
     ca: trustme.CA, tmp_path: Any, caplog: pytest.LogCaptureFixture, secure: bool
@@ -448,12 +462,7 @@ async def test_a_websocket_client_that_stops_reading_is_closed(
         _reader, writer = await _websocket_stop_reading(
             served.port, limit=1024, tls=served.client_tls if secure else None
         )
-        started = time.monotonic()
-        while served.server.registry.sessions():
-            assert time.monotonic() - started < 20, "the stalled WebSocket client stayed"
-            await asyncio.sleep(0.05)
-        warnings = [r for r in caplog.records if "read none of its answers" in r.getMessage()]
-        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        await _closed_for_not_reading(served, caplog)
         writer.close()
     finally:
         await served.server.close()
@@ -464,21 +473,10 @@ async def test_a_tls_bolt_client_that_stops_reading_is_closed(
 ) -> None:
     served = await serve(ca, tmp_path, write_stall_timeout=LIMIT)
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", served.port, limit=1024, ssl=served.client_tls, server_hostname="localhost"
+        _reader, writer = await _stop_reading_after_login(
+            served.port, limit=1024, tls=served.client_tls
         )
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        writer.write(OFFER_54 + LOGIN)
-        assert await asyncio.wait_for(reader.readexactly(4), 5) == bytes.fromhex("00000405")
-        assert [m.tag for m in await messages(reader, 2)] == [Tag.SUCCESS, Tag.SUCCESS]
-        writer.write(request(Run("UNWIND range(1, $n) AS x RETURN x", {}, {})))
-        writer.write(request(Pull(-1, -1)))
-        started = time.monotonic()
-        while served.server.registry.sessions():
-            assert time.monotonic() - started < 20, "the stalled TLS client stayed"
-            await asyncio.sleep(0.05)
-        warnings = [r for r in caplog.records if "read none of its answers" in r.getMessage()]
-        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        await _closed_for_not_reading(served, caplog)
         writer.close()
     finally:
         await served.server.close()

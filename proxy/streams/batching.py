@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.streams.positions import next_offsets
+
 
 class BatchFormer:
     """Forms batches of up to ``size`` messages, closing a batch ``interval`` seconds after
@@ -95,12 +97,7 @@ class Batch:
         """(topic, partition) -> the offset after the batch's last message there (computed
         once: each write and commit of the batch asks)."""
         if self._after is None:
-            after: dict[tuple[str, int], int] = {}
-            for message in reversed(self.messages):
-                key = (message.topic(), message.partition())
-                if key not in after:
-                    after[key] = message.offset() + 1
-            self._after = after
+            self._after = next_offsets(self.messages)
         return self._after
 
     def __len__(self) -> int:

@@ -830,15 +830,21 @@ def _set_result(future: asyncio.Future[None]) -> None:
 # -- TEST STREAM's start, and the admin client ------------------------------------------------
 
 
+def new_probe(config: Mapping[str, Any]) -> Any:
+    """A consumer of ``config``'s group that is never subscribed (``config`` checked first):
+    the caller closes it."""
+    from confluent_kafka import Consumer
+
+    check_client_config(dict(config))
+    return Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+
+
 @contextlib.contextmanager
 def probe_consumer(config: Mapping[str, Any]) -> Iterator[Any]:
     """A consumer of ``config``'s group that never subscribes, so it never joins the group:
     committed offsets, watermarks and commits are all it is for. ``config`` is checked
     first (``check_client_config``); the consumer is closed after. Blocks."""
-    from confluent_kafka import Consumer
-
-    check_client_config(dict(config))
-    probe = Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+    probe = new_probe(config)
     try:
         yield probe
     finally:
@@ -986,11 +992,7 @@ class TopicAdmin:
         key: ProbeKey = (definition.name, _admin_key(definition.uri, definition.settings))
 
         def make() -> Any:
-            from confluent_kafka import Consumer
-
-            config = consumer_config(definition, self.base_config)
-            check_client_config({k: v for k, v in config.items() if isinstance(v, str)})
-            return Consumer({**config, "logger": kafka_log, "error_cb": lambda error: None})
+            return new_probe(consumer_config(definition, self.base_config))
 
         return key, self._cached(self._probes, key, make, self.MAX_PROBES)
 

@@ -52,7 +52,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -882,9 +882,8 @@ class StreamRunner:
             return
         after = _after(run)
         next_fence = None
-        if self.exactly_once:
-            known = {**self.known, **(fence.next if fence is not None else {})}
-            next_fence = Fence(self.name, {tp: known.get(tp) for tp in after}, after)
+        if self.exactly_once:  # where the current write leaves the positions
+            next_fence = self._fence_to(after, {**self.known, **(fence.next if fence else {})})
         queries = self._queries_of(run)
         prepared = prepare(queries, fence=next_fence)
         if prepared is not None:
@@ -1001,8 +1000,14 @@ class StreamRunner:
     def _fence(self, messages: list[Any]) -> Fence:
         return self._fence_to(next_offsets(messages))
 
-    def _fence_to(self, after: dict[TopicPartition, int]) -> Fence:
-        return Fence(self.name, {tp: self.known.get(tp) for tp in after}, after)
+    def _fence_to(
+        self,
+        after: dict[TopicPartition, int],
+        known: Mapping[TopicPartition, int | None] | None = None,
+    ) -> Fence:
+        """Moving the stored positions to ``after``, from ``known`` (default: where they are)."""
+        expected = self.known if known is None else known
+        return Fence(self.name, {tp: expected.get(tp) for tp in after}, after)
 
     async def _advance(self, messages: list[Any]) -> None:
         """Move the stored positions past ``messages`` if the batch's writes did not (its last

@@ -989,6 +989,26 @@ def _run_many(
     return True
 
 
+# The cyclic collector's thresholds, here and in the proxy (``proxy.app``): a young collection
+# every 50,000 allocations of tracked objects (CPython's default: 700). A stream allocates a
+# few dicts and lists per message (parameters, rows, outcomes), most of them alive until their
+# batch is written: with the defaults the collector ran every few dozen messages and walked
+# the batches in flight again and again, a quarter of the proxy's CPU per message
+# (bench/ingest.py's manual stream, BATCH_SIZE 10: 16 -> 12 us/msg). Garbage cycles are found
+# as before, later; memory for the young objects between collections is a few MB at most.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def collect_rarely() -> None:
+    """Hide what exists now from the cyclic collector (it lives as long as the process: every
+    full collection would walk it with everything else stopped) and make collections rarer
+    (``GC_THRESHOLDS``). Frozen objects are still freed by reference counting; garbage cycles
+    among them, made before this point, would not be, so collect first."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main(argv: list[str]) -> int:
     parent = int(argv[1]) if len(argv) > 1 else 0
     die_with_parent(parent)
@@ -1003,12 +1023,7 @@ def main(argv: list[str]) -> int:
         return 1
     stream, metadata = loaded
     filename = str(load["filename"])
-    # As in the proxy (proxy/app.py GC_THRESHOLDS): a transform makes a few containers per
-    # message, alive until the batch's reply is sent; the collector need not walk them every
-    # 700 allocations, nor walk the loaded modules at all.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
+    collect_rarely()  # what the transform loaded lives as long as the worker
     while True:
         try:
             request = channel.receive()

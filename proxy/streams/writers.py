@@ -225,16 +225,12 @@ class FalkorDBWriter:
             return None
         plan = plan_queries(queries) if self.group else queries
         try:
-            if fence is None and len(plan) <= 1:
-                text, params = plan[0] if plan else ("", {})
-            else:
-                text, params = self._compose(plan, fence)
-            rendered = prepare_query(text, params) if text else None
-        except (WriteError, BackendError):
+            prepared = self._prepared(plan, fence, self.group)
+        except WriteError:
             return None
-        if rendered is not None and lexer.after_keyword(text, "EXPLAIN") is not None:
+        if prepared.rendered is not None and lexer.after_keyword(prepared.text, "EXPLAIN"):
             return None
-        return PreparedWrite(plan, text, params, rendered, fence, self.group)
+        return prepared
 
     async def write_batch(
         self,
@@ -248,12 +244,7 @@ class FalkorDBWriter:
         grouped = self.group and group
         plan = plan_queries(queries) if grouped else queries
         if fence is not None or (atomic and len(plan) > 1):
-            text, params = self._compose(plan, fence)
-            try:
-                rendered = prepare_query(text, params)
-            except BackendError as exc:
-                raise self._refused(plan, exc, grouped) from None
-            await self._send_composed(PreparedWrite(plan, text, params, rendered, fence, grouped))
+            await self._send_composed(self._prepared(plan, fence, grouped))
             return
         for number, (text, params) in enumerate(plan, 1):
             try:
@@ -276,6 +267,20 @@ class FalkorDBWriter:
         """``write_batch`` of what ``prepare`` prepared."""
         if prepared.rendered is not None:
             await self._send_composed(prepared)
+
+    def _prepared(self, plan: list[Query], fence: Fence | None, grouped: bool) -> PreparedWrite:
+        """The write of ``plan`` as one query (one already, or composed, with the fence) and
+        its text with the parameters in it. Raises ``NotAtomic`` or ``PermanentWriteError``
+        (a parameter FalkorDB cannot take) as the write would."""
+        if fence is None and len(plan) <= 1:
+            text, params = plan[0] if plan else ("", {})
+        else:
+            text, params = self._compose(plan, fence)
+        try:
+            rendered = prepare_query(text, params) if text else None
+        except BackendError as exc:
+            raise self._refused(plan, exc, grouped) from None
+        return PreparedWrite(plan, text, params, rendered, fence, grouped)
 
     def _compose(self, plan: list[Query], fence: Fence | None) -> Query:
         """The plan as one query (with the fence); ``NotAtomic`` (or, for a fenced write, a

@@ -520,7 +520,7 @@ def test_cud_tombstone_changes_nothing() -> None:
 
 @pytest.mark.parametrize("fmt", ["json", "text", "bytes"])
 def test_a_value_only_template_maps_as_the_full_decode_does(fmt: str) -> None:
-    # Mapper takes a short cut for templates that read the value alone (Template.value_outcome);
+    # Mapper takes a short cut for templates that read the value alone (Template.value_outcomes);
     # it must give what the general path (decode, then Template.outcome) gives.
     from proxy.streams.definition import MappingSpec
     from proxy.streams.mapping.mapper import Mapper

@@ -213,10 +213,7 @@ class Mapper:
         """One message's queries, or why it is rejected."""
         strategy = self._strategy
         if isinstance(strategy, Template) and strategy.reads_value_only:
-            try:
-                return strategy.value_outcome(message, self.format)
-            except BadMessage as exc:
-                return unreadable(exc)
+            return strategy.value_outcomes([message], self.format)[0]
         try:
             event = decode(message, self.format)
         except BadMessage as exc:

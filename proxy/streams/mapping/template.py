@@ -86,19 +86,11 @@ class Template:
         """Whether rows hold the value alone (most templates read ``event`` only)."""
         return self.fields == ("value",)
 
-    def value_outcome(self, message: RawMessage, fmt: ValueFormat) -> Outcome:
-        """``outcome(decode(message, fmt))`` for a template that reads the value only,
-        without decoding what it does not read (the headers, the timestamp, ...): the hot
-        path of a template stream. Raises ``BadMessage`` as ``decode`` does."""
-        raw = message.value()
-        key = message.key()
-        row = {"value": None if raw is None else decode_value(raw, fmt)}
-        entities = () if key is None else (cypher.identity("key", decode_key(key)),)
-        return Accepted([cypher.one(self.query, row, entities)])
-
     def value_outcomes(self, messages: Sequence[RawMessage], fmt: ValueFormat) -> list[Outcome]:
-        """``value_outcome`` of each message, a message that does not read rejected alone, in
-        one loop: per message, only the objects its query is made of."""
+        """``outcome(decode(message, fmt))`` of each message, for a template that reads the
+        value only, without decoding what it does not read (the headers, the timestamp, ...),
+        a message that does not read rejected alone: the hot path of a template stream, one
+        loop, per message only the objects its query is made of."""
         query, events, identity = self.query, cypher.EVENTS, cypher.IDENTITY
         outcomes: list[Outcome] = []
         append = outcomes.append
