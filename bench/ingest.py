@@ -13,7 +13,9 @@ always``, as users run it), and in one run measures, side by side:
    names earlier nodes, so the graph is the one message order gives); for the CREATE-only
    data, the nodes;
    and, for the Cypher template below, the template itself as ``UNWIND $rows AS event
-   <template>`` over the manual's messages, 5,000 per query (*direct template*);
+   <template>`` over the manual's messages, 5,000 per query (*direct template*). Measured
+   once at the start, and again right before each stream (see ``Direct``): each stream's
+   ratio is to the direct write of its data just before it;
 3. **stream**: for each transform (the manual's, and a CREATE-only one: a node per message)
    and for a Cypher template over the manual's messages (``WITH CYPHER ... WITH FORMAT
    TEXT``: no Python at all, mapped in the proxy), each ``--batch-sizes`` value and each
@@ -25,12 +27,14 @@ always``, as users run it), and in one run measures, side by side:
    p50 and p99 of the difference;
 5. the proxy's RSS before the first stream and after the last;
 6. for each stream, the CPU microseconds per message of the proxy, its transform worker and
-   FalkorDB (from /proc, START to the last commit): a figure that hardly moves with the
-   machine's load, where rates do.
+   FalkorDB (from /proc, START to the last commit). It moves with the machine's speed as
+   much as rates do (by tens of percent on these VMs), so compare it within a run.
 
 Each aim of issues 8 and 12 is printed as a ratio measured in this run. An index on ``:Node(id)``
-exists in both graphs (the manual's edge query matches nodes by id). The graphs are checked
-(node and edge counts) after every stream.
+exists in every graph (the manual's edge query matches nodes by id). Each stream writes to a new
+graph of its own (``DATABASE``), as the direct writes do, so that both sides of a ratio start
+from the same state of FalkorDB; the graphs are checked (node and edge counts) after every
+stream, then emptied.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,58 +119,76 @@ def consume_rate(broker: Broker, topic: str, count: int) -> float:
     return count / elapsed
 
 
-async def direct_rates(
-    folder: Path, manual: list[str], items: list[str]
-) -> tuple[float, tuple[int, int], float, float]:
-    """(manual messages/s, (nodes, edges), CREATE-only messages/s, template messages/s) on an
-    embedded FalkorDB like the proxy's."""
-    from proxy.backends.embedded import EmbeddedFalkorDB
+class Direct:
+    """The graph's own write rate: the stream's data written straight to a second embedded
+    FalkorDB like the proxy's (``appendfsync always``), through the proxy's own RESP client,
+    with UNWIND queries of 5,000 rows, into a new graph each time (deleted after).
 
-    server = EmbeddedFalkorDB(folder, fsync="always")
-    backend = server.make_backend()
-    await backend.start()
-    try:
-        await backend.run("direct", "CREATE INDEX FOR (n:Node) ON (n.id)", {})
-        nodes = [m for m in manual if " " not in m]
-        edges = [{"from_id": a, "to_id": b} for a, b in (m.split() for m in manual if " " in m)]
+    Measured again right before each stream, because this 2-core VM's speed moves by tens of
+    percent from one minute to the next (a fixed Python loop takes 0.28 to 0.50 s; CPU per
+    message moves with it): a ratio of two rates measured minutes apart measures the machine.
+    """
+
+    def __init__(self, folder: Path, manual: list[str], items: list[str]) -> None:
+        from proxy.backends.embedded import EmbeddedFalkorDB
+
+        self.loop = asyncio.new_event_loop()
+        self.server = EmbeddedFalkorDB(folder, fsync="always")
+        self.backend = self.server.make_backend()
+        self.loop.run_until_complete(self.backend.start())
+        self.nodes = [m for m in manual if " " not in m]
+        self.edges = [
+            {"from_id": a, "to_id": b} for a, b in (m.split() for m in manual if " " in m)
+        ]
+        self.manual = manual
+        self.items = items
+        self.graphs = 0
+        self.expected: tuple[int, int] | None = None  # the manual data's (nodes, edges)
+
+    def rate(self, kind: str) -> float:
+        """Messages/s of the direct write of ``kind``'s data: ``manual`` (all nodes, then all
+        edges: every edge names earlier nodes, so the graph is the one message order gives),
+        ``create`` (the nodes), or ``template`` (``UNWIND $rows AS event <template>`` over the
+        manual's messages)."""
+        return self.loop.run_until_complete(self._rate(kind))
+
+    async def _rate(self, kind: str) -> float:
+        self.graphs += 1
+        graph = f"direct{self.graphs}"
+        run = self.backend.run
+        if kind != "create":
+            await run(graph, "CREATE INDEX FOR (n:Node) ON (n.id)", {})
+        batches: list[tuple[str, list[Any]]] = []
+        if kind == "manual":
+            batches += [("UNWIND $rows AS r CREATE (:Node {id: r})", self.nodes)]
+            batches += [
+                (
+                    "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
+                    "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
+                    self.edges,
+                )
+            ]
+        elif kind == "create":
+            batches += [("UNWIND $rows AS r CREATE (:Item {id: r})", self.items)]
+        else:
+            batches += [(f"UNWIND $rows AS event {TEMPLATE}", self.manual)]
         started = time.perf_counter()
-        for i in range(0, len(nodes), DIRECT_BATCH):
-            await backend.run(
-                "direct",
-                "UNWIND $rows AS r CREATE (:Node {id: r})",
-                {"rows": nodes[i : i + DIRECT_BATCH]},
-            )
-        for i in range(0, len(edges), DIRECT_BATCH):
-            await backend.run(
-                "direct",
-                "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
-                "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
-                {"rows": edges[i : i + DIRECT_BATCH]},
-            )
-        manual_rate = len(manual) / (time.perf_counter() - started)
-        counted = await graph_counts(backend, "direct")
-        started = time.perf_counter()
-        for i in range(0, len(items), DIRECT_BATCH):
-            await backend.run(
-                "items",
-                "UNWIND $rows AS r CREATE (:Item {id: r})",
-                {"rows": items[i : i + DIRECT_BATCH]},
-            )
-        create_rate = len(items) / (time.perf_counter() - started)
-        await backend.run("template", "CREATE INDEX FOR (n:Node) ON (n.id)", {})
-        started = time.perf_counter()
-        for i in range(0, len(manual), DIRECT_BATCH):
-            await backend.run(
-                "template",
-                f"UNWIND $rows AS event {TEMPLATE}",
-                {"rows": manual[i : i + DIRECT_BATCH]},
-            )
-        template_rate = len(manual) / (time.perf_counter() - started)
-        templated = await graph_counts(backend, "template")
-        assert templated == counted, f"the template made {templated}, the manual {counted}"
-        return manual_rate, counted, create_rate, template_rate
-    finally:
-        await backend.close()
+        for query, rows in batches:
+            for i in range(0, len(rows), DIRECT_BATCH):
+                await run(graph, query, {"rows": rows[i : i + DIRECT_BATCH]})
+        rate = len(self.items if kind == "create" else self.manual) / (
+            time.perf_counter() - started
+        )
+        if kind != "create":
+            counted = await graph_counts(self.backend, graph)
+            self.expected = self.expected or counted
+            assert counted == self.expected, f"{kind} made {counted}, not {self.expected}"
+        await self.backend._call("GRAPH.DELETE", graph)  # a bench deletes its graph
+        return rate
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.backend.close())
+        self.loop.close()
 
 
 async def graph_counts(backend: Any, graph: str) -> tuple[int, int]:
@@ -176,7 +199,7 @@ async def graph_counts(backend: Any, graph: str) -> tuple[int, int]:
 
 def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) used so far by the proxy, its transform workers and its
-    FalkorDB, by kind: unlike rates, CPU per message hardly moves with the machine's load."""
+    FalkorDB, by kind."""
     tick = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {"proxy": 0.0, "worker": 0.0, "graph": 0.0}
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -205,6 +228,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+@dataclass(frozen=True)
+class Result:
+    whole: float  # messages/s, START to the last commit
+    steady: float  # messages/s, first commit to last
+    direct: float  # messages/s of the direct write of the same data, just before
+
+    @property
+    def ratio(self) -> float:
+        return self.steady / self.direct
+
+
 class Bench:
     def __init__(
         self, proxy: ProxyProcess, broker: Broker, transforms: Path, data_dir: Path
@@ -227,18 +261,20 @@ class Bench:
             for log in self.data_dir.rglob("falkordb.log")
         )
 
-    def run(self, query: str, **params: Any) -> list[dict[str, Any]]:
-        with self.driver.session() as session:
+    def run(self, query: str, graph: str | None = None, **params: Any) -> list[dict[str, Any]]:
+        with self.driver.session(database=graph) as session:
             return [record.data() for record in session.run(query, params)]
 
     def stream(
         self, name: str, topic: str, source: str, count: int, options: str
     ) -> tuple[float, float, float]:
         """(whole rate, steady rate, seconds) of a stream from START to its last commit.
-        ``source``: ``WITH TRANSFORM ...`` or a mapping (``WITH CYPHER ...``)."""
+        ``source``: ``WITH TRANSFORM ...`` or a mapping (``WITH CYPHER ...``). The stream
+        writes to a graph of its own, named after it, new like the direct write's."""
+        self.run("CREATE INDEX FOR (n:Node) ON (n.id)", graph=name)
         self.run(
             f"CREATE STREAM {name} AS LOAD DATA KAFKA '{self.broker.bootstrap}' "
-            f"WITH TOPIC '{topic}' {source} {options}"
+            f"WITH TOPIC '{topic}' {source} {options} DATABASE {name}"
         )
         assert self.proxy.proc is not None
         cpu_before = cpu_seconds(self.proxy.proc.pid)
@@ -264,15 +300,18 @@ class Bench:
         steady = (count - first_done) / (ended - first) if ended > first else float("nan")
         return count / (ended - started), steady, ended - started
 
-    def counts(self, label: str) -> tuple[int, int]:
-        nodes = self.run(f"MATCH (n:{label}) RETURN count(n) AS c")[0]["c"]
-        edges = self.run("MATCH ()-[e:Edge]->() RETURN count(e) AS c")[0]["c"]
+    def counts(self, graph: str, label: str) -> tuple[int, int]:
+        nodes = self.run(f"MATCH (n:{label}) RETURN count(n) AS c", graph)[0]["c"]
+        edges = self.run("MATCH ()-[e:Edge]->() RETURN count(e) AS c", graph)[0]["c"]
         return nodes, edges
 
-    def clear(self) -> None:
-        for label in ("Node", "Item", "Lat"):
+    def clear(self, graph: str) -> None:
+        """Empties a stream's graph (FalkorDB's memory and its AOF stay small); no stream
+        writes to it again."""
+        for label in ("Node", "Item"):
             while self.run(
-                f"MATCH (n:{label}) WITH n LIMIT 200000 DETACH DELETE n RETURN count(n) AS c"
+                f"MATCH (n:{label}) WITH n LIMIT 200000 DETACH DELETE n RETURN count(n) AS c",
+                graph,
             )[0]["c"]:
                 pass
 
@@ -359,24 +398,28 @@ def main() -> None:
                 f"{sum(' ' in m for m in manual):,} edges; CREATE-only: {count:,} nodes)"
             )
             consume = consume_rate(broker, manual_topic, count)
-            direct, expected, direct_create, direct_template = asyncio.run(
-                direct_rates(work / "direct", manual, items)
-            )
+            direct = Direct(work / "direct", manual, items)
             print(f"consume only (confluent-kafka):           {consume:>10,.0f} messages/s")
+            first = {kind: direct.rate(kind) for kind in ("manual", "create", "template")}
+            assert direct.expected is not None
             print(
-                f"direct UNWIND, manual data (5,000/query): {direct:>10,.0f} messages/s "
-                f"({expected[0]:,} nodes, {expected[1]:,} edges)"
+                f"direct UNWIND, manual data (5,000/query): {first['manual']:>10,.0f} messages/s "
+                f"({direct.expected[0]:,} nodes, {direct.expected[1]:,} edges)"
             )
-            print(f"direct UNWIND, CREATE-only:               {direct_create:>10,.0f} messages/s")
-            print(f"direct UNWIND, the template (5,000/query):{direct_template:>10,.0f} messages/s")
-            bench.run("CREATE INDEX FOR (n:Node) ON (n.id)")
+            print(f"direct UNWIND, CREATE-only:               {first['create']:>10,.0f} messages/s")
+            print(
+                f"direct UNWIND, the template (5,000/query):{first['template']:>10,.0f} messages/s"
+            )
+            print(
+                "(each stream below is compared with the direct write of its data just before it)"
+            )
             assert proxy.proc is not None
             rss_before = rss_mb(proxy.proc.pid)
-            results: dict[tuple[str, int, str], tuple[float, float, float]] = {}
+            results: dict[tuple[str, int, str], Result] = {}
             print(
                 f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
-                f"{'steady/s':>10}{'seconds':>9}  graph  CPU us/msg: proxy worker graph"
-                "  AOF rewrites"
+                f"{'steady/s':>10}{'direct/s':>10}{'ratio':>7}{'seconds':>9}  graph"
+                "  CPU us/msg: proxy worker graph  AOF rewrites"
             )
             template = TEMPLATE.replace("'", "\\'")
             for transform, topic, label, source in (
@@ -387,6 +430,7 @@ def main() -> None:
                 for size in batch_sizes:
                     for delivery in ("AT LEAST ONCE", "EXACTLY ONCE"):
                         name = f"bench_{transform}_{size}_{delivery[0]}"
+                        beside = direct.rate(transform)
                         whole, steady, seconds = bench.stream(
                             name,
                             topic,
@@ -394,18 +438,20 @@ def main() -> None:
                             count,
                             f"BATCH_SIZE {size} DELIVERY {delivery}",
                         )
-                        results[(transform, size, delivery)] = (whole, steady, seconds)
-                        got = bench.counts(label)
-                        want = expected if transform != "create" else (count, 0)
+                        results[(transform, size, delivery)] = Result(whole, steady, beside)
+                        got = bench.counts(name, label)
+                        want = direct.expected if transform != "create" else (count, 0)
                         check = "ok" if got == want else f"MISMATCH {got} != {want}"
                         print(
                             f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
-                            f"{steady:>10,.0f}{seconds:>9.1f}  {check}"
+                            f"{steady:>10,.0f}{beside:>10,.0f}{steady / beside:>7.2f}"
+                            f"{seconds:>9.1f}  {check}"
                             f"{bench.cpu['proxy']:>19.1f}{bench.cpu['worker']:>7.1f}"
                             f"{bench.cpu['graph']:>6.1f}{bench.rewrites:>14}",
                             flush=True,
                         )
-                        bench.clear()
+                        bench.clear(name)
+            direct.close()
             latencies = bench.latency(args.latency_seconds)
             time.sleep(2)
             rss_after = rss_mb(proxy.proc.pid)
@@ -420,7 +466,7 @@ def main() -> None:
                 f"proxy RSS: {rss_before:.0f} MB before the first stream, {rss_after:.0f} MB "
                 f"after the last ({rss_after - rss_before:+.0f} MB)"
             )
-            print_aims(results, direct, direct_template, batch_sizes, p50, rss_after - rss_before)
+            print_aims(results, batch_sizes, p50, rss_after - rss_before)
         finally:
             bench.driver.close()
             proxy.stop()
@@ -428,40 +474,34 @@ def main() -> None:
 
 
 def print_aims(
-    results: dict[tuple[str, int, str], tuple[float, float, float]],
-    direct: float,
-    direct_template: float,
+    results: dict[tuple[str, int, str], Result],
     sizes: list[int],
     p50: float,
     rss_growth: float,
 ) -> None:
     print("\naims (issues 8 and 12), measured in this run:")
 
-    def steady(transform: str, size: int, delivery: str = "AT LEAST ONCE") -> float:
-        return results[(transform, size, delivery)][1]
+    def ratio(transform: str, size: int, delivery: str = "AT LEAST ONCE") -> float:
+        return results[(transform, size, delivery)].ratio
 
     def line(text: str, value: float, aim: str, met: bool) -> None:
         print(f"  {text:<58} {value:>8.2f}  (aim {aim}) {'met' if met else 'MISSED'}")
 
     if 10 in sizes:
-        ratio = steady("manual", 10) / direct
-        line("BATCH_SIZE 10, manual, steady / direct UNWIND", ratio, ">= 0.5", ratio >= 0.5)
+        value = ratio("manual", 10)
+        line("BATCH_SIZE 10, manual, steady / direct UNWIND", value, ">= 0.5", value >= 0.5)
     if 10000 in sizes:
-        ratio = steady("manual", 10000) / direct
-        line("BATCH_SIZE 10000, manual, steady / direct UNWIND", ratio, ">= 0.7", ratio >= 0.7)
+        value = ratio("manual", 10000)
+        line("BATCH_SIZE 10000, manual, steady / direct UNWIND", value, ">= 0.7", value >= 0.7)
     if 10 in sizes:  # the default BATCH_SIZE
-        ratio = steady("template", 10) / direct_template
-        line("BATCH_SIZE 10, template, steady / direct template", ratio, ">= 0.7", ratio >= 0.7)
-    for size in sizes:
-        print(
-            f"  {'(template, BATCH_SIZE ' + str(size) + ', steady / direct manual UNWIND)':<58} "
-            f"{steady('template', size) / direct:>8.2f}"
-        )
-    best = max(steady("create", size) for size in sizes)
+        value = ratio("template", 10)
+        line("BATCH_SIZE 10, template, steady / direct template", value, ">= 0.7", value >= 0.7)
+    best = max(results[("create", size, "AT LEAST ONCE")].steady for size in sizes)
     line("CREATE-only, best steady (thousand messages/s)", best / 1000, ">= 100", best >= 100_000)
     for transform in ("manual", "create", "template"):
         for size in sizes:
-            cost = 1 - steady(transform, size, "EXACTLY ONCE") / steady(transform, size)
+            # Each side as a ratio to the direct write beside it: the machine's drift cancels.
+            cost = 1 - ratio(transform, size, "EXACTLY ONCE") / ratio(transform, size)
             line(
                 f"exactly-once cost, {transform}, BATCH_SIZE {size}", cost, "<= 0.20", cost <= 0.20
             )

@@ -10,7 +10,7 @@ it or none). ``compose`` chains the queries of a write into one query::
     <query 2>
     WITH count(*) AS __boltstream_c1
     ...
-    [fence: check the stream's positions, set them (positions.FENCE_TAIL)]
+    [fence: check the stream's positions, set them (positions.fence_tail)]
 
 Each ``WITH count(*)`` ends a query: it waits until the query before it is done (an
 aggregation consumes every row first), leaves exactly one row whatever that query produced,
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grammar import lexer
-from proxy.streams.positions import FENCE_TAIL, PREFIX, Fence, fence_parameters
+from proxy.streams.positions import PREFIX, Fence, fence_parameters, fence_tail
 
 Query = tuple[str, dict[str, Any]]
 
@@ -79,7 +79,7 @@ def compose(queries: Sequence[Query], fence: Fence | None = None) -> Query:
     if fence is not None:
         if parts:
             parts.append(f"WITH count(*) AS {PREFIX}_c{len(queries) - 1}\n")
-        parts.append(FENCE_TAIL)
+        parts.append(fence_tail(fence))
         params.update(fence_parameters(fence))
     if not parts:
         raise ValueError("nothing to compose")

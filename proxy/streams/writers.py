@@ -56,6 +56,7 @@ from proxy.streams.grouping import plan_queries
 from proxy.streams.mapping.cud import BOLT, FALKORDB, Dialect
 from proxy.streams.positions import (
     FENCE_FAILED,
+    PRUNE_EVERY,
     READ_POSITIONS,
     WRITTEN,
     Fence,
@@ -63,6 +64,7 @@ from proxy.streams.positions import (
     TopicPartition,
     fence_statement,
     positions_from_rows,
+    prune_statement,
 )
 
 log = logging.getLogger("boltstream.streams")
@@ -213,6 +215,7 @@ class FalkorDBWriter:
         self.max_composed = max_composed
         self.description = f"FalkorDB graph {graph!r}"
         self._known_types: set[str] = set()  # relationship types the graph has
+        self._fenced_writes = 0  # since the position nodes were last pruned
 
     def prepare(self, queries: list[Query], *, fence: Fence | None = None) -> PreparedWrite | None:
         """What ``write_batch(queries, group=True, atomic=True, fence=fence)`` sends, computed
@@ -333,6 +336,22 @@ class FalkorDBWriter:
                 if any(found.get(tp) != fence.expected.get(tp) for tp in fence.next):
                     raise FenceLost(found) from None
             raise self._refused(plan, exc, prepared.grouped) from None
+        if fence is not None:
+            await self._prune(fence)
+
+    async def _prune(self, fence: Fence) -> None:
+        """Every ``PRUNE_EVERY`` fenced writes, delete the position nodes behind the ones
+        ``fence`` just set (``positions.FENCE_TAIL``). Not part of any atomic unit, and safe
+        at any moment: the largest ``next`` stays. A failure only leaves more nodes."""
+        self._fenced_writes += 1
+        if self._fenced_writes < PRUNE_EVERY:
+            return
+        self._fenced_writes = 0
+        text, params = prune_statement(fence)
+        try:
+            await self.backend.run(self.graph, text, params)
+        except (BackendUnavailable, BackendError) as exc:
+            log.warning("%s: old stream positions not deleted: %s", self.graph, exc)
 
     @staticmethod
     def _refused(plan: list[Query], exc: BackendError, grouped: bool) -> PermanentWriteError:

@@ -17,7 +17,7 @@ from proxy.backends.embedded import EmbeddedFalkorDB
 from proxy.backends.falkordb import FalkorDBBackend
 from proxy.streams.compose import NotComposable, composable, compose
 from proxy.streams.grouping import plan_queries
-from proxy.streams.positions import LABEL, Fence, FenceLost
+from proxy.streams.positions import LABEL, PRUNE_EVERY, Fence, FenceLost
 from proxy.streams.writers import FalkorDBWriter, NotAtomic, PermanentWriteError
 from tests.integration.falkordb_fixtures import falkordb_server  # noqa: F401 - fixture
 from tests.streams.test_grouping import TEMPLATES, VALUES, snapshot
@@ -185,8 +185,9 @@ def test_the_fence(falkordb: EmbeddedFalkorDB) -> None:
         assert await writer.read_positions("s", None) == {("t", 0): 7, ("t", 1): 4}
         count = await backend.run("fenced", "MATCH (n:Node) RETURN count(n)", {})
         assert count.rows == [(3,)]
+        # A write adds a position node per partition it moves (positions.FENCE_TAIL).
         labels = await backend.run("fenced", f"MATCH (n:{LABEL}) RETURN count(n)", {})
-        assert labels.rows == [(2,)]
+        assert labels.rows == [(4,)]
         # A query the fence cannot be composed with: refused, clearly, nothing written.
         with pytest.raises(PermanentWriteError, match="DELIVERY EXACTLY ONCE on FalkorDB"):
             await writer.write_batch(
@@ -195,5 +196,46 @@ def test_the_fence(falkordb: EmbeddedFalkorDB) -> None:
                 fence=Fence("s", {("t", 0): 7}, {("t", 0): 8}),
             )
         assert await writer.read_positions("s", None) == {("t", 0): 7, ("t", 1): 4}
+
+    on(falkordb, check)
+
+
+def test_positions_move_back_and_old_ones_are_pruned(falkordb: EmbeddedFalkorDB) -> None:
+    """On FalkorDB a position is the largest ``next`` of its nodes: a write that moves it back
+    (SET OFFSET) replaces them, and every PRUNE_EVERY writes the ones behind go."""
+
+    async def nodes(backend: FalkorDBBackend) -> dict[int, list[int]]:
+        result = await backend.run(
+            "pruned", f"MATCH (n:{LABEL}) RETURN n.partition, n.next ORDER BY n.next", {}
+        )
+        found: dict[int, list[int]] = {}
+        for partition, offset in result.rows:
+            found.setdefault(partition, []).append(offset)
+        return found
+
+    async def check(backend: FalkorDBBackend) -> None:
+        writer = FalkorDBWriter(backend, "pruned")
+        at = {("t", 0): None, ("t", 1): None}
+        for step in range(1, PRUNE_EVERY):
+            moved = {("t", 0): step, ("t", 1): 2 * step}
+            await writer.write_batch([("CREATE (:Node)", {})], None, fence=Fence("s", at, moved))
+            at = dict(moved)
+        assert await nodes(backend) == {
+            0: list(range(1, PRUNE_EVERY)),
+            1: list(range(2, 2 * PRUNE_EVERY, 2)),
+        }
+        last = {("t", 0): PRUNE_EVERY, ("t", 1): 2 * PRUNE_EVERY}
+        await writer.write_batch([], None, fence=Fence("s", at, last))
+        assert await nodes(backend) == {0: [PRUNE_EVERY], 1: [2 * PRUNE_EVERY]}
+        # Back to offset 3 on partition 0 (ALTER STREAM ... SET OFFSET): its nodes replaced,
+        # partition 1's kept; the write after it expects 3.
+        await writer.write_batch([], None, fence=Fence("s", {("t", 1): 128}, {("t", 1): 130}))
+        await writer.write_batch([], None, fence=Fence("s", {("t", 0): 64}, {("t", 0): 3}))
+        assert await nodes(backend) == {0: [3], 1: [128, 130]}
+        assert await writer.read_positions("s", None) == {("t", 0): 3, ("t", 1): 130}
+        with pytest.raises(FenceLost):
+            await writer.write_batch([], None, fence=Fence("s", {("t", 0): 64}, {("t", 0): 65}))
+        await writer.write_batch([], None, fence=Fence("s", {("t", 0): 3}, {("t", 0): 4}))
+        assert await writer.read_positions("s", None) == {("t", 0): 4, ("t", 1): 130}
 
     on(falkordb, check)

@@ -53,7 +53,8 @@ def bodies(driver: Any, prefix: str) -> list[str]:
 def positions(driver: Any, name: str) -> dict[int, int]:
     rows = run(
         driver,
-        f"MATCH (p:{LABEL}) WHERE p.stream = $s RETURN p.partition AS partition, p.next AS next",
+        f"MATCH (p:{LABEL}) WHERE p.stream = $s "
+        "RETURN p.partition AS partition, max(p.next) AS next",
         s=name,
     )
     return {row["partition"]: row["next"] for row in rows}
