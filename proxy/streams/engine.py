@@ -161,7 +161,9 @@ class EngineSettings:
     backoff: Backoff = field(default_factory=Backoff)
     stop_grace: float = 15.0
     flush_interval: float = 1.0  # counters to the catalog
-    max_pending_messages: int = 50000  # consumed, not yet written, per stream
+    # Consumed, not yet written, per stream (at least one batch): two rounds of max_round_trip.
+    # 50,000 gave the same rates and 20 MB more RSS that stayed after the streams (pymalloc).
+    max_pending_messages: int = 20000
     max_pending_bytes: int = 16 * 1024 * 1024
     max_round_trip: int = 10000  # messages per transform round trip and per combined write
     exactly_once_refusal: str | None = None

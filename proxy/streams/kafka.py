@@ -214,7 +214,7 @@ class StreamConsumer:
         interval: float,
         health: Health,
         backoff: Backoff,
-        max_messages: int = 50000,
+        max_messages: int = 20000,
         max_bytes: int = 16 * 1024 * 1024,
         hooks: Hooks | None = None,
         exactly_once: bool = False,
