@@ -26,9 +26,10 @@ always``, as users run it), and in one run measures, side by side:
    carries the time it was produced, its node the time FalkorDB wrote it (``timestamp()``):
    p50 and p99 of the difference;
 5. the proxy's RSS before the first stream and after the last;
-6. for each stream, the CPU microseconds per message of the proxy, its transform worker and
-   FalkorDB (from /proc, START to the last commit). It moves with the machine's speed as
-   much as rates do (by tens of percent on these VMs), so compare it within a run.
+6. for each stream, the CPU microseconds per message of the proxy, its transform worker,
+   FalkorDB and the broker (from /proc, START to the last commit): the four share two cores.
+   It moves with the machine's speed as much as rates do (by tens of percent on these VMs),
+   so compare it within a run.
 
 Each aim of issues 8 and 12 is printed as a ratio measured in this run. An index on ``:Node(id)``
 exists in every graph (the manual's edge query matches nodes by id). Each stream writes to a new
@@ -202,11 +203,13 @@ async def graph_counts(backend: Any, graph: str) -> tuple[int, int]:
     return nodes.rows[0][0], edges.rows[0][0]
 
 
-def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the proxy, its transform workers and its
-    FalkorDB, by kind."""
+def cpu_seconds(pid: int, broker: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the proxy, its transform workers, its
+    FalkorDB and the broker (process ``broker``), by kind: all four share the two cores."""
     tick = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {"proxy": 0.0, "worker": 0.0, "graph": 0.0}
+    used: dict[str, float] = {"proxy": 0.0, "worker": 0.0, "graph": 0.0, "broker": 0.0}
+    fields = Path(f"/proc/{broker}/stat").read_text().rsplit(")", 1)[1].split()
+    used["broker"] = (int(fields[11]) + int(fields[12])) / tick
     children = Path(f"/proc/{pid}/task/{pid}/children")
     kids = children.read_text().split() if children.exists() else []
     for each in [str(pid), *kids]:
@@ -282,7 +285,8 @@ class Bench:
             f"WITH TOPIC '{topic}' {source} {options} DATABASE {name}"
         )
         assert self.proxy.proc is not None
-        cpu_before = cpu_seconds(self.proxy.proc.pid)
+        assert self.broker.proc is not None
+        cpu_before = cpu_seconds(self.proxy.proc.pid, self.broker.proc.pid)
         rewrites_before = self.aof_rewrites()
         started = time.perf_counter()
         self.run(f"START STREAM {name}")
@@ -294,7 +298,9 @@ class Bench:
             if done and first is None:
                 first, first_done = time.perf_counter(), done
         ended = time.perf_counter()
-        cpu_after = cpu_seconds(self.proxy.proc.pid)  # before STOP: the worker still runs
+        cpu_after = cpu_seconds(
+            self.proxy.proc.pid, self.broker.proc.pid
+        )  # before STOP: the worker still runs
         self.cpu = {k: (cpu_after[k] - cpu_before[k]) / count * 1e6 for k in cpu_after}
         self.rewrites = self.aof_rewrites() - rewrites_before
         status = next(r for r in self.run("SHOW STREAMS") if r["name"] == name)
@@ -414,7 +420,7 @@ def main() -> None:
             print(
                 f"\n{'transform':<12}{'BATCH_SIZE':>10}  {'delivery':<14}{'whole/s':>10}"
                 f"{'steady/s':>10}{'direct/s':>10}{'ratio':>7}{'seconds':>9}  graph"
-                "  CPU us/msg: proxy worker graph  AOF rewrites"
+                "  CPU us/msg: proxy worker graph broker  AOF rewrites"
             )
             template = TEMPLATE.replace("'", "\\'")
             for transform, topic, label, source in (
@@ -442,7 +448,8 @@ def main() -> None:
                             f"{steady:>10,.0f}{beside:>10,.0f}{steady / beside:>7.2f}"
                             f"{seconds:>9.1f}  {check}"
                             f"{bench.cpu['proxy']:>19.1f}{bench.cpu['worker']:>7.1f}"
-                            f"{bench.cpu['graph']:>6.1f}{bench.rewrites:>14}",
+                            f"{bench.cpu['graph']:>6.1f}{bench.cpu['broker']:>7.1f}"
+                            f"{bench.rewrites:>14}",
                             flush=True,
                         )
             direct.close()
