@@ -237,5 +237,10 @@ def test_positions_move_back_and_old_ones_are_pruned(falkordb: EmbeddedFalkorDB)
             await writer.write_batch([], None, fence=Fence("s", {("t", 0): 64}, {("t", 0): 65}))
         await writer.write_batch([], None, fence=Fence("s", {("t", 0): 3}, {("t", 0): 4}))
         assert await writer.read_positions("s", None) == {("t", 0): 4, ("t", 1): 130}
+        # Another stream's positions on the same partitions are its own.
+        await writer.write_batch([], None, fence=Fence("o", {("t", 0): None}, {("t", 0): 99}))
+        await writer.write_batch([], None, fence=Fence("s", {("t", 0): 4}, {("t", 0): 5}))
+        assert await writer.read_positions("s", None) == {("t", 0): 5, ("t", 1): 130}
+        assert await writer.read_positions("o", None) == {("t", 0): 99}
 
     on(falkordb, check)
