@@ -35,7 +35,11 @@ def test_many_workers_start_while_kafka_threads_run() -> None:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["started"] == 40
     assert report["after_fork_hooks"] == 0
-    assert report["fds_grown"] <= 2  # uvloop keeps one of its own; no pipe per worker
+    # No descriptor per worker: a leak of one per worker would be 40 or more. Not zero:
+    # uvloop keeps one of its own, and librdkafka's threads open and close wake-up pipes and
+    # sockets as they retry the dead broker (a run was seen holding six more pipe ends than
+    # before, in pairs, with two of the earlier ones gone).
+    assert report["fds_grown"] < 10
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
