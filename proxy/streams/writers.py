@@ -215,7 +215,9 @@ class FalkorDBWriter:
         self.max_composed = max_composed
         self.description = f"FalkorDB graph {graph!r}"
         self._known_types: set[str] = set()  # relationship types the graph has
-        self._fenced_writes = 0  # since the position nodes were last pruned
+        # Per stream (a writer serves every stream of its graph): fenced writes since its
+        # position nodes were last pruned.
+        self._fenced_writes: dict[str, int] = {}
 
     def prepare(self, queries: list[Query], *, fence: Fence | None = None) -> PreparedWrite | None:
         """What ``write_batch(queries, group=True, atomic=True, fence=fence)`` sends, computed
@@ -343,10 +345,11 @@ class FalkorDBWriter:
         """Every ``PRUNE_EVERY`` fenced writes, delete the position nodes behind the ones
         ``fence`` just set (``positions.FENCE_TAIL``). Not part of any atomic unit, and safe
         at any moment: the largest ``next`` stays. A failure only leaves more nodes."""
-        self._fenced_writes += 1
-        if self._fenced_writes < PRUNE_EVERY:
+        count = self._fenced_writes.get(fence.stream, 0) + 1
+        if count < PRUNE_EVERY:
+            self._fenced_writes[fence.stream] = count
             return
-        self._fenced_writes = 0
+        self._fenced_writes.pop(fence.stream, None)
         text, params = prune_statement(fence)
         try:
             await self.backend.run(self.graph, text, params)

@@ -237,10 +237,22 @@ def test_positions_move_back_and_old_ones_are_pruned(falkordb: EmbeddedFalkorDB)
             await writer.write_batch([], None, fence=Fence("s", {("t", 0): 64}, {("t", 0): 65}))
         await writer.write_batch([], None, fence=Fence("s", {("t", 0): 3}, {("t", 0): 4}))
         assert await writer.read_positions("s", None) == {("t", 0): 4, ("t", 1): 130}
-        # Another stream's positions on the same partitions are its own.
+        # Another stream's positions on the same partitions are its own, and its writes do
+        # not count towards this stream's pruning (one writer serves every stream of a
+        # graph): two streams writing in turn each get pruned at their own 64th write.
         await writer.write_batch([], None, fence=Fence("o", {("t", 0): None}, {("t", 0): 99}))
         await writer.write_batch([], None, fence=Fence("s", {("t", 0): 4}, {("t", 0): 5}))
         assert await writer.read_positions("s", None) == {("t", 0): 5, ("t", 1): 130}
         assert await writer.read_positions("o", None) == {("t", 0): 99}
+        for step in range(PRUNE_EVERY):
+            for stream, start in (("s", 5), ("o", 99)):
+                fence = Fence(stream, {("t", 0): start + step}, {("t", 0): start + step + 1})
+                await writer.write_batch([], None, fence=fence)
+        result = await backend.run(
+            "pruned", f"MATCH (n:{LABEL}) WHERE n.partition = 0 RETURN n.stream, count(n)", {}
+        )
+        # "s" had made four counted writes since its last pruning, "o" one: each was pruned
+        # at its own 64th write, leaving the node pruned to and the writes after it.
+        assert sorted(result.rows) == [("o", 2), ("s", 5)]
 
     on(falkordb, check)
