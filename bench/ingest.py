@@ -129,7 +129,7 @@ def consume_rate(broker: Broker, topic: str, count: int) -> float:
 class Direct:
     """The graph's own write rate: the stream's data written straight to a second embedded
     FalkorDB like the proxy's (``appendfsync always``), through the proxy's own RESP client,
-    with UNWIND queries of 5,000 rows, into a new graph each time (kept: see ``main``).
+    with UNWIND queries of 5,000 rows, into a new graph each time (kept: see the module docstring).
 
     Measured again right before each stream, because this 2-core VM's speed moves by tens of
     percent from one minute to the next (a fixed Python loop takes 0.28 to 0.50 s; CPU per
