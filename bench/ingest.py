@@ -143,12 +143,22 @@ class Direct:
         self.server = EmbeddedFalkorDB(folder, fsync="always")
         self.backend = self.server.make_backend()
         self.loop.run_until_complete(self.backend.start())
-        self.nodes = [m for m in manual if " " not in m]
-        self.edges = [
-            {"from_id": a, "to_id": b} for a, b in (m.split() for m in manual if " " in m)
-        ]
-        self.manual = manual
-        self.items = items
+        nodes = [m for m in manual if " " not in m]
+        edges = [{"from_id": a, "to_id": b} for a, b in (m.split() for m in manual if " " in m)]
+        # Each kind's writes, (query, rows) in order, and how many messages they stand for.
+        self.writes: dict[str, list[tuple[str, list[Any]]]] = {
+            "manual": [
+                ("UNWIND $rows AS r CREATE (:Node {id: r})", nodes),
+                (
+                    "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
+                    "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
+                    edges,
+                ),
+            ],
+            "create": [("UNWIND $rows AS r CREATE (:Item {id: r})", items)],
+            "template": [(f"UNWIND $rows AS event {TEMPLATE}", manual)],
+        }
+        self.messages = {"manual": len(manual), "create": len(items), "template": len(manual)}
         self.graphs = 0
         self.expected: tuple[int, int] | None = None  # the manual data's (nodes, edges)
 
@@ -165,27 +175,11 @@ class Direct:
         run = self.backend.run
         if kind != "create":
             await run(graph, "CREATE INDEX FOR (n:Node) ON (n.id)", {})
-        batches: list[tuple[str, list[Any]]] = []
-        if kind == "manual":
-            batches += [("UNWIND $rows AS r CREATE (:Node {id: r})", self.nodes)]
-            batches += [
-                (
-                    "UNWIND $rows AS r MATCH (n:Node {id: r.from_id}), "
-                    "(m:Node {id: r.to_id}) CREATE (n)-[:Edge]->(m)",
-                    self.edges,
-                )
-            ]
-        elif kind == "create":
-            batches += [("UNWIND $rows AS r CREATE (:Item {id: r})", self.items)]
-        else:
-            batches += [(f"UNWIND $rows AS event {TEMPLATE}", self.manual)]
         started = time.perf_counter()
-        for query, rows in batches:
+        for query, rows in self.writes[kind]:
             for i in range(0, len(rows), DIRECT_BATCH):
                 await run(graph, query, {"rows": rows[i : i + DIRECT_BATCH]})
-        rate = len(self.items if kind == "create" else self.manual) / (
-            time.perf_counter() - started
-        )
+        rate = self.messages[kind] / (time.perf_counter() - started)
         if kind != "create":
             counted = await graph_counts(self.backend, graph)
             self.expected = self.expected or counted
@@ -385,6 +379,7 @@ def main() -> None:
             "warning",
         ).start()
         bench = Bench(proxy, broker, transforms, work / "proxy")
+        direct: Direct | None = None
         try:
             manual = make_messages(count)
             items = [str(i) for i in range(count)]
@@ -439,20 +434,23 @@ def main() -> None:
                             count,
                             f"BATCH_SIZE {size} DELIVERY {delivery}",
                         )
-                        results[(transform, size, delivery)] = Result(whole, steady, beside)
+                        result = results[(transform, size, delivery)] = Result(
+                            whole, steady, beside
+                        )
                         got = bench.counts(name, label)
                         want = direct.expected if transform != "create" else (count, 0)
                         check = "ok" if got == want else f"MISMATCH {got} != {want}"
                         print(
                             f"{transform:<12}{size:>10}  {delivery.lower():<14}{whole:>10,.0f}"
-                            f"{steady:>10,.0f}{beside:>10,.0f}{steady / beside:>7.2f}"
+                            f"{steady:>10,.0f}{beside:>10,.0f}{result.ratio:>7.2f}"
                             f"{seconds:>9.1f}  {check}"
                             f"{bench.cpu['proxy']:>19.1f}{bench.cpu['worker']:>7.1f}"
                             f"{bench.cpu['graph']:>6.1f}{bench.cpu['broker']:>7.1f}"
                             f"{bench.rewrites:>14}",
                             flush=True,
                         )
-            direct.close()
+            direct.close()  # done: stopped before the latency run
+            direct = None
             latencies = bench.latency(args.latency_seconds)
             time.sleep(2)
             rss_after = rss_mb(proxy.proc.pid)
@@ -470,6 +468,8 @@ def main() -> None:
             )
             print_aims(results, batch_sizes, p50, rss_after - rss_before)
         finally:
+            if direct is not None:
+                direct.close()
             bench.driver.close()
             proxy.stop()
             broker.stop()
