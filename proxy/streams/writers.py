@@ -353,7 +353,7 @@ class FalkorDBWriter:
         text, params = prune_statement(fence)
         try:
             await self.backend.run(self.graph, text, params)
-        except (BackendUnavailable, BackendError) as exc:
+        except BackendError as exc:  # BackendUnavailable included
             log.warning("%s: old stream positions not deleted: %s", self.graph, exc)
 
     @staticmethod
